@@ -1,0 +1,207 @@
+//! The `ferray` command line: `run` and `inspect` components on the embedded
+//! runtime, and `microbenchmark` it. Errors are one clear line on stderr and a
+//! non-zero exit status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ferray::{OutputMode, Runtime, RuntimeBuilder, parse_duration, parse_size};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferray", version, about = "Ray's model with WebAssembly components: tasks, actors, objects")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an exported function of a component on the embedded runtime and
+    /// print its result as WAVE text.
+    Run(RunArgs),
+    /// Show a component's digest, exports with their WIT signatures, and imports.
+    Inspect {
+        /// The component (.wasm).
+        component: PathBuf,
+    },
+    /// Measure the embedded runtime, printing `NAME VALUE UNIT` lines with
+    /// Ray's metric names.
+    Microbenchmark(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// CPUs tasks may hold at once (default: this machine's cores).
+    #[arg(long, value_name = "N")]
+    num_cpus: Option<f64>,
+    /// GPUs tasks may hold at once.
+    #[arg(long, value_name = "N")]
+    num_gpus: Option<f64>,
+    /// Run tasks inline and in order, deterministically (Ray's local_mode).
+    #[arg(long)]
+    local_mode: bool,
+    /// Wall-clock limit of each task attempt, like 500ms, 30s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    timeout: Option<std::time::Duration>,
+    /// Memory cap of each guest instance, like 64MiB, 2GiB (default 1GiB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    memory_limit: Option<u64>,
+    /// Fuel of each task attempt (turns fuel metering on).
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Grant an environment variable to guests.
+    #[arg(long = "env", value_name = "K=V", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Grant a host directory to guests at a guest path.
+    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = dir_grant)]
+    dirs: Vec<(PathBuf, String)>,
+    /// Bytes of objects kept in memory before spilling to disk.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    object_store_memory: Option<u64>,
+    /// The component (.wasm).
+    component: PathBuf,
+    /// The exported function: its name, or `interface.name`.
+    function: String,
+    /// Arguments in WAVE text, typed by the function's signature.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// A cluster's head (later); without it the embedded runtime is measured.
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// Scale every measurement's length (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Only the metrics whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not K=V")),
+    }
+}
+
+fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once("::") {
+        Some((h, g)) if !h.is_empty() && !g.is_empty() => Ok((PathBuf::from(h), g.to_string())),
+        _ => Err(format!("`{s}` is not HOST::GUEST (for example `./data::/data`)")),
+    }
+}
+
+/// Parse the command line, run it, and turn any error into one line on
+/// stderr and exit status 1.
+pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut text = format!("{e:#}");
+            if text.is_empty() {
+                text = "failed".into();
+            }
+            eprintln!("error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run_component(args),
+        Command::Inspect { component } => inspect(component),
+        Command::Microbenchmark(args) => microbenchmark(args),
+    }
+}
+
+fn read_component(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn run_component(args: RunArgs) -> Result<ExitCode> {
+    let bytes = read_component(&args.component)?;
+    let mut b: RuntimeBuilder = Runtime::builder().output(OutputMode::Stderr).local_mode(args.local_mode);
+    if let Some(n) = args.num_cpus {
+        b = b.num_cpus(n);
+    }
+    if let Some(n) = args.num_gpus {
+        b = b.num_gpus(n);
+    }
+    if let Some(t) = args.timeout {
+        b = b.timeout(t);
+    }
+    if let Some(m) = args.memory_limit {
+        b = b.memory_limit(m);
+    }
+    if let Some(f) = args.fuel {
+        b = b.fuel(f);
+    }
+    if let Some(m) = args.object_store_memory {
+        b = b.object_store_memory(m);
+    }
+    for (k, v) in &args.env {
+        b = b.env(k, v);
+    }
+    for (h, g) in &args.dirs {
+        b = b.dir(h, g);
+    }
+    let rt = b.build_sync()?;
+    let comp = rt
+        .load_bytes_sync(&bytes)
+        .with_context(|| format!("cannot load {}", args.component.display()))?;
+    let text = rt.block_on(comp.call_wave(&args.function, &args.args))?;
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    if comp.is_err_result(&args.function, &text) {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(path: PathBuf) -> Result<ExitCode> {
+    let bytes = read_component(&path)?;
+    let rt = Runtime::builder().num_cpus(1.0).worker_threads(1).build_sync()?;
+    let info = rt.inspect(&bytes).with_context(|| format!("cannot inspect {}", path.display()))?;
+    println!("component: {}", path.display());
+    println!("digest: {}", info.id);
+    println!("size: {} bytes", info.size);
+    println!("exports:");
+    for line in info.info.export_lines() {
+        println!("  {line}");
+    }
+    println!("imports:");
+    for name in &info.info.imports {
+        println!("  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
+    if args.address.is_some() {
+        bail!("--address needs a cluster, which this build does not have yet; run without it to measure the embedded runtime");
+    }
+    let lines = ferray::bench::run_all(args.scale, args.filter.as_deref(), |line| println!("{line}"))?;
+    if lines == 0 {
+        bail!("no metric matches the filter");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,17 @@
+//! ferray's core types: newtype ids, task and actor options, resource
+//! amounts, the error enum shared by every layer, and the parsers for the
+//! command line's sizes and durations. Nothing here does I/O.
+
+mod call;
+mod error;
+mod ids;
+mod options;
+mod parse;
+mod resources;
+
+pub use call::Arg;
+pub use error::{Error, Result};
+pub use ids::{ActorId, ComponentId, ObjectId, TaskId};
+pub use options::{ActorOptions, TaskOptions};
+pub use parse::{parse_duration, parse_size};
+pub use resources::{ResourceSet, Resources};

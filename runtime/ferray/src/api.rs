@@ -1,0 +1,657 @@
+//! The embedding API: [`Runtime`], [`Component`], [`ActorHandle`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
+use ferray_host::{ComponentInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec};
+use ferray_store::{ObjectStore, StoreConfig, StoreStats};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::objects::ObjectRef;
+use crate::output::{OutputLine, OutputMode, OutputSink};
+use crate::runtime::{RtInner, Settings, TaskCounts};
+use crate::sched::Admission;
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(value)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode the value: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(&mut de).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "cannot decode the value as {}: {e}",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    match de.finalize() {
+        Ok(rest) if rest.is_empty() => Ok(value),
+        _ => Err(Error::InvalidArgument(format!(
+            "the value has bytes left over after decoding it as {}",
+            std::any::type_name::<T>()
+        ))),
+    }
+}
+
+/// The default place for compiled components: `$FERRAY_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/ferray`, else `~/.cache/ferray`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("FERRAY_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("ferray"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ferray"))
+}
+
+fn system_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// Sets up a [`Runtime`]: resources, limits, grants, local mode.
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    num_cpus: Option<f64>,
+    num_gpus: f64,
+    memory: Option<u64>,
+    resources: Vec<(String, f64)>,
+    local_mode: bool,
+    object_store_memory: Option<u64>,
+    spill_dir: Option<PathBuf>,
+    cache_dir: Option<Option<PathBuf>>,
+    fuel: Option<u64>,
+    timeout: Option<Duration>,
+    memory_limit: Option<u64>,
+    env: Vec<(String, String)>,
+    dirs: Vec<(PathBuf, String)>,
+    output: OutputMode,
+    worker_threads: Option<usize>,
+    max_output_bytes: Option<usize>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self {
+            num_cpus: None,
+            num_gpus: 0.0,
+            memory: None,
+            resources: Vec::new(),
+            local_mode: false,
+            object_store_memory: None,
+            spill_dir: None,
+            cache_dir: None,
+            fuel: None,
+            timeout: None,
+            memory_limit: None,
+            env: Vec::new(),
+            dirs: Vec::new(),
+            output: OutputMode::default(),
+            worker_threads: None,
+            max_output_bytes: None,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// CPUs tasks may hold at once (default: this machine's cores).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.num_gpus = n;
+        self
+    }
+    /// Memory tasks may reserve at once (default: this machine's memory).
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+    /// A custom resource of this node, as Ray's `resources={...}`.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.push((name.to_string(), amount));
+        self
+    }
+    /// Ray's `local_mode=True`: tasks run one at a time in submission order;
+    /// tasks submitted by a task run inline, to completion, before `submit`
+    /// returns.
+    pub fn local_mode(mut self, on: bool) -> Self {
+        self.local_mode = on;
+        self
+    }
+    /// Bytes of objects kept in memory before spilling to disk.
+    pub fn object_store_memory(mut self, bytes: u64) -> Self {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+    /// Where compiled components are cached (`None`: no disk cache).
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = Some(dir);
+        self
+    }
+    /// Turn fuel metering on and give every task this much fuel by default.
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
+        self
+    }
+    /// Default wall-clock limit of a task attempt or an actor call.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    /// Default memory cap of a guest instance (default 1 GiB).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+    /// Grant an environment variable to guests.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// Grant a host directory to guests at `guest` path.
+    pub fn dir(mut self, host: impl Into<PathBuf>, guest: &str) -> Self {
+        self.dirs.push((host.into(), guest.to_string()));
+        self
+    }
+    pub fn output(mut self, mode: OutputMode) -> Self {
+        self.output = mode;
+        self
+    }
+    /// Threads that run guests (default: the machine's cores).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = Some(n.max(1));
+        self
+    }
+    /// Bytes of stdout (and of stderr) kept per task.
+    pub fn max_output_bytes(mut self, n: usize) -> Self {
+        self.max_output_bytes = Some(n);
+        self
+    }
+
+    pub async fn build(self) -> Result<Runtime, Error> {
+        self.build_sync()
+    }
+
+    /// Build without an async context (the command line uses this).
+    pub fn build_sync(self) -> Result<Runtime, Error> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut total = Resources::default()
+            .with_cpus(self.num_cpus.unwrap_or(cores as f64))?
+            .with_gpus(self.num_gpus)?
+            .with_memory(self.memory.unwrap_or_else(system_memory));
+        for (name, amount) in &self.resources {
+            total = total.with_custom(name, *amount)?;
+        }
+        for (host, _) in &self.dirs {
+            if !host.is_dir() {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot grant {}: not a directory",
+                    host.display()
+                )));
+            }
+        }
+        let host_config = HostConfig {
+            cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
+            fuel: self.fuel.is_some(),
+            default_memory_limit: self.memory_limit.unwrap_or(1 << 30),
+            max_output_bytes: self.max_output_bytes.unwrap_or(1 << 20),
+            dirs: self.dirs,
+            env: self.env,
+            ..HostConfig::default()
+        };
+        let host = Host::new(host_config)?;
+        let store = Arc::new(ObjectStore::new(StoreConfig {
+            memory_capacity: self.object_store_memory.unwrap_or(2 << 30),
+            spill_dir: self.spill_dir,
+        })?);
+        let exec = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads.unwrap_or(cores))
+            .thread_name("ferray-worker")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::System(format!("cannot start worker threads: {e}")))?;
+        let settings = Settings {
+            local_mode: self.local_mode,
+            default_timeout: self.timeout,
+            default_fuel: self.fuel,
+        };
+        let inner = RtInner::new(
+            host,
+            store,
+            Admission::new(total),
+            settings,
+            exec.handle().clone(),
+            OutputSink::new(self.output.clone()),
+        );
+        let output = OutputSink::clone(&inner_output(&inner));
+        Ok(Runtime { shared: Arc::new(Shared { inner, exec: Some(exec), output }) })
+    }
+}
+
+fn inner_output(_inner: &Arc<RtInner>) -> OutputSink {
+    _inner.output_sink()
+}
+
+struct Shared {
+    inner: Arc<RtInner>,
+    exec: Option<tokio::runtime::Runtime>,
+    output: OutputSink,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(exec) = self.exec.take() {
+            exec.shutdown_background();
+        }
+    }
+}
+
+/// An embedded ferray runtime (`ray.init()`). Cheap to clone; it shuts down
+/// when the last clone, component and actor handle is gone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+/// Counters of a runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeStats {
+    pub tasks: TaskCounts,
+    pub store: StoreStats,
+    pub host: HostStats,
+    pub resources_total: Resources,
+    pub resources_free: Resources,
+}
+
+impl Runtime {
+    /// An embedded runtime with the defaults: all cores, no GPU.
+    pub async fn local() -> Result<Runtime, Error> {
+        Self::builder().build().await
+    }
+
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    fn inner(&self) -> &Arc<RtInner> {
+        &self.shared.inner
+    }
+
+    /// Load a component from a file. Content addressed: loading the same
+    /// bytes twice is free, and compiled code is cached on disk.
+    pub async fn load_file(&self, path: impl AsRef<Path>) -> Result<Component, Error> {
+        let path = path.as_ref();
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            Error::NotFound(format!("cannot read {}: {e}", path.display()))
+        })?;
+        self.load_bytes(&bytes).await
+    }
+
+    /// Load a component from its bytes.
+    pub async fn load_bytes(&self, bytes: &[u8]) -> Result<Component, Error> {
+        let inner = self.inner().clone();
+        let bytes = bytes.to_vec();
+        let loaded = tokio::task::spawn_blocking(move || inner.host.load(&bytes))
+            .await
+            .map_err(|e| Error::System(format!("loading failed: {e}")))??;
+        Ok(Component { rt: self.clone(), loaded })
+    }
+
+    /// Load without an async context.
+    pub fn load_bytes_sync(&self, bytes: &[u8]) -> Result<Component, Error> {
+        let loaded = self.inner().host.load(bytes)?;
+        Ok(Component { rt: self.clone(), loaded })
+    }
+
+    /// A component's digest, exports (with WIT signatures) and imports,
+    /// without keeping it loaded.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, Error> {
+        self.inner().host.inspect(bytes)
+    }
+
+    /// A component loaded earlier, by its digest.
+    pub fn component(&self, id: &ComponentId) -> Result<Component, Error> {
+        Ok(Component { rt: self.clone(), loaded: self.inner().component(id)? })
+    }
+
+    /// Store a value (`ray.put`); the reference is ready at once.
+    pub async fn put<T: Serialize + ?Sized>(&self, value: &T) -> Result<ObjectRef, Error> {
+        Ok(self.put_encoded(Bytes::from(encode(value)?)))
+    }
+
+    /// Store bytes that are already a canonically encoded value.
+    pub fn put_encoded(&self, bytes: Bytes) -> ObjectRef {
+        self.inner().put(bytes)
+    }
+
+    /// The value of a reference, waiting until it is ready (`ray.get`).
+    pub async fn get<T: DeserializeOwned>(&self, r: &ObjectRef) -> Result<T, Error> {
+        decode(&self.get_encoded(r).await?)
+    }
+
+    /// The encoded bytes of a reference's value, without copying them.
+    pub async fn get_encoded(&self, r: &ObjectRef) -> Result<Bytes, Error> {
+        self.inner().get_bytes(r).await
+    }
+
+    /// The values of several references, in order.
+    pub async fn get_all<T: DeserializeOwned>(&self, refs: &[ObjectRef]) -> Result<Vec<T>, Error> {
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(self.get(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// `ray.wait`: returns `(ready, not_ready)` once `num_returns` are ready or
+    /// the timeout passes; both keep the order given.
+    pub async fn wait(
+        &self,
+        refs: &[ObjectRef],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> (Vec<ObjectRef>, Vec<ObjectRef>) {
+        let ready = RtInner::wait(refs, num_returns, timeout).await;
+        let mut is_ready = vec![false; refs.len()];
+        for i in &ready {
+            is_ready[*i as usize] = true;
+        }
+        let (a, b): (Vec<_>, Vec<_>) = refs.iter().cloned().zip(is_ready).partition(|(_, r)| *r);
+        (a.into_iter().map(|(r, _)| r).collect(), b.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Cancel a pending or running task (`ray.cancel`); its reference fails
+    /// with `Cancelled`.
+    pub fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
+        self.inner().cancel(r)
+    }
+
+    /// A handle to an actor by id (ids can travel inside values).
+    pub fn actor_handle(&self, id: ActorId) -> ActorHandle {
+        ActorHandle { rt: self.clone(), id }
+    }
+
+    /// Guest output kept with [`OutputMode::Collect`].
+    pub fn take_output(&self) -> Vec<OutputLine> {
+        self.shared.output.take()
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        let inner = self.inner();
+        RuntimeStats {
+            tasks: inner.counts(),
+            store: inner.store.stats(),
+            host: inner.host.stats(),
+            resources_total: inner.admission.total(),
+            resources_free: inner.admission.free(),
+        }
+    }
+
+    /// The object store (for tests and tools).
+    pub fn object_store(&self) -> &ObjectStore {
+        &self.inner().store
+    }
+
+    /// Run a future on the runtime's worker threads and wait for it (the
+    /// command line's entry point; not for use inside an async context).
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        match &self.shared.exec {
+            Some(exec) => exec.block_on(fut),
+            None => futures::executor::block_on(fut),
+        }
+    }
+}
+
+/// A loaded component: its exports can be called as tasks and its exported
+/// resources made into actors.
+#[derive(Clone)]
+pub struct Component {
+    rt: Runtime,
+    loaded: Arc<Loaded<RtInner>>,
+}
+
+impl Component {
+    /// The blake3 digest of the component's bytes.
+    pub fn id(&self) -> ComponentId {
+        self.loaded.id
+    }
+
+    pub fn info(&self) -> &ComponentInfo {
+        &self.loaded.info
+    }
+
+    /// Submit a call of an exported function with a tuple of arguments
+    /// (`f.remote(x)`); the reference comes back at once.
+    pub fn call<A: Serialize>(&self, function: &str, args: A) -> Result<ObjectRef, Error> {
+        self.task(function).args(&args)?.submit()
+    }
+
+    /// A task with options and object references as arguments.
+    pub fn task(&self, function: &str) -> TaskBuilder {
+        TaskBuilder {
+            comp: self.clone(),
+            function: function.to_string(),
+            args: Vec::new(),
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// Make an actor of an exported resource; `args` go to its constructor.
+    pub fn actor<A: Serialize>(&self, class: &str, args: A) -> ActorBuilder {
+        ActorBuilder {
+            comp: self.clone(),
+            class: class.to_string(),
+            args: encode(&args).map(|b| vec![Arg::Value(b)]),
+            options: ActorOptions::default(),
+        }
+    }
+
+    /// Call with arguments in WAVE text, typed by the function's signature;
+    /// the result comes back as WAVE text (the command line's path).
+    pub async fn call_wave(&self, function: &str, args: &[String]) -> Result<String, Error> {
+        let func = self.loaded.info.function(function)?.clone();
+        if args.len() != func.params.len() {
+            return Err(Error::InvalidArgument(format!(
+                "`{}` takes {} argument(s), got {}: expected `{}`",
+                func.name,
+                func.params.len(),
+                args.len(),
+                func.signature()
+            )));
+        }
+        let mut vals = Vec::with_capacity(args.len());
+        for ((name, ty), text) in func.params.iter().zip(args) {
+            vals.push(codec::parse_wave(ty, text).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "argument `{name}`: `{text}` is not a {}: {e}; expected `{}`",
+                    codec::type_name(ty),
+                    func.signature()
+                ))
+            })?);
+        }
+        let tys = func.param_types();
+        let bytes = codec::encode_all(&vals, &tys)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))?;
+        let r = self.task(function).arg_encoded(bytes).submit()?;
+        let out = self.rt.get_encoded(&r).await?;
+        let results = codec::decode_all(&func.results, &out)
+            .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
+        let texts = results
+            .iter()
+            .map(|v| codec::to_wave(v).map_err(|e| Error::Other(format!("cannot print the result: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match texts.len() {
+            1 => texts.into_iter().next().unwrap_or_default(),
+            _ => texts.join(" "),
+        })
+    }
+
+    /// Whether `function`'s result is `err(..)` in `encoded` (for exit codes).
+    pub fn is_err_result(&self, function: &str, encoded_wave: &str) -> bool {
+        matches!(self.loaded.info.function(function).map(|f| f.results.as_slice()),
+            Ok([ferray_host::Type::Result(_)])) && encoded_wave.starts_with("err")
+    }
+}
+
+/// A task with options (`f.options(...).remote(...)`).
+pub struct TaskBuilder {
+    comp: Component,
+    function: String,
+    args: Vec<Arg<ObjectRef>>,
+    options: TaskOptions,
+}
+
+impl TaskBuilder {
+    /// One argument (one parameter).
+    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
+        self.args.push(Arg::Value(encode(value)?));
+        Ok(self)
+    }
+    /// Several parameters at once, as a tuple.
+    pub fn args<T: Serialize + ?Sized>(self, tuple: &T) -> Result<Self, Error> {
+        self.arg(tuple)
+    }
+    /// Canonically encoded bytes of one or more parameters.
+    pub fn arg_encoded(mut self, bytes: Vec<u8>) -> Self {
+        self.args.push(Arg::Value(bytes));
+        self
+    }
+    /// A parameter whose value is this object's, once ready (a dependency).
+    pub fn arg_ref(mut self, r: &ObjectRef) -> Self {
+        self.args.push(Arg::Ref(r.clone()));
+        self
+    }
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+    pub fn num_cpus(mut self, n: f64) -> Result<Self, Error> {
+        self.options.resources = self.options.resources.with_cpus(n)?;
+        Ok(self)
+    }
+    pub fn num_gpus(mut self, n: f64) -> Result<Self, Error> {
+        self.options.resources = self.options.resources.with_gpus(n)?;
+        Ok(self)
+    }
+    /// Memory to reserve, and the guest's memory cap.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.options.resources = self.options.resources.with_memory(bytes);
+        self
+    }
+    pub fn resource(mut self, name: &str, amount: f64) -> Result<Self, Error> {
+        self.options.resources = self.options.resources.with_custom(name, amount)?;
+        Ok(self)
+    }
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.options.max_retries = n;
+        self
+    }
+    pub fn retry_exceptions(mut self, on: bool) -> Self {
+        self.options.retry_exceptions = on;
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.options.timeout = Some(t);
+        self
+    }
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.options.fuel = Some(fuel);
+        self
+    }
+    pub fn submit(self) -> Result<ObjectRef, Error> {
+        let inner = self.comp.rt.inner().clone();
+        inner.submit(self.comp.loaded.clone(), &self.function, self.args, self.options)
+    }
+}
+
+/// An actor about to be made (`Class.options(...).remote(...)`).
+pub struct ActorBuilder {
+    comp: Component,
+    class: String,
+    args: Result<Vec<Arg<ObjectRef>>, Error>,
+    options: ActorOptions,
+}
+
+impl ActorBuilder {
+    /// Restarts after a crash, constructor re-run (default 0, as in Ray).
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.options.max_restarts = n;
+        self
+    }
+    pub fn num_cpus(mut self, n: f64) -> Result<Self, Error> {
+        self.options.resources = self.options.resources.with_cpus(n)?;
+        Ok(self)
+    }
+    pub fn num_gpus(mut self, n: f64) -> Result<Self, Error> {
+        self.options.resources = self.options.resources.with_gpus(n)?;
+        Ok(self)
+    }
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.options.resources = self.options.resources.with_memory(bytes);
+        self
+    }
+    /// Wall-clock limit of each method call.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.options.timeout = Some(t);
+        self
+    }
+    /// A constructor argument that is an object's value (a dependency),
+    /// after those given to [`Component::actor`].
+    pub fn arg_ref(mut self, r: &ObjectRef) -> Self {
+        if let Ok(args) = &mut self.args {
+            args.push(Arg::Ref(r.clone()));
+        }
+        self
+    }
+    /// Start the actor; its constructor runs in its own store. Calls made
+    /// before it finishes wait for it.
+    pub async fn spawn(self) -> Result<ActorHandle, Error> {
+        let inner = self.comp.rt.inner().clone();
+        let id = inner.create_actor(self.comp.loaded.clone(), &self.class, self.args?, self.options)?;
+        Ok(ActorHandle { rt: self.comp.rt.clone(), id })
+    }
+}
+
+/// A handle to an actor. Method calls run one at a time, in the order submitted.
+#[derive(Clone)]
+pub struct ActorHandle {
+    rt: Runtime,
+    id: ActorId,
+}
+
+impl ActorHandle {
+    pub fn id(&self) -> ActorId {
+        self.id
+    }
+    /// Call a method with a tuple of arguments; the reference comes back at once.
+    pub fn call<A: Serialize>(&self, method: &str, args: A) -> Result<ObjectRef, Error> {
+        self.rt.inner().call_actor(self.id, method.to_string(), vec![Arg::Value(encode(&args)?)])
+    }
+    /// Call with argument pieces (values and object references).
+    pub fn call_with(&self, method: &str, args: Vec<Arg<ObjectRef>>) -> Result<ObjectRef, Error> {
+        self.rt.inner().call_actor(self.id, method.to_string(), args)
+    }
+    /// Kill the actor: the call in flight and queued calls fail with `ActorDied`.
+    pub fn kill(&self) -> Result<(), Error> {
+        self.rt.inner().kill_actor(self.id)
+    }
+}

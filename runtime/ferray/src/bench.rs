@@ -1,0 +1,196 @@
+//! `ferray microbenchmark`: Ray's microbenchmark, measured on the embedded
+//! runtime, printing `NAME VALUE UNIT` lines with Ray's metric names.
+//!
+//! The tasks and the actor are a tiny component written in WebAssembly text
+//! (no WASI, no allocation), so the figures measure ferray's own overhead:
+//! submission, scheduling, a fresh instance per task, the call, the result
+//! in the object store, and `get`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::{Error, ObjectRef, OutputMode, Runtime};
+
+/// A component with `small-value: func() -> u32` and an actor class
+/// `counter` (`constructor(start: s64)`, `small-value`, `incr(by: s64) -> s64`).
+pub const BENCH_COMPONENT_WAT: &str = r#"
+(component
+  (type $counter' (resource (rep i32)))
+  (export $counter "counter" (type $counter'))
+  (core func $new (canon resource.new $counter'))
+  (core module $m
+    (import "" "new" (func $new (param i32) (result i32)))
+    (global $count (mut i64) (i64.const 0))
+    (func (export "small-value") (result i32) (i32.const 7))
+    (func (export "ctor") (param i64) (result i32)
+      (global.set $count (local.get 0))
+      (call $new (i32.const 1)))
+    (func (export "method-small-value") (param i32) (result i32) (i32.const 7))
+    (func (export "incr") (param i32 i64) (result i64)
+      (global.set $count (i64.add (global.get $count) (local.get 1)))
+      (global.get $count))
+  )
+  (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+  (func (export "small-value") (result u32) (canon lift (core func $i "small-value")))
+  (func (export "[constructor]counter") (param "start" s64) (result (own $counter))
+    (canon lift (core func $i "ctor")))
+  (func (export "[method]counter.small-value") (param "self" (borrow $counter)) (result u32)
+    (canon lift (core func $i "method-small-value")))
+  (func (export "[method]counter.incr") (param "self" (borrow $counter)) (param "by" s64) (result s64)
+    (canon lift (core func $i "incr")))
+)
+"#;
+
+/// Call `f` repeatedly for about `secs` seconds (after a short warm-up) and
+/// return the rate of `per_call` units per second.
+async fn timeit<F, Fut>(secs: f64, per_call: f64, mut f: F) -> Result<f64, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs_f64((secs / 5.0).max(0.02)) {
+        f().await?;
+    }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < Duration::from_secs_f64(secs) || calls == 0 {
+        f().await?;
+        calls += 1;
+    }
+    Ok(calls as f64 * per_call / start.elapsed().as_secs_f64())
+}
+
+fn line(name: &str, value: f64, unit: &str) -> String {
+    if value >= 100.0 {
+        format!("{name} {value:.0} {unit}")
+    } else {
+        format!("{name} {value:.3} {unit}")
+    }
+}
+
+/// Run every metric whose name contains `filter`, about `2 * scale` seconds
+/// each, printing lines through `print` as they come; returns how many ran.
+pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) -> Result<usize, Error> {
+    let rt = Runtime::builder().output(OutputMode::Discard).cache_dir(None).build_sync()?;
+    let comp = rt.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
+    let secs = 2.0 * scale.max(0.001);
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let rt2 = rt.clone();
+    rt.block_on(async move {
+        let rt = rt2;
+        let mut count = 0usize;
+        let mut emit = |name: &str, value: f64, unit: &str| {
+            print(line(name, value, unit));
+            count += 1;
+        };
+
+        if wanted("single_client_tasks_sync") {
+            let v = timeit(secs, 1.0, || async {
+                let r = comp.call("small-value", ())?;
+                rt.get::<u32>(&r).await.map(|_| ())
+            })
+            .await?;
+            emit("single_client_tasks_sync", v, "per_second");
+        }
+        if wanted("single_client_tasks_async") {
+            let v = timeit(secs, 1000.0, || async {
+                let refs = (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                rt.get_all::<u32>(&refs).await.map(|_| ())
+            })
+            .await?;
+            emit("single_client_tasks_async", v, "per_second");
+        }
+        let actor = comp.actor("counter", (0i64,)).spawn().await?;
+        if wanted("1_1_actor_calls_sync") {
+            let v = timeit(secs, 1.0, || async {
+                let r = actor.call("small-value", ())?;
+                rt.get::<u32>(&r).await.map(|_| ())
+            })
+            .await?;
+            emit("1_1_actor_calls_sync", v, "per_second");
+        }
+        if wanted("1_1_actor_calls_async") {
+            let v = timeit(secs, 1000.0, || async {
+                let refs = (0..1000).map(|_| actor.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                rt.get_all::<u32>(&refs).await.map(|_| ())
+            })
+            .await?;
+            emit("1_1_actor_calls_async", v, "per_second");
+        }
+        if wanted("single_client_put_calls") {
+            let v = timeit(secs, 1.0, || async {
+                let r = rt.put(&0u64).await?;
+                drop(r);
+                Ok(())
+            })
+            .await?;
+            emit("single_client_put_calls", v, "per_second");
+        }
+        if wanted("single_client_get_calls") {
+            let r = rt.put(&0u64).await?;
+            let v = timeit(secs, 1.0, || async { rt.get::<u64>(&r).await.map(|_| ()) }).await?;
+            emit("single_client_get_calls", v, "per_second");
+        }
+        if wanted("single_client_put_gigabytes") || wanted("blake3_hash_gigabytes") {
+            // 100 MiB values, as Ray's benchmark puts large arrays.
+            let size = 100 << 20;
+            let bufs: Vec<Bytes> = (0..4u8)
+                .map(|i| {
+                    let mut v = vec![0u8; size];
+                    v[0] = i;
+                    Bytes::from(v)
+                })
+                .collect();
+            let gb = size as f64 / 1e9;
+            if wanted("single_client_put_gigabytes") {
+                let mut i = 0;
+                let v = timeit(secs, gb, || {
+                    i += 1;
+                    let b = bufs[i % bufs.len()].clone();
+                    let rt = &rt;
+                    async move {
+                        let r: ObjectRef = rt.put_encoded(b);
+                        drop(r);
+                        Ok(())
+                    }
+                })
+                .await?;
+                emit("single_client_put_gigabytes", v, "gigabytes_per_second");
+            }
+            if wanted("blake3_hash_gigabytes") {
+                let v = timeit(secs, gb, || {
+                    let h = blake3::hash(&bufs[1]);
+                    std::hint::black_box(h);
+                    async { Ok(()) }
+                })
+                .await?;
+                emit("blake3_hash_gigabytes", v, "gigabytes_per_second");
+            }
+        }
+        if wanted("single_client_wait_1k_refs") {
+            let v = timeit(secs, 1.0, || async {
+                let mut not_ready =
+                    (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                while !not_ready.is_empty() {
+                    let (_ready, rest) = rt.wait(&not_ready, 1, None).await;
+                    not_ready = rest;
+                }
+                Ok(())
+            })
+            .await?;
+            emit("single_client_wait_1k_refs", v, "per_second");
+        }
+        if wanted("single_client_tasks_and_get_batch") {
+            let v = timeit(secs, 1.0, || async {
+                let refs = (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                rt.get_all::<u32>(&refs).await.map(|_| ())
+            })
+            .await?;
+            emit("single_client_tasks_and_get_batch", v, "per_second");
+        }
+        actor.kill()?;
+        Ok::<usize, Error>(count)
+    })
+}

@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a node's host is set up. One per process.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where compiled components are cached on disk (`None`: memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// Whether fuel metering is on (costs speed for every guest; needed for
+    /// any task that sets fuel).
+    pub fuel: bool,
+    /// Default memory cap of one task or actor instance, in bytes.
+    pub default_memory_limit: u64,
+    /// Bytes of stdout and of stderr kept per task; the rest is dropped.
+    pub max_output_bytes: usize,
+    /// How often the epoch advances: the granularity of time limits and of
+    /// the cooperative yields of long-running guests.
+    pub epoch_tick: Duration,
+    /// Concurrent instances the pooling allocator can hold (`None`: no pooling).
+    pub pool_instances: Option<u32>,
+    /// Extra directories granted to every guest (`host`, `guest` path).
+    pub dirs: Vec<(PathBuf, String)>,
+    /// Environment variables granted to every guest.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            fuel: false,
+            default_memory_limit: 1 << 30,
+            max_output_bytes: 1 << 20,
+            epoch_tick: Duration::from_millis(5),
+            pool_instances: Some(1000),
+            dirs: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The per-call limits of a task attempt or actor method call.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Memory cap in bytes (`None`: the host's default).
+    pub memory: Option<u64>,
+    /// Wall-clock limit of the call.
+    pub timeout: Option<Duration>,
+    /// Fuel for the call (needs `HostConfig::fuel`).
+    pub fuel: Option<u64>,
+}

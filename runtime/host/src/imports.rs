@@ -1,0 +1,277 @@
+//! The `ferray:runtime` imports, as the host implements them: each call
+//! checks what the guest gave and forwards to the runtime's [`Services`].
+
+use std::any::Any;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferray_core::{ActorId, ActorOptions, Arg as CoreArg, ComponentId, Error as CoreError, Resources, TaskOptions};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use crate::services::CallRequest;
+use crate::{Services, TaskState};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "ferray:runtime/guest",
+        imports: { default: async | trappable },
+        with: {
+            "ferray:runtime/types.object-ref": super::GuestRef,
+        },
+    });
+}
+
+use bindings::ferray::runtime::{actors, objects, tasks, types};
+
+/// The host side of a guest's `object-ref`: the runtime's reference, typed
+/// away so that the bindings need not be generic.
+pub struct GuestRef(Box<dyn Any + Send + Sync>);
+
+pub(crate) fn add_to_linker<S: Services>(linker: &mut Linker<TaskState<S>>) -> wasmtime::Result<()> {
+    bindings::Guest::add_to_linker::<TaskState<S>, HasSelf<TaskState<S>>>(linker, |s| s)
+}
+
+/// Limits on what one host call accepts from a guest.
+const MAX_NAME: usize = 1024;
+const MAX_ARGS: usize = 100_000;
+
+fn to_wit(e: CoreError) -> types::Error {
+    match e {
+        CoreError::NotFound(m) => types::Error::NotFound(m),
+        CoreError::InvalidArgument(m) => types::Error::InvalidArgument(m),
+        e @ (CoreError::Trap(_)
+        | CoreError::TimeLimit(_)
+        | CoreError::MemoryLimit(_)
+        | CoreError::OutOfFuel(_)
+        | CoreError::TaskFailed(_)) => types::Error::TaskFailed(e.to_string()),
+        CoreError::ActorDied(m) => types::Error::ActorDied(m),
+        CoreError::Cancelled(m) => types::Error::Cancelled(m),
+        CoreError::ObjectLost(m) => types::Error::ObjectLost(m),
+        e @ CoreError::Corrupt { .. } => types::Error::ObjectLost(e.to_string()),
+        CoreError::Infeasible(m) => types::Error::Infeasible(m),
+        CoreError::Timeout => types::Error::Timeout,
+        e @ (CoreError::System(_) | CoreError::Other(_)) => types::Error::Other(e.to_string()),
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), types::Error> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(types::Error::InvalidArgument(format!(
+            "{what} must be 1 to {MAX_NAME} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+fn resources_of(o: &types::Options, default_cpus: f64) -> Result<Resources, CoreError> {
+    let mut r = Resources::default()
+        .with_cpus(o.num_cpus.unwrap_or(default_cpus))?
+        .with_gpus(o.num_gpus.unwrap_or(0.0))?
+        .with_memory(o.memory.unwrap_or(0));
+    if o.resources.len() > 64 {
+        return Err(CoreError::InvalidArgument("at most 64 custom resources".into()));
+    }
+    for d in &o.resources {
+        if d.name.is_empty() || d.name.len() > 256 {
+            return Err(CoreError::InvalidArgument("a resource name must be 1 to 256 bytes".into()));
+        }
+        r = r.with_custom(&d.name, d.amount)?;
+    }
+    Ok(r)
+}
+
+fn task_options(o: &types::Options) -> Result<TaskOptions, CoreError> {
+    let d = TaskOptions::default();
+    Ok(TaskOptions {
+        resources: resources_of(o, 1.0)?,
+        max_retries: o.max_retries.unwrap_or(d.max_retries),
+        retry_exceptions: o.retry_exceptions.unwrap_or(d.retry_exceptions),
+        timeout: o.timeout_ms.map(Duration::from_millis),
+        fuel: None,
+    })
+}
+
+fn actor_options(o: &types::Options) -> Result<ActorOptions, CoreError> {
+    Ok(ActorOptions {
+        resources: resources_of(o, 0.0)?,
+        max_restarts: o.max_retries.unwrap_or(0),
+        timeout: o.timeout_ms.map(Duration::from_millis),
+        fuel: None,
+    })
+}
+
+impl<S: Services> TaskState<S> {
+    fn guest_ref(&self, r: &Resource<GuestRef>) -> wasmtime::Result<S::Ref> {
+        let held = self.table.get(r)?;
+        held.0
+            .downcast_ref::<S::Ref>()
+            .cloned()
+            .ok_or_else(|| wasmtime::format_err!("object-ref of another runtime"))
+    }
+
+    fn push_ref(&mut self, r: S::Ref) -> wasmtime::Result<Resource<GuestRef>> {
+        Ok(self.table.push(GuestRef(Box::new(r)))?)
+    }
+
+    fn args(&self, args: Vec<types::Arg>) -> wasmtime::Result<Result<Vec<CoreArg<S::Ref>>, types::Error>> {
+        if args.len() > MAX_ARGS {
+            return Ok(Err(types::Error::InvalidArgument(format!("at most {MAX_ARGS} argument pieces"))));
+        }
+        let mut out = Vec::with_capacity(args.len());
+        for a in args {
+            out.push(match a {
+                types::Arg::Value(bytes) => CoreArg::Value(bytes),
+                types::Arg::Object(r) => CoreArg::Ref(self.guest_ref(&r)?),
+            });
+        }
+        Ok(Ok(out))
+    }
+
+    fn component_of(&self, digest: Option<String>) -> Result<ComponentId, types::Error> {
+        match digest {
+            None => Ok(self.component),
+            Some(d) => d.parse::<ComponentId>().map_err(to_wit),
+        }
+    }
+}
+
+impl<S: Services> types::Host for TaskState<S> {}
+
+impl<S: Services> types::HostObjectRef for TaskState<S> {
+    async fn id(&mut self, this: Resource<GuestRef>) -> wasmtime::Result<String> {
+        let r = self.guest_ref(&this)?;
+        Ok(self.services.ref_id(&r))
+    }
+
+    async fn content_id(&mut self, this: Resource<GuestRef>) -> wasmtime::Result<Option<String>> {
+        let r = self.guest_ref(&this)?;
+        Ok(self.services.content_id(&r).map(|id| id.to_hex()))
+    }
+
+    async fn drop(&mut self, rep: Resource<GuestRef>) -> wasmtime::Result<()> {
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl<S: Services> objects::Host for TaskState<S> {
+    async fn put(&mut self, value: Vec<u8>) -> wasmtime::Result<Resource<GuestRef>> {
+        let r = self.services.put(&self.ctx, Bytes::from(value));
+        self.push_ref(r)
+    }
+
+    async fn get(&mut self, r: Resource<GuestRef>) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
+        let r = self.guest_ref(&r)?;
+        let fut = self.services.get(&self.ctx, &r);
+        Ok(fut.await.map(|b| b.to_vec()).map_err(to_wit))
+    }
+
+    async fn wait(
+        &mut self,
+        refs: Vec<Resource<GuestRef>>,
+        num_returns: u32,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<Vec<u32>> {
+        let refs = refs.iter().map(|r| self.guest_ref(r)).collect::<wasmtime::Result<Vec<_>>>()?;
+        let n = (num_returns as usize).min(refs.len());
+        let fut = self.services.wait(&self.ctx, refs, n, timeout_ms.map(Duration::from_millis));
+        Ok(fut.await)
+    }
+}
+
+impl<S: Services> tasks::Host for TaskState<S> {
+    async fn submit(
+        &mut self,
+        component: Option<String>,
+        function: String,
+        args: Vec<types::Arg>,
+        opts: types::Options,
+    ) -> wasmtime::Result<Result<Resource<GuestRef>, types::Error>> {
+        if let Err(e) = check_name("a function name", &function) {
+            return Ok(Err(e));
+        }
+        let component = match self.component_of(component) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let args = match self.args(args)? {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let options = match task_options(&opts) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(to_wit(e))),
+        };
+        let fut = self.services.submit(&self.ctx, CallRequest { component, function, args }, options);
+        match fut.await {
+            Ok(r) => Ok(Ok(self.push_ref(r)?)),
+            Err(e) => Ok(Err(to_wit(e))),
+        }
+    }
+
+    async fn cancel(&mut self, r: Resource<GuestRef>) -> wasmtime::Result<Result<(), types::Error>> {
+        let r = self.guest_ref(&r)?;
+        Ok(self.services.cancel(&self.ctx, &r).map_err(to_wit))
+    }
+
+    async fn self_digest(&mut self) -> wasmtime::Result<String> {
+        Ok(self.component.to_hex())
+    }
+}
+
+impl<S: Services> actors::Host for TaskState<S> {
+    async fn create(
+        &mut self,
+        component: Option<String>,
+        class: String,
+        args: Vec<types::Arg>,
+        opts: types::Options,
+    ) -> wasmtime::Result<Result<u64, types::Error>> {
+        if let Err(e) = check_name("an actor class", &class) {
+            return Ok(Err(e));
+        }
+        let component = match self.component_of(component) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let args = match self.args(args)? {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let options = match actor_options(&opts) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(to_wit(e))),
+        };
+        let fut = self.services.create_actor(
+            &self.ctx,
+            CallRequest { component, function: class, args },
+            options,
+        );
+        Ok(fut.await.map(|id| id.0).map_err(to_wit))
+    }
+
+    async fn call(
+        &mut self,
+        actor: u64,
+        method: String,
+        args: Vec<types::Arg>,
+    ) -> wasmtime::Result<Result<Resource<GuestRef>, types::Error>> {
+        if let Err(e) = check_name("a method name", &method) {
+            return Ok(Err(e));
+        }
+        let args = match self.args(args)? {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let fut = self.services.call_actor(&self.ctx, ActorId(actor), method, args);
+        match fut.await {
+            Ok(r) => Ok(Ok(self.push_ref(r)?)),
+            Err(e) => Ok(Err(to_wit(e))),
+        }
+    }
+
+    async fn kill(&mut self, actor: u64) -> wasmtime::Result<Result<(), types::Error>> {
+        Ok(self.services.kill_actor(&self.ctx, ActorId(actor)).map_err(to_wit))
+    }
+}

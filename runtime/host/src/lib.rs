@@ -1,0 +1,316 @@
+//! ferray's WebAssembly host: the only crate that knows wasmtime.
+//!
+//! One [`Host`] per node owns the wasmtime `Engine`, the linker with the
+//! `ferray:runtime` imports and WASI, and the compiled components (in memory
+//! and in a content-addressed cache on disk). It runs a call of an export in
+//! a fresh `Store` ([`Host::run`]) and keeps actor instances
+//! ([`ActorInstance`]); every host call of a guest goes to a [`Services`]
+//! implementation, which the runtime provides. The host schedules nothing.
+
+pub mod codec;
+mod component;
+mod config;
+mod imports;
+mod output;
+mod services;
+mod task;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use ferray_core::{ComponentId, Error};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, EngineWeak};
+
+pub use component::{ClassInfo, ComponentInfo, FuncInfo};
+pub use config::{HostConfig, Limits};
+pub use services::{CallRequest, Services};
+pub use task::{ActorInstance, Outcome, TaskState};
+pub use wasmtime::component::{Type, Val};
+
+/// A component compiled for this node, ready to instantiate.
+pub struct Loaded<S: Services> {
+    pub id: ComponentId,
+    pub info: ComponentInfo,
+    pub(crate) pre: InstancePre<TaskState<S>>,
+    /// Size of the component's bytes.
+    pub size: usize,
+}
+
+/// Counters of the host, for tests and status.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HostStats {
+    /// Components compiled by this host.
+    pub compiled: u64,
+    /// Components read back from the disk cache instead of compiled.
+    pub disk_cache_hits: u64,
+}
+
+/// The result of inspecting a component without keeping it.
+pub struct Inspection {
+    pub id: ComponentId,
+    pub size: usize,
+    pub info: ComponentInfo,
+}
+
+struct Inner<S: Services> {
+    engine: Engine,
+    linker: Linker<TaskState<S>>,
+    config: HostConfig,
+    loaded: DashMap<ComponentId, Arc<Loaded<S>>>,
+    compiled: AtomicU64,
+    disk_hits: AtomicU64,
+    _ticker: Ticker,
+}
+
+/// A node's wasmtime host.
+pub struct Host<S: Services> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Services> Clone for Host<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+/// Advances the engine's epoch on a thread of its own until dropped.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let spawned = std::thread::Builder::new().name("ferray-epoch".into()).spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch thread, time limits will not fire: {e}");
+    }
+    Ticker { stop }
+}
+
+fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
+    Error::Other(format!("{context}: {e:#}"))
+}
+
+/// What the first bytes of a file say it is.
+fn check_header(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let text = bytes.trim_ascii_start();
+        if text.starts_with(b"(component") || text.starts_with(b"(module") {
+            return Ok(()); // WebAssembly text, accepted by the `wat` feature
+        }
+        return Err(Error::InvalidArgument(
+            "not a WebAssembly file (no `\\0asm` header): give the .wasm that `cargo component build` \
+             or `cargo build --target wasm32-wasip2` writes"
+                .into(),
+        ));
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(Error::InvalidArgument(
+            "this is a core WebAssembly module, not a component: build the crate with \
+             `cargo component build` or `cargo build --target wasm32-wasip2`, or wrap the module with \
+             `wasm-tools component new`"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+impl<S: Services> Host<S> {
+    pub fn new(config: HostConfig) -> Result<Self, Error> {
+        let mut wc = wasmtime::Config::new();
+        wc.wasm_component_model(true)
+            // Rust guests do not use wasm GC; off until wasmtime 48.0.9's fixes land.
+            .wasm_gc(false)
+            .wasm_threads(false)
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        if let Some(n) = config.pool_instances {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 8)
+                .total_memories(n * 2)
+                .total_tables(n * 4)
+                .total_stacks(n)
+                .max_memory_size(4 << 30)
+                .max_core_instances_per_component(64)
+                .max_memories_per_component(8)
+                .max_tables_per_component(16)
+                .max_core_instance_size(1 << 20)
+                .max_component_instance_size(1 << 20)
+                .table_elements(100_000)
+                .linear_memory_keep_resident(1 << 20);
+            wc.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| wasm_err("cannot add WASI to the linker", e))?;
+        imports::add_to_linker(&mut linker).map_err(|e| wasm_err("cannot add ferray's imports", e))?;
+        let ticker = start_ticker(engine.weak(), config.epoch_tick);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                loaded: DashMap::new(),
+                compiled: AtomicU64::new(0),
+                disk_hits: AtomicU64::new(0),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> HostStats {
+        HostStats {
+            compiled: self.inner.compiled.load(Ordering::Relaxed),
+            disk_cache_hits: self.inner.disk_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A component already loaded on this node.
+    pub fn get(&self, id: &ComponentId) -> Option<Arc<Loaded<S>>> {
+        self.inner.loaded.get(id).map(|e| e.value().clone())
+    }
+
+    /// Load a component: checked, compiled once per content id (or read back
+    /// from the disk cache), linked. Loading the same bytes again is free.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded<S>>, Error> {
+        let id = ComponentId::of(bytes);
+        if let Some(l) = self.get(&id) {
+            return Ok(l);
+        }
+        check_header(bytes)?;
+        let component = self.compile_cached(&id, bytes)?;
+        let info = ComponentInfo::of(&self.inner.engine, &component)?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the component needs an import that ferray does not provide: {e:#}"
+            ))
+        })?;
+        let loaded = Arc::new(Loaded { id, info, pre, size: bytes.len() });
+        Ok(self.inner.loaded.entry(id).or_insert(loaded).value().clone())
+    }
+
+    /// Parse a component's exports and imports without linking it.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, Error> {
+        check_header(bytes)?;
+        let id = ComponentId::of(bytes);
+        let component = self.compile_cached(&id, bytes)?;
+        let info = ComponentInfo::of(&self.inner.engine, &component)?;
+        Ok(Inspection { id, size: bytes.len(), info })
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        let base = self.inner.config.cache_dir.as_ref()?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.inner.engine.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        Some(base.join("components").join(format!("{hash:016x}")))
+    }
+
+    fn compile_cached(&self, id: &ComponentId, bytes: &[u8]) -> Result<Component, Error> {
+        let dir = self.cache_dir();
+        if let Some(dir) = &dir {
+            if let Some(c) = self.read_cache(dir, id) {
+                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(c);
+            }
+        }
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
+            Error::InvalidArgument(format!("not a valid WebAssembly component: {e:#}"))
+        })?;
+        self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(component = %id.short(), "compiled");
+        if let Some(dir) = &dir {
+            if let Err(e) = self.write_cache(dir, id, &component) {
+                tracing::warn!("cannot write the compiled-code cache in {}: {e}", dir.display());
+            }
+        }
+        Ok(component)
+    }
+
+    fn read_cache(&self, dir: &Path, id: &ComponentId) -> Option<Component> {
+        let path = dir.join(format!("{id}.cwasm"));
+        let data = std::fs::read(&path).ok()?;
+        // The file is `blake3(code) || code`; anything else is ignored and recompiled.
+        if data.len() < 32 {
+            return None;
+        }
+        let (digest, code) = data.split_at(32);
+        if blake3::hash(code).as_bytes() != digest {
+            tracing::warn!("compiled-code cache entry {} is corrupt; recompiling", path.display());
+            return None;
+        }
+        // SAFETY: `Component::deserialize` requires bytes produced by
+        // `Component::serialize` of a compatible engine. These bytes were
+        // written by `write_cache` below from `Component::serialize`, in a
+        // directory keyed by this engine's `precompile_compatibility_hash`,
+        // created by this user only, and their blake3 digest matches the one
+        // recorded when they were written, so they are those bytes unchanged.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.inner.engine, code) };
+        match component {
+            Ok(c) => {
+                tracing::debug!(component = %id.short(), "loaded from the compiled-code cache");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!("cannot use cached code for {}: {e:#}", id.short());
+                None
+            }
+        }
+    }
+
+    fn write_cache(&self, dir: &Path, id: &ComponentId, component: &Component) -> std::io::Result<()> {
+        create_private_dir(dir)?;
+        let code = component.serialize().map_err(std::io::Error::other)?;
+        let mut data = Vec::with_capacity(32 + code.len());
+        data.extend_from_slice(blake3::hash(&code).as_bytes());
+        data.extend_from_slice(&code);
+        let tmp = dir.join(format!("{id}.cwasm.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &data)?;
+        std::fs::rename(&tmp, dir.join(format!("{id}.cwasm")))
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

@@ -1,0 +1,65 @@
+//! What a guest's host calls reach: the runtime's objects, tasks and actors.
+//! The host crate only forwards; the runtime (embedded or a cluster worker)
+//! implements this trait. The host never schedules anything itself.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, ObjectId, TaskOptions};
+use futures::future::BoxFuture;
+
+/// A call a guest asks for: a task, or an actor's constructor.
+#[derive(Debug, Clone)]
+pub struct CallRequest<R> {
+    /// The component (`None`: the caller's own).
+    pub component: ComponentId,
+    /// The function, or the actor class for `create_actor`.
+    pub function: String,
+    pub args: Vec<Arg<R>>,
+}
+
+/// The runtime's side of the guest host interface. `Ctx` names the calling
+/// task (its id, and what it holds of the node's resources, so that a task
+/// blocked in `get` can give its CPU back).
+pub trait Services: Send + Sync + 'static {
+    /// An object reference, as the runtime represents it.
+    type Ref: Clone + Send + Sync + 'static;
+    /// The calling task's context.
+    type Ctx: Clone + Send + Sync + 'static;
+
+    fn put(&self, ctx: &Self::Ctx, bytes: Bytes) -> Self::Ref;
+    fn get(&self, ctx: &Self::Ctx, r: &Self::Ref) -> BoxFuture<'static, Result<Bytes, Error>>;
+    /// Indexes of the ready refs, once `num_returns` are ready or the timeout passes.
+    fn wait(
+        &self,
+        ctx: &Self::Ctx,
+        refs: Vec<Self::Ref>,
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Vec<u32>>;
+    fn submit(
+        &self,
+        ctx: &Self::Ctx,
+        call: CallRequest<Self::Ref>,
+        options: TaskOptions,
+    ) -> BoxFuture<'static, Result<Self::Ref, Error>>;
+    fn cancel(&self, ctx: &Self::Ctx, r: &Self::Ref) -> Result<(), Error>;
+    fn create_actor(
+        &self,
+        ctx: &Self::Ctx,
+        call: CallRequest<Self::Ref>,
+        options: ActorOptions,
+    ) -> BoxFuture<'static, Result<ActorId, Error>>;
+    fn call_actor(
+        &self,
+        ctx: &Self::Ctx,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<Self::Ref>>,
+    ) -> BoxFuture<'static, Result<Self::Ref, Error>>;
+    fn kill_actor(&self, ctx: &Self::Ctx, actor: ActorId) -> Result<(), Error>;
+    /// The reference's id as text (`task-3`, `obj-<hex>`).
+    fn ref_id(&self, r: &Self::Ref) -> String;
+    /// The content id of the reference's value, once ready.
+    fn content_id(&self, r: &Self::Ref) -> Option<ObjectId>;
+}

@@ -1,0 +1,376 @@
+//! Running guest code: one fresh `Store` per task attempt, one long-lived
+//! `Store` per actor instance, each with its own limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferray_core::{ComponentId, Error};
+use wasmtime::component::{Instance, ResourceAny, ResourceTable, Val};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use crate::codec;
+use crate::output::Capture;
+use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
+
+/// Memory, table and instance caps of one store. Remembers whether a memory
+/// grow was refused, so that the trap that follows reads as a memory limit.
+struct StoreLimiter {
+    memory: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for StoreLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// The data of a guest's `Store`: WASI, the resource table, limits, and
+/// the runtime's services for the `ferray:runtime` imports.
+pub struct TaskState<S: Services> {
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    limiter: StoreLimiter,
+    pub(crate) services: Arc<S>,
+    pub(crate) ctx: S::Ctx,
+    /// The component this store runs (for `self-digest` and own-component calls).
+    pub(crate) component: ComponentId,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+impl<S: Services> WasiView for TaskState<S> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// What one call produced: its encoded result or error, and the guest's output.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<Vec<u8>, Error>,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    /// Output bytes dropped past the bound.
+    pub dropped_output: u64,
+}
+
+struct Output {
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl Output {
+    fn new(capacity: usize) -> Self {
+        Self { stdout: Capture::new(capacity), stderr: Capture::new(capacity) }
+    }
+    fn finish(&self, result: Result<Vec<u8>, Error>) -> Outcome {
+        let (stdout, d1) = self.stdout.take();
+        let (stderr, d2) = self.stderr.take();
+        Outcome { result, stdout, stderr, dropped_output: d1 + d2 }
+    }
+}
+
+fn describe(d: Duration) -> String {
+    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl<S: Services> Host<S> {
+    fn new_store(
+        &self,
+        component: ComponentId,
+        limits: &Limits,
+        services: Arc<S>,
+        ctx: S::Ctx,
+        output: &Output,
+    ) -> Result<Store<TaskState<S>>, Error> {
+        let config = self.config();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.stdout.clone()).stderr(output.stderr.clone());
+        for (k, v) in &config.env {
+            wasi.env(k, v);
+        }
+        for (host, guest) in &config.dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite).map_err(|e| {
+                Error::InvalidArgument(format!("cannot grant directory {}: {e:#}", host.display()))
+            })?;
+        }
+        let memory = limits.memory.unwrap_or(config.default_memory_limit).min(4 << 30);
+        let state = TaskState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: StoreLimiter { memory: memory as usize, hit: false },
+            services,
+            ctx,
+            component,
+            deadline: None,
+            timed_out: false,
+        };
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        if config.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| Error::System(format!("cannot set fuel: {e}")))?;
+        } else if limits.fuel.is_some() {
+            return Err(Error::InvalidArgument(
+                "a fuel limit needs a runtime started with fuel metering on (`--fuel`)".into(),
+            ));
+        }
+        store.epoch_deadline_callback(|mut cx| {
+            let data = cx.data_mut();
+            if let Some(deadline) = data.deadline {
+                if Instant::now() >= deadline {
+                    data.timed_out = true;
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+            }
+            // Yield to the executor every tick so that long guests share threads.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        Ok(store)
+    }
+
+    /// Run one call of `func` of `comp` with canonically encoded `args`, in a
+    /// fresh store. Never panics on anything the guest does.
+    pub async fn run(
+        &self,
+        comp: &Loaded<S>,
+        func: &FuncInfo,
+        args: &[u8],
+        limits: &Limits,
+        services: Arc<S>,
+        ctx: S::Ctx,
+    ) -> Outcome {
+        let output = Output::new(self.config().max_output_bytes);
+        let result = self.run_inner(comp, func, args, limits, services, ctx, &output).await;
+        output.finish(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_inner(
+        &self,
+        comp: &Loaded<S>,
+        func: &FuncInfo,
+        args: &[u8],
+        limits: &Limits,
+        services: Arc<S>,
+        ctx: S::Ctx,
+        output: &Output,
+    ) -> Result<Vec<u8>, Error> {
+        let params = decode_args(func, args)?;
+        let mut store = self.new_store(comp.id, limits, services, ctx, output)?;
+        store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
+        let instance = instantiate(&mut store, comp, limits).await?;
+        call(&mut store, &instance, func, None, params, limits).await
+    }
+
+    /// Create an actor: a store of its own, the component instantiated in it,
+    /// and the constructor of `class` run with `args`.
+    pub async fn create_actor(
+        &self,
+        comp: Arc<Loaded<S>>,
+        class: &ClassInfo,
+        args: &[u8],
+        limits: &Limits,
+        services: Arc<S>,
+        ctx: S::Ctx,
+    ) -> (Result<ActorInstance<S>, Error>, Outcome) {
+        let output = Output::new(self.config().max_output_bytes);
+        let made = async {
+            let params = decode_args(&class.constructor, args)?;
+            let mut store = self.new_store(comp.id, limits, services, ctx, &output)?;
+            store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
+            let instance = instantiate(&mut store, &comp, limits).await?;
+            let f = instance
+                .get_func(&mut store, class.constructor.index)
+                .ok_or_else(|| Error::NotFound(format!("constructor of `{}`", class.name)))?;
+            let mut results = vec![Val::Bool(false); 1];
+            f.call_async(&mut store, &params, &mut results)
+                .await
+                .map_err(|e| classify(&store, e, limits))?;
+            let handle = match results.pop() {
+                Some(Val::Resource(r)) => r,
+                _ => {
+                    return Err(Error::Other(format!(
+                        "the constructor of `{}` did not return a resource",
+                        class.name
+                    )));
+                }
+            };
+            Ok(ActorInstance {
+                store,
+                instance,
+                handle,
+                class: class.clone(),
+                limits: limits.clone(),
+                output: Output::new(self.config().max_output_bytes),
+            })
+        }
+        .await;
+        let made = made.map(|mut a| {
+            // The constructor's output was captured in `output`; later calls
+            // use the actor's own capture.
+            a.output = Output { stdout: output.stdout.clone(), stderr: output.stderr.clone() };
+            a
+        });
+        let outcome = output.finish(Ok(Vec::new()));
+        (made, outcome)
+    }
+}
+
+fn decode_args(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
+    codec::decode_all(&func.param_types(), args).map_err(|e| {
+        Error::InvalidArgument(format!("arguments do not match `{}`: {e}", func.signature()))
+    })
+}
+
+async fn instantiate<S: Services>(
+    store: &mut Store<TaskState<S>>,
+    comp: &Loaded<S>,
+    limits: &Limits,
+) -> Result<Instance, Error> {
+    comp.pre.instantiate_async(&mut *store).await.map_err(|e| {
+        if store.data().limiter.hit {
+            return classify(store, e, limits);
+        }
+        let msg = format!("{e:#}");
+        if msg.contains("pooling") || msg.contains("maximum concurrent") {
+            // Out of instance slots: a fault of this node, not of the guest.
+            Error::System(format!("cannot instantiate: {msg}"))
+        } else {
+            classify(store, e, limits)
+        }
+    })
+}
+
+async fn call<S: Services>(
+    store: &mut Store<TaskState<S>>,
+    instance: &Instance,
+    func: &FuncInfo,
+    this: Option<ResourceAny>,
+    params: Vec<Val>,
+    limits: &Limits,
+) -> Result<Vec<u8>, Error> {
+    let f = instance
+        .get_func(&mut *store, func.index)
+        .ok_or_else(|| Error::NotFound(format!("export `{}`", func.name)))?;
+    let params = match this {
+        Some(handle) => {
+            let mut all = Vec::with_capacity(params.len() + 1);
+            all.push(Val::Resource(handle));
+            all.extend(params);
+            all
+        }
+        None => params,
+    };
+    let mut results = vec![Val::Bool(false); func.results.len()];
+    f.call_async(&mut *store, &params, &mut results)
+        .await
+        .map_err(|e| classify(store, e, limits))?;
+    let out = match (results.as_slice(), func.results.as_slice()) {
+        ([], _) => Vec::new(),
+        ([val], [ty]) => {
+            let mut out = Vec::new();
+            codec::encode(val, ty, &mut out)
+                .map_err(|e| Error::Other(format!("cannot encode the result of `{}`: {e}", func.name)))?;
+            out
+        }
+        (vals, tys) => codec::encode_all(vals, tys)
+            .map_err(|e| Error::Other(format!("cannot encode the results of `{}`: {e}", func.name)))?,
+    };
+    Ok(out)
+}
+
+fn classify<S: Services>(store: &Store<TaskState<S>>, e: wasmtime::Error, limits: &Limits) -> Error {
+    let data = store.data();
+    if data.timed_out {
+        let limit = limits.timeout.map_or_else(|| "its limit".to_string(), describe);
+        return Error::TimeLimit(format!("the call ran longer than {limit} and was stopped"));
+    }
+    if let Some(Trap::OutOfFuel) = e.downcast_ref::<Trap>() {
+        let fuel = limits.fuel.map_or_else(|| "its".to_string(), |f| f.to_string());
+        return Error::OutOfFuel(format!("the guest used all {fuel} units of fuel"));
+    }
+    if data.limiter.hit {
+        return Error::MemoryLimit(format!(
+            "the guest tried to grow its memory past {} MiB ({e})",
+            data.limiter.memory >> 20
+        ));
+    }
+    Error::Trap(format!("{e:?}"))
+}
+
+/// A live actor: its own store and instance, and the resource its
+/// constructor returned. Calls run one at a time (`&mut self`).
+pub struct ActorInstance<S: Services> {
+    store: Store<TaskState<S>>,
+    instance: Instance,
+    handle: ResourceAny,
+    class: ClassInfo,
+    limits: Limits,
+    output: Output,
+}
+
+impl<S: Services> ActorInstance<S> {
+    pub fn class(&self) -> &ClassInfo {
+        &self.class
+    }
+
+    /// Call a method. After an `Err` that is a trap or an exhausted limit the
+    /// instance must not be used again: create a new one (a restart).
+    pub async fn call(&mut self, method: &str, args: &[u8]) -> Outcome {
+        let result = async {
+            let func = self.class.methods.get(method).ok_or_else(|| {
+                let names: Vec<&str> = self.class.methods.keys().map(String::as_str).collect();
+                Error::NotFound(format!(
+                    "actor class `{}` has no method `{method}`; its methods: {}",
+                    self.class.name,
+                    names.join(", ")
+                ))
+            })?;
+            let params = decode_args(func, args)?;
+            let data = self.store.data_mut();
+            data.deadline = self.limits.timeout.map(|t| Instant::now() + t);
+            data.timed_out = false;
+            call(&mut self.store, &self.instance, func, Some(self.handle), params, &self.limits).await
+        }
+        .await;
+        self.output.finish(result)
+    }
+}

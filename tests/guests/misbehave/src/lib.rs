@@ -1,0 +1,144 @@
+//! ferray test guest: exports that loop, hog memory, trap, fail, use WASI, nest tasks, crash
+//! actors and round-trip rich WIT types. Built by `ferray-test-fixtures` as `MISBEHAVE`.
+
+use std::cell::Cell;
+use std::hint::black_box;
+
+use exports::ferray_tests::misbehave::actors::{Guest as ActorsGuest, GuestTally};
+use ferray_sdk::Actor;
+
+wit_bindgen::generate!({ path: "wit", world: "misbehave" });
+
+struct Component;
+
+struct Tally {
+    value: Cell<i64>,
+}
+
+impl GuestTally for Tally {
+    fn new(start: i64) -> Self {
+        Tally {
+            value: Cell::new(start),
+        }
+    }
+
+    fn incr(&self, by: i64) -> i64 {
+        let v = self.value.get() + by;
+        self.value.set(v);
+        v
+    }
+
+    fn crash(&self) -> i64 {
+        panic!("tally crashed on purpose at {}", self.value.get())
+    }
+
+    fn value(&self) -> i64 {
+        self.value.get()
+    }
+}
+
+impl ActorsGuest for Component {
+    type Tally = Tally;
+}
+
+/// Recursion the optimizer cannot turn into a loop: each frame keeps a buffer alive across the
+/// call.
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 256];
+    black_box(&mut frame);
+    if black_box(true) {
+        recurse(depth + 1).wrapping_add(u64::from(frame[0]))
+    } else {
+        depth
+    }
+}
+
+impl Guest for Component {
+    fn spin() -> u64 {
+        let mut i = 0u64;
+        loop {
+            i = black_box(i.wrapping_add(1));
+            if black_box(false) {
+                return i;
+            }
+        }
+    }
+
+    fn hog(mib: u32) -> u32 {
+        const MIB: usize = 1 << 20;
+        let len = mib as usize * MIB;
+        let mut block: Vec<u8> = Vec::with_capacity(len);
+        block.resize(len, 1);
+        // Touch every page again through black_box so none of it is optimized away.
+        let mut touched = 0usize;
+        for page in block.chunks_mut(4096) {
+            page[0] = black_box(page[0]).wrapping_add(1);
+            touched += page.len();
+        }
+        black_box(&block);
+        (touched / MIB) as u32
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))
+    }
+
+    fn env_var(name: String) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn shout(text: String) -> String {
+        println!("{text}");
+        eprintln!("{text}");
+        text.to_uppercase()
+    }
+
+    fn trap(msg: String) -> u32 {
+        panic!("{msg}")
+    }
+
+    fn fail(msg: String) -> Result<u32, String> {
+        Err(msg)
+    }
+
+    fn flaky(tally: u64, fails: u32) -> u32 {
+        let r = Actor::from_id(tally)
+            .call("incr", &(1i64,))
+            .expect("submitting tally.incr");
+        let count: i64 = ferray_sdk::get(&r).expect("tally.incr failed");
+        if count <= i64::from(fails) {
+            panic!("flaky failure {count}");
+        }
+        u32::try_from(count).expect("tally count fits in u32")
+    }
+
+    fn echo_bytes(b: Vec<u8>) -> Vec<u8> {
+        b
+    }
+
+    fn sum_list(xs: Vec<i64>) -> i64 {
+        xs.iter().fold(0i64, |acc, x| acc.wrapping_add(*x))
+    }
+
+    fn nest(width: u32) -> u64 {
+        let refs: Vec<_> = (0..width)
+            .map(|i| ferray_sdk::remote("leaf", &(u64::from(i),)))
+            .collect();
+        let leaves: Vec<u64> = ferray_sdk::get_all(&refs).expect("leaf tasks failed");
+        leaves.iter().sum()
+    }
+
+    fn leaf(i: u64) -> u64 {
+        i + 1
+    }
+
+    fn stack_overflow(n: u64) -> u64 {
+        recurse(n)
+    }
+
+    fn echo_types(r: Rec) -> Rec {
+        r
+    }
+}
+
+export!(Component);
