@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use ferray::{OutputMode, Runtime, RuntimeBuilder, parse_duration, parse_size};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferray", version, about = "Ray's model with WebAssembly components: tasks, actors, objects")]
+#[command(
+    name = "ferray",
+    version,
+    about = "Ray's model with WebAssembly components: tasks, actors, objects"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,9 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
     match s.split_once("::") {
         Some((h, g)) if !h.is_empty() && !g.is_empty() => Ok((PathBuf::from(h), g.to_string())),
-        _ => Err(format!("`{s}` is not HOST::GUEST (for example `./data::/data`)")),
+        _ => Err(format!(
+            "`{s}` is not HOST::GUEST (for example `./data::/data`)"
+        )),
     }
 }
 
@@ -109,7 +115,12 @@ fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
 pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -138,7 +149,9 @@ fn read_component(path: &PathBuf) -> Result<Vec<u8>> {
 
 fn run_component(args: RunArgs) -> Result<ExitCode> {
     let bytes = read_component(&args.component)?;
-    let mut b: RuntimeBuilder = Runtime::builder().output(OutputMode::Stderr).local_mode(args.local_mode);
+    let mut b: RuntimeBuilder = Runtime::builder()
+        .output(OutputMode::Stderr)
+        .local_mode(args.local_mode);
     if let Some(n) = args.num_cpus {
         b = b.num_cpus(n);
     }
@@ -179,8 +192,13 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {
     let bytes = read_component(&path)?;
-    let rt = Runtime::builder().num_cpus(1.0).worker_threads(1).build_sync()?;
-    let info = rt.inspect(&bytes).with_context(|| format!("cannot inspect {}", path.display()))?;
+    let rt = Runtime::builder()
+        .num_cpus(1.0)
+        .worker_threads(1)
+        .build_sync()?;
+    let info = rt
+        .inspect(&bytes)
+        .with_context(|| format!("cannot inspect {}", path.display()))?;
     println!("component: {}", path.display());
     println!("digest: {}", info.id);
     println!("size: {} bytes", info.size);
@@ -197,9 +215,13 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
 
 fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
     if args.address.is_some() {
-        bail!("--address needs a cluster, which this build does not have yet; run without it to measure the embedded runtime");
+        bail!(
+            "--address needs a cluster, which this build does not have yet; run without it to measure the embedded runtime"
+        );
     }
-    let lines = ferray::bench::run_all(args.scale, args.filter.as_deref(), |line| println!("{line}"))?;
+    let lines = ferray::bench::run_all(args.scale, args.filter.as_deref(), |line| {
+        println!("{line}")
+    })?;
     if lines == 0 {
         bail!("no metric matches the filter");
     }

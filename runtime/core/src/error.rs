@@ -48,7 +48,10 @@ impl Error {
     /// Whether `max_retries` covers this failure without `retry_exceptions`:
     /// faults of the system, not of the guest.
     pub fn is_system(&self) -> bool {
-        matches!(self, Error::System(_) | Error::ObjectLost(_) | Error::Corrupt { .. })
+        matches!(
+            self,
+            Error::System(_) | Error::ObjectLost(_) | Error::Corrupt { .. }
+        )
     }
 
     /// Whether the failure belongs to the application (retried only with

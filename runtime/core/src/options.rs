@@ -46,6 +46,11 @@ pub struct ActorOptions {
 
 impl Default for ActorOptions {
     fn default() -> Self {
-        Self { resources: Resources::default(), max_restarts: 0, timeout: None, fuel: None }
+        Self {
+            resources: Resources::default(),
+            max_restarts: 0,
+            timeout: None,
+            fuel: None,
+        }
     }
 }

@@ -5,7 +5,9 @@ use crate::{Error, Result};
 /// Parse a duration like `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| bad_duration(text))?;
     let secs = match unit.trim() {
@@ -23,13 +25,17 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 }
 
 fn bad_duration(text: &str) -> Error {
-    Error::InvalidArgument(format!("`{text}` is not a duration: write it like 500ms, 30s or 2m"))
+    Error::InvalidArgument(format!(
+        "`{text}` is not a duration: write it like 500ms, 30s or 2m"
+    ))
 }
 
 /// Parse a size like `64MiB`, `2GiB`, `512KB`, `1000` (bytes).
 pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| bad_size(text))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -52,7 +58,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 fn bad_size(text: &str) -> Error {
-    Error::InvalidArgument(format!("`{text}` is not a size: write it like 64MiB or 2GiB"))
+    Error::InvalidArgument(format!(
+        "`{text}` is not a size: write it like 64MiB or 2GiB"
+    ))
 }
 
 #[cfg(test)]

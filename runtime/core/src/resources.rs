@@ -17,7 +17,9 @@ fn to_units(name: &str, amount: f64) -> Result<u64> {
     }
     let units = (amount * UNIT).round();
     if units > u64::MAX as f64 / 2.0 {
-        return Err(Error::InvalidArgument(format!("resource `{name}` amount {amount} is too large")));
+        return Err(Error::InvalidArgument(format!(
+            "resource `{name}` amount {amount} is too large"
+        )));
     }
     Ok(units as u64)
 }
@@ -33,7 +35,10 @@ pub struct Resources {
 
 impl Resources {
     pub fn cpus(n: f64) -> Self {
-        Self { cpus: (n.max(0.0) * UNIT).round() as u64, ..Self::default() }
+        Self {
+            cpus: (n.max(0.0) * UNIT).round() as u64,
+            ..Self::default()
+        }
     }
     /// Set CPUs (fractional allowed).
     pub fn with_cpus(mut self, n: f64) -> Result<Self> {
@@ -67,15 +72,23 @@ impl Resources {
         self.memory
     }
     pub fn custom(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.custom.iter().map(|(k, v)| (k.as_str(), *v as f64 / UNIT))
+        self.custom
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v as f64 / UNIT))
     }
     /// The same demand without its CPUs (what a blocked task keeps).
     pub fn without_cpus(&self) -> Self {
-        Self { cpus: 0, ..self.clone() }
+        Self {
+            cpus: 0,
+            ..self.clone()
+        }
     }
     /// Only the CPUs of this demand.
     pub fn cpus_only(&self) -> Self {
-        Self { cpus: self.cpus, ..Self::default() }
+        Self {
+            cpus: self.cpus,
+            ..Self::default()
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.cpus == 0 && self.gpus == 0 && self.memory == 0 && self.custom.is_empty()
@@ -86,19 +99,33 @@ impl Resources {
         demand.cpus <= self.cpus
             && demand.gpus <= self.gpus
             && demand.memory <= self.memory
-            && demand.custom.iter().all(|(k, v)| self.custom.get(k).is_some_and(|have| have >= v))
+            && demand
+                .custom
+                .iter()
+                .all(|(k, v)| self.custom.get(k).is_some_and(|have| have >= v))
     }
 
     /// The first resource of `demand` that `self` cannot ever hold, for messages.
     pub fn shortfall(&self, demand: &Resources) -> Option<String> {
         if demand.cpus > self.cpus {
-            return Some(format!("{} CPUs (the node has {})", demand.num_cpus(), self.num_cpus()));
+            return Some(format!(
+                "{} CPUs (the node has {})",
+                demand.num_cpus(),
+                self.num_cpus()
+            ));
         }
         if demand.gpus > self.gpus {
-            return Some(format!("{} GPUs (the node has {})", demand.num_gpus(), self.num_gpus()));
+            return Some(format!(
+                "{} GPUs (the node has {})",
+                demand.num_gpus(),
+                self.num_gpus()
+            ));
         }
         if demand.memory > self.memory {
-            return Some(format!("{} bytes of memory (the node has {})", demand.memory, self.memory));
+            return Some(format!(
+                "{} bytes of memory (the node has {})",
+                demand.memory, self.memory
+            ));
         }
         for (k, v) in &demand.custom {
             let have = self.custom.get(k).copied().unwrap_or(0);
@@ -136,7 +163,13 @@ impl Resources {
 
 impl fmt::Debug for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{CPU: {}, GPU: {}, memory: {}", self.num_cpus(), self.num_gpus(), self.memory)?;
+        write!(
+            f,
+            "{{CPU: {}, GPU: {}, memory: {}",
+            self.num_cpus(),
+            self.num_gpus(),
+            self.memory
+        )?;
         for (k, v) in self.custom() {
             write!(f, ", {k}: {v}")?;
         }
@@ -154,7 +187,10 @@ pub struct ResourceSet {
 
 impl ResourceSet {
     pub fn new(total: Resources) -> Self {
-        Self { free: total.clone(), total }
+        Self {
+            free: total.clone(),
+            total,
+        }
     }
     pub fn total(&self) -> &Resources {
         &self.total

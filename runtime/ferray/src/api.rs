@@ -243,7 +243,13 @@ impl RuntimeBuilder {
             OutputSink::new(self.output.clone()),
         );
         let output = OutputSink::clone(&inner_output(&inner));
-        Ok(Runtime { shared: Arc::new(Shared { inner, exec: Some(exec), output }) })
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                inner,
+                exec: Some(exec),
+                output,
+            }),
+        })
     }
 }
 
@@ -300,9 +306,9 @@ impl Runtime {
     /// bytes twice is free, and compiled code is cached on disk.
     pub async fn load_file(&self, path: impl AsRef<Path>) -> Result<Component, Error> {
         let path = path.as_ref();
-        let bytes = tokio::fs::read(path).await.map_err(|e| {
-            Error::NotFound(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| Error::NotFound(format!("cannot read {}: {e}", path.display())))?;
         self.load_bytes(&bytes).await
     }
 
@@ -313,13 +319,19 @@ impl Runtime {
         let loaded = tokio::task::spawn_blocking(move || inner.host.load(&bytes))
             .await
             .map_err(|e| Error::System(format!("loading failed: {e}")))??;
-        Ok(Component { rt: self.clone(), loaded })
+        Ok(Component {
+            rt: self.clone(),
+            loaded,
+        })
     }
 
     /// Load without an async context.
     pub fn load_bytes_sync(&self, bytes: &[u8]) -> Result<Component, Error> {
         let loaded = self.inner().host.load(bytes)?;
-        Ok(Component { rt: self.clone(), loaded })
+        Ok(Component {
+            rt: self.clone(),
+            loaded,
+        })
     }
 
     /// A component's digest, exports (with WIT signatures) and imports,
@@ -330,7 +342,10 @@ impl Runtime {
 
     /// A component loaded earlier, by its digest.
     pub fn component(&self, id: &ComponentId) -> Result<Component, Error> {
-        Ok(Component { rt: self.clone(), loaded: self.inner().component(id)? })
+        Ok(Component {
+            rt: self.clone(),
+            loaded: self.inner().component(id)?,
+        })
     }
 
     /// Store a value (`ray.put`); the reference is ready at once.
@@ -376,7 +391,10 @@ impl Runtime {
             is_ready[*i as usize] = true;
         }
         let (a, b): (Vec<_>, Vec<_>) = refs.iter().cloned().zip(is_ready).partition(|(_, r)| *r);
-        (a.into_iter().map(|(r, _)| r).collect(), b.into_iter().map(|(r, _)| r).collect())
+        (
+            a.into_iter().map(|(r, _)| r).collect(),
+            b.into_iter().map(|(r, _)| r).collect(),
+        )
     }
 
     /// Cancel a pending or running task (`ray.cancel`); its reference fails
@@ -387,7 +405,10 @@ impl Runtime {
 
     /// A handle to an actor by id (ids can travel inside values).
     pub fn actor_handle(&self, id: ActorId) -> ActorHandle {
-        ActorHandle { rt: self.clone(), id }
+        ActorHandle {
+            rt: self.clone(),
+            id,
+        }
     }
 
     /// Guest output kept with [`OutputMode::Collect`].
@@ -497,7 +518,9 @@ impl Component {
             .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
         let texts = results
             .iter()
-            .map(|v| codec::to_wave(v).map_err(|e| Error::Other(format!("cannot print the result: {e}"))))
+            .map(|v| {
+                codec::to_wave(v).map_err(|e| Error::Other(format!("cannot print the result: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(match texts.len() {
             1 => texts.into_iter().next().unwrap_or_default(),
@@ -507,8 +530,13 @@ impl Component {
 
     /// Whether `function`'s result is `err(..)` in `encoded` (for exit codes).
     pub fn is_err_result(&self, function: &str, encoded_wave: &str) -> bool {
-        matches!(self.loaded.info.function(function).map(|f| f.results.as_slice()),
-            Ok([ferray_host::Type::Result(_)])) && encoded_wave.starts_with("err")
+        matches!(
+            self.loaded
+                .info
+                .function(function)
+                .map(|f| f.results.as_slice()),
+            Ok([ferray_host::Type::Result(_)])
+        ) && encoded_wave.starts_with("err")
     }
 }
 
@@ -579,7 +607,12 @@ impl TaskBuilder {
     }
     pub fn submit(self) -> Result<ObjectRef, Error> {
         let inner = self.comp.rt.inner().clone();
-        inner.submit(self.comp.loaded.clone(), &self.function, self.args, self.options)
+        inner.submit(
+            self.comp.loaded.clone(),
+            &self.function,
+            self.args,
+            self.options,
+        )
     }
 }
 
@@ -626,8 +659,16 @@ impl ActorBuilder {
     /// before it finishes wait for it.
     pub async fn spawn(self) -> Result<ActorHandle, Error> {
         let inner = self.comp.rt.inner().clone();
-        let id = inner.create_actor(self.comp.loaded.clone(), &self.class, self.args?, self.options)?;
-        Ok(ActorHandle { rt: self.comp.rt.clone(), id })
+        let id = inner.create_actor(
+            self.comp.loaded.clone(),
+            &self.class,
+            self.args?,
+            self.options,
+        )?;
+        Ok(ActorHandle {
+            rt: self.comp.rt.clone(),
+            id,
+        })
     }
 }
 
@@ -644,11 +685,17 @@ impl ActorHandle {
     }
     /// Call a method with a tuple of arguments; the reference comes back at once.
     pub fn call<A: Serialize>(&self, method: &str, args: A) -> Result<ObjectRef, Error> {
-        self.rt.inner().call_actor(self.id, method.to_string(), vec![Arg::Value(encode(&args)?)])
+        self.rt.inner().call_actor(
+            self.id,
+            method.to_string(),
+            vec![Arg::Value(encode(&args)?)],
+        )
     }
     /// Call with argument pieces (values and object references).
     pub fn call_with(&self, method: &str, args: Vec<Arg<ObjectRef>>) -> Result<ObjectRef, Error> {
-        self.rt.inner().call_actor(self.id, method.to_string(), args)
+        self.rt
+            .inner()
+            .call_actor(self.id, method.to_string(), args)
     }
     /// Kill the actor: the call in flight and queued calls fail with `ActorDied`.
     pub fn kill(&self) -> Result<(), Error> {

@@ -72,8 +72,15 @@ fn line(name: &str, value: f64, unit: &str) -> String {
 
 /// Run every metric whose name contains `filter`, about `2 * scale` seconds
 /// each, printing lines through `print` as they come; returns how many ran.
-pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) -> Result<usize, Error> {
-    let rt = Runtime::builder().output(OutputMode::Discard).cache_dir(None).build_sync()?;
+pub fn run_all(
+    scale: f64,
+    filter: Option<&str>,
+    mut print: impl FnMut(String),
+) -> Result<usize, Error> {
+    let rt = Runtime::builder()
+        .output(OutputMode::Discard)
+        .cache_dir(None)
+        .build_sync()?;
     let comp = rt.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
     let secs = 2.0 * scale.max(0.001);
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
@@ -96,7 +103,9 @@ pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) 
         }
         if wanted("single_client_tasks_async") {
             let v = timeit(secs, 1000.0, || async {
-                let refs = (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                let refs = (0..1000)
+                    .map(|_| comp.call("small-value", ()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 rt.get_all::<u32>(&refs).await.map(|_| ())
             })
             .await?;
@@ -113,7 +122,9 @@ pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) 
         }
         if wanted("1_1_actor_calls_async") {
             let v = timeit(secs, 1000.0, || async {
-                let refs = (0..1000).map(|_| actor.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                let refs = (0..1000)
+                    .map(|_| actor.call("small-value", ()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 rt.get_all::<u32>(&refs).await.map(|_| ())
             })
             .await?;
@@ -171,8 +182,9 @@ pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) 
         }
         if wanted("single_client_wait_1k_refs") {
             let v = timeit(secs, 1.0, || async {
-                let mut not_ready =
-                    (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                let mut not_ready = (0..1000)
+                    .map(|_| comp.call("small-value", ()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 while !not_ready.is_empty() {
                     let (_ready, rest) = rt.wait(&not_ready, 1, None).await;
                     not_ready = rest;
@@ -184,7 +196,9 @@ pub fn run_all(scale: f64, filter: Option<&str>, mut print: impl FnMut(String)) 
         }
         if wanted("single_client_tasks_and_get_batch") {
             let v = timeit(secs, 1.0, || async {
-                let refs = (0..1000).map(|_| comp.call("small-value", ())).collect::<Result<Vec<_>, _>>()?;
+                let refs = (0..1000)
+                    .map(|_| comp.call("small-value", ()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 rt.get_all::<u32>(&refs).await.map(|_| ())
             })
             .await?;

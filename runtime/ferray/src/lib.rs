@@ -29,10 +29,13 @@ mod output;
 mod runtime;
 mod sched;
 
-pub use api::{default_cache_dir, ActorBuilder, ActorHandle, Component, Runtime, RuntimeBuilder, RuntimeStats, TaskBuilder};
+pub use api::{
+    ActorBuilder, ActorHandle, Component, Runtime, RuntimeBuilder, RuntimeStats, TaskBuilder,
+    default_cache_dir,
+};
 pub use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, ObjectId, Resources, TaskId, TaskOptions, parse_duration,
-    parse_size,
+    ActorId, ActorOptions, ComponentId, Error, ObjectId, Resources, TaskId, TaskOptions,
+    parse_duration, parse_size,
 };
 pub use ferray_host::{ComponentInfo, FuncInfo, HostStats, Inspection};
 pub use ferray_store::StoreStats;

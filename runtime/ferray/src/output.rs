@@ -41,7 +41,10 @@ pub(crate) struct OutputSink {
 
 impl OutputSink {
     pub(crate) fn new(mode: OutputMode) -> Self {
-        Self { mode, kept: Arc::default() }
+        Self {
+            mode,
+            kept: Arc::default(),
+        }
     }
 
     pub(crate) fn emit(&self, source: &str, stream: Stream, bytes: &[u8]) {
@@ -59,7 +62,11 @@ impl OutputSink {
             OutputMode::Collect => {
                 let mut kept = self.kept.lock();
                 for line in text.lines() {
-                    kept.push(OutputLine { source: source.to_string(), stream, line: line.to_string() });
+                    kept.push(OutputLine {
+                        source: source.to_string(),
+                        stream,
+                        line: line.to_string(),
+                    });
                 }
             }
             OutputMode::Discard => {}

@@ -161,7 +161,10 @@ impl RtInner {
 
     pub(crate) fn component(&self, id: &ComponentId) -> Result<Arc<Loaded<RtInner>>, Error> {
         self.host.get(id).ok_or_else(|| {
-            Error::NotFound(format!("component {} is not loaded on this node", id.short()))
+            Error::NotFound(format!(
+                "component {} is not loaded on this node",
+                id.short()
+            ))
         })
     }
 
@@ -210,7 +213,10 @@ impl RtInner {
         let cancel = Arc::new(Notify::new());
         self.tasks.insert(id, cancel.clone());
         let rt = self.clone();
-        let guard = FailOnDrop(result.clone(), "the task was dropped: the runtime shut down");
+        let guard = FailOnDrop(
+            result.clone(),
+            "the task was dropped: the runtime shut down",
+        );
         let fut = async move {
             let guard = guard;
             tokio::select! {
@@ -259,7 +265,9 @@ impl RtInner {
         let lease = if self.settings.local_mode {
             None
         } else {
-            Some(Arc::new(self.admission.lease(options.resources.clone()).await))
+            Some(Arc::new(
+                self.admission.lease(options.resources.clone()).await,
+            ))
         };
         let label: Arc<str> = Arc::from(id.to_string());
         let ctx = TaskCtx { label, lease };
@@ -270,7 +278,10 @@ impl RtInner {
         };
         let mut attempt = 0u32;
         loop {
-            let out = self.host.run(comp, func, &args, &limits, self.clone(), ctx.clone()).await;
+            let out = self
+                .host
+                .run(comp, func, &args, &limits, self.clone(), ctx.clone())
+                .await;
             self.emit(&ctx.label, &out);
             let retry = attempt < options.max_retries
                 && match &out.result {
@@ -284,7 +295,9 @@ impl RtInner {
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             match &out.result {
                 Err(e) => tracing::info!(task = %id, "attempt {attempt} failed, retrying: {e}"),
-                Ok(_) => tracing::info!(task = %id, "attempt {attempt} returned an error, retrying"),
+                Ok(_) => {
+                    tracing::info!(task = %id, "attempt {attempt} returned an error, retrying")
+                }
             }
         }
     }
@@ -316,7 +329,10 @@ impl RtInner {
         self.output.emit(label, Stream::Stdout, &out.stdout);
         self.output.emit(label, Stream::Stderr, &out.stderr);
         if out.dropped_output > 0 {
-            tracing::warn!("({label}) {} bytes of output were dropped past the limit", out.dropped_output);
+            tracing::warn!(
+                "({label}) {} bytes of output were dropped past the limit",
+                out.dropped_output
+            );
         }
     }
 
@@ -328,14 +344,18 @@ impl RtInner {
                 }
                 Ok(())
             }
-            crate::RefName::Put(_) => {
-                Err(Error::InvalidArgument("only the result of a task can be cancelled".into()))
-            }
+            crate::RefName::Put(_) => Err(Error::InvalidArgument(
+                "only the result of a task can be cancelled".into(),
+            )),
         }
     }
 
     /// Wait for `refs`; the indexes of the first `num_returns` ready, in order.
-    pub(crate) async fn wait(refs: &[ObjectRef], num_returns: usize, timeout: Option<Duration>) -> Vec<u32> {
+    pub(crate) async fn wait(
+        refs: &[ObjectRef],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> Vec<u32> {
         let num_returns = num_returns.min(refs.len());
         let mut ready: Vec<u32> = Vec::new();
         let mut pending = FuturesUnordered::new();
@@ -388,9 +408,23 @@ impl RtInner {
         let id = ActorId(self.next_id());
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
-        self.actors.insert(id, ActorEntry { tx, status: status.clone(), abort: Mutex::new(None) });
-        let actor = ActorLoop { id, rx, current: None, status };
-        let handle = self.exec.spawn(actor.run(self.clone(), comp, class, args, options));
+        self.actors.insert(
+            id,
+            ActorEntry {
+                tx,
+                status: status.clone(),
+                abort: Mutex::new(None),
+            },
+        );
+        let actor = ActorLoop {
+            id,
+            rx,
+            current: None,
+            status,
+        };
+        let handle = self
+            .exec
+            .spawn(actor.run(self.clone(), comp, class, args, options));
         if let Some(entry) = self.actors.get(&id) {
             *entry.abort.lock() = Some(handle.abort_handle());
         }
@@ -408,7 +442,11 @@ impl RtInner {
             .get(&actor)
             .ok_or_else(|| Error::NotFound(format!("no actor {actor} in this runtime")))?;
         let result = ObjectRef::pending(TaskId(self.next_id()), self.store.clone());
-        let call = ActorCall { method, args, result: result.clone() };
+        let call = ActorCall {
+            method,
+            args,
+            result: result.clone(),
+        };
         if entry.tx.send(call).is_err() {
             result.fail(Error::ActorDied(entry.status.reason(actor)));
         }
@@ -475,14 +513,18 @@ impl ActorLoop {
         };
         let _lease = rt.admission.lease(options.resources.clone()).await;
         let label: Arc<str> = Arc::from(self.id.to_string());
-        let ctx = TaskCtx { label: label.clone(), lease: None };
+        let ctx = TaskCtx {
+            label: label.clone(),
+            lease: None,
+        };
 
         let limits = Limits {
             memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
             timeout: options.timeout.or(rt.settings.default_timeout),
             fuel: options.fuel.or(rt.settings.default_fuel),
         };
-        let mut instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await {
+        let mut instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await
+        {
             Ok(i) => i,
             Err(e) => return self.die(format!("died in its constructor: {e}")),
         };
@@ -517,10 +559,13 @@ impl ActorLoop {
                     }
                     restarts += 1;
                     tracing::info!(actor = %self.id, "restarting ({restarts}/{}) after: {e}", options.max_restarts);
-                    instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await {
-                        Ok(i) => i,
-                        Err(e) => return self.die(format!("died in its constructor on restart: {e}")),
-                    };
+                    instance =
+                        match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await {
+                            Ok(i) => i,
+                            Err(e) => {
+                                return self.die(format!("died in its constructor on restart: {e}"));
+                            }
+                        };
                 }
             }
         }
@@ -535,8 +580,17 @@ async fn start_instance(
     limits: &Limits,
     ctx: &TaskCtx,
 ) -> Result<ferray_host::ActorInstance<RtInner>, Error> {
-    let (made, out) =
-        rt.host.create_actor(comp.clone(), class, ctor_args, limits, rt.clone(), ctx.clone()).await;
+    let (made, out) = rt
+        .host
+        .create_actor(
+            comp.clone(),
+            class,
+            ctor_args,
+            limits,
+            rt.clone(),
+            ctx.clone(),
+        )
+        .await;
     rt.emit(&ctx.label, &out);
     made
 }

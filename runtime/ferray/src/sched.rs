@@ -35,7 +35,12 @@ pub(crate) struct Lease {
 
 impl Admission {
     pub(crate) fn new(total: Resources) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(State { set: ResourceSet::new(total), queue: VecDeque::new() }) })
+        Arc::new(Self {
+            state: Mutex::new(State {
+                set: ResourceSet::new(total),
+                queue: VecDeque::new(),
+            }),
+        })
     }
 
     pub(crate) fn total(&self) -> Resources {
@@ -66,7 +71,10 @@ impl Admission {
                 return;
             }
             let (tx, rx) = oneshot::channel();
-            let w = Waiter { demand: demand.clone(), grant: tx };
+            let w = Waiter {
+                demand: demand.clone(),
+                grant: tx,
+            };
             if front {
                 state.queue.push_front(w);
             } else {
@@ -82,7 +90,11 @@ impl Admission {
 
     pub(crate) async fn lease(self: &Arc<Self>, demand: Resources) -> Lease {
         self.acquire(&demand, false).await;
-        Lease { admission: self.clone(), demand, cpus_released: Mutex::new(false) }
+        Lease {
+            admission: self.clone(),
+            demand,
+            cpus_released: Mutex::new(false),
+        }
     }
 
     fn release(&self, demand: &Resources) {
@@ -95,7 +107,9 @@ impl Admission {
             scanned += 1;
             let fits = state.set.free().covers(&state.queue[i].demand);
             if fits {
-                let Some(w) = state.queue.remove(i) else { break };
+                let Some(w) = state.queue.remove(i) else {
+                    break;
+                };
                 if w.grant.is_closed() {
                     continue;
                 }

@@ -352,7 +352,10 @@ fn encode_val(val: &Val, ty: &Type, out: &mut Vec<u8>, depth: usize, limit: usiz
             }
         }
         (Type::Variant(variant), Val::Variant(name, payload)) => {
-            let Some((index, case)) = variant.cases().enumerate().find(|(_, c)| c.name == name.as_str())
+            let Some((index, case)) = variant
+                .cases()
+                .enumerate()
+                .find(|(_, c)| c.name == name.as_str())
             else {
                 return Err(invalid(format!(
                     "unknown case `{name}` of {}",
@@ -362,8 +365,10 @@ fn encode_val(val: &Val, ty: &Type, out: &mut Vec<u8>, depth: usize, limit: usiz
             put_varint(out, index as u64);
             match (&case.ty, payload) {
                 (None, None) => {}
-                (Some(payload_ty), Some(payload)) => encode_val(payload, payload_ty, out, depth, limit)
-                    .map_err(|e| e.at(PathSegment::Case(name.clone())))?,
+                (Some(payload_ty), Some(payload)) => {
+                    encode_val(payload, payload_ty, out, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Case(name.clone())))?
+                }
                 (None, Some(_)) => {
                     return Err(invalid(format!("case `{name}` has no payload, got one")));
                 }
@@ -401,10 +406,16 @@ fn encode_val(val: &Val, ty: &Type, out: &mut Vec<u8>, depth: usize, limit: usiz
                     encode_val(payload, &payload_ty, out, depth, limit).map_err(|e| e.at(seg))?;
                 }
                 (None, Some(_)) => {
-                    return Err(invalid(format!("{seg} of {} has no payload, got one", type_name(ty))));
+                    return Err(invalid(format!(
+                        "{seg} of {} has no payload, got one",
+                        type_name(ty)
+                    )));
                 }
                 (Some(_), None) => {
-                    return Err(invalid(format!("{seg} of {} needs a payload, got none", type_name(ty))));
+                    return Err(invalid(format!(
+                        "{seg} of {} needs a payload, got none",
+                        type_name(ty)
+                    )));
                 }
             }
         }
@@ -412,7 +423,10 @@ fn encode_val(val: &Val, ty: &Type, out: &mut Vec<u8>, depth: usize, limit: usiz
             let mut mask: u32 = 0;
             for name in set {
                 let Some(bit) = flags.names().position(|n| n == name.as_str()) else {
-                    return Err(invalid(format!("unknown flag `{name}` of {}", type_name(ty))));
+                    return Err(invalid(format!(
+                        "unknown flag `{name}` of {}",
+                        type_name(ty)
+                    )));
                 };
                 if bit >= 32 {
                     return Err(invalid(format!("{} has more than 32 flags", type_name(ty))));
@@ -549,7 +563,7 @@ impl<'a> Reader<'a> {
     /// rules (at most ceil(bits/7) bytes, no bits beyond `bits`) plus one
     /// more for canonicity: no superfluous trailing zero bytes.
     fn varint(&mut self, bits: u32) -> Result<u64> {
-        debug_assert!(bits % 7 != 0 && bits <= 64);
+        debug_assert!(!bits.is_multiple_of(7) && bits <= 64);
         let start = self.pos;
         let max_bytes = bits.div_ceil(7);
         let max_last = (1u8 << (bits % 7)) - 1;
@@ -657,12 +671,8 @@ fn decode_val(ty: &Type, r: &mut Reader<'_>, depth: usize, limit: usize) -> Resu
             let n = r.length("string")?;
             let start = r.pos;
             let bytes = r.take(n)?;
-            let s = std::str::from_utf8(bytes).map_err(|e| {
-                r.malformed(
-                    start + e.valid_up_to(),
-                    "string is not valid UTF-8",
-                )
-            })?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|e| r.malformed(start + e.valid_up_to(), "string is not valid UTF-8"))?;
             Val::String(s.to_owned())
         }
         Type::List(list) => {
@@ -678,7 +688,8 @@ fn decode_val(ty: &Type, r: &mut Reader<'_>, depth: usize, limit: usize) -> Resu
             let (key_ty, value_ty) = (map.key(), map.value());
             let mut entries = Vec::with_capacity(n);
             for i in 0..n {
-                let k = decode_val(&key_ty, r, depth, limit).map_err(|e| e.at(PathSegment::Key(i)))?;
+                let k =
+                    decode_val(&key_ty, r, depth, limit).map_err(|e| e.at(PathSegment::Key(i)))?;
                 let v = decode_val(&value_ty, r, depth, limit)
                     .map_err(|e| e.at(PathSegment::MapValue(i)))?;
                 entries.push((k, v));
@@ -700,7 +711,8 @@ fn decode_val(ty: &Type, r: &mut Reader<'_>, depth: usize, limit: usize) -> Resu
             let mut out = Vec::with_capacity(tys.len());
             for (i, elem_ty) in tys.enumerate() {
                 out.push(
-                    decode_val(&elem_ty, r, depth, limit).map_err(|e| e.at(PathSegment::Element(i)))?,
+                    decode_val(&elem_ty, r, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Element(i)))?,
                 );
             }
             Val::Tuple(out)
@@ -752,7 +764,11 @@ fn decode_val(ty: &Type, r: &mut Reader<'_>, depth: usize, limit: usize) -> Resu
             let start = r.pos;
             let mask = r.u32()?;
             let count = flags.names().len();
-            let known = if count >= 32 { u32::MAX } else { (1u32 << count) - 1 };
+            let known = if count >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << count) - 1
+            };
             if mask & !known != 0 {
                 return Err(r.malformed(
                     start,
@@ -899,10 +915,18 @@ fn write_type(s: &mut String, ty: &Type, depth: usize) {
             s.push_str(" }");
         }
         Type::Enum(enum_) => {
-            let _ = write!(s, "enum {{ {} }}", enum_.names().collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                s,
+                "enum {{ {} }}",
+                enum_.names().collect::<Vec<_>>().join(", ")
+            );
         }
         Type::Flags(flags) => {
-            let _ = write!(s, "flags {{ {} }}", flags.names().collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                s,
+                "flags {{ {} }}",
+                flags.names().collect::<Vec<_>>().join(", ")
+            );
         }
         Type::Option(option) => {
             s.push_str("option<");
@@ -990,8 +1014,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::fmt::Debug;
     use std::sync::LazyLock;
-    use wasmtime::component::types::ComponentItem;
     use wasmtime::component::Component;
+    use wasmtime::component::types::ComponentItem;
     use wasmtime::{Config, Engine};
 
     // ----- fixture: WIT types, exported from a component -----
@@ -1076,7 +1100,11 @@ mod tests {
         let extra = Component::new(&engine, EXTRA_WAT)
             .map_err(|e| eprintln!("map / fixed-length lists unavailable: {e:#}"))
             .ok();
-        Fixture { engine, types, extra }
+        Fixture {
+            engine,
+            types,
+            extra,
+        }
     });
 
     fn export_of(component: &Component, name: &str) -> Type {
@@ -1154,7 +1182,12 @@ mod tests {
     }
 
     fn record(fields: &[(&str, Val)]) -> Val {
-        Val::Record(fields.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect())
+        Val::Record(
+            fields
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                .collect(),
+        )
     }
 
     fn point(x: i32, y: i32) -> Val {
@@ -1183,7 +1216,7 @@ mod tests {
         let bytes = postcard::to_allocvec(rust).expect("postcard serializes");
         let decoded = decode_all(std::slice::from_ref(ty), &bytes)
             .unwrap_or_else(|e| panic!("decoding {rust:?} as {}: {e}", type_name(ty)));
-        assert_eq!(decoded, [val.clone()], "decoding {rust:?}");
+        assert_eq!(decoded, std::slice::from_ref(val), "decoding {rust:?}");
         let mut out = Vec::new();
         encode(val, ty, &mut out).unwrap_or_else(|e| panic!("encoding {val:?}: {e}"));
         assert_eq!(out, bytes, "encoding {val:?}");
@@ -1225,10 +1258,20 @@ mod tests {
         check(&ty("string"), &String::new(), &s(""));
         check(&ty("string"), &"héllo wörld".to_owned(), &s("héllo wörld"));
         let ints = ty("ints");
-        let cases: [(u8, i8, u16, i16, u32, i32, u64, i64); 4] = [
+        type Ints = (u8, i8, u16, i16, u32, i32, u64, i64);
+        let cases: [Ints; 4] = [
             (0, 0, 0, 0, 0, 0, 0, 0),
             (255, -1, 300, -300, 70_000, -70_000, 1 << 40, -(1 << 40)),
-            (u8::MAX, i8::MIN, u16::MAX, i16::MIN, u32::MAX, i32::MIN, u64::MAX, i64::MIN),
+            (
+                u8::MAX,
+                i8::MIN,
+                u16::MAX,
+                i16::MIN,
+                u32::MAX,
+                i32::MIN,
+                u64::MAX,
+                i64::MIN,
+            ),
             (1, i8::MAX, 1, i16::MAX, 1, i32::MAX, 1, i64::MAX),
         ];
         for t in cases {
@@ -1245,8 +1288,17 @@ mod tests {
             check(&ints, &t, &val);
         }
         let floats = ty("floats");
-        for t in [(0.0f32, 0.0f64), (-0.0, -0.0), (1.5, -2.25e300), (f32::INFINITY, f64::MIN_POSITIVE)] {
-            check(&floats, &t, &Val::Tuple(vec![Val::Float32(t.0), Val::Float64(t.1)]));
+        for t in [
+            (0.0f32, 0.0f64),
+            (-0.0, -0.0),
+            (1.5, -2.25e300),
+            (f32::INFINITY, f64::MIN_POSITIVE),
+        ] {
+            check(
+                &floats,
+                &t,
+                &Val::Tuple(vec![Val::Float32(t.0), Val::Float64(t.1)]),
+            );
         }
         check(
             &ty("text"),
@@ -1269,8 +1321,12 @@ mod tests {
         let out = encode_all(&[Val::S64(-3)], &[Type::S64]).expect("encodes");
         assert_eq!(out, [0x05]);
         let mut out = Vec::new();
-        encode(&Val::Variant("rect".into(), Some(Box::new(point(1, -1)))), &ty("shape"), &mut out)
-            .expect("encodes");
+        encode(
+            &Val::Variant("rect".into(), Some(Box::new(point(1, -1)))),
+            &ty("shape"),
+            &mut out,
+        )
+        .expect("encodes");
         assert_eq!(out, [0x01, 0x02, 0x01]);
         let mut out = Vec::new();
         let res = Val::Result(Err(Some(Box::new(s("no")))));
@@ -1283,7 +1339,10 @@ mod tests {
         check(&ty("point"), &Point { x: -5, y: 7 }, &point(-5, 7));
         check(
             &ty("counter"),
-            &Counter { name: "n".into(), count: 300 },
+            &Counter {
+                name: "n".into(),
+                count: 300,
+            },
             &record(&[("name", s("n")), ("count", Val::U32(300))]),
         );
         let person = Person {
@@ -1301,8 +1360,16 @@ mod tests {
         check(&ty("person"), &person, &person_val);
 
         let shape = ty("shape");
-        check(&shape, &Shape::Circle(2.5), &Val::Variant("circle".into(), Some(Box::new(Val::Float32(2.5)))));
-        check(&shape, &Shape::Rect(Point { x: 1, y: 2 }), &Val::Variant("rect".into(), Some(Box::new(point(1, 2)))));
+        check(
+            &shape,
+            &Shape::Circle(2.5),
+            &Val::Variant("circle".into(), Some(Box::new(Val::Float32(2.5)))),
+        );
+        check(
+            &shape,
+            &Shape::Rect(Point { x: 1, y: 2 }),
+            &Val::Variant("rect".into(), Some(Box::new(point(1, 2)))),
+        );
         check(&shape, &Shape::Empty, &Val::Variant("empty".into(), None));
 
         for c in [Color::Red, Color::Green, Color::Blue] {
@@ -1328,37 +1395,87 @@ mod tests {
         check(&opt, &Some(Some(500u32)), &some(some(Val::U32(500))));
 
         let res = ty("res");
-        check(&res, &Ok::<u32, String>(7), &Val::Result(Ok(Some(Box::new(Val::U32(7))))));
-        check(&res, &Err::<u32, String>("bad".into()), &Val::Result(Err(Some(Box::new(s("bad"))))));
+        check(
+            &res,
+            &Ok::<u32, String>(7),
+            &Val::Result(Ok(Some(Box::new(Val::U32(7))))),
+        );
+        check(
+            &res,
+            &Err::<u32, String>("bad".into()),
+            &Val::Result(Err(Some(Box::new(s("bad"))))),
+        );
         check(&ty("res-unit"), &Ok::<(), ()>(()), &Val::Result(Ok(None)));
         check(&ty("res-unit"), &Err::<(), ()>(()), &Val::Result(Err(None)));
-        check(&ty("res-ok"), &Ok::<String, ()>("y".into()), &Val::Result(Ok(Some(Box::new(s("y"))))));
-        check(&ty("res-ok"), &Err::<String, ()>(()), &Val::Result(Err(None)));
+        check(
+            &ty("res-ok"),
+            &Ok::<String, ()>("y".into()),
+            &Val::Result(Ok(Some(Box::new(s("y"))))),
+        );
+        check(
+            &ty("res-ok"),
+            &Err::<String, ()>(()),
+            &Val::Result(Err(None)),
+        );
         check(&ty("res-err"), &Ok::<(), u32>(()), &Val::Result(Ok(None)));
-        check(&ty("res-err"), &Err::<(), u32>(9), &Val::Result(Err(Some(Box::new(Val::U32(9))))));
+        check(
+            &ty("res-err"),
+            &Err::<(), u32>(9),
+            &Val::Result(Err(Some(Box::new(Val::U32(9))))),
+        );
     }
 
     #[test]
     fn codec_lists_and_nesting_match_postcard() {
         check(&ty("bytes"), &Vec::<u8>::new(), &bytes_val(&[]));
-        check(&ty("bytes"), &vec![0u8, 1, 255, 128], &bytes_val(&[0, 1, 255, 128]));
-        check(&ty("s64s"), &vec![0i64, 1, -1, i64::MAX], &Val::List(vec![
-            Val::S64(0),
-            Val::S64(1),
-            Val::S64(-1),
-            Val::S64(i64::MAX),
-        ]));
+        check(
+            &ty("bytes"),
+            &vec![0u8, 1, 255, 128],
+            &bytes_val(&[0, 1, 255, 128]),
+        );
+        check(
+            &ty("s64s"),
+            &vec![0i64, 1, -1, i64::MAX],
+            &Val::List(vec![
+                Val::S64(0),
+                Val::S64(1),
+                Val::S64(-1),
+                Val::S64(i64::MAX),
+            ]),
+        );
         let many: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
-        check(&ty("strings"), &many, &Val::List(many.iter().map(|x| s(x)).collect()));
+        check(
+            &ty("strings"),
+            &many,
+            &Val::List(many.iter().map(|x| s(x)).collect()),
+        );
 
         type Row = (String, Option<Shape>, Vec<Color>, u32, Vec<u8>);
         let rows: Vec<Row> = vec![
             ("a".into(), None, vec![], 0, vec![]),
-            ("b".into(), Some(Shape::Empty), vec![Color::Blue, Color::Red], READ, vec![1, 2, 3]),
-            ("c".into(), Some(Shape::Rect(Point { x: 3, y: -4 })), vec![Color::Green], 7, vec![9]),
+            (
+                "b".into(),
+                Some(Shape::Empty),
+                vec![Color::Blue, Color::Red],
+                READ,
+                vec![1, 2, 3],
+            ),
+            (
+                "c".into(),
+                Some(Shape::Rect(Point { x: 3, y: -4 })),
+                vec![Color::Green],
+                7,
+                vec![9],
+            ),
         ];
         let row_vals = vec![
-            Val::Tuple(vec![s("a"), Val::Option(None), Val::List(vec![]), flags(&[]), bytes_val(&[])]),
+            Val::Tuple(vec![
+                s("a"),
+                Val::Option(None),
+                Val::List(vec![]),
+                flags(&[]),
+                bytes_val(&[]),
+            ]),
             Val::Tuple(vec![
                 s("b"),
                 some(Val::Variant("empty".into(), None)),
@@ -1391,7 +1508,10 @@ mod tests {
 
         assert_eq!(
             encode_all(&vals[..2], &tys),
-            Err(CodecError::Arity { expected: 4, got: 2 })
+            Err(CodecError::Arity {
+                expected: 4,
+                got: 2
+            })
         );
         let err = encode_all(&[point(1, 2), s("x"), s("hi"), color(Color::Blue)], &tys)
             .expect_err("mismatch");
@@ -1405,7 +1525,11 @@ mod tests {
         };
         let map_ty = export_of(extra, "map");
         let m: BTreeMap<String, u32> = [("a".to_owned(), 1), ("b".to_owned(), 300)].into();
-        check(&map_ty, &m, &Val::Map(vec![(s("a"), Val::U32(1)), (s("b"), Val::U32(300))]));
+        check(
+            &map_ty,
+            &m,
+            &Val::Map(vec![(s("a"), Val::U32(1)), (s("b"), Val::U32(300))]),
+        );
         check(
             &export_of(extra, "fixed"),
             &[1u8, 2, 3, 255],
@@ -1417,8 +1541,12 @@ mod tests {
             &pts,
             &Val::FixedLengthList(vec![point(1, 2), point(-3, 4)]),
         );
-        let err = encode(&Val::FixedLengthList(vec![Val::U8(1)]), &export_of(extra, "fixed"), &mut Vec::new())
-            .expect_err("wrong length");
+        let err = encode(
+            &Val::FixedLengthList(vec![Val::U8(1)]),
+            &export_of(extra, "fixed"),
+            &mut Vec::new(),
+        )
+        .expect_err("wrong length");
         assert!(err.to_string().contains("expected 4 elements"), "{err}");
     }
 
@@ -1426,31 +1554,54 @@ mod tests {
     fn codec_encode_checks_the_value_against_the_type() {
         let counter = ty("counter");
         let mut out = vec![0xaa];
-        let err = encode(&record(&[("name", s("x")), ("count", s("3"))]), &counter, &mut out)
-            .expect_err("mismatch");
-        assert_eq!(err.to_string(), "at field `count`: expected u32, got string");
+        let err = encode(
+            &record(&[("name", s("x")), ("count", s("3"))]),
+            &counter,
+            &mut out,
+        )
+        .expect_err("mismatch");
+        assert_eq!(
+            err.to_string(),
+            "at field `count`: expected u32, got string"
+        );
         assert_eq!(out, [0xaa], "output is left as it was on error");
 
-        let err = encode(&record(&[("count", Val::U32(1)), ("name", s("x"))]), &counter, &mut out)
-            .expect_err("field order");
+        let err = encode(
+            &record(&[("count", Val::U32(1)), ("name", s("x"))]),
+            &counter,
+            &mut out,
+        )
+        .expect_err("field order");
         assert_eq!(err.to_string(), "expected field `name`, got `count`");
-        let err = encode(&record(&[("name", s("x"))]), &counter, &mut out).expect_err("missing field");
+        let err =
+            encode(&record(&[("name", s("x"))]), &counter, &mut out).expect_err("missing field");
         assert!(err.to_string().starts_with("expected 2 fields"), "{err}");
 
-        let err = encode(&Val::Variant("square".into(), None), &ty("shape"), &mut out).expect_err("case");
-        assert!(err.to_string().starts_with("unknown case `square`"), "{err}");
-        let err = encode(&Val::Variant("circle".into(), None), &ty("shape"), &mut out).expect_err("payload");
+        let err =
+            encode(&Val::Variant("square".into(), None), &ty("shape"), &mut out).expect_err("case");
+        assert!(
+            err.to_string().starts_with("unknown case `square`"),
+            "{err}"
+        );
+        let err = encode(&Val::Variant("circle".into(), None), &ty("shape"), &mut out)
+            .expect_err("payload");
         assert_eq!(err.to_string(), "case `circle` needs a payload, got none");
         let err = encode(&Val::Enum("pink".into()), &ty("color"), &mut out).expect_err("enum");
         assert!(err.to_string().starts_with("unknown case `pink`"), "{err}");
         let err = encode(&flags(&["fly"]), &ty("perms"), &mut out).expect_err("flag");
         assert!(err.to_string().starts_with("unknown flag `fly`"), "{err}");
         let err = encode(&Val::Result(Ok(None)), &ty("res"), &mut out).expect_err("ok payload");
-        assert_eq!(err.to_string(), "`ok` of result<u32, string> needs a payload, got none");
+        assert_eq!(
+            err.to_string(),
+            "`ok` of result<u32, string> needs a payload, got none"
+        );
 
         let nested = Val::List(vec![Val::Tuple(vec![
             s("a"),
-            some(Val::Variant("rect".into(), Some(Box::new(record(&[("x", Val::S32(1)), ("y", Val::U32(2))]))))),
+            some(Val::Variant(
+                "rect".into(),
+                Some(Box::new(record(&[("x", Val::S32(1)), ("y", Val::U32(2))]))),
+            )),
             Val::List(vec![]),
             flags(&[]),
             bytes_val(&[]),
@@ -1460,8 +1611,12 @@ mod tests {
             err.to_string(),
             "at field `y` of case `rect` of `some` of element 1 of element 0: expected s32, got u32"
         );
-        let err = encode(&Val::List(vec![Val::U8(1), Val::S8(2)]), &ty("bytes"), &mut out)
-            .expect_err("byte list");
+        let err = encode(
+            &Val::List(vec![Val::U8(1), Val::S8(2)]),
+            &ty("bytes"),
+            &mut out,
+        )
+        .expect_err("byte list");
         assert_eq!(err.to_string(), "at element 1: expected u8, got s8");
     }
 
@@ -1470,20 +1625,38 @@ mod tests {
         let own = ty("own");
         assert_eq!(type_name(&own), "own<resource>");
         let err = encode(&Val::U32(1), &own, &mut Vec::new()).expect_err("own");
-        assert_eq!(err.to_string(), "type own<resource> cannot be passed as a value between tasks");
-        assert!(matches!(decode_err(&own, &[0]), CodecError::Unsupported { .. }));
-        assert!(matches!(decode_err(&Type::ErrorContext, &[0]), CodecError::Unsupported { .. }));
+        assert_eq!(
+            err.to_string(),
+            "type own<resource> cannot be passed as a value between tasks"
+        );
+        assert!(matches!(
+            decode_err(&own, &[0]),
+            CodecError::Unsupported { .. }
+        ));
+        assert!(matches!(
+            decode_err(&Type::ErrorContext, &[0]),
+            CodecError::Unsupported { .. }
+        ));
     }
 
     #[test]
     fn codec_malformed_input_is_an_error() {
         let counter = ty("counter");
         // Truncated, and trailing bytes.
-        assert!(matches!(decode_err(&counter, &[0x01, b'x', 0xac]), CodecError::UnexpectedEnd { .. }));
-        assert!(matches!(decode_err(&counter, &[0x05, b'x']), CodecError::Malformed { .. }));
+        assert!(matches!(
+            decode_err(&counter, &[0x01, b'x', 0xac]),
+            CodecError::UnexpectedEnd { .. }
+        ));
+        assert!(matches!(
+            decode_err(&counter, &[0x05, b'x']),
+            CodecError::Malformed { .. }
+        ));
         assert_eq!(
             decode_err(&counter, &[0x01, b'x', 0x03, 0x00]),
-            CodecError::TrailingBytes { offset: 3, count: 1 }
+            CodecError::TrailingBytes {
+                offset: 3,
+                count: 1
+            }
         );
         let mut input: &[u8] = &[0x01, b'x', 0x03, 0x00];
         decode(&counter, &mut input).expect("decode leaves the rest");
@@ -1494,36 +1667,100 @@ mod tests {
 
         // Bad bool, option tag, result tag.
         let err = decode_err(&ty("bool"), &[2]);
-        assert_eq!(err.to_string(), "invalid encoding at byte 0: invalid bool byte 0x02");
-        assert!(matches!(decode_err(&ty("opt"), &[2]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&ty("res"), &[2, 0]), CodecError::Malformed { .. }));
+        assert_eq!(
+            err.to_string(),
+            "invalid encoding at byte 0: invalid bool byte 0x02"
+        );
+        assert!(matches!(
+            decode_err(&ty("opt"), &[2]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&ty("res"), &[2, 0]),
+            CodecError::Malformed { .. }
+        ));
 
         // Bad UTF-8 in strings and chars; chars of zero, two or five bytes.
         let err = decode_err(&counter, &[0x02, b'a', 0xff, 0x00]);
-        assert_eq!(err.to_string(), "at field `name`: invalid encoding at byte 2: string is not valid UTF-8");
-        assert!(matches!(decode_err(&ty("char"), &[1, 0xc3]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&ty("char"), &[0]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&ty("char"), &[2, b'a', b'b']), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&ty("char"), &[5, b'a', b'b', b'c', b'd', b'e']), CodecError::Malformed { .. }));
+        assert_eq!(
+            err.to_string(),
+            "at field `name`: invalid encoding at byte 2: string is not valid UTF-8"
+        );
+        assert!(matches!(
+            decode_err(&ty("char"), &[1, 0xc3]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&ty("char"), &[0]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&ty("char"), &[2, b'a', b'b']),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&ty("char"), &[5, b'a', b'b', b'c', b'd', b'e']),
+            CodecError::Malformed { .. }
+        ));
         // A surrogate code point is not a char.
-        assert!(matches!(decode_err(&ty("char"), &[3, 0xed, 0xa0, 0x80]), CodecError::Malformed { .. }));
+        assert!(matches!(
+            decode_err(&ty("char"), &[3, 0xed, 0xa0, 0x80]),
+            CodecError::Malformed { .. }
+        ));
 
         // Varints: overlong, overflowing, non-minimal.
         let u32_ty = ty("u32");
-        assert_eq!(decode_all(&[u32_ty.clone()], &[0xff, 0xff, 0xff, 0xff, 0x0f]).expect("max"), [Val::U32(u32::MAX)]);
-        assert!(matches!(decode_err(&u32_ty, &[0xff, 0xff, 0xff, 0xff, 0x1f]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&u32_ty, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&u32_ty, &[0x80, 0x00]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&u32_ty, &[0x81, 0x80, 0x00]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&u32_ty, &[0x80]), CodecError::UnexpectedEnd { .. }));
-        assert!(matches!(decode_err(&Type::U16, &[0xff, 0xff, 0x04]), CodecError::Malformed { .. }));
-        assert_eq!(decode_all(&[Type::U16], &[0xff, 0xff, 0x03]).expect("max"), [Val::U16(u16::MAX)]);
+        assert_eq!(
+            decode_all(
+                std::slice::from_ref(&u32_ty),
+                &[0xff, 0xff, 0xff, 0xff, 0x0f]
+            )
+            .expect("max"),
+            [Val::U32(u32::MAX)]
+        );
+        assert!(matches!(
+            decode_err(&u32_ty, &[0xff, 0xff, 0xff, 0xff, 0x1f]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&u32_ty, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&u32_ty, &[0x80, 0x00]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&u32_ty, &[0x81, 0x80, 0x00]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&u32_ty, &[0x80]),
+            CodecError::UnexpectedEnd { .. }
+        ));
+        assert!(matches!(
+            decode_err(&Type::U16, &[0xff, 0xff, 0x04]),
+            CodecError::Malformed { .. }
+        ));
+        assert_eq!(
+            decode_all(&[Type::U16], &[0xff, 0xff, 0x03]).expect("max"),
+            [Val::U16(u16::MAX)]
+        );
         let u64_max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-        assert_eq!(decode_all(&[Type::U64], &u64_max).expect("max"), [Val::U64(u64::MAX)]);
+        assert_eq!(
+            decode_all(&[Type::U64], &u64_max).expect("max"),
+            [Val::U64(u64::MAX)]
+        );
         let mut over = u64_max;
         over[9] = 0x02;
-        assert!(matches!(decode_err(&Type::U64, &over), CodecError::Malformed { .. }));
-        assert_eq!(decode_all(&[Type::S64], &u64_max).expect("min"), [Val::S64(i64::MIN)]);
+        assert!(matches!(
+            decode_err(&Type::U64, &over),
+            CodecError::Malformed { .. }
+        ));
+        assert_eq!(
+            decode_all(&[Type::S64], &u64_max).expect("min"),
+            [Val::S64(i64::MIN)]
+        );
 
         // Out-of-range cases and unknown flag bits.
         let err = decode_err(&ty("color"), &[3]);
@@ -1531,8 +1768,14 @@ mod tests {
             err.to_string(),
             "invalid encoding at byte 0: case index 3 out of range for enum { red, green, blue } (3 cases)"
         );
-        assert!(matches!(decode_err(&ty("shape"), &[3]), CodecError::Malformed { .. }));
-        assert!(matches!(decode_err(&ty("shape"), &[0xff, 0xff, 0xff, 0xff, 0x0f]), CodecError::Malformed { .. }));
+        assert!(matches!(
+            decode_err(&ty("shape"), &[3]),
+            CodecError::Malformed { .. }
+        ));
+        assert!(matches!(
+            decode_err(&ty("shape"), &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            CodecError::Malformed { .. }
+        ));
         let err = decode_err(&ty("perms"), &[8]);
         assert_eq!(
             err.to_string(),
@@ -1546,7 +1789,11 @@ mod tests {
         let huge = [0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2];
         for name in ["bytes", "s64s", "strings", "nested", "string"] {
             let err = decode_err(&ty(name), &huge);
-            assert!(err.to_string().contains("length 4294967295 exceeds the 2 byte(s) left"), "{name}: {err}");
+            assert!(
+                err.to_string()
+                    .contains("length 4294967295 exceeds the 2 byte(s) left"),
+                "{name}: {err}"
+            );
         }
         // Wider than u32: lengths are u32 in the component model.
         let err = decode_err(&ty("bytes"), &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
@@ -1566,10 +1813,16 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&val, &deep, &mut bytes).expect("encodes");
         assert_eq!(bytes.len(), 21);
-        assert_eq!(decode_all(&[deep.clone()], &bytes).expect("decodes"), [val.clone()]);
+        assert_eq!(
+            decode_all(std::slice::from_ref(&deep), &bytes).expect("decodes"),
+            [val.clone()]
+        );
         // 21 levels with a limit of 10.
         let mut input = &bytes[..];
-        assert_eq!(decode_with_limit(&deep, &mut input, 10), Err(CodecError::TooDeep { limit: 10 }));
+        assert_eq!(
+            decode_with_limit(&deep, &mut input, 10),
+            Err(CodecError::TooDeep { limit: 10 })
+        );
         assert_eq!(
             encode_val(&val, &deep, &mut Vec::new(), 0, 10),
             Err(CodecError::TooDeep { limit: 10 })
@@ -1589,9 +1842,9 @@ mod tests {
             state
         };
         let names = [
-            "point", "person", "counter", "shape", "color", "perms", "flags32", "bool", "u32", "char",
-            "string", "ints", "floats", "text", "bytes", "s64s", "strings", "res", "res-unit",
-            "res-ok", "res-err", "opt", "nested", "deep",
+            "point", "person", "counter", "shape", "color", "perms", "flags32", "bool", "u32",
+            "char", "string", "ints", "floats", "text", "bytes", "s64s", "strings", "res",
+            "res-unit", "res-ok", "res-err", "opt", "nested", "deep",
         ];
         let types: Vec<Type> = names.iter().map(|n| ty(n)).collect();
         let mut buf = Vec::new();
@@ -1601,12 +1854,19 @@ mod tests {
             // Mostly small bytes, so that counts and tags are often plausible.
             buf.extend((0..len).map(|_| {
                 let r = next();
-                if r % 4 == 0 { (r >> 8) as u8 } else { (r >> 8) as u8 % 4 }
+                if r % 4 == 0 {
+                    (r >> 8) as u8
+                } else {
+                    (r >> 8) as u8 % 4
+                }
             }));
             for ty in &types {
                 if let Ok(vals) = decode_all(std::slice::from_ref(ty), &buf) {
                     // Whatever decodes re-encodes to the same bytes.
-                    assert_eq!(encode_all(&vals, std::slice::from_ref(ty)).expect("re-encodes"), buf);
+                    assert_eq!(
+                        encode_all(&vals, std::slice::from_ref(ty)).expect("re-encodes"),
+                        buf
+                    );
                 }
                 let mut input = &buf[..];
                 let _ = decode(ty, &mut input);
@@ -1616,7 +1876,9 @@ mod tests {
 
     #[test]
     fn codec_big_byte_list_round_trip() {
-        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let data: Vec<u8> = (0..4u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
         let val = Val::List(data.iter().map(|&b| Val::U8(b)).collect());
         let bytes_ty = ty("bytes");
         let start = std::time::Instant::now();
@@ -1641,7 +1903,10 @@ mod tests {
         assert_eq!(to_wave(&val).expect("prints"), "[0, 1, 4]");
         assert_eq!(encode_all(&[val], &[s64s]).expect("encodes"), [3, 0, 2, 8]);
 
-        assert!(matches!(parse_wave(&counter, "{name: 3}"), Err(CodecError::Wave(_))));
+        assert!(matches!(
+            parse_wave(&counter, "{name: 3}"),
+            Err(CodecError::Wave(_))
+        ));
     }
 
     #[test]
@@ -1650,7 +1915,10 @@ mod tests {
             type_name(&ty("person")),
             "record { name: string, age: u8, tags: list<string>, score: option<f64> }"
         );
-        assert_eq!(type_name(&ty("counter")), "record { name: string, count: u32 }");
+        assert_eq!(
+            type_name(&ty("counter")),
+            "record { name: string, count: u32 }"
+        );
         assert_eq!(
             type_name(&ty("shape")),
             "variant { circle(f32), rect(record { x: s32, y: s32 }), empty }"
@@ -1658,7 +1926,10 @@ mod tests {
         assert_eq!(type_name(&ty("color")), "enum { red, green, blue }");
         assert_eq!(type_name(&ty("perms")), "flags { read, write, exec }");
         assert_eq!(type_name(&ty("s64s")), "list<s64>");
-        assert_eq!(type_name(&ty("ints")), "tuple<u8, s8, u16, s16, u32, s32, u64, s64>");
+        assert_eq!(
+            type_name(&ty("ints")),
+            "tuple<u8, s8, u16, s16, u32, s32, u64, s64>"
+        );
         assert_eq!(type_name(&ty("res")), "result<u32, string>");
         assert_eq!(type_name(&ty("res-unit")), "result");
         assert_eq!(type_name(&ty("res-ok")), "result<string>");

@@ -90,8 +90,13 @@ impl ComponentInfo {
             let _ = ext;
         }
         // Functions and resource members found, by interface (`None`: top level).
-        let mut found: Vec<(Option<String>, String, ComponentExportIndex, Vec<(String, Type)>, Vec<Type>)> =
-            Vec::new();
+        let mut found: Vec<(
+            Option<String>,
+            String,
+            ComponentExportIndex,
+            Vec<(String, Type)>,
+            Vec<Type>,
+        )> = Vec::new();
         for (name, ext) in ty.exports(engine) {
             match ext.ty {
                 ComponentItem::ComponentFunc(f) => {
@@ -112,8 +117,11 @@ impl ComponentInfo {
                     };
                     let iface = interface_short(name).to_string();
                     for (fname, fext) in inst.exports(engine) {
-                        let ComponentItem::ComponentFunc(f) = fext.ty else { continue };
-                        let Some(index) = component.get_export_index(Some(&inst_index), fname) else {
+                        let ComponentItem::ComponentFunc(f) = fext.ty else {
+                            continue;
+                        };
+                        let Some(index) = component.get_export_index(Some(&inst_index), fname)
+                        else {
                             continue;
                         };
                         found.push((
@@ -137,36 +145,72 @@ impl ComponentInfo {
         for (iface, fname, index, params, results) in found {
             if let Some(class) = fname.strip_prefix("[constructor]") {
                 let full = qualify(&iface, class);
-                ctors.insert(full.clone(), FuncInfo { name: full, index, params, results });
+                ctors.insert(
+                    full.clone(),
+                    FuncInfo {
+                        name: full,
+                        index,
+                        params,
+                        results,
+                    },
+                );
             } else if let Some(rest) = fname.strip_prefix("[method]") {
-                let Some((class, method)) = rest.split_once('.') else { continue };
+                let Some((class, method)) = rest.split_once('.') else {
+                    continue;
+                };
                 let class_full = qualify(&iface, class);
                 // Drop the `self` handle: the runtime passes the actor's own.
                 let params = params.into_iter().skip(1).collect();
                 let name = format!("{class_full}.{method}");
-                methods
-                    .entry(class_full)
-                    .or_default()
-                    .insert(method.to_string(), FuncInfo { name, index, params, results });
+                methods.entry(class_full).or_default().insert(
+                    method.to_string(),
+                    FuncInfo {
+                        name,
+                        index,
+                        params,
+                        results,
+                    },
+                );
             } else {
                 // Plain functions, and static functions of resources.
                 let short = fname.strip_prefix("[static]").unwrap_or(&fname);
                 let full = qualify(&iface, short);
-                info.functions.insert(full.clone(), Arc::new(FuncInfo { name: full, index, params, results }));
+                info.functions.insert(
+                    full.clone(),
+                    Arc::new(FuncInfo {
+                        name: full,
+                        index,
+                        params,
+                        results,
+                    }),
+                );
             }
         }
         for (full, ctor) in ctors {
             let methods = methods.remove(&full).unwrap_or_default();
-            info.classes.insert(full.clone(), ClassInfo { name: full, constructor: ctor, methods });
+            info.classes.insert(
+                full.clone(),
+                ClassInfo {
+                    name: full,
+                    constructor: ctor,
+                    methods,
+                },
+            );
         }
         for full in info.functions.keys() {
             if let Some((_, short)) = full.rsplit_once('.') {
-                info.short.entry(short.to_string()).or_default().push(full.clone());
+                info.short
+                    .entry(short.to_string())
+                    .or_default()
+                    .push(full.clone());
             }
         }
         for full in info.classes.keys() {
             if let Some((_, short)) = full.rsplit_once('.') {
-                info.short_classes.entry(short.to_string()).or_default().push(full.clone());
+                info.short_classes
+                    .entry(short.to_string())
+                    .or_default()
+                    .push(full.clone());
             }
         }
         Ok(info)
@@ -215,7 +259,11 @@ impl ComponentInfo {
         for class in self.classes.values() {
             let mut line = format!("resource {} {{ {}", class.name, {
                 let sig = class.constructor.signature();
-                sig.replacen(&format!("{}: func", class.constructor.name), "constructor", 1)
+                sig.replacen(
+                    &format!("{}: func", class.constructor.name),
+                    "constructor",
+                    1,
+                )
             });
             for m in class.methods.values() {
                 let sig = m.signature();
@@ -231,6 +279,10 @@ impl ComponentInfo {
     fn export_list(&self) -> String {
         let mut names: Vec<&str> = self.functions.keys().map(String::as_str).collect();
         names.extend(self.classes.keys().map(String::as_str));
-        if names.is_empty() { "(nothing)".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "(nothing)".to_string()
+        } else {
+            names.join(", ")
+        }
     }
 }

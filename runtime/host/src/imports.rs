@@ -5,7 +5,9 @@ use std::any::Any;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ActorOptions, Arg as CoreArg, ComponentId, Error as CoreError, Resources, TaskOptions};
+use ferray_core::{
+    ActorId, ActorOptions, Arg as CoreArg, ComponentId, Error as CoreError, Resources, TaskOptions,
+};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::services::CallRequest;
@@ -28,7 +30,9 @@ use bindings::ferray::runtime::{actors, objects, tasks, types};
 /// away so that the bindings need not be generic.
 pub struct GuestRef(Box<dyn Any + Send + Sync>);
 
-pub(crate) fn add_to_linker<S: Services>(linker: &mut Linker<TaskState<S>>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<S: Services>(
+    linker: &mut Linker<TaskState<S>>,
+) -> wasmtime::Result<()> {
     bindings::Guest::add_to_linker::<TaskState<S>, HasSelf<TaskState<S>>>(linker, |s| s)
 }
 
@@ -70,11 +74,15 @@ fn resources_of(o: &types::Options, default_cpus: f64) -> Result<Resources, Core
         .with_gpus(o.num_gpus.unwrap_or(0.0))?
         .with_memory(o.memory.unwrap_or(0));
     if o.resources.len() > 64 {
-        return Err(CoreError::InvalidArgument("at most 64 custom resources".into()));
+        return Err(CoreError::InvalidArgument(
+            "at most 64 custom resources".into(),
+        ));
     }
     for d in &o.resources {
         if d.name.is_empty() || d.name.len() > 256 {
-            return Err(CoreError::InvalidArgument("a resource name must be 1 to 256 bytes".into()));
+            return Err(CoreError::InvalidArgument(
+                "a resource name must be 1 to 256 bytes".into(),
+            ));
         }
         r = r.with_custom(&d.name, d.amount)?;
     }
@@ -114,9 +122,14 @@ impl<S: Services> TaskState<S> {
         Ok(self.table.push(GuestRef(Box::new(r)))?)
     }
 
-    fn args(&self, args: Vec<types::Arg>) -> wasmtime::Result<Result<Vec<CoreArg<S::Ref>>, types::Error>> {
+    fn args(
+        &self,
+        args: Vec<types::Arg>,
+    ) -> wasmtime::Result<Result<Vec<CoreArg<S::Ref>>, types::Error>> {
         if args.len() > MAX_ARGS {
-            return Ok(Err(types::Error::InvalidArgument(format!("at most {MAX_ARGS} argument pieces"))));
+            return Ok(Err(types::Error::InvalidArgument(format!(
+                "at most {MAX_ARGS} argument pieces"
+            ))));
         }
         let mut out = Vec::with_capacity(args.len());
         for a in args {
@@ -161,7 +174,10 @@ impl<S: Services> objects::Host for TaskState<S> {
         self.push_ref(r)
     }
 
-    async fn get(&mut self, r: Resource<GuestRef>) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
+    async fn get(
+        &mut self,
+        r: Resource<GuestRef>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
         let r = self.guest_ref(&r)?;
         let fut = self.services.get(&self.ctx, &r);
         Ok(fut.await.map(|b| b.to_vec()).map_err(to_wit))
@@ -173,9 +189,14 @@ impl<S: Services> objects::Host for TaskState<S> {
         num_returns: u32,
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<Vec<u32>> {
-        let refs = refs.iter().map(|r| self.guest_ref(r)).collect::<wasmtime::Result<Vec<_>>>()?;
+        let refs = refs
+            .iter()
+            .map(|r| self.guest_ref(r))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
         let n = (num_returns as usize).min(refs.len());
-        let fut = self.services.wait(&self.ctx, refs, n, timeout_ms.map(Duration::from_millis));
+        let fut = self
+            .services
+            .wait(&self.ctx, refs, n, timeout_ms.map(Duration::from_millis));
         Ok(fut.await)
     }
 }
@@ -203,14 +224,25 @@ impl<S: Services> tasks::Host for TaskState<S> {
             Ok(o) => o,
             Err(e) => return Ok(Err(to_wit(e))),
         };
-        let fut = self.services.submit(&self.ctx, CallRequest { component, function, args }, options);
+        let fut = self.services.submit(
+            &self.ctx,
+            CallRequest {
+                component,
+                function,
+                args,
+            },
+            options,
+        );
         match fut.await {
             Ok(r) => Ok(Ok(self.push_ref(r)?)),
             Err(e) => Ok(Err(to_wit(e))),
         }
     }
 
-    async fn cancel(&mut self, r: Resource<GuestRef>) -> wasmtime::Result<Result<(), types::Error>> {
+    async fn cancel(
+        &mut self,
+        r: Resource<GuestRef>,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
         let r = self.guest_ref(&r)?;
         Ok(self.services.cancel(&self.ctx, &r).map_err(to_wit))
     }
@@ -245,7 +277,11 @@ impl<S: Services> actors::Host for TaskState<S> {
         };
         let fut = self.services.create_actor(
             &self.ctx,
-            CallRequest { component, function: class, args },
+            CallRequest {
+                component,
+                function: class,
+                args,
+            },
             options,
         );
         Ok(fut.await.map(|id| id.0).map_err(to_wit))
@@ -264,7 +300,9 @@ impl<S: Services> actors::Host for TaskState<S> {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let fut = self.services.call_actor(&self.ctx, ActorId(actor), method, args);
+        let fut = self
+            .services
+            .call_actor(&self.ctx, ActorId(actor), method, args);
         match fut.await {
             Ok(r) => Ok(Ok(self.push_ref(r)?)),
             Err(e) => Ok(Err(to_wit(e))),
@@ -272,6 +310,9 @@ impl<S: Services> actors::Host for TaskState<S> {
     }
 
     async fn kill(&mut self, actor: u64) -> wasmtime::Result<Result<(), types::Error>> {
-        Ok(self.services.kill_actor(&self.ctx, ActorId(actor)).map_err(to_wit))
+        Ok(self
+            .services
+            .kill_actor(&self.ctx, ActorId(actor))
+            .map_err(to_wit))
     }
 }

@@ -72,7 +72,9 @@ pub struct Host<S: Services> {
 
 impl<S: Services> Clone for Host<S> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -90,15 +92,17 @@ impl Drop for Ticker {
 fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
-    let spawned = std::thread::Builder::new().name("ferray-epoch".into()).spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            std::thread::sleep(tick);
-            match engine.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+    let spawned = std::thread::Builder::new()
+        .name("ferray-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch thread, time limits will not fire: {e}");
     }
@@ -143,6 +147,7 @@ impl<S: Services> Host<S> {
             .epoch_interruption(true)
             .consume_fuel(config.fuel)
             .max_wasm_stack(1 << 20)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(24))
             .async_stack_size(2 << 20);
         if let Some(n) = config.pool_instances {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
@@ -161,11 +166,13 @@ impl<S: Services> Host<S> {
                 .linear_memory_keep_resident(1 << 20);
             wc.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
-        let engine = Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
+        let engine =
+            Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| wasm_err("cannot add WASI to the linker", e))?;
-        imports::add_to_linker(&mut linker).map_err(|e| wasm_err("cannot add ferray's imports", e))?;
+        imports::add_to_linker(&mut linker)
+            .map_err(|e| wasm_err("cannot add ferray's imports", e))?;
         let ticker = start_ticker(engine.weak(), config.epoch_tick);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -211,8 +218,19 @@ impl<S: Services> Host<S> {
                 "the component needs an import that ferray does not provide: {e:#}"
             ))
         })?;
-        let loaded = Arc::new(Loaded { id, info, pre, size: bytes.len() });
-        Ok(self.inner.loaded.entry(id).or_insert(loaded).value().clone())
+        let loaded = Arc::new(Loaded {
+            id,
+            info,
+            pre,
+            size: bytes.len(),
+        });
+        Ok(self
+            .inner
+            .loaded
+            .entry(id)
+            .or_insert(loaded)
+            .value()
+            .clone())
     }
 
     /// Parse a component's exports and imports without linking it.
@@ -221,7 +239,11 @@ impl<S: Services> Host<S> {
         let id = ComponentId::of(bytes);
         let component = self.compile_cached(&id, bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component)?;
-        Ok(Inspection { id, size: bytes.len(), info })
+        Ok(Inspection {
+            id,
+            size: bytes.len(),
+            info,
+        })
     }
 
     fn cache_dir(&self) -> Option<PathBuf> {
@@ -229,7 +251,10 @@ impl<S: Services> Host<S> {
         let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.inner.engine.precompile_compatibility_hash().hash(&mut h);
+            self.inner
+                .engine
+                .precompile_compatibility_hash()
+                .hash(&mut h);
             h.finish()
         };
         Some(base.join("components").join(format!("{hash:016x}")))
@@ -250,7 +275,10 @@ impl<S: Services> Host<S> {
         tracing::debug!(component = %id.short(), "compiled");
         if let Some(dir) = &dir {
             if let Err(e) = self.write_cache(dir, id, &component) {
-                tracing::warn!("cannot write the compiled-code cache in {}: {e}", dir.display());
+                tracing::warn!(
+                    "cannot write the compiled-code cache in {}: {e}",
+                    dir.display()
+                );
             }
         }
         Ok(component)
@@ -265,7 +293,10 @@ impl<S: Services> Host<S> {
         }
         let (digest, code) = data.split_at(32);
         if blake3::hash(code).as_bytes() != digest {
-            tracing::warn!("compiled-code cache entry {} is corrupt; recompiling", path.display());
+            tracing::warn!(
+                "compiled-code cache entry {} is corrupt; recompiling",
+                path.display()
+            );
             return None;
         }
         // SAFETY: `Component::deserialize` requires bytes produced by
@@ -288,7 +319,12 @@ impl<S: Services> Host<S> {
         }
     }
 
-    fn write_cache(&self, dir: &Path, id: &ComponentId, component: &Component) -> std::io::Result<()> {
+    fn write_cache(
+        &self,
+        dir: &Path,
+        id: &ComponentId,
+        component: &Component,
+    ) -> std::io::Result<()> {
         create_private_dir(dir)?;
         let code = component.serialize().map_err(std::io::Error::other)?;
         let mut data = Vec::with_capacity(32 + code.len());

@@ -24,7 +24,10 @@ pub struct Capture {
 
 impl Capture {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, inner: Arc::default() }
+        Self {
+            capacity,
+            inner: Arc::default(),
+        }
     }
 
     fn append(&self, bytes: &[u8]) {

@@ -14,6 +14,10 @@ use crate::codec;
 use crate::output::Capture;
 use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
 
+/// Bytes of host memory one guest-to-host transfer may cost (wasmtime's
+/// default is 128 MiB).
+const HOSTCALL_FUEL: usize = 256 << 20;
+
 /// Memory, table and instance caps of one store. Remembers whether a memory
 /// grow was refused, so that the trap that follows reads as a memory limit.
 struct StoreLimiter {
@@ -71,7 +75,10 @@ pub struct TaskState<S: Services> {
 
 impl<S: Services> WasiView for TaskState<S> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -92,13 +99,47 @@ struct Output {
 
 impl Output {
     fn new(capacity: usize) -> Self {
-        Self { stdout: Capture::new(capacity), stderr: Capture::new(capacity) }
+        Self {
+            stdout: Capture::new(capacity),
+            stderr: Capture::new(capacity),
+        }
     }
     fn finish(&self, result: Result<Vec<u8>, Error>) -> Outcome {
         let (stdout, d1) = self.stdout.take();
         let (stderr, d2) = self.stderr.take();
-        Outcome { result, stdout, stderr, dropped_output: d1 + d2 }
+        // A trap's own message is terse (`unreachable executed`); what the
+        // guest printed last (a Rust panic's message) says why.
+        let result = match result {
+            Err(Error::Trap(msg)) if !stderr.is_empty() => Err(Error::Trap(format!(
+                "{msg}\nguest stderr:\n{}",
+                tail(&stderr, 4096)
+            ))),
+            other => other,
+        };
+        Outcome {
+            result,
+            stdout,
+            stderr,
+            dropped_output: d1 + d2,
+        }
     }
+}
+
+/// The last `max` bytes of `bytes` as text, starting at a line boundary.
+fn tail(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &text[start..];
+    cut.split_once('\n')
+        .map_or(cut, |(_, rest)| rest)
+        .to_string()
 }
 
 fn describe(d: Duration) -> String {
@@ -120,20 +161,31 @@ impl<S: Services> Host<S> {
     ) -> Result<Store<TaskState<S>>, Error> {
         let config = self.config();
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(output.stdout.clone()).stderr(output.stderr.clone());
+        wasi.stdout(output.stdout.clone())
+            .stderr(output.stderr.clone());
         for (k, v) in &config.env {
             wasi.env(k, v);
         }
         for (host, guest) in &config.dirs {
-            wasi.preopened_dir(host, guest, FsPerms::ReadWrite).map_err(|e| {
-                Error::InvalidArgument(format!("cannot grant directory {}: {e:#}", host.display()))
-            })?;
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "cannot grant directory {}: {e:#}",
+                        host.display()
+                    ))
+                })?;
         }
-        let memory = limits.memory.unwrap_or(config.default_memory_limit).min(4 << 30);
+        let memory = limits
+            .memory
+            .unwrap_or(config.default_memory_limit)
+            .min(4 << 30);
         let state = TaskState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: StoreLimiter { memory: memory as usize, hit: false },
+            limiter: StoreLimiter {
+                memory: memory as usize,
+                hit: false,
+            },
             services,
             ctx,
             component,
@@ -142,6 +194,9 @@ impl<S: Services> Host<S> {
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // Lifting a dynamic value costs about 32 host bytes per element: this
+        // bounds what one call's arguments or results can make the host hold.
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         if config.fuel {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -178,7 +233,9 @@ impl<S: Services> Host<S> {
         ctx: S::Ctx,
     ) -> Outcome {
         let output = Output::new(self.config().max_output_bytes);
-        let result = self.run_inner(comp, func, args, limits, services, ctx, &output).await;
+        let result = self
+            .run_inner(comp, func, args, limits, services, ctx, &output)
+            .await;
         output.finish(result)
     }
 
@@ -246,7 +303,10 @@ impl<S: Services> Host<S> {
         let made = made.map(|mut a| {
             // The constructor's output was captured in `output`; later calls
             // use the actor's own capture.
-            a.output = Output { stdout: output.stdout.clone(), stderr: output.stderr.clone() };
+            a.output = Output {
+                stdout: output.stdout.clone(),
+                stderr: output.stderr.clone(),
+            };
             a
         });
         let outcome = output.finish(Ok(Vec::new()));
@@ -256,7 +316,10 @@ impl<S: Services> Host<S> {
 
 fn decode_args(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
     codec::decode_all(&func.param_types(), args).map_err(|e| {
-        Error::InvalidArgument(format!("arguments do not match `{}`: {e}", func.signature()))
+        Error::InvalidArgument(format!(
+            "arguments do not match `{}`: {e}",
+            func.signature()
+        ))
     })
 }
 
@@ -307,24 +370,34 @@ async fn call<S: Services>(
         ([], _) => Vec::new(),
         ([val], [ty]) => {
             let mut out = Vec::new();
-            codec::encode(val, ty, &mut out)
-                .map_err(|e| Error::Other(format!("cannot encode the result of `{}`: {e}", func.name)))?;
+            codec::encode(val, ty, &mut out).map_err(|e| {
+                Error::Other(format!("cannot encode the result of `{}`: {e}", func.name))
+            })?;
             out
         }
-        (vals, tys) => codec::encode_all(vals, tys)
-            .map_err(|e| Error::Other(format!("cannot encode the results of `{}`: {e}", func.name)))?,
+        (vals, tys) => codec::encode_all(vals, tys).map_err(|e| {
+            Error::Other(format!("cannot encode the results of `{}`: {e}", func.name))
+        })?,
     };
     Ok(out)
 }
 
-fn classify<S: Services>(store: &Store<TaskState<S>>, e: wasmtime::Error, limits: &Limits) -> Error {
+fn classify<S: Services>(
+    store: &Store<TaskState<S>>,
+    e: wasmtime::Error,
+    limits: &Limits,
+) -> Error {
     let data = store.data();
     if data.timed_out {
-        let limit = limits.timeout.map_or_else(|| "its limit".to_string(), describe);
+        let limit = limits
+            .timeout
+            .map_or_else(|| "its limit".to_string(), describe);
         return Error::TimeLimit(format!("the call ran longer than {limit} and was stopped"));
     }
     if let Some(Trap::OutOfFuel) = e.downcast_ref::<Trap>() {
-        let fuel = limits.fuel.map_or_else(|| "its".to_string(), |f| f.to_string());
+        let fuel = limits
+            .fuel
+            .map_or_else(|| "its".to_string(), |f| f.to_string());
         return Error::OutOfFuel(format!("the guest used all {fuel} units of fuel"));
     }
     if data.limiter.hit {
@@ -333,7 +406,15 @@ fn classify<S: Services>(store: &Store<TaskState<S>>, e: wasmtime::Error, limits
             data.limiter.memory >> 20
         ));
     }
-    Error::Trap(format!("{e:?}"))
+    // The trap (or the host call's error), then the guest's backtrace.
+    let what = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(bt) => Error::Trap(format!("{what}\n{bt}")),
+        None => Error::Trap(what),
+    }
 }
 
 /// A live actor: its own store and instance, and the resource its
@@ -368,7 +449,15 @@ impl<S: Services> ActorInstance<S> {
             let data = self.store.data_mut();
             data.deadline = self.limits.timeout.map(|t| Instant::now() + t);
             data.timed_out = false;
-            call(&mut self.store, &self.instance, func, Some(self.handle), params, &self.limits).await
+            call(
+                &mut self.store,
+                &self.instance,
+                func,
+                Some(self.handle),
+                params,
+                &self.limits,
+            )
+            .await
         }
         .await;
         self.output.finish(result)

@@ -1,0 +1,164 @@
+//! Actors: exported WIT resources with their own store; calls in order;
+//! restarts after a crash; kill; handles passed to tasks.
+
+use ferray::Error;
+
+use crate::{fx, load, runtime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_one_at_a_time_in_submission_order() {
+    let rt = runtime().await;
+    let c = load(&rt, fx::COUNTER).await;
+    let counter = c.actor("counter", (10i64,)).spawn().await.unwrap();
+    let refs = (1..=50)
+        .map(|_| counter.call("incr", (1i64,)))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let got: Vec<i64> = rt.get_all(&refs).await.unwrap();
+    assert_eq!(got, (11..=60).collect::<Vec<i64>>());
+    // The full name works too.
+    let counter2 = c.actor("api.counter", (0i64,)).spawn().await.unwrap();
+    assert_eq!(
+        rt.get::<i64>(&counter2.call("incr", (5i64,)).unwrap())
+            .await
+            .unwrap(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_handles_pass_to_tasks() {
+    let rt = runtime().await;
+    let c = load(&rt, fx::COUNTER).await;
+    let counter = c.actor("counter", (0i64,)).spawn().await.unwrap();
+    let refs = (1..=10)
+        .map(|by| c.call("bump", (counter.id().0, by as i64)))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let _: Vec<i64> = rt.get_all(&refs).await.unwrap();
+    assert_eq!(
+        rt.get::<i64>(&counter.call("value", ()).unwrap())
+            .await
+            .unwrap(),
+        55
+    );
+    // And the example's own driver, which creates its actor from inside a task.
+    assert_eq!(
+        rt.get::<i64>(&c.call("run", (10u32,)).unwrap())
+            .await
+            .unwrap(),
+        55
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_actor_restarts_then_dies_when_out_of_restarts() {
+    let rt = runtime().await;
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let tally = m
+        .actor("tally", (100i64,))
+        .max_restarts(2)
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(
+        rt.get::<i64>(&tally.call("incr", (5i64,)).unwrap())
+            .await
+            .unwrap(),
+        105
+    );
+    for _ in 0..2 {
+        let err = rt
+            .get::<i64>(&tally.call("crash", ()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Trap(_)), "{err}");
+        // Restarted: the constructor ran again, so the state is back to 100.
+        assert_eq!(
+            rt.get::<i64>(&tally.call("value", ()).unwrap())
+                .await
+                .unwrap(),
+            100
+        );
+    }
+    // Third crash: no restarts left.
+    let err = rt
+        .get::<i64>(&tally.call("crash", ()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Trap(_)), "{err}");
+    let err = rt
+        .get::<i64>(&tally.call("value", ()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ActorDied(ref m) if m.contains("no restarts left")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_without_restarts_dies_at_its_first_crash() {
+    let rt = runtime().await;
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let tally = m.actor("tally", (0i64,)).spawn().await.unwrap();
+    let crash = tally.call("crash", ()).unwrap();
+    let after = tally.call("incr", (1i64,)).unwrap();
+    assert!(matches!(rt.get::<i64>(&crash).await, Err(Error::Trap(_))));
+    assert!(matches!(
+        rt.get::<i64>(&after).await,
+        Err(Error::ActorDied(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_actors_fail_their_calls() {
+    let rt = runtime().await;
+    let c = load(&rt, fx::COUNTER).await;
+    let counter = c.actor("counter", (0i64,)).spawn().await.unwrap();
+    assert_eq!(
+        rt.get::<i64>(&counter.call("incr", (1i64,)).unwrap())
+            .await
+            .unwrap(),
+        1
+    );
+    counter.kill().unwrap();
+    let err = rt
+        .get::<i64>(&counter.call("incr", (1i64,)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ActorDied(ref m) if m.contains("killed")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_actor_calls_are_errors_and_the_actor_lives_on() {
+    let rt = runtime().await;
+    let c = load(&rt, fx::COUNTER).await;
+    assert!(matches!(
+        c.actor("nope", ()).spawn().await,
+        Err(Error::NotFound(_))
+    ));
+    let counter = c.actor("counter", (0i64,)).spawn().await.unwrap();
+    let err = rt
+        .get::<i64>(&counter.call("decr", (1i64,)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(ref m) if m.contains("incr")),
+        "{err}"
+    );
+    let err = rt
+        .get::<i64>(&counter.call("incr", ("x",)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(
+        rt.get::<i64>(&counter.call("incr", (2i64,)).unwrap())
+            .await
+            .unwrap(),
+        2
+    );
+}
