@@ -31,8 +31,9 @@ impl Default for TaskOptions {
     }
 }
 
-/// Options of an actor, as Ray's actor `.options(...)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Options of an actor, as Ray's actor `.options(...)`. The default holds
+/// nothing (Ray's actors hold 0 CPUs once placed) and never restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActorOptions {
     /// What the actor holds for its whole life (default: nothing, as Ray's
     /// actors hold 0 CPUs once placed).
@@ -42,15 +43,4 @@ pub struct ActorOptions {
     /// Wall-clock limit of one method call.
     pub timeout: Option<Duration>,
     pub fuel: Option<u64>,
-}
-
-impl Default for ActorOptions {
-    fn default() -> Self {
-        Self {
-            resources: Resources::default(),
-            max_restarts: 0,
-            timeout: None,
-            fuel: None,
-        }
-    }
 }

@@ -18,7 +18,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         "h" => value * 3600.0,
         _ => return Err(bad_duration(text)),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(bad_duration(text));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -30,7 +30,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         ))
     })?;
     match de.finalize() {
-        Ok(rest) if rest.is_empty() => Ok(value),
+        Ok([]) => Ok(value),
         _ => Err(Error::InvalidArgument(format!(
             "the value has bytes left over after decoding it as {}",
             std::any::type_name::<T>()

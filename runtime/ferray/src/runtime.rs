@@ -559,13 +559,14 @@ impl ActorLoop {
                     }
                     restarts += 1;
                     tracing::info!(actor = %self.id, "restarting ({restarts}/{}) after: {e}", options.max_restarts);
-                    instance =
-                        match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await {
-                            Ok(i) => i,
-                            Err(e) => {
-                                return self.die(format!("died in its constructor on restart: {e}"));
-                            }
-                        };
+                    instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx)
+                        .await
+                    {
+                        Ok(i) => i,
+                        Err(e) => {
+                            return self.die(format!("died in its constructor on restart: {e}"));
+                        }
+                    };
                 }
             }
         }

@@ -75,6 +75,16 @@ pub struct ComponentInfo {
     pub imports: Vec<String>,
 }
 
+/// An exported function as found: interface (`None`: top level), name,
+/// index, parameters, results.
+type Found = (
+    Option<String>,
+    String,
+    ComponentExportIndex,
+    Vec<(String, Type)>,
+    Vec<Type>,
+);
+
 /// `ferray-examples:counter/api@0.1.0` -> `api`
 fn interface_short(name: &str) -> &str {
     let after_slash = name.rsplit_once('/').map_or(name, |(_, r)| r);
@@ -90,13 +100,7 @@ impl ComponentInfo {
             let _ = ext;
         }
         // Functions and resource members found, by interface (`None`: top level).
-        let mut found: Vec<(
-            Option<String>,
-            String,
-            ComponentExportIndex,
-            Vec<(String, Type)>,
-            Vec<Type>,
-        )> = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         for (name, ext) in ty.exports(engine) {
             match ext.ty {
                 ComponentItem::ComponentFunc(f) => {

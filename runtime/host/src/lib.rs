@@ -262,24 +262,22 @@ impl<S: Services> Host<S> {
 
     fn compile_cached(&self, id: &ComponentId, bytes: &[u8]) -> Result<Component, Error> {
         let dir = self.cache_dir();
-        if let Some(dir) = &dir {
-            if let Some(c) = self.read_cache(dir, id) {
-                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(c);
-            }
+        if let Some(c) = dir.as_deref().and_then(|dir| self.read_cache(dir, id)) {
+            self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(c);
         }
         let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
             Error::InvalidArgument(format!("not a valid WebAssembly component: {e:#}"))
         })?;
         self.inner.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(component = %id.short(), "compiled");
-        if let Some(dir) = &dir {
-            if let Err(e) = self.write_cache(dir, id, &component) {
-                tracing::warn!(
-                    "cannot write the compiled-code cache in {}: {e}",
-                    dir.display()
-                );
-            }
+        if let Some(dir) = &dir
+            && let Err(e) = self.write_cache(dir, id, &component)
+        {
+            tracing::warn!(
+                "cannot write the compiled-code cache in {}: {e}",
+                dir.display()
+            );
         }
         Ok(component)
     }

@@ -208,11 +208,9 @@ impl<S: Services> Host<S> {
         }
         store.epoch_deadline_callback(|mut cx| {
             let data = cx.data_mut();
-            if let Some(deadline) = data.deadline {
-                if Instant::now() >= deadline {
-                    data.timed_out = true;
-                    return Ok(UpdateDeadline::Interrupt);
-                }
+            if data.deadline.is_some_and(|d| Instant::now() >= d) {
+                data.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
             }
             // Yield to the executor every tick so that long guests share threads.
             Ok(UpdateDeadline::Yield(1))
