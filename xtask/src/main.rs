@@ -100,17 +100,11 @@ fn demo() -> Result<()> {
         ]))?;
         dir.join("target/wasm32-wasip2/release/squares.wasm")
     };
+    // The dev profile shares its build with the tests (dependencies are
+    // optimized there too, see the root Cargo.toml).
     run(cargo()
         .current_dir(root())
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--bin",
-            "ferray",
-            "--",
-            "run",
-        ])
+        .args(["run", "--quiet", "--bin", "ferray", "--", "run"])
         .arg(&wasm)
         .args(["run", "10"]))
 }
