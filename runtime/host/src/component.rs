@@ -30,14 +30,12 @@ impl FuncInfo {
 
     /// `heavy-compute: func(x: s64) -> s64`
     pub fn signature(&self) -> String {
-        let mut s = format!("{}: func(", self.name);
-        for (i, (name, ty)) in self.params.iter().enumerate() {
-            if i > 0 {
-                s.push_str(", ");
-            }
-            let _ = write!(s, "{name}: {}", type_name(ty));
-        }
-        s.push(')');
+        format!("{}: {}", self.name, self.func_type())
+    }
+
+    /// `func(x: s64) -> s64`
+    pub fn func_type(&self) -> String {
+        let mut s = format!("func({})", self.params_text());
         match self.results.as_slice() {
             [] => {}
             [one] => {
@@ -49,6 +47,15 @@ impl FuncInfo {
             }
         }
         s
+    }
+
+    fn params_text(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(name, ty)| format!("{name}: {}", type_name(ty)))
+            .collect();
+        params.join(", ")
     }
 }
 
@@ -261,18 +268,14 @@ impl ComponentInfo {
     pub fn export_lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.functions.values().map(|f| f.signature()).collect();
         for class in self.classes.values() {
-            let mut line = format!("resource {} {{ {}", class.name, {
-                let sig = class.constructor.signature();
-                sig.replacen(
-                    &format!("{}: func", class.constructor.name),
-                    "constructor",
-                    1,
-                )
-            });
-            for m in class.methods.values() {
-                let sig = m.signature();
-                let short = m.name.rsplit('.').next().unwrap_or(&m.name);
-                let _ = write!(line, "; {}", sig.replacen(&m.name, short, 1));
+            // As WIT writes it: `resource c { constructor(x: s64); incr: func(..) -> s64; }`
+            let mut line = format!(
+                "resource {} {{ constructor({});",
+                class.name,
+                class.constructor.params_text()
+            );
+            for (method, f) in &class.methods {
+                let _ = write!(line, " {method}: {};", f.func_type());
             }
             line.push_str(" }");
             out.push(line);
