@@ -72,6 +72,8 @@ mod bindings {
     });
 }
 
+pub mod gpu;
+
 use bindings::ferray::runtime::types as wit;
 use bindings::ferray::runtime::{actors as wit_actors, objects as wit_objects, tasks as wit_tasks};
 

@@ -5,6 +5,7 @@
 mod actors;
 mod cli;
 mod embed;
+mod gpu;
 mod objects;
 mod sandbox;
 mod values;

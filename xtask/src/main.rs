@@ -14,7 +14,14 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 const CARGO_COMPONENT_VERSION: &str = "0.21.1";
-const EXAMPLES: &[&str] = &["squares", "counter", "wordcount", "pi"];
+const EXAMPLES: &[&str] = &[
+    "squares",
+    "counter",
+    "wordcount",
+    "pi",
+    "gpu-saxpy",
+    "gpu-matmul",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +81,7 @@ fn build_examples_with_cargo_component() -> Result<PathBuf> {
         .args(["component", "build", "--release", "--workspace"]))?;
     let out = dir.join("target/wasm32-wasip1/release");
     for name in EXAMPLES {
-        let path = out.join(format!("{name}.wasm"));
+        let path = out.join(format!("{}.wasm", name.replace('-', "_")));
         if !path.is_file() {
             bail!("cargo component build did not write {}", path.display());
         }

@@ -40,9 +40,12 @@ struct RunArgs {
     /// CPUs tasks may hold at once (default: this machine's cores).
     #[arg(long, value_name = "N")]
     num_cpus: Option<f64>,
-    /// GPUs tasks may hold at once.
+    /// GPUs tasks may hold at once (default: the GPU adapters found).
     #[arg(long, value_name = "N")]
     num_gpus: Option<f64>,
+    /// Count a software GPU adapter (Mesa's llvmpipe) as a GPU.
+    #[arg(long)]
+    allow_software_gpu: bool,
     /// Run tasks inline and in order, deterministically (Ray's local_mode).
     #[arg(long)]
     local_mode: bool,
@@ -151,7 +154,8 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
     let bytes = read_component(&args.component)?;
     let mut b: RuntimeBuilder = Runtime::builder()
         .output(OutputMode::Stderr)
-        .local_mode(args.local_mode);
+        .local_mode(args.local_mode)
+        .allow_software_gpu(args.allow_software_gpu);
     if let Some(n) = args.num_cpus {
         b = b.num_cpus(n);
     }
@@ -194,6 +198,7 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
     let bytes = read_component(&path)?;
     let rt = Runtime::builder()
         .num_cpus(1.0)
+        .num_gpus(0.0)
         .worker_threads(1)
         .build_sync()?;
     let info = rt
@@ -209,6 +214,16 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
     println!("imports:");
     for name in &info.info.imports {
         println!("  {name}");
+    }
+    if info
+        .info
+        .imports
+        .iter()
+        .any(|n| n.starts_with("ferray:runtime/gpu"))
+    {
+        println!(
+            "gpu: yes (imports ferray:runtime/gpu; submit its GPU functions with num_gpus > 0)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

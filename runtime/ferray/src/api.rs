@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
+use ferray_gpu::{GpuLimits, GpuStats};
 use ferray_host::{ComponentInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
@@ -63,10 +64,12 @@ fn system_memory() -> u64 {
 }
 
 /// Sets up a [`Runtime`]: resources, limits, grants, local mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RuntimeBuilder {
     num_cpus: Option<f64>,
-    num_gpus: f64,
+    num_gpus: Option<f64>,
+    allow_software_gpu: bool,
+    gpu_limits: GpuLimits,
     memory: Option<u64>,
     resources: Vec<(String, f64)>,
     local_mode: bool,
@@ -83,28 +86,6 @@ pub struct RuntimeBuilder {
     max_output_bytes: Option<usize>,
 }
 
-impl Default for RuntimeBuilder {
-    fn default() -> Self {
-        Self {
-            num_cpus: None,
-            num_gpus: 0.0,
-            memory: None,
-            resources: Vec::new(),
-            local_mode: false,
-            object_store_memory: None,
-            spill_dir: None,
-            cache_dir: None,
-            fuel: None,
-            timeout: None,
-            memory_limit: None,
-            env: Vec::new(),
-            dirs: Vec::new(),
-            output: OutputMode::default(),
-            worker_threads: None,
-            max_output_bytes: None,
-        }
-    }
-}
 
 impl RuntimeBuilder {
     /// CPUs tasks may hold at once (default: this machine's cores).
@@ -112,8 +93,22 @@ impl RuntimeBuilder {
         self.num_cpus = Some(n);
         self
     }
+    /// GPUs tasks may hold at once (default: the number of GPU adapters
+    /// found, see [`RuntimeBuilder::allow_software_gpu`]). Tasks that ask for
+    /// `num_gpus` share the node's one GPU device.
     pub fn num_gpus(mut self, n: f64) -> Self {
-        self.num_gpus = n;
+        self.num_gpus = Some(n);
+        self
+    }
+    /// Count a software adapter (Mesa's llvmpipe, `DeviceType::Cpu`) as a
+    /// GPU, and use it when there is no hardware one (tests and CI do).
+    pub fn allow_software_gpu(mut self, yes: bool) -> Self {
+        self.allow_software_gpu = yes;
+        self
+    }
+    /// What one task may use of the GPU (buffer size, memory, dispatches).
+    pub fn gpu_limits(mut self, limits: GpuLimits) -> Self {
+        self.gpu_limits = limits;
         self
     }
     /// Memory tasks may reserve at once (default: this machine's memory).
@@ -194,9 +189,15 @@ impl RuntimeBuilder {
     /// Build without an async context (the command line uses this).
     pub fn build_sync(self) -> Result<Runtime, Error> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let num_gpus = match self.num_gpus {
+            Some(n) => n,
+            None => ferray_gpu::detect(self.allow_software_gpu).len() as f64,
+        };
+        let gpu = (num_gpus > 0.0)
+            .then(|| ferray_gpu::Gpu::new(self.allow_software_gpu, self.gpu_limits));
         let mut total = Resources::default()
             .with_cpus(self.num_cpus.unwrap_or(cores as f64))?
-            .with_gpus(self.num_gpus)?
+            .with_gpus(num_gpus)?
             .with_memory(self.memory.unwrap_or_else(system_memory));
         for (name, amount) in &self.resources {
             total = total.with_custom(name, *amount)?;
@@ -216,6 +217,7 @@ impl RuntimeBuilder {
             max_output_bytes: self.max_output_bytes.unwrap_or(1 << 20),
             dirs: self.dirs,
             env: self.env,
+            gpu,
             ..HostConfig::default()
         };
         let host = Host::new(host_config)?;
@@ -286,10 +288,12 @@ pub struct RuntimeStats {
     pub host: HostStats,
     pub resources_total: Resources,
     pub resources_free: Resources,
+    /// The node's GPU memory and pipelines (`None`: no GPU).
+    pub gpu: Option<GpuStats>,
 }
 
 impl Runtime {
-    /// An embedded runtime with the defaults: all cores, no GPU.
+    /// An embedded runtime with the defaults: all cores, the hardware GPUs found.
     pub async fn local() -> Result<Runtime, Error> {
         Self::builder().build().await
     }
@@ -424,6 +428,7 @@ impl Runtime {
             host: inner.host.stats(),
             resources_total: inner.admission.total(),
             resources_free: inner.admission.free(),
+            gpu: inner.host.gpu().map(|g| g.stats()),
         }
     }
 

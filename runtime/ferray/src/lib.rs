@@ -37,6 +37,7 @@ pub use ferray_core::{
     ActorId, ActorOptions, ComponentId, Error, ObjectId, Resources, TaskId, TaskOptions,
     parse_duration, parse_size,
 };
+pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
 pub use ferray_host::{ComponentInfo, FuncInfo, HostStats, Inspection};
 pub use ferray_store::StoreStats;
 pub use objects::{ObjectRef, RefName};

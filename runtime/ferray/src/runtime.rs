@@ -275,6 +275,7 @@ impl RtInner {
             memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
             timeout: options.timeout.or(self.settings.default_timeout),
             fuel: options.fuel.or(self.settings.default_fuel),
+            num_gpus: options.resources.num_gpus(),
         };
         let mut attempt = 0u32;
         loop {
@@ -522,6 +523,7 @@ impl ActorLoop {
             memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
             timeout: options.timeout.or(rt.settings.default_timeout),
             fuel: options.fuel.or(rt.settings.default_fuel),
+            num_gpus: options.resources.num_gpus(),
         };
         let mut instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await
         {

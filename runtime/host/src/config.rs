@@ -22,6 +22,8 @@ pub struct HostConfig {
     pub dirs: Vec<(PathBuf, String)>,
     /// Environment variables granted to every guest.
     pub env: Vec<(String, String)>,
+    /// The node's GPU, shared by the tasks that ask for one (`None`: no GPU).
+    pub gpu: Option<ferray_gpu::Gpu>,
 }
 
 impl Default for HostConfig {
@@ -35,6 +37,7 @@ impl Default for HostConfig {
             pool_instances: Some(1000),
             dirs: Vec::new(),
             env: Vec::new(),
+            gpu: None,
         }
     }
 }
@@ -48,4 +51,6 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     /// Fuel for the call (needs `HostConfig::fuel`).
     pub fuel: Option<u64>,
+    /// GPUs the task asked for: the `gpu` imports work only when above 0.
+    pub num_gpus: f64,
 }

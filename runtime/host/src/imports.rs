@@ -24,7 +24,7 @@ mod bindings {
     });
 }
 
-use bindings::ferray::runtime::{actors, objects, tasks, types};
+use bindings::ferray::runtime::{actors, gpu, objects, tasks, types};
 
 /// The host side of a guest's `object-ref`: the runtime's reference, typed
 /// away so that the bindings need not be generic.
@@ -314,5 +314,142 @@ impl<S: Services> actors::Host for TaskState<S> {
             .services
             .kill_actor(&self.ctx, ActorId(actor))
             .map_err(to_wit))
+    }
+}
+
+// ----- gpu -----
+
+fn gpu_err(e: ferray_gpu::GpuError) -> gpu::GpuError {
+    use ferray_gpu::GpuError as E;
+    match e {
+        E::NoGpu(m) => gpu::GpuError::NoGpu(m),
+        E::InvalidShader(m) => gpu::GpuError::InvalidShader(m),
+        E::Limit(m) => gpu::GpuError::Limit(m),
+        E::InvalidArgument(m) => gpu::GpuError::InvalidArgument(m),
+        E::NotFound(m) => gpu::GpuError::NotFound(m),
+        E::Device(m) => gpu::GpuError::Device(m),
+    }
+}
+
+fn usage(u: gpu::BufferUsage) -> ferray_gpu::Usage {
+    ferray_gpu::Usage {
+        storage: u.contains(gpu::BufferUsage::STORAGE),
+        uniform: u.contains(gpu::BufferUsage::UNIFORM),
+    }
+}
+
+/// Bindings one dispatch may give.
+const MAX_BINDINGS: usize = 64;
+
+/// The result type of a `gpu` import: a trap only for host faults, the
+/// guest's mistakes as values.
+type GpuResult<T> = wasmtime::Result<Result<T, gpu::GpuError>>;
+
+impl<S: Services> TaskState<S> {
+    /// The task's GPU session, made on first use; an error value when the
+    /// task did not ask for a GPU or the node has none.
+    async fn gpu_session(&mut self) -> Result<&mut ferray_gpu::GpuSession, gpu::GpuError> {
+        if !self.gpu_asked {
+            return Err(gpu::GpuError::NoGpu(
+                "this task did not ask for a GPU: submit it with num_gpus > 0".into(),
+            ));
+        }
+        if self.gpu_session.is_none() {
+            let Some(node) = &self.gpu else {
+                return Err(gpu::GpuError::NoGpu(
+                    "this node has no GPU (start it with --num-gpus and a GPU adapter, or \
+                     --allow-software-gpu for a software one)"
+                        .into(),
+                ));
+            };
+            let session = node.session().await.map_err(gpu_err)?;
+            self.gpu_session = Some(session);
+        }
+        match self.gpu_session.as_mut() {
+            Some(s) => Ok(s),
+            None => Err(gpu::GpuError::Device("no GPU session".into())),
+        }
+    }
+}
+
+impl<S: Services> gpu::Host for TaskState<S> {
+    async fn adapter(&mut self) -> GpuResult<String> {
+        Ok(self.gpu_session().await.map(|s| s.adapter().to_string()))
+    }
+
+    async fn create_buffer(&mut self, data: Vec<u8>, u: gpu::BufferUsage) -> GpuResult<u64> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.create_with(&data, usage(u)).map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn create_buffer_zeroed(&mut self, size: u64, u: gpu::BufferUsage) -> GpuResult<u64> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.create_zeroed(size, usage(u)).map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn write_buffer(&mut self, buf: u64, offset: u64, data: Vec<u8>) -> GpuResult<()> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.write(buf, offset, &data).map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn read_buffer(&mut self, buf: u64) -> GpuResult<Vec<u8>> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.read(buf).await.map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn destroy_buffer(&mut self, buf: u64) -> GpuResult<()> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.destroy_buffer(buf).map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn create_pipeline(&mut self, wgsl: String, entry_point: String) -> GpuResult<u64> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.create_pipeline(wgsl, entry_point).await.map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn destroy_pipeline(&mut self, p: u64) -> GpuResult<()> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.destroy_pipeline(p).map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn dispatch(
+        &mut self,
+        p: u64,
+        bindings: Vec<gpu::Binding>,
+        x: u32,
+        y: u32,
+        z: u32,
+    ) -> GpuResult<()> {
+        if bindings.len() > MAX_BINDINGS {
+            return Ok(Err(gpu::GpuError::InvalidArgument(format!(
+                "at most {MAX_BINDINGS} bindings per dispatch"
+            ))));
+        }
+        let bindings: Vec<(u32, u64)> = bindings.iter().map(|b| (b.index, b.buffer)).collect();
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.dispatch(p, &bindings, [x, y, z]).await.map_err(gpu_err),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn finish(&mut self) -> GpuResult<()> {
+        Ok(match self.gpu_session().await {
+            Ok(s) => s.finish().await.map_err(gpu_err),
+            Err(e) => Err(e),
+        })
     }
 }

@@ -191,6 +191,11 @@ impl<S: Services> Host<S> {
         &self.inner.config
     }
 
+    /// The node's GPU, if it has one.
+    pub fn gpu(&self) -> Option<&ferray_gpu::Gpu> {
+        self.inner.config.gpu.as_ref()
+    }
+
     pub fn stats(&self) -> HostStats {
         HostStats {
             compiled: self.inner.compiled.load(Ordering::Relaxed),

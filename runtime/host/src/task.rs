@@ -71,6 +71,13 @@ pub struct TaskState<S: Services> {
     pub(crate) component: ComponentId,
     deadline: Option<Instant>,
     timed_out: bool,
+    /// The node's GPU, when this task asked for one (`num_gpus > 0`).
+    pub(crate) gpu: Option<ferray_gpu::Gpu>,
+    /// Whether the task asked for a GPU.
+    pub(crate) gpu_asked: bool,
+    /// The task's buffers and pipelines, made on its first GPU call; freed
+    /// when the store (and so this state) is dropped, whatever way the task ended.
+    pub(crate) gpu_session: Option<ferray_gpu::GpuSession>,
 }
 
 impl<S: Services> WasiView for TaskState<S> {
@@ -191,6 +198,9 @@ impl<S: Services> Host<S> {
             component,
             deadline: None,
             timed_out: false,
+            gpu: config.gpu.clone(),
+            gpu_asked: limits.num_gpus > 0.0,
+            gpu_session: None,
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
