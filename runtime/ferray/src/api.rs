@@ -86,7 +86,6 @@ pub struct RuntimeBuilder {
     max_output_bytes: Option<usize>,
 }
 
-
 impl RuntimeBuilder {
     /// CPUs tasks may hold at once (default: this machine's cores).
     pub fn num_cpus(mut self, n: f64) -> Self {
