@@ -158,6 +158,19 @@ async fn the_environment_is_empty_unless_granted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_has_no_network() {
+    // A listener on loopback that the guest tries to reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let rt = runtime().await;
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let got: Result<(), String> = rt.get(&m.call("connect", (addr,)).unwrap()).await.unwrap();
+    assert!(got.is_err(), "the guest reached the network");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "a connection arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_a_guest_can_make_the_host_buffer_is_bounded() {
     let rt = builder().max_output_bytes(1000).build().await.unwrap();
     let m = load(&rt, fx::MISBEHAVE).await;

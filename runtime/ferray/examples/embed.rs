@@ -25,7 +25,11 @@ async fn main() -> Result<(), ferray::Error> {
     assert_eq!(rt.get::<i64>(&echoed).await?, 81);
 
     let counter = rt.load_file(&counter_path).await?;
-    let c = counter.actor("counter", (0i64,)).max_restarts(2).spawn().await?;
+    let c = counter
+        .actor("counter", (0i64,))
+        .max_restarts(2)
+        .spawn()
+        .await?;
     let r = c.call("incr", (5i64,))?;
     assert_eq!(rt.get::<i64>(&r).await?, 5);
     let (ready, _not_ready) = rt.wait(&refs, 5, None).await;

@@ -87,6 +87,12 @@ impl Guest for Component {
         std::env::var(name).ok()
     }
 
+    fn connect(addr: String) -> Result<(), String> {
+        std::net::TcpStream::connect(addr.as_str())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     fn shout(text: String) -> String {
         println!("{text}");
         eprintln!("{text}");

@@ -1,0 +1,96 @@
+//! The canonical value codec: WIT values to bytes and back.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ferray_host::{Type, Val, codec};
+
+const TYPES_WAT: &str = r#"
+(component
+  (type $rec' (record (field "name" string) (field "count" u32) (field "tags" (list string))))
+  (export $rec "rec" (type $rec'))
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "f") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)))
+  (core instance $i (instantiate $m))
+  (func (export "f")
+    (param "bytes" (list u8)) (param "ints" (list s64)) (param "rec" $rec)
+    (canon lift (core func $i "f") (memory $i "memory")))
+)
+"#;
+
+fn types() -> Vec<Type> {
+    let rt = ferray::Runtime::builder()
+        .cache_dir(None)
+        .worker_threads(1)
+        .build_sync()
+        .expect("runtime");
+    let comp = rt.load_bytes_sync(TYPES_WAT.as_bytes()).expect("component");
+    comp.info().function("f").expect("f").param_types()
+}
+
+fn bench(c: &mut Criterion) {
+    let tys = types();
+    let (bytes_ty, ints_ty, rec_ty) = (&tys[0], &tys[1], &tys[2]);
+
+    let mut group = c.benchmark_group("list_u8");
+    for size in [1usize << 10, 1 << 20, 16 << 20] {
+        let val = Val::List((0..size).map(|i| Val::U8(i as u8)).collect());
+        let mut encoded = Vec::new();
+        codec::encode(&val, bytes_ty, &mut encoded).expect("encode");
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("encode", size), &val, |b, v| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(size + 8);
+                codec::encode(black_box(v), bytes_ty, &mut out).expect("encode");
+                out
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("decode", size), &encoded, |b, e| {
+            b.iter(|| codec::decode(bytes_ty, &mut black_box(e.as_slice())).expect("decode"))
+        });
+    }
+    group.finish();
+
+    let ints = Val::List(
+        (0..100_000i64)
+            .map(|i| Val::S64(i * 7919 - 50_000))
+            .collect(),
+    );
+    let mut encoded = Vec::new();
+    codec::encode(&ints, ints_ty, &mut encoded).expect("encode");
+    let mut group = c.benchmark_group("list_s64_100k");
+    group.throughput(Throughput::Elements(100_000));
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            codec::encode(black_box(&ints), ints_ty, &mut out).expect("encode");
+            out
+        })
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| codec::decode(ints_ty, &mut black_box(encoded.as_slice())).expect("decode"))
+    });
+    group.finish();
+
+    let rec = codec::parse_wave(
+        rec_ty,
+        r#"{name: "ferray", count: 42, tags: ["a", "bb", "ccc"]}"#,
+    )
+    .expect("wave");
+    let mut encoded = Vec::new();
+    codec::encode(&rec, rec_ty, &mut encoded).expect("encode");
+    c.bench_function("record/encode", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            codec::encode(black_box(&rec), rec_ty, &mut out).expect("encode");
+            out
+        })
+    });
+    c.bench_function("record/decode", |b| {
+        b.iter(|| codec::decode(rec_ty, &mut black_box(encoded.as_slice())).expect("decode"))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
