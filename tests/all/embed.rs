@@ -288,6 +288,13 @@ async fn running_and_pending_tasks_can_be_cancelled() {
     let rt = builder().num_cpus(1.0).build().await.unwrap();
     let m = load(&rt, fx::MISBEHAVE).await;
     let running = m.call("spin", ()).unwrap();
+    // Once spin holds the only CPU, leaf has to wait.
+    for _ in 0..1000 {
+        if rt.stats().resources_free.num_cpus() == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let pending = m.call("leaf", (1u64,)).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!pending.is_ready(), "one CPU: leaf waits for spin");

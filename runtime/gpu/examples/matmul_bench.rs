@@ -145,7 +145,12 @@ fn main() {
         )
         .expect("ferray runtime");
     let comp = exec
-        .block_on(rt.load_file(ferray_test_fixtures::GPU_MATMUL))
+        .block_on(
+            rt.load_file(
+                std::env::var("GPU_MATMUL_WASM")
+                    .unwrap_or_else(|_| ferray_test_fixtures::GPU_MATMUL.to_string()),
+            ),
+        )
         .expect("load gpu-matmul");
     let run = |f: &str, n: u32, gpus: f64| -> f64 {
         let r = comp
