@@ -28,7 +28,7 @@
 //!
 //! `src/lib.rs`:
 //!
-//! ```rust,ignore
+//! ```text
 //! wit_bindgen::generate!({ path: "wit", world: "squares" });
 //!
 //! struct Squares;

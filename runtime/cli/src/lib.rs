@@ -116,6 +116,7 @@ fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
 /// Parse the command line, run it, and turn any error into one line on
 /// stderr and exit status 1.
 pub fn main() -> ExitCode {
+    quiet_gpu_drivers();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     use std::io::IsTerminal as _;
@@ -134,6 +135,33 @@ pub fn main() -> ExitCode {
             }
             eprintln!("error: {text}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// GPU drivers (Mesa's Vulkan WSI, through wayland-client) print
+/// `error: XDG_RUNTIME_DIR is invalid or not set` when that variable is
+/// missing, as on servers and in CI; a user would read it as ferray's own
+/// error. Point it at a private directory of this user when it is unset.
+#[allow(unsafe_code)]
+fn quiet_gpu_drivers() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("ferray-runtime-{me}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ok = std::fs::metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.permissions().mode() & 0o777 == 0o700);
+        if ok {
+            // SAFETY: this runs first thing in `main`, before any thread is
+            // spawned, so nothing reads or writes the environment meanwhile.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }

@@ -84,19 +84,20 @@ pub struct RuntimeBuilder {
     output: OutputMode,
     worker_threads: Option<usize>,
     max_output_bytes: Option<usize>,
+    max_instances: Option<u32>,
 }
 
 impl RuntimeBuilder {
     /// CPUs tasks may hold at once (default: this machine's cores).
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.num_cpus = Some(n);
+    pub fn num_cpus(mut self, n: impl Into<f64>) -> Self {
+        self.num_cpus = Some(n.into());
         self
     }
     /// GPUs tasks may hold at once (default: the number of GPU adapters
     /// found, see [`RuntimeBuilder::allow_software_gpu`]). Tasks that ask for
     /// `num_gpus` share the node's one GPU device.
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.num_gpus = Some(n);
+    pub fn num_gpus(mut self, n: impl Into<f64>) -> Self {
+        self.num_gpus = Some(n.into());
         self
     }
     /// Count a software adapter (Mesa's llvmpipe, `DeviceType::Cpu`) as a
@@ -175,6 +176,13 @@ impl RuntimeBuilder {
         self.worker_threads = Some(n.max(1));
         self
     }
+    /// Guest instances that can live at once on this node (running tasks
+    /// and actors; default 1000). Past it, instantiation fails as a system
+    /// error, which `max_retries` covers.
+    pub fn max_instances(mut self, n: u32) -> Self {
+        self.max_instances = Some(n.max(1));
+        self
+    }
     /// Bytes of stdout (and of stderr) kept per task.
     pub fn max_output_bytes(mut self, n: usize) -> Self {
         self.max_output_bytes = Some(n);
@@ -217,6 +225,7 @@ impl RuntimeBuilder {
             dirs: self.dirs,
             env: self.env,
             gpu,
+            pool_instances: Some(self.max_instances.unwrap_or(1000)),
             ..HostConfig::default()
         };
         let host = Host::new(host_config)?;

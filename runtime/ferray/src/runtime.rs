@@ -294,6 +294,9 @@ impl RtInner {
             }
             attempt += 1;
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            // Back off a little (10 ms, doubling to 640 ms) so that a
+            // passing fault of the node can clear before the next attempt.
+            tokio::time::sleep(Duration::from_millis(10 << (attempt - 1).min(6))).await;
             match &out.result {
                 Err(e) => tracing::info!(task = %id, "attempt {attempt} failed, retrying: {e}"),
                 Ok(_) => {

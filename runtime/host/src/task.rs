@@ -169,7 +169,12 @@ impl<S: Services> Host<S> {
         let config = self.config();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.stdout.clone())
-            .stderr(output.stderr.clone());
+            .stderr(output.stderr.clone())
+            // No network: wasmtime-wasi's default address check denies every
+            // address already; say so explicitly.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for (k, v) in &config.env {
             wasi.env(k, v);
         }
