@@ -448,6 +448,38 @@ impl Serialize for Count {
     }
 }
 
+/// The argument methods shared by [`Task`], [`ActorBuilder`] and [`ActorCall`]: each appends
+/// to the builder's `args: ArgList<'a>`, in parameter order.
+macro_rules! arg_methods {
+    () => {
+        /// Append one parameter's value.
+        pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+            self.args.push_value(value);
+            self
+        }
+
+        /// Append several parameters, given as a tuple (`&(a, b)`).
+        pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
+            self.args.push_value(args);
+            self
+        }
+
+        /// Append one parameter whose value is the value of object `r`: a dependency, resolved
+        /// by the host before the call runs (as passing an `ObjectRef` to `f.remote`).
+        pub fn arg_ref(mut self, r: &'a ObjectRef) -> Self {
+            self.args.push_ref(r);
+            self
+        }
+
+        /// Append one `list<T>` parameter whose elements are the values of `refs`, each a
+        /// dependency.
+        pub fn arg_list_of_refs(mut self, refs: &'a [ObjectRef]) -> Self {
+            self.args.push_list_of_refs(refs);
+            self
+        }
+    };
+}
+
 /// A task submission under construction: a function of this component ([`Task::new`]) or of
 /// another one ([`Task::of`]), its arguments in parameter order, and its [`Options`].
 ///
@@ -489,30 +521,7 @@ impl<'a> Task<'a> {
         }
     }
 
-    /// Append one parameter's value.
-    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
-        self.args.push_value(value);
-        self
-    }
-
-    /// Append several parameters, given as a tuple (`&(a, b)`).
-    pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
-        self.args.push_value(args);
-        self
-    }
-
-    /// Append one parameter whose value is the value of object `r`: a dependency, resolved by the
-    /// host before the task runs (as passing an `ObjectRef` to `f.remote`).
-    pub fn arg_ref(mut self, r: &'a ObjectRef) -> Self {
-        self.args.push_ref(r);
-        self
-    }
-
-    /// Append one `list<T>` parameter whose elements are the values of `refs`, each a dependency.
-    pub fn arg_list_of_refs(mut self, refs: &'a [ObjectRef]) -> Self {
-        self.args.push_list_of_refs(refs);
-        self
-    }
+    arg_methods!();
 
     /// Set the task's options.
     pub fn options(mut self, options: Options) -> Self {
@@ -606,29 +615,7 @@ impl<'a> ActorBuilder<'a> {
         self
     }
 
-    /// Append one constructor parameter's value.
-    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
-        self.args.push_value(value);
-        self
-    }
-
-    /// Append several constructor parameters, as a tuple.
-    pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
-        self.args.push_value(args);
-        self
-    }
-
-    /// Append one constructor parameter whose value is that object's value (a dependency).
-    pub fn arg_ref(mut self, r: &'a ObjectRef) -> Self {
-        self.args.push_ref(r);
-        self
-    }
-
-    /// Append one `list<T>` constructor parameter whose elements are those objects' values.
-    pub fn arg_list_of_refs(mut self, refs: &'a [ObjectRef]) -> Self {
-        self.args.push_list_of_refs(refs);
-        self
-    }
+    arg_methods!();
 
     /// Set the actor's options (`max_retries` is its restarts).
     pub fn options(mut self, options: Options) -> Self {
@@ -657,29 +644,7 @@ pub struct ActorCall<'a> {
 }
 
 impl<'a> ActorCall<'a> {
-    /// Append one parameter's value.
-    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
-        self.args.push_value(value);
-        self
-    }
-
-    /// Append several parameters, as a tuple.
-    pub fn args<A: Serialize + ?Sized>(mut self, args: &A) -> Self {
-        self.args.push_value(args);
-        self
-    }
-
-    /// Append one parameter whose value is that object's value (a dependency).
-    pub fn arg_ref(mut self, r: &'a ObjectRef) -> Self {
-        self.args.push_ref(r);
-        self
-    }
-
-    /// Append one `list<T>` parameter whose elements are those objects' values.
-    pub fn arg_list_of_refs(mut self, refs: &'a [ObjectRef]) -> Self {
-        self.args.push_list_of_refs(refs);
-        self
-    }
+    arg_methods!();
 
     /// Submit the call; returns a reference to its pending result.
     pub fn submit(self) -> Result<ObjectRef> {

@@ -141,6 +141,29 @@ impl<S: Services> TaskState<S> {
         Ok(Ok(out))
     }
 
+    /// A call (task or constructor) as the guest asked for it, checked: the
+    /// name, the component digest, the argument pieces.
+    fn request(
+        &self,
+        what: &str,
+        component: Option<String>,
+        function: String,
+        args: Vec<types::Arg>,
+    ) -> wasmtime::Result<Result<CallRequest<S::Ref>, types::Error>> {
+        if let Err(e) = check_name(what, &function) {
+            return Ok(Err(e));
+        }
+        let component = match self.component_of(component) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.args(args)?.map(|args| CallRequest {
+            component,
+            function,
+            args,
+        }))
+    }
+
     fn component_of(&self, digest: Option<String>) -> Result<ComponentId, types::Error> {
         match digest {
             None => Ok(self.component),
@@ -209,30 +232,15 @@ impl<S: Services> tasks::Host for TaskState<S> {
         args: Vec<types::Arg>,
         opts: types::Options,
     ) -> wasmtime::Result<Result<Resource<GuestRef>, types::Error>> {
-        if let Err(e) = check_name("a function name", &function) {
-            return Ok(Err(e));
-        }
-        let component = match self.component_of(component) {
+        let call = match self.request("a function name", component, function, args)? {
             Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let args = match self.args(args)? {
-            Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
         let options = match task_options(&opts) {
             Ok(o) => o,
             Err(e) => return Ok(Err(to_wit(e))),
         };
-        let fut = self.services.submit(
-            &self.ctx,
-            CallRequest {
-                component,
-                function,
-                args,
-            },
-            options,
-        );
+        let fut = self.services.submit(&self.ctx, call, options);
         match fut.await {
             Ok(r) => Ok(Ok(self.push_ref(r)?)),
             Err(e) => Ok(Err(to_wit(e))),
@@ -260,30 +268,15 @@ impl<S: Services> actors::Host for TaskState<S> {
         args: Vec<types::Arg>,
         opts: types::Options,
     ) -> wasmtime::Result<Result<u64, types::Error>> {
-        if let Err(e) = check_name("an actor class", &class) {
-            return Ok(Err(e));
-        }
-        let component = match self.component_of(component) {
+        let call = match self.request("an actor class", component, class, args)? {
             Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let args = match self.args(args)? {
-            Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
         let options = match actor_options(&opts) {
             Ok(o) => o,
             Err(e) => return Ok(Err(to_wit(e))),
         };
-        let fut = self.services.create_actor(
-            &self.ctx,
-            CallRequest {
-                component,
-                function: class,
-                args,
-            },
-            options,
-        );
+        let fut = self.services.create_actor(&self.ctx, call, options);
         Ok(fut.await.map(|id| id.0).map_err(to_wit))
     }
 
