@@ -252,25 +252,18 @@ impl RuntimeBuilder {
             exec.handle().clone(),
             OutputSink::new(self.output.clone()),
         );
-        let output = OutputSink::clone(&inner_output(&inner));
         Ok(Runtime {
             shared: Arc::new(Shared {
                 inner,
                 exec: Some(exec),
-                output,
             }),
         })
     }
 }
 
-fn inner_output(_inner: &Arc<RtInner>) -> OutputSink {
-    _inner.output_sink()
-}
-
 struct Shared {
     inner: Arc<RtInner>,
     exec: Option<tokio::runtime::Runtime>,
-    output: OutputSink,
 }
 
 impl Drop for Shared {
@@ -425,7 +418,7 @@ impl Runtime {
 
     /// Guest output kept with [`OutputMode::Collect`].
     pub fn take_output(&self) -> Vec<OutputLine> {
-        self.shared.output.take()
+        self.inner().take_output()
     }
 
     pub fn stats(&self) -> RuntimeStats {

@@ -307,12 +307,15 @@ impl RtInner {
     }
 
     /// The concatenated argument bytes, once every dependency is ready.
-    pub(crate) async fn resolve_args(&self, args: Vec<Arg<ObjectRef>>) -> Result<Vec<u8>, Error> {
-        if let [Arg::Value(_)] = args.as_slice() {
-            if let Some(Arg::Value(v)) = args.into_iter().next() {
-                return Ok(v);
-            }
-            return Ok(Vec::new());
+    pub(crate) async fn resolve_args(
+        &self,
+        mut args: Vec<Arg<ObjectRef>>,
+    ) -> Result<Vec<u8>, Error> {
+        // One value piece (the common case): its bytes as they are, no copy.
+        if let [Arg::Value(_)] = args.as_slice()
+            && let Some(Arg::Value(v)) = args.pop()
+        {
+            return Ok(v);
         }
         let mut out = Vec::new();
         for a in args {
@@ -716,7 +719,7 @@ async fn blocking<T>(ctx: &TaskCtx, fut: impl std::future::Future<Output = T>) -
 }
 
 impl RtInner {
-    pub(crate) fn output_sink(&self) -> OutputSink {
-        self.output.clone()
+    pub(crate) fn take_output(&self) -> Vec<crate::OutputLine> {
+        self.output.take()
     }
 }
