@@ -64,4 +64,70 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The variant's name in snake case, as the cluster protocol carries it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Trap(_) => "trap",
+            Error::TimeLimit(_) => "time_limit",
+            Error::MemoryLimit(_) => "memory_limit",
+            Error::OutOfFuel(_) => "out_of_fuel",
+            Error::TaskFailed(_) => "task_failed",
+            Error::ActorDied(_) => "actor_died",
+            Error::Cancelled(_) => "cancelled",
+            Error::ObjectLost(_) => "object_lost",
+            Error::Infeasible(_) => "infeasible",
+            Error::Timeout => "timeout",
+            Error::System(_) => "system",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Other(_) => "other",
+        }
+    }
+
+    /// The message without the variant's prefix (for [`Error::from_kind`]).
+    pub fn message(&self) -> String {
+        match self {
+            Error::NotFound(m)
+            | Error::InvalidArgument(m)
+            | Error::Trap(m)
+            | Error::TimeLimit(m)
+            | Error::MemoryLimit(m)
+            | Error::OutOfFuel(m)
+            | Error::TaskFailed(m)
+            | Error::ActorDied(m)
+            | Error::Cancelled(m)
+            | Error::ObjectLost(m)
+            | Error::Infeasible(m)
+            | Error::System(m)
+            | Error::Other(m) => m.clone(),
+            Error::Corrupt { id } => id.clone(),
+            Error::Timeout => String::new(),
+        }
+    }
+
+    /// The error that [`Error::kind`] and [`Error::message`] describe; an
+    /// unknown kind (a newer peer) becomes `Other`.
+    pub fn from_kind(kind: &str, message: String) -> Error {
+        match kind {
+            "not_found" => Error::NotFound(message),
+            "invalid_argument" => Error::InvalidArgument(message),
+            "trap" => Error::Trap(message),
+            "time_limit" => Error::TimeLimit(message),
+            "memory_limit" => Error::MemoryLimit(message),
+            "out_of_fuel" => Error::OutOfFuel(message),
+            "task_failed" => Error::TaskFailed(message),
+            "actor_died" => Error::ActorDied(message),
+            "cancelled" => Error::Cancelled(message),
+            "object_lost" => Error::ObjectLost(message),
+            "infeasible" => Error::Infeasible(message),
+            "timeout" => Error::Timeout,
+            "system" => Error::System(message),
+            "corrupt" => Error::Corrupt { id: message },
+            _ => Error::Other(message),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -106,6 +106,18 @@ counter_id!(
     "actor"
 );
 
+counter_id!(
+    /// A node of a cluster, numbered by the head as nodes join; a node that
+    /// comes back after it was declared dead joins with a new id.
+    NodeId,
+    "node"
+);
+counter_id!(
+    /// A job of a cluster: a submitted driver, or a connected client.
+    JobId,
+    "job"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

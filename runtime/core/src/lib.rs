@@ -11,7 +11,7 @@ mod resources;
 
 pub use call::Arg;
 pub use error::{Error, Result};
-pub use ids::{ActorId, ComponentId, ObjectId, TaskId};
-pub use options::{ActorOptions, TaskOptions};
+pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
+pub use options::{ActorOptions, Strategy, TaskOptions};
 pub use parse::{parse_duration, parse_size};
 pub use resources::{ResourceSet, Resources};

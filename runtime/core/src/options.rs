@@ -17,6 +17,21 @@ pub struct TaskOptions {
     pub timeout: Option<Duration>,
     /// Fuel for one attempt; `None` is the runtime's default.
     pub fuel: Option<u64>,
+    /// Where a cluster places the task (the embedded runtime has one node).
+    pub strategy: Strategy,
+}
+
+/// Placement across a cluster's nodes, as Ray's scheduling strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// The node that holds most of the arguments' bytes, else the least
+    /// loaded node that has the resources free.
+    #[default]
+    Default,
+    /// Spread tasks over the nodes, round robin among those with room.
+    Spread,
+    /// Only this node; with `soft`, elsewhere when it is gone or too small.
+    Node { node: u64, soft: bool },
 }
 
 impl Default for TaskOptions {
@@ -27,6 +42,7 @@ impl Default for TaskOptions {
             retry_exceptions: false,
             timeout: None,
             fuel: None,
+            strategy: Strategy::Default,
         }
     }
 }
@@ -43,4 +59,6 @@ pub struct ActorOptions {
     /// Wall-clock limit of one method call.
     pub timeout: Option<Duration>,
     pub fuel: Option<u64>,
+    /// Where a cluster places the actor (once; it stays there).
+    pub strategy: Strategy,
 }

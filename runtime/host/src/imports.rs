@@ -97,6 +97,7 @@ fn task_options(o: &types::Options) -> Result<TaskOptions, CoreError> {
         retry_exceptions: o.retry_exceptions.unwrap_or(d.retry_exceptions),
         timeout: o.timeout_ms.map(Duration::from_millis),
         fuel: None,
+        strategy: d.strategy,
     })
 }
 
@@ -106,6 +107,7 @@ fn actor_options(o: &types::Options) -> Result<ActorOptions, CoreError> {
         max_restarts: o.max_retries.unwrap_or(0),
         timeout: o.timeout_ms.map(Duration::from_millis),
         fuel: None,
+        strategy: Default::default(),
     })
 }
 

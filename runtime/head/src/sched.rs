@@ -1,0 +1,293 @@
+//! The central scheduler's placement: which node gets a task or an actor.
+//! Pure bookkeeping (no I/O, no locks), so that the head can call it under
+//! its lock and a benchmark can drive it with simulated nodes.
+//!
+//! Rules:
+//! - a node gets a demand only while it has all of it free (CPUs, GPUs,
+//!   memory, custom resources, in fixed point): no node is ever loaded past
+//!   what it announced;
+//! - a demand that no live node could hold even when idle is infeasible and
+//!   reported at once, never queued silently;
+//! - default strategy: the node holding most of the task's argument bytes
+//!   (data locality), else the node with the most CPUs free;
+//! - `Spread`: round robin over the nodes with room;
+//! - node affinity: only that node, or (soft) the default rule when it is
+//!   gone or can never hold the demand.
+
+use std::collections::BTreeMap;
+
+use ferray_core::{NodeId, ResourceSet, Resources, Strategy};
+
+/// Where a demand goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Placed; the node's resources are taken.
+    Node(NodeId),
+    /// Feasible, but no suitable node has room now.
+    Wait,
+    /// No node could ever hold it.
+    Infeasible(String),
+}
+
+#[derive(Debug)]
+struct NodeRes {
+    set: ResourceSet,
+}
+
+/// The nodes' capacities and what is free of them.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    nodes: BTreeMap<NodeId, NodeRes>,
+    cursor: u64,
+}
+
+impl Scheduler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_node(&mut self, id: NodeId, total: Resources) {
+        self.nodes.insert(
+            id,
+            NodeRes {
+                set: ResourceSet::new(total),
+            },
+        );
+    }
+
+    pub fn remove_node(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn total(&self, id: NodeId) -> Option<&Resources> {
+        self.nodes.get(&id).map(|n| n.set.total())
+    }
+
+    pub fn free(&self, id: NodeId) -> Option<&Resources> {
+        self.nodes.get(&id).map(|n| n.set.free())
+    }
+
+    /// Give back what a placement took.
+    pub fn release(&mut self, id: NodeId, demand: &Resources) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.set.release(demand);
+        }
+    }
+
+    /// Take `demand` on `id` if it is free there now.
+    pub fn try_take(&mut self, id: NodeId, demand: &Resources) -> bool {
+        self.nodes
+            .get_mut(&id)
+            .is_some_and(|n| n.set.try_acquire(demand))
+    }
+
+    /// Whether some live node could ever hold `demand`; the reason if not.
+    pub fn feasible(&self, demand: &Resources) -> Result<(), String> {
+        if self.nodes.values().any(|n| n.set.total().covers(demand)) {
+            return Ok(());
+        }
+        if self.nodes.is_empty() {
+            return Err("the cluster has no worker nodes".into());
+        }
+        let why = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.set.total().shortfall(demand).map(|s| format!("{id}: {s}")))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(format!("no node can ever hold it ({why})"))
+    }
+
+    /// Place `demand`. `locality` lists the argument bytes each node holds.
+    pub fn place(
+        &mut self,
+        demand: &Resources,
+        strategy: Strategy,
+        locality: &[(NodeId, u64)],
+    ) -> Placement {
+        if let Strategy::Node { node, soft } = strategy {
+            let id = NodeId(node);
+            match self.nodes.get(&id) {
+                Some(n) if n.set.total().covers(demand) => {
+                    return if self.try_take(id, demand) {
+                        Placement::Node(id)
+                    } else {
+                        Placement::Wait
+                    };
+                }
+                _ if !soft => {
+                    return Placement::Infeasible(match self.nodes.get(&id) {
+                        None => format!("{id} (node affinity) is not a live node"),
+                        Some(n) => format!(
+                            "{id} (node affinity) can never hold {}",
+                            n.set.total().shortfall(demand).unwrap_or_default()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if let Err(why) = self.feasible(demand) {
+            return Placement::Infeasible(why);
+        }
+        let chosen = match strategy {
+            Strategy::Spread => self.spread(demand),
+            _ => self.best(demand, locality),
+        };
+        match chosen {
+            Some(id) if self.try_take(id, demand) => Placement::Node(id),
+            _ => Placement::Wait,
+        }
+    }
+
+    fn spread(&mut self, demand: &Resources) -> Option<NodeId> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let n = ids.len() as u64;
+        for i in 0..n {
+            let id = ids[((self.cursor + i) % n) as usize];
+            if self.nodes[&id].set.free().covers(demand) {
+                self.cursor = (self.cursor + i + 1) % n;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn best(&self, demand: &Resources, locality: &[(NodeId, u64)]) -> Option<NodeId> {
+        // Locality first: the node with most argument bytes that has room.
+        let mut local: Vec<&(NodeId, u64)> = locality.iter().filter(|(_, b)| *b > 0).collect();
+        local.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (id, _) in local {
+            if self
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.set.free().covers(demand))
+            {
+                return Some(*id);
+            }
+        }
+        // Else the node with most CPUs free (ties: lowest id).
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.set.free().covers(demand))
+            .max_by(|a, b| {
+                let (fa, fb) = (a.1.set.free().num_cpus(), b.1.set.free().num_cpus());
+                fa.total_cmp(&fb).then(b.0.cmp(a.0))
+            })
+            .map(|(id, _)| *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(n: f64) -> Resources {
+        Resources::cpus(n)
+    }
+
+    #[test]
+    fn never_overloads_a_node_and_waits_when_full() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(2.0));
+        s.add_node(NodeId(2), cpus(1.0));
+        let mut placed = Vec::new();
+        for _ in 0..3 {
+            match s.place(&cpus(1.0), Strategy::Default, &[]) {
+                Placement::Node(id) => placed.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        placed.sort();
+        assert_eq!(placed, vec![NodeId(1), NodeId(1), NodeId(2)]);
+        assert_eq!(s.place(&cpus(1.0), Strategy::Default, &[]), Placement::Wait);
+        s.release(NodeId(2), &cpus(1.0));
+        assert_eq!(
+            s.place(&cpus(1.0), Strategy::Default, &[]),
+            Placement::Node(NodeId(2))
+        );
+    }
+
+    #[test]
+    fn infeasible_is_reported_with_the_reason() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(2.0));
+        match s.place(&cpus(3.0), Strategy::Default, &[]) {
+            Placement::Infeasible(why) => assert!(why.contains("3 CPUs"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let gpu = Resources::cpus(1.0).with_gpus(0.5).unwrap();
+        assert!(matches!(
+            s.place(&gpu, Strategy::Default, &[]),
+            Placement::Infeasible(_)
+        ));
+    }
+
+    #[test]
+    fn locality_prefers_the_node_holding_the_bytes() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(4.0));
+        s.add_node(NodeId(2), cpus(2.0));
+        let loc = [(NodeId(2), 1 << 20), (NodeId(1), 10)];
+        assert_eq!(
+            s.place(&cpus(1.0), Strategy::Default, &loc),
+            Placement::Node(NodeId(2))
+        );
+    }
+
+    #[test]
+    fn spread_round_robins_and_affinity_pins() {
+        let mut s = Scheduler::new();
+        for i in 1..=3 {
+            s.add_node(NodeId(i), cpus(8.0));
+        }
+        let got: Vec<_> = (0..6)
+            .map(|_| s.place(&cpus(1.0), Strategy::Spread, &[]))
+            .collect();
+        let ids: Vec<u64> = got
+            .iter()
+            .map(|p| match p {
+                Placement::Node(id) => id.0,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 1, 2, 3]);
+        let pin = Strategy::Node {
+            node: 3,
+            soft: false,
+        };
+        assert_eq!(
+            s.place(&cpus(1.0), pin, &[]),
+            Placement::Node(NodeId(3))
+        );
+        let gone = Strategy::Node {
+            node: 9,
+            soft: false,
+        };
+        assert!(matches!(
+            s.place(&cpus(1.0), gone, &[]),
+            Placement::Infeasible(_)
+        ));
+        let soft = Strategy::Node { node: 9, soft: true };
+        assert!(matches!(s.place(&cpus(1.0), soft, &[]), Placement::Node(_)));
+    }
+
+    #[test]
+    fn fractional_gpus_share_a_node() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(4.0).with_gpus(1.0).unwrap());
+        let half = cpus(0.0).with_gpus(0.5).unwrap();
+        assert!(matches!(s.place(&half, Strategy::Default, &[]), Placement::Node(_)));
+        assert!(matches!(s.place(&half, Strategy::Default, &[]), Placement::Node(_)));
+        assert_eq!(s.place(&half, Strategy::Default, &[]), Placement::Wait);
+    }
+}

@@ -1,0 +1,1748 @@
+//! The head's tables and what happens to them: sessions, nodes, components,
+//! objects (where each one is), tasks (with their lineage), actors and jobs.
+//! Everything runs under one lock and never waits: messages to sessions go
+//! out through unbounded channels.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferray_core::{
+    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,
+    TaskId, TaskOptions,
+};
+use ferray_proto::v1::{self, down};
+use ferray_proto::{INLINE_MAX, id_bytes};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::sched::{Placement, Scheduler};
+
+/// The head's own store, a holder like a node (clients' large puts).
+pub const HEAD_HOLDER: NodeId = NodeId(0);
+/// Log lines kept per job (older ones are dropped and counted).
+const MAX_JOB_LOG_LINES: usize = 100_000;
+/// Finished tasks kept for `ferray list tasks`.
+const MAX_HISTORY: usize = 10_000;
+
+pub type DownTx = mpsc::UnboundedSender<Result<v1::Down, Status>>;
+
+pub(crate) struct Session {
+    tx: DownTx,
+    node: Option<NodeId>,
+    job: Option<JobId>,
+}
+
+pub(crate) struct NodeEntry {
+    pub session: u64,
+    pub address: String,
+    pub name: String,
+    pub alive: bool,
+    pub last_seen: Instant,
+    pub running: HashSet<TaskId>,
+    pub actors: HashSet<ActorId>,
+    pub total: Resources,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum ArgSpec {
+    Value(Bytes),
+    Task(TaskId),
+    Object(ObjectId),
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Task {
+        component: ComponentId,
+        function: String,
+        options: TaskOptions,
+    },
+    Driver {
+        component: ComponentId,
+        function: String,
+        wave_args: Vec<String>,
+    },
+    ActorCall {
+        actor: ActorId,
+        method: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum TState {
+    Waiting,
+    Queued,
+    Running(NodeId),
+    Done(ObjectId),
+    Failed(Error),
+}
+
+struct TaskEntry {
+    job: JobId,
+    owner: Option<u64>,
+    kind: Kind,
+    args: Vec<ArgSpec>,
+    state: TState,
+    attempts: u32,
+    held: Resources,
+    cancelled: bool,
+    waiters: Vec<Waiter>,
+}
+
+impl TaskEntry {
+    fn name(&self) -> String {
+        match &self.kind {
+            Kind::Task { function, .. } | Kind::Driver { function, .. } => function.clone(),
+            Kind::ActorCall { actor, method } => format!("{actor}.{method}"),
+        }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            TState::Waiting => "WAITING_FOR_DEPENDENCIES",
+            TState::Queued => "PENDING_NODE_ASSIGNMENT",
+            TState::Running(_) => "RUNNING",
+            TState::Done(_) => "FINISHED",
+            TState::Failed(_) => "FAILED",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Waiter {
+    Task(TaskId),
+    Actor(ActorId),
+}
+
+#[derive(Default)]
+struct ObjEntry {
+    size: u64,
+    holders: BTreeSet<NodeId>,
+    inline: Option<Bytes>,
+    /// A client is pushing it to the head.
+    uploading: bool,
+    /// The task that made it (lineage), else it came from `put`.
+    producer: Option<TaskId>,
+    jobs: HashSet<JobId>,
+    /// Kept until the head stops (`ferray put`).
+    pinned: bool,
+    waiters: Vec<Waiter>,
+}
+
+impl ObjEntry {
+    fn available(&self) -> bool {
+        self.inline.is_some() || !self.holders.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum AState {
+    /// Waiting for its arguments or for a node with room.
+    Pending,
+    Alive(NodeId),
+    Dead(Error),
+}
+
+struct ActorEntry {
+    job: JobId,
+    component: ComponentId,
+    class: String,
+    args: Vec<ArgSpec>,
+    options: ActorOptions,
+    state: AState,
+    incarnation: u32,
+    restarts: u32,
+    next_seq: u64,
+    /// Calls not yet sent to the actor's node, in submission order.
+    calls: VecDeque<TaskId>,
+    queued: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Stopped,
+}
+
+impl JobState {
+    fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+            JobState::Stopped => "STOPPED",
+        }
+    }
+    fn finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Stopped
+        )
+    }
+}
+
+pub(crate) struct JobEntry {
+    entrypoint: String,
+    component: String,
+    pub state: JobState,
+    result: String,
+    error: String,
+    err_value: bool,
+    done: u64,
+    total: u64,
+    logs: VecDeque<String>,
+    logs_dropped: u64,
+    start: u64,
+    end: u64,
+    driver: Option<TaskId>,
+    tasks: HashSet<TaskId>,
+    actors: HashSet<ActorId>,
+    objects: HashSet<ObjectId>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub head_address: String,
+    next_session: u64,
+    next_node: u64,
+    next_job: u64,
+    next_head_task: u64,
+    sessions: HashMap<u64, Session>,
+    pub nodes: HashMap<NodeId, NodeEntry>,
+    pub sched: Scheduler,
+    pub components: HashMap<ComponentId, Bytes>,
+    objects: HashMap<ObjectId, ObjEntry>,
+    tasks: HashMap<TaskId, TaskEntry>,
+    actors: HashMap<ActorId, ActorEntry>,
+    pub jobs: HashMap<JobId, JobEntry>,
+    queue: VecDeque<Waiter>,
+    history: VecDeque<v1::TaskInfo>,
+    /// The head's own store (clients' large puts).
+    pub head_store: Option<std::sync::Arc<ferray_store::ObjectStore>>,
+}
+
+/// What a new session learns.
+pub struct Welcome {
+    pub session: u64,
+    pub node: Option<NodeId>,
+    pub job: Option<JobId>,
+}
+
+impl State {
+    pub fn new(head_address: String) -> Self {
+        State {
+            head_address,
+            next_session: 1,
+            next_node: 1,
+            next_job: 1,
+            next_head_task: 1,
+            ..State::default()
+        }
+    }
+
+    fn send(&self, session: u64, msg: down::Msg) {
+        if let Some(s) = self.sessions.get(&session) {
+            let _ = s.tx.send(Ok(v1::Down { msg: Some(msg) }));
+        }
+    }
+
+    fn send_node(&self, node: NodeId, msg: down::Msg) {
+        if let Some(n) = self.nodes.get(&node) {
+            self.send(n.session, msg);
+        }
+    }
+
+    fn holder_address(&self, id: NodeId) -> Option<String> {
+        if id == HEAD_HOLDER {
+            return Some(self.head_address.clone());
+        }
+        self.nodes
+            .get(&id)
+            .filter(|n| n.alive)
+            .map(|n| n.address.clone())
+    }
+
+    // ----- sessions and nodes -----
+
+    pub fn open_session(&mut self, tx: DownTx, hello: &v1::Hello) -> Result<Welcome, Error> {
+        let session = self.next_session;
+        self.next_session += 1;
+        let (node, job) = if hello.worker {
+            let total = ferray_proto::resources_from(hello.resources.clone())?;
+            if hello.object_address.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "a worker must announce its object server's address".into(),
+                ));
+            }
+            let id = NodeId(self.next_node);
+            self.next_node += 1;
+            self.sched.add_node(id, total.clone());
+            self.nodes.insert(
+                id,
+                NodeEntry {
+                    session,
+                    address: hello.object_address.clone(),
+                    name: hello.name.clone(),
+                    alive: true,
+                    last_seen: Instant::now(),
+                    running: HashSet::new(),
+                    actors: HashSet::new(),
+                    total,
+                },
+            );
+            tracing::info!("{id} joined from {} ({})", hello.object_address, hello.name);
+            (Some(id), None)
+        } else {
+            let job = self.new_job(format!("client {}", hello.name), String::new());
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.state = JobState::Running;
+            }
+            (None, Some(job))
+        };
+        self.sessions.insert(session, Session { tx, node, job });
+        self.pump();
+        Ok(Welcome { session, node, job })
+    }
+
+    /// A session's stream ended: a worker's node is dead, a client's job is over.
+    pub fn close_session(&mut self, session: u64, why: &str) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if let Some(node) = s.node {
+            self.node_died(node, why);
+        }
+        if let Some(job) = s.job {
+            self.finish_job(job, JobState::Succeeded, String::new(), String::new(), false);
+        }
+    }
+
+    pub fn touch(&mut self, session: u64) {
+        if let Some(node) = self.sessions.get(&session).and_then(|s| s.node)
+            && let Some(n) = self.nodes.get_mut(&node)
+        {
+            n.last_seen = Instant::now();
+        }
+    }
+
+    /// Nodes silent for longer than `timeout` are declared dead.
+    pub fn check_heartbeats(&mut self, timeout: Duration) {
+        let late: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive && n.last_seen.elapsed() > timeout)
+            .map(|(id, n)| (*id, n.session))
+            .collect();
+        for (id, session) in late {
+            tracing::warn!("{id} sent no heartbeat for {timeout:?}: declared dead");
+            // Dropping its channel ends its stream: the worker learns it.
+            if let Some(s) = self.sessions.remove(&session)
+                && let Some(node) = s.node
+            {
+                self.node_died(
+                    node,
+                    &format!("it sent no heartbeat for {}s", timeout.as_secs_f64()),
+                );
+            }
+        }
+    }
+
+    fn node_died(&mut self, id: NodeId, why: &str) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.alive {
+            return;
+        }
+        node.alive = false;
+        let running: Vec<TaskId> = node.running.drain().collect();
+        let actors: Vec<ActorId> = node.actors.drain().collect();
+        self.sched.remove_node(id);
+        tracing::warn!(
+            "{id} died ({why}): {} running tasks, {} actors",
+            running.len(),
+            actors.len()
+        );
+        let reason = format!("{id} died ({why})");
+        for a in actors {
+            self.actor_lost(a, &reason);
+        }
+        for t in running {
+            self.attempt_lost(t, &reason);
+        }
+        // Objects whose only copy was there are lost; tasks rebuild them on demand.
+        let mut lost_puts = Vec::new();
+        for (oid, o) in self.objects.iter_mut() {
+            if o.holders.remove(&id) && !o.available() && o.producer.is_none() && !o.uploading {
+                lost_puts.push(*oid);
+            }
+        }
+        for oid in lost_puts {
+            self.wake_object(oid);
+        }
+        self.pump();
+    }
+
+    fn attempt_lost(&mut self, t: TaskId, reason: &str) {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        task.held = Resources::default();
+        match &task.kind {
+            Kind::ActorCall { actor, .. } => {
+                let e = Error::ActorDied(format!("{actor}: {reason} during the call"));
+                self.fail_task(t, e);
+            }
+            Kind::Task { options, .. } if !task.cancelled && task.attempts <= options.max_retries => {
+                tracing::info!("{t}: {reason}; retrying (attempt {})", task.attempts + 1);
+                task.state = TState::Queued;
+                self.queue.push_back(Waiter::Task(t));
+            }
+            Kind::Task { .. } => {
+                let e = Error::System(format!("{reason} while it ran, with no retries left"));
+                self.fail_task(t, e);
+            }
+            Kind::Driver { .. } => {
+                task.state = TState::Queued;
+                self.queue.push_back(Waiter::Task(t));
+            }
+        }
+    }
+
+    // ----- jobs -----
+
+    fn new_job(&mut self, entrypoint: String, component: String) -> JobId {
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        self.jobs.insert(
+            id,
+            JobEntry {
+                entrypoint,
+                component,
+                state: JobState::Pending,
+                result: String::new(),
+                error: String::new(),
+                err_value: false,
+                done: 0,
+                total: 0,
+                logs: VecDeque::new(),
+                logs_dropped: 0,
+                start: now_ms(),
+                end: 0,
+                driver: None,
+                tasks: HashSet::new(),
+                actors: HashSet::new(),
+                objects: HashSet::new(),
+            },
+        );
+        id
+    }
+
+    pub fn submit_job(&mut self, req: v1::JobRequest) -> Result<JobId, Error> {
+        let component = ferray_proto::object_id(&req.component)?;
+        let component = ComponentId::from_bytes(*component.as_bytes());
+        if !self.components.contains_key(&component) {
+            return Err(Error::NotFound(format!(
+                "component {} was not uploaded to the head",
+                component.short()
+            )));
+        }
+        let entry = format!("{} {}", req.function, req.args.join(" "));
+        let job = self.new_job(entry.trim().to_string(), component.to_hex());
+        let t = TaskId(self.next_head_task);
+        self.next_head_task += 1;
+        let task = TaskEntry {
+            job,
+            owner: None,
+            kind: Kind::Driver {
+                component,
+                function: req.function,
+                wave_args: req.args,
+            },
+            args: Vec::new(),
+            state: TState::Queued,
+            attempts: 0,
+            held: Resources::default(),
+            cancelled: false,
+            waiters: Vec::new(),
+        };
+        self.tasks.insert(t, task);
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.driver = Some(t);
+            j.tasks.insert(t);
+        }
+        self.queue.push_back(Waiter::Task(t));
+        self.pump();
+        Ok(job)
+    }
+
+    pub fn job_info(&self, id: JobId) -> Option<v1::JobInfo> {
+        self.jobs.get(&id).map(|j| v1::JobInfo {
+            job: id.0,
+            state: j.state.name().to_string(),
+            entrypoint: j.entrypoint.clone(),
+            component: j.component.clone(),
+            result: j.result.clone(),
+            error: j.error.clone(),
+            tasks_done: j.done,
+            tasks_total: j.total,
+            err_value: j.err_value,
+            start_unix_ms: j.start,
+            end_unix_ms: j.end,
+        })
+    }
+
+    /// Log lines from `from` on (counting dropped ones), and the next cursor.
+    pub fn job_logs(&self, id: JobId, from: u64) -> (Vec<String>, u64) {
+        let Some(j) = self.jobs.get(&id) else {
+            return (Vec::new(), from);
+        };
+        let start = from.max(j.logs_dropped);
+        let skip = (start - j.logs_dropped) as usize;
+        let lines: Vec<String> = j.logs.iter().skip(skip).cloned().collect();
+        (lines, j.logs_dropped + j.logs.len() as u64)
+    }
+
+    fn log(&mut self, job: JobId, label: &str, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines() {
+            j.logs.push_back(format!("({label}) {line}"));
+            if j.logs.len() > MAX_JOB_LOG_LINES {
+                j.logs.pop_front();
+                j.logs_dropped += 1;
+            }
+        }
+    }
+
+    pub fn stop_job(&mut self, id: JobId) -> Result<(), Error> {
+        let j = self
+            .jobs
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("no {id}")))?;
+        if !j.state.finished() {
+            self.finish_job(
+                id,
+                JobState::Stopped,
+                String::new(),
+                "stopped by the user".into(),
+                false,
+            );
+        }
+        Ok(())
+    }
+
+    /// A job ends: its tasks are cancelled, its actors killed, its objects
+    /// freed on every node (unless another job refers to them).
+    fn finish_job(&mut self, id: JobId, state: JobState, result: String, error: String, err_value: bool) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if j.state.finished() {
+            return;
+        }
+        j.state = state;
+        j.result = result;
+        j.error = error;
+        j.err_value = err_value;
+        j.end = now_ms();
+        let tasks: Vec<TaskId> = j.tasks.drain().collect();
+        let actors: Vec<ActorId> = j.actors.drain().collect();
+        let objects: Vec<ObjectId> = j.objects.drain().collect();
+        tracing::info!("{id} {}", state.name());
+        for a in actors {
+            let _ = self.kill_actor(a, "its job ended");
+        }
+        for t in tasks {
+            if let Some(task) = self.tasks.remove(&t) {
+                match task.state {
+                    TState::Running(node) => {
+                        self.sched.release(node, &task.held);
+                        if let Some(n) = self.nodes.get_mut(&node) {
+                            n.running.remove(&t);
+                        }
+                        self.send_node(node, down::Msg::Cancel(v1::CancelTask { task: t.0 }));
+                    }
+                    TState::Waiting | TState::Queued => {
+                        if let Some(owner) = task.owner {
+                            let e = Error::Cancelled(format!("its {id} ended"));
+                            self.send(
+                                owner,
+                                down::Msg::Resolved(v1::Resolved {
+                                    task: t.0,
+                                    result: Some(v1::resolved::Result::Err(
+                                        ferray_proto::error_to(&e),
+                                    )),
+                                }),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+                self.record_history(t, &task);
+            }
+        }
+        let mut frees: HashMap<NodeId, Vec<ObjectId>> = HashMap::new();
+        for oid in objects {
+            let gone = match self.objects.get_mut(&oid) {
+                Some(o) => {
+                    o.jobs.remove(&id);
+                    o.jobs.is_empty() && !o.pinned
+                }
+                None => false,
+            };
+            if gone && let Some(o) = self.objects.remove(&oid) {
+                for h in o.holders {
+                    frees.entry(h).or_default().push(oid);
+                }
+            }
+        }
+        for (node, ids) in frees {
+            if node == HEAD_HOLDER {
+                if let Some(store) = &self.head_store {
+                    for id in &ids {
+                        store.decref(id);
+                    }
+                }
+                continue;
+            }
+            self.send_node(
+                node,
+                down::Msg::Free(v1::Free {
+                    ids: ids.iter().map(id_bytes).collect(),
+                }),
+            );
+        }
+        self.pump();
+    }
+
+    fn record_history(&mut self, t: TaskId, task: &TaskEntry) {
+        let node = match task.state {
+            TState::Running(n) => n.0,
+            _ => 0,
+        };
+        self.history.push_back(v1::TaskInfo {
+            id: t.0,
+            job: task.job.0,
+            function: task.name(),
+            state: task.state_name().to_string(),
+            node,
+            attempts: task.attempts,
+        });
+        if self.history.len() > MAX_HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    // ----- objects -----
+
+    /// A put: a worker holds it, or a client sent it inline or is pushing it.
+    pub fn put(&mut self, session: u64, p: v1::PutObject) -> Result<(), Error> {
+        let id = ferray_proto::object_id(&p.id)?;
+        let node = self.sessions.get(&session).and_then(|s| s.node);
+        let job = JobId(p.job);
+        let o = self.objects.entry(id).or_default();
+        o.size = p.size;
+        if let Some(b) = p.inline {
+            if b.len() > INLINE_MAX || !id.matches(&b) {
+                return Err(Error::Corrupt { id: id.to_hex() });
+            }
+            o.inline = Some(b);
+        } else if let Some(n) = node {
+            o.holders.insert(n);
+        } else if p.uploading && !o.available() {
+            o.uploading = true;
+        }
+        if self.jobs.get(&job).is_some_and(|j| !j.state.finished()) {
+            o.jobs.insert(job);
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.objects.insert(id);
+            }
+        } else if p.job == 0 {
+            o.pinned = true;
+        }
+        Ok(())
+    }
+
+    /// The head's store received a pushed object.
+    pub fn pushed(&mut self, id: ObjectId, size: u64, pin: bool) {
+        let o = self.objects.entry(id).or_default();
+        o.size = size;
+        o.holders.insert(HEAD_HOLDER);
+        o.uploading = false;
+        if pin || o.jobs.is_empty() {
+            o.pinned = true;
+        }
+        self.wake_object(id);
+        self.pump();
+    }
+
+    pub fn located(&mut self, session: u64, id: ObjectId) {
+        let Some(node) = self.sessions.get(&session).and_then(|s| s.node) else {
+            return;
+        };
+        match self.objects.get_mut(&id) {
+            Some(o) => {
+                o.holders.insert(node);
+            }
+            // Freed meanwhile: the node drops its copy.
+            None => self.send_node(
+                node,
+                down::Msg::Free(v1::Free {
+                    ids: vec![id_bytes(&id)],
+                }),
+            ),
+        }
+    }
+
+    fn loc(&self, id: &ObjectId) -> Option<v1::ObjectLoc> {
+        let o = self.objects.get(id)?;
+        Some(v1::ObjectLoc {
+            id: id_bytes(id),
+            size: o.size,
+            inline: o.inline.clone(),
+            holders: o
+                .holders
+                .iter()
+                .filter_map(|h| self.holder_address(*h))
+                .collect(),
+        })
+    }
+
+    /// Where an object is now; `Ok(None)`: not yet (being made or rebuilt).
+    pub fn locate(&mut self, id: ObjectId) -> Result<Option<v1::ObjectLoc>, Error> {
+        let Some(o) = self.objects.get(&id) else {
+            return Err(Error::NotFound(format!(
+                "object {} is not in the cluster (never made, or freed)",
+                id.short()
+            )));
+        };
+        if o.available() {
+            return Ok(self.loc(&id));
+        }
+        if o.uploading {
+            return Ok(None);
+        }
+        match o.producer {
+            Some(t) => {
+                self.rebuild(t);
+                self.pump();
+                Ok(None)
+            }
+            None => Err(lost_put(&id)),
+        }
+    }
+
+    /// Re-run the task that made a lost object (lineage).
+    fn rebuild(&mut self, t: TaskId) {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        if matches!(task.state, TState::Done(_)) {
+            tracing::info!("{t}: its result was lost; re-running it (lineage)");
+            task.state = TState::Waiting;
+            self.try_ready(Waiter::Task(t));
+        }
+    }
+
+    fn wake_object(&mut self, id: ObjectId) {
+        let ws = match self.objects.get_mut(&id) {
+            Some(o) => std::mem::take(&mut o.waiters),
+            None => return,
+        };
+        for w in ws {
+            self.try_ready(w);
+        }
+    }
+
+    // ----- tasks -----
+
+    fn check_args(&self, args: &[v1::Arg]) -> Result<Vec<ArgSpec>, Error> {
+        use v1::arg::Kind as A;
+        args.iter()
+            .map(|a| match &a.kind {
+                Some(A::Value(b)) => Ok(ArgSpec::Value(b.clone())),
+                Some(A::Task(t)) => Ok(ArgSpec::Task(TaskId(*t))),
+                Some(A::Object(o)) => Ok(ArgSpec::Object(ferray_proto::object_id(o)?)),
+                None => Err(Error::InvalidArgument("an argument without a kind".into())),
+            })
+            .collect()
+    }
+
+    fn component_of(&self, bytes: &[u8]) -> Result<ComponentId, Error> {
+        let id = ferray_proto::object_id(bytes)?;
+        let c = ComponentId::from_bytes(*id.as_bytes());
+        if !self.components.contains_key(&c) {
+            return Err(Error::NotFound(format!(
+                "component {} was not uploaded to the head",
+                c.short()
+            )));
+        }
+        Ok(c)
+    }
+
+    fn live_job(&self, job: u64) -> Result<JobId, Error> {
+        let id = JobId(job);
+        match self.jobs.get(&id) {
+            Some(j) if !j.state.finished() => Ok(id),
+            Some(_) => Err(Error::Cancelled(format!("{id} has ended"))),
+            None => Err(Error::NotFound(format!("no {id}"))),
+        }
+    }
+
+    pub fn submit(&mut self, session: u64, s: v1::Submit) {
+        let t = TaskId(s.task);
+        let made = (|| {
+            let job = self.live_job(s.job)?;
+            let component = self.component_of(&s.component)?;
+            let options = ferray_proto::task_options_from(s.options)?;
+            let args = self.check_args(&s.args)?;
+            if self.tasks.contains_key(&t) {
+                return Err(Error::InvalidArgument(format!("{t} was submitted twice")));
+            }
+            Ok((job, component, options, args))
+        })();
+        let (job, component, options, args) = match made {
+            Ok(v) => v,
+            Err(e) => return self.reply_err(session, t, e),
+        };
+        self.tasks.insert(
+            t,
+            TaskEntry {
+                job,
+                owner: Some(session),
+                kind: Kind::Task {
+                    component,
+                    function: s.function,
+                    options,
+                },
+                args,
+                state: TState::Waiting,
+                attempts: 0,
+                held: Resources::default(),
+                cancelled: false,
+                waiters: Vec::new(),
+            },
+        );
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.tasks.insert(t);
+            j.total += 1;
+        }
+        self.try_ready(Waiter::Task(t));
+        self.pump();
+    }
+
+    fn reply_err(&self, session: u64, t: TaskId, e: Error) {
+        self.send(
+            session,
+            down::Msg::Resolved(v1::Resolved {
+                task: t.0,
+                result: Some(v1::resolved::Result::Err(ferray_proto::error_to(&e))),
+            }),
+        );
+    }
+
+    /// What an argument is now.
+    fn arg_state(&mut self, a: &ArgSpec) -> ArgNow {
+        match a {
+            ArgSpec::Value(_) => ArgNow::Ready,
+            ArgSpec::Task(t) => {
+                let Some(task) = self.tasks.get(t) else {
+                    return ArgNow::Failed(Error::TaskFailed(format!(
+                        "its argument {t} is not a task of a live job"
+                    )));
+                };
+                match &task.state {
+                    TState::Done(oid) => {
+                        let oid = *oid;
+                        match self.objects.get(&oid) {
+                            Some(o) if o.available() => ArgNow::Ready,
+                            Some(_) => {
+                                self.rebuild(*t);
+                                ArgNow::Pending(Dep::Task(*t))
+                            }
+                            None => ArgNow::Failed(Error::ObjectLost(format!(
+                                "the result of {t} was freed"
+                            ))),
+                        }
+                    }
+                    TState::Failed(e) => {
+                        ArgNow::Failed(Error::TaskFailed(format!("its argument {t} failed: {e}")))
+                    }
+                    _ => ArgNow::Pending(Dep::Task(*t)),
+                }
+            }
+            ArgSpec::Object(oid) => match self.objects.get(oid) {
+                Some(o) if o.available() => ArgNow::Ready,
+                Some(o) if o.uploading => ArgNow::Pending(Dep::Object(*oid)),
+                Some(o) => match o.producer {
+                    Some(t) => {
+                        self.rebuild(t);
+                        ArgNow::Pending(Dep::Task(t))
+                    }
+                    None => ArgNow::Failed(lost_put(oid)),
+                },
+                None => ArgNow::Failed(Error::ObjectLost(format!(
+                    "object {} is not in the cluster (never made, or freed)",
+                    oid.short()
+                ))),
+            },
+        }
+    }
+
+    /// Re-check a waiter's arguments: queue it when all are ready, fail it
+    /// when one failed, else wait on the first pending one.
+    fn try_ready(&mut self, w: Waiter) {
+        let args = match w {
+            Waiter::Task(t) => match self.tasks.get(&t) {
+                Some(task) if matches!(task.state, TState::Waiting) => task.args.clone(),
+                _ => return,
+            },
+            Waiter::Actor(a) => match self.actors.get(&a) {
+                Some(actor) if matches!(actor.state, AState::Pending) && !actor.queued => {
+                    actor.args.clone()
+                }
+                _ => return,
+            },
+        };
+        for a in &args {
+            match self.arg_state(a) {
+                ArgNow::Ready => {}
+                ArgNow::Failed(e) => {
+                    match w {
+                        Waiter::Task(t) => self.fail_task(t, e),
+                        Waiter::Actor(a) => self.actor_dead(a, Error::ActorDied(format!(
+                            "{a} could not start: {e}"
+                        ))),
+                    }
+                    return;
+                }
+                ArgNow::Pending(dep) => {
+                    match dep {
+                        Dep::Task(d) => {
+                            if let Some(dt) = self.tasks.get_mut(&d) {
+                                if !dt.waiters.contains(&w) {
+                                    dt.waiters.push(w);
+                                }
+                            }
+                        }
+                        Dep::Object(o) => {
+                            if let Some(obj) = self.objects.get_mut(&o)
+                                && !obj.waiters.contains(&w)
+                            {
+                                obj.waiters.push(w);
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        match w {
+            Waiter::Task(t) => {
+                let Some(task) = self.tasks.get_mut(&t) else {
+                    return;
+                };
+                if let Kind::ActorCall { actor, .. } = task.kind {
+                    // Ready calls are sent in submission order by the actor.
+                    task.state = TState::Queued;
+                    self.flush_actor(actor);
+                } else {
+                    task.state = TState::Queued;
+                    self.queue.push_back(w);
+                }
+            }
+            Waiter::Actor(a) => {
+                if let Some(actor) = self.actors.get_mut(&a) {
+                    actor.queued = true;
+                }
+                self.queue.push_back(w);
+            }
+        }
+    }
+
+    fn wake_task(&mut self, t: TaskId) {
+        let ws = match self.tasks.get_mut(&t) {
+            Some(task) => std::mem::take(&mut task.waiters),
+            None => return,
+        };
+        for w in ws {
+            self.try_ready(w);
+        }
+    }
+
+    fn fail_task(&mut self, t: TaskId, e: Error) {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        task.state = TState::Failed(e.clone());
+        let (owner, job) = (task.owner, task.job);
+        let driver = matches!(task.kind, Kind::Driver { .. });
+        if let Some(j) = self.jobs.get_mut(&job)
+            && !driver
+        {
+            j.done += 1;
+        }
+        if let Some(o) = owner {
+            self.reply_err(o, t, e.clone());
+        }
+        if driver {
+            self.finish_job(job, JobState::Failed, String::new(), e.to_string(), false);
+            return;
+        }
+        self.wake_task(t);
+    }
+
+    /// An attempt ended on `node`.
+    pub fn done(&mut self, session: u64, d: v1::Done) {
+        let t = TaskId(d.task);
+        let Some(node) = self.sessions.get(&session).and_then(|s| s.node) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        if !matches!(task.state, TState::Running(n) if n == node) || d.attempt != task.attempts {
+            return; // a stale attempt
+        }
+        let held = std::mem::take(&mut task.held);
+        self.sched.release(node, &held);
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.running.remove(&t);
+        }
+        let job = task.job;
+        let label = format!("{t} {node}");
+        self.log(job, &label, &d.stdout);
+        self.log(job, &label, &d.stderr);
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        let retry_on = |task: &TaskEntry, e: Option<&Error>| match &task.kind {
+            Kind::Task { options, .. } => {
+                !task.cancelled
+                    && task.attempts <= options.max_retries
+                    && match e {
+                        Some(e) => {
+                            e.is_system() || (options.retry_exceptions && e.is_application())
+                        }
+                        None => options.retry_exceptions,
+                    }
+            }
+            _ => false,
+        };
+        match d.result {
+            Some(v1::done::Result::Ok(loc)) => {
+                if d.err_value && retry_on(task, None) {
+                    task.state = TState::Queued;
+                    self.queue.push_back(Waiter::Task(t));
+                    self.pump();
+                    return;
+                }
+                let oid = match ferray_proto::object_id(&loc.id) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.fail_task(t, Error::System(format!("{node} sent a bad result: {e}")));
+                        self.pump();
+                        return;
+                    }
+                };
+                task.state = TState::Done(oid);
+                let driver = matches!(task.kind, Kind::Driver { .. });
+                let owner = task.owner;
+                let o = self.objects.entry(oid).or_default();
+                o.size = loc.size;
+                o.holders.insert(node);
+                if o.producer.is_none() {
+                    o.producer = Some(t);
+                }
+                if let Some(b) = loc.inline
+                    && b.len() <= INLINE_MAX
+                    && oid.matches(&b)
+                {
+                    o.inline = Some(b);
+                }
+                o.jobs.insert(job);
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.objects.insert(oid);
+                    if !driver {
+                        j.done += 1;
+                    }
+                }
+                if let Some(owner) = owner
+                    && let Some(loc) = self.loc(&oid)
+                {
+                    self.send(
+                        owner,
+                        down::Msg::Resolved(v1::Resolved {
+                            task: t.0,
+                            result: Some(v1::resolved::Result::Ok(loc)),
+                        }),
+                    );
+                }
+                self.wake_object(oid);
+                self.wake_task(t);
+                if driver {
+                    let state = if d.err_value {
+                        JobState::Failed
+                    } else {
+                        JobState::Succeeded
+                    };
+                    self.finish_job(job, state, d.wave, String::new(), d.err_value);
+                }
+            }
+            Some(v1::done::Result::Err(e)) => {
+                let e = ferray_proto::error_from(Some(e));
+                if retry_on(task, Some(&e)) {
+                    tracing::info!("{t} failed on {node} ({e}); retrying");
+                    task.state = TState::Queued;
+                    self.queue.push_back(Waiter::Task(t));
+                } else {
+                    self.fail_task(t, e);
+                }
+            }
+            None => self.fail_task(t, Error::System(format!("{node} sent an empty result"))),
+        }
+        self.pump();
+    }
+
+    pub fn cancel(&mut self, t: TaskId) {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        task.cancelled = true;
+        match task.state {
+            TState::Waiting | TState::Queued => {
+                self.fail_task(t, Error::Cancelled(format!("{t} was cancelled")));
+            }
+            TState::Running(node) => {
+                self.send_node(node, down::Msg::Cancel(v1::CancelTask { task: t.0 }));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn blocked(&mut self, session: u64, b: v1::Blocked) {
+        let t = TaskId(b.task);
+        let Some(node) = self.sessions.get(&session).and_then(|s| s.node) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        if !matches!(task.state, TState::Running(n) if n == node) {
+            return;
+        }
+        let cpus = task_demand(&task.kind).cpus_only();
+        if b.blocked {
+            if task.held.num_cpus() > 0.0 {
+                task.held = task.held.without_cpus();
+                self.sched.release(node, &cpus);
+                self.pump();
+            }
+        } else if task.held.num_cpus() == 0.0
+            && cpus.num_cpus() > 0.0
+            && self.sched.try_take(node, &cpus)
+        {
+            // Without room, the task runs on without counting its CPUs
+            // (the node's own admission still holds the line).
+            task.held = task_demand(&task.kind);
+        }
+    }
+
+    // ----- scheduling -----
+
+    /// Place what waits for a node, as far as resources allow.
+    pub fn pump(&mut self) {
+        let mut keep = VecDeque::new();
+        let mut full: Vec<Resources> = Vec::new();
+        while let Some(w) = self.queue.pop_front() {
+            let (demand, strategy, args) = match w {
+                Waiter::Task(t) => match self.tasks.get(&t) {
+                    Some(task) if matches!(task.state, TState::Queued) => match &task.kind {
+                        Kind::Task { options, .. } => {
+                            (options.resources.clone(), options.strategy, task.args.clone())
+                        }
+                        Kind::Driver { .. } => (Resources::default(), Strategy::Default, vec![]),
+                        Kind::ActorCall { .. } => continue,
+                    },
+                    _ => continue,
+                },
+                Waiter::Actor(a) => match self.actors.get(&a) {
+                    Some(actor) if matches!(actor.state, AState::Pending) => (
+                        actor.options.resources.clone(),
+                        actor.options.strategy,
+                        actor.args.clone(),
+                    ),
+                    _ => continue,
+                },
+            };
+            if matches!(strategy, Strategy::Default) && full.contains(&demand) {
+                keep.push_back(w);
+                continue;
+            }
+            let locality = self.locality(&args);
+            match self.sched.place(&demand, strategy, &locality) {
+                Placement::Node(node) => match w {
+                    Waiter::Task(t) => self.dispatch(t, node, demand),
+                    Waiter::Actor(a) => self.start_actor(a, node),
+                },
+                Placement::Wait => {
+                    if matches!(strategy, Strategy::Default) {
+                        full.push(demand);
+                    }
+                    keep.push_back(w);
+                }
+                Placement::Infeasible(why) => {
+                    let e = Error::Infeasible(format!(
+                        "it asks for {} and {why}",
+                        describe(&demand)
+                    ));
+                    match w {
+                        Waiter::Task(t) => self.fail_task(t, e),
+                        Waiter::Actor(a) => self.actor_dead(a, e),
+                    }
+                }
+            }
+        }
+        self.queue = keep;
+    }
+
+    fn locality(&self, args: &[ArgSpec]) -> Vec<(NodeId, u64)> {
+        let mut bytes: HashMap<NodeId, u64> = HashMap::new();
+        for a in args {
+            let oid = match a {
+                ArgSpec::Object(o) => Some(*o),
+                ArgSpec::Task(t) => match self.tasks.get(t).map(|t| &t.state) {
+                    Some(TState::Done(o)) => Some(*o),
+                    _ => None,
+                },
+                ArgSpec::Value(_) => None,
+            };
+            if let Some(o) = oid.and_then(|o| self.objects.get(&o))
+                && o.inline.is_none()
+            {
+                for h in &o.holders {
+                    *bytes.entry(*h).or_default() += o.size;
+                }
+            }
+        }
+        bytes.into_iter().collect()
+    }
+
+    fn resolve_args(&self, args: &[ArgSpec]) -> Vec<v1::ResolvedArg> {
+        use v1::resolved_arg::Kind as R;
+        args.iter()
+            .map(|a| {
+                let oid = match a {
+                    ArgSpec::Value(b) => {
+                        return v1::ResolvedArg {
+                            kind: Some(R::Value(b.clone())),
+                        };
+                    }
+                    ArgSpec::Object(o) => Some(*o),
+                    ArgSpec::Task(t) => match self.tasks.get(t).map(|t| &t.state) {
+                        Some(TState::Done(o)) => Some(*o),
+                        _ => None,
+                    },
+                };
+                let loc = oid.and_then(|o| self.loc(&o)).unwrap_or_default();
+                v1::ResolvedArg {
+                    kind: Some(R::Object(loc)),
+                }
+            })
+            .collect()
+    }
+
+    fn dispatch(&mut self, t: TaskId, node: NodeId, demand: Resources) {
+        let Some(task) = self.tasks.get(&t) else {
+            self.sched.release(node, &demand);
+            return;
+        };
+        let args = self.resolve_args(&task.args);
+        let attempt = task.attempts + 1;
+        let assign = match &task.kind {
+            Kind::Task {
+                component,
+                function,
+                options,
+            } => v1::Assign {
+                task: t.0,
+                job: task.job.0,
+                attempt,
+                component: Bytes::copy_from_slice(component.as_bytes()),
+                function: function.clone(),
+                args,
+                options: Some(ferray_proto::task_options_to(options)),
+                driver: false,
+                wave_args: vec![],
+            },
+            Kind::Driver {
+                component,
+                function,
+                wave_args,
+            } => v1::Assign {
+                task: t.0,
+                job: task.job.0,
+                attempt,
+                component: Bytes::copy_from_slice(component.as_bytes()),
+                function: function.clone(),
+                args: vec![],
+                options: Some(ferray_proto::task_options_to(&TaskOptions {
+                    resources: Resources::default(),
+                    max_retries: 0,
+                    ..TaskOptions::default()
+                })),
+                driver: true,
+                wave_args: wave_args.clone(),
+            },
+            Kind::ActorCall { .. } => return,
+        };
+        let job = task.job;
+        if let Some(task) = self.tasks.get_mut(&t) {
+            task.state = TState::Running(node);
+            task.attempts = attempt;
+            task.held = demand;
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.running.insert(t);
+        }
+        if let Some(j) = self.jobs.get_mut(&job)
+            && j.state == JobState::Pending
+        {
+            j.state = JobState::Running;
+        }
+        self.send_node(node, down::Msg::Assign(assign));
+    }
+
+    // ----- actors -----
+
+    pub fn create_actor(&mut self, session: u64, c: v1::CreateActor) {
+        let a = ActorId(c.actor);
+        let made = (|| {
+            let job = self.live_job(c.job)?;
+            let component = self.component_of(&c.component)?;
+            let options = ferray_proto::actor_options_from(c.options)?;
+            let args = self.check_args(&c.args)?;
+            if self.actors.contains_key(&a) {
+                return Err(Error::InvalidArgument(format!("{a} was created twice")));
+            }
+            Ok((job, component, options, args))
+        })();
+        let (job, component, options, args) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("session {session}: {a} not created: {e}");
+                // Remembered as dead so that calls fail with the reason.
+                self.actors.insert(
+                    a,
+                    ActorEntry {
+                        job: JobId(c.job),
+                        component: ComponentId::of(&[]),
+                        class: c.class,
+                        args: vec![],
+                        options: ActorOptions::default(),
+                        state: AState::Dead(Error::ActorDied(format!("{a} was not created: {e}"))),
+                        incarnation: 0,
+                        restarts: 0,
+                        next_seq: 0,
+                        calls: VecDeque::new(),
+                        queued: false,
+                    },
+                );
+                return;
+            }
+        };
+        self.actors.insert(
+            a,
+            ActorEntry {
+                job,
+                component,
+                class: c.class,
+                args,
+                options,
+                state: AState::Pending,
+                incarnation: 0,
+                restarts: 0,
+                next_seq: 0,
+                calls: VecDeque::new(),
+                queued: false,
+            },
+        );
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.actors.insert(a);
+        }
+        self.try_ready(Waiter::Actor(a));
+        self.pump();
+    }
+
+    fn start_actor(&mut self, a: ActorId, node: NodeId) {
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        let args = self.resolve_args(&actor.args);
+        let msg = v1::StartActor {
+            actor: a.0,
+            job: actor.job.0,
+            incarnation: actor.incarnation,
+            component: Bytes::copy_from_slice(actor.component.as_bytes()),
+            class: actor.class.clone(),
+            args,
+            options: Some(ferray_proto::actor_options_to(&ActorOptions {
+                // Crashes restart on the node; node losses here.
+                max_restarts: actor.options.max_restarts.saturating_sub(actor.restarts),
+                ..actor.options.clone()
+            })),
+        };
+        if let Some(actor) = self.actors.get_mut(&a) {
+            actor.state = AState::Alive(node);
+            actor.queued = false;
+            actor.next_seq = 0;
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.actors.insert(a);
+        }
+        tracing::info!("{a} placed on {node}");
+        self.send_node(node, down::Msg::StartActor(msg));
+        self.flush_actor(a);
+    }
+
+    pub fn call_actor(&mut self, session: u64, c: v1::CallActor) {
+        let t = TaskId(c.task);
+        let a = ActorId(c.actor);
+        let args = match self.check_args(&c.args) {
+            Ok(a) => a,
+            Err(e) => return self.reply_err(session, t, e),
+        };
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return self.reply_err(
+                session,
+                t,
+                Error::NotFound(format!("no {a} in the cluster")),
+            );
+        };
+        if let AState::Dead(e) = &actor.state {
+            let e = e.clone();
+            return self.reply_err(session, t, e);
+        }
+        actor.calls.push_back(t);
+        let job = actor.job;
+        self.tasks.insert(
+            t,
+            TaskEntry {
+                job,
+                owner: Some(session),
+                kind: Kind::ActorCall {
+                    actor: a,
+                    method: c.method,
+                },
+                args,
+                state: TState::Waiting,
+                attempts: 0,
+                held: Resources::default(),
+                cancelled: false,
+                waiters: Vec::new(),
+            },
+        );
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.tasks.insert(t);
+            j.total += 1;
+        }
+        self.try_ready(Waiter::Task(t));
+    }
+
+    /// Send the actor's ready calls, in submission order, while it is alive.
+    fn flush_actor(&mut self, a: ActorId) {
+        loop {
+            let Some(actor) = self.actors.get(&a) else {
+                return;
+            };
+            let AState::Alive(node) = actor.state else {
+                return;
+            };
+            let Some(&t) = actor.calls.front() else {
+                return;
+            };
+            let ready = match self.tasks.get(&t) {
+                Some(task) => match task.state {
+                    TState::Queued => true,
+                    TState::Waiting => false,
+                    _ => {
+                        // Failed (or gone) before it was sent.
+                        if let Some(actor) = self.actors.get_mut(&a) {
+                            actor.calls.pop_front();
+                        }
+                        continue;
+                    }
+                },
+                None => {
+                    if let Some(actor) = self.actors.get_mut(&a) {
+                        actor.calls.pop_front();
+                    }
+                    continue;
+                }
+            };
+            if !ready {
+                return;
+            }
+            let (args, method, attempt) = match self.tasks.get(&t) {
+                Some(task) => (
+                    self.resolve_args(&task.args),
+                    match &task.kind {
+                        Kind::ActorCall { method, .. } => method.clone(),
+                        _ => String::new(),
+                    },
+                    task.attempts + 1,
+                ),
+                None => continue,
+            };
+            let Some(actor) = self.actors.get_mut(&a) else {
+                return;
+            };
+            actor.calls.pop_front();
+            let seq = actor.next_seq;
+            actor.next_seq += 1;
+            let incarnation = actor.incarnation;
+            if let Some(task) = self.tasks.get_mut(&t) {
+                task.state = TState::Running(node);
+                task.attempts = attempt;
+            }
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.running.insert(t);
+            }
+            self.send_node(
+                node,
+                down::Msg::ActorCall(v1::ActorCall {
+                    task: t.0,
+                    actor: a.0,
+                    incarnation,
+                    seq,
+                    method,
+                    args,
+                }),
+            );
+        }
+    }
+
+    /// The actor's node died: restart it elsewhere, or it is dead.
+    fn actor_lost(&mut self, a: ActorId, reason: &str) {
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return;
+        };
+        if actor.restarts < actor.options.max_restarts {
+            actor.restarts += 1;
+            actor.incarnation += 1;
+            actor.state = AState::Pending;
+            actor.queued = false;
+            tracing::info!(
+                "{a}: {reason}; restarting elsewhere ({}/{})",
+                actor.restarts,
+                actor.options.max_restarts
+            );
+            self.try_ready(Waiter::Actor(a));
+        } else {
+            let e = Error::ActorDied(format!(
+                "{a}: {reason} (no restarts left, max_restarts = {})",
+                actor.options.max_restarts
+            ));
+            self.actor_dead(a, e);
+        }
+    }
+
+    fn actor_dead(&mut self, a: ActorId, e: Error) {
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return;
+        };
+        let was = std::mem::replace(&mut actor.state, AState::Dead(e.clone()));
+        let calls: Vec<TaskId> = actor.calls.drain(..).collect();
+        let demand = actor.options.resources.clone();
+        if let AState::Alive(node) = was {
+            self.sched.release(node, &demand);
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.actors.remove(&a);
+            }
+        }
+        for t in calls {
+            self.fail_task(t, e.clone());
+        }
+    }
+
+    pub fn actor_died_on_node(&mut self, session: u64, d: v1::ActorDied) {
+        let a = ActorId(d.actor);
+        let node = self.sessions.get(&session).and_then(|s| s.node);
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        if actor.incarnation != d.incarnation
+            || !matches!(actor.state, AState::Alive(n) if Some(n) == node)
+        {
+            return;
+        }
+        self.actor_dead(a, ferray_proto::error_from(d.error));
+        self.pump();
+    }
+
+    pub fn kill_actor(&mut self, a: ActorId, why: &str) -> Result<(), Error> {
+        let actor = self
+            .actors
+            .get(&a)
+            .ok_or_else(|| Error::NotFound(format!("no {a} in the cluster")))?;
+        if let AState::Alive(node) = actor.state {
+            self.send_node(node, down::Msg::StopActor(v1::StopActor { actor: a.0 }));
+        }
+        self.actor_dead(a, Error::ActorDied(format!("{a} was killed ({why})")));
+        self.pump();
+        Ok(())
+    }
+
+    // ----- views -----
+
+    pub fn cluster_state(&self, what: &str) -> v1::ClusterState {
+        let mut out = v1::ClusterState {
+            head_version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        };
+        let mut nodes: Vec<_> = self.nodes.iter().collect();
+        nodes.sort_by_key(|(id, _)| **id);
+        for (id, n) in nodes {
+            if !n.alive && what != "nodes" {
+                continue;
+            }
+            out.nodes.push(v1::NodeInfo {
+                id: id.0,
+                address: n.address.clone(),
+                name: n.name.clone(),
+                state: if n.alive { "ALIVE" } else { "DEAD" }.into(),
+                total: Some(ferray_proto::resources_to(&n.total)),
+                available: self.sched.free(*id).map(ferray_proto::resources_to),
+                running: n.running.len() as u64,
+            });
+        }
+        for task in self.tasks.values() {
+            *out.task_states
+                .entry(task.state_name().to_string())
+                .or_default() += 1;
+        }
+        if what == "tasks" {
+            out.tasks.extend(self.history.iter().cloned());
+            let mut live: Vec<_> = self.tasks.iter().collect();
+            live.sort_by_key(|(id, _)| **id);
+            for (id, task) in live {
+                let node = match task.state {
+                    TState::Running(n) => n.0,
+                    TState::Done(o) => self
+                        .objects
+                        .get(&o)
+                        .and_then(|o| o.holders.iter().find(|h| **h != HEAD_HOLDER))
+                        .map_or(0, |n| n.0),
+                    _ => 0,
+                };
+                out.tasks.push(v1::TaskInfo {
+                    id: id.0,
+                    job: task.job.0,
+                    function: task.name(),
+                    state: task.state_name().to_string(),
+                    node,
+                    attempts: task.attempts,
+                });
+            }
+        }
+        if what == "actors" {
+            let mut actors: Vec<_> = self.actors.iter().collect();
+            actors.sort_by_key(|(id, _)| **id);
+            for (id, a) in actors {
+                let (state, node) = match &a.state {
+                    AState::Pending => ("PENDING", 0),
+                    AState::Alive(n) => ("ALIVE", n.0),
+                    AState::Dead(_) => ("DEAD", 0),
+                };
+                out.actors.push(v1::ActorInfo {
+                    id: id.0,
+                    job: a.job.0,
+                    class: a.class.clone(),
+                    state: state.into(),
+                    node,
+                    restarts: a.restarts,
+                });
+            }
+        }
+        if what == "objects" {
+            let mut objs: Vec<_> = self.objects.iter().collect();
+            objs.sort_by_key(|(id, _)| **id);
+            for (id, o) in objs {
+                out.objects.push(v1::ObjectInfo {
+                    id: id.to_hex(),
+                    size: o.size,
+                    nodes: o.holders.iter().map(|h| h.0).collect(),
+                    inline: o.inline.is_some(),
+                    made_by: match o.producer {
+                        Some(t) => t.to_string(),
+                        None => "put".into(),
+                    },
+                });
+            }
+        }
+        if what == "jobs" || what.is_empty() {
+            let mut jobs: Vec<_> = self.jobs.keys().copied().collect();
+            jobs.sort();
+            out.jobs = jobs.into_iter().filter_map(|j| self.job_info(j)).collect();
+        }
+        out
+    }
+}
+
+enum Dep {
+    Task(TaskId),
+    Object(ObjectId),
+}
+
+enum ArgNow {
+    Ready,
+    Pending(Dep),
+    Failed(Error),
+}
+
+fn lost_put(id: &ObjectId) -> Error {
+    Error::ObjectLost(format!(
+        "object {} was made by put and every copy of it is gone (its node died); \
+         put objects cannot be rebuilt",
+        id.short()
+    ))
+}
+
+fn task_demand(kind: &Kind) -> Resources {
+    match kind {
+        Kind::Task { options, .. } => options.resources.clone(),
+        _ => Resources::default(),
+    }
+}
+
+fn describe(r: &Resources) -> String {
+    let mut parts = vec![format!("{} CPUs", r.num_cpus())];
+    if r.num_gpus() > 0.0 {
+        parts.push(format!("{} GPUs", r.num_gpus()));
+    }
+    if r.memory() > 0 {
+        parts.push(format!("{} bytes of memory", r.memory()));
+    }
+    for (k, v) in r.custom() {
+        parts.push(format!("{v} {k}"));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,470 @@
+//! ferray's cluster protocol: the gRPC services generated from
+//! `proto/ferray.proto` (tonic, prost, compiled by protox), the cluster token
+//! check every server runs before any handler, message size limits, chunked
+//! transfer of objects and components, and conversions between the protocol's
+//! messages and `ferray_core` types. The only crate that knows protobuf.
+
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferray_core::{ActorOptions, Error, ObjectId, Resources, Strategy, TaskOptions};
+use futures::{Stream, StreamExt};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod v1 {
+    tonic::include_proto!("ferray.v1");
+}
+
+pub use tonic;
+
+/// The protocol a worker and a client announce; the head refuses others.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest message any server or client of the cluster accepts.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Objects and components travel in chunks of this size.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Objects up to this size travel inline in protocol messages.
+pub const INLINE_MAX: usize = 64 << 10;
+/// The largest object or component a transfer accepts.
+pub const MAX_OBJECT_BYTES: u64 = 64 << 30;
+/// How long a connection attempt may take before "unreachable".
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The cluster's shared secret.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// A token from text (surrounding whitespace is ignored).
+    pub fn new(text: &str) -> Result<Token, Error> {
+        let t = text.trim();
+        if t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Error::InvalidArgument(
+                "a cluster token is printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Token(t.to_string()))
+    }
+
+    /// A fresh random token (256 bits, hex).
+    pub fn generate() -> Result<Token, Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| Error::System(format!("no randomness for a cluster token: {e}")))?;
+        Ok(Token(hex_encode(&seed)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn header(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// Constant-time comparison with what a caller sent.
+    fn admits(&self, sent: &[u8]) -> bool {
+        let want = self.header();
+        let want = want.as_bytes();
+        if sent.len() != want.len() {
+            return false;
+        }
+        sent.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The server side: refuses a call without the cluster token before any
+/// handler runs.
+#[derive(Clone, Debug)]
+pub struct CheckToken(pub Token);
+
+impl Interceptor for CheckToken {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        match req.metadata().get("authorization") {
+            Some(v) if self.0.admits(v.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated(
+                "wrong cluster token (use --token or FERRAY_TOKEN with the head's token)",
+            )),
+            None => Err(Status::unauthenticated(
+                "no cluster token (use --token or FERRAY_TOKEN with the head's token)",
+            )),
+        }
+    }
+}
+
+/// The client side: adds the cluster token to every call.
+#[derive(Clone, Debug)]
+pub struct AddToken(pub Token);
+
+impl Interceptor for AddToken {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let v = self
+            .0
+            .header()
+            .parse()
+            .map_err(|_| Status::internal("the cluster token is not a valid header"))?;
+        req.metadata_mut().insert("authorization", v);
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, AddToken>;
+pub type HeadClient = v1::head_client::HeadClient<Authed>;
+pub type ObjectsClient = v1::objects_client::ObjectsClient<Authed>;
+
+/// The `http://` URI of `host:port` (a bare address gets the scheme).
+pub fn uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// A channel to `addr`, connected now: an unreachable address is an error
+/// within [`CONNECT_TIMEOUT`].
+pub async fn connect(addr: &str) -> Result<Channel, Error> {
+    let ep = Endpoint::from_shared(uri(addr))
+        .map_err(|e| Error::InvalidArgument(format!("`{addr}` is not an address: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20));
+    match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), ep.connect()).await {
+        Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(e)) => Err(Error::System(format!(
+            "cannot reach {addr}: {}",
+            source_chain(&e)
+        ))),
+        Err(_) => Err(Error::System(format!(
+            "cannot reach {addr}: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs() + 1
+        ))),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+pub fn head_client(ch: Channel, token: &Token) -> HeadClient {
+    v1::head_client::HeadClient::with_interceptor(ch, AddToken(token.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
+    v1::objects_client::ObjectsClient::with_interceptor(ch, AddToken(token.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A server of `Head` behind the token check, with the message limits.
+pub fn head_server<T: v1::head_server::Head>(
+    svc: T,
+    token: &Token,
+) -> InterceptedService<v1::head_server::HeadServer<T>, CheckToken> {
+    InterceptedService::new(
+        v1::head_server::HeadServer::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken(token.clone()),
+    )
+}
+
+/// A server of `Objects` behind the token check, with the message limits.
+pub fn objects_server<T: v1::objects_server::Objects>(
+    svc: T,
+    token: &Token,
+) -> InterceptedService<v1::objects_server::ObjectsServer<T>, CheckToken> {
+    InterceptedService::new(
+        v1::objects_server::ObjectsServer::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken(token.clone()),
+    )
+}
+
+// ----- errors -----
+
+/// A gRPC status as ferray's error: refused credentials and unreachable
+/// peers keep their meaning; everything else is a fault of the system.
+pub fn from_status(what: &str, s: Status) -> Error {
+    use tonic::Code;
+    match s.code() {
+        Code::Unauthenticated => Error::InvalidArgument(format!(
+            "{what}: the cluster refused the credentials: {}",
+            s.message()
+        )),
+        Code::NotFound => Error::NotFound(format!("{what}: {}", s.message())),
+        Code::InvalidArgument => Error::InvalidArgument(format!("{what}: {}", s.message())),
+        Code::FailedPrecondition => Error::InvalidArgument(format!("{what}: {}", s.message())),
+        Code::DataLoss => Error::Corrupt {
+            id: s.message().to_string(),
+        },
+        Code::Unavailable => Error::System(format!("{what}: unreachable: {}", s.message())),
+        _ => Error::System(format!("{what}: {}", s.message())),
+    }
+}
+
+/// Ferray's error as a gRPC status (for unary replies).
+pub fn to_status(e: &Error) -> Status {
+    use tonic::Code;
+    let code = match e {
+        Error::NotFound(_) => Code::NotFound,
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::Corrupt { .. } => Code::DataLoss,
+        Error::Infeasible(_) => Code::ResourceExhausted,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+pub fn error_to(e: &Error) -> v1::Error {
+    v1::Error {
+        kind: e.kind().to_string(),
+        message: e.message(),
+    }
+}
+
+pub fn error_from(e: Option<v1::Error>) -> Error {
+    match e {
+        Some(e) => Error::from_kind(&e.kind, e.message),
+        None => Error::System("a peer sent an error without a kind".into()),
+    }
+}
+
+// ----- ids -----
+
+pub fn object_id(bytes: &[u8]) -> Result<ObjectId, Error> {
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+        Error::InvalidArgument(format!("an object id is 32 bytes, got {}", bytes.len()))
+    })?;
+    Ok(ObjectId::from_bytes(arr))
+}
+
+pub fn id_bytes(id: &ObjectId) -> Bytes {
+    Bytes::copy_from_slice(id.as_bytes())
+}
+
+/// An object id from hex text.
+pub fn parse_object_id(s: &str) -> Result<ObjectId, Error> {
+    ObjectId::from_str(s.trim_start_matches("obj-"))
+        .map_err(|_| Error::InvalidArgument(format!("`{s}` is not an object id (64 hex digits)")))
+}
+
+// ----- resources and options -----
+
+pub fn resources_to(r: &Resources) -> v1::Resources {
+    v1::Resources {
+        cpus: r.num_cpus(),
+        gpus: r.num_gpus(),
+        memory: r.memory(),
+        custom: r.custom().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+pub fn resources_from(r: Option<v1::Resources>) -> Result<Resources, Error> {
+    let r = r.unwrap_or_default();
+    let mut out = Resources::default()
+        .with_cpus(r.cpus)?
+        .with_gpus(r.gpus)?
+        .with_memory(r.memory);
+    for (k, v) in &r.custom {
+        out = out.with_custom(k, *v)?;
+    }
+    Ok(out)
+}
+
+fn strategy_to(s: Strategy) -> Option<v1::Strategy> {
+    use v1::strategy::Kind;
+    let kind = match s {
+        Strategy::Default => return None,
+        Strategy::Spread => Kind::Spread(true),
+        Strategy::Node { node, soft } => Kind::Node(v1::NodeAffinity { node, soft }),
+    };
+    Some(v1::Strategy { kind: Some(kind) })
+}
+
+fn strategy_from(s: Option<v1::Strategy>) -> Strategy {
+    use v1::strategy::Kind;
+    match s.and_then(|s| s.kind) {
+        None | Some(Kind::Spread(false)) => Strategy::Default,
+        Some(Kind::Spread(true)) => Strategy::Spread,
+        Some(Kind::Node(n)) => Strategy::Node {
+            node: n.node,
+            soft: n.soft,
+        },
+    }
+}
+
+fn ms(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+pub fn task_options_to(o: &TaskOptions) -> v1::TaskOptions {
+    v1::TaskOptions {
+        resources: Some(resources_to(&o.resources)),
+        max_retries: o.max_retries,
+        retry_exceptions: o.retry_exceptions,
+        timeout_ms: ms(o.timeout),
+        fuel: o.fuel,
+        strategy: strategy_to(o.strategy),
+    }
+}
+
+pub fn task_options_from(o: Option<v1::TaskOptions>) -> Result<TaskOptions, Error> {
+    let o = o.unwrap_or_default();
+    Ok(TaskOptions {
+        resources: resources_from(o.resources)?,
+        max_retries: o.max_retries,
+        retry_exceptions: o.retry_exceptions,
+        timeout: o.timeout_ms.map(Duration::from_millis),
+        fuel: o.fuel,
+        strategy: strategy_from(o.strategy),
+    })
+}
+
+pub fn actor_options_to(o: &ActorOptions) -> v1::ActorOptions {
+    v1::ActorOptions {
+        resources: Some(resources_to(&o.resources)),
+        max_restarts: o.max_restarts,
+        timeout_ms: ms(o.timeout),
+        fuel: o.fuel,
+        strategy: strategy_to(o.strategy),
+    }
+}
+
+pub fn actor_options_from(o: Option<v1::ActorOptions>) -> Result<ActorOptions, Error> {
+    let o = o.unwrap_or_default();
+    Ok(ActorOptions {
+        resources: resources_from(o.resources)?,
+        max_restarts: o.max_restarts,
+        timeout: o.timeout_ms.map(Duration::from_millis),
+        fuel: o.fuel,
+        strategy: strategy_from(o.strategy),
+    })
+}
+
+// ----- chunked transfers -----
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::Chunk, Status>> + Send + 'static>>;
+
+/// `bytes` as chunks of [`CHUNK_BYTES`] (no copy: each chunk is a slice).
+pub fn chunks(id: ObjectId, bytes: Bytes) -> impl Stream<Item = v1::Chunk> + Send + 'static {
+    let total = bytes.len() as u64;
+    let idb = id_bytes(&id);
+    let n = bytes.len().div_ceil(CHUNK_BYTES).max(1);
+    futures::stream::iter((0..n).map(move |i| {
+        let start = i * CHUNK_BYTES;
+        let end = (start + CHUNK_BYTES).min(bytes.len());
+        v1::Chunk {
+            id: idb.clone(),
+            total,
+            offset: start as u64,
+            data: bytes.slice(start..end),
+        }
+    }))
+}
+
+/// Reassemble a chunked transfer and check it against its id (`expect`, or
+/// the id the chunks name). Out-of-order or overlong chunks, a size past
+/// `max`, and bytes that do not hash to the id are errors; the bytes are
+/// never returned then.
+pub async fn assemble<S>(
+    mut stream: S,
+    expect: Option<ObjectId>,
+    max: u64,
+) -> Result<(ObjectId, Bytes), Error>
+where
+    S: Stream<Item = Result<v1::Chunk, Status>> + Unpin,
+{
+    let mut buf: Option<BytesMut> = None;
+    let mut id: Option<ObjectId> = expect;
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let c = chunk.map_err(|s| from_status("transfer", s))?;
+        let cid = object_id(&c.id)?;
+        match (id, &buf) {
+            (Some(want), _) if want != cid => {
+                return Err(Error::InvalidArgument(format!(
+                    "a chunk of {} arrived for {}",
+                    cid.short(),
+                    want.short()
+                )));
+            }
+            _ => id = Some(cid),
+        }
+        let b = match &mut buf {
+            Some(b) => b,
+            None => {
+                if c.total > max {
+                    return Err(Error::InvalidArgument(format!(
+                        "an object of {} bytes is larger than the limit of {max}",
+                        c.total
+                    )));
+                }
+                total = c.total;
+                buf.insert(BytesMut::with_capacity(total as usize))
+            }
+        };
+        if c.total != total
+            || c.offset != b.len() as u64
+            || b.len() as u64 + c.data.len() as u64 > total
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a chunk at offset {} of {} bytes does not follow {} of {} bytes",
+                c.offset,
+                c.data.len(),
+                b.len(),
+                total
+            )));
+        }
+        b.extend_from_slice(&c.data);
+    }
+    let Some(id) = id else {
+        return Err(Error::InvalidArgument("an empty transfer".into()));
+    };
+    let bytes = buf.map(BytesMut::freeze).unwrap_or_default();
+    if bytes.len() as u64 != total {
+        return Err(Error::System(format!(
+            "the transfer of {} ended after {} of {} bytes",
+            id.short(),
+            bytes.len(),
+            total
+        )));
+    }
+    if !id.matches(&bytes) {
+        return Err(Error::Corrupt { id: id.to_hex() });
+    }
+    Ok((id, bytes))
+}
