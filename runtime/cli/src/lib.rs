@@ -1,6 +1,9 @@
 //! The `ferray` command line: `run` and `inspect` components on the embedded
-//! runtime, and `microbenchmark` it. Errors are one clear line on stderr and a
-//! non-zero exit status.
+//! runtime, start and use a cluster (`start`, `stop`, `submit`, `job`,
+//! `status`, `list`, `put`, `get`), and `microbenchmark` either. Errors are
+//! one clear line on stderr and a non-zero exit status.
+
+mod cluster;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,9 +33,28 @@ enum Command {
         /// The component (.wasm).
         component: PathBuf,
     },
-    /// Measure the embedded runtime, printing `NAME VALUE UNIT` lines with
-    /// Ray's metric names.
+    /// Measure the embedded runtime (or a cluster with --address), printing
+    /// `NAME VALUE UNIT` lines with Ray's metric names.
     Microbenchmark(BenchArgs),
+    /// Start a head (--head) or a worker that joins one (--address), in the
+    /// background unless --block.
+    Start(cluster::StartArgs),
+    /// Stop the ferray nodes started on this machine.
+    Stop,
+    /// Run an exported function of a component as a job's driver on a
+    /// cluster, streaming its logs; prints the result as WAVE text.
+    Submit(cluster::SubmitArgs),
+    /// List, follow, inspect and stop jobs.
+    #[command(subcommand)]
+    Job(cluster::JobCommand),
+    /// The cluster's nodes, resources used/total, and tasks by state.
+    Status(cluster::ConnectArgs),
+    /// List the cluster's nodes, tasks, actors, objects or jobs.
+    List(cluster::ListArgs),
+    /// Store a file's bytes as an object in the cluster; prints its id.
+    Put(cluster::PutArgs),
+    /// Fetch an object's bytes from the cluster.
+    Get(cluster::GetArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,9 +100,12 @@ struct RunArgs {
 
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
-    /// A cluster's head (later); without it the embedded runtime is measured.
+    /// A cluster's head; without it the embedded runtime is measured.
     #[arg(long, value_name = "HOST:PORT")]
     address: Option<String>,
+    /// The cluster token (default: FERRAY_TOKEN, else the head's token file).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
     /// Scale every measurement's length (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -171,7 +196,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_component(args),
         Command::Inspect { component } => inspect(component),
         Command::Microbenchmark(args) => microbenchmark(args),
+        Command::Start(args) => cluster::start(args),
+        Command::Stop => cluster::stop(),
+        Command::Submit(args) => cluster::submit(args),
+        Command::Job(cmd) => cluster::job(cmd),
+        Command::Status(args) => cluster::status(args),
+        Command::List(args) => cluster::list(args),
+        Command::Put(args) => cluster::put(args),
+        Command::Get(args) => cluster::get(args),
     }
+}
+
+/// The head's scheduler placing 1-CPU tasks on 100 simulated 16-CPU nodes
+/// (each placement released again, so the cluster stays half full).
+fn scheduler_placements(scale: f64) -> f64 {
+    use ferray_head::{Placement, Scheduler};
+    let mut s = Scheduler::new();
+    for i in 1..=100 {
+        s.add_node(ferray::NodeId(i), ferray::Resources::cpus(16.0));
+    }
+    let demand = ferray::Resources::cpus(1.0);
+    // Fill half of every node, so that placement has real choices.
+    for _ in 0..800 {
+        let _ = s.place(&demand, ferray::Strategy::Default, &[]);
+    }
+    let secs = 2.0 * scale.max(0.001);
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..1000 {
+            if let Placement::Node(id) = s.place(&demand, ferray::Strategy::Default, &[]) {
+                s.release(id, &demand);
+            }
+        }
+        n += 1000;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 fn read_component(path: &PathBuf) -> Result<Vec<u8>> {
@@ -257,14 +317,22 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
 }
 
 fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
-    if args.address.is_some() {
-        bail!(
-            "--address needs a cluster, which this build does not have yet; run without it to measure the embedded runtime"
-        );
-    }
-    let lines = ferray::bench::run_all(args.scale, args.filter.as_deref(), |line| {
+    let target = match &args.address {
+        Some(a) => ferray::bench::Target::Cluster {
+            address: a.clone(),
+            token: args.token.clone(),
+        },
+        None => ferray::bench::Target::Embedded,
+    };
+    let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut lines = ferray::bench::run_all(&target, args.scale, args.filter.as_deref(), |line| {
         println!("{line}")
     })?;
+    if wanted("scheduler_placements_100_nodes") {
+        let rate = scheduler_placements(args.scale);
+        println!("{}", ferray::bench::line("scheduler_placements_100_nodes", rate, "per_second"));
+        lines += 1;
+    }
     if lines == 0 {
         bail!("no metric matches the filter");
     }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{ComponentInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec};
+use ferray_host::{ComponentInfo, FuncInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cluster::session::Session;
 use crate::objects::ObjectRef;
 use crate::output::{OutputLine, OutputMode, OutputSink};
 use crate::runtime::{RtInner, Settings, TaskCounts};
@@ -85,6 +86,7 @@ pub struct RuntimeBuilder {
     worker_threads: Option<usize>,
     max_output_bytes: Option<usize>,
     max_instances: Option<u32>,
+    token: Option<String>,
 }
 
 impl RuntimeBuilder {
@@ -191,6 +193,54 @@ impl RuntimeBuilder {
 
     pub async fn build(self) -> Result<Runtime, Error> {
         self.build_sync()
+    }
+
+    /// The cluster token for [`RuntimeBuilder::connect`] (default:
+    /// `$FERRAY_TOKEN`, else the head's token file on this machine).
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Connect to a cluster's head (`ray.init(address=...)`): tasks, actors
+    /// and objects then live on the cluster; the API works as it does
+    /// locally. The connection is this process's job; its objects and
+    /// actors go when the runtime is dropped.
+    pub async fn connect(self, address: &str) -> Result<Runtime, Error> {
+        let token = crate::cluster::find_token(self.token.as_deref())?;
+        let rt = self.num_cpus(0.0).num_gpus(0.0).build_sync()?;
+        let inner = rt.inner().clone();
+        let exec = rt.handle();
+        let hello = ferray_proto::v1::Hello {
+            protocol: ferray_proto::PROTOCOL_VERSION,
+            worker: false,
+            resources: None,
+            object_address: String::new(),
+            name: format!("pid {}", std::process::id()),
+        };
+        let addr = address.to_string();
+        let store = inner.store.clone();
+        let (session, mut down) = exec
+            .spawn(async move { Session::open(&addr, token, hello, store).await })
+            .await
+            .map_err(|e| Error::System(format!("connecting failed: {e}")))??;
+        inner.attach(session.clone())?;
+        let address = address.to_string();
+        exec.spawn(async move {
+            let why = loop {
+                match down.message().await {
+                    Ok(Some(ferray_proto::v1::Down {
+                        msg: Some(ferray_proto::v1::down::Msg::Resolved(r)),
+                    })) => session.resolved(r),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break format!("the head at {address} closed the connection"),
+                    Err(s) => break format!("lost the connection to the head at {address}: {}", s.message()),
+                }
+            };
+            tracing::warn!("{why}");
+            session.lose(why);
+        });
+        Ok(rt)
     }
 
     /// Build without an async context (the command line uses this).
@@ -303,8 +353,26 @@ impl Runtime {
         RuntimeBuilder::default()
     }
 
-    fn inner(&self) -> &Arc<RtInner> {
+    pub(crate) fn inner(&self) -> &Arc<RtInner> {
         &self.shared.inner
+    }
+
+    /// Connect to a cluster's head with the defaults (see
+    /// [`RuntimeBuilder::connect`]).
+    pub async fn connect(address: &str) -> Result<Runtime, Error> {
+        Self::builder().connect(address).await
+    }
+
+    /// Whether this runtime is connected to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner().session().is_some()
+    }
+
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        match &self.shared.exec {
+            Some(exec) => exec.handle().clone(),
+            None => self.inner().exec.clone(),
+        }
     }
 
     /// Load a component from a file. Content addressed: loading the same
@@ -320,10 +388,18 @@ impl Runtime {
     /// Load a component from its bytes.
     pub async fn load_bytes(&self, bytes: &[u8]) -> Result<Component, Error> {
         let inner = self.inner().clone();
-        let bytes = bytes.to_vec();
-        let loaded = tokio::task::spawn_blocking(move || inner.host.load(&bytes))
+        let bytes = Bytes::copy_from_slice(bytes);
+        let b = bytes.clone();
+        let loaded = tokio::task::spawn_blocking(move || inner.host.load(&b))
             .await
             .map_err(|e| Error::System(format!("loading failed: {e}")))??;
+        if let Some(s) = self.inner().session().cloned() {
+            let id = loaded.id;
+            self.handle()
+                .spawn(async move { s.upload(id, bytes).await })
+                .await
+                .map_err(|e| Error::System(format!("uploading failed: {e}")))??;
+        }
         Ok(Component {
             rt: self.clone(),
             loaded,
@@ -332,6 +408,9 @@ impl Runtime {
 
     /// Load without an async context.
     pub fn load_bytes_sync(&self, bytes: &[u8]) -> Result<Component, Error> {
+        if self.is_cluster() {
+            return self.block_on(self.load_bytes(bytes));
+        }
         let loaded = self.inner().host.load(bytes)?;
         Ok(Component {
             rt: self.clone(),
@@ -496,6 +575,28 @@ impl Component {
     /// the result comes back as WAVE text (the command line's path).
     pub async fn call_wave(&self, function: &str, args: &[String]) -> Result<String, Error> {
         let func = self.loaded.info.function(function)?.clone();
+        let bytes = encode_wave_args(&func, args)?;
+        let r = self.task(function).arg_encoded(bytes).submit()?;
+        let out = self.rt.get_encoded(&r).await?;
+        wave_result(&func, &out)
+    }
+
+    /// Whether `function`'s result is `err(..)` in `encoded` (for exit codes).
+    pub fn is_err_result(&self, function: &str, encoded_wave: &str) -> bool {
+        matches!(
+            self.loaded
+                .info
+                .function(function)
+                .map(|f| f.results.as_slice()),
+            Ok([ferray_host::Type::Result(_)])
+        ) && encoded_wave.starts_with("err")
+    }
+}
+
+/// Arguments in WAVE text, typed by `func`'s signature, in the canonical
+/// encoding.
+pub(crate) fn encode_wave_args(func: &FuncInfo, args: &[String]) -> Result<Vec<u8>, Error> {
+    {
         if args.len() != func.params.len() {
             return Err(Error::InvalidArgument(format!(
                 "`{}` takes {} argument(s), got {}: expected `{}`",
@@ -516,11 +617,15 @@ impl Component {
             })?);
         }
         let tys = func.param_types();
-        let bytes = codec::encode_all(&vals, &tys)
-            .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))?;
-        let r = self.task(function).arg_encoded(bytes).submit()?;
-        let out = self.rt.get_encoded(&r).await?;
-        let results = codec::decode_all(&func.results, &out)
+        codec::encode_all(&vals, &tys)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))
+    }
+}
+
+/// A result in the canonical encoding as WAVE text.
+pub(crate) fn wave_result(func: &FuncInfo, out: &[u8]) -> Result<String, Error> {
+    {
+        let results = codec::decode_all(&func.results, out)
             .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
         let texts = results
             .iter()
@@ -532,17 +637,6 @@ impl Component {
             1 => texts.into_iter().next().unwrap_or_default(),
             _ => texts.join(" "),
         })
-    }
-
-    /// Whether `function`'s result is `err(..)` in `encoded` (for exit codes).
-    pub fn is_err_result(&self, function: &str, encoded_wave: &str) -> bool {
-        matches!(
-            self.loaded
-                .info
-                .function(function)
-                .map(|f| f.results.as_slice()),
-            Ok([ferray_host::Type::Result(_)])
-        ) && encoded_wave.starts_with("err")
     }
 }
 

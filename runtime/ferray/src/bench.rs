@@ -1,5 +1,6 @@
 //! `ferray microbenchmark`: Ray's microbenchmark, measured on the embedded
-//! runtime, printing `NAME VALUE UNIT` lines with Ray's metric names.
+//! runtime or against a cluster, printing `NAME VALUE UNIT` lines with Ray's
+//! metric names (plus object transfer and raw TCP on loopback).
 //!
 //! The tasks and the actor are a tiny component written in WebAssembly text
 //! (no WASI, no allocation), so the figures measure ferray's own overhead:
@@ -62,7 +63,38 @@ where
     Ok(calls as f64 * per_call / start.elapsed().as_secs_f64())
 }
 
-fn line(name: &str, value: f64, unit: &str) -> String {
+/// What to measure.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A runtime in this process.
+    Embedded,
+    /// The cluster whose head is at `address`.
+    Cluster {
+        address: String,
+        token: Option<String>,
+    },
+}
+
+impl Target {
+    fn runtime(&self) -> Result<Runtime, Error> {
+        let b = Runtime::builder()
+            .output(OutputMode::Discard)
+            .cache_dir(None);
+        match self {
+            Target::Embedded => b.build_sync(),
+            Target::Cluster { address, token } => {
+                let b = match token {
+                    Some(t) => b.token(t),
+                    None => b,
+                };
+                futures::executor::block_on(b.connect(address))
+            }
+        }
+    }
+}
+
+/// One output line, `NAME VALUE UNIT`.
+pub fn line(name: &str, value: f64, unit: &str) -> String {
     if value >= 100.0 {
         format!("{name} {value:.0} {unit}")
     } else {
@@ -73,15 +105,31 @@ fn line(name: &str, value: f64, unit: &str) -> String {
 /// Run every metric whose name contains `filter`, about `2 * scale` seconds
 /// each, printing lines through `print` as they come; returns how many ran.
 pub fn run_all(
+    target: &Target,
     scale: f64,
     filter: Option<&str>,
     mut print: impl FnMut(String),
 ) -> Result<usize, Error> {
-    let rt = Runtime::builder()
-        .output(OutputMode::Discard)
-        .cache_dir(None)
-        .build_sync()?;
+    let rt = target.runtime()?;
     let comp = rt.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
+    // More drivers for multi_client_tasks_async: separate connections to a
+    // cluster, or more submitters on the embedded runtime.
+    let clients: Vec<(Runtime, crate::Component)> = if filter
+        .is_none_or(|f| "multi_client_tasks_async".contains(f))
+    {
+        (0..4)
+            .map(|_| {
+                let r = match target {
+                    Target::Embedded => rt.clone(),
+                    Target::Cluster { .. } => target.runtime()?,
+                };
+                let c = r.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
+                Ok((r, c))
+            })
+            .collect::<Result<_, Error>>()?
+    } else {
+        Vec::new()
+    };
     let secs = 2.0 * scale.max(0.001);
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let rt2 = rt.clone();
@@ -110,6 +158,23 @@ pub fn run_all(
             })
             .await?;
             emit("single_client_tasks_async", v, "per_second");
+        }
+        if wanted("multi_client_tasks_async") {
+            let n = clients.len() as f64;
+            let v = timeit(secs, 1000.0 * n, || async {
+                let runs = clients.iter().map(|(rt, comp)| async move {
+                    let refs = (0..1000)
+                        .map(|_| comp.call("small-value", ()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rt.get_all::<u32>(&refs).await.map(|_| ())
+                });
+                for r in futures::future::join_all(runs).await {
+                    r?;
+                }
+                Ok(())
+            })
+            .await?;
+            emit("multi_client_tasks_async", v, "per_second");
         }
         let actor = comp.actor("counter", (0i64,)).spawn().await?;
         if wanted("1_1_actor_calls_sync") {
@@ -203,6 +268,17 @@ pub fn run_all(
             })
             .await?;
             emit("single_client_tasks_and_get_batch", v, "per_second");
+        }
+        if wanted("object_transfer_gigabytes") || wanted("tcp_loopback_gigabytes") {
+            let size = 256 << 20;
+            if wanted("tcp_loopback_gigabytes") {
+                let v = crate::cluster::tcp_loopback_gbps(size, secs).await?;
+                emit("tcp_loopback_gigabytes", v, "gigabytes_per_second");
+            }
+            if wanted("object_transfer_gigabytes") {
+                let v = crate::cluster::transfer_gbps(size, secs).await?;
+                emit("object_transfer_gigabytes", v, "gigabytes_per_second");
+            }
         }
         actor.kill()?;
         Ok::<usize, Error>(count)

@@ -24,6 +24,7 @@
 
 mod api;
 pub mod bench;
+pub mod cluster;
 mod objects;
 mod output;
 mod runtime;
@@ -34,8 +35,8 @@ pub use api::{
     default_cache_dir,
 };
 pub use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, ObjectId, Resources, TaskId, TaskOptions,
-    parse_duration, parse_size,
+    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,
+    TaskId, TaskOptions, parse_duration, parse_size,
 };
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
 pub use ferray_host::{ComponentInfo, FuncInfo, HostStats, Inspection};

@@ -32,7 +32,11 @@ impl fmt::Display for RefName {
 #[derive(Clone)]
 pub(crate) enum SlotState {
     Pending,
+    /// In this node's store, with one count held by the reference.
     Ready(ObjectId),
+    /// Ready on the cluster: the bytes are fetched from a holder when needed
+    /// (the reference holds no count here).
+    Remote(ObjectId),
     Failed(Error),
 }
 
@@ -95,9 +99,31 @@ impl ObjectRef {
     /// The content id once the value is ready.
     pub fn content_id(&self) -> Option<ObjectId> {
         match &*self.0.state.lock() {
-            SlotState::Ready(id) => Some(*id),
+            SlotState::Ready(id) | SlotState::Remote(id) => Some(*id),
             _ => None,
         }
+    }
+
+    /// A reference to an object that lives elsewhere in the cluster.
+    pub(crate) fn remote(id: ObjectId, store: Arc<ObjectStore>) -> Self {
+        Self(Arc::new(Inner {
+            name: RefName::Put(id),
+            state: Mutex::new(SlotState::Remote(id)),
+            notify: Notify::new(),
+            store,
+        }))
+    }
+
+    /// Resolve with an object held elsewhere in the cluster (no count here).
+    pub(crate) fn resolve_remote(&self, id: ObjectId) {
+        {
+            let mut s = self.0.state.lock();
+            if !matches!(*s, SlotState::Pending) {
+                return;
+            }
+            *s = SlotState::Remote(id);
+        }
+        self.0.notify.notify_waiters();
     }
 
     pub fn is_ready(&self) -> bool {
@@ -141,7 +167,7 @@ impl ObjectRef {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match &*self.0.state.lock() {
-                SlotState::Ready(id) => return Ok(*id),
+                SlotState::Ready(id) | SlotState::Remote(id) => return Ok(*id),
                 SlotState::Failed(e) => return Err(e.clone()),
                 SlotState::Pending => {}
             }

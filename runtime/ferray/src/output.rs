@@ -1,8 +1,10 @@
 //! Where guests' stdout and stderr go: each line prefixed with the task or
 //! actor that wrote it, as Ray prefixes worker output with its pid.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -37,6 +39,10 @@ pub enum OutputMode {
 pub(crate) struct OutputSink {
     mode: OutputMode,
     kept: Arc<Mutex<Vec<OutputLine>>>,
+    /// A cluster worker: output is kept per source until its result goes
+    /// to the head, which adds it to the job's logs.
+    buffered: Arc<AtomicBool>,
+    by_source: Arc<Mutex<HashMap<String, (Vec<u8>, Vec<u8>)>>>,
 }
 
 impl OutputSink {
@@ -44,11 +50,34 @@ impl OutputSink {
         Self {
             mode,
             kept: Arc::default(),
+            buffered: Arc::default(),
+            by_source: Arc::default(),
         }
+    }
+
+    pub(crate) fn set_buffered(&self) {
+        self.buffered.store(true, Ordering::Relaxed);
+    }
+
+    /// The output a source wrote since it was last taken (stdout, stderr).
+    pub(crate) fn take_source(&self, source: &str) -> (Vec<u8>, Vec<u8>) {
+        self.by_source.lock().remove(source).unwrap_or_default()
     }
 
     pub(crate) fn emit(&self, source: &str, stream: Stream, bytes: &[u8]) {
         if bytes.is_empty() || matches!(self.mode, OutputMode::Discard) {
+            return;
+        }
+        if self.buffered.load(Ordering::Relaxed) {
+            let mut map = self.by_source.lock();
+            let entry = map.entry(source.to_string()).or_default();
+            let buf = match stream {
+                Stream::Stdout => &mut entry.0,
+                Stream::Stderr => &mut entry.1,
+            };
+            // Bounded as the host bounds a guest's output.
+            let room = (1usize << 20).saturating_sub(buf.len());
+            buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
             return;
         }
         let text = String::from_utf8_lossy(bytes);

@@ -3,7 +3,7 @@
 //! the embedding API and the command line.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
+use crate::cluster::session::Session;
 use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputSink, Stream};
 use crate::sched::{Admission, Lease};
@@ -33,7 +34,12 @@ pub(crate) struct Settings {
 pub struct TaskCtx {
     label: Arc<str>,
     lease: Option<Arc<Lease>>,
+    /// On a cluster: the job and the task (as the head knows them), else 0.
+    job: u64,
+    task: u64,
 }
+
+type OnDeath = Box<dyn FnOnce(String) + Send>;
 
 struct ActorEntry {
     tx: mpsc::UnboundedSender<ActorCall>,
@@ -95,6 +101,9 @@ pub struct RtInner {
     /// Local mode: top-level tasks run one at a time, in submission order.
     lane: Option<mpsc::UnboundedSender<BoxFuture<'static, ()>>>,
     counters: Counters,
+    /// A worker or a connected client: tasks, actors and puts go through
+    /// the cluster's head.
+    cluster: OnceLock<Arc<Session>>,
 }
 
 /// Fails a result that was never resolved (the task was dropped).
@@ -137,7 +146,38 @@ impl RtInner {
             actors: DashMap::new(),
             lane,
             counters: Counters::default(),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Join a cluster session (once).
+    pub(crate) fn attach(&self, session: Arc<Session>) -> Result<(), Error> {
+        if session.node.is_some() {
+            self.output.set_buffered();
+        }
+        self.cluster
+            .set(session)
+            .map_err(|_| Error::InvalidArgument("this runtime is already in a cluster".into()))
+    }
+
+    pub(crate) fn session(&self) -> Option<&Arc<Session>> {
+        self.cluster.get()
+    }
+
+    /// Output a task or actor wrote since it was last taken (a worker's).
+    pub(crate) fn take_output_of(&self, label: &str) -> (Vec<u8>, Vec<u8>) {
+        self.output.take_source(label)
+    }
+
+    /// An object's bytes: from this node's store, else from a holder.
+    pub(crate) async fn object_bytes(&self, id: &ObjectId) -> Result<Bytes, Error> {
+        match self.store.get(id) {
+            Ok(b) => Ok(b),
+            Err(e) => match self.cluster.get() {
+                Some(s) => s.fetch(*id).await,
+                None => Err(e),
+            },
+        }
     }
 
     fn arc(&self) -> Option<Arc<RtInner>> {
@@ -169,6 +209,9 @@ impl RtInner {
     }
 
     pub(crate) fn put(&self, bytes: Bytes) -> ObjectRef {
+        if let Some(s) = self.cluster.get() {
+            return s.put(s.job, bytes);
+        }
         let id = self.store.put(bytes);
         ObjectRef::ready(id, self.store.clone())
     }
@@ -182,6 +225,10 @@ impl RtInner {
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
+        if let Some(s) = self.cluster.get() {
+            comp.info.function(function)?;
+            return s.submit(s.job, comp.id, function, args, &options);
+        }
         let (result, fut) = self.prepare(comp, function, args, options)?;
         match &self.lane {
             Some(lane) => {
@@ -240,7 +287,7 @@ impl RtInner {
         options: TaskOptions,
         result: ObjectRef,
     ) {
-        match self.execute(id, &comp, &func, args, &options).await {
+        match self.execute(id, &comp, &func, args, &options, 0).await {
             Ok(bytes) => {
                 self.counters.finished.fetch_add(1, Ordering::Relaxed);
                 result.resolve(self.store.put(Bytes::from(bytes)));
@@ -253,13 +300,16 @@ impl RtInner {
         }
     }
 
-    async fn execute(
+    /// Run a task: its arguments fetched, its resources admitted, attempts
+    /// within `max_retries`. `job` names a cluster's job (else 0).
+    pub(crate) async fn execute(
         self: &Arc<Self>,
         id: TaskId,
         comp: &Arc<Loaded<RtInner>>,
         func: &FuncInfo,
         args: Vec<Arg<ObjectRef>>,
         options: &TaskOptions,
+        job: u64,
     ) -> Result<Vec<u8>, Error> {
         let args = self.resolve_args(args).await?;
         let lease = if self.settings.local_mode {
@@ -270,7 +320,13 @@ impl RtInner {
             ))
         };
         let label: Arc<str> = Arc::from(id.to_string());
-        let ctx = TaskCtx { label, lease };
+        let task = if self.cluster.get().is_some() { id.0 } else { 0 };
+        let ctx = TaskCtx {
+            label,
+            lease,
+            job,
+            task,
+        };
         let limits = Limits {
             memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
             timeout: options.timeout.or(self.settings.default_timeout),
@@ -325,7 +381,7 @@ impl RtInner {
                     let id = r.ready_id().await.map_err(|e| {
                         Error::TaskFailed(format!("its argument {} failed: {e}", r.name()))
                     })?;
-                    out.extend_from_slice(&self.store.get(&id)?);
+                    out.extend_from_slice(&self.object_bytes(&id).await?);
                 }
             }
         }
@@ -344,6 +400,9 @@ impl RtInner {
     }
 
     pub(crate) fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
+        if let Some(s) = self.cluster.get() {
+            return s.cancel(r);
+        }
         match r.name() {
             crate::RefName::Task(id) => {
                 if let Some(n) = self.tasks.get(&id) {
@@ -398,7 +457,7 @@ impl RtInner {
 
     pub(crate) async fn get_bytes(&self, r: &ObjectRef) -> Result<Bytes, Error> {
         let id = r.ready_id().await?;
-        self.store.get(&id)
+        self.object_bytes(&id).await
     }
 
     // ----- actors -----
@@ -410,9 +469,30 @@ impl RtInner {
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
+        if let Some(s) = self.cluster.get() {
+            comp.info.class(class)?;
+            return s.create_actor(s.job, comp.id, class, args, &options);
+        }
+        let id = ActorId(self.next_id());
+        self.create_actor_with_id(id, comp, class, args, options, 0, None)?;
+        Ok(id)
+    }
+
+    /// Start an actor on this node under a given id (a cluster's worker
+    /// uses the head's id); `on_death` hears why it died for good.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_actor_with_id(
+        self: &Arc<Self>,
+        id: ActorId,
+        comp: Arc<Loaded<RtInner>>,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: ActorOptions,
+        job: u64,
+        on_death: Option<OnDeath>,
+    ) -> Result<(), Error> {
         let class = comp.info.class(class)?.clone();
         self.admission.check_feasible(&options.resources)?;
-        let id = ActorId(self.next_id());
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
         self.actors.insert(
@@ -428,6 +508,8 @@ impl RtInner {
             rx,
             current: None,
             status,
+            job,
+            on_death,
         };
         let handle = self
             .exec
@@ -435,10 +517,23 @@ impl RtInner {
         if let Some(entry) = self.actors.get(&id) {
             *entry.abort.lock() = Some(handle.abort_handle());
         }
-        Ok(id)
+        Ok(())
     }
 
     pub(crate) fn call_actor(
+        &self,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error> {
+        if let Some(s) = self.cluster.get() {
+            return s.call_actor(s.job, actor, method, args);
+        }
+        self.call_actor_local(actor, method, args)
+    }
+
+    /// Queue a call in the mailbox of an actor of this node.
+    pub(crate) fn call_actor_local(
         &self,
         actor: ActorId,
         method: String,
@@ -461,6 +556,15 @@ impl RtInner {
     }
 
     pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
+        if let Some(s) = self.cluster.get()
+            && s.node.is_none()
+        {
+            return s.kill_actor(actor);
+        }
+        self.kill_local_actor(actor)
+    }
+
+    fn kill_local_actor(&self, actor: ActorId) -> Result<(), Error> {
         let entry = self
             .actors
             .get(&actor)
@@ -474,7 +578,7 @@ impl RtInner {
 }
 
 /// `result<_, _>` results encode `err` as a leading 1.
-fn is_err_result(func: &FuncInfo, bytes: &[u8]) -> bool {
+pub(crate) fn is_err_result(func: &FuncInfo, bytes: &[u8]) -> bool {
     matches!(func.results.as_slice(), [ferray_host::Type::Result(_)]) && bytes.first() == Some(&1)
 }
 
@@ -485,11 +589,18 @@ struct ActorLoop {
     rx: mpsc::UnboundedReceiver<ActorCall>,
     current: Option<ObjectRef>,
     status: Arc<ActorStatus>,
+    job: u64,
+    on_death: Option<OnDeath>,
 }
 
 impl Drop for ActorLoop {
     fn drop(&mut self) {
         let reason = self.status.reason(self.id);
+        if !self.status.killed.load(Ordering::Relaxed)
+            && let Some(f) = self.on_death.take()
+        {
+            f(reason.clone());
+        }
         if let Some(r) = self.current.take() {
             r.fail(Error::ActorDied(reason.clone()));
         }
@@ -523,6 +634,8 @@ impl ActorLoop {
         let ctx = TaskCtx {
             label: label.clone(),
             lease: None,
+            job: self.job,
+            task: 0,
         };
 
         let limits = Limits {
@@ -610,19 +723,29 @@ impl Services for RtInner {
     type Ref = ObjectRef;
     type Ctx = TaskCtx;
 
-    fn put(&self, _ctx: &TaskCtx, bytes: Bytes) -> ObjectRef {
+    fn put(&self, ctx: &TaskCtx, bytes: Bytes) -> ObjectRef {
+        if let Some(s) = self.cluster.get() {
+            return s.put(ctx.job, bytes);
+        }
         RtInner::put(self, bytes)
     }
 
     fn get(&self, ctx: &TaskCtx, r: &ObjectRef) -> BoxFuture<'static, Result<Bytes, Error>> {
-        let (r, ctx, store) = (r.clone(), ctx.clone(), self.store.clone());
+        let (r, ctx) = (r.clone(), ctx.clone());
+        let Some(rt) = self.arc() else {
+            return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
+        };
         Box::pin(async move {
             let id = match r.state() {
-                SlotState::Ready(id) => id,
+                SlotState::Ready(id) => return rt.store.get(&id),
+                SlotState::Remote(id) => id,
                 SlotState::Failed(e) => return Err(e),
-                SlotState::Pending => blocking(&ctx, r.ready_id()).await?,
+                SlotState::Pending => blocking(&rt, &ctx, r.ready_id()).await?,
             };
-            store.get(&id)
+            match rt.store.get(&id) {
+                Ok(b) => Ok(b),
+                Err(_) => blocking(&rt, &ctx, rt.object_bytes(&id)).await,
+            }
         })
     }
 
@@ -634,24 +757,34 @@ impl Services for RtInner {
         timeout: Option<Duration>,
     ) -> BoxFuture<'static, Vec<u32>> {
         let ctx = ctx.clone();
+        let rt = self.arc();
         Box::pin(async move {
-            if refs.iter().filter(|r| r.is_ready()).count() >= num_returns.min(refs.len()) {
-                return RtInner::wait(&refs, num_returns, timeout).await;
+            match rt {
+                Some(rt)
+                    if refs.iter().filter(|r| r.is_ready()).count()
+                        < num_returns.min(refs.len()) =>
+                {
+                    blocking(&rt, &ctx, RtInner::wait(&refs, num_returns, timeout)).await
+                }
+                _ => RtInner::wait(&refs, num_returns, timeout).await,
             }
-            blocking(&ctx, RtInner::wait(&refs, num_returns, timeout)).await
         })
     }
 
     fn submit(
         &self,
-        _ctx: &TaskCtx,
+        ctx: &TaskCtx,
         call: CallRequest<ObjectRef>,
         options: TaskOptions,
     ) -> BoxFuture<'static, Result<ObjectRef, Error>> {
         let Some(rt) = self.arc() else {
             return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
         };
+        let job = ctx.job;
         Box::pin(async move {
+            if let Some(s) = rt.cluster.get() {
+                return s.submit(job, call.component, &call.function, call.args, &options);
+            }
             let comp = rt.component(&call.component)?;
             if rt.settings.local_mode {
                 // Inline: the task runs to completion before `submit` returns.
@@ -669,14 +802,18 @@ impl Services for RtInner {
 
     fn create_actor(
         &self,
-        _ctx: &TaskCtx,
+        ctx: &TaskCtx,
         call: CallRequest<ObjectRef>,
         options: ActorOptions,
     ) -> BoxFuture<'static, Result<ActorId, Error>> {
         let Some(rt) = self.arc() else {
             return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
         };
+        let job = ctx.job;
         Box::pin(async move {
+            if let Some(s) = rt.cluster.get() {
+                return s.create_actor(job, call.component, &call.function, call.args, &options);
+            }
             let comp = rt.component(&call.component)?;
             rt.create_actor(comp, &call.function, call.args, options)
         })
@@ -684,17 +821,23 @@ impl Services for RtInner {
 
     fn call_actor(
         &self,
-        _ctx: &TaskCtx,
+        ctx: &TaskCtx,
         actor: ActorId,
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> BoxFuture<'static, Result<ObjectRef, Error>> {
-        let r = RtInner::call_actor(self, actor, method, args);
+        let r = match self.cluster.get() {
+            Some(s) => s.call_actor(ctx.job, actor, method, args),
+            None => RtInner::call_actor(self, actor, method, args),
+        };
         Box::pin(async move { r })
     }
 
     fn kill_actor(&self, _ctx: &TaskCtx, actor: ActorId) -> Result<(), Error> {
-        RtInner::kill_actor(self, actor)
+        match self.cluster.get() {
+            Some(s) => s.kill_actor(actor),
+            None => RtInner::kill_local_actor(self, actor),
+        }
     }
 
     fn ref_id(&self, r: &ObjectRef) -> String {
@@ -708,12 +851,19 @@ impl Services for RtInner {
 
 /// Run a blocking wait of a task with its CPUs given back meanwhile, so that
 /// tasks waiting on subtasks cannot starve the node (nested tasks on 2 CPUs).
-async fn blocking<T>(ctx: &TaskCtx, fut: impl std::future::Future<Output = T>) -> T {
+async fn blocking<T>(rt: &RtInner, ctx: &TaskCtx, fut: impl std::future::Future<Output = T>) -> T {
     let Some(lease) = &ctx.lease else {
         return fut.await;
     };
+    let session = rt.cluster.get().filter(|_| ctx.task != 0);
     lease.release_cpus();
+    if let Some(s) = session {
+        s.blocked(ctx.task, true);
+    }
     let out = fut.await;
+    if let Some(s) = session {
+        s.blocked(ctx.task, false);
+    }
     lease.reacquire_cpus().await;
     out
 }

@@ -260,6 +260,7 @@ impl v1::head_server::Head for Head {
         req: Request<v1::JobKey>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job = job_key(req.get_ref());
+        let follow = req.get_ref().follow;
         if self.state.lock().job_info(job).is_none() {
             return Err(Status::not_found(format!("no {job}")));
         }
@@ -292,7 +293,7 @@ impl v1::head_server::Head for Head {
                         return;
                     }
                 }
-                if matches!(info.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED") {
+                if !follow || matches!(info.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED") {
                     let _ = tx
                         .send(Ok(v1::JobEvent {
                             event: Some(Event::Finished(info)),

@@ -88,6 +88,8 @@ struct TaskEntry {
     held: Resources,
     cancelled: bool,
     waiters: Vec<Waiter>,
+    /// The node of the latest attempt.
+    ran_on: Option<NodeId>,
 }
 
 impl TaskEntry {
@@ -477,6 +479,7 @@ impl State {
             held: Resources::default(),
             cancelled: false,
             waiters: Vec::new(),
+            ran_on: None,
         };
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -634,10 +637,7 @@ impl State {
     }
 
     fn record_history(&mut self, t: TaskId, task: &TaskEntry) {
-        let node = match task.state {
-            TState::Running(n) => n.0,
-            _ => 0,
-        };
+        let node = task.ran_on.map_or(0, |n| n.0);
         self.history.push_back(v1::TaskInfo {
             id: t.0,
             job: task.job.0,
@@ -839,6 +839,7 @@ impl State {
                 held: Resources::default(),
                 cancelled: false,
                 waiters: Vec::new(),
+                ran_on: None,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -1319,6 +1320,7 @@ impl State {
             task.state = TState::Running(node);
             task.attempts = attempt;
             task.held = demand;
+            task.ran_on = Some(node);
         }
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.insert(t);
@@ -1458,6 +1460,7 @@ impl State {
                 held: Resources::default(),
                 cancelled: false,
                 waiters: Vec::new(),
+                ran_on: None,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -1522,6 +1525,7 @@ impl State {
             if let Some(task) = self.tasks.get_mut(&t) {
                 task.state = TState::Running(node);
                 task.attempts = attempt;
+                task.ran_on = Some(node);
             }
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.running.insert(t);
@@ -1644,15 +1648,7 @@ impl State {
             let mut live: Vec<_> = self.tasks.iter().collect();
             live.sort_by_key(|(id, _)| **id);
             for (id, task) in live {
-                let node = match task.state {
-                    TState::Running(n) => n.0,
-                    TState::Done(o) => self
-                        .objects
-                        .get(&o)
-                        .and_then(|o| o.holders.iter().find(|h| **h != HEAD_HOLDER))
-                        .map_or(0, |n| n.0),
-                    _ => 0,
-                };
+                let node = task.ran_on.map_or(0, |n| n.0);
                 out.tasks.push(v1::TaskInfo {
                     id: id.0,
                     job: task.job.0,

@@ -1,0 +1,223 @@
+//! The runtime's side of a cluster: a worker node ([`run_worker`]), a
+//! connected client ([`crate::Runtime::connect`]), and [`Client`], the
+//! command line's view of a head (jobs, state, objects). The head itself is
+//! `ferray-head`.
+
+mod node;
+mod transfer;
+pub(crate) mod session;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferray_core::{ComponentId, Error, ObjectId};
+pub use ferray_proto::v1;
+pub use ferray_proto::{PROTOCOL_VERSION, Token};
+use ferray_proto::{HeadClient, MAX_OBJECT_BYTES, id_bytes};
+use futures::StreamExt;
+pub use node::{Joined, WorkerConfig, run_worker};
+pub use transfer::{tcp_loopback_gbps, transfer_gbps};
+
+/// Where this machine keeps a cluster's token, logs and process files:
+/// `$FERRAY_HOME`, else `~/.ferray`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FERRAY_HOME") {
+        return PathBuf::from(d);
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".ferray"),
+        None => std::env::temp_dir().join("ferray"),
+    }
+}
+
+/// The file the head writes its token to (readable only by its owner).
+pub fn token_file() -> PathBuf {
+    state_dir().join("token")
+}
+
+/// The cluster token: given, else `$FERRAY_TOKEN`, else the head's token
+/// file on this machine.
+pub fn find_token(given: Option<&str>) -> Result<Token, Error> {
+    if let Some(t) = given {
+        return Token::new(t);
+    }
+    if let Ok(t) = std::env::var("FERRAY_TOKEN") {
+        return Token::new(&t);
+    }
+    let path = token_file();
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Token::new(&t),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "no cluster token: pass --token, set FERRAY_TOKEN, or run on the head's machine (it writes {})",
+            path.display()
+        ))),
+    }
+}
+
+/// A connection to a head for the command line: jobs, the cluster's state,
+/// objects.
+#[derive(Clone, Debug)]
+pub struct Client {
+    address: String,
+    token: Token,
+    head: HeadClient,
+}
+
+fn status(what: &str) -> impl FnOnce(tonic::Status) -> Error + '_ {
+    move |s| ferray_proto::from_status(what, s)
+}
+
+impl Client {
+    /// Connect to the head at `address` (an unreachable one is an error
+    /// within seconds).
+    pub async fn connect(address: &str, token: Token) -> Result<Client, Error> {
+        let ch = ferray_proto::connect(address).await?;
+        let head = ferray_proto::head_client(ch, &token);
+        let mut c = Client {
+            address: address.to_string(),
+            token,
+            head,
+        };
+        // One call now, so that refused credentials show at once.
+        c.state("").await?;
+        Ok(c)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Upload a component (content addressed: once per head).
+    pub async fn upload(&mut self, bytes: Bytes) -> Result<ComponentId, Error> {
+        let id = ObjectId::of(&bytes);
+        self.head
+            .upload_component(ferray_proto::chunks(id, bytes))
+            .await
+            .map_err(status("uploading the component"))?;
+        Ok(ComponentId::from_bytes(*id.as_bytes()))
+    }
+
+    /// Run `function` of an uploaded component as a job's driver.
+    pub async fn submit_job(
+        &mut self,
+        component: ComponentId,
+        function: &str,
+        args: Vec<String>,
+    ) -> Result<v1::JobInfo, Error> {
+        Ok(self
+            .head
+            .submit_job(v1::JobRequest {
+                component: Bytes::copy_from_slice(component.as_bytes()),
+                function: function.to_string(),
+                args,
+                name: String::new(),
+            })
+            .await
+            .map_err(status("submitting the job"))?
+            .into_inner())
+    }
+
+    /// Follow a job: `on_event` sees its log lines, progress and end.
+    /// With `follow`, until the job ends; else what there is now.
+    pub async fn watch_job(
+        &mut self,
+        job: u64,
+        follow: bool,
+        mut on_event: impl FnMut(v1::job_event::Event),
+    ) -> Result<v1::JobInfo, Error> {
+        let mut stream = self
+            .head
+            .watch_job(v1::JobKey { job, follow })
+            .await
+            .map_err(status("watching the job"))?
+            .into_inner();
+        loop {
+            match stream.next().await {
+                Some(Ok(v1::JobEvent {
+                    event: Some(v1::job_event::Event::Finished(info)),
+                })) => return Ok(info),
+                Some(Ok(v1::JobEvent { event: Some(e) })) => on_event(e),
+                Some(Ok(_)) => {}
+                Some(Err(s)) => {
+                    return Err(Error::System(format!(
+                        "lost the head at {} while following job-{job}: {}",
+                        self.address,
+                        s.message()
+                    )));
+                }
+                None => {
+                    return Err(Error::System(format!(
+                        "lost the head at {} while following job-{job}",
+                        self.address
+                    )));
+                }
+            }
+        }
+    }
+
+    pub async fn stop_job(&mut self, job: u64) -> Result<v1::JobInfo, Error> {
+        Ok(self
+            .head
+            .stop_job(v1::JobKey { job, follow: false })
+            .await
+            .map_err(status("stopping the job"))?
+            .into_inner())
+    }
+
+    /// The cluster's state: `what` is nodes, tasks, actors, objects, jobs,
+    /// or empty for a summary.
+    pub async fn state(&mut self, what: &str) -> Result<v1::ClusterState, Error> {
+        let fut = self.head.cluster(v1::ClusterRequest {
+            what: what.to_string(),
+        });
+        match tokio::time::timeout(Duration::from_secs(10), fut).await {
+            Ok(r) => Ok(r.map_err(status("the head"))?.into_inner()),
+            Err(_) => Err(Error::System(format!(
+                "the head at {} did not answer within 10s",
+                self.address
+            ))),
+        }
+    }
+
+    /// Store bytes in the cluster (kept until the head stops).
+    pub async fn put(&mut self, bytes: Bytes) -> Result<ObjectId, Error> {
+        let id = ObjectId::of(&bytes);
+        session::push(&self.address, &self.token, id, bytes).await?;
+        Ok(id)
+    }
+
+    /// An object's bytes, pulled from a holder and checked against the id.
+    pub async fn get(&mut self, id: ObjectId) -> Result<Bytes, Error> {
+        let loc = self
+            .head
+            .locate(v1::ObjectKey { id: id_bytes(&id) })
+            .await
+            .map_err(status("locating the object"))?
+            .into_inner();
+        if let Some(b) = loc.inline {
+            if !id.matches(&b) {
+                return Err(Error::Corrupt { id: id.to_hex() });
+            }
+            return Ok(b);
+        }
+        let mut last = Error::ObjectLost(format!("object {} has no holder", id.short()));
+        for addr in loc.holders {
+            let pulled = async {
+                let ch = ferray_proto::connect(&addr).await?;
+                let mut c = ferray_proto::objects_client(ch, &self.token);
+                let stream = c
+                    .pull(v1::ObjectKey { id: id_bytes(&id) })
+                    .await
+                    .map_err(status("pulling the object"))?
+                    .into_inner();
+                ferray_proto::assemble(stream, Some(id), MAX_OBJECT_BYTES).await
+            };
+            match pulled.await {
+                Ok((_, b)) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}

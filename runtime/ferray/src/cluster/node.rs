@@ -1,0 +1,402 @@
+//! A worker node: joins a head, announces its resources, runs the tasks and
+//! actors the head assigns with this process's runtime (the same host,
+//! store and admission as the embedded runtime), and serves its objects to
+//! other nodes in chunks.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use ferray_core::{ActorId, Arg, ComponentId, Error, ObjectId, TaskId};
+use ferray_host::Loaded;
+use ferray_proto::v1::{self, down, up};
+use ferray_proto::{INLINE_MAX, MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, id_bytes, to_status};
+use futures::{Stream, StreamExt};
+use tokio::sync::{Notify, mpsc};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::session::Session;
+use crate::Runtime;
+use crate::objects::ObjectRef;
+use crate::runtime::{RtInner, is_err_result};
+
+/// How a worker joins.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The head's `host:port`.
+    pub head: String,
+    pub token: Token,
+    /// The address its object server binds (port 0: any free port).
+    pub bind: SocketAddr,
+    /// A name shown in `ferray list nodes`.
+    pub name: String,
+    /// Fault injection for tests: corrupt this many outgoing transfers.
+    pub corrupt_transfers: u32,
+}
+
+/// A worker that joined: its node id and object server address.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub node: u64,
+    pub object_address: String,
+}
+
+struct Node {
+    rt: Arc<RtInner>,
+    session: Arc<Session>,
+    running: DashMap<u64, Arc<Notify>>,
+    actors: DashMap<u64, mpsc::UnboundedSender<v1::ActorCall>>,
+    load: tokio::sync::Mutex<()>,
+}
+
+/// Join the cluster at `config.head` and work until the head goes away
+/// (`Err` with the reason) or `shutdown` resolves. `joined` is called once
+/// the head has welcomed the node.
+pub async fn run_worker(
+    rt: &Runtime,
+    config: WorkerConfig,
+    joined: impl FnOnce(Joined) + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let inner = rt.inner().clone();
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| Error::System(format!("cannot listen on {}: {e}", config.bind)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::System(format!("no local address: {e}")))?;
+    let object_address = local.to_string();
+    let total = inner.admission.total();
+    let hello = v1::Hello {
+        protocol: PROTOCOL_VERSION,
+        worker: true,
+        resources: Some(ferray_proto::resources_to(&total)),
+        object_address: object_address.clone(),
+        name: config.name.clone(),
+    };
+    let (session, mut down) =
+        Session::open(&config.head, config.token.clone(), hello, inner.store.clone()).await?;
+    inner.attach(session.clone())?;
+    let node_id = session.node.map_or(0, |n| n.0);
+    let objects = NodeObjects {
+        store: inner.store.clone(),
+        corrupt: Arc::new(AtomicU32::new(config.corrupt_transfers)),
+    };
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
+            .add_service(ferray_proto::objects_server(objects, &config.token))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let beat = {
+        let s = session.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                s.send(up::Msg::Heartbeat(v1::Heartbeat {}));
+            }
+        })
+    };
+    joined(Joined {
+        node: node_id,
+        object_address,
+    });
+    let node = Arc::new(Node {
+        rt: inner,
+        session: session.clone(),
+        running: DashMap::new(),
+        actors: DashMap::new(),
+        load: tokio::sync::Mutex::new(()),
+    });
+    let work = async {
+        loop {
+            match down.message().await {
+                Ok(Some(v1::Down { msg: Some(m) })) => node.handle(m),
+                Ok(Some(_)) => {}
+                Ok(None) => break format!("the head at {} closed this node's session", config.head),
+                Err(s) => {
+                    break format!(
+                        "lost the head at {}: {}",
+                        config.head,
+                        ferray_proto::from_status("the session", s)
+                    );
+                }
+            }
+        }
+    };
+    let out = tokio::select! {
+        why = work => Err(Error::System(why)),
+        _ = shutdown => Ok(()),
+    };
+    beat.abort();
+    server.abort();
+    if let Err(e) = &out {
+        session.lose(e.to_string());
+    }
+    out
+}
+
+impl Node {
+    fn handle(self: &Arc<Self>, m: down::Msg) {
+        match m {
+            down::Msg::Welcome(_) => {}
+            down::Msg::Resolved(r) => self.session.resolved(r),
+            down::Msg::Assign(a) => {
+                let me = self.clone();
+                tokio::spawn(async move { me.run_assign(a).await });
+            }
+            down::Msg::StartActor(s) => self.start_actor(s),
+            down::Msg::ActorCall(c) => match self.actors.get(&c.actor) {
+                Some(tx) => {
+                    let _ = tx.send(c);
+                }
+                None => self.done_err(
+                    c.task,
+                    1,
+                    Error::ActorDied(format!("actor-{} is not on this node", c.actor)),
+                ),
+            },
+            down::Msg::StopActor(s) => {
+                self.actors.remove(&s.actor);
+                let _ = self.rt.kill_actor(ActorId(s.actor));
+            }
+            down::Msg::Cancel(c) => {
+                if let Some(n) = self.running.get(&c.task) {
+                    n.notify_one();
+                }
+            }
+            down::Msg::Free(f) => self.session.free(&f.ids),
+        }
+    }
+
+    fn done_err(&self, task: u64, attempt: u32, e: Error) {
+        self.session.send(up::Msg::Done(v1::Done {
+            task,
+            attempt,
+            result: Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
+            ..Default::default()
+        }));
+    }
+
+    /// A result: kept here for the cluster, inline in the reply when small.
+    fn result_loc(&self, bytes: Vec<u8>) -> v1::ObjectLoc {
+        let size = bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
+        let id = self.rt.store.put(bytes.clone());
+        self.session.hold(id);
+        self.rt.store.decref(&id);
+        v1::ObjectLoc {
+            id: id_bytes(&id),
+            size,
+            inline: (bytes.len() <= INLINE_MAX).then_some(bytes),
+            holders: vec![],
+        }
+    }
+
+    async fn component(&self, id: &[u8]) -> Result<Arc<Loaded<RtInner>>, Error> {
+        let oid = ferray_proto::object_id(id)?;
+        let cid = ComponentId::from_bytes(*oid.as_bytes());
+        if let Some(c) = self.rt.host.get(&cid) {
+            return Ok(c);
+        }
+        let _guard = self.load.lock().await;
+        if let Some(c) = self.rt.host.get(&cid) {
+            return Ok(c);
+        }
+        let mut head = self.session.head.clone();
+        let stream = head
+            .fetch_component(v1::ObjectKey { id: id_bytes(&oid) })
+            .await
+            .map_err(|s| ferray_proto::from_status("fetching the component", s))?
+            .into_inner();
+        let (_, bytes) = ferray_proto::assemble(stream, Some(oid), MAX_OBJECT_BYTES).await?;
+        let rt = self.rt.clone();
+        tracing::info!("compiling component {}", cid.short());
+        tokio::task::spawn_blocking(move || rt.host.load(&bytes))
+            .await
+            .map_err(|e| Error::System(format!("compiling failed: {e}")))?
+    }
+
+    async fn run_assign(self: Arc<Self>, a: v1::Assign) {
+        let t = a.task;
+        let cancel = Arc::new(Notify::new());
+        self.running.insert(t, cancel.clone());
+        let work = async {
+            let comp = self.component(&a.component).await?;
+            let func = comp.info.function(&a.function)?.clone();
+            let mut options = ferray_proto::task_options_from(a.options.clone())?;
+            // The head retries (elsewhere when this node is lost).
+            options.max_retries = 0;
+            options.retry_exceptions = false;
+            let args: Vec<Arg<ObjectRef>> = if a.driver {
+                vec![Arg::Value(crate::api::encode_wave_args(&func, &a.wave_args)?)]
+            } else {
+                a.args
+                    .iter()
+                    .cloned()
+                    .map(|x| self.session.arg_from(x))
+                    .collect::<Result<_, _>>()?
+            };
+            let bytes = self
+                .rt
+                .execute(TaskId(t), &comp, &func, args, &options, a.job)
+                .await?;
+            Ok::<_, Error>((func, bytes))
+        };
+        let result = tokio::select! {
+            biased;
+            _ = cancel.notified() => Err(Error::Cancelled(format!("task-{t} was cancelled"))),
+            r = work => r,
+        };
+        self.running.remove(&t);
+        let (stdout, stderr) = self.rt.take_output_of(&TaskId(t).to_string());
+        let mut done = v1::Done {
+            task: t,
+            attempt: a.attempt,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            ..Default::default()
+        };
+        match result {
+            Ok((func, bytes)) => {
+                done.err_value = is_err_result(&func, &bytes);
+                if a.driver {
+                    done.wave = crate::api::wave_result(&func, &bytes)
+                        .unwrap_or_else(|e| format!("<{e}>"));
+                }
+                done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
+            }
+            Err(e) => done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
+        }
+        self.session.send(up::Msg::Done(done));
+    }
+
+    fn start_actor(self: &Arc<Self>, s: v1::StartActor) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<v1::ActorCall>();
+        self.actors.insert(s.actor, tx);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let a = ActorId(s.actor);
+            let label = a.to_string();
+            let made = async {
+                let comp = me.component(&s.component).await?;
+                let options = ferray_proto::actor_options_from(s.options.clone())?;
+                let args = s
+                    .args
+                    .iter()
+                    .cloned()
+                    .map(|x| me.session.arg_from(x))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let session = me.session.clone();
+                let incarnation = s.incarnation;
+                let on_death = Box::new(move |reason: String| {
+                    session.send(up::Msg::ActorDied(v1::ActorDied {
+                        actor: a.0,
+                        incarnation,
+                        error: Some(ferray_proto::error_to(&Error::ActorDied(reason))),
+                    }));
+                });
+                me.rt
+                    .create_actor_with_id(a, comp, &s.class, args, options, s.job, Some(on_death))
+            };
+            if let Err(e) = made.await {
+                tracing::warn!("{a} could not start: {e}");
+                me.actors.remove(&s.actor);
+                me.session.send(up::Msg::ActorDied(v1::ActorDied {
+                    actor: a.0,
+                    incarnation: s.incarnation,
+                    error: Some(ferray_proto::error_to(&Error::ActorDied(format!(
+                        "{a} could not start: {e}"
+                    )))),
+                }));
+                while let Some(c) = rx.recv().await {
+                    me.done_err(c.task, 1, Error::ActorDied(format!("{a} could not start: {e}")));
+                }
+                return;
+            }
+            // Calls enter the actor's mailbox in the order they arrived.
+            while let Some(c) = rx.recv().await {
+                let args = c
+                    .args
+                    .into_iter()
+                    .map(|x| me.session.arg_from(x))
+                    .collect::<Result<Vec<_>, _>>();
+                let r = args.and_then(|args| me.rt.call_actor_local(a, c.method.clone(), args));
+                let me2 = me.clone();
+                let label = label.clone();
+                tokio::spawn(async move {
+                    let out = match r {
+                        Ok(r) => match r.ready_id().await {
+                            Ok(_) => me2.rt.get_bytes(&r).await.map(|b| b.to_vec()),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    let (stdout, stderr) = me2.rt.take_output_of(&label);
+                    let result = match out {
+                        Ok(bytes) => v1::done::Result::Ok(me2.result_loc(bytes)),
+                        Err(e) => v1::done::Result::Err(ferray_proto::error_to(&e)),
+                    };
+                    me2.session.send(up::Msg::Done(v1::Done {
+                        task: c.task,
+                        attempt: 1,
+                        result: Some(result),
+                        stdout: stdout.into(),
+                        stderr: stderr.into(),
+                        ..Default::default()
+                    }));
+                });
+            }
+        });
+    }
+}
+
+/// This node's `Objects` service: other nodes pull its objects.
+#[derive(Clone)]
+pub(crate) struct NodeObjects {
+    pub store: Arc<ferray_store::ObjectStore>,
+    pub corrupt: Arc<AtomicU32>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl v1::objects_server::Objects for NodeObjects {
+    type PullStream = BoxStream<v1::Chunk>;
+
+    async fn pull(&self, req: Request<v1::ObjectKey>) -> Result<Response<Self::PullStream>, Status> {
+        let id: ObjectId = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
+        let bytes = self.store.get(&id).map_err(|e| to_status(&e))?;
+        let corrupt = self
+            .corrupt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let mut first = true;
+        let stream = ferray_proto::chunks(id, bytes).map(move |mut c| {
+            if corrupt && first && !c.data.is_empty() {
+                tracing::warn!("testing: corrupting a chunk of object {}", id.short());
+                let mut d = c.data.to_vec();
+                d[0] ^= 0xff;
+                c.data = Bytes::from(d);
+            }
+            first = false;
+            Ok(c)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn push(
+        &self,
+        _req: Request<Streaming<v1::Chunk>>,
+    ) -> Result<Response<v1::ObjectKey>, Status> {
+        Err(Status::unimplemented(
+            "workers take objects only by pulling them",
+        ))
+    }
+}

@@ -1,0 +1,514 @@
+//! A session with the head: how a worker or a connected client submits
+//! tasks, creates and calls actors, registers puts, and learns results. One
+//! `Head.Session` stream each way; submissions carry ids from the session's
+//! own range, so they need no reply. Objects held elsewhere are pulled in
+//! chunks from a holder and checked against their id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use ferray_core::{
+    ActorId, ActorOptions, Arg, ComponentId, Error, NodeId, ObjectId, TaskId, TaskOptions,
+};
+use ferray_proto::v1::{self, up};
+use ferray_proto::{HeadClient, INLINE_MAX, MAX_OBJECT_BYTES, ObjectsClient, Token, id_bytes};
+use ferray_store::ObjectStore;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use crate::objects::{ObjectRef, RefName};
+
+/// Values larger than this travel as objects, not inside a message.
+const MAX_INLINE_ARG: usize = 1 << 20;
+
+type Pull = Shared<BoxFuture<'static, Result<Bytes, Error>>>;
+
+pub(crate) struct Session {
+    pub head_address: String,
+    pub token: Token,
+    pub head: HeadClient,
+    up: mpsc::UnboundedSender<v1::Up>,
+    next_id: AtomicU64,
+    pub node: Option<NodeId>,
+    /// A client's job (workers' tasks name their own job).
+    pub job: u64,
+    worker: bool,
+    store: Arc<ObjectStore>,
+    pending: DashMap<u64, ObjectRef>,
+    locations: DashMap<ObjectId, Vec<String>>,
+    /// Objects this node keeps for the cluster (one store count each),
+    /// until the head frees them.
+    held: DashMap<ObjectId, ()>,
+    pulls: DashMap<ObjectId, Pull>,
+    peers: Mutex<HashMap<String, ObjectsClient>>,
+    uploaded: DashMap<ComponentId, ()>,
+    lost: Mutex<Option<String>>,
+    exec: tokio::runtime::Handle,
+    /// Transfers that failed their check (corrupt) and were fetched again.
+    pub corrupt_transfers: AtomicU64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.head_address)
+    }
+}
+
+impl Session {
+    /// Open a session with the head at `address`.
+    pub async fn open(
+        address: &str,
+        token: Token,
+        hello: v1::Hello,
+        store: Arc<ObjectStore>,
+    ) -> Result<(Arc<Session>, Streaming<v1::Down>), Error> {
+        let ch = ferray_proto::connect(address).await?;
+        let mut head = ferray_proto::head_client(ch, &token);
+        let worker = hello.worker;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(v1::Up {
+            msg: Some(up::Msg::Hello(hello)),
+        });
+        let resp = head
+            .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
+        let mut down = resp.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), down.message())
+            .await
+            .map_err(|_| Error::System(format!("the head at {address} did not answer")))?
+            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
+        let Some(v1::Down {
+            msg: Some(v1::down::Msg::Welcome(w)),
+        }) = first
+        else {
+            return Err(Error::System(format!(
+                "the head at {address} did not welcome this session"
+            )));
+        };
+        let session = Arc::new(Session {
+            head_address: address.to_string(),
+            token,
+            head,
+            up: tx,
+            next_id: AtomicU64::new(w.id_base + 1),
+            node: (w.node != 0).then_some(NodeId(w.node)),
+            job: w.job,
+            worker,
+            store,
+            pending: DashMap::new(),
+            locations: DashMap::new(),
+            held: DashMap::new(),
+            pulls: DashMap::new(),
+            peers: Mutex::new(HashMap::new()),
+            uploaded: DashMap::new(),
+            lost: Mutex::new(None),
+            exec: tokio::runtime::Handle::current(),
+            corrupt_transfers: AtomicU64::new(0),
+        });
+        Ok((session, down))
+    }
+
+    pub fn send(&self, msg: up::Msg) {
+        let _ = self.up.send(v1::Up { msg: Some(msg) });
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn check_alive(&self) -> Result<(), Error> {
+        match &*self.lost.lock() {
+            Some(why) => Err(Error::System(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The head is gone: every pending result fails with the reason.
+    pub fn lose(&self, why: String) {
+        *self.lost.lock() = Some(why.clone());
+        let keys: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
+        for k in keys {
+            if let Some((_, r)) = self.pending.remove(&k) {
+                r.fail(Error::System(why.clone()));
+            }
+        }
+    }
+
+    // ----- results -----
+
+    pub fn resolved(&self, r: v1::Resolved) {
+        let Some((_, slot)) = self.pending.remove(&r.task) else {
+            return;
+        };
+        match r.result {
+            Some(v1::resolved::Result::Ok(loc)) => match self.accept_loc(loc) {
+                Ok((id, true)) => slot.resolve(id),
+                Ok((id, false)) => slot.resolve_remote(id),
+                Err(e) => slot.fail(e),
+            },
+            Some(v1::resolved::Result::Err(e)) => slot.fail(ferray_proto::error_from(Some(e))),
+            None => slot.fail(Error::System("the head sent an empty result".into())),
+        }
+    }
+
+    /// Take in where an object is; `true` when its bytes came inline and are
+    /// now in the store with one count for the caller.
+    fn accept_loc(&self, loc: v1::ObjectLoc) -> Result<(ObjectId, bool), Error> {
+        let id = ferray_proto::object_id(&loc.id)?;
+        if let Some(b) = loc.inline {
+            self.store.put_with_id(id, b)?;
+            return Ok((id, true));
+        }
+        if !loc.holders.is_empty() {
+            self.locations.insert(id, loc.holders);
+        }
+        Ok((id, false))
+    }
+
+    /// A task argument as the head resolved it.
+    pub fn arg_from(&self, a: v1::ResolvedArg) -> Result<Arg<ObjectRef>, Error> {
+        match a.kind {
+            Some(v1::resolved_arg::Kind::Value(b)) => Ok(Arg::Value(b.to_vec())),
+            Some(v1::resolved_arg::Kind::Object(loc)) => {
+                let id = ferray_proto::object_id(&loc.id)?;
+                if let Some(b) = loc.inline {
+                    if !id.matches(&b) {
+                        return Err(Error::Corrupt { id: id.to_hex() });
+                    }
+                    return Ok(Arg::Value(b.to_vec()));
+                }
+                if !loc.holders.is_empty() {
+                    self.locations.insert(id, loc.holders);
+                }
+                Ok(Arg::Ref(ObjectRef::remote(id, self.store.clone())))
+            }
+            None => Err(Error::InvalidArgument("an argument without a kind".into())),
+        }
+    }
+
+    // ----- objects -----
+
+    /// Keep one count of `id` for the cluster (once per node).
+    pub fn hold(&self, id: ObjectId) {
+        if self.held.insert(id, ()).is_none() {
+            let _ = self.store.incref(&id);
+        }
+    }
+
+    /// The head no longer needs these.
+    pub fn free(&self, ids: &[Bytes]) {
+        for b in ids {
+            if let Ok(id) = ferray_proto::object_id(b)
+                && self.held.remove(&id).is_some()
+            {
+                self.store.decref(&id);
+            }
+        }
+    }
+
+    /// A put: kept here (a worker serves it) or sent to the head (a client).
+    pub fn put(&self, job: u64, bytes: Bytes) -> ObjectRef {
+        let id = self.store.put(bytes.clone());
+        let r = ObjectRef::ready(id, self.store.clone());
+        let size = bytes.len() as u64;
+        let inline = (bytes.len() <= INLINE_MAX).then(|| bytes.clone());
+        if self.worker {
+            self.hold(id);
+            self.send(up::Msg::Put(v1::PutObject {
+                id: id_bytes(&id),
+                size,
+                job,
+                inline,
+                uploading: false,
+            }));
+            return r;
+        }
+        let uploading = inline.is_none();
+        self.send(up::Msg::Put(v1::PutObject {
+            id: id_bytes(&id),
+            size,
+            job,
+            inline,
+            uploading,
+        }));
+        if uploading {
+            let (addr, token) = (self.head_address.clone(), self.token.clone());
+            self.exec.spawn(async move {
+                if let Err(e) = push(&addr, &token, id, bytes).await {
+                    tracing::warn!("the upload of object {} failed: {e}", id.short());
+                }
+            });
+        }
+        r
+    }
+
+    async fn peer(&self, addr: &str) -> Result<ObjectsClient, Error> {
+        if let Some(c) = self.peers.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = ferray_proto::connect(addr).await?;
+        let c = ferray_proto::objects_client(ch, &self.token);
+        self.peers.lock().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The bytes of an object held elsewhere: pulled once per node (a
+    /// second request waits for the first), checked against the id, kept.
+    pub fn fetch(self: &Arc<Self>, id: ObjectId) -> BoxFuture<'static, Result<Bytes, Error>> {
+        if let Ok(b) = self.store.get(&id) {
+            return Box::pin(async move { Ok(b) });
+        }
+        let fut = match self.pulls.entry(id) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(e) => {
+                let me = self.clone();
+                let f: BoxFuture<'static, Result<Bytes, Error>> = Box::pin(async move {
+                    let out = me.pull_any(id).await;
+                    me.pulls.remove(&id);
+                    out
+                });
+                e.insert(f.shared()).clone()
+            }
+        };
+        Box::pin(fut)
+    }
+
+    async fn pull_any(self: &Arc<Self>, id: ObjectId) -> Result<Bytes, Error> {
+        let mut last = Error::ObjectLost(format!("object {} has no holder", id.short()));
+        for round in 0..4 {
+            let holders = match self.locations.get(&id).map(|h| h.clone()) {
+                Some(h) if round == 0 => h,
+                _ => match self.locate(id).await? {
+                    Located::Inline(bytes) => {
+                        self.keep(id, bytes.clone())?;
+                        return Ok(bytes);
+                    }
+                    Located::Holders(h) => h,
+                },
+            };
+            for addr in holders {
+                match self.pull_from(&addr, id).await {
+                    Ok(bytes) => {
+                        self.keep(id, bytes.clone())?;
+                        if self.worker {
+                            self.send(up::Msg::Located(v1::Located { id: id_bytes(&id) }));
+                        }
+                        return Ok(bytes);
+                    }
+                    Err(e @ Error::Corrupt { .. }) => {
+                        self.corrupt_transfers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "object {} from {addr} failed its check (corrupt in transfer); fetching it again",
+                            id.short()
+                        );
+                        last = e;
+                    }
+                    Err(e) => {
+                        tracing::info!("cannot pull object {} from {addr}: {e}", id.short());
+                        last = e;
+                    }
+                }
+            }
+            self.locations.remove(&id);
+        }
+        Err(match last {
+            Error::Corrupt { id } => Error::Corrupt { id },
+            e => Error::ObjectLost(format!("object {}: {e}", id.short())),
+        })
+    }
+
+    /// A worker keeps what it fetched (one count, for the cluster); a
+    /// client only passes it on.
+    fn keep(&self, id: ObjectId, bytes: Bytes) -> Result<(), Error> {
+        if !self.worker {
+            return Ok(());
+        }
+        self.store.put_with_id(id, bytes)?;
+        if self.held.insert(id, ()).is_some() {
+            self.store.decref(&id);
+        }
+        Ok(())
+    }
+
+    /// Ask the head where an object is (it waits while the object is being
+    /// made, pushed or rebuilt).
+    async fn locate(&self, id: ObjectId) -> Result<Located, Error> {
+        let mut head = self.head.clone();
+        let loc = head
+            .locate(v1::ObjectKey { id: id_bytes(&id) })
+            .await
+            .map_err(|s| ferray_proto::from_status("locating an object", s))?
+            .into_inner();
+        if let Some(b) = loc.inline {
+            if !id.matches(&b) {
+                return Err(Error::Corrupt { id: id.to_hex() });
+            }
+            return Ok(Located::Inline(b));
+        }
+        Ok(Located::Holders(loc.holders))
+    }
+
+    async fn pull_from(&self, addr: &str, id: ObjectId) -> Result<Bytes, Error> {
+        if let Ok(b) = self.store.get(&id) {
+            return Ok(b);
+        }
+        let mut c = self.peer(addr).await?;
+        let stream = c
+            .pull(v1::ObjectKey { id: id_bytes(&id) })
+            .await
+            .map_err(|s| ferray_proto::from_status(&format!("pulling from {addr}"), s))?
+            .into_inner();
+        let (_, bytes) = ferray_proto::assemble(stream, Some(id), MAX_OBJECT_BYTES).await?;
+        Ok(bytes)
+    }
+
+    // ----- submissions -----
+
+    fn arg_to(&self, job: u64, a: Arg<ObjectRef>) -> v1::Arg {
+        use v1::arg::Kind;
+        let kind = match a {
+            Arg::Value(v) if v.len() > MAX_INLINE_ARG => {
+                let r = self.put(job, Bytes::from(v));
+                match r.content_id() {
+                    Some(id) => Kind::Object(id_bytes(&id)),
+                    None => Kind::Value(Bytes::new()),
+                }
+            }
+            Arg::Value(v) => Kind::Value(Bytes::from(v)),
+            Arg::Ref(r) => match r.name() {
+                RefName::Task(t) => Kind::Task(t.0),
+                RefName::Put(id) => Kind::Object(id_bytes(&id)),
+            },
+        };
+        v1::Arg { kind: Some(kind) }
+    }
+
+    /// Make sure the head has the component (clients upload it once).
+    pub async fn upload(&self, id: ComponentId, bytes: Bytes) -> Result<(), Error> {
+        if self.uploaded.contains_key(&id) {
+            return Ok(());
+        }
+        let oid = ObjectId::from_bytes(*id.as_bytes());
+        let mut head = self.head.clone();
+        head.upload_component(ferray_proto::chunks(oid, bytes))
+            .await
+            .map_err(|s| ferray_proto::from_status("uploading the component", s))?;
+        self.uploaded.insert(id, ());
+        Ok(())
+    }
+
+    pub fn submit(
+        &self,
+        job: u64,
+        component: ComponentId,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: &TaskOptions,
+    ) -> Result<ObjectRef, Error> {
+        self.check_alive()?;
+        let t = self.next_id();
+        let r = ObjectRef::pending(TaskId(t), self.store.clone());
+        self.pending.insert(t, r.clone());
+        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        self.send(up::Msg::Submit(v1::Submit {
+            task: t,
+            job,
+            component: Bytes::copy_from_slice(component.as_bytes()),
+            function: function.to_string(),
+            args,
+            options: Some(ferray_proto::task_options_to(options)),
+        }));
+        Ok(r)
+    }
+
+    pub fn create_actor(
+        &self,
+        job: u64,
+        component: ComponentId,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: &ActorOptions,
+    ) -> Result<ActorId, Error> {
+        self.check_alive()?;
+        let a = self.next_id();
+        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        self.send(up::Msg::CreateActor(v1::CreateActor {
+            actor: a,
+            job,
+            component: Bytes::copy_from_slice(component.as_bytes()),
+            class: class.to_string(),
+            args,
+            options: Some(ferray_proto::actor_options_to(options)),
+        }));
+        Ok(ActorId(a))
+    }
+
+    pub fn call_actor(
+        &self,
+        job: u64,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error> {
+        self.check_alive()?;
+        let t = self.next_id();
+        let r = ObjectRef::pending(TaskId(t), self.store.clone());
+        self.pending.insert(t, r.clone());
+        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        self.send(up::Msg::CallActor(v1::CallActor {
+            task: t,
+            job,
+            actor: actor.0,
+            method,
+            args,
+        }));
+        Ok(r)
+    }
+
+    pub fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
+        self.check_alive()?;
+        self.send(up::Msg::KillActor(v1::KillActor { actor: actor.0 }));
+        Ok(())
+    }
+
+    pub fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
+        match r.name() {
+            RefName::Task(t) => {
+                self.send(up::Msg::Cancel(v1::Cancel { task: t.0 }));
+                Ok(())
+            }
+            RefName::Put(_) => Err(Error::InvalidArgument(
+                "only the result of a task can be cancelled".into(),
+            )),
+        }
+    }
+
+    pub fn blocked(&self, task: u64, blocked: bool) {
+        if task != 0 {
+            self.send(up::Msg::Blocked(v1::Blocked { task, blocked }));
+        }
+    }
+}
+
+enum Located {
+    Inline(Bytes),
+    Holders(Vec<String>),
+}
+
+/// Push an object to the head's store (a client's large put, `ferray put`).
+pub(crate) async fn push(addr: &str, token: &Token, id: ObjectId, bytes: Bytes) -> Result<(), Error> {
+    let ch = ferray_proto::connect(addr).await?;
+    let mut c = ferray_proto::objects_client(ch, token);
+    c.push(ferray_proto::chunks(id, bytes))
+        .await
+        .map_err(|s| ferray_proto::from_status("uploading an object", s))?;
+    Ok(())
+}
