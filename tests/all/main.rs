@@ -4,6 +4,7 @@
 
 mod actors;
 mod cli;
+mod cluster;
 mod embed;
 mod gpu;
 mod objects;

@@ -689,6 +689,11 @@ impl TaskBuilder {
         self.options.resources = self.options.resources.with_custom(name, amount)?;
         Ok(self)
     }
+    /// Placement on a cluster (SPREAD, node affinity); ignored embedded.
+    pub fn strategy(mut self, s: ferray_core::Strategy) -> Self {
+        self.options.strategy = s;
+        self
+    }
     pub fn max_retries(mut self, n: u32) -> Self {
         self.options.max_retries = n;
         self
@@ -725,6 +730,11 @@ pub struct ActorBuilder {
 }
 
 impl ActorBuilder {
+    /// Placement on a cluster (once: the actor stays on its node).
+    pub fn strategy(mut self, s: ferray_core::Strategy) -> Self {
+        self.options.strategy = s;
+        self
+    }
     /// Restarts after a crash, constructor re-run (default 0, as in Ray).
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.options.max_restarts = n;

@@ -145,6 +145,33 @@ impl Guest for Component {
     fn echo_types(r: Rec) -> Rec {
         r
     }
+
+    fn slow_square(x: i64, ms: u32) -> i64 {
+        let start = std::time::Instant::now();
+        let mut spin = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(u64::from(ms)) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        x * x
+    }
+
+    fn fan_out(n: u32, ms: u32) -> Vec<i64> {
+        let refs: Vec<_> = (0..n)
+            .map(|i| ferray_sdk::remote("slow-square", &(i64::from(i), ms)))
+            .collect();
+        ferray_sdk::get_all(&refs).expect("slow-square tasks failed")
+    }
+
+    fn make_bytes(n: u32, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| ((u64::from(i) * 7 + u64::from(seed)) % 251) as u8)
+            .collect()
+    }
+
+    fn measure(b: Vec<u8>) -> (u32, u64) {
+        let sum = b.iter().fold(0u64, |acc, x| acc.wrapping_add(u64::from(*x)));
+        (b.len() as u32, sum)
+    }
 }
 
 export!(Component);

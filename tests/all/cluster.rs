@@ -1,0 +1,513 @@
+//! A real cluster on 127.0.0.1: a head and worker processes of the `ferray`
+//! binary (`ferray start --block`), used through the command line and
+//! through `Runtime::connect`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferray::cluster::{Client, Token};
+use ferray::{Error, RefName, Runtime, Strategy};
+
+use super::{cache_dir, ferray, fx, stderr, stdout};
+
+/// A head and its workers, each a `ferray start --block` process; all are
+/// killed on drop.
+struct Cluster {
+    home: tempfile::TempDir,
+    address: String,
+    token: String,
+    head: Child,
+    workers: Vec<(Child, u64, PathBuf)>,
+}
+
+fn node_cmd(home: &std::path::Path, log: &std::path::Path) -> Command {
+    let mut cmd = ferray();
+    let out = std::fs::File::create(log).expect("log file");
+    cmd.env("FERRAY_HOME", home)
+        .env_remove("FERRAY_TOKEN")
+        .env("FERRAY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out);
+    cmd
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run a future to completion on a fresh thread with its own async runtime
+/// (so that it may be called from inside another one).
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio")
+                .block_on(f)
+        })
+        .join()
+        .expect("the test's async part panicked")
+    })
+}
+
+impl Cluster {
+    /// A head without a worker of its own, plus `workers` workers of 2 CPUs.
+    fn start(workers: usize) -> Cluster {
+        Self::start_with(workers, &["--no-worker"])
+    }
+
+    fn start_with(workers: usize, head_args: &[&str]) -> Cluster {
+        let home = tempfile::tempdir().expect("temp dir");
+        let log = home.path().join("head.log");
+        let head = node_cmd(home.path(), &log)
+            .args(["start", "--head", "--port", "0", "--block", "--num-cpus", "2", "--node-timeout", "3s"])
+            .args(head_args)
+            .spawn()
+            .expect("start the head");
+        let addr_file = home.path().join("head-address");
+        let address = wait_for("the head", 60, || {
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        });
+        let token = std::fs::read_to_string(home.path().join("token")).expect("token file");
+        let mut c = Cluster {
+            home,
+            address: address.trim().to_string(),
+            token: token.trim().to_string(),
+            head,
+            workers: Vec::new(),
+        };
+        for _ in 0..workers {
+            c.add_worker(&[]);
+        }
+        c
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.home.path().join(name)).unwrap_or_default()
+    }
+
+    /// Start a worker (2 CPUs); its node id once the head lists it.
+    fn add_worker(&mut self, env: &[(&str, &str)]) -> u64 {
+        let log = self
+            .home
+            .path()
+            .join(format!("worker-{}.log", self.workers.len()));
+        let mut cmd = node_cmd(self.home.path(), &log);
+        cmd.args(["start", "--address", &self.address, "--num-cpus", "2", "--block"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start a worker");
+        let name = format!("worker pid {}", child.id());
+        let node = wait_for("the worker to join", 60, || {
+            self.state("nodes")
+                .nodes
+                .iter()
+                .find(|n| n.name == name && n.state == "ALIVE")
+                .map(|n| n.id)
+        });
+        self.workers.push((child, node, log));
+        node
+    }
+
+    /// kill -9 a worker; returns once the head declared its node dead.
+    fn kill_worker(&mut self, node: u64) {
+        let (child, _, _) = self
+            .workers
+            .iter_mut()
+            .find(|(_, n, _)| *n == node)
+            .expect("a worker of this cluster");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        wait_for("the head to declare the node dead", 30, || {
+            self.state("nodes")
+                .nodes
+                .iter()
+                .any(|n| n.id == node && n.state == "DEAD")
+                .then_some(())
+        });
+    }
+
+    fn state(&self, what: &str) -> ferray::cluster::v1::ClusterState {
+        block_on(async {
+            let token = Token::new(&self.token).expect("token");
+            let mut c = Client::connect(&self.address, token).await?;
+            c.state(what).await
+        })
+        .expect("cluster state")
+    }
+
+    /// The node a task ran on (0: none yet).
+    fn node_of(&self, task: u64) -> u64 {
+        self.state("tasks")
+            .tasks
+            .iter()
+            .find(|t| t.id == task)
+            .map_or(0, |t| t.node)
+    }
+
+    async fn runtime(&self) -> Runtime {
+        Runtime::builder()
+            .token(&self.token)
+            .cache_dir(Some(cache_dir()))
+            .connect(&self.address)
+            .await
+            .expect("connect to the cluster")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = ferray();
+        cmd.env("FERRAY_HOME", self.home.path())
+            .env_remove("FERRAY_TOKEN");
+        cmd
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().expect("run ferray");
+        assert!(
+            out.status.success(),
+            "ferray {args:?} failed: {}{}\nhead log:\n{}",
+            stdout(&out),
+            stderr(&out),
+            self.log("head.log")
+        );
+        stdout(&out)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (c, _, _) in &mut self.workers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.head.kill();
+        let _ = self.head.wait();
+    }
+}
+
+fn task_id(r: &ferray::ObjectRef) -> u64 {
+    match r.name() {
+        RefName::Task(t) => t.0,
+        RefName::Put(_) => panic!("not a task's result"),
+    }
+}
+
+#[test]
+fn every_example_gives_the_embedded_result_on_a_cluster() {
+    let c = Cluster::start(2);
+    let cases: &[(&str, &[&str])] = &[
+        (fx::SQUARES, &["run", "12"]),
+        (fx::WORDCOUNT, &["run", "\"the cat and the dog and the bird\"", "3", "2"]),
+        (fx::PI, &["estimate", "40000", "8"]),
+        (fx::COUNTER, &["run", "16"]),
+    ];
+    for (path, args) in cases {
+        let mut local = vec!["run", *path];
+        local.extend_from_slice(args);
+        let want = super::ferray_ok(&local);
+        let mut remote = vec!["submit", "--address", &c.address, *path];
+        remote.extend_from_slice(args);
+        let got = c.ok(&remote);
+        assert_eq!(got, want, "{path} {args:?}");
+    }
+    // The squares job's tasks ran on both workers.
+    let st = c.state("tasks");
+    let nodes: std::collections::BTreeSet<u64> = st
+        .tasks
+        .iter()
+        .filter(|t| t.function == "heavy-compute")
+        .map(|t| t.node)
+        .collect();
+    assert!(nodes.len() >= 2, "tasks ran on {nodes:?}");
+    let jobs = c.ok(&["job", "list"]);
+    assert_eq!(jobs.matches("SUCCEEDED").count(), 4, "{jobs}");
+}
+
+#[test]
+fn a_job_larger_than_one_node_uses_every_node_and_none_past_its_cpus() {
+    let c = Cluster::start_with(2, &[]);
+    // 3 nodes of 2 CPUs (the head runs one too); 24 tasks of 150 ms.
+    let out = c.ok(&["submit", fx::MISBEHAVE, "fan-out", "24", "150"]);
+    let want: Vec<String> = (0..24i64).map(|i| (i * i).to_string()).collect();
+    assert_eq!(out.trim(), format!("[{}]", want.join(", ")));
+    let st = c.state("tasks");
+    let mut per_node = std::collections::BTreeMap::<u64, u32>::new();
+    for t in st.tasks.iter().filter(|t| t.function == "slow-square") {
+        *per_node.entry(t.node).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "slow-square per node: {per_node:?}");
+    // No node ever held more than its CPUs: each node's admission and the
+    // head agree, so nothing is left over either.
+    for n in c.state("nodes").nodes {
+        let free = n.available.unwrap_or_default();
+        let total = n.total.unwrap_or_default();
+        assert_eq!(free.cpus, total.cpus, "node-{} still holds CPUs", n.id);
+    }
+}
+
+#[test]
+fn a_task_runs_where_its_argument_lives_and_lost_objects_are_rebuilt() {
+    let mut c = Cluster::start(2);
+    let (w1, w2) = (c.workers[0].1, c.workers[1].1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        // 256 KiB made on w2 (too big to travel inline).
+        let big = m
+            .task("make-bytes")
+            .args(&(256u32 << 10, 3u8))
+            .expect("args")
+            .strategy(Strategy::Node { node: w2, soft: true })
+            .submit()
+            .expect("submit");
+        let want: (u32, u64) = {
+            let bytes: Vec<u8> = rt.get(&big).await.expect("make-bytes");
+            (bytes.len() as u32, bytes.iter().map(|b| u64::from(*b)).sum())
+        };
+        assert_eq!(c.node_of(task_id(&big)), w2);
+        // Its consumer goes where the bytes are.
+        let m1 = m.task("measure").arg_ref(&big).submit().expect("submit");
+        assert_eq!(rt.get::<(u32, u64)>(&m1).await.expect("measure"), want);
+        assert_eq!(c.node_of(task_id(&m1)), w2, "the consumer ran away from its data");
+
+        // The only copy goes with w2; a new consumer gets it rebuilt (lineage).
+        c.kill_worker(w2);
+        let m2 = m.task("measure").arg_ref(&big).submit().expect("submit");
+        assert_eq!(rt.get::<(u32, u64)>(&m2).await.expect("rebuilt"), want);
+        assert_eq!(c.node_of(task_id(&m2)), w1);
+        assert_eq!(c.node_of(task_id(&big)), w1, "make-bytes was not re-run on w1");
+    });
+}
+
+#[test]
+fn a_corrupted_chunk_is_fetched_again_never_returned() {
+    let mut c = Cluster::start(1);
+    let bad = c.add_worker(&[("FERRAY_TESTING_CORRUPT_TRANSFERS", "1")]);
+    let good = c.workers[0].1;
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        let big = m
+            .task("make-bytes")
+            .args(&(300_000u32, 9u8))
+            .expect("args")
+            .strategy(Strategy::Node { node: bad, soft: false })
+            .submit()
+            .expect("submit");
+        let pinned = Strategy::Node { node: good, soft: false };
+        let r = m.task("measure").arg_ref(&big).strategy(pinned).submit().expect("submit");
+        let (len, sum) = rt.get::<(u32, u64)>(&r).await.expect("measure");
+        let want: u64 = (0..300_000u64).map(|i| (i * 7 + 9) % 251).sum();
+        assert_eq!((len, sum), (300_000, want));
+    });
+    let bad_log = c.log("worker-1.log");
+    assert!(bad_log.contains("testing: corrupting a chunk"), "{bad_log}");
+    let good_log = c.log("worker-0.log");
+    assert!(good_log.contains("failed its check"), "{good_log}");
+}
+
+#[test]
+fn a_thousand_task_job_survives_kill_9_of_a_worker() {
+    let mut c = Cluster::start(2);
+    let victim = c.workers[1].1;
+    let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "1000", "10"]);
+    let job = out.trim().to_string();
+    assert!(job.starts_with("job-"), "{out}");
+    let done_at_kill = wait_for("100 tasks done", 120, || {
+        let j = c.state("jobs").jobs.into_iter().find(|j| format!("job-{}", j.job) == job)?;
+        (j.tasks_done >= 100).then_some(j.tasks_done)
+    });
+    c.kill_worker(victim);
+    assert!(done_at_kill < 1000, "the job ended before the kill; make its tasks slower");
+    let status = wait_for("the job to end", 300, || {
+        let j = c.state("jobs").jobs.into_iter().find(|j| format!("job-{}", j.job) == job)?;
+        (j.state != "RUNNING" && j.state != "PENDING").then_some(j)
+    });
+    assert_eq!(status.state, "SUCCEEDED", "{status:?}");
+    let want: Vec<String> = (0..1000i64).map(|i| (i * i).to_string()).collect();
+    assert_eq!(status.result, format!("[{}]", want.join(", ")));
+    // A worker that comes back joins as a new node.
+    let again = c.add_worker(&[]);
+    assert!(again > victim);
+    let text = c.ok(&["job", "status", &job]);
+    assert!(text.contains("SUCCEEDED"), "{text}");
+}
+
+#[test]
+fn an_actor_restarts_on_another_node_within_max_restarts() {
+    let mut c = Cluster::start(2);
+    let (w1, w2) = (c.workers[0].1, c.workers[1].1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let counter = rt.load_file(fx::COUNTER).await.expect("load");
+        let on_w2 = Strategy::Node { node: w2, soft: true };
+        let a = counter
+            .actor("api.counter", (100i64,))
+            .max_restarts(1)
+            .strategy(on_w2)
+            .spawn()
+            .await
+            .expect("actor");
+        let mortal = counter
+            .actor("api.counter", (0i64,))
+            .strategy(on_w2)
+            .spawn()
+            .await
+            .expect("actor");
+        assert_eq!(rt.get::<i64>(&a.call("incr", (5i64,)).expect("call")).await.expect("incr"), 105);
+        assert_eq!(rt.get::<i64>(&mortal.call("incr", (1i64,)).expect("call")).await.expect("incr"), 1);
+        c.kill_worker(w2);
+        // The constructor ran again elsewhere: the count starts over.
+        let r = a.call("incr", (1i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&r).await.expect("restarted actor"), 101);
+        let actors = c.state("actors").actors;
+        let info = actors.iter().find(|x| x.id == a.id().0).expect("listed");
+        assert_eq!((info.state.as_str(), info.node, info.restarts), ("ALIVE", w1, 1));
+        // Without restarts, calls fail with actor-died.
+        let err = rt.get::<i64>(&mortal.call("incr", (1i64,)).expect("call")).await.unwrap_err();
+        assert!(matches!(err, Error::ActorDied(_)), "{err}");
+    });
+}
+
+#[test]
+fn the_embedding_api_works_the_same_embedded_and_on_a_cluster() {
+    async fn exercise(rt: &Runtime) -> (Vec<i64>, i64, u64, String) {
+        let squares = rt.load_file(fx::SQUARES).await.expect("load");
+        let refs: Vec<_> = (0..10i64)
+            .map(|i| squares.call("heavy-compute", (i,)).expect("submit"))
+            .collect();
+        let values: Vec<i64> = rt.get_all(&refs).await.expect("get_all");
+        let counter = rt.load_file(fx::COUNTER).await.expect("load");
+        let a = counter.actor("api.counter", (10i64,)).spawn().await.expect("actor");
+        let mut last = 0;
+        for by in [1i64, 5, 7] {
+            last = rt.get(&a.call("incr", (by,)).expect("call")).await.expect("incr");
+        }
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+        let put = rt.put(&big).await.expect("put");
+        let r = m.task("measure").arg_ref(&put).submit().expect("submit");
+        let (_, sum): (u32, u64) = rt.get(&r).await.expect("measure");
+        let too_big = squares
+            .task("heavy-compute")
+            .args(&(1i64,))
+            .expect("args")
+            .num_cpus(64.0)
+            .expect("cpus")
+            .submit();
+        let infeasible = match too_big {
+            Err(e) => e.to_string(),
+            Ok(r) => rt.get::<i64>(&r).await.unwrap_err().to_string(),
+        };
+        (values, last, sum, infeasible)
+    }
+    block_on(async {
+        let local = super::runtime().await;
+        let (v1, a1, s1, e1) = exercise(&local).await;
+        let c = Cluster::start(2);
+        let remote = c.runtime().await;
+        let (v2, a2, s2, e2) = exercise(&remote).await;
+        assert_eq!(v1, (0..10).map(|i| i * i).collect::<Vec<i64>>());
+        assert_eq!((v1, a1, s1), (v2, a2, s2));
+        assert!(e1.contains("infeasible"), "{e1}");
+        assert!(e2.contains("infeasible"), "{e2}");
+    });
+}
+
+#[test]
+fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
+    let c = Cluster::start(1);
+    let err = c
+        .cmd()
+        .args(["status", "--address", &c.address, "--token", "not-the-token"])
+        .output()
+        .expect("run ferray");
+    assert!(!err.status.success());
+    assert!(stderr(&err).contains("refused the credentials"), "{}", stderr(&err));
+    // A raw gRPC call with no token at all.
+    block_on(async {
+        let mut raw = ferray::cluster::v1::head_client::HeadClient::connect(format!("http://{}", c.address))
+            .await
+            .expect("connect");
+        let refused = raw
+            .cluster(ferray::cluster::v1::ClusterRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    });
+    // A worker of another protocol version is turned away at its hello.
+    block_on(async {
+        let token = ferray_proto::Token::new(&c.token).expect("token");
+        let ch = ferray_proto::connect(&c.address).await.expect("connect");
+        let mut head = ferray_proto::head_client(ch, &token);
+        let hello = ferray_proto::v1::Up {
+            msg: Some(ferray_proto::v1::up::Msg::Hello(ferray_proto::v1::Hello {
+                protocol: ferray_proto::PROTOCOL_VERSION + 1,
+                worker: true,
+                object_address: "127.0.0.1:9".into(),
+                ..Default::default()
+            })),
+        };
+        let refused = head
+            .session(futures::stream::iter(vec![hello]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("protocol version"), "{}", refused.message());
+    });
+    let started = Instant::now();
+    let out = ferray()
+        .args(["status", "--address", "127.0.0.1:1", "--token", "x"])
+        .output()
+        .expect("run ferray");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot reach 127.0.0.1:1"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "no answer for {:?}", started.elapsed());
+}
+
+#[test]
+fn a_submitter_that_loses_the_head_gets_an_error() {
+    let mut c = Cluster::start(1);
+    let mut submit = c
+        .cmd()
+        .args(["submit", fx::MISBEHAVE, "fan-out", "200", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("submit");
+    wait_for("the job to run", 60, || {
+        c.state("jobs").jobs.iter().any(|j| j.tasks_done > 0).then_some(())
+    });
+    c.head.kill().expect("kill the head");
+    let _ = c.head.wait();
+    let out = wait_for("the submitter to give up", 30, || submit.try_wait().ok().flatten());
+    assert!(!out.success());
+    let mut err = String::new();
+    use std::io::Read as _;
+    submit
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.contains("lost the head"), "{err}");
+}
