@@ -75,7 +75,17 @@ impl Cluster {
         let home = tempfile::tempdir().expect("temp dir");
         let log = home.path().join("head.log");
         let head = node_cmd(home.path(), &log)
-            .args(["start", "--head", "--port", "0", "--block", "--num-cpus", "2", "--node-timeout", "3s"])
+            .args([
+                "start",
+                "--head",
+                "--port",
+                "0",
+                "--block",
+                "--num-cpus",
+                "2",
+                "--node-timeout",
+                "3s",
+            ])
             .args(head_args)
             .spawn()
             .expect("start the head");
@@ -110,7 +120,14 @@ impl Cluster {
             .path()
             .join(format!("worker-{}.log", self.workers.len()));
         let mut cmd = node_cmd(self.home.path(), &log);
-        cmd.args(["start", "--address", &self.address, "--num-cpus", "2", "--block"]);
+        cmd.args([
+            "start",
+            "--address",
+            &self.address,
+            "--num-cpus",
+            "2",
+            "--block",
+        ]);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -216,7 +233,10 @@ fn every_example_gives_the_embedded_result_on_a_cluster() {
     let c = Cluster::start(2);
     let cases: &[(&str, &[&str])] = &[
         (fx::SQUARES, &["run", "12"]),
-        (fx::WORDCOUNT, &["run", "\"the cat and the dog and the bird\"", "3", "2"]),
+        (
+            fx::WORDCOUNT,
+            &["run", "\"the cat and the dog and the bird\"", "3", "2"],
+        ),
         (fx::PI, &["estimate", "40000", "8"]),
         (fx::COUNTER, &["run", "16"]),
     ];
@@ -240,6 +260,9 @@ fn every_example_gives_the_embedded_result_on_a_cluster() {
     assert!(nodes.len() >= 2, "tasks ran on {nodes:?}");
     let jobs = c.ok(&["job", "list"]);
     assert_eq!(jobs.matches("SUCCEEDED").count(), 4, "{jobs}");
+    // Every job ended, so the cluster freed every object they made.
+    let objects = c.state("objects").objects;
+    assert!(objects.is_empty(), "objects left: {objects:?}");
 }
 
 #[test]
@@ -276,25 +299,39 @@ fn a_task_runs_where_its_argument_lives_and_lost_objects_are_rebuilt() {
             .task("make-bytes")
             .args(&(256u32 << 10, 3u8))
             .expect("args")
-            .strategy(Strategy::Node { node: w2, soft: true })
+            .strategy(Strategy::Node {
+                node: w2,
+                soft: true,
+            })
             .submit()
             .expect("submit");
         let want: (u32, u64) = {
             let bytes: Vec<u8> = rt.get(&big).await.expect("make-bytes");
-            (bytes.len() as u32, bytes.iter().map(|b| u64::from(*b)).sum())
+            (
+                bytes.len() as u32,
+                bytes.iter().map(|b| u64::from(*b)).sum(),
+            )
         };
         assert_eq!(c.node_of(task_id(&big)), w2);
         // Its consumer goes where the bytes are.
         let m1 = m.task("measure").arg_ref(&big).submit().expect("submit");
         assert_eq!(rt.get::<(u32, u64)>(&m1).await.expect("measure"), want);
-        assert_eq!(c.node_of(task_id(&m1)), w2, "the consumer ran away from its data");
+        assert_eq!(
+            c.node_of(task_id(&m1)),
+            w2,
+            "the consumer ran away from its data"
+        );
 
         // The only copy goes with w2; a new consumer gets it rebuilt (lineage).
         c.kill_worker(w2);
         let m2 = m.task("measure").arg_ref(&big).submit().expect("submit");
         assert_eq!(rt.get::<(u32, u64)>(&m2).await.expect("rebuilt"), want);
         assert_eq!(c.node_of(task_id(&m2)), w1);
-        assert_eq!(c.node_of(task_id(&big)), w1, "make-bytes was not re-run on w1");
+        assert_eq!(
+            c.node_of(task_id(&big)),
+            w1,
+            "make-bytes was not re-run on w1"
+        );
     });
 }
 
@@ -310,11 +347,22 @@ fn a_corrupted_chunk_is_fetched_again_never_returned() {
             .task("make-bytes")
             .args(&(300_000u32, 9u8))
             .expect("args")
-            .strategy(Strategy::Node { node: bad, soft: false })
+            .strategy(Strategy::Node {
+                node: bad,
+                soft: false,
+            })
             .submit()
             .expect("submit");
-        let pinned = Strategy::Node { node: good, soft: false };
-        let r = m.task("measure").arg_ref(&big).strategy(pinned).submit().expect("submit");
+        let pinned = Strategy::Node {
+            node: good,
+            soft: false,
+        };
+        let r = m
+            .task("measure")
+            .arg_ref(&big)
+            .strategy(pinned)
+            .submit()
+            .expect("submit");
         let (len, sum) = rt.get::<(u32, u64)>(&r).await.expect("measure");
         let want: u64 = (0..300_000u64).map(|i| (i * 7 + 9) % 251).sum();
         assert_eq!((len, sum), (300_000, want));
@@ -329,17 +377,35 @@ fn a_corrupted_chunk_is_fetched_again_never_returned() {
 fn a_thousand_task_job_survives_kill_9_of_a_worker() {
     let mut c = Cluster::start(2);
     let victim = c.workers[1].1;
-    let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "1000", "10"]);
+    let out = c.ok(&[
+        "submit",
+        "--no-wait",
+        fx::MISBEHAVE,
+        "fan-out",
+        "1000",
+        "10",
+    ]);
     let job = out.trim().to_string();
     assert!(job.starts_with("job-"), "{out}");
     let done_at_kill = wait_for("100 tasks done", 120, || {
-        let j = c.state("jobs").jobs.into_iter().find(|j| format!("job-{}", j.job) == job)?;
+        let j = c
+            .state("jobs")
+            .jobs
+            .into_iter()
+            .find(|j| format!("job-{}", j.job) == job)?;
         (j.tasks_done >= 100).then_some(j.tasks_done)
     });
     c.kill_worker(victim);
-    assert!(done_at_kill < 1000, "the job ended before the kill; make its tasks slower");
+    assert!(
+        done_at_kill < 1000,
+        "the job ended before the kill; make its tasks slower"
+    );
     let status = wait_for("the job to end", 300, || {
-        let j = c.state("jobs").jobs.into_iter().find(|j| format!("job-{}", j.job) == job)?;
+        let j = c
+            .state("jobs")
+            .jobs
+            .into_iter()
+            .find(|j| format!("job-{}", j.job) == job)?;
         (j.state != "RUNNING" && j.state != "PENDING").then_some(j)
     });
     assert_eq!(status.state, "SUCCEEDED", "{status:?}");
@@ -359,7 +425,10 @@ fn an_actor_restarts_on_another_node_within_max_restarts() {
     block_on(async {
         let rt = c.runtime().await;
         let counter = rt.load_file(fx::COUNTER).await.expect("load");
-        let on_w2 = Strategy::Node { node: w2, soft: true };
+        let on_w2 = Strategy::Node {
+            node: w2,
+            soft: true,
+        };
         let a = counter
             .actor("api.counter", (100i64,))
             .max_restarts(1)
@@ -373,17 +442,33 @@ fn an_actor_restarts_on_another_node_within_max_restarts() {
             .spawn()
             .await
             .expect("actor");
-        assert_eq!(rt.get::<i64>(&a.call("incr", (5i64,)).expect("call")).await.expect("incr"), 105);
-        assert_eq!(rt.get::<i64>(&mortal.call("incr", (1i64,)).expect("call")).await.expect("incr"), 1);
+        assert_eq!(
+            rt.get::<i64>(&a.call("incr", (5i64,)).expect("call"))
+                .await
+                .expect("incr"),
+            105
+        );
+        assert_eq!(
+            rt.get::<i64>(&mortal.call("incr", (1i64,)).expect("call"))
+                .await
+                .expect("incr"),
+            1
+        );
         c.kill_worker(w2);
         // The constructor ran again elsewhere: the count starts over.
         let r = a.call("incr", (1i64,)).expect("call");
         assert_eq!(rt.get::<i64>(&r).await.expect("restarted actor"), 101);
         let actors = c.state("actors").actors;
         let info = actors.iter().find(|x| x.id == a.id().0).expect("listed");
-        assert_eq!((info.state.as_str(), info.node, info.restarts), ("ALIVE", w1, 1));
+        assert_eq!(
+            (info.state.as_str(), info.node, info.restarts),
+            ("ALIVE", w1, 1)
+        );
         // Without restarts, calls fail with actor-died.
-        let err = rt.get::<i64>(&mortal.call("incr", (1i64,)).expect("call")).await.unwrap_err();
+        let err = rt
+            .get::<i64>(&mortal.call("incr", (1i64,)).expect("call"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::ActorDied(_)), "{err}");
     });
 }
@@ -397,10 +482,17 @@ fn the_embedding_api_works_the_same_embedded_and_on_a_cluster() {
             .collect();
         let values: Vec<i64> = rt.get_all(&refs).await.expect("get_all");
         let counter = rt.load_file(fx::COUNTER).await.expect("load");
-        let a = counter.actor("api.counter", (10i64,)).spawn().await.expect("actor");
+        let a = counter
+            .actor("api.counter", (10i64,))
+            .spawn()
+            .await
+            .expect("actor");
         let mut last = 0;
         for by in [1i64, 5, 7] {
-            last = rt.get(&a.call("incr", (by,)).expect("call")).await.expect("incr");
+            last = rt
+                .get(&a.call("incr", (by,)).expect("call"))
+                .await
+                .expect("incr");
         }
         let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
@@ -438,16 +530,27 @@ fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
     let c = Cluster::start(1);
     let err = c
         .cmd()
-        .args(["status", "--address", &c.address, "--token", "not-the-token"])
+        .args([
+            "status",
+            "--address",
+            &c.address,
+            "--token",
+            "not-the-token",
+        ])
         .output()
         .expect("run ferray");
     assert!(!err.status.success());
-    assert!(stderr(&err).contains("refused the credentials"), "{}", stderr(&err));
+    assert!(
+        stderr(&err).contains("refused the credentials"),
+        "{}",
+        stderr(&err)
+    );
     // A raw gRPC call with no token at all.
     block_on(async {
-        let mut raw = ferray::cluster::v1::head_client::HeadClient::connect(format!("http://{}", c.address))
-            .await
-            .expect("connect");
+        let mut raw =
+            ferray::cluster::v1::head_client::HeadClient::connect(format!("http://{}", c.address))
+                .await
+                .expect("connect");
         let refused = raw
             .cluster(ferray::cluster::v1::ClusterRequest::default())
             .await
@@ -468,11 +571,17 @@ fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
             })),
         };
         let refused = head
-            .session(futures::stream::iter(vec![hello]))
+            .session(futures::stream::iter(vec![ferray_proto::v1::UpBatch {
+                msgs: vec![hello],
+            }]))
             .await
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-        assert!(refused.message().contains("protocol version"), "{}", refused.message());
+        assert!(
+            refused.message().contains("protocol version"),
+            "{}",
+            refused.message()
+        );
     });
     let started = Instant::now();
     let out = ferray()
@@ -480,8 +589,16 @@ fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
         .output()
         .expect("run ferray");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot reach 127.0.0.1:1"), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(30), "no answer for {:?}", started.elapsed());
+    assert!(
+        stderr(&out).contains("cannot reach 127.0.0.1:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no answer for {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -495,11 +612,17 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
         .spawn()
         .expect("submit");
     wait_for("the job to run", 60, || {
-        c.state("jobs").jobs.iter().any(|j| j.tasks_done > 0).then_some(())
+        c.state("jobs")
+            .jobs
+            .iter()
+            .any(|j| j.tasks_done > 0)
+            .then_some(())
     });
     c.head.kill().expect("kill the head");
     let _ = c.head.wait();
-    let out = wait_for("the submitter to give up", 30, || submit.try_wait().ok().flatten());
+    let out = wait_for("the submitter to give up", 30, || {
+        submit.try_wait().ok().flatten()
+    });
     assert!(!out.success());
     let mut err = String::new();
     use std::io::Read as _;
@@ -510,4 +633,109 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
         .read_to_string(&mut err)
         .expect("read");
     assert!(err.contains("lost the head"), "{err}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[test]
+fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
+    let mut c = Cluster::start(2);
+    let victim = c.workers[1].1;
+    let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "80", "50"]);
+    let job: u64 = out
+        .trim()
+        .trim_start_matches("job-")
+        .parse()
+        .expect("job id");
+    wait_for("some progress", 60, || {
+        c.state("jobs")
+            .jobs
+            .iter()
+            .any(|j| j.job == job && j.tasks_done >= 4)
+            .then_some(())
+    });
+    // Stopped, not killed: its connection stays open, only heartbeats stop.
+    signal(&c.workers[1].0, "-STOP");
+    wait_for("the head to notice the silence", 30, || {
+        c.state("nodes")
+            .nodes
+            .iter()
+            .any(|n| n.id == victim && n.state == "DEAD")
+            .then_some(())
+    });
+    let info = wait_for("the job to end", 120, || {
+        let j = c.state("jobs").jobs.into_iter().find(|j| j.job == job)?;
+        (j.state != "RUNNING").then_some(j)
+    });
+    assert_eq!(info.state, "SUCCEEDED", "{info:?}");
+    let want: Vec<String> = (0..80i64).map(|i| (i * i).to_string()).collect();
+    assert_eq!(info.result, format!("[{}]", want.join(", ")));
+    // Woken up, it finds its session closed and exits.
+    signal(&c.workers[1].0, "-CONT");
+    let status = wait_for("the stale worker to exit", 30, || {
+        c.workers[1].0.try_wait().ok().flatten()
+    });
+    assert!(!status.success());
+    assert!(
+        c.log("worker-1.log").contains("closed this node's session"),
+        "{}",
+        c.log("worker-1.log")
+    );
+}
+
+#[test]
+fn start_in_the_background_show_status_and_stop() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        ferray()
+            .env("FERRAY_HOME", home.path())
+            .env_remove("FERRAY_TOKEN")
+            .args(args)
+            .output()
+            .expect("run ferray")
+    };
+    let head = run(&["start", "--head", "--port", "0", "--num-cpus", "1"]);
+    assert!(head.status.success(), "{}{}", stdout(&head), stderr(&head));
+    let text = stdout(&head);
+    assert!(text.contains("ferray head started at 127.0.0.1:"), "{text}");
+    assert!(text.contains("token:"), "{text}");
+    let address = std::fs::read_to_string(home.path().join("head-address")).expect("address");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(home.path().join("token"))
+        .expect("token")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file must be private");
+    let worker = run(&["start", "--address", address.trim(), "--num-cpus", "1"]);
+    assert!(
+        worker.status.success(),
+        "{}{}",
+        stdout(&worker),
+        stderr(&worker)
+    );
+    assert!(
+        stdout(&worker).contains("joined the head"),
+        "{}",
+        stdout(&worker)
+    );
+    let status = run(&["status"]);
+    let text = stdout(&status);
+    assert!(status.status.success(), "{text}{}", stderr(&status));
+    assert_eq!(text.matches("ALIVE").count(), 2, "{text}");
+    assert!(text.contains("resources used: 0/2 CPU"), "{text}");
+    let stop = run(&["stop"]);
+    assert!(stdout(&stop).contains("stopped 2"), "{}", stdout(&stop));
+    let after = run(&["status", "--address", address.trim()]);
+    assert!(!after.status.success());
+    assert!(
+        stderr(&after).contains("cannot reach"),
+        "{}",
+        stderr(&after)
+    );
 }

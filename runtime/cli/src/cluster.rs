@@ -92,7 +92,12 @@ impl ConnectArgs {
         let f = state_dir().join("head-address");
         std::fs::read_to_string(&f)
             .map(|s| s.trim().to_string())
-            .map_err(|_| anyhow::anyhow!("no --address given and no head started on this machine (no {})", f.display()))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no --address given and no head started on this machine (no {})",
+                    f.display()
+                )
+            })
     }
 
     fn token(&self) -> Result<Token> {
@@ -324,7 +329,10 @@ fn start_in_background() -> Result<ExitCode> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("the node did not come up within 60s; see {}", log_path.display());
+            bail!(
+                "the node did not come up within 60s; see {}",
+                log_path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -372,7 +380,12 @@ async fn shutdown_signal() {
 }
 
 fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Result<ExitCode> {
-    let token = match args.token.as_deref().map(str::to_string).or_else(|| std::env::var("FERRAY_TOKEN").ok()) {
+    let token = match args
+        .token
+        .as_deref()
+        .map(str::to_string)
+        .or_else(|| std::env::var("FERRAY_TOKEN").ok())
+    {
         Some(t) => Token::new(&t)?,
         None => Token::generate()?,
     };
@@ -417,7 +430,10 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
     println!("ferray head started at {address}");
     println!("  join it:      ferray start --address {address}");
     println!("  submit a job: ferray submit --address {address} COMPONENT.wasm FUNCTION [ARG...]");
-    println!("  token:        {} (owner-only; others pass --token or FERRAY_TOKEN)", tfile.display());
+    println!(
+        "  token:        {} (owner-only; others pass --token or FERRAY_TOKEN)",
+        tfile.display()
+    );
     println!("  dashboard:    none (use `ferray status --address {address}`)");
     let out = match worker {
         Some((rt, cfg)) => {
@@ -427,7 +443,11 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
                 &rt,
                 cfg,
                 move |j| {
-                    println!("  this process is also {} (objects at {})", node_name(j.node), j.object_address);
+                    println!(
+                        "  this process is also {} (objects at {})",
+                        node_name(j.node),
+                        j.object_address
+                    );
                     let _ = std::io::stdout().flush();
                     let _ = write_private(&pid_file, &format!("head {addr}\n"));
                 },
@@ -442,9 +462,7 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
         }
     };
     let _ = stop_tx.send(());
-    let _ = exec.block_on(async {
-        tokio::time::timeout(Duration::from_secs(2), server).await
-    });
+    let _ = exec.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     let _ = std::fs::remove_file(state_dir().join("head-address"));
     out?;
     Ok(ExitCode::SUCCESS)
@@ -454,7 +472,11 @@ fn node_name(id: u64) -> String {
     format!("node-{id}")
 }
 
-fn run_worker_node(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Result<ExitCode> {
+fn run_worker_node(
+    args: &StartArgs,
+    custom: &[(String, f64)],
+    pid_file: &Path,
+) -> Result<ExitCode> {
     let Some(address) = &args.address else {
         bail!("--address is required");
     };
@@ -545,7 +567,9 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
     exec.block_on(async {
         let mut c = args.connect.client().await?;
         let comp = c.upload(bytes.into()).await?;
-        let info = c.submit_job(comp, &args.function, args.args.clone()).await?;
+        let info = c
+            .submit_job(comp, &args.function, args.args.clone())
+            .await?;
         let job = info.job;
         if args.no_wait {
             println!("job-{job}");
@@ -578,7 +602,12 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         if tty {
             eprint!("\r\x1b[K");
         }
-        eprintln!("job-{job} {}: {}/{} tasks done", info.state.to_lowercase(), info.tasks_done, info.tasks_total);
+        eprintln!(
+            "job-{job} {}: {}/{} tasks done",
+            info.state.to_lowercase(),
+            info.tasks_done,
+            info.tasks_total
+        );
         finish(&info)
     })
 }
@@ -692,7 +721,11 @@ pub fn status(c: ConnectArgs) -> Result<ExitCode> {
                 tg - fg,
                 tg,
                 n.running,
-                if custom.is_empty() { String::new() } else { format!("  {custom}") }
+                if custom.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {custom}")
+                }
             );
         }
         println!("resources used: {used_cpu}/{total_cpu} CPU, {used_gpu}/{total_gpu} GPU");
@@ -706,7 +739,10 @@ pub fn status(c: ConnectArgs) -> Result<ExitCode> {
             println!("  {s}: {n}");
         }
         let jobs = client.state("jobs").await?.jobs;
-        let running = jobs.iter().filter(|j| j.state == "RUNNING" || j.state == "PENDING").count();
+        let running = jobs
+            .iter()
+            .filter(|j| j.state == "RUNNING" || j.state == "PENDING")
+            .count();
         println!("jobs: {} ({} running)", jobs.len(), running);
         Ok(ExitCode::SUCCESS)
     })
@@ -719,37 +755,105 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
         let st = c.state(&a.what).await?;
         match a.what.as_str() {
             "nodes" => {
-                println!("{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  NAME", "NODE", "STATE", "ADDRESS", "CPUS", "GPUS", "RUNNING");
+                println!(
+                    "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  NAME",
+                    "NODE", "STATE", "ADDRESS", "CPUS", "GPUS", "RUNNING"
+                );
                 for n in st.nodes {
                     let (tc, tg, _, _) = res(&n.total);
-                    println!("{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  {}", node_name(n.id), n.state, n.address, tc, tg, n.running, n.name);
+                    println!(
+                        "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  {}",
+                        node_name(n.id),
+                        n.state,
+                        n.address,
+                        tc,
+                        tg,
+                        n.running,
+                        n.name
+                    );
                 }
             }
             "tasks" => {
-                println!("{:<16} {:<8} {:<26} {:<10} {:>8}  FUNCTION", "TASK", "JOB", "STATE", "NODE", "ATTEMPTS");
+                println!(
+                    "{:<16} {:<8} {:<26} {:<10} {:>8}  FUNCTION",
+                    "TASK", "JOB", "STATE", "NODE", "ATTEMPTS"
+                );
                 for t in st.tasks {
-                    let node = if t.node == 0 { "-".to_string() } else { node_name(t.node) };
-                    println!("{:<16} {:<8} {:<26} {:<10} {:>8}  {}", format!("task-{}", t.id), format!("job-{}", t.job), t.state, node, t.attempts, t.function);
+                    let node = if t.node == 0 {
+                        "-".to_string()
+                    } else {
+                        node_name(t.node)
+                    };
+                    println!(
+                        "{:<16} {:<8} {:<26} {:<10} {:>8}  {}",
+                        format!("task-{}", t.id),
+                        format!("job-{}", t.job),
+                        t.state,
+                        node,
+                        t.attempts,
+                        t.function
+                    );
                 }
             }
             "actors" => {
-                println!("{:<16} {:<8} {:<8} {:<10} {:>8}  CLASS", "ACTOR", "JOB", "STATE", "NODE", "RESTARTS");
+                println!(
+                    "{:<16} {:<8} {:<8} {:<10} {:>8}  CLASS",
+                    "ACTOR", "JOB", "STATE", "NODE", "RESTARTS"
+                );
                 for x in st.actors {
-                    let node = if x.node == 0 { "-".to_string() } else { node_name(x.node) };
-                    println!("{:<16} {:<8} {:<8} {:<10} {:>8}  {}", format!("actor-{}", x.id), format!("job-{}", x.job), x.state, node, x.restarts, x.class);
+                    let node = if x.node == 0 {
+                        "-".to_string()
+                    } else {
+                        node_name(x.node)
+                    };
+                    println!(
+                        "{:<16} {:<8} {:<8} {:<10} {:>8}  {}",
+                        format!("actor-{}", x.id),
+                        format!("job-{}", x.job),
+                        x.state,
+                        node,
+                        x.restarts,
+                        x.class
+                    );
                 }
             }
             "objects" => {
-                println!("{:<64} {:>12} {:<7} {:<16} NODES", "OBJECT", "SIZE", "INLINE", "MADE BY");
+                println!(
+                    "{:<64} {:>12} {:<7} {:<16} NODES",
+                    "OBJECT", "SIZE", "INLINE", "MADE BY"
+                );
                 for o in st.objects {
-                    let nodes: Vec<String> = o.nodes.iter().map(|n| if *n == 0 { "head".into() } else { node_name(*n) }).collect();
-                    println!("{:<64} {:>12} {:<7} {:<16} {}", o.id, o.size, if o.inline { "yes" } else { "no" }, o.made_by, nodes.join(","));
+                    let nodes: Vec<String> = o
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            if *n == 0 {
+                                "head".into()
+                            } else {
+                                node_name(*n)
+                            }
+                        })
+                        .collect();
+                    println!(
+                        "{:<64} {:>12} {:<7} {:<16} {}",
+                        o.id,
+                        o.size,
+                        if o.inline { "yes" } else { "no" },
+                        o.made_by,
+                        nodes.join(",")
+                    );
                 }
             }
             _ => {
                 println!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
                 for j in st.jobs {
-                    println!("{:<8} {:<10} {:>13}  {}", format!("job-{}", j.job), j.state, format!("{}/{}", j.tasks_done, j.tasks_total), j.entrypoint);
+                    println!(
+                        "{:<8} {:<10} {:>13}  {}",
+                        format!("job-{}", j.job),
+                        j.state,
+                        format!("{}/{}", j.tasks_done, j.tasks_total),
+                        j.entrypoint
+                    );
                 }
             }
         }
@@ -758,7 +862,8 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
 }
 
 pub fn put(a: PutArgs) -> Result<ExitCode> {
-    let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let bytes =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let exec = runtime()?;
     exec.block_on(async {
         let mut c = a.connect.client().await?;

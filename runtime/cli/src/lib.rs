@@ -330,7 +330,10 @@ fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
     })?;
     if wanted("scheduler_placements_100_nodes") {
         let rate = scheduler_placements(args.scale);
-        println!("{}", ferray::bench::line("scheduler_placements_100_nodes", rate, "per_second"));
+        println!(
+            "{}",
+            ferray::bench::line("scheduler_placements_100_nodes", rate, "per_second")
+        );
         lines += 1;
     }
     if lines == 0 {

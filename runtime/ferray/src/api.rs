@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{ComponentInfo, FuncInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec};
+use ferray_host::{
+    ComponentInfo, FuncInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec,
+};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -228,13 +230,18 @@ impl RuntimeBuilder {
         let address = address.to_string();
         exec.spawn(async move {
             let why = loop {
-                match down.message().await {
-                    Ok(Some(ferray_proto::v1::Down {
+                match futures::StreamExt::next(&mut down).await {
+                    Some(Ok(ferray_proto::v1::Down {
                         msg: Some(ferray_proto::v1::down::Msg::Resolved(r)),
                     })) => session.resolved(r),
-                    Ok(Some(_)) => {}
-                    Ok(None) => break format!("the head at {address} closed the connection"),
-                    Err(s) => break format!("lost the connection to the head at {address}: {}", s.message()),
+                    Some(Ok(_)) => {}
+                    None => break format!("the head at {address} closed the connection"),
+                    Some(Err(s)) => {
+                        break format!(
+                            "lost the connection to the head at {address}: {}",
+                            s.message()
+                        );
+                    }
                 }
             };
             tracing::warn!("{why}");

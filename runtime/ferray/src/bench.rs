@@ -114,22 +114,21 @@ pub fn run_all(
     let comp = rt.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
     // More drivers for multi_client_tasks_async: separate connections to a
     // cluster, or more submitters on the embedded runtime.
-    let clients: Vec<(Runtime, crate::Component)> = if filter
-        .is_none_or(|f| "multi_client_tasks_async".contains(f))
-    {
-        (0..4)
-            .map(|_| {
-                let r = match target {
-                    Target::Embedded => rt.clone(),
-                    Target::Cluster { .. } => target.runtime()?,
-                };
-                let c = r.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
-                Ok((r, c))
-            })
-            .collect::<Result<_, Error>>()?
-    } else {
-        Vec::new()
-    };
+    let clients: Vec<(Runtime, crate::Component)> =
+        if filter.is_none_or(|f| "multi_client_tasks_async".contains(f)) {
+            (0..4)
+                .map(|_| {
+                    let r = match target {
+                        Target::Embedded => rt.clone(),
+                        Target::Cluster { .. } => target.runtime()?,
+                    };
+                    let c = r.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
+                    Ok((r, c))
+                })
+                .collect::<Result<_, Error>>()?
+        } else {
+            Vec::new()
+        };
     let secs = 2.0 * scale.max(0.001);
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let rt2 = rt.clone();

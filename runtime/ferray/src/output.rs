@@ -35,6 +35,9 @@ pub enum OutputMode {
     Discard,
 }
 
+/// Output kept per source: (stdout, stderr).
+type BySource = HashMap<String, (Vec<u8>, Vec<u8>)>;
+
 #[derive(Clone)]
 pub(crate) struct OutputSink {
     mode: OutputMode,
@@ -42,7 +45,7 @@ pub(crate) struct OutputSink {
     /// A cluster worker: output is kept per source until its result goes
     /// to the head, which adds it to the job's logs.
     buffered: Arc<AtomicBool>,
-    by_source: Arc<Mutex<HashMap<String, (Vec<u8>, Vec<u8>)>>>,
+    by_source: Arc<Mutex<BySource>>,
 }
 
 impl OutputSink {

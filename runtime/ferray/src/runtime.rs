@@ -287,7 +287,10 @@ impl RtInner {
         options: TaskOptions,
         result: ObjectRef,
     ) {
-        match self.execute(id, &comp, &func, args, &options, 0).await {
+        match self
+            .execute(id, &comp, &func, args, &options, 0, None)
+            .await
+        {
             Ok(bytes) => {
                 self.counters.finished.fetch_add(1, Ordering::Relaxed);
                 result.resolve(self.store.put(Bytes::from(bytes)));
@@ -301,7 +304,9 @@ impl RtInner {
     }
 
     /// Run a task: its arguments fetched, its resources admitted, attempts
-    /// within `max_retries`. `job` names a cluster's job (else 0).
+    /// within `max_retries`. `job` names a cluster's job (else 0);
+    /// `on_start` hears when the task got its resources.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn execute(
         self: &Arc<Self>,
         id: TaskId,
@@ -310,6 +315,7 @@ impl RtInner {
         args: Vec<Arg<ObjectRef>>,
         options: &TaskOptions,
         job: u64,
+        on_start: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<Vec<u8>, Error> {
         let args = self.resolve_args(args).await?;
         let lease = if self.settings.local_mode {
@@ -319,8 +325,15 @@ impl RtInner {
                 self.admission.lease(options.resources.clone()).await,
             ))
         };
+        if let Some(f) = on_start {
+            f();
+        }
         let label: Arc<str> = Arc::from(id.to_string());
-        let task = if self.cluster.get().is_some() { id.0 } else { 0 };
+        let task = if self.cluster.get().is_some() {
+            id.0
+        } else {
+            0
+        };
         let ctx = TaskCtx {
             label,
             lease,
@@ -861,10 +874,11 @@ async fn blocking<T>(rt: &RtInner, ctx: &TaskCtx, fut: impl std::future::Future<
         s.blocked(ctx.task, true);
     }
     let out = fut.await;
+    lease.reacquire_cpus().await;
+    // After the node took them back, so that the head mirrors its order.
     if let Some(s) = session {
         s.blocked(ctx.task, false);
     }
-    lease.reacquire_cpus().await;
     out
 }
 

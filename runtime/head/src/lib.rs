@@ -20,7 +20,6 @@ use ferray_store::ObjectStore;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use sched::{Placement, Scheduler};
@@ -80,6 +79,7 @@ impl Head {
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
+            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
             .http2_keepalive_interval(Some(Duration::from_secs(2)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(ferray_proto::head_server(self, &token))
@@ -91,9 +91,17 @@ impl Head {
         out
     }
 
-    fn handle(&self, session: u64, msg: up::Msg) {
+    fn handle(&self, session: u64, msgs: Vec<v1::Up>) {
         let mut st = self.state.lock();
         st.touch(session);
+        for m in msgs {
+            if let Some(m) = m.msg {
+                Self::handle_one(&mut st, session, m);
+            }
+        }
+    }
+
+    fn handle_one(st: &mut State, session: u64, msg: up::Msg) {
         match msg {
             up::Msg::Hello(_) => {}
             up::Msg::Heartbeat(_) => {}
@@ -110,6 +118,7 @@ impl Head {
                 }
             }
             up::Msg::Blocked(b) => st.blocked(session, b),
+            up::Msg::Started(s) => st.started(session, s),
             up::Msg::Done(d) => st.done(session, d),
             up::Msg::Located(l) => {
                 if let Ok(id) = ferray_proto::object_id(&l.id) {
@@ -134,22 +143,22 @@ fn job_key(k: &v1::JobKey) -> JobId {
 
 #[tonic::async_trait]
 impl v1::head_server::Head for Head {
-    type SessionStream = BoxStream<v1::Down>;
+    type SessionStream = BoxStream<v1::DownBatch>;
 
     async fn session(
         &self,
-        req: Request<Streaming<v1::Up>>,
+        req: Request<Streaming<v1::UpBatch>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within 10s"))??;
-        let Some(v1::Up {
-            msg: Some(up::Msg::Hello(hello)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument("a session starts with a hello"));
+        let mut first = first.map(|b| b.msgs).unwrap_or_default();
+        let hello = match first.first_mut().and_then(|m| m.msg.take()) {
+            Some(up::Msg::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("a session starts with a hello")),
         };
+        first.remove(0);
         if hello.protocol != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} does not match the head's {PROTOCOL_VERSION}: run the same ferray release on every node",
@@ -163,28 +172,34 @@ impl v1::head_server::Head for Head {
             .open_session(tx.clone(), &hello)
             .map_err(|e| to_status(&e))?;
         let session = welcome.session;
-        let _ = tx.send(Ok(v1::Down {
+        let _ = tx.send(v1::Down {
             msg: Some(v1::down::Msg::Welcome(v1::Welcome {
                 session,
                 node: welcome.node.map_or(0, |n| n.0),
                 id_base: session << 32,
                 job: welcome.job.map_or(0, |j| j.0),
             })),
-        }));
+        });
         drop(tx);
+        // Queued work may go to the new node now that it is welcomed.
+        self.state.lock().pump();
         let head = self.clone();
+        if !first.is_empty() {
+            head.handle(session, first);
+        }
         tokio::spawn(async move {
             let why = loop {
                 match inbound.message().await {
-                    Ok(Some(v1::Up { msg: Some(m) })) => head.handle(session, m),
-                    Ok(Some(_)) => {}
+                    Ok(Some(batch)) => head.handle(session, batch.msgs),
                     Ok(None) => break "its session ended".to_string(),
                     Err(e) => break format!("its connection broke: {}", e.message()),
                 }
             };
             head.state.lock().close_session(session, &why);
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ferray_proto::batched(rx).map(|msgs| Ok(v1::DownBatch { msgs })),
+        )))
     }
 
     async fn upload_component(
@@ -218,10 +233,7 @@ impl v1::head_server::Head for Head {
         Ok(Response::new(Box::pin(chunks(id, bytes).map(Ok))))
     }
 
-    async fn locate(
-        &self,
-        req: Request<v1::ObjectKey>,
-    ) -> Result<Response<v1::ObjectLoc>, Status> {
+    async fn locate(&self, req: Request<v1::ObjectKey>) -> Result<Response<v1::ObjectLoc>, Status> {
         let id = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
         // Wait while it is being made, pushed or rebuilt.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -278,7 +290,13 @@ impl v1::head_server::Head for Head {
                 };
                 cursor = next;
                 for l in lines {
-                    if tx.send(Ok(v1::JobEvent { event: Some(Event::Log(l)) })).await.is_err() {
+                    if tx
+                        .send(Ok(v1::JobEvent {
+                            event: Some(Event::Log(l)),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -289,7 +307,13 @@ impl v1::head_server::Head for Head {
                         done: last.0,
                         total: last.1,
                     };
-                    if tx.send(Ok(v1::JobEvent { event: Some(Event::Progress(p)) })).await.is_err() {
+                    if tx
+                        .send(Ok(v1::JobEvent {
+                            event: Some(Event::Progress(p)),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -335,7 +359,10 @@ struct HeadObjects(Head);
 impl v1::objects_server::Objects for HeadObjects {
     type PullStream = BoxStream<v1::Chunk>;
 
-    async fn pull(&self, req: Request<v1::ObjectKey>) -> Result<Response<Self::PullStream>, Status> {
+    async fn pull(
+        &self,
+        req: Request<v1::ObjectKey>,
+    ) -> Result<Response<Self::PullStream>, Status> {
         let id = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
         let bytes = self.0.store.get(&id).map_err(|e| to_status(&e))?;
         Ok(Response::new(Box::pin(chunks(id, bytes).map(Ok))))

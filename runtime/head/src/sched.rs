@@ -3,9 +3,14 @@
 //! its lock and a benchmark can drive it with simulated nodes.
 //!
 //! Rules:
-//! - a node gets a demand only while it has all of it free (CPUs, GPUs,
-//!   memory, custom resources, in fixed point): no node is ever loaded past
-//!   what it announced;
+//! - a demand runs on a node only while the node has all of it free (CPUs,
+//!   GPUs, memory, custom resources, in fixed point): no node is ever loaded
+//!   past what it announced. Tasks are pipelined: a node may also hold a
+//!   backlog of assigned tasks (at most sixteen per CPU) that wait in its
+//!   own admission queue, so that a node never idles while the head
+//!   answers; a task takes its resources here when the node
+//!   reports that it started ([`Scheduler::started`]), so this view mirrors
+//!   the node's own;
 //! - a demand that no live node could hold even when idle is infeasible and
 //!   reported at once, never queued silently;
 //! - default strategy: the node holding most of the task's argument bytes
@@ -32,6 +37,16 @@ pub enum Placement {
 #[derive(Debug)]
 struct NodeRes {
     set: ResourceSet,
+    /// Tasks assigned that have not started yet.
+    backlog: u32,
+    max_backlog: u32,
+}
+
+impl NodeRes {
+    /// Whether a task of `demand` may be assigned now.
+    fn open_for(&self, demand: &Resources) -> bool {
+        self.set.total().covers(demand) && self.backlog < self.max_backlog
+    }
 }
 
 /// The nodes' capacities and what is free of them.
@@ -47,10 +62,13 @@ impl Scheduler {
     }
 
     pub fn add_node(&mut self, id: NodeId, total: Resources) {
+        let max_backlog = ((total.num_cpus() * 16.0).ceil() as u32).max(4);
         self.nodes.insert(
             id,
             NodeRes {
                 set: ResourceSet::new(total),
+                backlog: 0,
+                max_backlog,
             },
         );
     }
@@ -100,14 +118,137 @@ impl Scheduler {
         let why = self
             .nodes
             .iter()
-            .filter_map(|(id, n)| n.set.total().shortfall(demand).map(|s| format!("{id}: {s}")))
+            .filter_map(|(id, n)| {
+                n.set
+                    .total()
+                    .shortfall(demand)
+                    .map(|s| format!("{id}: {s}"))
+            })
             .take(3)
             .collect::<Vec<_>>()
             .join("; ");
         Err(format!("no node can ever hold it ({why})"))
     }
 
-    /// Place `demand`. `locality` lists the argument bytes each node holds.
+    /// Assign a task of `demand` to a node's backlog (its resources are
+    /// taken when it starts). `locality` lists the argument bytes each node
+    /// holds.
+    pub fn assign(
+        &mut self,
+        demand: &Resources,
+        strategy: Strategy,
+        locality: &[(NodeId, u64)],
+    ) -> Placement {
+        if let Err(why) = self.feasible_for(demand, strategy) {
+            return Placement::Infeasible(why);
+        }
+        let pick = match strategy {
+            Strategy::Node { node, soft } => {
+                let id = NodeId(node);
+                match self.nodes.get(&id) {
+                    Some(n) if n.set.total().covers(demand) => {
+                        if n.open_for(demand) {
+                            Some(id)
+                        } else {
+                            None
+                        }
+                    }
+                    _ if soft => self.best_open(demand, locality),
+                    _ => None,
+                }
+            }
+            Strategy::Spread => {
+                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                let n = ids.len() as u64;
+                let mut found = None;
+                for i in 0..n {
+                    let id = ids[((self.cursor + i) % n) as usize];
+                    if self.nodes[&id].open_for(demand) {
+                        self.cursor = (self.cursor + i + 1) % n;
+                        found = Some(id);
+                        break;
+                    }
+                }
+                found
+            }
+            Strategy::Default => self.best_open(demand, locality),
+        };
+        match pick {
+            Some(id) => {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.backlog += 1;
+                }
+                Placement::Node(id)
+            }
+            None => Placement::Wait,
+        }
+    }
+
+    /// An assigned task started on `id`: it takes `demand` (`false` if this
+    /// view had no room, which only a lagging view can show).
+    pub fn started(&mut self, id: NodeId, demand: &Resources) -> bool {
+        match self.nodes.get_mut(&id) {
+            Some(n) => {
+                n.backlog = n.backlog.saturating_sub(1);
+                n.set.try_acquire(demand)
+            }
+            None => false,
+        }
+    }
+
+    /// An assigned task ended before it started.
+    pub fn unassign(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.backlog = n.backlog.saturating_sub(1);
+        }
+    }
+
+    fn feasible_for(&self, demand: &Resources, strategy: Strategy) -> Result<(), String> {
+        if let Strategy::Node { node, soft: false } = strategy {
+            let id = NodeId(node);
+            return match self.nodes.get(&id) {
+                None => Err(format!("{id} (node affinity) is not a live node")),
+                Some(n) if !n.set.total().covers(demand) => Err(format!(
+                    "{id} (node affinity) can never hold {}",
+                    n.set.total().shortfall(demand).unwrap_or_default()
+                )),
+                Some(_) => Ok(()),
+            };
+        }
+        self.feasible(demand)
+    }
+
+    /// The node for a default assignment: the one holding most argument
+    /// bytes, else one with room now and the shortest backlog, else the
+    /// shortest backlog for its size.
+    fn best_open(&self, demand: &Resources, locality: &[(NodeId, u64)]) -> Option<NodeId> {
+        let mut local: Vec<&(NodeId, u64)> = locality.iter().filter(|(_, b)| *b > 0).collect();
+        local.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (id, _) in local {
+            if self.nodes.get(id).is_some_and(|n| n.open_for(demand)) {
+                return Some(*id);
+            }
+        }
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.open_for(demand))
+            .min_by(|a, b| {
+                let key = |n: &NodeRes| {
+                    let room = n.set.free().covers(demand) && n.backlog == 0;
+                    let load = f64::from(n.backlog) / f64::from(n.max_backlog);
+                    (!room, load, -n.set.free().num_cpus())
+                };
+                let (ka, kb) = (key(a.1), key(b.1));
+                ka.0.cmp(&kb.0)
+                    .then(ka.1.total_cmp(&kb.1))
+                    .then(ka.2.total_cmp(&kb.2))
+                    .then(a.0.cmp(b.0))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Place `demand` and take it now (actors, which hold their resources
+    /// for life). `locality` lists the argument bytes each node holds.
     pub fn place(
         &mut self,
         demand: &Resources,
@@ -265,10 +406,7 @@ mod tests {
             node: 3,
             soft: false,
         };
-        assert_eq!(
-            s.place(&cpus(1.0), pin, &[]),
-            Placement::Node(NodeId(3))
-        );
+        assert_eq!(s.place(&cpus(1.0), pin, &[]), Placement::Node(NodeId(3)));
         let gone = Strategy::Node {
             node: 9,
             soft: false,
@@ -277,8 +415,64 @@ mod tests {
             s.place(&cpus(1.0), gone, &[]),
             Placement::Infeasible(_)
         ));
-        let soft = Strategy::Node { node: 9, soft: true };
+        let soft = Strategy::Node {
+            node: 9,
+            soft: true,
+        };
         assert!(matches!(s.place(&cpus(1.0), soft, &[]), Placement::Node(_)));
+    }
+
+    #[test]
+    fn assigned_tasks_take_resources_when_they_start() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(1.0));
+        // A backlog of 16 per CPU, then no more.
+        for _ in 0..16 {
+            assert_eq!(
+                s.assign(&cpus(1.0), Strategy::Default, &[]),
+                Placement::Node(NodeId(1))
+            );
+        }
+        assert_eq!(
+            s.assign(&cpus(1.0), Strategy::Default, &[]),
+            Placement::Wait
+        );
+        // Only one runs at a time: the node's view is mirrored.
+        assert!(s.started(NodeId(1), &cpus(1.0)));
+        assert!(!s.started(NodeId(1), &cpus(1.0)));
+        assert_eq!(s.free(NodeId(1)).unwrap().num_cpus(), 0.0);
+        s.release(NodeId(1), &cpus(1.0));
+        assert_eq!(s.free(NodeId(1)).unwrap().num_cpus(), 1.0);
+        // Two backlog slots were used up by the starts; one more is open.
+        assert_eq!(
+            s.assign(&cpus(1.0), Strategy::Default, &[]),
+            Placement::Node(NodeId(1))
+        );
+        assert!(matches!(
+            s.assign(&cpus(2.0), Strategy::Default, &[]),
+            Placement::Infeasible(_)
+        ));
+    }
+
+    #[test]
+    fn assignment_prefers_idle_room_then_locality() {
+        let mut s = Scheduler::new();
+        s.add_node(NodeId(1), cpus(2.0));
+        s.add_node(NodeId(2), cpus(2.0));
+        assert_eq!(
+            s.assign(&cpus(1.0), Strategy::Default, &[]),
+            Placement::Node(NodeId(1))
+        );
+        // Node 1 has a backlog now: node 2 is idle.
+        assert_eq!(
+            s.assign(&cpus(1.0), Strategy::Default, &[]),
+            Placement::Node(NodeId(2))
+        );
+        let loc = [(NodeId(1), 5 << 20)];
+        assert_eq!(
+            s.assign(&cpus(1.0), Strategy::Default, &loc),
+            Placement::Node(NodeId(1))
+        );
     }
 
     #[test]
@@ -286,8 +480,14 @@ mod tests {
         let mut s = Scheduler::new();
         s.add_node(NodeId(1), cpus(4.0).with_gpus(1.0).unwrap());
         let half = cpus(0.0).with_gpus(0.5).unwrap();
-        assert!(matches!(s.place(&half, Strategy::Default, &[]), Placement::Node(_)));
-        assert!(matches!(s.place(&half, Strategy::Default, &[]), Placement::Node(_)));
+        assert!(matches!(
+            s.place(&half, Strategy::Default, &[]),
+            Placement::Node(_)
+        ));
+        assert!(matches!(
+            s.place(&half, Strategy::Default, &[]),
+            Placement::Node(_)
+        ));
         assert_eq!(s.place(&half, Strategy::Default, &[]), Placement::Wait);
     }
 }

@@ -14,7 +14,6 @@ use ferray_core::{
 use ferray_proto::v1::{self, down};
 use ferray_proto::{INLINE_MAX, id_bytes};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use crate::sched::{Placement, Scheduler};
 
@@ -25,7 +24,7 @@ const MAX_JOB_LOG_LINES: usize = 100_000;
 /// Finished tasks kept for `ferray list tasks`.
 const MAX_HISTORY: usize = 10_000;
 
-pub type DownTx = mpsc::UnboundedSender<Result<v1::Down, Status>>;
+pub type DownTx = mpsc::UnboundedSender<v1::Down>;
 
 pub(crate) struct Session {
     tx: DownTx,
@@ -90,6 +89,8 @@ struct TaskEntry {
     waiters: Vec<Waiter>,
     /// The node of the latest attempt.
     ran_on: Option<NodeId>,
+    /// The latest attempt got its resources on its node.
+    started: bool,
 }
 
 impl TaskEntry {
@@ -229,7 +230,7 @@ pub(crate) struct State {
     tasks: HashMap<TaskId, TaskEntry>,
     actors: HashMap<ActorId, ActorEntry>,
     pub jobs: HashMap<JobId, JobEntry>,
-    queue: VecDeque<Waiter>,
+    queues: Queues,
     history: VecDeque<v1::TaskInfo>,
     /// The head's own store (clients' large puts).
     pub head_store: Option<std::sync::Arc<ferray_store::ObjectStore>>,
@@ -256,7 +257,7 @@ impl State {
 
     fn send(&self, session: u64, msg: down::Msg) {
         if let Some(s) = self.sessions.get(&session) {
-            let _ = s.tx.send(Ok(v1::Down { msg: Some(msg) }));
+            let _ = s.tx.send(v1::Down { msg: Some(msg) });
         }
     }
 
@@ -314,7 +315,6 @@ impl State {
             (None, Some(job))
         };
         self.sessions.insert(session, Session { tx, node, job });
-        self.pump();
         Ok(Welcome { session, node, job })
     }
 
@@ -327,7 +327,13 @@ impl State {
             self.node_died(node, why);
         }
         if let Some(job) = s.job {
-            self.finish_job(job, JobState::Succeeded, String::new(), String::new(), false);
+            self.finish_job(
+                job,
+                JobState::Succeeded,
+                String::new(),
+                String::new(),
+                false,
+            );
         }
     }
 
@@ -407,10 +413,12 @@ impl State {
                 let e = Error::ActorDied(format!("{actor}: {reason} during the call"));
                 self.fail_task(t, e);
             }
-            Kind::Task { options, .. } if !task.cancelled && task.attempts <= options.max_retries => {
+            Kind::Task { options, .. }
+                if !task.cancelled && task.attempts <= options.max_retries =>
+            {
                 tracing::info!("{t}: {reason}; retrying (attempt {})", task.attempts + 1);
                 task.state = TState::Queued;
-                self.queue.push_back(Waiter::Task(t));
+                self.enqueue(Waiter::Task(t));
             }
             Kind::Task { .. } => {
                 let e = Error::System(format!("{reason} while it ran, with no retries left"));
@@ -418,7 +426,7 @@ impl State {
             }
             Kind::Driver { .. } => {
                 task.state = TState::Queued;
-                self.queue.push_back(Waiter::Task(t));
+                self.enqueue(Waiter::Task(t));
             }
         }
     }
@@ -480,13 +488,14 @@ impl State {
             cancelled: false,
             waiters: Vec::new(),
             ran_on: None,
+            started: false,
         };
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
             j.driver = Some(t);
             j.tasks.insert(t);
         }
-        self.queue.push_back(Waiter::Task(t));
+        self.enqueue(Waiter::Task(t));
         self.pump();
         Ok(job)
     }
@@ -554,7 +563,14 @@ impl State {
 
     /// A job ends: its tasks are cancelled, its actors killed, its objects
     /// freed on every node (unless another job refers to them).
-    fn finish_job(&mut self, id: JobId, state: JobState, result: String, error: String, err_value: bool) {
+    fn finish_job(
+        &mut self,
+        id: JobId,
+        state: JobState,
+        result: String,
+        error: String,
+        err_value: bool,
+    ) {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -577,7 +593,11 @@ impl State {
             if let Some(task) = self.tasks.remove(&t) {
                 match task.state {
                     TState::Running(node) => {
-                        self.sched.release(node, &task.held);
+                        if task.started {
+                            self.sched.release(node, &task.held);
+                        } else if !matches!(task.kind, Kind::ActorCall { .. }) {
+                            self.sched.unassign(node);
+                        }
                         if let Some(n) = self.nodes.get_mut(&node) {
                             n.running.remove(&t);
                         }
@@ -840,6 +860,7 @@ impl State {
                 cancelled: false,
                 waiters: Vec::new(),
                 ran_on: None,
+                started: false,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -929,19 +950,18 @@ impl State {
                 ArgNow::Failed(e) => {
                     match w {
                         Waiter::Task(t) => self.fail_task(t, e),
-                        Waiter::Actor(a) => self.actor_dead(a, Error::ActorDied(format!(
-                            "{a} could not start: {e}"
-                        ))),
+                        Waiter::Actor(a) => self
+                            .actor_dead(a, Error::ActorDied(format!("{a} could not start: {e}"))),
                     }
                     return;
                 }
                 ArgNow::Pending(dep) => {
                     match dep {
                         Dep::Task(d) => {
-                            if let Some(dt) = self.tasks.get_mut(&d) {
-                                if !dt.waiters.contains(&w) {
-                                    dt.waiters.push(w);
-                                }
+                            if let Some(dt) = self.tasks.get_mut(&d)
+                                && !dt.waiters.contains(&w)
+                            {
+                                dt.waiters.push(w);
                             }
                         }
                         Dep::Object(o) => {
@@ -967,14 +987,14 @@ impl State {
                     self.flush_actor(actor);
                 } else {
                     task.state = TState::Queued;
-                    self.queue.push_back(w);
+                    self.enqueue(w);
                 }
             }
             Waiter::Actor(a) => {
                 if let Some(actor) = self.actors.get_mut(&a) {
                     actor.queued = true;
                 }
-                self.queue.push_back(w);
+                self.enqueue(w);
             }
         }
     }
@@ -1024,7 +1044,11 @@ impl State {
             return; // a stale attempt
         }
         let held = std::mem::take(&mut task.held);
-        self.sched.release(node, &held);
+        if task.started {
+            self.sched.release(node, &held);
+        } else if !matches!(task.kind, Kind::ActorCall { .. }) {
+            self.sched.unassign(node);
+        }
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.remove(&t);
         }
@@ -1052,7 +1076,7 @@ impl State {
             Some(v1::done::Result::Ok(loc)) => {
                 if d.err_value && retry_on(task, None) {
                     task.state = TState::Queued;
-                    self.queue.push_back(Waiter::Task(t));
+                    self.enqueue(Waiter::Task(t));
                     self.pump();
                     return;
                 }
@@ -1113,7 +1137,7 @@ impl State {
                 if retry_on(task, Some(&e)) {
                     tracing::info!("{t} failed on {node} ({e}); retrying");
                     task.state = TState::Queued;
-                    self.queue.push_back(Waiter::Task(t));
+                    self.enqueue(Waiter::Task(t));
                 } else {
                     self.fail_task(t, e);
                 }
@@ -1136,6 +1160,28 @@ impl State {
                 self.send_node(node, down::Msg::Cancel(v1::CancelTask { task: t.0 }));
             }
             _ => {}
+        }
+    }
+
+    /// An assigned task got its resources on its node.
+    pub fn started(&mut self, session: u64, s: v1::Started) {
+        let t = TaskId(s.task);
+        let Some(node) = self.sessions.get(&session).and_then(|s| s.node) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        if !matches!(task.state, TState::Running(n) if n == node) || task.started {
+            return;
+        }
+        task.started = true;
+        let demand = task_demand(&task.kind);
+        // The node admitted it, so its view had room; this one mirrors it.
+        if self.sched.started(node, &demand)
+            && let Some(task) = self.tasks.get_mut(&t)
+        {
+            task.held = demand;
         }
     }
 
@@ -1169,60 +1215,125 @@ impl State {
 
     // ----- scheduling -----
 
-    /// Place what waits for a node, as far as resources allow.
-    pub fn pump(&mut self) {
-        let mut keep = VecDeque::new();
-        let mut full: Vec<Resources> = Vec::new();
-        while let Some(w) = self.queue.pop_front() {
-            let (demand, strategy, args) = match w {
-                Waiter::Task(t) => match self.tasks.get(&t) {
-                    Some(task) if matches!(task.state, TState::Queued) => match &task.kind {
-                        Kind::Task { options, .. } => {
-                            (options.resources.clone(), options.strategy, task.args.clone())
-                        }
-                        Kind::Driver { .. } => (Resources::default(), Strategy::Default, vec![]),
-                        Kind::ActorCall { .. } => continue,
-                    },
-                    _ => continue,
-                },
-                Waiter::Actor(a) => match self.actors.get(&a) {
-                    Some(actor) if matches!(actor.state, AState::Pending) => (
-                        actor.options.resources.clone(),
-                        actor.options.strategy,
-                        actor.args.clone(),
-                    ),
-                    _ => continue,
-                },
-            };
-            if matches!(strategy, Strategy::Default) && full.contains(&demand) {
-                keep.push_back(w);
-                continue;
+    /// What a waiter asks for and how it wants to be placed (`None`: it no
+    /// longer waits for a node).
+    fn demand_of(&self, w: Waiter) -> Option<(Resources, Strategy)> {
+        match w {
+            Waiter::Task(t) => {
+                let task = self.tasks.get(&t)?;
+                if !matches!(task.state, TState::Queued) {
+                    return None;
+                }
+                match &task.kind {
+                    Kind::Task { options, .. } => {
+                        Some((options.resources.clone(), options.strategy))
+                    }
+                    Kind::Driver { .. } => Some((Resources::default(), Strategy::Default)),
+                    Kind::ActorCall { .. } => None,
+                }
             }
-            let locality = self.locality(&args);
-            match self.sched.place(&demand, strategy, &locality) {
-                Placement::Node(node) => match w {
-                    Waiter::Task(t) => self.dispatch(t, node, demand),
-                    Waiter::Actor(a) => self.start_actor(a, node),
-                },
-                Placement::Wait => {
-                    if matches!(strategy, Strategy::Default) {
-                        full.push(demand);
-                    }
-                    keep.push_back(w);
-                }
-                Placement::Infeasible(why) => {
-                    let e = Error::Infeasible(format!(
-                        "it asks for {} and {why}",
-                        describe(&demand)
-                    ));
-                    match w {
-                        Waiter::Task(t) => self.fail_task(t, e),
-                        Waiter::Actor(a) => self.actor_dead(a, e),
-                    }
-                }
+            Waiter::Actor(a) => {
+                let actor = self.actors.get(&a)?;
+                matches!(actor.state, AState::Pending)
+                    .then(|| (actor.options.resources.clone(), actor.options.strategy))
             }
         }
-        self.queue = keep;
+    }
+
+    /// Queue a waiter for a node: default placements in groups of equal
+    /// demand (FIFO within a group), others apart.
+    fn enqueue(&mut self, w: Waiter) {
+        let Some((demand, strategy)) = self.demand_of(w) else {
+            return;
+        };
+        if matches!(strategy, Strategy::Default) && matches!(w, Waiter::Task(_)) {
+            match self.queues.groups.iter_mut().find(|(d, _)| *d == demand) {
+                Some((_, g)) => g.push_back(w),
+                None => self.queues.groups.push((demand, VecDeque::from([w]))),
+            }
+        } else {
+            self.queues.others.push_back(w);
+        }
+    }
+
+    fn args_of(&self, w: Waiter) -> &[ArgSpec] {
+        match w {
+            Waiter::Task(t) => self.tasks.get(&t).map_or(&[], |t| t.args.as_slice()),
+            Waiter::Actor(a) => self.actors.get(&a).map_or(&[], |a| a.args.as_slice()),
+        }
+    }
+
+    /// Try one waiter; `false` when it must keep waiting.
+    fn try_place(&mut self, w: Waiter, demand: &Resources, strategy: Strategy) -> bool {
+        let locality = self.locality(self.args_of(w));
+        let placed = match w {
+            Waiter::Task(_) => self.sched.assign(demand, strategy, &locality),
+            Waiter::Actor(_) => self.sched.place(demand, strategy, &locality),
+        };
+        match placed {
+            Placement::Node(node) => {
+                match w {
+                    Waiter::Task(t) => self.dispatch(t, node),
+                    Waiter::Actor(a) => self.start_actor(a, node),
+                }
+                true
+            }
+            Placement::Wait => false,
+            Placement::Infeasible(why) => {
+                let e = Error::Infeasible(format!("it asks for {} and {why}", describe(demand)));
+                match w {
+                    Waiter::Task(t) => self.fail_task(t, e),
+                    Waiter::Actor(a) => self.actor_dead(a, e),
+                }
+                true
+            }
+        }
+    }
+
+    /// Place what waits for a node, as far as resources allow. A group of
+    /// equal default demands stops at its first that finds no room (no node
+    /// has room for any of them), so a pass costs what it places.
+    pub fn pump(&mut self) {
+        for _ in 0..8 {
+            let mut q = std::mem::take(&mut self.queues);
+            for (demand, group) in q.groups.iter_mut() {
+                while let Some(&w) = group.front() {
+                    if self.demand_of(w).is_none() {
+                        group.pop_front();
+                        continue;
+                    }
+                    if !self.try_place(w, demand, Strategy::Default) {
+                        break;
+                    }
+                    group.pop_front();
+                }
+            }
+            q.groups.retain(|(_, g)| !g.is_empty());
+            let mut keep = VecDeque::new();
+            while let Some(w) = q.others.pop_front() {
+                let Some((demand, strategy)) = self.demand_of(w) else {
+                    continue;
+                };
+                if !self.try_place(w, &demand, strategy) {
+                    keep.push_back(w);
+                }
+            }
+            q.others = keep;
+            // What was queued meanwhile goes after what waited before.
+            let arrived = std::mem::replace(&mut self.queues, q);
+            let more = !arrived.groups.is_empty() || !arrived.others.is_empty();
+            for (_, g) in arrived.groups {
+                for w in g {
+                    self.enqueue(w);
+                }
+            }
+            for w in arrived.others {
+                self.enqueue(w);
+            }
+            if !more {
+                break;
+            }
+        }
     }
 
     fn locality(&self, args: &[ArgSpec]) -> Vec<(NodeId, u64)> {
@@ -1271,9 +1382,9 @@ impl State {
             .collect()
     }
 
-    fn dispatch(&mut self, t: TaskId, node: NodeId, demand: Resources) {
+    fn dispatch(&mut self, t: TaskId, node: NodeId) {
         let Some(task) = self.tasks.get(&t) else {
-            self.sched.release(node, &demand);
+            self.sched.unassign(node);
             return;
         };
         let args = self.resolve_args(&task.args);
@@ -1319,7 +1430,8 @@ impl State {
         if let Some(task) = self.tasks.get_mut(&t) {
             task.state = TState::Running(node);
             task.attempts = attempt;
-            task.held = demand;
+            task.held = Resources::default();
+            task.started = false;
             task.ran_on = Some(node);
         }
         if let Some(n) = self.nodes.get_mut(&node) {
@@ -1461,6 +1573,7 @@ impl State {
                 cancelled: false,
                 waiters: Vec::new(),
                 ran_on: None,
+                started: false,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -1701,6 +1814,15 @@ impl State {
         }
         out
     }
+}
+
+/// Waiters for a node.
+#[derive(Default)]
+struct Queues {
+    /// Default placement, grouped by equal demand.
+    groups: Vec<(Resources, VecDeque<Waiter>)>,
+    /// Spread, node affinity, actors.
+    others: VecDeque<Waiter>,
 }
 
 enum Dep {

@@ -33,6 +33,8 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 pub const INLINE_MAX: usize = 64 << 10;
 /// The largest object or component a transfer accepts.
 pub const MAX_OBJECT_BYTES: u64 = 64 << 30;
+/// HTTP/2 frames up to this size (fewer frames for chunk streams).
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// How long a connection attempt may take before "unreachable".
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -148,7 +150,8 @@ pub async fn connect(addr: &str) -> Result<Channel, Error> {
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20));
+        .initial_connection_window_size(Some(32 << 20))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
     match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), ep.connect()).await {
         Ok(Ok(ch)) => Ok(ch),
         Ok(Err(e)) => Err(Error::System(format!(
@@ -212,6 +215,47 @@ pub fn objects_server<T: v1::objects_server::Objects>(
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         CheckToken(token.clone()),
     )
+}
+
+// ----- batching -----
+
+/// A batch stays below this many encoded bytes (one message may exceed it).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// What is queued on `rx`, in batches: waits for one message, then takes
+/// whatever else is already there, up to [`BATCH_BYTES`].
+pub fn batched<T: prost::Message + Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = Vec<T>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut bytes = first.encoded_len();
+        let mut batch = vec![first];
+        while bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    bytes += m.encoded_len();
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((batch, rx))
+    })
+}
+
+/// A session's downward stream, one message at a time.
+pub type DownStream = Pin<Box<dyn Stream<Item = Result<v1::Down, Status>> + Send + 'static>>;
+
+/// Flatten a stream of batches.
+pub fn unbatch_down(s: tonic::Streaming<v1::DownBatch>) -> DownStream {
+    Box::pin(s.flat_map(|b| {
+        let items: Vec<Result<v1::Down, Status>> = match b {
+            Ok(b) => b.msgs.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(items)
+    }))
 }
 
 // ----- errors -----
@@ -411,6 +455,8 @@ where
     let mut buf: Option<BytesMut> = None;
     let mut id: Option<ObjectId> = expect;
     let mut total = 0u64;
+    // Hashed as it arrives, so the check costs no second pass.
+    let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = stream.next().await {
         let c = chunk.map_err(|s| from_status("transfer", s))?;
         let cid = object_id(&c.id)?;
@@ -449,6 +495,7 @@ where
                 total
             )));
         }
+        hasher.update(&c.data);
         b.extend_from_slice(&c.data);
     }
     let Some(id) = id else {
@@ -463,7 +510,7 @@ where
             total
         )));
     }
-    if !id.matches(&bytes) {
+    if hasher.finalize().as_bytes() != id.as_bytes() {
         return Err(Error::Corrupt { id: id.to_hex() });
     }
     Ok((id, bytes))

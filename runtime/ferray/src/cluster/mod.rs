@@ -4,8 +4,8 @@
 //! `ferray-head`.
 
 mod node;
-mod transfer;
 pub(crate) mod session;
+mod transfer;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_core::{ComponentId, Error, ObjectId};
 pub use ferray_proto::v1;
-pub use ferray_proto::{PROTOCOL_VERSION, Token};
 use ferray_proto::{HeadClient, MAX_OBJECT_BYTES, id_bytes};
+pub use ferray_proto::{PROTOCOL_VERSION, Token};
 use futures::StreamExt;
 pub use node::{Joined, WorkerConfig, run_worker};
 pub use transfer::{tcp_loopback_gbps, transfer_gbps};

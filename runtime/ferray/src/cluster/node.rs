@@ -78,8 +78,13 @@ pub async fn run_worker(
         object_address: object_address.clone(),
         name: config.name.clone(),
     };
-    let (session, mut down) =
-        Session::open(&config.head, config.token.clone(), hello, inner.store.clone()).await?;
+    let (session, mut down) = Session::open(
+        &config.head,
+        config.token.clone(),
+        hello,
+        inner.store.clone(),
+    )
+    .await?;
     inner.attach(session.clone())?;
     let node_id = session.node.map_or(0, |n| n.0);
     let objects = NodeObjects {
@@ -91,6 +96,7 @@ pub async fn run_worker(
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
+            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
             .add_service(ferray_proto::objects_server(objects, &config.token))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -116,11 +122,11 @@ pub async fn run_worker(
     });
     let work = async {
         loop {
-            match down.message().await {
-                Ok(Some(v1::Down { msg: Some(m) })) => node.handle(m),
-                Ok(Some(_)) => {}
-                Ok(None) => break format!("the head at {} closed this node's session", config.head),
-                Err(s) => {
+            match down.next().await {
+                Some(Ok(v1::Down { msg: Some(m) })) => node.handle(m),
+                Some(Ok(_)) => {}
+                None => break format!("the head at {} closed this node's session", config.head),
+                Some(Err(s)) => {
                     break format!(
                         "lost the head at {}: {}",
                         config.head,
@@ -235,7 +241,10 @@ impl Node {
             options.max_retries = 0;
             options.retry_exceptions = false;
             let args: Vec<Arg<ObjectRef>> = if a.driver {
-                vec![Arg::Value(crate::api::encode_wave_args(&func, &a.wave_args)?)]
+                vec![Arg::Value(crate::api::encode_wave_args(
+                    &func,
+                    &a.wave_args,
+                )?)]
             } else {
                 a.args
                     .iter()
@@ -243,9 +252,21 @@ impl Node {
                     .map(|x| self.session.arg_from(x))
                     .collect::<Result<_, _>>()?
             };
+            let session = self.session.clone();
+            let started: Box<dyn FnOnce() + Send> = Box::new(move || {
+                session.send(up::Msg::Started(v1::Started { task: t }));
+            });
             let bytes = self
                 .rt
-                .execute(TaskId(t), &comp, &func, args, &options, a.job)
+                .execute(
+                    TaskId(t),
+                    &comp,
+                    &func,
+                    args,
+                    &options,
+                    a.job,
+                    Some(started),
+                )
                 .await?;
             Ok::<_, Error>((func, bytes))
         };
@@ -267,8 +288,8 @@ impl Node {
             Ok((func, bytes)) => {
                 done.err_value = is_err_result(&func, &bytes);
                 if a.driver {
-                    done.wave = crate::api::wave_result(&func, &bytes)
-                        .unwrap_or_else(|e| format!("<{e}>"));
+                    done.wave =
+                        crate::api::wave_result(&func, &bytes).unwrap_or_else(|e| format!("<{e}>"));
                 }
                 done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
             }
@@ -316,7 +337,11 @@ impl Node {
                     )))),
                 }));
                 while let Some(c) = rx.recv().await {
-                    me.done_err(c.task, 1, Error::ActorDied(format!("{a} could not start: {e}")));
+                    me.done_err(
+                        c.task,
+                        1,
+                        Error::ActorDied(format!("{a} could not start: {e}")),
+                    );
                 }
                 return;
             }
@@ -370,7 +395,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl v1::objects_server::Objects for NodeObjects {
     type PullStream = BoxStream<v1::Chunk>;
 
-    async fn pull(&self, req: Request<v1::ObjectKey>) -> Result<Response<Self::PullStream>, Status> {
+    async fn pull(
+        &self,
+        req: Request<v1::ObjectKey>,
+    ) -> Result<Response<Self::PullStream>, Status> {
         let id: ObjectId = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
         let bytes = self.store.get(&id).map_err(|e| to_status(&e))?;
         let corrupt = self

@@ -15,13 +15,14 @@ use ferray_core::{
     ActorId, ActorOptions, Arg, ComponentId, Error, NodeId, ObjectId, TaskId, TaskOptions,
 };
 use ferray_proto::v1::{self, up};
-use ferray_proto::{HeadClient, INLINE_MAX, MAX_OBJECT_BYTES, ObjectsClient, Token, id_bytes};
+use ferray_proto::{
+    DownStream, HeadClient, INLINE_MAX, MAX_OBJECT_BYTES, ObjectsClient, Token, id_bytes,
+};
 use ferray_store::ObjectStore;
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tonic::Streaming;
 
 use crate::objects::{ObjectRef, RefName};
 
@@ -68,7 +69,7 @@ impl Session {
         token: Token,
         hello: v1::Hello,
         store: Arc<ObjectStore>,
-    ) -> Result<(Arc<Session>, Streaming<v1::Down>), Error> {
+    ) -> Result<(Arc<Session>, DownStream), Error> {
         let ch = ferray_proto::connect(address).await?;
         let mut head = ferray_proto::head_client(ch, &token);
         let worker = hello.worker;
@@ -76,14 +77,16 @@ impl Session {
         let _ = tx.send(v1::Up {
             msg: Some(up::Msg::Hello(hello)),
         });
+        let ups = ferray_proto::batched(rx).map(|msgs| v1::UpBatch { msgs });
         let resp = head
-            .session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .session(ups)
             .await
             .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
-        let mut down = resp.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), down.message())
+        let mut down = ferray_proto::unbatch_down(resp.into_inner());
+        let first = tokio::time::timeout(Duration::from_secs(10), down.next())
             .await
             .map_err(|_| Error::System(format!("the head at {address} did not answer")))?
+            .transpose()
             .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
         let Some(v1::Down {
             msg: Some(v1::down::Msg::Welcome(w)),
@@ -504,7 +507,12 @@ enum Located {
 }
 
 /// Push an object to the head's store (a client's large put, `ferray put`).
-pub(crate) async fn push(addr: &str, token: &Token, id: ObjectId, bytes: Bytes) -> Result<(), Error> {
+pub(crate) async fn push(
+    addr: &str,
+    token: &Token,
+    id: ObjectId,
+    bytes: Bytes,
+) -> Result<(), Error> {
     let ch = ferray_proto::connect(addr).await?;
     let mut c = ferray_proto::objects_client(ch, token);
     c.push(ferray_proto::chunks(id, bytes))

@@ -44,6 +44,7 @@ pub async fn transfer_gbps(size: usize, secs: f64) -> Result<f64, Error> {
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
+            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
             .add_service(ferray_proto::objects_server(svc, &token))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
