@@ -115,6 +115,10 @@ impl Cluster {
 
     /// Start a worker (2 CPUs); its node id once the head lists it.
     fn add_worker(&mut self, env: &[(&str, &str)]) -> u64 {
+        self.add_worker_with(env, &[])
+    }
+
+    fn add_worker_with(&mut self, env: &[(&str, &str)], args: &[&str]) -> u64 {
         let log = self
             .home
             .path()
@@ -127,7 +131,8 @@ impl Cluster {
             "--num-cpus",
             "2",
             "--block",
-        ]);
+        ])
+        .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -738,4 +743,61 @@ fn start_in_the_background_show_status_and_stop() {
         "{}",
         stderr(&after)
     );
+}
+
+#[test]
+fn gpu_tasks_go_to_the_node_with_a_gpu() {
+    if !super::gpu::have_adapter() {
+        return;
+    }
+    let mut c = Cluster::start(1);
+    let plain = c.workers[0].1;
+    let gpu = c.add_worker_with(&[], &["--allow-software-gpu", "--num-gpus", "1"]);
+    let want = super::ferray_ok(&["run", "--allow-software-gpu", fx::GPU_SAXPY, "run", "1000"]);
+    assert_eq!(c.ok(&["submit", fx::GPU_SAXPY, "run", "1000"]), want);
+    let nodes: Vec<u64> = c
+        .state("tasks")
+        .tasks
+        .iter()
+        .filter(|t| t.function == "saxpy")
+        .map(|t| t.node)
+        .collect();
+    assert!(!nodes.is_empty());
+    assert!(
+        nodes.iter().all(|n| *n == gpu),
+        "saxpy ran on {nodes:?}, not only on node-{gpu} (node-{plain} has no GPU)"
+    );
+}
+
+#[test]
+fn custom_resources_steer_tasks_and_fractions_share_a_node() {
+    let mut c = Cluster::start(1);
+    let tpu = c.add_worker_with(&[], &["--resources", r#"{"tpu": 1}"#]);
+    block_on(async {
+        let rt = c.runtime().await;
+        let sq = rt.load_file(fx::SQUARES).await.expect("load");
+        let refs: Vec<_> = (0..6i64)
+            .map(|i| {
+                sq.task("heavy-compute")
+                    .args(&(i,))
+                    .and_then(|t| t.resource("tpu", 0.5))
+                    .and_then(|t| t.submit())
+                    .expect("submit")
+            })
+            .collect();
+        let values: Vec<i64> = rt.get_all(&refs).await.expect("get_all");
+        assert_eq!(values, vec![0, 1, 4, 9, 16, 25]);
+        for r in &refs {
+            assert_eq!(c.node_of(task_id(r)), tpu);
+        }
+        let too_many = sq
+            .task("heavy-compute")
+            .args(&(1i64,))
+            .and_then(|t| t.resource("tpu", 2.0))
+            .and_then(|t| t.submit())
+            .expect("submit");
+        let err = rt.get::<i64>(&too_many).await.unwrap_err();
+        assert!(matches!(err, Error::Infeasible(_)), "{err}");
+        assert!(err.to_string().contains("tpu"), "{err}");
+    });
 }

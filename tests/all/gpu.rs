@@ -8,7 +8,7 @@ use ferray::{Error, GpuLimits, Runtime};
 use crate::{builder, fx, load};
 
 /// Whether a GPU adapter (software ones included) is there; fails in CI when not.
-fn have_adapter() -> bool {
+pub(crate) fn have_adapter() -> bool {
     let found = !ferray_gpu::detect(true).is_empty();
     if !found {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");

@@ -260,31 +260,12 @@ pub fn start(args: StartArgs) -> Result<ExitCode> {
     result
 }
 
-/// `{"tpu": 2, "fpga": 0.5}` as pairs (a small, strict reader: flat object
-/// of numbers).
+/// `{"tpu": 2, "fpga": 0.5}` as pairs.
 fn parse_resources(json: &str) -> Result<Vec<(String, f64)>> {
-    let t = json.trim();
-    let inner = t
-        .strip_prefix('{')
-        .and_then(|s| s.strip_suffix('}'))
-        .ok_or_else(|| anyhow::anyhow!("--resources takes a JSON object like '{{\"tpu\": 2}}'"))?;
-    let mut out = Vec::new();
-    for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("--resources: `{part}` is not \"name\": amount"))?;
-        let k = k.trim();
-        let name = k
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .ok_or_else(|| anyhow::anyhow!("--resources: the name {k} needs double quotes"))?;
-        let amount: f64 = v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--resources: `{}` is not a number", v.trim()))?;
-        out.push((name.to_string(), amount));
-    }
-    Ok(out)
+    let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(json).map_err(|e| {
+        anyhow::anyhow!("--resources takes a JSON object of amounts like '{{\"tpu\": 2}}': {e}")
+    })?;
+    Ok(map.into_iter().collect())
 }
 
 /// Re-run this command with `--block` as a background process, wait until

@@ -244,7 +244,9 @@ impl RuntimeBuilder {
                     }
                 }
             };
-            tracing::warn!("{why}");
+            // Pending results fail with the reason; a process that is
+            // exiting (its runtime dropped) needs no warning.
+            tracing::debug!("{why}");
             session.lose(why);
         });
         Ok(rt)

@@ -120,26 +120,28 @@ pub async fn run_worker(
         actors: DashMap::new(),
         load: tokio::sync::Mutex::new(()),
     });
-    let work = async {
+    // On the runtime's threads, next to the tasks it starts.
+    let head = config.head.clone();
+    let mut work = tokio::spawn(async move {
         loop {
             match down.next().await {
                 Some(Ok(v1::Down { msg: Some(m) })) => node.handle(m),
                 Some(Ok(_)) => {}
-                None => break format!("the head at {} closed this node's session", config.head),
+                None => break format!("the head at {head} closed this node's session"),
                 Some(Err(s)) => {
                     break format!(
-                        "lost the head at {}: {}",
-                        config.head,
+                        "lost the head at {head}: {}",
                         ferray_proto::from_status("the session", s)
                     );
                 }
             }
         }
-    };
+    });
     let out = tokio::select! {
-        why = work => Err(Error::System(why)),
+        why = &mut work => Err(Error::System(why.unwrap_or_else(|e| format!("the node's session task failed: {e}")))),
         _ = shutdown => Ok(()),
     };
+    work.abort();
     beat.abort();
     server.abort();
     if let Err(e) = &out {
