@@ -801,3 +801,45 @@ fn custom_resources_steer_tasks_and_fractions_share_a_node() {
         assert!(err.to_string().contains("tpu"), "{err}");
     });
 }
+
+#[test]
+fn stopping_a_job_cancels_its_tasks_and_frees_its_node() {
+    let c = Cluster::start(1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        let slow: Vec<_> = (0..4i64)
+            .map(|i| {
+                m.task("slow-square")
+                    .args(&(i, 60_000u32))
+                    .and_then(|t| t.submit())
+                    .expect("submit")
+            })
+            .collect();
+        wait_for("a slow task to run", 60, || {
+            c.state("tasks")
+                .tasks
+                .iter()
+                .any(|t| t.function == "slow-square" && t.state == "RUNNING")
+                .then_some(())
+        });
+        let jobs = c.state("jobs").jobs;
+        let mine = jobs
+            .iter()
+            .find(|j| j.entrypoint.starts_with("client") && j.state == "RUNNING")
+            .expect("the client's job");
+        let out = c.ok(&["job", "stop", &format!("job-{}", mine.job)]);
+        assert!(out.contains("STOPPED"), "{out}");
+        for r in &slow {
+            let err = rt.get::<i64>(r).await.unwrap_err();
+            assert!(matches!(err, Error::Cancelled(_)), "{err}");
+        }
+    });
+    // Its CPUs are free again and nothing is left running.
+    let nodes = c.state("nodes").nodes;
+    for n in nodes {
+        let (free, total) = (n.available.unwrap_or_default(), n.total.unwrap_or_default());
+        assert_eq!(free.cpus, total.cpus, "node-{} still holds CPUs", n.id);
+        assert_eq!(n.running, 0);
+    }
+}

@@ -317,7 +317,29 @@ impl RtInner {
         job: u64,
         on_start: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<Vec<u8>, Error> {
-        let args = self.resolve_args(args).await?;
+        self.execute_leased(id, comp, func, args, options, job, on_start)
+            .await
+            .0
+    }
+
+    /// [`RtInner::execute`], handing back the task's lease: a cluster's
+    /// worker keeps it until the head has heard that the task ended, so that
+    /// the head never hears of the next start first.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn execute_leased(
+        self: &Arc<Self>,
+        id: TaskId,
+        comp: &Arc<Loaded<RtInner>>,
+        func: &FuncInfo,
+        args: Vec<Arg<ObjectRef>>,
+        options: &TaskOptions,
+        job: u64,
+        on_start: Option<Box<dyn FnOnce() + Send>>,
+    ) -> (Result<Vec<u8>, Error>, Option<Arc<Lease>>) {
+        let args = match self.resolve_args(args).await {
+            Ok(a) => a,
+            Err(e) => return (Err(e), None),
+        };
         let lease = if self.settings.local_mode {
             None
         } else {
@@ -336,7 +358,7 @@ impl RtInner {
         };
         let ctx = TaskCtx {
             label,
-            lease,
+            lease: lease.clone(),
             job,
             task,
         };
@@ -359,7 +381,7 @@ impl RtInner {
                     Err(e) => e.is_system() || (options.retry_exceptions && e.is_application()),
                 };
             if !retry {
-                return out.result;
+                return (out.result, lease);
             }
             attempt += 1;
             self.counters.retried.fetch_add(1, Ordering::Relaxed);

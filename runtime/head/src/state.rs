@@ -21,6 +21,10 @@ use crate::sched::{Placement, Scheduler};
 pub const HEAD_HOLDER: NodeId = NodeId(0);
 /// Log lines kept per job (older ones are dropped and counted).
 const MAX_JOB_LOG_LINES: usize = 100_000;
+/// Inline argument bytes in one assignment, at most (the rest go by holder).
+const MAX_INLINE_ARGS: usize = 1 << 20;
+/// Argument bytes a submission may carry inline.
+const MAX_SUBMIT_INLINE: usize = 2 << 20;
 /// Finished tasks kept for `ferray list tasks`.
 const MAX_HISTORY: usize = 10_000;
 
@@ -91,6 +95,8 @@ struct TaskEntry {
     ran_on: Option<NodeId>,
     /// The latest attempt got its resources on its node.
     started: bool,
+    /// It gave its CPUs back while blocked in get or wait.
+    cpus_released: bool,
 }
 
 impl TaskEntry {
@@ -489,6 +495,7 @@ impl State {
             waiters: Vec::new(),
             ran_on: None,
             started: false,
+            cpus_released: false,
         };
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -586,38 +593,35 @@ impl State {
         let actors: Vec<ActorId> = j.actors.drain().collect();
         let objects: Vec<ObjectId> = j.objects.drain().collect();
         tracing::info!("{id} {}", state.name());
-        for a in actors {
-            let _ = self.kill_actor(a, "its job ended");
+        for a in &actors {
+            let _ = self.kill_actor(*a, "its job ended");
         }
+        for a in &actors {
+            self.actors.remove(a);
+        }
+        // Waiters of other jobs on what goes now learn that it is gone.
+        let mut orphans: Vec<Waiter> = Vec::new();
         for t in tasks {
-            if let Some(task) = self.tasks.remove(&t) {
-                match task.state {
-                    TState::Running(node) => {
-                        if task.started {
-                            self.sched.release(node, &task.held);
-                        } else if !matches!(task.kind, Kind::ActorCall { .. }) {
-                            self.sched.unassign(node);
-                        }
-                        if let Some(n) = self.nodes.get_mut(&node) {
-                            n.running.remove(&t);
-                        }
-                        self.send_node(node, down::Msg::Cancel(v1::CancelTask { task: t.0 }));
+            if let Some(mut task) = self.tasks.remove(&t) {
+                orphans.append(&mut task.waiters);
+                let pending = matches!(
+                    task.state,
+                    TState::Running(_) | TState::Waiting | TState::Queued
+                );
+                if let TState::Running(node) = task.state {
+                    if task.started {
+                        self.sched.release(node, &task.held);
+                    } else if !matches!(task.kind, Kind::ActorCall { .. }) {
+                        self.sched.unassign(node);
                     }
-                    TState::Waiting | TState::Queued => {
-                        if let Some(owner) = task.owner {
-                            let e = Error::Cancelled(format!("its {id} ended"));
-                            self.send(
-                                owner,
-                                down::Msg::Resolved(v1::Resolved {
-                                    task: t.0,
-                                    result: Some(v1::resolved::Result::Err(
-                                        ferray_proto::error_to(&e),
-                                    )),
-                                }),
-                            );
-                        }
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.running.remove(&t);
                     }
-                    _ => {}
+                    self.send_node(node, down::Msg::Cancel(v1::CancelTask { task: t.0 }));
+                }
+                if pending && let Some(owner) = task.owner {
+                    let e = Error::Cancelled(format!("its {id} ended"));
+                    self.reply_err(owner, t, e);
                 }
                 self.record_history(t, &task);
             }
@@ -631,11 +635,15 @@ impl State {
                 }
                 None => false,
             };
-            if gone && let Some(o) = self.objects.remove(&oid) {
+            if gone && let Some(mut o) = self.objects.remove(&oid) {
+                orphans.append(&mut o.waiters);
                 for h in o.holders {
                     frees.entry(h).or_default().push(oid);
                 }
             }
+        }
+        for w in orphans {
+            self.try_ready(w);
         }
         for (node, ids) in frees {
             if node == HEAD_HOLDER {
@@ -685,10 +693,17 @@ impl State {
                 return Err(Error::Corrupt { id: id.to_hex() });
             }
             o.inline = Some(b);
-        } else if let Some(n) = node {
+        }
+        let mut gave_up = false;
+        if let Some(n) = node {
+            // The worker keeps a copy either way; it is freed with the job.
             o.holders.insert(n);
         } else if p.uploading && !o.available() {
             o.uploading = true;
+        } else if !p.uploading && o.uploading && !o.available() {
+            // The client's upload failed.
+            o.uploading = false;
+            gave_up = true;
         }
         if self.jobs.get(&job).is_some_and(|j| !j.state.finished()) {
             o.jobs.insert(job);
@@ -697,6 +712,22 @@ impl State {
             }
         } else if p.job == 0 {
             o.pinned = true;
+        } else if let Some(n) = node {
+            // A put into a job that has ended: nobody can refer to it.
+            if o.jobs.is_empty() && !o.pinned {
+                self.objects.remove(&id);
+                self.send_node(
+                    n,
+                    down::Msg::Free(v1::Free {
+                        ids: vec![id_bytes(&id)],
+                    }),
+                );
+                return Ok(());
+            }
+        }
+        if gave_up {
+            self.wake_object(id);
+            self.pump();
         }
         Ok(())
     }
@@ -762,7 +793,9 @@ impl State {
         }
         match o.producer {
             Some(t) => {
-                self.rebuild(t);
+                if !self.rebuild(t) {
+                    return Err(lost_made(&id, t));
+                }
                 self.pump();
                 Ok(None)
             }
@@ -771,14 +804,25 @@ impl State {
     }
 
     /// Re-run the task that made a lost object (lineage).
-    fn rebuild(&mut self, t: TaskId) {
+    /// Re-run the task that made a lost object (lineage); `false` when
+    /// nothing can make it again (the task is gone, failed, or an actor
+    /// call, whose actor state cannot be replayed).
+    fn rebuild(&mut self, t: TaskId) -> bool {
         let Some(task) = self.tasks.get_mut(&t) else {
-            return;
+            return false;
         };
-        if matches!(task.state, TState::Done(_)) {
-            tracing::info!("{t}: its result was lost; re-running it (lineage)");
-            task.state = TState::Waiting;
-            self.try_ready(Waiter::Task(t));
+        if !matches!(task.kind, Kind::Task { .. }) {
+            return false;
+        }
+        match task.state {
+            TState::Done(_) => {
+                tracing::info!("{t}: its result was lost; re-running it (lineage)");
+                task.state = TState::Waiting;
+                self.try_ready(Waiter::Task(t));
+                true
+            }
+            TState::Failed(_) => false,
+            _ => true,
         }
     }
 
@@ -796,6 +840,18 @@ impl State {
 
     fn check_args(&self, args: &[v1::Arg]) -> Result<Vec<ArgSpec>, Error> {
         use v1::arg::Kind as A;
+        let inline: usize = args
+            .iter()
+            .map(|a| match &a.kind {
+                Some(A::Value(b)) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        if inline > MAX_SUBMIT_INLINE {
+            return Err(Error::InvalidArgument(format!(
+                "{inline} bytes of arguments inline; more than {MAX_SUBMIT_INLINE} must be put as objects"
+            )));
+        }
         args.iter()
             .map(|a| match &a.kind {
                 Some(A::Value(b)) => Ok(ArgSpec::Value(b.clone())),
@@ -830,6 +886,7 @@ impl State {
     pub fn submit(&mut self, session: u64, s: v1::Submit) {
         let t = TaskId(s.task);
         let made = (|| {
+            check_id(session, s.task)?;
             let job = self.live_job(s.job)?;
             let component = self.component_of(&s.component)?;
             let options = ferray_proto::task_options_from(s.options)?;
@@ -861,6 +918,7 @@ impl State {
                 waiters: Vec::new(),
                 ran_on: None,
                 started: false,
+                cpus_released: false,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -894,12 +952,11 @@ impl State {
                 match &task.state {
                     TState::Done(oid) => {
                         let oid = *oid;
-                        match self.objects.get(&oid) {
-                            Some(o) if o.available() => ArgNow::Ready,
-                            Some(_) => {
-                                self.rebuild(*t);
-                                ArgNow::Pending(Dep::Task(*t))
-                            }
+                        let state = self.objects.get(&oid).map(ObjEntry::available);
+                        match state {
+                            Some(true) => ArgNow::Ready,
+                            Some(false) if self.rebuild(*t) => ArgNow::Pending(Dep::Task(*t)),
+                            Some(false) => ArgNow::Failed(lost_made(&oid, *t)),
                             None => ArgNow::Failed(Error::ObjectLost(format!(
                                 "the result of {t} was freed"
                             ))),
@@ -911,14 +968,16 @@ impl State {
                     _ => ArgNow::Pending(Dep::Task(*t)),
                 }
             }
-            ArgSpec::Object(oid) => match self.objects.get(oid) {
-                Some(o) if o.available() => ArgNow::Ready,
-                Some(o) if o.uploading => ArgNow::Pending(Dep::Object(*oid)),
-                Some(o) => match o.producer {
-                    Some(t) => {
-                        self.rebuild(t);
-                        ArgNow::Pending(Dep::Task(t))
-                    }
+            ArgSpec::Object(oid) => match self
+                .objects
+                .get(oid)
+                .map(|o| (o.available(), o.uploading, o.producer))
+            {
+                Some((true, _, _)) => ArgNow::Ready,
+                Some((_, true, _)) => ArgNow::Pending(Dep::Object(*oid)),
+                Some((_, _, producer)) => match producer {
+                    Some(t) if self.rebuild(t) => ArgNow::Pending(Dep::Task(t)),
+                    Some(t) => ArgNow::Failed(lost_made(oid, t)),
                     None => ArgNow::Failed(lost_put(oid)),
                 },
                 None => ArgNow::Failed(Error::ObjectLost(format!(
@@ -1016,6 +1075,10 @@ impl State {
         task.state = TState::Failed(e.clone());
         let (owner, job) = (task.owner, task.job);
         let driver = matches!(task.kind, Kind::Driver { .. });
+        let actor = match task.kind {
+            Kind::ActorCall { actor, .. } => Some(actor),
+            _ => None,
+        };
         if let Some(j) = self.jobs.get_mut(&job)
             && !driver
         {
@@ -1029,6 +1092,10 @@ impl State {
             return;
         }
         self.wake_task(t);
+        if let Some(a) = actor {
+            // Calls queued behind this one may go now.
+            self.flush_actor(a);
+        }
     }
 
     /// An attempt ended on `node`.
@@ -1037,12 +1104,20 @@ impl State {
         let Some(node) = self.sessions.get(&session).and_then(|s| s.node) else {
             return;
         };
+        let stale = match self.tasks.get(&t) {
+            Some(task) => {
+                !matches!(task.state, TState::Running(n) if n == node) || d.attempt != task.attempts
+            }
+            None => true,
+        };
+        if stale {
+            // A stale attempt, or a task of an ended job: its result is not
+            // wanted, so the node need not keep it.
+            return self.discard(node, &d);
+        }
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
         };
-        if !matches!(task.state, TState::Running(n) if n == node) || d.attempt != task.attempts {
-            return; // a stale attempt
-        }
         let held = std::mem::take(&mut task.held);
         if task.started {
             self.sched.release(node, &held);
@@ -1072,11 +1147,12 @@ impl State {
             }
             _ => false,
         };
-        match d.result {
+        match d.result.clone() {
             Some(v1::done::Result::Ok(loc)) => {
                 if d.err_value && retry_on(task, None) {
                     task.state = TState::Queued;
                     self.enqueue(Waiter::Task(t));
+                    self.discard(node, &d);
                     self.pump();
                     return;
                 }
@@ -1147,6 +1223,25 @@ impl State {
         self.pump();
     }
 
+    /// A result nobody will refer to: the node drops its copy (unless the
+    /// cluster knows it holds the same object for another reason).
+    fn discard(&self, node: NodeId, d: &v1::Done) {
+        if let Some(v1::done::Result::Ok(loc)) = &d.result
+            && let Ok(id) = ferray_proto::object_id(&loc.id)
+            && !self
+                .objects
+                .get(&id)
+                .is_some_and(|o| o.holders.contains(&node))
+        {
+            self.send_node(
+                node,
+                down::Msg::Free(v1::Free {
+                    ids: vec![loc.id.clone()],
+                }),
+            );
+        }
+    }
+
     pub fn cancel(&mut self, t: TaskId) {
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
@@ -1198,18 +1293,22 @@ impl State {
         }
         let cpus = task_demand(&task.kind).cpus_only();
         if b.blocked {
-            if task.held.num_cpus() > 0.0 {
+            if !task.cpus_released && task.held.num_cpus() > 0.0 {
+                // Only a task that holds its whole demand gives CPUs back.
                 task.held = task.held.without_cpus();
+                task.cpus_released = true;
                 self.sched.release(node, &cpus);
                 self.pump();
             }
-        } else if task.held.num_cpus() == 0.0
-            && cpus.num_cpus() > 0.0
-            && self.sched.try_take(node, &cpus)
-        {
+        } else if task.cpus_released {
+            task.cpus_released = false;
+            if self.sched.try_take(node, &cpus)
+                && let Some(task) = self.tasks.get_mut(&t)
+            {
+                task.held = task_demand(&task.kind);
+            }
             // Without room, the task runs on without counting its CPUs
             // (the node's own admission still holds the line).
-            task.held = task_demand(&task.kind);
         }
     }
 
@@ -1358,26 +1457,40 @@ impl State {
         bytes.into_iter().collect()
     }
 
-    fn resolve_args(&self, args: &[ArgSpec]) -> Vec<v1::ResolvedArg> {
+    /// The arguments as a worker gets them; `None` when one is no longer
+    /// available (lost since it was checked). Small objects travel inline
+    /// up to [`MAX_INLINE_ARGS`] bytes in all; the rest by their holders.
+    fn resolve_args(&self, args: &[ArgSpec]) -> Option<Vec<v1::ResolvedArg>> {
         use v1::resolved_arg::Kind as R;
+        let mut budget = MAX_INLINE_ARGS;
         args.iter()
             .map(|a| {
                 let oid = match a {
                     ArgSpec::Value(b) => {
-                        return v1::ResolvedArg {
+                        return Some(v1::ResolvedArg {
                             kind: Some(R::Value(b.clone())),
-                        };
+                        });
                     }
-                    ArgSpec::Object(o) => Some(*o),
+                    ArgSpec::Object(o) => *o,
                     ArgSpec::Task(t) => match self.tasks.get(t).map(|t| &t.state) {
-                        Some(TState::Done(o)) => Some(*o),
-                        _ => None,
+                        Some(TState::Done(o)) => *o,
+                        _ => return None,
                     },
                 };
-                let loc = oid.and_then(|o| self.loc(&o)).unwrap_or_default();
-                v1::ResolvedArg {
-                    kind: Some(R::Object(loc)),
+                let mut loc = self.loc(&oid)?;
+                if let Some(b) = &loc.inline {
+                    if b.len() <= budget {
+                        budget -= b.len();
+                    } else if !loc.holders.is_empty() {
+                        loc.inline = None;
+                    }
                 }
+                if loc.inline.is_none() && loc.holders.is_empty() {
+                    return None;
+                }
+                Some(v1::ResolvedArg {
+                    kind: Some(R::Object(loc)),
+                })
             })
             .collect()
     }
@@ -1387,7 +1500,14 @@ impl State {
             self.sched.unassign(node);
             return;
         };
-        let args = self.resolve_args(&task.args);
+        let Some(args) = self.resolve_args(&task.args) else {
+            // An argument was lost meanwhile: wait for it again.
+            self.sched.unassign(node);
+            if let Some(task) = self.tasks.get_mut(&t) {
+                task.state = TState::Waiting;
+            }
+            return self.try_ready(Waiter::Task(t));
+        };
         let attempt = task.attempts + 1;
         let assign = match &task.kind {
             Kind::Task {
@@ -1432,6 +1552,7 @@ impl State {
             task.attempts = attempt;
             task.held = Resources::default();
             task.started = false;
+            task.cpus_released = false;
             task.ran_on = Some(node);
         }
         if let Some(n) = self.nodes.get_mut(&node) {
@@ -1449,15 +1570,16 @@ impl State {
 
     pub fn create_actor(&mut self, session: u64, c: v1::CreateActor) {
         let a = ActorId(c.actor);
+        if check_id(session, c.actor).is_err() || self.actors.contains_key(&a) {
+            tracing::warn!("session {session}: refused to create {a} (not its id, or taken)");
+            return;
+        }
         let made = (|| {
             let job = self.live_job(c.job)?;
             let component = self.component_of(&c.component)?;
             let options = ferray_proto::actor_options_from(c.options)?;
             let args = self.check_args(&c.args)?;
-            if self.actors.contains_key(&a) {
-                return Err(Error::InvalidArgument(format!("{a} was created twice")));
-            }
-            Ok((job, component, options, args))
+            Ok::<_, Error>((job, component, options, args))
         })();
         let (job, component, options, args) = match made {
             Ok(v) => v,
@@ -1510,7 +1632,15 @@ impl State {
         let Some(actor) = self.actors.get(&a) else {
             return;
         };
-        let args = self.resolve_args(&actor.args);
+        let Some(args) = self.resolve_args(&actor.args) else {
+            // An argument was lost meanwhile: wait for it again.
+            let demand = actor.options.resources.clone();
+            self.sched.release(node, &demand);
+            if let Some(actor) = self.actors.get_mut(&a) {
+                actor.queued = false;
+            }
+            return self.try_ready(Waiter::Actor(a));
+        };
         let msg = v1::StartActor {
             actor: a.0,
             job: actor.job.0,
@@ -1540,6 +1670,16 @@ impl State {
     pub fn call_actor(&mut self, session: u64, c: v1::CallActor) {
         let t = TaskId(c.task);
         let a = ActorId(c.actor);
+        if let Err(e) = check_id(session, c.task) {
+            return self.reply_err(session, t, e);
+        }
+        if self.tasks.contains_key(&t) {
+            return self.reply_err(
+                session,
+                t,
+                Error::InvalidArgument(format!("{t} was submitted twice")),
+            );
+        }
         let args = match self.check_args(&c.args) {
             Ok(a) => a,
             Err(e) => return self.reply_err(session, t, e),
@@ -1574,6 +1714,7 @@ impl State {
                 waiters: Vec::new(),
                 ran_on: None,
                 started: false,
+                cpus_released: false,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -1627,6 +1768,14 @@ impl State {
                     task.attempts + 1,
                 ),
                 None => continue,
+            };
+            let Some(args) = args else {
+                // An argument was lost meanwhile: the call waits for it again
+                // (and the calls behind it with it).
+                if let Some(task) = self.tasks.get_mut(&t) {
+                    task.state = TState::Waiting;
+                }
+                return self.try_ready(Waiter::Task(t));
             };
             let Some(actor) = self.actors.get_mut(&a) else {
                 return;
@@ -1840,6 +1989,24 @@ fn lost_put(id: &ObjectId) -> Error {
     Error::ObjectLost(format!(
         "object {} was made by put and every copy of it is gone (its node died); \
          put objects cannot be rebuilt",
+        id.short()
+    ))
+}
+
+/// Task and actor ids come from the submitter's own range.
+fn check_id(session: u64, id: u64) -> Result<(), Error> {
+    if id >> 32 == session && id & 0xffff_ffff != 0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "id {id} is not in this session's range"
+        )))
+    }
+}
+
+fn lost_made(id: &ObjectId, t: TaskId) -> Error {
+    Error::ObjectLost(format!(
+        "object {} is gone with its node and {t}, which made it, cannot run again",
         id.short()
     ))
 }

@@ -219,28 +219,35 @@ pub fn objects_server<T: v1::objects_server::Objects>(
 
 // ----- batching -----
 
-/// A batch stays below this many encoded bytes (one message may exceed it).
-pub const BATCH_BYTES: usize = 4 << 20;
+/// A batch stays below this many encoded bytes (a single message may be
+/// larger, up to [`MAX_MESSAGE_BYTES`]: about 2 MiB of inline arguments, or
+/// 2 MiB of captured output).
+pub const BATCH_BYTES: usize = 2 << 20;
 
 /// What is queued on `rx`, in batches: waits for one message, then takes
 /// whatever else is already there, up to [`BATCH_BYTES`].
 pub fn batched<T: prost::Message + Send + 'static>(
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = Vec<T>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
+    // The state keeps a message that did not fit for the next batch.
+    futures::stream::unfold((rx, None::<T>), |(mut rx, held)| async move {
+        let first = match held {
+            Some(m) => m,
+            None => rx.recv().await?,
+        };
         let mut bytes = first.encoded_len();
         let mut batch = vec![first];
-        while bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(m) => {
-                    bytes += m.encoded_len();
-                    batch.push(m);
-                }
-                Err(_) => break,
+        let mut next = None;
+        while let Ok(m) = rx.try_recv() {
+            let len = m.encoded_len();
+            if bytes + len > BATCH_BYTES {
+                next = Some(m);
+                break;
             }
+            bytes += len;
+            batch.push(m);
         }
-        Some((batch, rx))
+        Some((batch, (rx, next)))
     })
 }
 
@@ -480,7 +487,9 @@ where
                     )));
                 }
                 total = c.total;
-                buf.insert(BytesMut::with_capacity(total as usize))
+                // Grown as chunks come, not trusting the claimed size.
+                let first = (total as usize).min(2 * CHUNK_BYTES);
+                buf.insert(BytesMut::with_capacity(first))
             }
         };
         if c.total != total

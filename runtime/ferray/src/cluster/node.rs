@@ -156,8 +156,12 @@ impl Node {
             down::Msg::Welcome(_) => {}
             down::Msg::Resolved(r) => self.session.resolved(r),
             down::Msg::Assign(a) => {
+                // Registered before the task runs, so that a cancel right
+                // behind the assignment finds it.
+                let cancel = Arc::new(Notify::new());
+                self.running.insert(a.task, cancel.clone());
                 let me = self.clone();
-                tokio::spawn(async move { me.run_assign(a).await });
+                tokio::spawn(async move { me.run_assign(a, cancel).await });
             }
             down::Msg::StartActor(s) => self.start_actor(s),
             down::Msg::ActorCall(c) => match self.actors.get(&c.actor) {
@@ -231,10 +235,8 @@ impl Node {
             .map_err(|e| Error::System(format!("compiling failed: {e}")))?
     }
 
-    async fn run_assign(self: Arc<Self>, a: v1::Assign) {
+    async fn run_assign(self: Arc<Self>, a: v1::Assign, cancel: Arc<Notify>) {
         let t = a.task;
-        let cancel = Arc::new(Notify::new());
-        self.running.insert(t, cancel.clone());
         let work = async {
             let comp = self.component(&a.component).await?;
             let func = comp.info.function(&a.function)?.clone();
@@ -258,9 +260,9 @@ impl Node {
             let started: Box<dyn FnOnce() + Send> = Box::new(move || {
                 session.send(up::Msg::Started(v1::Started { task: t }));
             });
-            let bytes = self
+            let (out, lease) = self
                 .rt
-                .execute(
+                .execute_leased(
                     TaskId(t),
                     &comp,
                     &func,
@@ -269,8 +271,8 @@ impl Node {
                     a.job,
                     Some(started),
                 )
-                .await?;
-            Ok::<_, Error>((func, bytes))
+                .await;
+            Ok::<_, Error>((func, out, lease))
         };
         let result = tokio::select! {
             biased;
@@ -286,8 +288,12 @@ impl Node {
             stderr: stderr.into(),
             ..Default::default()
         };
+        // The lease is held until `Done` is queued, so that the head (which
+        // mirrors this node's admission) never hears of the next start first.
+        let mut _lease = None;
         match result {
-            Ok((func, bytes)) => {
+            Ok((func, Ok(bytes), lease)) => {
+                _lease = lease;
                 done.err_value = is_err_result(&func, &bytes);
                 if a.driver {
                     done.wave =
@@ -295,9 +301,14 @@ impl Node {
                 }
                 done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
             }
+            Ok((_, Err(e), lease)) => {
+                _lease = lease;
+                done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e)));
+            }
             Err(e) => done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
         }
         self.session.send(up::Msg::Done(done));
+        drop(_lease);
     }
 
     fn start_actor(self: &Arc<Self>, s: v1::StartActor) {
@@ -325,8 +336,20 @@ impl Node {
                         error: Some(ferray_proto::error_to(&Error::ActorDied(reason))),
                     }));
                 });
-                me.rt
-                    .create_actor_with_id(a, comp, &s.class, args, options, s.job, Some(on_death))
+                me.rt.create_actor_with_id(
+                    a,
+                    comp,
+                    &s.class,
+                    args,
+                    options,
+                    s.job,
+                    Some(on_death),
+                )?;
+                if !me.actors.contains_key(&s.actor) {
+                    // Stopped while it was starting.
+                    let _ = me.rt.kill_actor(a);
+                }
+                Ok::<_, Error>(())
             };
             if let Err(e) = made.await {
                 tracing::warn!("{a} could not start: {e}");

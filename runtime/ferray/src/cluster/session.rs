@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 
 use crate::objects::{ObjectRef, RefName};
 
-/// Values larger than this travel as objects, not inside a message.
+/// Argument values beyond this many bytes per call travel as objects, not
+/// inside a message (the head refuses more than 2 MiB inline).
 const MAX_INLINE_ARG: usize = 1 << 20;
 
 type Pull = Shared<BoxFuture<'static, Result<Bytes, Error>>>;
@@ -209,10 +210,11 @@ impl Session {
     /// The head no longer needs these.
     pub fn free(&self, ids: &[Bytes]) {
         for b in ids {
-            if let Ok(id) = ferray_proto::object_id(b)
-                && self.held.remove(&id).is_some()
-            {
-                self.store.decref(&id);
+            if let Ok(id) = ferray_proto::object_id(b) {
+                self.locations.remove(&id);
+                if self.held.remove(&id).is_some() {
+                    self.store.decref(&id);
+                }
             }
         }
     }
@@ -244,9 +246,20 @@ impl Session {
         }));
         if uploading {
             let (addr, token) = (self.head_address.clone(), self.token.clone());
+            let up = self.up.clone();
             self.exec.spawn(async move {
                 if let Err(e) = push(&addr, &token, id, bytes).await {
                     tracing::warn!("the upload of object {} failed: {e}", id.short());
+                    // The head fails what waits for it instead of waiting on.
+                    let _ = up.send(v1::Up {
+                        msg: Some(up::Msg::Put(v1::PutObject {
+                            id: id_bytes(&id),
+                            size,
+                            job,
+                            inline: None,
+                            uploading: false,
+                        })),
+                    });
                 }
             });
         }
@@ -292,6 +305,9 @@ impl Session {
                 _ => match self.locate(id).await? {
                     Located::Inline(bytes) => {
                         self.keep(id, bytes.clone())?;
+                        if self.worker {
+                            self.send(up::Msg::Located(v1::Located { id: id_bytes(&id) }));
+                        }
                         return Ok(bytes);
                     }
                     Located::Holders(h) => h,
@@ -301,6 +317,7 @@ impl Session {
                 match self.pull_from(&addr, id).await {
                     Ok(bytes) => {
                         self.keep(id, bytes.clone())?;
+                        self.locations.remove(&id);
                         if self.worker {
                             self.send(up::Msg::Located(v1::Located { id: id_bytes(&id) }));
                         }
@@ -375,6 +392,37 @@ impl Session {
 
     // ----- submissions -----
 
+    /// A pending result, registered before the liveness check so that a
+    /// concurrent [`Session::lose`] cannot miss it.
+    fn pending_ref(&self, t: u64) -> Result<ObjectRef, Error> {
+        let r = ObjectRef::pending(TaskId(t), self.store.clone());
+        self.pending.insert(t, r.clone());
+        if let Err(e) = self.check_alive() {
+            self.pending.remove(&t);
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    /// Arguments for a message: values inline up to [`MAX_INLINE_ARG`] bytes
+    /// in all, the rest as put objects.
+    fn args_to(&self, job: u64, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
+        let mut budget = MAX_INLINE_ARG;
+        args.into_iter()
+            .map(|a| match a {
+                Arg::Value(v) if v.len() <= budget => {
+                    budget -= v.len();
+                    self.arg_to(job, Arg::Value(v))
+                }
+                Arg::Value(v) => {
+                    let r = self.put(job, Bytes::from(v));
+                    self.arg_to(job, Arg::Ref(r))
+                }
+                r => self.arg_to(job, r),
+            })
+            .collect()
+    }
+
     fn arg_to(&self, job: u64, a: Arg<ObjectRef>) -> v1::Arg {
         use v1::arg::Kind;
         let kind = match a {
@@ -416,11 +464,9 @@ impl Session {
         args: Vec<Arg<ObjectRef>>,
         options: &TaskOptions,
     ) -> Result<ObjectRef, Error> {
-        self.check_alive()?;
         let t = self.next_id();
-        let r = ObjectRef::pending(TaskId(t), self.store.clone());
-        self.pending.insert(t, r.clone());
-        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        let r = self.pending_ref(t)?;
+        let args = self.args_to(job, args);
         self.send(up::Msg::Submit(v1::Submit {
             task: t,
             job,
@@ -442,7 +488,7 @@ impl Session {
     ) -> Result<ActorId, Error> {
         self.check_alive()?;
         let a = self.next_id();
-        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        let args = self.args_to(job, args);
         self.send(up::Msg::CreateActor(v1::CreateActor {
             actor: a,
             job,
@@ -461,11 +507,9 @@ impl Session {
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
-        self.check_alive()?;
         let t = self.next_id();
-        let r = ObjectRef::pending(TaskId(t), self.store.clone());
-        self.pending.insert(t, r.clone());
-        let args = args.into_iter().map(|a| self.arg_to(job, a)).collect();
+        let r = self.pending_ref(t)?;
+        let args = self.args_to(job, args);
         self.send(up::Msg::CallActor(v1::CallActor {
             task: t,
             job,
