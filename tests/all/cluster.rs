@@ -265,6 +265,22 @@ fn every_example_gives_the_embedded_result_on_a_cluster() {
     assert!(nodes.len() >= 2, "tasks ran on {nodes:?}");
     let jobs = c.ok(&["job", "list"]);
     assert_eq!(jobs.matches("SUCCEEDED").count(), 4, "{jobs}");
+    // A job's output is its log: streamed by submit, kept for `job logs`.
+    let out = c
+        .cmd()
+        .args(["submit", fx::MISBEHAVE, "shout", "\"quiet please\""])
+        .output()
+        .expect("submit");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "\"QUIET PLEASE\"");
+    assert!(stderr(&out).contains(") quiet please"), "{}", stderr(&out));
+    let logs = c.ok(&["job", "logs", "job-5"]);
+    assert!(logs.contains("quiet please"), "{logs}");
+    let status = c.ok(&["job", "status", "job-5"]);
+    assert!(
+        status.contains("SUCCEEDED") && status.contains("\"QUIET PLEASE\""),
+        "{status}"
+    );
     // Every job ended, so the cluster freed every object they made.
     let objects = c.state("objects").objects;
     assert!(objects.is_empty(), "objects left: {objects:?}");

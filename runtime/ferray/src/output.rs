@@ -68,7 +68,7 @@ impl OutputSink {
     }
 
     pub(crate) fn emit(&self, source: &str, stream: Stream, bytes: &[u8]) {
-        if bytes.is_empty() || matches!(self.mode, OutputMode::Discard) {
+        if bytes.is_empty() {
             return;
         }
         if self.buffered.load(Ordering::Relaxed) {
@@ -81,6 +81,9 @@ impl OutputSink {
             // Bounded as the host bounds a guest's output.
             let room = (1usize << 20).saturating_sub(buf.len());
             buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            return;
+        }
+        if matches!(self.mode, OutputMode::Discard) {
             return;
         }
         let text = String::from_utf8_lossy(bytes);

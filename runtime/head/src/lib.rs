@@ -25,6 +25,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub use sched::{Placement, Scheduler};
 use state::State;
 
+/// Messages of a batch handled under one hold of the lock.
+const HANDLE_SLICE: usize = 64;
+
 /// How the head runs.
 #[derive(Debug, Clone)]
 pub struct HeadConfig {
@@ -190,7 +193,18 @@ impl v1::head_server::Head for Head {
         tokio::spawn(async move {
             let why = loop {
                 match inbound.message().await {
-                    Ok(Some(batch)) => head.handle(session, batch.msgs),
+                    Ok(Some(batch)) => {
+                        // In slices, so that other sessions (and this
+                        // runtime's other tasks) get the lock in between.
+                        let mut msgs = batch.msgs;
+                        while msgs.len() > HANDLE_SLICE {
+                            let rest = msgs.split_off(HANDLE_SLICE);
+                            head.handle(session, msgs);
+                            msgs = rest;
+                            tokio::task::yield_now().await;
+                        }
+                        head.handle(session, msgs);
+                    }
                     Ok(None) => break "its session ended".to_string(),
                     Err(e) => break format!("its connection broke: {}", e.message()),
                 }

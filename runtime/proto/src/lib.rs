@@ -487,8 +487,13 @@ where
                     )));
                 }
                 total = c.total;
-                // Grown as chunks come, not trusting the claimed size.
-                let first = (total as usize).min(2 * CHUNK_BYTES);
+                // The claimed size is reserved up to 1 GiB (untouched pages
+                // cost nothing); beyond that the buffer grows as chunks come.
+                let first = if total <= 1 << 30 {
+                    total as usize
+                } else {
+                    2 * CHUNK_BYTES
+                };
                 buf.insert(BytesMut::with_capacity(first))
             }
         };
