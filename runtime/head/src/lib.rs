@@ -77,7 +77,8 @@ impl Head {
         };
         let token = self.config.token.clone();
         let objects = HeadObjects(self.clone());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let out = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))

@@ -6,7 +6,7 @@
 //! - a demand runs on a node only while the node has all of it free (CPUs,
 //!   GPUs, memory, custom resources, in fixed point): no node is ever loaded
 //!   past what it announced. Tasks are pipelined: a node may also hold a
-//!   backlog of assigned tasks (at most sixteen per CPU) that wait in its
+//!   backlog of assigned tasks (at most eight per CPU) that wait in its
 //!   own admission queue, so that a node never idles while the head
 //!   answers; a task takes its resources here when the node
 //!   reports that it started ([`Scheduler::started`]), so this view mirrors
@@ -62,7 +62,7 @@ impl Scheduler {
     }
 
     pub fn add_node(&mut self, id: NodeId, total: Resources) {
-        let max_backlog = ((total.num_cpus() * 16.0).ceil() as u32).max(4);
+        let max_backlog = ((total.num_cpus() * 8.0).ceil() as u32).max(4);
         self.nodes.insert(
             id,
             NodeRes {
@@ -426,8 +426,8 @@ mod tests {
     fn assigned_tasks_take_resources_when_they_start() {
         let mut s = Scheduler::new();
         s.add_node(NodeId(1), cpus(1.0));
-        // A backlog of 16 per CPU, then no more.
-        for _ in 0..16 {
+        // A backlog of 8 per CPU (at least 4), then no more.
+        for _ in 0..8 {
             assert_eq!(
                 s.assign(&cpus(1.0), Strategy::Default, &[]),
                 Placement::Node(NodeId(1))

@@ -28,7 +28,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.
-pub const CHUNK_BYTES: usize = 4 << 20;
+pub const CHUNK_BYTES: usize = 1 << 20;
 /// Objects up to this size travel inline in protocol messages.
 pub const INLINE_MAX: usize = 64 << 10;
 /// The largest object or component a transfer accepts.

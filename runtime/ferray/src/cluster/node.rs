@@ -98,7 +98,9 @@ pub async fn run_worker(
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
             .add_service(ferray_proto::objects_server(objects, &config.token))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     let beat = {
         let s = session.clone();

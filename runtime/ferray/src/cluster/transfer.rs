@@ -46,7 +46,9 @@ pub async fn transfer_gbps(size: usize, secs: f64) -> Result<f64, Error> {
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
             .add_service(ferray_proto::objects_server(svc, &token))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     let ch = ferray_proto::connect(&addr.to_string()).await?;
     let client = ferray_proto::objects_client(ch, &token);
