@@ -219,6 +219,14 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Store bytes that the caller has just checked against `id` (a chunked
+    /// transfer hashes as it receives, see `ferray_proto::assemble`), without
+    /// hashing them a second time.
+    pub fn put_checked(&self, id: ObjectId, bytes: Bytes) {
+        debug_assert!(id.matches(&bytes));
+        self.insert(id, bytes);
+    }
+
     /// Adds a reference to a stored object; [`Error::ObjectLost`] if the
     /// store does not hold it.
     pub fn incref(&self, id: &ObjectId) -> Result<()> {

@@ -346,12 +346,13 @@ impl Session {
     }
 
     /// A worker keeps what it fetched (one count, for the cluster); a
-    /// client only passes it on.
+    /// client only passes it on. The bytes were checked against `id` on
+    /// arrival.
     fn keep(&self, id: ObjectId, bytes: Bytes) -> Result<(), Error> {
         if !self.worker {
             return Ok(());
         }
-        self.store.put_with_id(id, bytes)?;
+        self.store.put_checked(id, bytes);
         if self.held.insert(id, ()).is_some() {
             self.store.decref(&id);
         }
