@@ -187,6 +187,7 @@ impl Cluster {
 
     async fn runtime(&self) -> Runtime {
         Runtime::builder()
+            .output(ferray::OutputMode::Collect)
             .token(&self.token)
             .cache_dir(Some(cache_dir()))
             .connect(&self.address)
@@ -539,6 +540,17 @@ fn the_embedding_api_works_the_same_embedded_and_on_a_cluster() {
         let c = Cluster::start(2);
         let remote = c.runtime().await;
         let (v2, a2, s2, e2) = exercise(&remote).await;
+        // What its tasks print reaches the connected client too.
+        let m = remote.load_file(fx::MISBEHAVE).await.expect("load");
+        let r = m.call("shout", ("psst",)).expect("submit");
+        assert_eq!(remote.get::<String>(&r).await.expect("shout"), "PSST");
+        let lines = remote.take_output();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.line == "psst" && l.source.starts_with("task-")),
+            "{lines:?}"
+        );
         assert_eq!(v1, (0..10).map(|i| i * i).collect::<Vec<i64>>());
         assert_eq!((v1, a1, s1), (v2, a2, s2));
         assert!(e1.contains("infeasible"), "{e1}");

@@ -228,12 +228,16 @@ impl RuntimeBuilder {
             .map_err(|e| Error::System(format!("connecting failed: {e}")))??;
         inner.attach(session.clone())?;
         let address = address.to_string();
+        let rt_inner = inner.clone();
         exec.spawn(async move {
             let why = loop {
                 match futures::StreamExt::next(&mut down).await {
                     Some(Ok(ferray_proto::v1::Down {
                         msg: Some(ferray_proto::v1::down::Msg::Resolved(r)),
                     })) => session.resolved(r),
+                    Some(Ok(ferray_proto::v1::Down {
+                        msg: Some(ferray_proto::v1::down::Msg::Output(o)),
+                    })) => rt_inner.emit_output(&o.source, &o.stdout, &o.stderr),
                     Some(Ok(_)) => {}
                     None => break format!("the head at {address} closed the connection"),
                     Some(Err(s)) => {

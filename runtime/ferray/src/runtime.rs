@@ -164,6 +164,12 @@ impl RtInner {
         self.cluster.get()
     }
 
+    /// Output a task wrote elsewhere (a cluster's node), shown here.
+    pub(crate) fn emit_output(&self, source: &str, stdout: &[u8], stderr: &[u8]) {
+        self.output.emit(source, Stream::Stdout, stdout);
+        self.output.emit(source, Stream::Stderr, stderr);
+    }
+
     /// Output a task or actor wrote since it was last taken (a worker's).
     pub(crate) fn take_output_of(&self, label: &str) -> (Vec<u8>, Vec<u8>) {
         self.output.take_source(label)

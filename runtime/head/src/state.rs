@@ -1128,9 +1128,24 @@ impl State {
             n.running.remove(&t);
         }
         let job = task.job;
+        let owner = task.owner;
         let label = format!("{t} {node}");
         self.log(job, &label, &d.stdout);
         self.log(job, &label, &d.stderr);
+        // A connected client also sees its tasks' output, as a Ray driver does.
+        if let Some(o) = owner
+            && (!d.stdout.is_empty() || !d.stderr.is_empty())
+            && self.sessions.get(&o).is_some_and(|s| s.node.is_none())
+        {
+            self.send(
+                o,
+                down::Msg::Output(v1::Output {
+                    source: format!("{t}, {node}"),
+                    stdout: d.stdout.clone(),
+                    stderr: d.stderr.clone(),
+                }),
+            );
+        }
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
         };

@@ -186,6 +186,7 @@ impl Node {
                 }
             }
             down::Msg::Free(f) => self.session.free(&f.ids),
+            down::Msg::Output(_) => {}
         }
     }
 
