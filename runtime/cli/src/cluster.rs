@@ -453,6 +453,28 @@ fn node_name(id: u64) -> String {
     format!("node-{id}")
 }
 
+/// A table cell naming a node, `-` for none.
+fn node_cell(id: u64) -> String {
+    if id == 0 {
+        "-".to_string()
+    } else {
+        node_name(id)
+    }
+}
+
+fn print_jobs(jobs: &[v1::JobInfo]) {
+    println!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
+    for j in jobs {
+        println!(
+            "{:<8} {:<10} {:>13}  {}",
+            format!("job-{}", j.job),
+            j.state,
+            format!("{}/{}", j.tasks_done, j.tasks_total),
+            j.entrypoint
+        );
+    }
+}
+
 fn run_worker_node(
     args: &StartArgs,
     custom: &[(String, f64)],
@@ -618,17 +640,7 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
         match cmd {
             JobCommand::List(c) => {
                 let mut c = c.client().await?;
-                let st = c.state("jobs").await?;
-                println!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
-                for j in st.jobs {
-                    println!(
-                        "{:<8} {:<10} {:>13}  {}",
-                        format!("job-{}", j.job),
-                        j.state,
-                        format!("{}/{}", j.tasks_done, j.tasks_total),
-                        j.entrypoint
-                    );
-                }
+                print_jobs(&c.state("jobs").await?.jobs);
                 Ok(ExitCode::SUCCESS)
             }
             JobCommand::Status(a) => {
@@ -760,11 +772,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                     "TASK", "JOB", "STATE", "NODE", "ATTEMPTS"
                 );
                 for t in st.tasks {
-                    let node = if t.node == 0 {
-                        "-".to_string()
-                    } else {
-                        node_name(t.node)
-                    };
+                    let node = node_cell(t.node);
                     println!(
                         "{:<16} {:<8} {:<26} {:<10} {:>8}  {}",
                         format!("task-{}", t.id),
@@ -782,11 +790,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                     "ACTOR", "JOB", "STATE", "NODE", "RESTARTS"
                 );
                 for x in st.actors {
-                    let node = if x.node == 0 {
-                        "-".to_string()
-                    } else {
-                        node_name(x.node)
-                    };
+                    let node = node_cell(x.node);
                     println!(
                         "{:<16} {:<8} {:<8} {:<10} {:>8}  {}",
                         format!("actor-{}", x.id),
@@ -825,18 +829,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                     );
                 }
             }
-            _ => {
-                println!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
-                for j in st.jobs {
-                    println!(
-                        "{:<8} {:<10} {:>13}  {}",
-                        format!("job-{}", j.job),
-                        j.state,
-                        format!("{}/{}", j.tasks_done, j.tasks_total),
-                        j.entrypoint
-                    );
-                }
-            }
+            _ => print_jobs(&st.jobs),
         }
         Ok(ExitCode::SUCCESS)
     })

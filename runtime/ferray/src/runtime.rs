@@ -293,10 +293,13 @@ impl RtInner {
         options: TaskOptions,
         result: ObjectRef,
     ) {
-        match self
-            .execute(id, &comp, &func, args, &options, 0, None)
-            .await
-        {
+        // The lease goes before the result is resolved: whoever waits on
+        // the result finds the task's resources free again.
+        let (out, lease) = self
+            .execute_leased(id, &comp, &func, args, &options, 0, None)
+            .await;
+        drop(lease);
+        match out {
             Ok(bytes) => {
                 self.counters.finished.fetch_add(1, Ordering::Relaxed);
                 result.resolve(self.store.put(Bytes::from(bytes)));
@@ -311,26 +314,10 @@ impl RtInner {
 
     /// Run a task: its arguments fetched, its resources admitted, attempts
     /// within `max_retries`. `job` names a cluster's job (else 0);
-    /// `on_start` hears when the task got its resources.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn execute(
-        self: &Arc<Self>,
-        id: TaskId,
-        comp: &Arc<Loaded<RtInner>>,
-        func: &FuncInfo,
-        args: Vec<Arg<ObjectRef>>,
-        options: &TaskOptions,
-        job: u64,
-        on_start: Option<Box<dyn FnOnce() + Send>>,
-    ) -> Result<Vec<u8>, Error> {
-        self.execute_leased(id, comp, func, args, options, job, on_start)
-            .await
-            .0
-    }
-
-    /// [`RtInner::execute`], handing back the task's lease: a cluster's
-    /// worker keeps it until the head has heard that the task ended, so that
-    /// the head never hears of the next start first.
+    /// `on_start` hears when the task got its resources. The task's lease
+    /// comes back with the result: a cluster's worker keeps it until the
+    /// head has heard that the task ended, so that the head never hears of
+    /// the next start first.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn execute_leased(
         self: &Arc<Self>,

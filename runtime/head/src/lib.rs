@@ -77,13 +77,8 @@ impl Head {
         };
         let token = self.config.token.clone();
         let objects = HeadObjects(self.clone());
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let out = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
+        let incoming = ferray_proto::incoming(listener);
+        let out = ferray_proto::server()
             .http2_keepalive_interval(Some(Duration::from_secs(2)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(ferray_proto::head_server(self, &token))
@@ -103,6 +98,8 @@ impl Head {
                 Self::handle_one(&mut st, session, m);
             }
         }
+        // Once per batch: what the messages freed or added is placed now.
+        st.pump();
     }
 
     fn handle_one(st: &mut State, session: u64, msg: up::Msg) {

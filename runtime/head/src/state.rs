@@ -100,6 +100,23 @@ struct TaskEntry {
 }
 
 impl TaskEntry {
+    fn new(job: JobId, owner: Option<u64>, kind: Kind, args: Vec<ArgSpec>, state: TState) -> Self {
+        TaskEntry {
+            job,
+            owner,
+            kind,
+            args,
+            state,
+            attempts: 0,
+            held: Resources::default(),
+            cancelled: false,
+            waiters: Vec::new(),
+            ran_on: None,
+            started: false,
+            cpus_released: false,
+        }
+    }
+
     fn name(&self) -> String {
         match &self.kind {
             Kind::Task { function, .. } | Kind::Driver { function, .. } => function.clone(),
@@ -479,24 +496,17 @@ impl State {
         let job = self.new_job(entry.trim().to_string(), component.to_hex());
         let t = TaskId(self.next_head_task);
         self.next_head_task += 1;
-        let task = TaskEntry {
+        let task = TaskEntry::new(
             job,
-            owner: None,
-            kind: Kind::Driver {
+            None,
+            Kind::Driver {
                 component,
                 function: req.function,
                 wave_args: req.args,
             },
-            args: Vec::new(),
-            state: TState::Queued,
-            attempts: 0,
-            held: Resources::default(),
-            cancelled: false,
-            waiters: Vec::new(),
-            ran_on: None,
-            started: false,
-            cpus_released: false,
-        };
+            Vec::new(),
+            TState::Queued,
+        );
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
             j.driver = Some(t);
@@ -505,6 +515,14 @@ impl State {
         self.enqueue(Waiter::Task(t));
         self.pump();
         Ok(job)
+    }
+
+    /// A task the job's progress counts.
+    fn count_in_job(&mut self, job: JobId, t: TaskId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.tasks.insert(t);
+            j.total += 1;
+        }
     }
 
     pub fn job_info(&self, id: JobId) -> Option<v1::JobInfo> {
@@ -727,7 +745,6 @@ impl State {
         }
         if gave_up {
             self.wake_object(id);
-            self.pump();
         }
         Ok(())
     }
@@ -902,31 +919,20 @@ impl State {
         };
         self.tasks.insert(
             t,
-            TaskEntry {
+            TaskEntry::new(
                 job,
-                owner: Some(session),
-                kind: Kind::Task {
+                Some(session),
+                Kind::Task {
                     component,
                     function: s.function,
                     options,
                 },
                 args,
-                state: TState::Waiting,
-                attempts: 0,
-                held: Resources::default(),
-                cancelled: false,
-                waiters: Vec::new(),
-                ran_on: None,
-                started: false,
-                cpus_released: false,
-            },
+                TState::Waiting,
+            ),
         );
-        if let Some(j) = self.jobs.get_mut(&job) {
-            j.tasks.insert(t);
-            j.total += 1;
-        }
+        self.count_in_job(job, t);
         self.try_ready(Waiter::Task(t));
-        self.pump();
     }
 
     fn reply_err(&self, session: u64, t: TaskId, e: Error) {
@@ -1168,14 +1174,12 @@ impl State {
                     task.state = TState::Queued;
                     self.enqueue(Waiter::Task(t));
                     self.discard(node, &d);
-                    self.pump();
                     return;
                 }
                 let oid = match ferray_proto::object_id(&loc.id) {
                     Ok(o) => o,
                     Err(e) => {
                         self.fail_task(t, Error::System(format!("{node} sent a bad result: {e}")));
-                        self.pump();
                         return;
                     }
                 };
@@ -1235,7 +1239,6 @@ impl State {
             }
             None => self.fail_task(t, Error::System(format!("{node} sent an empty result"))),
         }
-        self.pump();
     }
 
     /// A result nobody will refer to: the node drops its copy (unless the
@@ -1313,7 +1316,6 @@ impl State {
                 task.held = task.held.without_cpus();
                 task.cpus_released = true;
                 self.sched.release(node, &cpus);
-                self.pump();
             }
         } else if task.cpus_released {
             task.cpus_released = false;
@@ -1404,7 +1406,9 @@ impl State {
         }
     }
 
-    /// Place what waits for a node, as far as resources allow. A group of
+    /// Place what waits for a node, as far as resources allow (after each
+    /// batch of a session's messages, and after what frees or adds work
+    /// outside one). A group of
     /// equal default demands stops at its first that finds no room (no node
     /// has room for any of them), so a pass costs what it places.
     pub fn pump(&mut self) {
@@ -1640,7 +1644,6 @@ impl State {
             j.actors.insert(a);
         }
         self.try_ready(Waiter::Actor(a));
-        self.pump();
     }
 
     fn start_actor(&mut self, a: ActorId, node: NodeId) {
@@ -1714,28 +1717,18 @@ impl State {
         let job = actor.job;
         self.tasks.insert(
             t,
-            TaskEntry {
+            TaskEntry::new(
                 job,
-                owner: Some(session),
-                kind: Kind::ActorCall {
+                Some(session),
+                Kind::ActorCall {
                     actor: a,
                     method: c.method,
                 },
                 args,
-                state: TState::Waiting,
-                attempts: 0,
-                held: Resources::default(),
-                cancelled: false,
-                waiters: Vec::new(),
-                ran_on: None,
-                started: false,
-                cpus_released: false,
-            },
+                TState::Waiting,
+            ),
         );
-        if let Some(j) = self.jobs.get_mut(&job) {
-            j.tasks.insert(t);
-            j.total += 1;
-        }
+        self.count_in_job(job, t);
         self.try_ready(Waiter::Task(t));
     }
 
@@ -1876,7 +1869,6 @@ impl State {
             return;
         }
         self.actor_dead(a, ferray_proto::error_from(d.error));
-        self.pump();
     }
 
     pub fn kill_actor(&mut self, a: ActorId, why: &str) -> Result<(), Error> {
@@ -1888,7 +1880,6 @@ impl State {
             self.send_node(node, down::Msg::StopActor(v1::StopActor { actor: a.0 }));
         }
         self.actor_dead(a, Error::ActorDied(format!("{a} was killed ({why})")));
-        self.pump();
         Ok(())
     }
 

@@ -191,6 +191,34 @@ pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+/// A gRPC server with ferray's transport settings (no Nagle delay, large
+/// flow-control windows and frames for chunk streams).
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Connections accepted on `listener`, with Nagle's algorithm off (the
+/// server's own setting does not reach sockets of a given listener).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Pull object `id` from the object server behind `client`, checked
+/// against the id (`addr` names the server in errors).
+pub async fn pull(client: &mut ObjectsClient, addr: &str, id: ObjectId) -> Result<Bytes, Error> {
+    let stream = client
+        .pull(v1::ObjectKey { id: id_bytes(&id) })
+        .await
+        .map_err(|s| from_status(&format!("pulling from {addr}"), s))?
+        .into_inner();
+    let (_, bytes) = assemble(stream, Some(id), MAX_OBJECT_BYTES).await?;
+    Ok(bytes)
+}
+
 /// A server of `Head` behind the token check, with the message limits.
 pub fn head_server<T: v1::head_server::Head>(
     svc: T,

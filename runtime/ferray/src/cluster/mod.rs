@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_core::{ComponentId, Error, ObjectId};
 pub use ferray_proto::v1;
-use ferray_proto::{HeadClient, MAX_OBJECT_BYTES, id_bytes};
+use ferray_proto::{HeadClient, id_bytes};
 pub use ferray_proto::{PROTOCOL_VERSION, Token};
 use futures::StreamExt;
 pub use node::{Joined, WorkerConfig, run_worker};
@@ -206,15 +206,10 @@ impl Client {
             let pulled = async {
                 let ch = ferray_proto::connect(&addr).await?;
                 let mut c = ferray_proto::objects_client(ch, &self.token);
-                let stream = c
-                    .pull(v1::ObjectKey { id: id_bytes(&id) })
-                    .await
-                    .map_err(status("pulling the object"))?
-                    .into_inner();
-                ferray_proto::assemble(stream, Some(id), MAX_OBJECT_BYTES).await
+                ferray_proto::pull(&mut c, &addr, id).await
             };
             match pulled.await {
-                Ok((_, b)) => return Ok(b),
+                Ok(b) => return Ok(b),
                 Err(e) => last = e,
             }
         }

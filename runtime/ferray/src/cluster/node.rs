@@ -92,15 +92,9 @@ pub async fn run_worker(
         corrupt: Arc::new(AtomicU32::new(config.corrupt_transfers)),
     };
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
+        ferray_proto::server()
             .add_service(ferray_proto::objects_server(objects, &config.token))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            ),
+            .serve_with_incoming(ferray_proto::incoming(listener)),
     );
     let beat = {
         let s = session.clone();

@@ -15,9 +15,7 @@ use ferray_core::{
     ActorId, ActorOptions, Arg, ComponentId, Error, NodeId, ObjectId, TaskId, TaskOptions,
 };
 use ferray_proto::v1::{self, up};
-use ferray_proto::{
-    DownStream, HeadClient, INLINE_MAX, MAX_OBJECT_BYTES, ObjectsClient, Token, id_bytes,
-};
+use ferray_proto::{DownStream, HeadClient, INLINE_MAX, ObjectsClient, Token, id_bytes};
 use ferray_store::ObjectStore;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
@@ -382,13 +380,7 @@ impl Session {
             return Ok(b);
         }
         let mut c = self.peer(addr).await?;
-        let stream = c
-            .pull(v1::ObjectKey { id: id_bytes(&id) })
-            .await
-            .map_err(|s| ferray_proto::from_status(&format!("pulling from {addr}"), s))?
-            .into_inner();
-        let (_, bytes) = ferray_proto::assemble(stream, Some(id), MAX_OBJECT_BYTES).await?;
-        Ok(bytes)
+        ferray_proto::pull(&mut c, addr, id).await
     }
 
     // ----- submissions -----

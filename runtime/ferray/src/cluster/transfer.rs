@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferray_core::{Error, ObjectId};
-use ferray_proto::{MAX_OBJECT_BYTES, Token, id_bytes, v1};
+use ferray_proto::Token;
 use ferray_store::{ObjectStore, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,28 +40,15 @@ pub async fn transfer_gbps(size: usize, secs: f64) -> Result<f64, Error> {
         corrupt: Arc::new(AtomicU32::new(0)),
     };
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(ferray_proto::MAX_FRAME_BYTES))
+        ferray_proto::server()
             .add_service(ferray_proto::objects_server(svc, &token))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            ),
+            .serve_with_incoming(ferray_proto::incoming(listener)),
     );
     let ch = ferray_proto::connect(&addr.to_string()).await?;
     let client = ferray_proto::objects_client(ch, &token);
     let pull = || {
         let mut c = client.clone();
-        async move {
-            let stream = c
-                .pull(v1::ObjectKey { id: id_bytes(&id) })
-                .await
-                .map_err(|s| ferray_proto::from_status("pull", s))?
-                .into_inner();
-            ferray_proto::assemble(stream, Some(id), MAX_OBJECT_BYTES).await
-        }
+        async move { ferray_proto::pull(&mut c, "the benchmark's server", id).await }
     };
     pull().await?;
     let start = Instant::now();
