@@ -217,13 +217,24 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops the nodes as `ferray stop` does (SIGTERM, so each removes its spill
+    /// directory), then kills what is still running after a few seconds.
     fn drop(&mut self) {
-        for (c, _, _) in &mut self.workers {
+        let mut all: Vec<&mut Child> = self.workers.iter_mut().map(|(c, _, _)| c).collect();
+        all.push(&mut self.head);
+        for c in &all {
+            if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut all {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = self.head.kill();
-        let _ = self.head.wait();
     }
 }
 
