@@ -82,7 +82,8 @@ impl Head {
             .http2_keepalive_interval(Some(Duration::from_secs(2)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(ferray_proto::head_server(self, &token))
-            .add_service(ferray_proto::objects_server(objects, &token))
+            .add_service(ferray_proto::objects_server(objects.clone(), &token))
+            .add_service(ferray_proto::uploads_server(objects, &token))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| Error::System(format!("the head's server failed: {e}")));
@@ -363,23 +364,19 @@ impl v1::head_server::Head for Head {
     }
 }
 
-/// The `Objects` service of the head's own store.
+/// The head's own store, served to pullers; clients' large puts arrive in
+/// it through `Uploads`.
 #[derive(Clone)]
 struct HeadObjects(Head);
 
-#[tonic::async_trait]
-impl v1::objects_server::Objects for HeadObjects {
-    type PullStream = BoxStream<v1::Chunk>;
-
-    async fn pull(
-        &self,
-        req: Request<v1::ObjectKey>,
-    ) -> Result<Response<Self::PullStream>, Status> {
-        let id = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
-        let bytes = self.0.store.get(&id).map_err(|e| to_status(&e))?;
-        Ok(Response::new(Box::pin(chunks(id, bytes).map(Ok))))
+impl ferray_proto::ObjectSource for HeadObjects {
+    fn object(&self, id: &ferray_core::ObjectId) -> Result<Bytes, Error> {
+        self.0.store.get(id)
     }
+}
 
+#[tonic::async_trait]
+impl v1::uploads_server::Uploads for HeadObjects {
     async fn push(
         &self,
         req: Request<Streaming<v1::Chunk>>,

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferray_core::{ActorOptions, Error, ObjectId, Resources, Strategy, TaskOptions};
 use futures::{Stream, StreamExt};
 use tonic::service::Interceptor;
@@ -22,6 +22,11 @@ pub mod v1 {
 }
 
 pub use tonic;
+
+mod buffers;
+mod pull;
+pub use buffers::{POOL_BYTES, pooled_bytes};
+pub use pull::{ObjectSource, ObjectsClient, ObjectsService, PULL_PATH, pull};
 
 /// The protocol a worker and a client announce; the head refuses others.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -128,7 +133,7 @@ impl Interceptor for AddToken {
 
 pub type Authed = InterceptedService<Channel, AddToken>;
 pub type HeadClient = v1::head_client::HeadClient<Authed>;
-pub type ObjectsClient = v1::objects_client::ObjectsClient<Authed>;
+pub type UploadsClient = v1::uploads_client::UploadsClient<Authed>;
 
 /// The `http://` URI of `host:port` (a bare address gets the scheme).
 pub fn uri(addr: &str) -> String {
@@ -186,7 +191,11 @@ pub fn head_client(ch: Channel, token: &Token) -> HeadClient {
 }
 
 pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
-    v1::objects_client::ObjectsClient::with_interceptor(ch, AddToken(token.clone()))
+    ObjectsClient(InterceptedService::new(ch, AddToken(token.clone())))
+}
+
+pub fn uploads_client(ch: Channel, token: &Token) -> UploadsClient {
+    v1::uploads_client::UploadsClient::with_interceptor(ch, AddToken(token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -207,18 +216,6 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Pull object `id` from the object server behind `client`, checked
-/// against the id (`addr` names the server in errors).
-pub async fn pull(client: &mut ObjectsClient, addr: &str, id: ObjectId) -> Result<Bytes, Error> {
-    let stream = client
-        .pull(v1::ObjectKey { id: id_bytes(&id) })
-        .await
-        .map_err(|s| from_status(&format!("pulling from {addr}"), s))?
-        .into_inner();
-    let (_, bytes) = assemble(stream, Some(id), MAX_OBJECT_BYTES).await?;
-    Ok(bytes)
-}
-
 /// A server of `Head` behind the token check, with the message limits.
 pub fn head_server<T: v1::head_server::Head>(
     svc: T,
@@ -232,13 +229,22 @@ pub fn head_server<T: v1::head_server::Head>(
     )
 }
 
-/// A server of `Objects` behind the token check, with the message limits.
-pub fn objects_server<T: v1::objects_server::Objects>(
+/// The `Objects` service over `source`, behind the token check (its
+/// requests and messages are bounded in `pull.rs`).
+pub fn objects_server(
+    source: impl ObjectSource,
+    token: &Token,
+) -> InterceptedService<ObjectsService, CheckToken> {
+    InterceptedService::new(ObjectsService::new(source), CheckToken(token.clone()))
+}
+
+/// A server of `Uploads` behind the token check, with the message limits.
+pub fn uploads_server<T: v1::uploads_server::Uploads>(
     svc: T,
     token: &Token,
-) -> InterceptedService<v1::objects_server::ObjectsServer<T>, CheckToken> {
+) -> InterceptedService<v1::uploads_server::UploadsServer<T>, CheckToken> {
     InterceptedService::new(
-        v1::objects_server::ObjectsServer::new(svc)
+        v1::uploads_server::UploadsServer::new(svc)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         CheckToken(token.clone()),
@@ -487,73 +493,11 @@ pub async fn assemble<S>(
 where
     S: Stream<Item = Result<v1::Chunk, Status>> + Unpin,
 {
-    let mut buf: Option<BytesMut> = None;
-    let mut id: Option<ObjectId> = expect;
-    let mut total = 0u64;
-    // Hashed as it arrives, so the check costs no second pass.
-    let mut hasher = blake3::Hasher::new();
+    let mut asm = pull::Assembler::new(expect, max);
     while let Some(chunk) = stream.next().await {
         let c = chunk.map_err(|s| from_status("transfer", s))?;
-        let cid = object_id(&c.id)?;
-        match (id, &buf) {
-            (Some(want), _) if want != cid => {
-                return Err(Error::InvalidArgument(format!(
-                    "a chunk of {} arrived for {}",
-                    cid.short(),
-                    want.short()
-                )));
-            }
-            _ => id = Some(cid),
-        }
-        let b = match &mut buf {
-            Some(b) => b,
-            None => {
-                if c.total > max {
-                    return Err(Error::InvalidArgument(format!(
-                        "an object of {} bytes is larger than the limit of {max}",
-                        c.total
-                    )));
-                }
-                total = c.total;
-                // The claimed size is reserved up to 1 GiB (untouched pages
-                // cost nothing); beyond that the buffer grows as chunks come.
-                let first = if total <= 1 << 30 {
-                    total as usize
-                } else {
-                    2 * CHUNK_BYTES
-                };
-                buf.insert(BytesMut::with_capacity(first))
-            }
-        };
-        if c.total != total
-            || c.offset != b.len() as u64
-            || b.len() as u64 + c.data.len() as u64 > total
-        {
-            return Err(Error::InvalidArgument(format!(
-                "a chunk at offset {} of {} bytes does not follow {} of {} bytes",
-                c.offset,
-                c.data.len(),
-                b.len(),
-                total
-            )));
-        }
-        hasher.update(&c.data);
-        b.extend_from_slice(&c.data);
+        asm.begin(Some(&c.id), c.total, c.offset, c.data.len())?;
+        asm.data(&c.data);
     }
-    let Some(id) = id else {
-        return Err(Error::InvalidArgument("an empty transfer".into()));
-    };
-    let bytes = buf.map(BytesMut::freeze).unwrap_or_default();
-    if bytes.len() as u64 != total {
-        return Err(Error::System(format!(
-            "the transfer of {} ended after {} of {} bytes",
-            id.short(),
-            bytes.len(),
-            total
-        )));
-    }
-    if hasher.finalize().as_bytes() != id.as_bytes() {
-        return Err(Error::Corrupt { id: id.to_hex() });
-    }
-    Ok((id, bytes))
+    asm.finish()
 }

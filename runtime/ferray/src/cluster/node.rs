@@ -4,7 +4,6 @@
 //! other nodes in chunks.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -14,10 +13,9 @@ use dashmap::DashMap;
 use ferray_core::{ActorId, Arg, ComponentId, Error, ObjectId, TaskId};
 use ferray_host::Loaded;
 use ferray_proto::v1::{self, down, up};
-use ferray_proto::{INLINE_MAX, MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, id_bytes, to_status};
-use futures::{Stream, StreamExt};
+use ferray_proto::{INLINE_MAX, MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, id_bytes};
+use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
-use tonic::{Request, Response, Status, Streaming};
 
 use super::session::Session;
 use crate::Runtime;
@@ -404,49 +402,22 @@ impl Node {
     }
 }
 
-/// This node's `Objects` service: other nodes pull its objects.
+/// What this node's `Objects` service serves: other nodes pull its objects.
 #[derive(Clone)]
 pub(crate) struct NodeObjects {
     pub store: Arc<ferray_store::ObjectStore>,
+    /// Fault injection for tests: corrupt this many outgoing transfers.
     pub corrupt: Arc<AtomicU32>,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl v1::objects_server::Objects for NodeObjects {
-    type PullStream = BoxStream<v1::Chunk>;
-
-    async fn pull(
-        &self,
-        req: Request<v1::ObjectKey>,
-    ) -> Result<Response<Self::PullStream>, Status> {
-        let id: ObjectId = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
-        let bytes = self.store.get(&id).map_err(|e| to_status(&e))?;
-        let corrupt = self
-            .corrupt
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        let mut first = true;
-        let stream = ferray_proto::chunks(id, bytes).map(move |mut c| {
-            if corrupt && first && !c.data.is_empty() {
-                tracing::warn!("testing: corrupting a chunk of object {}", id.short());
-                let mut d = c.data.to_vec();
-                d[0] ^= 0xff;
-                c.data = Bytes::from(d);
-            }
-            first = false;
-            Ok(c)
-        });
-        Ok(Response::new(Box::pin(stream)))
+impl ferray_proto::ObjectSource for NodeObjects {
+    fn object(&self, id: &ObjectId) -> Result<Bytes, Error> {
+        self.store.get(id)
     }
 
-    async fn push(
-        &self,
-        _req: Request<Streaming<v1::Chunk>>,
-    ) -> Result<Response<v1::ObjectKey>, Status> {
-        Err(Status::unimplemented(
-            "workers take objects only by pulling them",
-        ))
+    fn corrupt_next(&self) -> bool {
+        self.corrupt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 }

@@ -551,7 +551,7 @@ pub(crate) async fn push(
     bytes: Bytes,
 ) -> Result<(), Error> {
     let ch = ferray_proto::connect(addr).await?;
-    let mut c = ferray_proto::objects_client(ch, token);
+    let mut c = ferray_proto::uploads_client(ch, token);
     c.push(ferray_proto::chunks(id, bytes))
         .await
         .map_err(|s| ferray_proto::from_status("uploading an object", s))?;

@@ -1,6 +1,7 @@
 //! Loopback measurements for `ferray microbenchmark`: an object pulled from
 //! a node's object server (chunks over gRPC, reassembled, checked against
-//! its id), next to raw TCP on the same loopback in the same run.
+//! its id; each pulled copy is dropped, so the next pull reuses its buffer),
+//! next to raw TCP on the same loopback in the same run.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
