@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferray::cluster::{Client, Token};
 use ferray::{Error, RefName, Runtime, Strategy};
+use rustix::process::Signal;
 
 use super::{cache_dir, ferray, fx, stderr, stdout};
 
@@ -223,9 +224,7 @@ impl Drop for Cluster {
         let mut all: Vec<&mut Child> = self.workers.iter_mut().map(|(c, _, _)| c).collect();
         all.push(&mut self.head);
         for c in &all {
-            if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+            let _ = signal(c, Signal::TERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut all {
@@ -693,12 +692,10 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
     assert!(err.contains("lost the head"), "{err}");
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+/// Send `sig` to a node process.
+fn signal(child: &Child, sig: Signal) -> Result<(), String> {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).ok_or("no pid")?;
+    rustix::process::kill_process(pid, sig).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -719,7 +716,7 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
             .then_some(())
     });
     // Stopped, not killed: its connection stays open, only heartbeats stop.
-    signal(&c.workers[1].0, "-STOP");
+    signal(&c.workers[1].0, Signal::STOP).expect("SIGSTOP");
     wait_for("the head to notice the silence", 30, || {
         c.state("nodes")
             .nodes
@@ -735,7 +732,7 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
     let want: Vec<String> = (0..80i64).map(|i| (i * i).to_string()).collect();
     assert_eq!(info.result, format!("[{}]", want.join(", ")));
     // Woken up, it finds its session closed and exits.
-    signal(&c.workers[1].0, "-CONT");
+    signal(&c.workers[1].0, Signal::CONT).expect("SIGCONT");
     let status = wait_for("the stale worker to exit", 30, || {
         c.workers[1].0.try_wait().ok().flatten()
     });

@@ -20,7 +20,7 @@ const MIN_POOLED: usize = 4 << 20;
 /// similar sizes share a size class.
 const CLASS: usize = 2 << 20;
 /// The most memory that freed buffers keep, per process.
-pub const POOL_BYTES: usize = 512 << 20;
+const POOL_BYTES: usize = 512 << 20;
 
 struct Pool {
     /// Freed buffers, oldest first; each is empty with its class's capacity.
@@ -98,8 +98,9 @@ impl Drop for Recycled {
     }
 }
 
-/// Bytes the pool keeps now (for tests and `ferray status`-like reports).
-pub fn pooled_bytes() -> usize {
+/// Bytes the pool keeps now.
+#[cfg(test)]
+pub(crate) fn pooled_bytes() -> usize {
     pool().bytes
 }
 

@@ -25,7 +25,6 @@ pub use tonic;
 
 mod buffers;
 mod pull;
-pub use buffers::{POOL_BYTES, pooled_bytes};
 pub use pull::{ObjectSource, ObjectsClient, ObjectsService, PULL_PATH, pull};
 
 /// The protocol a worker and a client announce; the head refuses others.
@@ -466,10 +465,15 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::Chunk, Status>> + Se
 
 /// `bytes` as chunks of [`CHUNK_BYTES`] (no copy: each chunk is a slice).
 pub fn chunks(id: ObjectId, bytes: Bytes) -> impl Stream<Item = v1::Chunk> + Send + 'static {
+    futures::stream::iter(chunk_iter(id, bytes))
+}
+
+/// The chunks of `bytes`, in order (at least one, empty for an empty object).
+fn chunk_iter(id: ObjectId, bytes: Bytes) -> impl Iterator<Item = v1::Chunk> + Send + 'static {
     let total = bytes.len() as u64;
     let idb = id_bytes(&id);
     let n = bytes.len().div_ceil(CHUNK_BYTES).max(1);
-    futures::stream::iter((0..n).map(move |i| {
+    (0..n).map(move |i| {
         let start = i * CHUNK_BYTES;
         let end = (start + CHUNK_BYTES).min(bytes.len());
         v1::Chunk {
@@ -478,7 +482,7 @@ pub fn chunks(id: ObjectId, bytes: Bytes) -> impl Stream<Item = v1::Chunk> + Sen
             offset: start as u64,
             data: bytes.slice(start..end),
         }
-    }))
+    })
 }
 
 /// Reassemble a chunked transfer and check it against its id (`expect`, or

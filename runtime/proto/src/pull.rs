@@ -134,24 +134,13 @@ fn frames(
     bytes: Bytes,
     corrupt: bool,
 ) -> impl futures::Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send + 'static {
-    let total = bytes.len() as u64;
-    let n = bytes.len().div_ceil(CHUNK_BYTES).max(1);
-    let idb = id_bytes(&id);
-    let chunks = (0..n).flat_map(move |i| {
-        let start = i * CHUNK_BYTES;
-        let end = (start + CHUNK_BYTES).min(bytes.len());
-        let mut data = bytes.slice(start..end);
-        if corrupt && i == 0 && !data.is_empty() {
+    let chunks = crate::chunk_iter(id, bytes).flat_map(move |mut head| {
+        let mut data = std::mem::take(&mut head.data);
+        if corrupt && head.offset == 0 && !data.is_empty() {
             let mut d = data.to_vec();
             d[0] ^= 0xff;
             data = Bytes::from(d);
         }
-        let head = v1::Chunk {
-            id: idb.clone(),
-            total,
-            offset: start as u64,
-            data: Bytes::new(),
-        };
         let data_key_len = 1 + prost::length_delimiter_len(data.len());
         let msg_len = head.encoded_len() + data_key_len + data.len();
         let mut h = BytesMut::with_capacity(5 + head.encoded_len() + data_key_len);
@@ -302,7 +291,7 @@ impl Parser {
                     self.head.clear();
                     self.state = State::Head { left: len };
                     if len == 0 {
-                        self.end_head()?;
+                        self.parse_head()?;
                     }
                 }
                 State::Head { left } => {
@@ -405,10 +394,6 @@ impl Parser {
             self.state = State::Prefix { have: 0 };
         }
         Ok(())
-    }
-
-    fn end_head(&mut self) -> Result<(), Error> {
-        self.parse_head()
     }
 
     fn finish(self) -> Result<(ObjectId, Bytes), Error> {
@@ -707,7 +692,7 @@ mod tests {
         let at = first.as_ptr();
         assert_eq!(first, bytes);
         drop(first);
-        assert!(crate::pooled_bytes() >= 38 << 20);
+        assert!(crate::buffers::pooled_bytes() >= 38 << 20);
         let second = parse(&w, id, 1 << 20).expect("second");
         assert_eq!(second.as_ptr(), at, "the freed buffer was used again");
         assert_eq!(second, bytes);
