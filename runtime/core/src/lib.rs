@@ -8,10 +8,11 @@ mod ids;
 mod options;
 mod parse;
 mod resources;
+pub mod view;
 
 pub use call::Arg;
 pub use error::{Error, Result};
 pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
-pub use options::{ActorOptions, Strategy, TaskOptions};
+pub use options::{ActorOptions, AttemptEnd, Strategy, TaskOptions, retry_backoff};
 pub use parse::{parse_duration, parse_size};
 pub use resources::{ResourceSet, Resources};

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Resources;
+use crate::{Error, Resources};
 
 /// Options of one task, as Ray's `.options(...)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,4 +61,77 @@ pub struct ActorOptions {
     pub fuel: Option<u64>,
     /// Where a cluster places the actor (once; it stays there).
     pub strategy: Strategy,
+}
+
+/// How one attempt of a task ended, as the retry policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptEnd<'a> {
+    /// It returned a value that is not an `err(..)`.
+    Value,
+    /// It returned `err(..)` (a `result` whose error case was taken).
+    ErrValue,
+    /// It failed.
+    Failed(&'a Error),
+}
+
+impl TaskOptions {
+    /// Ray's retry policy, the one place it is written (the embedded runtime
+    /// and the head both ask it): after `attempts` attempts (1 for the first),
+    /// the last of which ended as `end`, whether to try again. System faults
+    /// are retried within `max_retries`; traps, limits and `err(..)` values
+    /// only with `retry_exceptions`.
+    pub fn should_retry(&self, attempts: u32, end: AttemptEnd<'_>) -> bool {
+        attempts <= self.max_retries
+            && match end {
+                AttemptEnd::Value => false,
+                AttemptEnd::ErrValue => self.retry_exceptions,
+                AttemptEnd::Failed(e) => {
+                    e.is_system() || (self.retry_exceptions && e.is_application())
+                }
+            }
+    }
+}
+
+/// The wait before retry number `retry` (1 for the first): 10 ms, doubling
+/// to 640 ms, so that a passing fault of a node can clear first.
+pub fn retry_backoff(retry: u32) -> Duration {
+    Duration::from_millis(10 << retry.saturating_sub(1).min(6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_policy_follows_ray() {
+        let o = TaskOptions::default();
+        let sys = Error::System("node lost".into());
+        let trap = Error::Trap("boom".into());
+        assert!(o.should_retry(1, AttemptEnd::Failed(&sys)));
+        assert!(o.should_retry(3, AttemptEnd::Failed(&sys)));
+        assert!(
+            !o.should_retry(4, AttemptEnd::Failed(&sys)),
+            "max_retries = 3"
+        );
+        assert!(!o.should_retry(1, AttemptEnd::Failed(&trap)));
+        assert!(!o.should_retry(1, AttemptEnd::ErrValue));
+        assert!(!o.should_retry(1, AttemptEnd::Value));
+        let o = TaskOptions {
+            retry_exceptions: true,
+            ..TaskOptions::default()
+        };
+        assert!(o.should_retry(1, AttemptEnd::Failed(&trap)));
+        assert!(o.should_retry(1, AttemptEnd::ErrValue));
+        assert!(!o.should_retry(1, AttemptEnd::Value));
+        let bad = Error::InvalidArgument("no".into());
+        assert!(!o.should_retry(1, AttemptEnd::Failed(&bad)));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(retry_backoff(1), Duration::from_millis(10));
+        assert_eq!(retry_backoff(2), Duration::from_millis(20));
+        assert_eq!(retry_backoff(7), Duration::from_millis(640));
+        assert_eq!(retry_backoff(100), Duration::from_millis(640));
+    }
 }
