@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ferray_host::{Type, Val, codec};
+use ferray_host::codec::{self, Type, Val};
 
 const TYPES_WAT: &str = r#"
 (component
@@ -26,7 +26,7 @@ fn types() -> Vec<Type> {
         .build_sync()
         .expect("runtime");
     let comp = rt.load_bytes_sync(TYPES_WAT.as_bytes()).expect("component");
-    comp.info().function("f").expect("f").param_types()
+    codec::param_types(comp.info().function("f").expect("f"))
 }
 
 fn bench(c: &mut Criterion) {

@@ -15,7 +15,9 @@
 
 use std::fmt;
 
-use wasmtime::component::{Type, Val};
+/// The WIT types and values the codec works on (wasmtime's): for the host
+/// and its tools only; the embedding API exposes none of them.
+pub use wasmtime::component::{Type, Val};
 
 /// The deepest nesting of values [`encode`] and [`decode`] accept.
 ///
@@ -816,6 +818,12 @@ fn decode_elements(
 
 // ---------------------------------------------------------------------------
 // WAVE and type names
+
+/// The WIT types of `func`'s parameters (for the host's tools and benchmarks;
+/// the embedding API shows none of wasmtime's types).
+pub fn param_types(func: &crate::FuncInfo) -> Vec<Type> {
+    func.param_types()
+}
 
 /// Parses WAVE text (e.g. `{name: "x", count: 3}`) as a value of type `ty`.
 pub fn parse_wave(ty: &Type, text: &str) -> Result<Val> {

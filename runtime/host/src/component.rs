@@ -19,12 +19,22 @@ pub struct FuncInfo {
     pub name: String,
     pub(crate) index: ComponentExportIndex,
     /// Parameters (for a method, without the `self` handle).
-    pub params: Vec<(String, Type)>,
-    pub results: Vec<Type>,
+    pub(crate) params: Vec<(String, Type)>,
+    pub(crate) results: Vec<Type>,
 }
 
 impl FuncInfo {
-    pub fn param_types(&self) -> Vec<Type> {
+    /// The parameters' names, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// How many values it returns.
+    pub fn result_count(&self) -> usize {
+        self.results.len()
+    }
+
+    pub(crate) fn param_types(&self) -> Vec<Type> {
         self.params.iter().map(|(_, t)| t.clone()).collect()
     }
 
@@ -47,6 +57,54 @@ impl FuncInfo {
             }
         }
         s
+    }
+
+    /// Whether `encoded` (this function's result, canonically encoded) is
+    /// an `err(..)`: the one check, for retries and for exit codes. A
+    /// `result<_, _>` encodes `err` as a leading 1.
+    pub fn returns_err(&self, encoded: &[u8]) -> bool {
+        matches!(self.results.as_slice(), [Type::Result(_)]) && encoded.first() == Some(&1)
+    }
+
+    /// Arguments in WAVE text, typed by this function's signature, in the
+    /// canonical encoding (the command line's and a job driver's path).
+    pub fn encode_wave_args(&self, args: &[String]) -> Result<Vec<u8>, Error> {
+        if args.len() != self.params.len() {
+            return Err(Error::InvalidArgument(format!(
+                "`{}` takes {} argument(s), got {}: expected `{}`",
+                self.name,
+                self.params.len(),
+                args.len(),
+                self.signature()
+            )));
+        }
+        let mut vals = Vec::with_capacity(args.len());
+        for ((name, ty), text) in self.params.iter().zip(args) {
+            vals.push(crate::codec::parse_wave(ty, text).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "argument `{name}`: `{text}` is not a {}: {e}; expected `{}`",
+                    type_name(ty),
+                    self.signature()
+                ))
+            })?);
+        }
+        crate::codec::encode_all(&vals, &self.param_types())
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))
+    }
+
+    /// This function's canonically encoded result as WAVE text (several
+    /// results separated by spaces).
+    pub fn wave_result(&self, encoded: &[u8]) -> Result<String, Error> {
+        let results = crate::codec::decode_all(&self.results, encoded)
+            .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
+        let texts = results
+            .iter()
+            .map(|v| {
+                crate::codec::to_wave(v)
+                    .map_err(|e| Error::Other(format!("cannot print the result: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(texts.join(" "))
     }
 
     fn params_text(&self) -> String {

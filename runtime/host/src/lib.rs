@@ -28,7 +28,6 @@ pub use component::{ClassInfo, ComponentInfo, FuncInfo};
 pub use config::{HostConfig, Limits};
 pub use services::{CallRequest, Services};
 pub use task::{ActorInstance, Outcome, TaskState};
-pub use wasmtime::component::{Type, Val};
 
 /// A component compiled for this node, ready to instantiate.
 pub struct Loaded<S: Services> {

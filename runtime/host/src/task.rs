@@ -113,14 +113,17 @@ impl Output {
     }
     fn finish(&self, result: Result<Vec<u8>, Error>) -> Outcome {
         let (stdout, d1) = self.stdout.take();
-        let (stderr, d2) = self.stderr.take();
+        let (mut stderr, d2) = self.stderr.take();
         // A trap's own message is terse (`unreachable executed`); what the
-        // guest printed last (a Rust panic's message) says why.
+        // guest printed last (a Rust panic's message) says why. Those lines
+        // move into the error, so that they are shown once, with it.
         let result = match result {
-            Err(Error::Trap(msg)) if !stderr.is_empty() => Err(Error::Trap(format!(
-                "{msg}\nguest stderr:\n{}",
-                tail(&stderr, 4096)
-            ))),
+            Err(Error::Trap(msg)) if !stderr.is_empty() => {
+                let (kept, last) = split_tail(&stderr, 4096);
+                let e = Error::Trap(format!("{msg}\nguest stderr:\n{last}"));
+                stderr.truncate(kept);
+                Err(e)
+            }
             other => other,
         };
         Outcome {
@@ -133,20 +136,27 @@ impl Output {
 }
 
 /// The last `max` bytes of `bytes` as text, starting at a line boundary.
-fn tail(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim_end();
-    if text.len() <= max {
-        return text.to_string();
+/// The last lines of `bytes`, at most `max` bytes of them (whole lines),
+/// as text, and where they start.
+fn split_tail(bytes: &[u8], max: usize) -> (usize, String) {
+    let end = bytes.len()
+        - bytes
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    let mut start = end.saturating_sub(max);
+    if start > 0 {
+        // Start after a line break, so that no line is cut.
+        start = match bytes[start..end].iter().position(|&b| b == b'\n') {
+            Some(i) => start + i + 1,
+            None => start,
+        };
     }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &text[start..];
-    cut.split_once('\n')
-        .map_or(cut, |(_, rest)| rest)
-        .to_string()
+    (
+        start,
+        String::from_utf8_lossy(&bytes[start..end]).into_owned(),
+    )
 }
 
 fn describe(d: Duration) -> String {
@@ -474,5 +484,25 @@ impl<S: Services> ActorInstance<S> {
         }
         .await;
         self.output.finish(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tail;
+
+    #[test]
+    fn the_tail_is_whole_lines() {
+        let text = b"first line\nsecond line\npanicked at x\n\n";
+        let (at, tail) = split_tail(text, 4096);
+        assert_eq!(
+            (at, tail.as_str()),
+            (0, "first line\nsecond line\npanicked at x")
+        );
+        let (at, tail) = split_tail(text, 20);
+        assert_eq!(tail, "panicked at x");
+        assert_eq!(&text[..at], b"first line\nsecond line\n");
+        let (at, tail) = split_tail(b"no line break at all", 5);
+        assert_eq!((at, tail.as_str()), (15, "t all"));
     }
 }
