@@ -3,30 +3,45 @@
 //! ([`sched`]), and serves the `Head` gRPC service plus an `Objects` service
 //! for its own store (clients' large puts). It never runs guest code: this
 //! crate does not depend on wasmtime.
+//!
+//! The tables and everything that changes them are a pure state machine
+//! (`state`: plain events in, effects out, no I/O, no wire types). This
+//! module is its edge: it turns `v1` messages into the state's events and
+//! its effects back into messages (`wire`), under one lock, and sends them
+//! down the sessions' channels after each handled batch. `Locate` and
+//! `WatchJob` wait on notifications the state raises when an object or a job
+//! changes.
 
 pub mod sched;
 mod state;
+#[cfg(test)]
+mod tests;
+mod wire;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ComponentId, Error, JobId, TaskId};
-use ferray_proto::v1::{self, up};
+use ferray_core::view::JobEvent;
+use ferray_core::{ComponentId, Error, JobId, ObjectId};
+use ferray_proto::v1;
 use ferray_proto::{MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, chunks, id_bytes, to_status};
 use ferray_store::ObjectStore;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
 pub use sched::{Placement, Scheduler};
-use state::State;
+use state::{Effect, State};
 
 /// Messages of a batch handled under one hold of the lock.
 const HANDLE_SLICE: usize = 64;
+/// How long `Locate` waits for an object being made, pushed or rebuilt.
+const LOCATE_WAIT: Duration = Duration::from_secs(120);
 
 /// How the head runs.
 #[derive(Debug, Clone)]
@@ -38,10 +53,97 @@ pub struct HeadConfig {
     pub store: ferray_store::StoreConfig,
 }
 
+type DownTx = mpsc::UnboundedSender<v1::Down>;
+
+/// What the head's lock guards: the state machine, and what carries out
+/// its effects (the sessions' channels, the head's store, the waiters on
+/// objects and jobs).
+struct Core {
+    state: State,
+    /// Each open session's downward stream.
+    sessions: HashMap<u64, DownTx>,
+    store: Arc<ObjectStore>,
+    /// `Locate` calls waiting for an object.
+    object_waits: HashMap<ObjectId, Arc<Notify>>,
+    /// `WatchJob` streams following a job.
+    job_waits: HashMap<JobId, Arc<Notify>>,
+}
+
+impl Core {
+    /// Carry out what the state asked for since the last time, in order:
+    /// messages go to their sessions (a closed one's channel is dropped, which
+    /// ends its stream), the head's store lets go of freed objects, and
+    /// waiters on changed objects and jobs wake up.
+    fn flush(&mut self) {
+        let out = self.state.outbox();
+        for (session, e) in out.sent.drain(..) {
+            if let Effect::Close = e {
+                self.sessions.remove(&session);
+            } else if let Some(tx) = self.sessions.get(&session)
+                && let Some(msg) = wire::down(e)
+            {
+                let _ = tx.send(msg);
+            }
+        }
+        for id in out.head_frees.drain(..) {
+            self.store.decref(&id);
+        }
+        if self.object_waits.is_empty() {
+            out.objects.clear();
+        }
+        for id in out.objects.drain(..) {
+            if let Some(n) = self.object_waits.get(&id) {
+                n.notify_waiters();
+            }
+        }
+        if self.job_waits.is_empty() {
+            out.jobs.clear();
+        }
+        for id in out.jobs.drain(..) {
+            if let Some(n) = self.job_waits.get(&id) {
+                n.notify_waiters();
+            }
+        }
+    }
+}
+
+/// A registration in one of [`Core`]'s waiter tables, removed when its last
+/// waiter goes (also when the RPC is dropped mid-wait).
+struct Waiting<'a, K: std::hash::Hash + Eq + Copy> {
+    core: &'a Mutex<Core>,
+    key: K,
+    table: fn(&mut Core) -> &mut HashMap<K, Arc<Notify>>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Waiting<'_, K> {
+    /// A wake-up for the next change of the key, registered now: call it
+    /// under the lock, before the state is read, so no change is missed.
+    fn next_change(&self, core: &mut Core) -> tokio::sync::futures::OwnedNotified {
+        (self.table)(core)
+            .entry(self.key)
+            .or_default()
+            .clone()
+            .notified_owned()
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Drop for Waiting<'_, K> {
+    fn drop(&mut self) {
+        let mut core = self.core.lock();
+        let table = (self.table)(&mut core);
+        if table
+            .get(&self.key)
+            .is_some_and(|n| Arc::strong_count(n) == 1)
+        {
+            table.remove(&self.key);
+        }
+    }
+}
+
 /// The head's shared state and services.
 #[derive(Clone)]
 pub struct Head {
-    state: Arc<Mutex<State>>,
+    core: Arc<Mutex<Core>>,
     store: Arc<ObjectStore>,
     config: Arc<HeadConfig>,
 }
@@ -50,13 +152,26 @@ impl Head {
     /// A head whose object server is reachable at `address`.
     pub fn new(config: HeadConfig, address: String) -> Result<Head, Error> {
         let store = Arc::new(ObjectStore::new(config.store.clone())?);
-        let mut state = State::new(address);
-        state.head_store = Some(store.clone());
+        let core = Core {
+            state: State::new(address),
+            sessions: HashMap::new(),
+            store: store.clone(),
+            object_waits: HashMap::new(),
+            job_waits: HashMap::new(),
+        };
         Ok(Head {
-            state: Arc::new(Mutex::new(state)),
+            core: Arc::new(Mutex::new(core)),
             store,
             config: Arc::new(config),
         })
+    }
+
+    /// Change the state under the lock, then carry out its effects.
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut core = self.core.lock();
+        let r = f(&mut core.state);
+        core.flush();
+        r
     }
 
     /// Serve the head's services on `listener` until `shutdown` resolves.
@@ -68,10 +183,11 @@ impl Head {
         let monitor = {
             let head = self.clone();
             tokio::spawn(async move {
-                let every = (head.config.node_timeout / 5).max(Duration::from_millis(50));
+                let timeout = head.config.node_timeout;
+                let every = (timeout / 5).max(Duration::from_millis(50));
                 loop {
                     tokio::time::sleep(every).await;
-                    head.state.lock().check_heartbeats(head.config.node_timeout);
+                    head.with(|st| st.check_heartbeats(Instant::now(), timeout));
                 }
             })
         };
@@ -91,49 +207,61 @@ impl Head {
         out
     }
 
+    /// A batch of a session's messages, under one hold of the lock.
     fn handle(&self, session: u64, msgs: Vec<v1::Up>) {
-        let mut st = self.state.lock();
-        st.touch(session);
+        let mut core = self.core.lock();
+        let st = &mut core.state;
+        st.touch(session, Instant::now());
         for m in msgs {
-            if let Some(m) = m.msg {
-                Self::handle_one(&mut st, session, m);
+            let Some(m) = m.msg else { continue };
+            match wire::input(m) {
+                Ok(Some(input)) => st.handle(session, input),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("session {session}: a put was refused: {e}"),
             }
         }
         // Once per batch: what the messages freed or added is placed now.
         st.pump();
+        core.flush();
     }
 
-    fn handle_one(st: &mut State, session: u64, msg: up::Msg) {
-        match msg {
-            up::Msg::Hello(_) => {}
-            up::Msg::Heartbeat(_) => {}
-            up::Msg::Submit(s) => st.submit(session, s),
-            up::Msg::CreateActor(c) => st.create_actor(session, c),
-            up::Msg::CallActor(c) => st.call_actor(session, c),
-            up::Msg::KillActor(k) => {
-                let _ = st.kill_actor(ActorId(k.actor), "by its owner");
-            }
-            up::Msg::Cancel(c) => st.cancel(TaskId(c.task)),
-            up::Msg::Put(p) => {
-                if let Err(e) = st.put(session, p) {
-                    tracing::warn!("session {session}: a put was refused: {e}");
-                }
-            }
-            up::Msg::Blocked(b) => st.blocked(session, b),
-            up::Msg::Started(s) => st.started(session, s),
-            up::Msg::Done(d) => st.done(session, d),
-            up::Msg::Located(l) => {
-                if let Ok(id) = ferray_proto::object_id(&l.id) {
-                    st.located(session, id);
-                }
-            }
-            up::Msg::ActorDied(d) => st.actor_died_on_node(session, d),
-        }
+    /// A session opens: the state's welcome is its first message down.
+    fn open(&self, hello: &v1::Hello) -> Result<(u64, mpsc::UnboundedReceiver<v1::Down>), Status> {
+        let hello = wire::hello(hello).map_err(|e| to_status(&e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut core = self.core.lock();
+        let welcome = core
+            .state
+            .open_session(&hello, Instant::now())
+            .map_err(|e| to_status(&e))?;
+        let session = welcome.session;
+        let _ = tx.send(v1::Down {
+            msg: Some(v1::down::Msg::Welcome(v1::Welcome {
+                session,
+                node: welcome.node.map_or(0, |n| n.0),
+                id_base: session << 32,
+                job: welcome.job.map_or(0, |j| j.0),
+            })),
+        });
+        core.sessions.insert(session, tx);
+        // Queued work may go to the new node now that it is welcomed.
+        core.state.pump();
+        core.flush();
+        Ok((session, rx))
     }
 
     /// The scheduler's view, for tests and `ferray status`.
     pub fn cluster_state(&self, what: &str) -> v1::ClusterState {
-        self.state.lock().cluster_state(what)
+        let view = self.core.lock().state.cluster_state(what);
+        ferray_proto::cluster_view_to(view)
+    }
+
+    fn job_info(&self, job: JobId) -> Option<v1::JobInfo> {
+        self.core
+            .lock()
+            .state
+            .job_info(job)
+            .map(ferray_proto::job_info_to)
     }
 }
 
@@ -151,6 +279,7 @@ impl v1::head_server::Head for Head {
         &self,
         req: Request<Streaming<v1::UpBatch>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        use v1::up;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
@@ -167,24 +296,7 @@ impl v1::head_server::Head for Head {
                 hello.protocol
             )));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let welcome = self
-            .state
-            .lock()
-            .open_session(tx.clone(), &hello)
-            .map_err(|e| to_status(&e))?;
-        let session = welcome.session;
-        let _ = tx.send(v1::Down {
-            msg: Some(v1::down::Msg::Welcome(v1::Welcome {
-                session,
-                node: welcome.node.map_or(0, |n| n.0),
-                id_base: session << 32,
-                job: welcome.job.map_or(0, |j| j.0),
-            })),
-        });
-        drop(tx);
-        // Queued work may go to the new node now that it is welcomed.
-        self.state.lock().pump();
+        let (session, rx) = self.open(&hello)?;
         let head = self.clone();
         if !first.is_empty() {
             head.handle(session, first);
@@ -208,7 +320,7 @@ impl v1::head_server::Head for Head {
                     Err(e) => break format!("its connection broke: {}", e.message()),
                 }
             };
-            head.state.lock().close_session(session, &why);
+            head.with(|st| st.close_session(session, &why));
         });
         Ok(Response::new(Box::pin(
             ferray_proto::batched(rx).map(|msgs| Ok(v1::DownBatch { msgs })),
@@ -223,7 +335,7 @@ impl v1::head_server::Head for Head {
             .await
             .map_err(|e| to_status(&e))?;
         let cid = ComponentId::from_bytes(*id.as_bytes());
-        self.state.lock().components.insert(cid, bytes);
+        self.core.lock().state.components.insert(cid, bytes);
         tracing::info!("component {} uploaded", cid.short());
         Ok(Response::new(v1::ObjectKey { id: id_bytes(&id) }))
     }
@@ -237,8 +349,9 @@ impl v1::head_server::Head for Head {
         let id = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
         let cid = ComponentId::from_bytes(*id.as_bytes());
         let bytes: Bytes = self
-            .state
+            .core
             .lock()
+            .state
             .components
             .get(&cid)
             .cloned()
@@ -248,21 +361,33 @@ impl v1::head_server::Head for Head {
 
     async fn locate(&self, req: Request<v1::ObjectKey>) -> Result<Response<v1::ObjectLoc>, Status> {
         let id = ferray_proto::object_id(&req.get_ref().id).map_err(|e| to_status(&e))?;
-        // Wait while it is being made, pushed or rebuilt.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Wait while it is being made, pushed or rebuilt: the state tells
+        // when it gets a holder, fails or goes.
+        let deadline = tokio::time::Instant::now() + LOCATE_WAIT;
+        let waiting = Waiting {
+            core: &self.core,
+            key: id,
+            table: |c| &mut c.object_waits,
+        };
         loop {
-            match self.state.lock().locate(id) {
-                Ok(Some(loc)) => return Ok(Response::new(loc)),
-                Ok(None) => {}
-                Err(e) => return Err(to_status(&e)),
-            }
-            if Instant::now() > deadline {
+            let changed = {
+                let mut core = self.core.lock();
+                let changed = waiting.next_change(&mut core);
+                let now = core.state.locate(id);
+                core.flush();
+                match now {
+                    Ok(Some(loc)) => return Ok(Response::new(wire::loc(loc))),
+                    Ok(None) => changed,
+                    Err(e) => return Err(to_status(&e)),
+                }
+            };
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(Status::deadline_exceeded(format!(
-                    "object {} was not rebuilt within 120s",
-                    id.short()
+                    "object {} was not rebuilt within {}s",
+                    id.short(),
+                    LOCATE_WAIT.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -270,12 +395,15 @@ impl v1::head_server::Head for Head {
         &self,
         req: Request<v1::JobRequest>,
     ) -> Result<Response<v1::JobInfo>, Status> {
-        let mut st = self.state.lock();
-        let job = st.submit_job(req.into_inner()).map_err(|e| to_status(&e))?;
-        let info = st
-            .job_info(job)
-            .ok_or_else(|| Status::internal("the job vanished"))?;
-        Ok(Response::new(info))
+        let req = wire::job_request(req.into_inner()).map_err(|e| to_status(&e))?;
+        let info = self.with(|st| {
+            let job = st.submit_job(req)?;
+            st.job_info(job)
+                .ok_or_else(|| Error::System("the job vanished".into()))
+        });
+        Ok(Response::new(ferray_proto::job_info_to(
+            info.map_err(|e| to_status(&e))?,
+        )))
     }
 
     type WatchJobStream = BoxStream<v1::JobEvent>;
@@ -286,61 +414,12 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job = job_key(req.get_ref());
         let follow = req.get_ref().follow;
-        if self.state.lock().job_info(job).is_none() {
+        if self.job_info(job).is_none() {
             return Err(Status::not_found(format!("no {job}")));
         }
         let (tx, rx) = mpsc::channel(64);
         let head = self.clone();
-        tokio::spawn(async move {
-            use v1::job_event::Event;
-            let mut cursor = 0u64;
-            let mut last = (u64::MAX, u64::MAX);
-            loop {
-                let (lines, next, info) = {
-                    let st = head.state.lock();
-                    let (lines, next) = st.job_logs(job, cursor);
-                    (lines, next, st.job_info(job))
-                };
-                cursor = next;
-                for l in lines {
-                    if tx
-                        .send(Ok(v1::JobEvent {
-                            event: Some(Event::Log(l)),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                let Some(info) = info else { return };
-                if (info.tasks_done, info.tasks_total) != last {
-                    last = (info.tasks_done, info.tasks_total);
-                    let p = v1::Progress {
-                        done: last.0,
-                        total: last.1,
-                    };
-                    if tx
-                        .send(Ok(v1::JobEvent {
-                            event: Some(Event::Progress(p)),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                if !follow || matches!(info.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED") {
-                    let _ = tx
-                        .send(Ok(v1::JobEvent {
-                            event: Some(Event::Finished(info)),
-                        }))
-                        .await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        tokio::spawn(async move { head.follow_job(job, follow, tx).await });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -348,12 +427,14 @@ impl v1::head_server::Head for Head {
 
     async fn stop_job(&self, req: Request<v1::JobKey>) -> Result<Response<v1::JobInfo>, Status> {
         let job = job_key(req.get_ref());
-        let mut st = self.state.lock();
-        st.stop_job(job).map_err(|e| to_status(&e))?;
-        let info = st
-            .job_info(job)
-            .ok_or_else(|| Status::not_found(format!("no {job}")))?;
-        Ok(Response::new(info))
+        let info = self.with(|st| {
+            st.stop_job(job)?;
+            st.job_info(job)
+                .ok_or_else(|| Error::NotFound(format!("no {job}")))
+        });
+        Ok(Response::new(ferray_proto::job_info_to(
+            info.map_err(|e| to_status(&e))?,
+        )))
     }
 
     async fn cluster(
@@ -361,6 +442,60 @@ impl v1::head_server::Head for Head {
         req: Request<v1::ClusterRequest>,
     ) -> Result<Response<v1::ClusterState>, Status> {
         Ok(Response::new(self.cluster_state(&req.get_ref().what)))
+    }
+}
+
+impl Head {
+    /// A job's log lines and progress as they come, then its end (or, not
+    /// following, what there is now). Waits for the state to say that the
+    /// job changed; stops when the watcher goes.
+    async fn follow_job(
+        &self,
+        job: JobId,
+        follow: bool,
+        tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
+    ) {
+        let waiting = Waiting {
+            core: &self.core,
+            key: job,
+            table: |c| &mut c.job_waits,
+        };
+        let mut cursor = 0u64;
+        let mut last = (u64::MAX, u64::MAX);
+        loop {
+            let (lines, info, changed) = {
+                let mut core = self.core.lock();
+                let changed = waiting.next_change(&mut core);
+                let (lines, next) = core.state.job_logs(job, cursor);
+                cursor = next;
+                (lines, core.state.job_info(job), changed)
+            };
+            let mut events: Vec<JobEvent> = lines.into_iter().map(JobEvent::Log).collect();
+            let Some(info) = info else { return };
+            if (info.tasks_done, info.tasks_total) != last {
+                last = (info.tasks_done, info.tasks_total);
+                events.push(JobEvent::Progress {
+                    done: last.0,
+                    total: last.1,
+                });
+            }
+            let finished = !follow || info.state.finished();
+            if finished {
+                events.push(JobEvent::Finished(info));
+            }
+            for e in events {
+                if tx.send(Ok(ferray_proto::job_event_to(e))).await.is_err() {
+                    return;
+                }
+            }
+            if finished {
+                return;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tx.closed() => return,
+            }
+        }
     }
 }
 
@@ -392,7 +527,7 @@ impl v1::uploads_server::Uploads for HeadObjects {
                 .put_with_id(id, bytes)
                 .map_err(|e| to_status(&e))?;
         }
-        self.0.state.lock().pushed(id, size, false);
+        self.0.with(|st| st.pushed(id, size, false));
         Ok(Response::new(v1::ObjectKey { id: id_bytes(&id) }))
     }
 }

@@ -93,6 +93,11 @@ impl Scheduler {
         self.nodes.get(&id).map(|n| n.set.free())
     }
 
+    /// Tasks assigned to `id` that have not started yet.
+    pub fn backlog(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id).map(|n| n.backlog)
+    }
+
     /// Give back what a placement took.
     pub fn release(&mut self, id: NodeId, demand: &Resources) {
         if let Some(n) = self.nodes.get_mut(&id) {

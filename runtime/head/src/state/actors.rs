@@ -1,0 +1,316 @@
+//! Actors: creation, placement (they hold their resources for life), their
+//! calls in submission order, restarts after their node dies, and death.
+
+use std::collections::VecDeque;
+
+use ferray_core::{ActorId, ActorOptions, ComponentId, Error, NodeId, TaskId};
+
+use super::{
+    AState, ActorCall, ActorDied, ActorEntry, CallActor, CreateActor, Effect, Kind, StartActor,
+    State, TState, TaskEntry, Waiter, check_id,
+};
+
+impl State {
+    pub(super) fn create_actor(&mut self, session: u64, c: CreateActor) {
+        let a = c.actor;
+        if check_id(session, a.0).is_err() || self.actors.contains_key(&a) {
+            tracing::warn!("session {session}: refused to create {a} (not its id, or taken)");
+            return;
+        }
+        let CreateActor {
+            job,
+            component,
+            class,
+            options,
+            args,
+            ..
+        } = c;
+        let made = (|| {
+            let job = self.live_job(job)?;
+            let component = self.component_of(component)?;
+            let options = options?;
+            let args = args?;
+            Ok::<_, Error>((job, component, options, args))
+        })();
+        let (job, component, options, args) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("session {session}: {a} not created: {e}");
+                // Remembered as dead, so that calls fail with the reason,
+                // and forgotten with its job (one that has ended already
+                // cannot call it).
+                if self.live_job(job).is_ok() {
+                    self.actors.insert(
+                        a,
+                        ActorEntry {
+                            job,
+                            component: ComponentId::of(&[]),
+                            class,
+                            args: vec![],
+                            options: ActorOptions::default(),
+                            state: AState::Dead(Error::ActorDied(format!(
+                                "{a} was not created: {e}"
+                            ))),
+                            incarnation: 0,
+                            restarts: 0,
+                            next_seq: 0,
+                            calls: VecDeque::new(),
+                            queued: false,
+                            waiting_on: None,
+                        },
+                    );
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.actors.insert(a);
+                    }
+                }
+                return;
+            }
+        };
+        self.actors.insert(
+            a,
+            ActorEntry {
+                job,
+                component,
+                class,
+                args,
+                options,
+                state: AState::Pending,
+                incarnation: 0,
+                restarts: 0,
+                next_seq: 0,
+                calls: VecDeque::new(),
+                queued: false,
+                waiting_on: None,
+            },
+        );
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.actors.insert(a);
+        }
+        self.try_ready(Waiter::Actor(a));
+    }
+
+    /// Start the actor on the node the scheduler placed it on (its
+    /// resources are taken).
+    pub(super) fn start_actor(&mut self, a: ActorId, node: NodeId) {
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        let Some(args) = self.resolve_args(&actor.args) else {
+            // An argument was lost meanwhile: wait for it again.
+            let demand = actor.options.resources.clone();
+            self.sched.release(node, &demand);
+            if let Some(actor) = self.actors.get_mut(&a) {
+                actor.queued = false;
+            }
+            return self.try_ready(Waiter::Actor(a));
+        };
+        let msg = StartActor {
+            actor: a,
+            job: actor.job,
+            incarnation: actor.incarnation,
+            component: actor.component,
+            class: actor.class.clone(),
+            args,
+            options: ActorOptions {
+                // Crashes restart on the node; node losses here.
+                max_restarts: actor.options.max_restarts.saturating_sub(actor.restarts),
+                ..actor.options.clone()
+            },
+        };
+        if let Some(actor) = self.actors.get_mut(&a) {
+            actor.state = AState::Alive(node);
+            actor.queued = false;
+            actor.next_seq = 0;
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.actors.insert(a);
+        }
+        tracing::info!("{a} placed on {node}");
+        self.send_node(node, Effect::StartActor(msg));
+        self.flush_actor(a);
+    }
+
+    pub(super) fn call_actor(&mut self, session: u64, c: CallActor) {
+        let t = c.task;
+        let a = c.actor;
+        if let Err(e) = check_id(session, t.0) {
+            return self.reply_err(session, t, e);
+        }
+        if self.tasks.contains_key(&t) {
+            return self.reply_err(
+                session,
+                t,
+                Error::InvalidArgument(format!("{t} was submitted twice")),
+            );
+        }
+        let args = match c.args {
+            Ok(a) => a,
+            Err(e) => return self.reply_err(session, t, e),
+        };
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return self.reply_err(
+                session,
+                t,
+                Error::NotFound(format!("no {a} in the cluster")),
+            );
+        };
+        if let AState::Dead(e) = &actor.state {
+            let e = e.clone();
+            return self.reply_err(session, t, e);
+        }
+        actor.calls.push_back(t);
+        let job = actor.job;
+        self.tasks.insert(
+            t,
+            TaskEntry::new(
+                job,
+                Some(session),
+                Kind::ActorCall {
+                    actor: a,
+                    method: c.method,
+                },
+                args,
+                TState::Waiting,
+            ),
+        );
+        self.count_in_job(job, t);
+        self.try_ready(Waiter::Task(t));
+    }
+
+    /// Send the actor's ready calls, in submission order, while it is alive.
+    pub(super) fn flush_actor(&mut self, a: ActorId) {
+        loop {
+            let Some(actor) = self.actors.get(&a) else {
+                return;
+            };
+            let AState::Alive(node) = actor.state else {
+                return;
+            };
+            let Some(&t) = actor.calls.front() else {
+                return;
+            };
+            let task = match self.tasks.get(&t) {
+                Some(task) if matches!(task.state, TState::Queued) => task,
+                Some(task) if matches!(task.state, TState::Waiting) => return,
+                // Failed (or gone) before it was sent.
+                _ => {
+                    if let Some(actor) = self.actors.get_mut(&a) {
+                        actor.calls.pop_front();
+                    }
+                    continue;
+                }
+            };
+            let Some(args) = self.resolve_args(&task.args) else {
+                // An argument was lost meanwhile: the call waits for it again
+                // (and the calls behind it with it).
+                if let Some(task) = self.tasks.get_mut(&t) {
+                    task.state = TState::Waiting;
+                }
+                return self.try_ready(Waiter::Task(t));
+            };
+            let method = match &task.kind {
+                Kind::ActorCall { method, .. } => method.clone(),
+                _ => String::new(),
+            };
+            let attempt = task.attempts + 1;
+            let Some(actor) = self.actors.get_mut(&a) else {
+                return;
+            };
+            actor.calls.pop_front();
+            let seq = actor.next_seq;
+            actor.next_seq += 1;
+            let incarnation = actor.incarnation;
+            if let Some(task) = self.tasks.get_mut(&t) {
+                task.state = TState::Running(node);
+                task.attempts = attempt;
+                task.ran_on = Some(node);
+            }
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.running.insert(t);
+            }
+            self.send_node(
+                node,
+                Effect::ActorCall(ActorCall {
+                    task: t,
+                    actor: a,
+                    incarnation,
+                    seq,
+                    method,
+                    args,
+                }),
+            );
+        }
+    }
+
+    /// The actor's node died: restart it elsewhere, or it is dead.
+    pub(super) fn actor_lost(&mut self, a: ActorId, reason: &str) {
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return;
+        };
+        if actor.restarts < actor.options.max_restarts {
+            actor.restarts += 1;
+            actor.incarnation += 1;
+            actor.state = AState::Pending;
+            actor.queued = false;
+            tracing::info!(
+                "{a}: {reason}; restarting elsewhere ({}/{})",
+                actor.restarts,
+                actor.options.max_restarts
+            );
+            self.try_ready(Waiter::Actor(a));
+        } else {
+            let e = Error::ActorDied(format!(
+                "{a}: {reason} (no restarts left, max_restarts = {})",
+                actor.options.max_restarts
+            ));
+            self.actor_dead(a, e);
+        }
+    }
+
+    /// The actor is dead for good: its resources are given back and its
+    /// calls not yet sent fail.
+    pub(super) fn actor_dead(&mut self, a: ActorId, e: Error) {
+        let Some(actor) = self.actors.get_mut(&a) else {
+            return;
+        };
+        let was = std::mem::replace(&mut actor.state, AState::Dead(e.clone()));
+        let calls: Vec<TaskId> = actor.calls.drain(..).collect();
+        let demand = actor.options.resources.clone();
+        if let AState::Alive(node) = was {
+            self.sched.release(node, &demand);
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.actors.remove(&a);
+            }
+        }
+        for t in calls {
+            self.fail_task(t, e.clone());
+        }
+    }
+
+    /// The actor's worker reports it dead (a crash with no restarts left).
+    pub(super) fn actor_died_on_node(&mut self, session: u64, d: ActorDied) {
+        let a = d.actor;
+        let node = self.node_of(session);
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        if actor.incarnation != d.incarnation
+            || !matches!(actor.state, AState::Alive(n) if Some(n) == node)
+        {
+            return;
+        }
+        self.actor_dead(a, d.error);
+    }
+
+    pub fn kill_actor(&mut self, a: ActorId, why: &str) -> Result<(), Error> {
+        let actor = self
+            .actors
+            .get(&a)
+            .ok_or_else(|| Error::NotFound(format!("no {a} in the cluster")))?;
+        if let AState::Alive(node) = actor.state {
+            self.send_node(node, Effect::StopActor(a));
+        }
+        self.actor_dead(a, Error::ActorDied(format!("{a} was killed ({why})")));
+        Ok(())
+    }
+}

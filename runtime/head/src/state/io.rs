@@ -1,0 +1,251 @@
+//! What goes into the state machine and what comes out of it. Plain Rust
+//! types over `ferray_core`'s: the state knows nothing of the wire, and
+//! `wire.rs` converts at the edge.
+//!
+//! Fields that the edge decodes from the wire (a component id, options,
+//! arguments) arrive as `Result`s: the state checks them in the order it
+//! checks everything else, so a malformed message is refused with the same
+//! error, at the same point, as when the state decoded it itself.
+
+use bytes::Bytes;
+use ferray_core::{
+    ActorId, ActorOptions, ComponentId, Error, JobId, ObjectId, Resources, TaskId, TaskOptions,
+};
+
+/// An argument as its submitter gives it: bytes, the result of a task, or
+/// an object made by `put`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Value(Bytes),
+    Task(TaskId),
+    Object(ObjectId),
+}
+
+// ----- in -----
+
+/// A session's first message.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub name: String,
+    /// A worker offers resources and serves objects; a client does neither.
+    pub worker: Option<WorkerHello>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerHello {
+    pub resources: Resources,
+    /// Where its object server listens.
+    pub object_address: String,
+}
+
+/// A task submitted by a session (ids come from the session's range).
+#[derive(Clone, Debug)]
+pub struct Submit {
+    pub task: TaskId,
+    pub job: JobId,
+    pub component: Result<ComponentId, Error>,
+    pub function: String,
+    pub options: Result<TaskOptions, Error>,
+    pub args: Result<Vec<Arg>, Error>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CreateActor {
+    pub actor: ActorId,
+    pub job: JobId,
+    pub component: Result<ComponentId, Error>,
+    pub class: String,
+    pub options: Result<ActorOptions, Error>,
+    pub args: Result<Vec<Arg>, Error>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CallActor {
+    pub task: TaskId,
+    pub actor: ActorId,
+    pub method: String,
+    pub args: Result<Vec<Arg>, Error>,
+}
+
+/// An object made by `put`: a worker holds it; a client sends it inline or
+/// pushes it to the head (`uploading`).
+#[derive(Clone, Debug)]
+pub struct Put {
+    pub id: ObjectId,
+    pub size: u64,
+    /// `JobId(0)`: kept until the head stops.
+    pub job: JobId,
+    pub inline: Option<Bytes>,
+    pub uploading: bool,
+}
+
+/// An attempt ended (a task or an actor call).
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    /// A driver's result as WAVE text.
+    pub wave: String,
+    /// The result is a guest's `err(..)`.
+    pub err_value: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The node keeps the result.
+    Made(Made),
+    Failed(Error),
+    /// A result whose id did not decode.
+    BadResult(Error),
+    /// Neither a result nor an error.
+    Empty,
+}
+
+/// A result as the node that made it describes it.
+#[derive(Clone, Debug)]
+pub struct Made {
+    pub id: ObjectId,
+    pub size: u64,
+    pub inline: Option<Bytes>,
+}
+
+/// An actor died on its worker (a crash with no restarts left there).
+#[derive(Clone, Debug)]
+pub struct ActorDied {
+    pub actor: ActorId,
+    pub incarnation: u32,
+    pub error: Error,
+}
+
+/// What a session sends up, after its hello.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Heartbeat,
+    Submit(Submit),
+    CreateActor(CreateActor),
+    CallActor(CallActor),
+    KillActor(ActorId),
+    Cancel(TaskId),
+    Put(Put),
+    /// A task waits in get or wait (its CPUs are given back) or resumes.
+    Blocked {
+        task: TaskId,
+        blocked: bool,
+    },
+    /// An assigned task got its resources on its node.
+    Started(TaskId),
+    Done(Done),
+    /// The sender now holds this object (it pulled it).
+    Located(ObjectId),
+    ActorDied(ActorDied),
+}
+
+/// A job submitted to the head (its driver runs on a node).
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub component: ComponentId,
+    pub function: String,
+    pub args: Vec<String>,
+    /// What the driver holds while it runs (Ray's entrypoint resources).
+    pub entrypoint: Resources,
+}
+
+// ----- out -----
+
+/// Where an object is: its bytes when small, else the object servers that
+/// hold it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectLoc {
+    pub id: ObjectId,
+    pub size: u64,
+    pub inline: Option<Bytes>,
+    pub holders: Vec<String>,
+}
+
+/// An argument as a worker receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolvedArg {
+    Value(Bytes),
+    Object(ObjectLoc),
+}
+
+/// Run one attempt of a task (or a job's driver).
+#[derive(Clone, Debug)]
+pub struct Assign {
+    pub task: TaskId,
+    pub job: JobId,
+    pub attempt: u32,
+    pub component: ComponentId,
+    pub function: String,
+    pub args: Vec<ResolvedArg>,
+    pub options: TaskOptions,
+    /// A job's driver: its arguments are `wave_args`.
+    pub driver: bool,
+    pub wave_args: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StartActor {
+    pub actor: ActorId,
+    pub job: JobId,
+    pub incarnation: u32,
+    pub component: ComponentId,
+    pub class: String,
+    pub args: Vec<ResolvedArg>,
+    pub options: ActorOptions,
+}
+
+/// Calls of one incarnation carry consecutive `seq` numbers from 0.
+#[derive(Clone, Debug)]
+pub struct ActorCall {
+    pub task: TaskId,
+    pub actor: ActorId,
+    pub incarnation: u32,
+    pub seq: u64,
+    pub method: String,
+    pub args: Vec<ResolvedArg>,
+}
+
+/// A message to a session, or the end of it.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// A task of this session finished, or failed for good.
+    Resolved {
+        task: TaskId,
+        result: Result<ObjectLoc, Error>,
+    },
+    Assign(Assign),
+    StartActor(StartActor),
+    ActorCall(ActorCall),
+    StopActor(ActorId),
+    Cancel(TaskId),
+    /// The cluster no longer needs these objects.
+    Free(Vec<ObjectId>),
+    /// What a task of a connected client wrote.
+    Output {
+        source: String,
+        stdout: Bytes,
+        stderr: Bytes,
+    },
+    /// The head drops the session (a silent node): its stream ends.
+    Close,
+}
+
+/// What the state asks of the edge, in order. The edge drains it after each
+/// change made under the lock (the vectors keep their room).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Messages to sessions in the order they were made (per session, the
+    /// order they must arrive in).
+    pub sent: Vec<(u64, Effect)>,
+    /// Objects the head's own store no longer keeps for the cluster.
+    pub head_frees: Vec<ObjectId>,
+    /// Objects whose answer to `locate` may have changed (a holder came,
+    /// or it failed, was lost or freed).
+    pub objects: Vec<ObjectId>,
+    /// Jobs that logged, progressed or changed state.
+    pub jobs: Vec<JobId>,
+}

@@ -1,0 +1,296 @@
+//! Jobs: a submitted driver or a connected client. Their logs, their
+//! progress, and their end, which cancels their tasks, kills their actors
+//! and frees their objects.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId};
+
+use super::{
+    Dep, Effect, HEAD_HOLDER, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY, MAX_JOB_LOG_LINES,
+    Set, State, TState, TaskEntry, TaskInfo, Waiter, give_back, now_ms,
+};
+
+impl State {
+    pub(super) fn new_job(&mut self, entrypoint: String, component: String) -> JobId {
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        self.jobs.insert(
+            id,
+            JobEntry {
+                entrypoint,
+                component,
+                state: JobState::Pending,
+                result: String::new(),
+                error: String::new(),
+                err_value: false,
+                done: 0,
+                total: 0,
+                logs: VecDeque::new(),
+                logs_dropped: 0,
+                start: now_ms(),
+                end: 0,
+                driver: None,
+                tasks: Set::default(),
+                actors: Set::default(),
+                objects: Set::default(),
+            },
+        );
+        id
+    }
+
+    /// A job: its driver is queued for a node.
+    pub fn submit_job(&mut self, req: JobRequest) -> Result<JobId, Error> {
+        let component = req.component;
+        if !self.components.contains_key(&component) {
+            return Err(Error::NotFound(format!(
+                "component {} was not uploaded to the head",
+                component.short()
+            )));
+        }
+        let entry = format!("{} {}", req.function, req.args.join(" "));
+        let job = self.new_job(entry.trim().to_string(), component.to_hex());
+        let t = TaskId(self.next_head_task);
+        self.next_head_task += 1;
+        let task = TaskEntry::new(
+            job,
+            None,
+            Kind::Driver {
+                component,
+                function: req.function,
+                wave_args: req.args,
+                resources: req.entrypoint,
+            },
+            Vec::new(),
+            TState::Queued,
+        );
+        self.tasks.insert(t, task);
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.driver = Some(t);
+            j.tasks.insert(t);
+        }
+        self.enqueue(Waiter::Task(t));
+        self.pump();
+        Ok(job)
+    }
+
+    /// A task the job's progress counts.
+    pub(super) fn count_in_job(&mut self, job: JobId, t: TaskId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.tasks.insert(t);
+            j.total += 1;
+            self.job_changed(job);
+        }
+    }
+
+    /// A task of the job ended for its submitter.
+    pub(super) fn count_done(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.done += 1;
+            self.job_changed(job);
+        }
+    }
+
+    pub(super) fn log(&mut self, job: JobId, label: &str, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines() {
+            j.logs.push_back(format!("({label}) {line}"));
+            if j.logs.len() > MAX_JOB_LOG_LINES {
+                j.logs.pop_front();
+                j.logs_dropped += 1;
+            }
+        }
+        self.job_changed(job);
+    }
+
+    pub fn stop_job(&mut self, id: JobId) -> Result<(), Error> {
+        let j = self
+            .jobs
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("no {id}")))?;
+        if !j.state.finished() {
+            self.finish_job(
+                id,
+                JobState::Stopped,
+                String::new(),
+                "stopped by the user".into(),
+                false,
+            );
+        }
+        Ok(())
+    }
+
+    /// A job ends: its tasks are cancelled, its actors killed, its objects
+    /// freed on every node (unless another job refers to them).
+    pub(super) fn finish_job(
+        &mut self,
+        id: JobId,
+        state: JobState,
+        result: String,
+        error: String,
+        err_value: bool,
+    ) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if j.state.finished() {
+            return;
+        }
+        j.state = state;
+        j.result = result;
+        j.error = error;
+        j.err_value = err_value;
+        j.end = now_ms();
+        let tasks: Vec<TaskId> = j.tasks.drain().collect();
+        let actors: Vec<ActorId> = j.actors.drain().collect();
+        let objects: Vec<ObjectId> = j.objects.drain().collect();
+        tracing::info!("{id} {}", state.name());
+        self.job_changed(id);
+        self.end_actors_of(&actors);
+        // Waiters of other jobs on what goes now learn that it is gone.
+        let mut orphans = self.end_tasks_of(id, tasks);
+        let frees = self.release_objects_of(id, objects, &mut orphans);
+        for w in orphans {
+            self.try_ready(w);
+        }
+        self.jobs_ended += 1;
+        self.purge_queues();
+        for (node, ids) in frees {
+            if node == HEAD_HOLDER {
+                self.out.head_frees.extend(ids);
+            } else {
+                self.send_node(node, Effect::Free(ids));
+            }
+        }
+        self.pump();
+    }
+
+    /// A job's actors are killed and forgotten.
+    fn end_actors_of(&mut self, actors: &[ActorId]) {
+        for a in actors {
+            let _ = self.kill_actor(*a, "its job ended");
+        }
+        for a in actors {
+            if let Some(actor) = self.actors.remove(a)
+                && let Some(dep) = actor.waiting_on
+            {
+                self.unwait(dep, Waiter::Actor(*a));
+            }
+        }
+    }
+
+    /// A waiter that is gone no longer waits on `dep`.
+    fn unwait(&mut self, dep: Dep, w: Waiter) {
+        if let Some(list) = self.waiters_mut(dep) {
+            list.retain(|x| *x != w);
+        }
+    }
+
+    /// Queue entries of tasks and actors that are gone are dropped (a pump
+    /// skips them only up to the first entry that waits).
+    pub(super) fn purge_queues(&mut self) {
+        let (tasks, actors) = (&self.tasks, &self.actors);
+        let live = |w: &Waiter| match w {
+            Waiter::Task(t) => tasks.contains_key(t),
+            Waiter::Actor(a) => actors.contains_key(a),
+        };
+        for (_, g) in self.queues.groups.iter_mut() {
+            g.retain(live);
+        }
+        self.queues.groups.retain(|(_, g)| !g.is_empty());
+        self.queues.others.retain(live);
+    }
+
+    /// A job's tasks are forgotten: running attempts are cancelled on their
+    /// nodes, and submitters still waiting learn that the job ended. The
+    /// waiters of other jobs on these tasks are returned.
+    fn end_tasks_of(&mut self, id: JobId, tasks: Vec<TaskId>) -> Vec<Waiter> {
+        let mut orphans: Vec<Waiter> = Vec::new();
+        for t in tasks {
+            let Some(mut task) = self.tasks.remove(&t) else {
+                continue;
+            };
+            orphans.append(&mut task.waiters);
+            if let Some(dep) = task.waiting_on {
+                self.unwait(dep, Waiter::Task(t));
+            }
+            let pending = matches!(
+                task.state,
+                TState::Running(_) | TState::Waiting | TState::Queued
+            );
+            if let TState::Running(node) = task.state {
+                give_back(&mut self.sched, &task, node);
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.running.remove(&t);
+                }
+                self.send_node(node, Effect::Cancel(t));
+            }
+            if pending
+                && !task.resolved
+                && let Some(owner) = task.owner
+            {
+                let e = Error::Cancelled(format!("its {id} ended"));
+                self.send(
+                    owner,
+                    Effect::Resolved {
+                        task: t,
+                        result: Err(e),
+                    },
+                );
+            }
+            if let Some(o) = task.made {
+                self.object_changed(o);
+            }
+            self.record_history(t, &task);
+        }
+        orphans
+    }
+
+    /// The job no longer refers to its objects: those no other job refers
+    /// to (and not pinned) are forgotten, and returned by holder.
+    fn release_objects_of(
+        &mut self,
+        id: JobId,
+        objects: Vec<ObjectId>,
+        orphans: &mut Vec<Waiter>,
+    ) -> BTreeMap<NodeId, Vec<ObjectId>> {
+        let mut frees: BTreeMap<NodeId, Vec<ObjectId>> = BTreeMap::new();
+        for oid in objects {
+            let gone = match self.objects.get_mut(&oid) {
+                Some(o) => {
+                    o.jobs.remove(&id);
+                    o.jobs.is_empty() && !o.pinned
+                }
+                None => false,
+            };
+            if gone && let Some(mut o) = self.objects.remove(&oid) {
+                orphans.append(&mut o.waiters);
+                for h in o.holders {
+                    frees.entry(h).or_default().push(oid);
+                }
+                self.object_changed(oid);
+            }
+        }
+        frees
+    }
+
+    fn record_history(&mut self, t: TaskId, task: &TaskEntry) {
+        self.history.push_back(TaskInfo {
+            id: t,
+            job: task.job,
+            function: task.name(),
+            state: task.state_name().to_string(),
+            node: task.ran_on,
+            attempts: task.attempts,
+        });
+        if self.history.len() > MAX_HISTORY {
+            self.history.pop_front();
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The head's tables and what happens to them: sessions, nodes, components,
+//! objects (where each one is), tasks (with their lineage), actors and jobs.
+//!
+//! A pure state machine: events come in as [`Input`]s (a session's
+//! messages) and method calls (sessions opening and closing, heartbeat
+//! ticks, jobs, pushes, locates); what it asks of the world goes into its
+//! [`Outbox`] as [`Effect`]s addressed to sessions, which the edge
+//! (`lib.rs`, through `wire.rs`) drains after each change. Nothing here
+//! awaits, does I/O or knows the wire format.
+//!
+//! - `sessions.rs`: sessions, nodes, heartbeats, node death;
+//! - `jobs.rs`: jobs, their logs, their end (cancel, kill, free);
+//! - `objects.rs`: puts, holders, locate, lineage rebuilds;
+//! - `tasks.rs`: submissions, dependencies, attempts and their ends;
+//! - `placement.rs`: the queues for nodes, placement and dispatch;
+//! - `actors.rs`: actors, their calls, restarts and death;
+//! - `views.rs`: what `ferray status` and job watchers read.
+
+mod actors;
+mod io;
+mod jobs;
+mod objects;
+mod placement;
+mod sessions;
+mod tasks;
+mod views;
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+#[cfg(test)]
+use std::hash::BuildHasherDefault;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferray_core::{
+    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, TaskId,
+    TaskOptions,
+};
+use ferray_proto::INLINE_MAX;
+
+use crate::sched::Scheduler;
+
+pub use ferray_core::view::JobState;
+pub use io::{
+    ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input,
+    JobRequest, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
+    WorkerHello,
+};
+pub use views::TaskInfo;
+
+/// The head's own store, a holder like a node (clients' large puts).
+pub const HEAD_HOLDER: NodeId = NodeId(0);
+/// Log lines kept per job (older ones are dropped and counted).
+const MAX_JOB_LOG_LINES: usize = 100_000;
+/// Inline argument bytes in one assignment, at most (the rest go by holder).
+const MAX_INLINE_ARGS: usize = 1 << 20;
+/// Finished tasks kept for `ferray list tasks`.
+const MAX_HISTORY: usize = 10_000;
+
+/// The tables' hashing: random in the head, fixed in tests (so that a
+/// simulation's seed replays it exactly).
+#[cfg(not(test))]
+type Hasher = std::collections::hash_map::RandomState;
+#[cfg(test)]
+type Hasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+type Map<K, V> = HashMap<K, V, Hasher>;
+type Set<K> = HashSet<K, Hasher>;
+
+struct Session {
+    node: Option<NodeId>,
+    job: Option<JobId>,
+}
+
+struct NodeEntry {
+    session: u64,
+    address: String,
+    name: String,
+    alive: bool,
+    last_seen: Instant,
+    /// Tasks and actor calls sent to it and not yet done.
+    running: Set<TaskId>,
+    actors: Set<ActorId>,
+    total: Resources,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Task {
+        component: ComponentId,
+        function: String,
+        options: TaskOptions,
+    },
+    Driver {
+        component: ComponentId,
+        function: String,
+        wave_args: Vec<String>,
+        /// What it holds while it runs.
+        resources: Resources,
+    },
+    ActorCall {
+        actor: ActorId,
+        method: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum TState {
+    Waiting,
+    Queued,
+    Running(NodeId),
+    Done(ObjectId),
+    Failed(Error),
+}
+
+struct TaskEntry {
+    job: JobId,
+    owner: Option<u64>,
+    kind: Kind,
+    args: Vec<Arg>,
+    state: TState,
+    attempts: u32,
+    held: Resources,
+    cancelled: bool,
+    waiters: Vec<Waiter>,
+    /// The node of the latest attempt.
+    ran_on: Option<NodeId>,
+    /// The latest attempt got its resources on its node.
+    started: bool,
+    /// It gave its CPUs back while blocked in get or wait.
+    cpus_released: bool,
+    /// Its submitter has its result (or error) and its job counted it: a
+    /// re-run for lineage ends silently.
+    resolved: bool,
+    /// The object its latest successful attempt made.
+    made: Option<ObjectId>,
+    /// The dependency whose waiters it is among (while it waits).
+    waiting_on: Option<Dep>,
+}
+
+impl TaskEntry {
+    fn new(job: JobId, owner: Option<u64>, kind: Kind, args: Vec<Arg>, state: TState) -> Self {
+        TaskEntry {
+            job,
+            owner,
+            kind,
+            args,
+            state,
+            attempts: 0,
+            held: Resources::default(),
+            cancelled: false,
+            waiters: Vec::new(),
+            ran_on: None,
+            started: false,
+            cpus_released: false,
+            resolved: false,
+            made: None,
+            waiting_on: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.kind {
+            Kind::Task { function, .. } | Kind::Driver { function, .. } => function.clone(),
+            Kind::ActorCall { actor, method } => format!("{actor}.{method}"),
+        }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            TState::Waiting => "WAITING_FOR_DEPENDENCIES",
+            TState::Queued => "PENDING_NODE_ASSIGNMENT",
+            TState::Running(_) => "RUNNING",
+            TState::Done(_) => "FINISHED",
+            TState::Failed(_) => "FAILED",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Waiter {
+    Task(TaskId),
+    Actor(ActorId),
+}
+
+#[derive(Default)]
+struct ObjEntry {
+    size: u64,
+    holders: BTreeSet<NodeId>,
+    inline: Option<Bytes>,
+    /// A client is pushing it to the head.
+    uploading: bool,
+    /// The task that made it (lineage), else it came from `put`.
+    producer: Option<TaskId>,
+    jobs: Set<JobId>,
+    /// Kept until the head stops (`ferray put`).
+    pinned: bool,
+    waiters: Vec<Waiter>,
+}
+
+impl ObjEntry {
+    fn available(&self) -> bool {
+        self.inline.is_some() || !self.holders.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum AState {
+    /// Waiting for its arguments or for a node with room.
+    Pending,
+    Alive(NodeId),
+    Dead(Error),
+}
+
+struct ActorEntry {
+    job: JobId,
+    component: ComponentId,
+    class: String,
+    args: Vec<Arg>,
+    options: ActorOptions,
+    state: AState,
+    incarnation: u32,
+    restarts: u32,
+    next_seq: u64,
+    /// Calls not yet sent to the actor's node, in submission order.
+    calls: VecDeque<TaskId>,
+    queued: bool,
+    /// The dependency whose waiters it is among (while it waits).
+    waiting_on: Option<Dep>,
+}
+
+struct JobEntry {
+    entrypoint: String,
+    component: String,
+    state: JobState,
+    result: String,
+    error: String,
+    err_value: bool,
+    done: u64,
+    total: u64,
+    logs: VecDeque<String>,
+    logs_dropped: u64,
+    start: u64,
+    end: u64,
+    driver: Option<TaskId>,
+    tasks: Set<TaskId>,
+    actors: Set<ActorId>,
+    objects: Set<ObjectId>,
+}
+
+/// Waiters for a node.
+#[derive(Default)]
+struct Queues {
+    /// Default placement, grouped by equal demand.
+    groups: Vec<(Resources, VecDeque<Waiter>)>,
+    /// Spread, node affinity, actors.
+    others: VecDeque<Waiter>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+pub struct State {
+    head_address: String,
+    next_session: u64,
+    next_node: u64,
+    next_job: u64,
+    next_head_task: u64,
+    sessions: Map<u64, Session>,
+    nodes: Map<NodeId, NodeEntry>,
+    sched: Scheduler,
+    /// Components uploaded to the head, by content id.
+    pub components: Map<ComponentId, Bytes>,
+    objects: Map<ObjectId, ObjEntry>,
+    tasks: Map<TaskId, TaskEntry>,
+    actors: Map<ActorId, ActorEntry>,
+    jobs: Map<JobId, JobEntry>,
+    queues: Queues,
+    history: VecDeque<TaskInfo>,
+    /// Jobs ended so far (a pump that saw one purges the queues).
+    jobs_ended: u64,
+    out: Outbox,
+}
+
+/// What a new session learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub session: u64,
+    pub node: Option<NodeId>,
+    pub job: Option<JobId>,
+}
+
+impl State {
+    pub fn new(head_address: String) -> Self {
+        State {
+            head_address,
+            next_session: 1,
+            next_node: 1,
+            next_job: 1,
+            next_head_task: 1,
+            ..State::default()
+        }
+    }
+
+    /// What the state asks of the edge since it was last drained.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// One message of a session. Sessions the head has closed (a node
+    /// declared dead) are not heard any more.
+    pub fn handle(&mut self, session: u64, input: Input) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        match input {
+            Input::Heartbeat => {}
+            Input::Submit(s) => self.submit(session, s),
+            Input::CreateActor(c) => self.create_actor(session, c),
+            Input::CallActor(c) => self.call_actor(session, c),
+            Input::KillActor(a) => {
+                let _ = self.kill_actor(a, "by its owner");
+            }
+            Input::Cancel(t) => self.cancel(t),
+            Input::Put(p) => {
+                if let Err(e) = self.put(session, p) {
+                    tracing::warn!("session {session}: a put was refused: {e}");
+                }
+            }
+            Input::Blocked { task, blocked } => self.blocked(session, task, blocked),
+            Input::Started(t) => self.started(session, t),
+            Input::Done(d) => self.done(session, d),
+            Input::Located(id) => self.located(session, id),
+            Input::ActorDied(d) => self.actor_died_on_node(session, d),
+        }
+    }
+
+    /// A message to a session (dropped when the session is gone).
+    fn send(&mut self, session: u64, e: Effect) {
+        if self.sessions.contains_key(&session) {
+            self.out.sent.push((session, e));
+        }
+    }
+
+    fn send_node(&mut self, node: NodeId, e: Effect) {
+        if let Some(n) = self.nodes.get(&node) {
+            let session = n.session;
+            self.send(session, e);
+        }
+    }
+
+    /// The node a session is, if it is a worker's.
+    fn node_of(&self, session: u64) -> Option<NodeId> {
+        self.sessions.get(&session).and_then(|s| s.node)
+    }
+
+    /// `locate` may answer differently for this object now.
+    fn object_changed(&mut self, id: ObjectId) {
+        self.out.objects.push(id);
+    }
+
+    /// A job logged, progressed or changed state.
+    fn job_changed(&mut self, job: JobId) {
+        if self.out.jobs.last() != Some(&job) {
+            self.out.jobs.push(job);
+        }
+    }
+
+    fn holder_address(&self, id: NodeId) -> Option<String> {
+        if id == HEAD_HOLDER {
+            return Some(self.head_address.clone());
+        }
+        self.nodes
+            .get(&id)
+            .filter(|n| n.alive)
+            .map(|n| n.address.clone())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dep {
+    Task(TaskId),
+    Object(ObjectId),
+}
+
+enum ArgNow {
+    Ready,
+    Pending(Dep),
+    Failed(Error),
+}
+
+fn lost_put(id: &ObjectId) -> Error {
+    Error::ObjectLost(format!(
+        "object {} was made by put and every copy of it is gone (its node died); \
+         put objects cannot be rebuilt",
+        id.short()
+    ))
+}
+
+fn lost_made(id: &ObjectId, t: TaskId) -> Error {
+    Error::ObjectLost(format!(
+        "object {} is gone with its node and {t}, which made it, cannot run again",
+        id.short()
+    ))
+}
+
+/// Task and actor ids come from the submitter's own range.
+fn check_id(session: u64, id: u64) -> Result<(), Error> {
+    if id >> 32 == session && id & 0xffff_ffff != 0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "id {id} is not in this session's range"
+        )))
+    }
+}
+
+/// What an attempt that ends held on its node is given back: its resources
+/// once it started, else its place in the node's backlog (actor calls take
+/// neither).
+fn give_back(sched: &mut Scheduler, task: &TaskEntry, node: NodeId) {
+    if task.started {
+        sched.release(node, &task.held);
+    } else if !matches!(task.kind, Kind::ActorCall { .. }) {
+        sched.unassign(node);
+    }
+}
+
+fn task_demand(kind: &Kind) -> Resources {
+    match kind {
+        Kind::Task { options, .. } => options.resources.clone(),
+        Kind::Driver { resources, .. } => resources.clone(),
+        Kind::ActorCall { .. } => Resources::default(),
+    }
+}
+
+fn describe(r: &Resources) -> String {
+    let mut parts = vec![format!("{} CPUs", r.num_cpus())];
+    if r.num_gpus() > 0.0 {
+        parts.push(format!("{} GPUs", r.num_gpus()));
+    }
+    if r.memory() > 0 {
+        parts.push(format!("{} bytes of memory", r.memory()));
+    }
+    for (k, v) in r.custom() {
+        parts.push(format!("{v} {k}"));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,168 @@
+//! Objects: puts, where each object is, `locate`, and rebuilding lost ones
+//! by re-running the task that made them (lineage).
+
+use ferray_core::{Error, ObjectId, TaskId};
+
+use super::{
+    Effect, HEAD_HOLDER, INLINE_MAX, Kind, ObjectLoc, Put, State, TState, Waiter, lost_made,
+    lost_put,
+};
+
+impl State {
+    /// A put: a worker holds it, or a client sent it inline or is pushing it.
+    pub(super) fn put(&mut self, session: u64, p: Put) -> Result<(), Error> {
+        let id = p.id;
+        if let Some(b) = &p.inline
+            && (b.len() > INLINE_MAX || !id.matches(b))
+        {
+            return Err(Error::Corrupt { id: id.to_hex() });
+        }
+        let node = self.node_of(session);
+        let live = self.jobs.get(&p.job).is_some_and(|j| !j.state.finished());
+        let o = self.objects.entry(id).or_default();
+        o.size = p.size;
+        if let Some(b) = p.inline {
+            o.inline = Some(b);
+        }
+        let mut gave_up = false;
+        if let Some(n) = node {
+            // The worker keeps a copy either way; it is freed with the job.
+            o.holders.insert(n);
+        } else if p.uploading && !o.available() {
+            o.uploading = true;
+        } else if !p.uploading && o.uploading && !o.available() {
+            // The client's upload failed.
+            o.uploading = false;
+            gave_up = true;
+        }
+        if live {
+            o.jobs.insert(p.job);
+            if let Some(j) = self.jobs.get_mut(&p.job) {
+                j.objects.insert(id);
+            }
+        } else if p.job.0 == 0 {
+            o.pinned = true;
+        } else if o.jobs.is_empty() && !o.pinned {
+            // A put into a job that has ended: nobody can refer to it.
+            let waiters = std::mem::take(&mut o.waiters);
+            self.objects.remove(&id);
+            if let Some(n) = node {
+                self.send_node(n, Effect::Free(vec![id]));
+            }
+            self.object_changed(id);
+            for w in waiters {
+                self.try_ready(w);
+            }
+            return Ok(());
+        }
+        self.object_changed(id);
+        if gave_up {
+            self.wake_object(id);
+        }
+        Ok(())
+    }
+
+    /// The head's store received a pushed object.
+    pub fn pushed(&mut self, id: ObjectId, size: u64, pin: bool) {
+        let o = self.objects.entry(id).or_default();
+        o.size = size;
+        o.holders.insert(HEAD_HOLDER);
+        o.uploading = false;
+        if pin || o.jobs.is_empty() {
+            o.pinned = true;
+        }
+        self.wake_object(id);
+        self.pump();
+    }
+
+    /// A node pulled an object and keeps it.
+    pub(super) fn located(&mut self, session: u64, id: ObjectId) {
+        let Some(node) = self.node_of(session) else {
+            return;
+        };
+        match self.objects.get_mut(&id) {
+            Some(o) => {
+                o.holders.insert(node);
+                self.object_changed(id);
+            }
+            // Freed meanwhile: the node drops its copy.
+            None => self.send_node(node, Effect::Free(vec![id])),
+        }
+    }
+
+    pub(super) fn loc(&self, id: &ObjectId) -> Option<ObjectLoc> {
+        let o = self.objects.get(id)?;
+        Some(ObjectLoc {
+            id: *id,
+            size: o.size,
+            inline: o.inline.clone(),
+            holders: o
+                .holders
+                .iter()
+                .filter_map(|h| self.holder_address(*h))
+                .collect(),
+        })
+    }
+
+    /// Where an object is now; `Ok(None)`: not yet (being made, pushed or
+    /// rebuilt; a lost object made by a task is rebuilt now).
+    pub fn locate(&mut self, id: ObjectId) -> Result<Option<ObjectLoc>, Error> {
+        let Some(o) = self.objects.get(&id) else {
+            return Err(Error::NotFound(format!(
+                "object {} is not in the cluster (never made, or freed)",
+                id.short()
+            )));
+        };
+        if o.available() {
+            return Ok(self.loc(&id));
+        }
+        if o.uploading {
+            return Ok(None);
+        }
+        match o.producer {
+            Some(t) => {
+                if !self.rebuild(t) {
+                    return Err(lost_made(&id, t));
+                }
+                self.pump();
+                Ok(None)
+            }
+            None => Err(lost_put(&id)),
+        }
+    }
+
+    /// Re-run the task that made a lost object (lineage); `false` when
+    /// nothing can make it again (the task is gone, failed, or an actor
+    /// call, whose actor state cannot be replayed).
+    pub(super) fn rebuild(&mut self, t: TaskId) -> bool {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return false;
+        };
+        if !matches!(task.kind, Kind::Task { .. }) {
+            return false;
+        }
+        match task.state {
+            TState::Done(_) => {
+                tracing::info!("{t}: its result was lost; re-running it (lineage)");
+                task.state = TState::Waiting;
+                self.try_ready(Waiter::Task(t));
+                true
+            }
+            TState::Failed(_) => false,
+            _ => true,
+        }
+    }
+
+    /// The object became available, or can no longer become so: what waits
+    /// for it checks again.
+    pub(super) fn wake_object(&mut self, id: ObjectId) {
+        self.object_changed(id);
+        let ws = match self.objects.get_mut(&id) {
+            Some(o) => std::mem::take(&mut o.waiters),
+            None => return,
+        };
+        for w in ws {
+            self.try_ready(w);
+        }
+    }
+}

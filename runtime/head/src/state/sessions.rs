@@ -1,0 +1,179 @@
+//! Sessions and nodes: opening and closing, heartbeats, node death.
+
+use std::time::{Duration, Instant};
+
+use ferray_core::{ActorId, AttemptEnd, Error, NodeId, Resources, TaskId};
+
+use super::{
+    Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter, Welcome,
+};
+
+impl State {
+    pub fn open_session(&mut self, hello: &Hello, now: Instant) -> Result<Welcome, Error> {
+        let session = self.next_session;
+        self.next_session += 1;
+        let (node, job) = match &hello.worker {
+            Some(w) => {
+                if w.object_address.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "a worker must announce its object server's address".into(),
+                    ));
+                }
+                let id = NodeId(self.next_node);
+                self.next_node += 1;
+                self.sched.add_node(id, w.resources.clone());
+                self.nodes.insert(
+                    id,
+                    NodeEntry {
+                        session,
+                        address: w.object_address.clone(),
+                        name: hello.name.clone(),
+                        alive: true,
+                        last_seen: now,
+                        running: Set::default(),
+                        actors: Set::default(),
+                        total: w.resources.clone(),
+                    },
+                );
+                tracing::info!("{id} joined from {} ({})", w.object_address, hello.name);
+                (Some(id), None)
+            }
+            None => {
+                let job = self.new_job(format!("client {}", hello.name), String::new());
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.state = JobState::Running;
+                }
+                (None, Some(job))
+            }
+        };
+        self.sessions.insert(session, Session { node, job });
+        Ok(Welcome { session, node, job })
+    }
+
+    /// A session's stream ended: a worker's node is dead, a client's job is over.
+    pub fn close_session(&mut self, session: u64, why: &str) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.out.sent.push((session, Effect::Close));
+        if let Some(node) = s.node {
+            self.node_died(node, why);
+        }
+        if let Some(job) = s.job {
+            self.finish_job(
+                job,
+                JobState::Succeeded,
+                String::new(),
+                String::new(),
+                false,
+            );
+        }
+    }
+
+    /// The session was heard from.
+    pub fn touch(&mut self, session: u64, now: Instant) {
+        if let Some(node) = self.node_of(session)
+            && let Some(n) = self.nodes.get_mut(&node)
+        {
+            n.last_seen = now;
+        }
+    }
+
+    /// Nodes silent for longer than `timeout` are declared dead, and their
+    /// sessions closed (the worker learns it when its stream ends).
+    pub fn check_heartbeats(&mut self, now: Instant, timeout: Duration) {
+        let late: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive && now.saturating_duration_since(n.last_seen) > timeout)
+            .map(|(id, n)| (*id, n.session))
+            .collect();
+        for (id, session) in late {
+            tracing::warn!("{id} sent no heartbeat for {timeout:?}: declared dead");
+            if let Some(s) = self.sessions.remove(&session) {
+                self.out.sent.push((session, Effect::Close));
+                if let Some(node) = s.node {
+                    self.node_died(
+                        node,
+                        &format!("it sent no heartbeat for {}s", timeout.as_secs_f64()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A node is gone: its actors restart elsewhere (or die), its tasks are
+    /// retried elsewhere (or fail), and what only it held is lost.
+    fn node_died(&mut self, id: NodeId, why: &str) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.alive {
+            return;
+        }
+        node.alive = false;
+        let running: Vec<TaskId> = node.running.drain().collect();
+        let actors: Vec<ActorId> = node.actors.drain().collect();
+        self.sched.remove_node(id);
+        tracing::warn!(
+            "{id} died ({why}): {} running tasks, {} actors",
+            running.len(),
+            actors.len()
+        );
+        let reason = format!("{id} died ({why})");
+        for a in actors {
+            self.actor_lost(a, &reason);
+        }
+        for t in running {
+            self.attempt_lost(t, &reason);
+        }
+        // Objects whose only copy was there are lost; tasks rebuild them on demand.
+        let mut lost_puts = Vec::new();
+        for (oid, o) in self.objects.iter_mut() {
+            if o.holders.remove(&id) && !o.available() && o.producer.is_none() && !o.uploading {
+                lost_puts.push(*oid);
+            }
+        }
+        for oid in lost_puts {
+            self.wake_object(oid);
+        }
+        self.pump();
+    }
+
+    /// An attempt's node died under it.
+    fn attempt_lost(&mut self, t: TaskId, reason: &str) {
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        task.held = Resources::default();
+        match &task.kind {
+            Kind::ActorCall { actor, .. } => {
+                let e = Error::ActorDied(format!("{actor}: {reason} during the call"));
+                self.fail_task(t, e);
+            }
+            // A lost node is a system fault: the one retry policy decides.
+            Kind::Task { options, .. }
+                if !task.cancelled
+                    && options.should_retry(
+                        task.attempts,
+                        AttemptEnd::Failed(&Error::System(reason.to_string())),
+                    ) =>
+            {
+                tracing::info!("{t}: {reason}; retrying (attempt {})", task.attempts + 1);
+                task.state = TState::Queued;
+                self.enqueue(Waiter::Task(t));
+            }
+            Kind::Task { .. } if task.cancelled => {
+                self.fail_task(t, Error::Cancelled(format!("{t} was cancelled")));
+            }
+            Kind::Task { .. } => {
+                let e = Error::System(format!("{reason} while it ran, with no retries left"));
+                self.fail_task(t, e);
+            }
+            Kind::Driver { .. } => {
+                task.state = TState::Queued;
+                self.enqueue(Waiter::Task(t));
+            }
+        }
+    }
+}

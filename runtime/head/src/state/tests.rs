@@ -1,0 +1,1243 @@
+//! The state machine's transitions, driven through its event API, checked
+//! on the effects it emits and on its tables.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferray_core::{ActorOptions, Error, ObjectId, Resources, Strategy, TaskOptions};
+
+use super::harness::{World, address, made, opts};
+use super::{
+    Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, Outcome, Put, ResolvedArg,
+    Submit,
+};
+
+fn value(b: &'static [u8]) -> Arg {
+    Arg::Value(Bytes::from_static(b))
+}
+
+fn actor_opts(cpus: f64, max_restarts: u32) -> ActorOptions {
+    ActorOptions {
+        resources: Resources::cpus(cpus),
+        max_restarts,
+        ..ActorOptions::default()
+    }
+}
+
+// ----- tasks -----
+
+#[test]
+fn a_task_is_assigned_started_done_and_resolved_to_its_submitter() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let t = w.submit(c, vec![value(b"x")], opts(1.0, 3));
+    let sent = w.take();
+    assert_eq!(sent.assign(n), (t, 1));
+    let a = &sent.assigns(n)[0];
+    assert_eq!(a.job, c.job);
+    assert_eq!(a.args, vec![ResolvedArg::Value(Bytes::from_static(b"x"))]);
+    assert!(!a.driver);
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+    // Assigned is not started: the node's admission decides.
+    assert_eq!(w.free_cpus(n), 2.0);
+    w.started(n, t);
+    assert_eq!(w.free_cpus(n), 1.0);
+    let id = w.ok(n, t, 1, b"result", false);
+    assert_eq!(w.free_cpus(n), 2.0);
+    let loc = w.take().loc_of(c.session, t);
+    assert_eq!(loc.id, id);
+    assert_eq!(loc.inline.as_deref(), Some(&b"result"[..]));
+    assert_eq!(loc.holders, vec![address(n.id)]);
+    assert_eq!(w.task_state(t), Some("FINISHED"));
+    assert!(w.st.nodes[&n.id].running.is_empty());
+    let info = w.st.job_info(c.job).expect("the client's job");
+    assert_eq!((info.tasks_done, info.tasks_total), (1, 1));
+    assert_eq!(info.state, JobState::Running);
+}
+
+#[test]
+fn a_task_waits_for_its_dependency_then_runs_where_its_bytes_are() {
+    let mut w = World::new();
+    let small = w.node(1.0);
+    let big = w.node(4.0);
+    let c = w.client();
+    let pinned = TaskOptions {
+        strategy: Strategy::Node {
+            node: small.id.0,
+            soft: false,
+        },
+        ..opts(1.0, 3)
+    };
+    let t1 = w.submit(c, vec![], pinned);
+    let t2 = w.submit(c, vec![Arg::Task(t1)], opts(1.0, 3));
+    let sent = w.take();
+    assert_eq!(sent.assign(small), (t1, 1));
+    assert!(sent.assigns(big).is_empty());
+    assert_eq!(w.task_state(t2), Some("WAITING_FOR_DEPENDENCIES"));
+    let id = w.run(small, t1, 1, b"big result", true);
+    let sent = w.take();
+    // The bigger node is idle, but the argument's bytes are on the small one.
+    assert_eq!(sent.assign(small), (t2, 1));
+    let arg = &sent.assigns(small)[0].args[0];
+    match arg {
+        ResolvedArg::Object(loc) => {
+            assert_eq!(loc.id, id);
+            assert_eq!(loc.inline, None);
+            assert_eq!(loc.holders, vec![address(small.id)]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_dependency_fails_its_dependents() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    let t2 = w.submit(c, vec![value(b"v"), Arg::Task(t1)], opts(1.0, 3));
+    w.started(n, t1);
+    w.fail(n, t1, 1, Error::Trap("boom".into()));
+    let sent = w.take();
+    assert!(matches!(sent.error_of(c.session, t1), Error::Trap(_)));
+    let e = sent.error_of(c.session, t2);
+    assert!(
+        matches!(&e, Error::TaskFailed(m) if m.contains(&format!("its argument {t1} failed"))),
+        "{e}"
+    );
+    assert_eq!(w.task_state(t2), Some("FAILED"));
+    let info = w.st.job_info(c.job).expect("job");
+    assert_eq!((info.tasks_done, info.tasks_total), (2, 2));
+}
+
+#[test]
+fn system_failures_are_retried_within_max_retries() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 2));
+    for attempt in 1..=3 {
+        let sent = w.take();
+        assert_eq!(sent.assign(n), (t, attempt));
+        assert!(sent.resolved(c.session).is_empty());
+        w.started(n, t);
+        assert_eq!(w.free_cpus(n), 0.0);
+        w.fail(n, t, attempt, Error::System("disk".into()));
+        assert_eq!(w.free_cpus(n), 1.0);
+    }
+    // 1 + max_retries attempts, then the error is the task's.
+    let sent = w.take();
+    assert!(sent.assigns(n).is_empty());
+    assert!(matches!(sent.error_of(c.session, t), Error::System(_)));
+    assert_eq!(w.st.tasks[&t].attempts, 3);
+}
+
+#[test]
+fn application_errors_are_retried_only_with_retry_exceptions() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    w.fail(n, t, 1, Error::Trap("panic".into()));
+    assert!(matches!(w.take().error_of(c.session, t), Error::Trap(_)));
+
+    let retrying = TaskOptions {
+        retry_exceptions: true,
+        ..opts(1.0, 3)
+    };
+    let t = w.submit(c, vec![], retrying);
+    w.take();
+    w.fail(n, t, 1, Error::TimeLimit("1s".into()));
+    let sent = w.take();
+    assert_eq!(sent.assign(n), (t, 2));
+    assert!(sent.resolved(c.session).is_empty());
+}
+
+#[test]
+fn an_err_value_with_retry_exceptions_is_retried_and_its_result_freed() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(
+        c,
+        vec![],
+        TaskOptions {
+            retry_exceptions: true,
+            ..opts(1.0, 3)
+        },
+    );
+    w.take();
+    let m = made(b"err(oops)", true);
+    let id = m.id;
+    w.send(
+        n.session,
+        Input::Done(Done {
+            task: t,
+            attempt: 1,
+            outcome: Outcome::Made(m),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: String::new(),
+            err_value: true,
+        }),
+    );
+    let sent = w.take();
+    assert_eq!(sent.frees(n), vec![id]);
+    assert_eq!(sent.assign(n), (t, 2));
+    assert!(!w.st.objects.contains_key(&id));
+}
+
+#[test]
+fn a_stale_attempt_is_ignored_and_its_result_freed() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    w.fail(n, t, 1, Error::System("flaky".into()));
+    assert_eq!(w.take().assign(n), (t, 2));
+    // The first attempt's result arrives late.
+    let late = w.ok(n, t, 1, b"late", true);
+    let sent = w.take();
+    assert_eq!(sent.frees(n), vec![late]);
+    assert!(sent.resolved(c.session).is_empty());
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+    let id = w.run(n, t, 2, b"fresh", false);
+    assert_eq!(w.take().loc_of(c.session, t).id, id);
+}
+
+#[test]
+fn a_result_the_cluster_already_has_is_not_freed_when_stale() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    let same = w.run(n, t1, 1, b"same", true);
+    // A Done for a task the head does not know (its job ended): the node
+    // keeps an object that the cluster knows it holds.
+    w.take();
+    w.ok(n, ferray_core::TaskId(t1.0 + 100), 1, b"same", true);
+    assert!(w.take().frees(n).is_empty());
+    assert!(w.st.objects[&same].holders.contains(&n.id));
+}
+
+#[test]
+fn started_and_blocked_mirror_the_nodes_admission() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    let t2 = w.submit(c, vec![], opts(1.0, 3));
+    let t3 = w.submit(c, vec![], opts(1.0, 3));
+    w.started(n, t1);
+    assert_eq!(w.free_cpus(n), 1.0);
+    // A second Started changes nothing.
+    w.started(n, t1);
+    assert_eq!(w.free_cpus(n), 1.0);
+    w.send(
+        n.session,
+        Input::Blocked {
+            task: t1,
+            blocked: true,
+        },
+    );
+    assert_eq!(w.free_cpus(n), 2.0);
+    w.started(n, t2);
+    w.started(n, t3);
+    assert_eq!(w.free_cpus(n), 0.0);
+    // Resumed without room: it runs on without counting its CPUs.
+    w.send(
+        n.session,
+        Input::Blocked {
+            task: t1,
+            blocked: false,
+        },
+    );
+    assert_eq!(w.free_cpus(n), 0.0);
+    w.ok(n, t1, 1, b"1", false);
+    assert_eq!(w.free_cpus(n), 0.0);
+    w.ok(n, t2, 1, b"2", false);
+    w.ok(n, t3, 1, b"3", false);
+    assert_eq!(w.free_cpus(n), 2.0);
+}
+
+#[test]
+fn a_node_holds_a_backlog_of_eight_tasks_per_cpu() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let ts: Vec<_> = (0..9).map(|_| w.submit(c, vec![], opts(1.0, 3))).collect();
+    let sent = w.take();
+    assert_eq!(sent.assigns(n).len(), 8);
+    assert_eq!(w.task_state(ts[8]), Some("PENDING_NODE_ASSIGNMENT"));
+    // A start leaves the backlog: the ninth goes.
+    w.started(n, ts[0]);
+    assert_eq!(w.take().assign(n), (ts[8], 1));
+}
+
+#[test]
+fn a_task_waits_while_no_node_has_room() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    assert_eq!(w.take().starts(n).len(), 1);
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    // Assigned to the node's backlog, but its admission has no room.
+    assert_eq!(w.take().assign(n), (t, 1));
+    let b = w.create_actor(c, actor_opts(1.0, 0));
+    assert!(w.take().starts(n).is_empty());
+    assert!(matches!(w.st.actors[&b].state, super::AState::Pending));
+    w.send(c.session, Input::KillActor(a));
+    assert_eq!(
+        w.take().starts(n).len(),
+        1,
+        "the second actor takes its place"
+    );
+}
+
+#[test]
+fn infeasible_demands_fail_at_once() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(8.0, 3));
+    let e = w.take().error_of(c.session, t);
+    assert!(
+        matches!(&e, Error::Infeasible(m) if m.contains("8 CPUs")),
+        "{e}"
+    );
+    let tpu = TaskOptions {
+        resources: Resources::cpus(1.0).with_custom("tpu", 1.0).expect("tpu"),
+        ..opts(1.0, 3)
+    };
+    let t = w.submit(c, vec![], tpu);
+    assert!(matches!(
+        w.take().error_of(c.session, t),
+        Error::Infeasible(_)
+    ));
+    let elsewhere = TaskOptions {
+        strategy: Strategy::Node {
+            node: 99,
+            soft: false,
+        },
+        ..opts(1.0, 3)
+    };
+    let t = w.submit(c, vec![], elsewhere);
+    assert!(matches!(
+        w.take().error_of(c.session, t),
+        Error::Infeasible(_)
+    ));
+    let a = w.create_actor(c, actor_opts(3.0, 0));
+    let call = w.call(c, a);
+    let sent = w.take();
+    assert!(sent.starts(n).is_empty());
+    assert!(matches!(
+        sent.error_of(c.session, call),
+        Error::Infeasible(_)
+    ));
+    assert_eq!(w.free_cpus(n), 2.0);
+}
+
+#[test]
+fn submissions_are_checked() {
+    let mut w = World::new();
+    w.node(1.0);
+    let c = w.client();
+    let other = w.client();
+    let comp = w.comp;
+    let submit = |task: u64, job, component, args| {
+        Input::Submit(Submit {
+            task: ferray_core::TaskId(task),
+            job,
+            component,
+            function: "f".into(),
+            options: Ok(TaskOptions::default()),
+            args,
+        })
+    };
+    // Not in the session's range.
+    let foreign = (other.session << 32) | 1;
+    w.send(c.session, submit(foreign, c.job, Ok(comp), Ok(vec![])));
+    let e = w.take().error_of(c.session, ferray_core::TaskId(foreign));
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    // A component the head does not have.
+    let id = w.id(c.session);
+    let unknown = Ok(ferray_core::ComponentId::of(b"nope"));
+    w.send(c.session, submit(id, c.job, unknown, Ok(vec![])));
+    let e = w.take().error_of(c.session, ferray_core::TaskId(id));
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    // Arguments that did not decode.
+    let id = w.id(c.session);
+    let bad = Err(Error::InvalidArgument("an argument without a kind".into()));
+    w.send(c.session, submit(id, c.job, Ok(comp), bad));
+    let e = w.take().error_of(c.session, ferray_core::TaskId(id));
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    // Twice.
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    w.send(c.session, submit(t.0, c.job, Ok(comp), Ok(vec![])));
+    let e = w.take().error_of(c.session, t);
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("twice")),
+        "{e}"
+    );
+    // Into a job that has ended.
+    w.st.stop_job(other.job).expect("stop");
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    let id = w.id(c.session);
+    w.send(c.session, submit(id, other.job, Ok(comp), Ok(vec![])));
+    let e = w.take().error_of(c.session, ferray_core::TaskId(id));
+    assert!(matches!(e, Error::Cancelled(_)), "{e}");
+    assert!(w.st.tasks.contains_key(&t));
+}
+
+#[test]
+fn output_goes_to_the_jobs_log_and_to_a_connected_client() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    let m = made(b"r", false);
+    w.send(
+        n.session,
+        Input::Done(Done {
+            task: t,
+            attempt: 1,
+            outcome: Outcome::Made(m),
+            stdout: Bytes::from_static(b"hello\nworld\n"),
+            stderr: Bytes::from_static(b"oops\n"),
+            wave: String::new(),
+            err_value: false,
+        }),
+    );
+    let sent = w.take();
+    let outputs: Vec<_> = sent
+        .0
+        .iter()
+        .filter_map(|(s, e)| match e {
+            super::Effect::Output { source, stdout, .. } if *s == c.session => {
+                Some((source.clone(), stdout.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        vec![(
+            format!("{t}, {}", n.id),
+            Bytes::from_static(b"hello\nworld\n")
+        )]
+    );
+    let (lines, next) = w.st.job_logs(c.job, 0);
+    assert_eq!(
+        lines,
+        vec![
+            format!("({t} {}) hello", n.id),
+            format!("({t} {}) world", n.id),
+            format!("({t} {}) oops", n.id),
+        ]
+    );
+    assert_eq!(next, 3);
+    assert_eq!(w.st.job_logs(c.job, 2).0.len(), 1);
+    assert!(w.st.out.jobs.contains(&c.job));
+}
+
+// ----- cancellation -----
+
+#[test]
+fn cancel_fails_a_waiting_task_and_stops_a_running_one() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let running = w.submit(c, vec![], opts(1.0, 3));
+    let waiting = w.submit(c, vec![Arg::Task(running)], opts(1.0, 3));
+    w.take();
+    w.send(c.session, Input::Cancel(waiting));
+    let e = w.take().error_of(c.session, waiting);
+    assert!(matches!(e, Error::Cancelled(_)), "{e}");
+    w.started(n, running);
+    w.send(c.session, Input::Cancel(running));
+    let sent = w.take();
+    assert_eq!(sent.cancels(n), vec![running]);
+    assert!(sent.resolved(c.session).is_empty());
+    // What the node answers is not retried, even a system fault.
+    w.fail(n, running, 1, Error::System("cancelled mid-write".into()));
+    let sent = w.take();
+    assert!(sent.assigns(n).is_empty());
+    assert!(matches!(
+        sent.error_of(c.session, running),
+        Error::System(_)
+    ));
+    assert_eq!(w.free_cpus(n), 1.0);
+}
+
+#[test]
+fn a_cancelled_task_whose_node_dies_is_cancelled_not_retried() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.take().assign(a), (t, 1));
+    w.send(c.session, Input::Cancel(t));
+    w.take();
+    w.kill(a);
+    let sent = w.take();
+    assert!(sent.assigns(b).is_empty());
+    assert!(matches!(sent.error_of(c.session, t), Error::Cancelled(_)));
+}
+
+// ----- nodes -----
+
+#[test]
+fn node_death_retries_its_tasks_elsewhere_within_max_retries() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 1));
+    assert_eq!(w.take().assign(a), (t, 1));
+    w.started(a, t);
+    w.kill(a);
+    assert!(!w.st.nodes[&a.id].alive);
+    assert!(w.st.sched.free(a.id).is_none());
+    let sent = w.take();
+    assert!(sent.closed(a.session));
+    assert_eq!(sent.assign(b), (t, 2));
+    w.started(b, t);
+    w.kill(b);
+    let e = w.take().error_of(c.session, t);
+    assert!(
+        matches!(&e, Error::System(m) if m.contains("no retries left")),
+        "{e}"
+    );
+}
+
+#[test]
+fn messages_from_a_dead_nodes_session_are_not_heard() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.started(a, t);
+    w.kill(a);
+    assert_eq!(w.take().assign(b), (t, 2));
+    // The dead node's late messages: its result, a put, a located.
+    let late = w.ok(a, t, 1, b"late", true);
+    let put = w.put(a.session, c.job, b"put", false);
+    w.send(a.session, Input::Located(late));
+    let sent = w.take();
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(!w.st.objects.contains_key(&late));
+    assert!(!w.st.objects.contains_key(&put));
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+    w.run(b, t, 2, b"fresh", false);
+    assert_eq!(w.take().resolved(c.session).len(), 1);
+}
+
+#[test]
+fn reports_about_another_nodes_task_are_ignored() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.take().assign(a), (t, 1));
+    w.started(b, t);
+    w.send(
+        b.session,
+        Input::Blocked {
+            task: t,
+            blocked: true,
+        },
+    );
+    assert_eq!((w.free_cpus(a), w.free_cpus(b)), (1.0, 1.0));
+    assert!(!w.st.tasks[&t].started);
+    let forged = w.ok(b, t, 1, b"forged", true);
+    let sent = w.take();
+    assert_eq!(sent.frees(b), vec![forged]);
+    assert!(sent.resolved(c.session).is_empty());
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+}
+
+#[test]
+fn a_silent_node_is_declared_dead_and_its_session_closed() {
+    let mut w = World::new();
+    let t0 = w.now;
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.take().assign(a), (t, 1));
+    w.st.touch(b.session, t0 + Duration::from_secs(3));
+    w.st.check_heartbeats(t0 + Duration::from_secs(5), Duration::from_secs(5));
+    assert!(w.take().is_empty(), "not late yet");
+    w.st.check_heartbeats(t0 + Duration::from_secs(6), Duration::from_secs(5));
+    let sent = w.take();
+    assert!(sent.closed(a.session));
+    assert!(!sent.closed(b.session));
+    assert_eq!(sent.assign(b), (t, 2));
+    assert!(!w.st.nodes[&a.id].alive);
+    assert!(w.st.nodes[&b.id].alive);
+    // Its stream ending later changes nothing more.
+    w.st.close_session(a.session, "its session ended");
+    assert!(w.take().is_empty());
+}
+
+#[test]
+fn an_object_with_another_holder_survives_its_nodes_death() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    let id = w.run(a, t1, 1, b"shared", true);
+    w.send(b.session, Input::Located(id));
+    w.kill(a);
+    w.take();
+    let t2 = w.submit(c, vec![Arg::Task(t1)], opts(1.0, 3));
+    let sent = w.take();
+    assert_eq!(sent.assign(b), (t2, 1));
+    assert_eq!(w.st.tasks[&t1].attempts, 1, "not rebuilt");
+}
+
+// ----- objects and lineage -----
+
+#[test]
+fn a_lost_result_is_rebuilt_by_lineage_and_resolved_once() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let b = w.node(2.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.take().assign(a), (t1, 1));
+    let id = w.run(a, t1, 1, b"made", true);
+    assert_eq!(w.take().resolved(c.session).len(), 1);
+    w.kill(a);
+    w.take();
+    let t2 = w.submit(c, vec![Arg::Task(t1)], opts(1.0, 3));
+    let sent = w.take();
+    assert_eq!(sent.assign(b), (t1, 2), "t1 runs again");
+    assert_eq!(w.task_state(t2), Some("WAITING_FOR_DEPENDENCIES"));
+    w.run(b, t1, 2, b"made", true);
+    let sent = w.take();
+    assert_eq!(sent.assign(b), (t2, 1));
+    assert!(
+        sent.resolved(c.session).is_empty(),
+        "the submitter had t1's result already"
+    );
+    assert_eq!(
+        w.st.objects[&id].holders.iter().collect::<Vec<_>>(),
+        [&b.id]
+    );
+    w.run(b, t2, 1, b"after", false);
+    let info = w.st.job_info(c.job).expect("job");
+    assert_eq!((info.tasks_done, info.tasks_total), (2, 2));
+}
+
+#[test]
+fn locate_rebuilds_a_lost_object_and_tells_when_it_is_back() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    let id = w.run(a, t, 1, b"made", true);
+    let loc = w.st.locate(id).expect("locate").expect("it is there");
+    assert_eq!(loc.holders, vec![address(a.id)]);
+    w.kill(a);
+    w.take();
+    w.st.out.objects.clear();
+    assert_eq!(w.st.locate(id).expect("locate"), None);
+    assert_eq!(w.take().assign(b), (t, 2));
+    w.run(b, t, 2, b"made", true);
+    assert!(w.st.out.objects.contains(&id), "locate's waiters are told");
+    let loc = w.st.locate(id).expect("locate").expect("it is back");
+    assert_eq!(loc.holders, vec![address(b.id)]);
+    // Unknown objects are not found.
+    let e = w.st.locate(ObjectId::of(b"never")).expect_err("unknown");
+    assert!(matches!(e, Error::NotFound(_)));
+}
+
+#[test]
+fn a_lost_put_cannot_be_rebuilt() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    w.node(1.0);
+    let c = w.client();
+    let p = w.put(a.session, c.job, b"a worker's put", false);
+    assert!(w.st.objects[&p].holders.contains(&a.id));
+    w.kill(a);
+    w.take();
+    let t = w.submit(c, vec![Arg::Object(p)], opts(1.0, 3));
+    let e = w.take().error_of(c.session, t);
+    assert!(
+        matches!(&e, Error::ObjectLost(m) if m.contains("put")),
+        "{e}"
+    );
+    let e = w.st.locate(p).expect_err("lost");
+    assert!(matches!(e, Error::ObjectLost(_)));
+}
+
+#[test]
+fn a_rebuild_that_fails_at_once_fails_its_dependents() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    w.node(1.0);
+    let c = w.client();
+    // t1's argument is a put held by `a` alone, and so is t1's result.
+    let p = w.put(a.session, c.job, b"only on a", false);
+    let t1 = w.submit(c, vec![Arg::Object(p)], opts(1.0, 3));
+    assert_eq!(w.take().assign(a), (t1, 1));
+    w.run(a, t1, 1, b"also only on a", true);
+    w.kill(a);
+    w.take();
+    // Rebuilding t1 fails at once (its argument is gone for good): t2
+    // learns it instead of waiting on t1 forever.
+    let t2 = w.submit(c, vec![Arg::Task(t1)], opts(1.0, 3));
+    let sent = w.take();
+    let e = sent.error_of(c.session, t2);
+    assert!(matches!(e, Error::TaskFailed(_)), "{e}");
+    assert!(
+        sent.resolved(c.session).iter().all(|(t, _)| *t != t1),
+        "t1 was resolved before"
+    );
+    assert_eq!(w.task_state(t1), Some("FAILED"));
+    assert!(w.st.tasks[&t1].waiters.is_empty());
+}
+
+#[test]
+fn a_corrupt_put_is_refused_and_leaves_nothing() {
+    let mut w = World::new();
+    let c = w.client();
+    let id = ObjectId::of(b"the bytes");
+    w.send(
+        c.session,
+        Input::Put(Put {
+            id,
+            size: 9,
+            job: c.job,
+            inline: Some(Bytes::from_static(b"other bytes")),
+            uploading: false,
+        }),
+    );
+    assert!(!w.st.objects.contains_key(&id));
+    assert!(w.st.jobs[&c.job].objects.is_empty());
+}
+
+#[test]
+fn a_put_into_an_ended_job_is_not_kept() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let other = w.client();
+    w.st.stop_job(c.job).expect("stop");
+    w.take();
+    let p = w.put(n.session, c.job, b"too late", false);
+    assert_eq!(w.take().frees(n), vec![p]);
+    assert!(!w.st.objects.contains_key(&p));
+    let q = w.put(other.session, c.job, b"too late, inline", true);
+    assert!(!w.st.objects.contains_key(&q));
+    // Job 0: kept until the head stops.
+    let kept = w.put(other.session, ferray_core::JobId(0), b"pinned", true);
+    assert!(w.st.objects[&kept].pinned);
+}
+
+#[test]
+fn an_upload_is_waited_for_and_then_found_at_the_head() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let id = ObjectId::of(b"large");
+    let upload = |uploading| {
+        Input::Put(Put {
+            id,
+            size: 5 << 20,
+            job: c.job,
+            inline: None,
+            uploading,
+        })
+    };
+    w.send(c.session, upload(true));
+    assert_eq!(w.st.locate(id).expect("uploading"), None);
+    let t = w.submit(c, vec![Arg::Object(id)], opts(1.0, 3));
+    assert!(w.take().assigns(n).is_empty());
+    w.st.out.objects.clear();
+    w.st.pushed(id, 5 << 20, false);
+    assert!(w.st.out.objects.contains(&id));
+    let sent = w.take();
+    assert_eq!(sent.assign(n), (t, 1));
+    match &sent.assigns(n)[0].args[0] {
+        ResolvedArg::Object(loc) => assert_eq!(loc.holders, vec!["head:1".to_string()]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!w.st.objects[&id].pinned);
+    assert!(w.st.objects[&id].holders.contains(&HEAD_HOLDER));
+    // The job's end lets the head's store drop it.
+    w.st.close_session(c.session, "done");
+    assert_eq!(w.st.out.head_frees, vec![id]);
+    assert!(!w.st.objects.contains_key(&id));
+}
+
+#[test]
+fn a_failed_upload_fails_what_waits_for_it() {
+    let mut w = World::new();
+    w.node(1.0);
+    let c = w.client();
+    let id = ObjectId::of(b"large");
+    let upload = |uploading| {
+        Input::Put(Put {
+            id,
+            size: 5 << 20,
+            job: c.job,
+            inline: None,
+            uploading,
+        })
+    };
+    w.send(c.session, upload(true));
+    let t = w.submit(c, vec![Arg::Object(id)], opts(1.0, 3));
+    w.send(c.session, upload(false));
+    let e = w.take().error_of(c.session, t);
+    assert!(matches!(e, Error::ObjectLost(_)), "{e}");
+}
+
+// ----- actors -----
+
+#[test]
+fn an_actor_holds_its_resources_and_its_calls_go_in_order() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    let sent = w.take();
+    let starts = sent.starts(n);
+    assert_eq!(starts.len(), 1);
+    assert_eq!((starts[0].actor, starts[0].incarnation), (a, 0));
+    assert_eq!(w.free_cpus(n), 1.0);
+    let c1 = w.call(c, a);
+    let c2 = w.call(c, a);
+    let calls: Vec<_> = w
+        .take()
+        .calls(n)
+        .iter()
+        .map(|x| (x.task, x.seq, x.incarnation))
+        .collect();
+    assert_eq!(calls, vec![(c1, 0, 0), (c2, 1, 0)]);
+    w.ok(n, c1, 1, b"1", false);
+    w.fail(n, c2, 1, Error::System("lost".into()));
+    let sent = w.take();
+    assert_eq!(sent.resolved(c.session).len(), 2);
+    assert!(sent.calls(n).is_empty(), "actor calls are not retried");
+    assert!(matches!(sent.error_of(c.session, c2), Error::System(_)));
+    assert_eq!(w.free_cpus(n), 1.0, "calls take nothing");
+}
+
+#[test]
+fn a_call_waits_for_its_arguments_and_the_calls_behind_it_wait_too() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(0.0, 0));
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    let c1 = ferray_core::TaskId(w.id(c.session));
+    w.send(
+        c.session,
+        Input::CallActor(CallActor {
+            task: c1,
+            actor: a,
+            method: "m".into(),
+            args: Ok(vec![Arg::Task(t)]),
+        }),
+    );
+    let c2 = w.call(c, a);
+    assert!(w.take().calls(n).is_empty());
+    w.run(n, t, 1, b"arg", false);
+    let order: Vec<_> = w.take().calls(n).iter().map(|x| x.task).collect();
+    assert_eq!(order, vec![c1, c2]);
+}
+
+#[test]
+fn an_actor_restarts_on_another_node_within_max_restarts() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let b = w.node(2.0);
+    let c = w.client();
+    let actor = w.create_actor(c, actor_opts(1.0, 1));
+    assert_eq!(w.take().starts(a).len(), 1);
+    let in_flight = w.call(c, actor);
+    assert_eq!(w.take().calls(a).len(), 1);
+    w.kill(a);
+    let sent = w.take();
+    let starts = sent.starts(b);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].incarnation, 1);
+    assert_eq!(
+        starts[0].options.max_restarts, 0,
+        "no restarts left for the node"
+    );
+    assert!(matches!(
+        sent.error_of(c.session, in_flight),
+        Error::ActorDied(_)
+    ));
+    assert_eq!(w.free_cpus(b), 1.0);
+    let next = w.call(c, actor);
+    let calls = w.take().calls(b);
+    assert_eq!(
+        (calls[0].task, calls[0].seq, calls[0].incarnation),
+        (next, 0, 1)
+    );
+    w.kill(b);
+    let sent = w.take();
+    assert!(matches!(
+        sent.error_of(c.session, next),
+        Error::ActorDied(_)
+    ));
+    let late = w.call(c, actor);
+    let e = w.take().error_of(c.session, late);
+    assert!(
+        matches!(&e, Error::ActorDied(m) if m.contains("no restarts left")),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_actor_that_dies_on_its_node_fails_its_waiting_calls() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let actor = w.create_actor(c, actor_opts(1.0, 0));
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.take();
+    let waiting = ferray_core::TaskId(w.id(c.session));
+    w.send(
+        c.session,
+        Input::CallActor(CallActor {
+            task: waiting,
+            actor,
+            method: "m".into(),
+            args: Ok(vec![Arg::Task(t)]),
+        }),
+    );
+    let died = |incarnation| {
+        Input::ActorDied(super::ActorDied {
+            actor,
+            incarnation,
+            error: Error::ActorDied("it crashed".into()),
+        })
+    };
+    // Another incarnation's death is old news.
+    w.send(n.session, died(7));
+    assert!(w.take().is_empty());
+    w.send(n.session, died(0));
+    let e = w.take().error_of(c.session, waiting);
+    assert!(matches!(e, Error::ActorDied(_)), "{e}");
+    assert_eq!(w.free_cpus(n), 2.0);
+    assert!(w.st.nodes[&n.id].actors.is_empty());
+}
+
+#[test]
+fn killing_an_actor_stops_it_and_gives_its_resources_back() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let actor = w.create_actor(c, actor_opts(2.0, 3));
+    w.take();
+    assert_eq!(w.free_cpus(n), 0.0);
+    w.send(c.session, Input::KillActor(actor));
+    assert_eq!(w.take().stops(n), vec![actor]);
+    assert_eq!(w.free_cpus(n), 2.0);
+    let call = w.call(c, actor);
+    let e = w.take().error_of(c.session, call);
+    assert!(
+        matches!(&e, Error::ActorDied(m) if m.contains("killed")),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_actor_that_cannot_be_created_fails_its_calls_with_the_reason() {
+    let mut w = World::new();
+    w.node(2.0);
+    let c = w.client();
+    let actor = ferray_core::ActorId(w.id(c.session));
+    w.send(
+        c.session,
+        Input::CreateActor(super::CreateActor {
+            actor,
+            job: c.job,
+            component: Ok(ferray_core::ComponentId::of(b"missing")),
+            class: "k".into(),
+            options: Ok(ActorOptions::default()),
+            args: Ok(vec![]),
+        }),
+    );
+    let call = w.call(c, actor);
+    let e = w.take().error_of(c.session, call);
+    assert!(
+        matches!(&e, Error::ActorDied(m) if m.contains("not created")),
+        "{e}"
+    );
+    // One for a job that has ended is not kept at all.
+    let ended = w.client();
+    w.st.stop_job(ended.job).expect("stop");
+    let late = ferray_core::ActorId(w.id(c.session));
+    w.send(
+        c.session,
+        Input::CreateActor(super::CreateActor {
+            actor: late,
+            job: ended.job,
+            component: Ok(w.comp),
+            class: "k".into(),
+            options: Ok(ActorOptions::default()),
+            args: Ok(vec![]),
+        }),
+    );
+    assert!(!w.st.actors.contains_key(&late));
+    // It goes with its job.
+    w.st.close_session(c.session, "done");
+    assert!(w.st.actors.is_empty());
+}
+
+// ----- jobs -----
+
+#[test]
+fn a_clients_end_ends_its_job_cancels_kills_and_frees() {
+    let mut w = World::new();
+    let n = w.node(4.0);
+    let c = w.client();
+    let done = w.submit(c, vec![], opts(1.0, 3));
+    let made = w.run(n, done, 1, b"kept on n", true);
+    let running = w.submit(c, vec![], opts(1.0, 3));
+    w.started(n, running);
+    let waiting = w.submit(c, vec![Arg::Task(running)], opts(1.0, 3));
+    let actor = w.create_actor(c, actor_opts(1.0, 0));
+    let inline = w.put(c.session, c.job, b"inline", true);
+    w.take();
+    assert_eq!(w.free_cpus(n), 2.0);
+    w.st.close_session(c.session, "its session ended");
+    let sent = w.take();
+    assert!(sent.closed(c.session));
+    assert_eq!(sent.cancels(n), vec![running]);
+    assert_eq!(sent.stops(n), vec![actor]);
+    assert_eq!(sent.frees(n), vec![made]);
+    assert!(sent.resolved(c.session).is_empty(), "the client is gone");
+    assert_eq!(w.st.jobs[&c.job].state, JobState::Succeeded);
+    assert!(w.st.tasks.is_empty());
+    assert!(w.st.actors.is_empty());
+    assert!(!w.st.objects.contains_key(&inline));
+    assert!(w.st.objects.is_empty());
+    assert!(w.st.nodes[&n.id].running.is_empty());
+    assert!(w.st.nodes[&n.id].actors.is_empty());
+    assert_eq!(w.free_cpus(n), 4.0);
+    // The cancelled attempt's answer: its result is not kept.
+    let late = w.ok(n, running, 1, b"late", true);
+    assert_eq!(w.take().frees(n), vec![late]);
+    let history = w.st.cluster_state("tasks").tasks;
+    let names: Vec<_> = history.iter().map(|t| (t.id, t.state.as_str())).collect();
+    assert!(names.contains(&(waiting, "WAITING_FOR_DEPENDENCIES")));
+    assert!(names.contains(&(done, "FINISHED")));
+}
+
+#[test]
+fn stopping_a_job_tells_its_submitter_and_forgets_its_waiters() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let keep = w.client();
+    let stop = w.client();
+    let long = w.submit(keep, vec![], opts(1.0, 3));
+    // A task of the stopped job waits on a task of the other job.
+    let waiting = w.submit(stop, vec![Arg::Task(long)], opts(1.0, 3));
+    assert_eq!(w.st.tasks[&long].waiters.len(), 1);
+    let queued: Vec<_> = (0..10)
+        .map(|_| w.submit(stop, vec![], opts(1.0, 3)))
+        .collect();
+    w.take();
+    w.st.stop_job(stop.job).expect("stop");
+    let sent = w.take();
+    let e = sent.error_of(stop.session, waiting);
+    assert!(matches!(e, Error::Cancelled(_)), "{e}");
+    assert_eq!(sent.resolved(stop.session).len(), 11);
+    assert!(w.st.tasks[&long].waiters.is_empty());
+    assert_eq!(w.st.jobs[&stop.job].state, JobState::Stopped);
+    assert!(queued.iter().all(|t| !w.st.tasks.contains_key(t)));
+    assert!(w.st.queues.groups.iter().all(|(_, g)| g.is_empty()));
+    assert!(w.st.queues.others.is_empty());
+    assert!(w.st.stop_job(stop.job).is_ok(), "stopping twice is fine");
+    assert!(matches!(
+        w.st.stop_job(ferray_core::JobId(99)),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        w.st.sched.backlog(n.id),
+        Some(1),
+        "the stopped job's assignments left the backlog"
+    );
+}
+
+#[test]
+fn objects_another_job_refers_to_outlive_a_job() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c1 = w.client();
+    let c2 = w.client();
+    let p = w.put(n.session, c1.job, b"both", false);
+    w.put(n.session, c2.job, b"both", false);
+    let pinned = w.put(n.session, ferray_core::JobId(0), b"forever", false);
+    w.st.close_session(c1.session, "done");
+    assert!(w.take().frees(n).is_empty());
+    assert!(w.st.objects.contains_key(&p));
+    w.st.close_session(c2.session, "done");
+    assert_eq!(w.take().frees(n), vec![p]);
+    assert!(w.st.objects.contains_key(&pinned));
+}
+
+#[test]
+fn a_driver_runs_its_job_and_its_result_ends_the_job() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec!["1".into(), "2".into()],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    let sent = w.take();
+    let a = &sent.assigns(n)[0];
+    assert!(a.driver);
+    assert_eq!(a.wave_args, vec!["1".to_string(), "2".to_string()]);
+    assert_eq!(a.options.max_retries, 0);
+    assert!(a.options.resources.is_empty());
+    let info = w.st.job_info(job).expect("job");
+    assert_eq!(
+        (info.state, info.entrypoint.as_str()),
+        (JobState::Running, "main 1 2")
+    );
+    // The driver submits a task of its job from its node's session.
+    let nested = w.submit_as(n.session, job, vec![], opts(0.5, 3));
+    w.run(n, nested, 1, b"nested", false);
+    assert_eq!(w.take().resolved(n.session).len(), 1);
+    w.send(
+        n.session,
+        Input::Done(Done {
+            task: a.task,
+            attempt: 1,
+            outcome: Outcome::Made(made(b"ok(3)", false)),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: "ok(3)".into(),
+            err_value: false,
+        }),
+    );
+    let info = w.st.job_info(job).expect("job");
+    assert_eq!(info.state, JobState::Succeeded);
+    assert_eq!(info.result, "ok(3)");
+    assert_eq!((info.tasks_done, info.tasks_total), (1, 1));
+    assert!(w.st.tasks.is_empty());
+    assert!(w.st.objects.is_empty());
+    let e =
+        w.st.submit_job(JobRequest {
+            component: ferray_core::ComponentId::of(b"missing"),
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect_err("not uploaded");
+    assert!(matches!(e, Error::NotFound(_)));
+}
+
+#[test]
+fn a_driver_is_run_again_when_its_node_dies_and_fails_its_job_when_it_fails() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    let (driver, _) = w.take().assign(a);
+    w.kill(a);
+    assert_eq!(w.take().assign(b), (driver, 2));
+    w.fail(b, driver, 2, Error::Trap("main panicked".into()));
+    let info = w.st.job_info(job).expect("job");
+    assert_eq!(info.state, JobState::Failed);
+    assert!(info.error.contains("main panicked"), "{}", info.error);
+}
+
+/// Ray's entrypoint resources: the driver goes to a node that has them and
+/// holds them while it runs; a demand no node can meet fails the job.
+#[test]
+fn a_driver_holds_its_entrypoint_resources() {
+    let mut w = World::new();
+    let plain = w.node(2.0);
+    let gpu = w.node_with(Resources::cpus(2.0).with_gpus(1.0).expect("gpus"));
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::cpus(1.0).with_gpus(1.0).expect("gpus"),
+        })
+        .expect("a job");
+    let sent = w.take();
+    assert!(sent.assigns(plain).is_empty());
+    let a = &sent.assigns(gpu)[0];
+    assert!(a.driver);
+    assert_eq!(a.options.resources.num_gpus(), 1.0);
+    w.send(gpu.session, Input::Started(a.task));
+    let free = w.st.sched.free(gpu.id).expect("node").clone();
+    assert_eq!((free.num_cpus(), free.num_gpus()), (1.0, 0.0));
+    assert_eq!(w.st.job_info(job).expect("job").state, JobState::Running);
+    let too_big =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::cpus(1.0).with_gpus(4.0).expect("gpus"),
+        })
+        .expect("a job");
+    let info = w.st.job_info(too_big).expect("job");
+    assert_eq!(info.state, JobState::Failed);
+    assert!(info.error.contains("GPU"), "{}", info.error);
+}
+
+#[test]
+fn the_cluster_view_lists_the_tables() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    w.create_actor(c, actor_opts(1.0, 0));
+    w.kill(b);
+    let v = w.st.cluster_state("");
+    assert_eq!(v.nodes.len(), 1);
+    assert_eq!(v.nodes[0].id, a.id);
+    assert_eq!(v.task_states.get("RUNNING"), Some(&1));
+    assert_eq!(v.jobs.len(), 1);
+    let v = w.st.cluster_state("nodes");
+    assert_eq!(v.nodes.len(), 2);
+    assert!(!v.nodes[1].alive);
+    let v = w.st.cluster_state("actors");
+    assert_eq!(v.actors.len(), 1);
+    assert_eq!(v.actors[0].node, Some(a.id));
+    w.run(a, t, 1, b"x", true);
+    let v = w.st.cluster_state("objects");
+    assert_eq!(v.objects.len(), 1);
+    assert_eq!(v.objects[0].made_by, Some(t));
+    assert_eq!(v.objects[0].nodes, vec![a.id]);
+    let v = w.st.cluster_state("tasks");
+    assert_eq!(v.tasks[0].node, Some(a.id));
+}

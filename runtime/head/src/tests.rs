@@ -1,0 +1,329 @@
+//! The edge: sessions, the conversions both ways, and `Locate` and
+//! `WatchJob` waiting on the state's notifications (no gRPC transport: the
+//! service's methods are called directly).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferray_core::{ComponentId, ObjectId};
+use ferray_proto::v1::head_server::Head as _;
+use ferray_proto::v1::{self, down, up};
+use ferray_proto::{PROTOCOL_VERSION, Token, id_bytes};
+use futures::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tonic::Request;
+
+use crate::{Head, HeadConfig};
+
+fn head() -> Head {
+    let config = HeadConfig {
+        token: Token::new("test-token").expect("a token"),
+        node_timeout: Duration::from_secs(5),
+        store: ferray_store::StoreConfig::default(),
+    };
+    Head::new(config, "head:1".into()).expect("a head")
+}
+
+fn hello(worker: bool) -> v1::Hello {
+    v1::Hello {
+        protocol: PROTOCOL_VERSION,
+        worker,
+        resources: worker.then(|| v1::Resources {
+            cpus: 2.0,
+            ..Default::default()
+        }),
+        object_address: if worker {
+            "node:1".into()
+        } else {
+            String::new()
+        },
+        name: "test".into(),
+    }
+}
+
+fn up(msg: up::Msg) -> Vec<v1::Up> {
+    vec![v1::Up { msg: Some(msg) }]
+}
+
+/// The next message down a session (there must be one).
+fn next(rx: &mut UnboundedReceiver<v1::Down>) -> down::Msg {
+    rx.try_recv()
+        .ok()
+        .and_then(|d| d.msg)
+        .expect("a message down")
+}
+
+fn welcome(rx: &mut UnboundedReceiver<v1::Down>) -> v1::Welcome {
+    match next(rx) {
+        down::Msg::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_task_travels_from_client_to_worker_and_back() {
+    let head = head();
+    let comp = ComponentId::of(b"component");
+    head.core
+        .lock()
+        .state
+        .components
+        .insert(comp, Bytes::from_static(b"component"));
+    let (client, mut crx) = head.open(&hello(false)).expect("a client");
+    let w = welcome(&mut crx);
+    let (worker, mut wrx) = head.open(&hello(true)).expect("a worker");
+    assert_eq!(welcome(&mut wrx).node, 1);
+    let task = w.id_base + 1;
+    head.handle(
+        client,
+        up(up::Msg::Submit(v1::Submit {
+            task,
+            job: w.job,
+            component: Bytes::copy_from_slice(comp.as_bytes()),
+            function: "f".into(),
+            args: vec![v1::Arg {
+                kind: Some(v1::arg::Kind::Value(Bytes::from_static(b"x"))),
+            }],
+            options: None,
+        })),
+    );
+    let a = match next(&mut wrx) {
+        down::Msg::Assign(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((a.task, a.attempt, a.job), (task, 1, w.job));
+    assert_eq!(a.component.as_ref(), comp.as_bytes());
+    let result = Bytes::from_static(b"result");
+    head.handle(worker, up(up::Msg::Started(v1::Started { task })));
+    head.handle(
+        worker,
+        up(up::Msg::Done(v1::Done {
+            task,
+            attempt: 1,
+            result: Some(v1::done::Result::Ok(v1::ObjectLoc {
+                id: id_bytes(&ObjectId::of(&result)),
+                size: result.len() as u64,
+                inline: Some(result.clone()),
+                holders: vec![],
+            })),
+            stdout: Bytes::from_static(b"hi\n"),
+            ..Default::default()
+        })),
+    );
+    assert!(matches!(next(&mut crx), down::Msg::Output(_)));
+    match next(&mut crx) {
+        down::Msg::Resolved(r) => match r.result {
+            Some(v1::resolved::Result::Ok(loc)) => {
+                assert_eq!(loc.inline, Some(result));
+                assert_eq!(loc.holders, vec!["node:1".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    // A malformed submission is refused with the task's id.
+    head.handle(
+        client,
+        up(up::Msg::Submit(v1::Submit {
+            task: task + 1,
+            job: w.job,
+            component: Bytes::from_static(b"short"),
+            ..Default::default()
+        })),
+    );
+    match next(&mut crx) {
+        down::Msg::Resolved(r) => {
+            assert_eq!(r.task, task + 1);
+            assert!(matches!(r.result, Some(v1::resolved::Result::Err(_))));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_workers_stream_ends() {
+    let head = head();
+    let (_worker, mut rx) = head.open(&hello(true)).expect("a worker");
+    welcome(&mut rx);
+    head.with(|st| {
+        st.check_heartbeats(
+            Instant::now() + Duration::from_secs(10),
+            Duration::from_secs(5),
+        )
+    });
+    assert!(rx.recv().await.is_none(), "its channel is dropped");
+    assert!(head.core.lock().sessions.is_empty());
+}
+
+#[tokio::test]
+async fn locate_waits_for_a_pushed_object_and_leaves_no_waiter() {
+    let head = head();
+    let (client, mut crx) = head.open(&hello(false)).expect("a client");
+    let w = welcome(&mut crx);
+    let id = ObjectId::of(b"large");
+    head.handle(
+        client,
+        up(up::Msg::Put(v1::PutObject {
+            id: id_bytes(&id),
+            size: 5 << 20,
+            job: w.job,
+            inline: None,
+            uploading: true,
+        })),
+    );
+    let h = head.clone();
+    let locating = tokio::spawn(async move {
+        h.locate(Request::new(v1::ObjectKey { id: id_bytes(&id) }))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!locating.is_finished());
+    assert_eq!(head.core.lock().object_waits.len(), 1);
+    let pushed = Instant::now();
+    head.with(|st| st.pushed(id, 5 << 20, false));
+    let loc = tokio::time::timeout(Duration::from_secs(5), locating)
+        .await
+        .expect("locate answers")
+        .expect("the task")
+        .expect("found")
+        .into_inner();
+    assert!(pushed.elapsed() < Duration::from_secs(1));
+    assert_eq!(loc.holders, vec!["head:1".to_string()]);
+    assert!(head.core.lock().object_waits.is_empty());
+
+    // Unknown: not found at once.
+    let unknown = ObjectId::of(b"unknown");
+    let e = head
+        .locate(Request::new(v1::ObjectKey {
+            id: id_bytes(&unknown),
+        }))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // A locate that is dropped while it waits leaves nothing behind.
+    let other = ObjectId::of(b"other");
+    head.handle(
+        client,
+        up(up::Msg::Put(v1::PutObject {
+            id: id_bytes(&other),
+            size: 5 << 20,
+            job: w.job,
+            inline: None,
+            uploading: true,
+        })),
+    );
+    let h = head.clone();
+    let locating = tokio::spawn(async move {
+        h.locate(Request::new(v1::ObjectKey {
+            id: id_bytes(&other),
+        }))
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(head.core.lock().object_waits.len(), 1);
+    locating.abort();
+    let _ = locating.await;
+    assert!(head.core.lock().object_waits.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_upload_ends_a_locate_at_once() {
+    let head = head();
+    let (client, mut crx) = head.open(&hello(false)).expect("a client");
+    let w = welcome(&mut crx);
+    let id = ObjectId::of(b"large");
+    let put = |uploading| {
+        up(up::Msg::Put(v1::PutObject {
+            id: id_bytes(&id),
+            size: 5 << 20,
+            job: w.job,
+            inline: None,
+            uploading,
+        }))
+    };
+    head.handle(client, put(true));
+    let h = head.clone();
+    let locating = tokio::spawn(async move {
+        h.locate(Request::new(v1::ObjectKey { id: id_bytes(&id) }))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    head.handle(client, put(false));
+    let e = tokio::time::timeout(Duration::from_secs(5), locating)
+        .await
+        .expect("locate answers")
+        .expect("the task")
+        .expect_err("lost");
+    assert!(e.message().contains("lost"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn watch_job_follows_the_jobs_log_and_progress_until_it_ends() {
+    let head = head();
+    let comp = ComponentId::of(b"component");
+    head.core
+        .lock()
+        .state
+        .components
+        .insert(comp, Bytes::from_static(b"component"));
+    let (client, mut crx) = head.open(&hello(false)).expect("a client");
+    let w = welcome(&mut crx);
+    let (worker, mut wrx) = head.open(&hello(true)).expect("a worker");
+    welcome(&mut wrx);
+    let mut events = head
+        .watch_job(Request::new(v1::JobKey {
+            job: w.job,
+            follow: true,
+        }))
+        .await
+        .expect("a watch")
+        .into_inner();
+    let mut event = async || {
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("an event in time")
+            .expect("an event")
+            .expect("not an error")
+            .event
+            .expect("an event")
+    };
+    use v1::job_event::Event;
+    assert!(matches!(event().await, Event::Progress(p) if (p.done, p.total) == (0, 0)));
+    let task = w.id_base + 1;
+    head.handle(
+        client,
+        up(up::Msg::Submit(v1::Submit {
+            task,
+            job: w.job,
+            component: Bytes::copy_from_slice(comp.as_bytes()),
+            function: "f".into(),
+            ..Default::default()
+        })),
+    );
+    assert!(matches!(event().await, Event::Progress(p) if (p.done, p.total) == (0, 1)));
+    head.handle(
+        worker,
+        up(up::Msg::Done(v1::Done {
+            task,
+            attempt: 1,
+            result: Some(v1::done::Result::Err(v1::Error {
+                kind: "trap".into(),
+                message: "boom".into(),
+            })),
+            stdout: Bytes::from_static(b"a line\n"),
+            ..Default::default()
+        })),
+    );
+    assert!(matches!(event().await, Event::Log(l) if l.ends_with(") a line")));
+    assert!(matches!(event().await, Event::Progress(p) if (p.done, p.total) == (1, 1)));
+    head.with(|st| st.close_session(client, "it left"));
+    match event().await {
+        Event::Finished(info) => assert_eq!(info.state, "SUCCEEDED"),
+        other => panic!("{other:?}"),
+    }
+    // The watcher is gone from the table once its stream ends.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(head.core.lock().job_waits.is_empty());
+    let _ = wrx.try_recv();
+}

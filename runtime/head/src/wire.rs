@@ -1,0 +1,232 @@
+//! The head's edge: `v1` messages into the state machine's types, and its
+//! effects and views back into `v1` messages. Decoding that can fail is
+//! handed to the state as `Result`s, so that it refuses a malformed
+//! message where it checks everything else.
+
+use bytes::Bytes;
+use ferray_core::{ActorId, ComponentId, Error, JobId, TaskId};
+use ferray_proto::v1::{self, down, up};
+use ferray_proto::{error_from, error_to, id_bytes, object_id};
+
+use crate::state::{
+    Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, Made, ObjectLoc, Outcome,
+    Put, ResolvedArg, Submit, WorkerHello,
+};
+
+/// Argument bytes a submission may carry inline.
+const MAX_SUBMIT_INLINE: usize = 2 << 20;
+
+// ----- in -----
+
+pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
+    let worker = if h.worker {
+        Some(WorkerHello {
+            resources: ferray_proto::resources_from(h.resources.clone())?,
+            object_address: h.object_address.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(Hello {
+        name: h.name.clone(),
+        worker,
+    })
+}
+
+/// A session's message for the state; `Ok(None)`: nothing to do (a hello
+/// again, a `Located` with a malformed id); `Err`: a put that is refused.
+pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
+    Ok(Some(match m {
+        up::Msg::Hello(_) => return Ok(None),
+        up::Msg::Heartbeat(_) => Input::Heartbeat,
+        up::Msg::Submit(s) => Input::Submit(Submit {
+            task: TaskId(s.task),
+            job: JobId(s.job),
+            component: component(&s.component),
+            function: s.function,
+            options: ferray_proto::task_options_from(s.options),
+            args: args(s.args),
+        }),
+        up::Msg::CreateActor(c) => Input::CreateActor(CreateActor {
+            actor: ActorId(c.actor),
+            job: JobId(c.job),
+            component: component(&c.component),
+            class: c.class,
+            options: ferray_proto::actor_options_from(c.options),
+            args: args(c.args),
+        }),
+        up::Msg::CallActor(c) => Input::CallActor(CallActor {
+            task: TaskId(c.task),
+            actor: ActorId(c.actor),
+            method: c.method,
+            args: args(c.args),
+        }),
+        up::Msg::KillActor(k) => Input::KillActor(ActorId(k.actor)),
+        up::Msg::Cancel(c) => Input::Cancel(TaskId(c.task)),
+        up::Msg::Put(p) => Input::Put(Put {
+            id: object_id(&p.id)?,
+            size: p.size,
+            job: JobId(p.job),
+            inline: p.inline,
+            uploading: p.uploading,
+        }),
+        up::Msg::Blocked(b) => Input::Blocked {
+            task: TaskId(b.task),
+            blocked: b.blocked,
+        },
+        up::Msg::Started(s) => Input::Started(TaskId(s.task)),
+        up::Msg::Done(d) => Input::Done(done(d)),
+        up::Msg::Located(l) => match object_id(&l.id) {
+            Ok(id) => Input::Located(id),
+            Err(_) => return Ok(None),
+        },
+        up::Msg::ActorDied(d) => Input::ActorDied(crate::state::ActorDied {
+            actor: ActorId(d.actor),
+            incarnation: d.incarnation,
+            error: error_from(d.error),
+        }),
+    }))
+}
+
+fn component(bytes: &[u8]) -> Result<ComponentId, Error> {
+    let id = object_id(bytes)?;
+    Ok(ComponentId::from_bytes(*id.as_bytes()))
+}
+
+/// A submission's arguments: at most [`MAX_SUBMIT_INLINE`] bytes inline.
+fn args(args: Vec<v1::Arg>) -> Result<Vec<Arg>, Error> {
+    use v1::arg::Kind as A;
+    let inline: usize = args
+        .iter()
+        .map(|a| match &a.kind {
+            Some(A::Value(b)) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    if inline > MAX_SUBMIT_INLINE {
+        return Err(Error::InvalidArgument(format!(
+            "{inline} bytes of arguments inline; more than {MAX_SUBMIT_INLINE} must be put as objects"
+        )));
+    }
+    args.into_iter()
+        .map(|a| match a.kind {
+            Some(A::Value(b)) => Ok(Arg::Value(b)),
+            Some(A::Task(t)) => Ok(Arg::Task(TaskId(t))),
+            Some(A::Object(o)) => Ok(Arg::Object(object_id(&o)?)),
+            None => Err(Error::InvalidArgument("an argument without a kind".into())),
+        })
+        .collect()
+}
+
+fn done(d: v1::Done) -> Done {
+    let outcome = match d.result {
+        Some(v1::done::Result::Ok(loc)) => match object_id(&loc.id) {
+            Ok(id) => Outcome::Made(Made {
+                id,
+                size: loc.size,
+                inline: loc.inline,
+            }),
+            Err(e) => Outcome::BadResult(e),
+        },
+        Some(v1::done::Result::Err(e)) => Outcome::Failed(error_from(Some(e))),
+        None => Outcome::Empty,
+    };
+    Done {
+        task: TaskId(d.task),
+        attempt: d.attempt,
+        outcome,
+        stdout: d.stdout,
+        stderr: d.stderr,
+        wave: d.wave,
+        err_value: d.err_value,
+    }
+}
+
+pub(crate) fn job_request(r: v1::JobRequest) -> Result<JobRequest, Error> {
+    Ok(JobRequest {
+        component: component(&r.component)?,
+        function: r.function,
+        args: r.args,
+        entrypoint: ferray_proto::resources_from(r.entrypoint)?,
+    })
+}
+
+// ----- out -----
+
+/// An effect as a message down its session; `None` for the session's end.
+pub(crate) fn down(e: Effect) -> Option<v1::Down> {
+    let msg = match e {
+        Effect::Resolved { task, result } => down::Msg::Resolved(v1::Resolved {
+            task: task.0,
+            result: Some(match result {
+                Ok(l) => v1::resolved::Result::Ok(loc(l)),
+                Err(e) => v1::resolved::Result::Err(error_to(&e)),
+            }),
+        }),
+        Effect::Assign(a) => down::Msg::Assign(v1::Assign {
+            task: a.task.0,
+            job: a.job.0,
+            attempt: a.attempt,
+            component: Bytes::copy_from_slice(a.component.as_bytes()),
+            function: a.function,
+            args: resolved_args(a.args),
+            options: Some(ferray_proto::task_options_to(&a.options)),
+            driver: a.driver,
+            wave_args: a.wave_args,
+        }),
+        Effect::StartActor(s) => down::Msg::StartActor(v1::StartActor {
+            actor: s.actor.0,
+            job: s.job.0,
+            incarnation: s.incarnation,
+            component: Bytes::copy_from_slice(s.component.as_bytes()),
+            class: s.class,
+            args: resolved_args(s.args),
+            options: Some(ferray_proto::actor_options_to(&s.options)),
+        }),
+        Effect::ActorCall(c) => down::Msg::ActorCall(v1::ActorCall {
+            task: c.task.0,
+            actor: c.actor.0,
+            incarnation: c.incarnation,
+            seq: c.seq,
+            method: c.method,
+            args: resolved_args(c.args),
+        }),
+        Effect::StopActor(a) => down::Msg::StopActor(v1::StopActor { actor: a.0 }),
+        Effect::Cancel(t) => down::Msg::Cancel(v1::CancelTask { task: t.0 }),
+        Effect::Free(ids) => down::Msg::Free(v1::Free {
+            ids: ids.iter().map(id_bytes).collect(),
+        }),
+        Effect::Output {
+            source,
+            stdout,
+            stderr,
+        } => down::Msg::Output(v1::Output {
+            source,
+            stdout,
+            stderr,
+        }),
+        Effect::Close => return None,
+    };
+    Some(v1::Down { msg: Some(msg) })
+}
+
+pub(crate) fn loc(l: ObjectLoc) -> v1::ObjectLoc {
+    v1::ObjectLoc {
+        id: id_bytes(&l.id),
+        size: l.size,
+        inline: l.inline,
+        holders: l.holders,
+    }
+}
+
+fn resolved_args(args: Vec<ResolvedArg>) -> Vec<v1::ResolvedArg> {
+    use v1::resolved_arg::Kind as R;
+    args.into_iter()
+        .map(|a| v1::ResolvedArg {
+            kind: Some(match a {
+                ResolvedArg::Value(b) => R::Value(b),
+                ResolvedArg::Object(l) => R::Object(loc(l)),
+            }),
+        })
+        .collect()
+}
