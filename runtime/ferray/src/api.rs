@@ -7,14 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{
-    ComponentInfo, FuncInfo, Host, HostConfig, HostStats, Inspection, Loaded, codec,
-};
+use ferray_host::{ComponentInfo, Host, HostConfig, HostStats, Inspection, Loaded};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cluster::session::Session;
 use crate::objects::ObjectRef;
 use crate::output::{OutputLine, OutputMode, OutputSink};
 use crate::runtime::{RtInner, Settings, TaskCounts};
@@ -88,6 +85,7 @@ pub struct RuntimeBuilder {
     worker_threads: Option<usize>,
     max_output_bytes: Option<usize>,
     max_instances: Option<u32>,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     token: Option<String>,
 }
 
@@ -199,6 +197,7 @@ impl RuntimeBuilder {
 
     /// The cluster token for [`RuntimeBuilder::connect`] (default:
     /// `$FERRAY_TOKEN`, else the head's token file on this machine).
+    #[cfg(feature = "cluster")]
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
         self
@@ -208,51 +207,16 @@ impl RuntimeBuilder {
     /// and objects then live on the cluster; the API works as it does
     /// locally. The connection is this process's job; its objects and
     /// actors go when the runtime is dropped.
+    #[cfg(feature = "cluster")]
     pub async fn connect(self, address: &str) -> Result<Runtime, Error> {
         let token = crate::cluster::find_token(self.token.as_deref())?;
         let rt = self.num_cpus(0.0).num_gpus(0.0).build_sync()?;
         let inner = rt.inner().clone();
-        let exec = rt.handle();
-        let hello = ferray_proto::v1::Hello {
-            protocol: ferray_proto::PROTOCOL_VERSION,
-            worker: false,
-            resources: None,
-            object_address: String::new(),
-            name: format!("pid {}", std::process::id()),
-        };
         let addr = address.to_string();
-        let store = inner.store.clone();
-        let (session, mut down) = exec
-            .spawn(async move { Session::open(&addr, token, hello, store).await })
+        rt.handle()
+            .spawn(async move { crate::cluster::connect_client(inner, &addr, token).await })
             .await
             .map_err(|e| Error::System(format!("connecting failed: {e}")))??;
-        inner.attach(session.clone())?;
-        let address = address.to_string();
-        let rt_inner = inner.clone();
-        exec.spawn(async move {
-            let why = loop {
-                match futures::StreamExt::next(&mut down).await {
-                    Some(Ok(ferray_proto::v1::Down {
-                        msg: Some(ferray_proto::v1::down::Msg::Resolved(r)),
-                    })) => session.resolved(r),
-                    Some(Ok(ferray_proto::v1::Down {
-                        msg: Some(ferray_proto::v1::down::Msg::Output(o)),
-                    })) => rt_inner.emit_output(&o.source, &o.stdout, &o.stderr),
-                    Some(Ok(_)) => {}
-                    None => break format!("the head at {address} closed the connection"),
-                    Some(Err(s)) => {
-                        break format!(
-                            "lost the connection to the head at {address}: {}",
-                            s.message()
-                        );
-                    }
-                }
-            };
-            // Pending results fail with the reason; a process that is
-            // exiting (its runtime dropped) needs no warning.
-            tracing::debug!("{why}");
-            session.lose(why);
-        });
         Ok(rt)
     }
 
@@ -372,13 +336,14 @@ impl Runtime {
 
     /// Connect to a cluster's head with the defaults (see
     /// [`RuntimeBuilder::connect`]).
+    #[cfg(feature = "cluster")]
     pub async fn connect(address: &str) -> Result<Runtime, Error> {
         Self::builder().connect(address).await
     }
 
     /// Whether this runtime is connected to a cluster.
     pub fn is_cluster(&self) -> bool {
-        self.inner().session().is_some()
+        self.inner().backend().is_remote()
     }
 
     pub(crate) fn handle(&self) -> tokio::runtime::Handle {
@@ -406,13 +371,11 @@ impl Runtime {
         let loaded = tokio::task::spawn_blocking(move || inner.host.load(&b))
             .await
             .map_err(|e| Error::System(format!("loading failed: {e}")))??;
-        if let Some(s) = self.inner().session().cloned() {
-            let id = loaded.id;
-            self.handle()
-                .spawn(async move { s.upload(id, bytes).await })
-                .await
-                .map_err(|e| Error::System(format!("uploading failed: {e}")))??;
-        }
+        let publish = self.inner().backend().publish(loaded.id, bytes);
+        self.handle()
+            .spawn(publish)
+            .await
+            .map_err(|e| Error::System(format!("uploading failed: {e}")))??;
         Ok(Component {
             rt: self.clone(),
             loaded,
@@ -584,73 +547,36 @@ impl Component {
         }
     }
 
-    /// Call with arguments in WAVE text, typed by the function's signature;
-    /// the result comes back as WAVE text (the command line's path).
-    pub async fn call_wave(&self, function: &str, args: &[String]) -> Result<String, Error> {
+    /// Call with arguments in WAVE text, typed by the function's signature,
+    /// as a task with `options`; the result comes back as WAVE text (the
+    /// command line's path).
+    pub async fn call_wave(
+        &self,
+        function: &str,
+        args: &[String],
+        options: TaskOptions,
+    ) -> Result<WaveResult, Error> {
         let func = self.loaded.info.function(function)?.clone();
-        let bytes = encode_wave_args(&func, args)?;
-        let r = self.task(function).arg_encoded(bytes).submit()?;
+        let bytes = func.encode_wave_args(args)?;
+        let r = self
+            .task(function)
+            .arg_encoded(bytes)
+            .options(options)
+            .submit()?;
         let out = self.rt.get_encoded(&r).await?;
-        wave_result(&func, &out)
-    }
-
-    /// Whether `function`'s result is `err(..)` in `encoded` (for exit codes).
-    pub fn is_err_result(&self, function: &str, encoded_wave: &str) -> bool {
-        matches!(
-            self.loaded
-                .info
-                .function(function)
-                .map(|f| f.results.as_slice()),
-            Ok([ferray_host::Type::Result(_)])
-        ) && encoded_wave.starts_with("err")
-    }
-}
-
-/// Arguments in WAVE text, typed by `func`'s signature, in the canonical
-/// encoding.
-pub(crate) fn encode_wave_args(func: &FuncInfo, args: &[String]) -> Result<Vec<u8>, Error> {
-    {
-        if args.len() != func.params.len() {
-            return Err(Error::InvalidArgument(format!(
-                "`{}` takes {} argument(s), got {}: expected `{}`",
-                func.name,
-                func.params.len(),
-                args.len(),
-                func.signature()
-            )));
-        }
-        let mut vals = Vec::with_capacity(args.len());
-        for ((name, ty), text) in func.params.iter().zip(args) {
-            vals.push(codec::parse_wave(ty, text).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "argument `{name}`: `{text}` is not a {}: {e}; expected `{}`",
-                    codec::type_name(ty),
-                    func.signature()
-                ))
-            })?);
-        }
-        let tys = func.param_types();
-        codec::encode_all(&vals, &tys)
-            .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))
-    }
-}
-
-/// A result in the canonical encoding as WAVE text.
-pub(crate) fn wave_result(func: &FuncInfo, out: &[u8]) -> Result<String, Error> {
-    {
-        let results = codec::decode_all(&func.results, out)
-            .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
-        let texts = results
-            .iter()
-            .map(|v| {
-                codec::to_wave(v).map_err(|e| Error::Other(format!("cannot print the result: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(match texts.len() {
-            1 => texts.into_iter().next().unwrap_or_default(),
-            _ => texts.join(" "),
+        Ok(WaveResult {
+            text: func.wave_result(&out)?,
+            is_err: func.returns_err(&out),
         })
     }
+}
+
+/// A result as WAVE text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaveResult {
+    pub text: String,
+    /// The function returns a `result` and this one is `err(..)`.
+    pub is_err: bool,
 }
 
 /// A task with options (`f.options(...).remote(...)`).

@@ -69,6 +69,7 @@ pub enum Target {
     /// A runtime in this process.
     Embedded,
     /// The cluster whose head is at `address`.
+    #[cfg(feature = "cluster")]
     Cluster {
         address: String,
         token: Option<String>,
@@ -82,6 +83,7 @@ impl Target {
             .cache_dir(None);
         match self {
             Target::Embedded => b.build_sync(),
+            #[cfg(feature = "cluster")]
             Target::Cluster { address, token } => {
                 let b = match token {
                     Some(t) => b.token(t),
@@ -120,6 +122,7 @@ pub fn run_all(
                 .map(|_| {
                     let r = match target {
                         Target::Embedded => rt.clone(),
+                        #[cfg(feature = "cluster")]
                         Target::Cluster { .. } => target.runtime()?,
                     };
                     let c = r.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
@@ -268,6 +271,8 @@ pub fn run_all(
             .await?;
             emit("single_client_tasks_and_get_batch", v, "per_second");
         }
+        // Transfers between nodes are the cluster's; without it there are none.
+        #[cfg(feature = "cluster")]
         if wanted("object_transfer_gigabytes") || wanted("tcp_loopback_gigabytes") {
             let size = 256 << 20;
             if wanted("tcp_loopback_gigabytes") {

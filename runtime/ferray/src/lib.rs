@@ -22,17 +22,21 @@
 //! enum, `option`/`result` are `Option`/`Result`, a tuple of arguments is a
 //! Rust tuple.
 
+mod actors;
 mod api;
+mod backend;
 pub mod bench;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 mod objects;
 mod output;
 mod runtime;
 mod sched;
+mod tasks;
 
 pub use api::{
     ActorBuilder, ActorHandle, Component, Runtime, RuntimeBuilder, RuntimeStats, TaskBuilder,
-    default_cache_dir,
+    WaveResult, default_cache_dir,
 };
 pub use ferray_core::{
     ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,

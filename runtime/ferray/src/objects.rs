@@ -36,6 +36,7 @@ pub(crate) enum SlotState {
     Ready(ObjectId),
     /// Ready on the cluster: the bytes are fetched from a holder when needed
     /// (the reference holds no count here).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Remote(ObjectId),
     Failed(Error),
 }
@@ -105,6 +106,7 @@ impl ObjectRef {
     }
 
     /// A reference to an object that lives elsewhere in the cluster.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn remote(id: ObjectId, store: Arc<ObjectStore>) -> Self {
         Self(Arc::new(Inner {
             name: RefName::Put(id),
@@ -115,6 +117,7 @@ impl ObjectRef {
     }
 
     /// Resolve with an object held elsewhere in the cluster (no count here).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn resolve_remote(&self, id: ObjectId) {
         {
             let mut s = self.0.state.lock();

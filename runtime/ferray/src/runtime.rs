@@ -1,22 +1,25 @@
-//! The node's runtime: task execution (dependencies, admission, attempts),
-//! actors, and the [`Services`] the host forwards guests' calls to. Shared by
-//! the embedding API and the command line.
+//! A node's core: the host, the object store, admission and output, and the
+//! [`Services`] the host forwards guests' calls to. It runs the tasks and
+//! actors it is given (`tasks.rs`, `actors.rs`) and hands everything new to
+//! its [`Backend`]: this process, or a cluster's head. Shared by the
+//! embedding API, the command line and a cluster's workers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, ObjectId, TaskId, TaskOptions};
-use ferray_host::{CallRequest, ClassInfo, FuncInfo, Host, Limits, Loaded, Outcome, Services};
+use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
+use ferray_core::{Resources, TaskOptions};
+use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
 use ferray_store::ObjectStore;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::cluster::session::Session;
+use crate::actors::ActorEntry;
+use crate::backend::{Backend, Caller, Local};
 use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputSink, Stream};
 use crate::sched::{Admission, Lease};
@@ -32,41 +35,31 @@ pub(crate) struct Settings {
 /// The calling task of a host call.
 #[derive(Clone)]
 pub struct TaskCtx {
-    label: Arc<str>,
-    lease: Option<Arc<Lease>>,
-    /// On a cluster: the job and the task (as the head knows them), else 0.
-    job: u64,
-    task: u64,
+    pub(crate) label: Arc<str>,
+    /// The task's resources (none for actors and in local mode): lent out
+    /// while it blocks in `get` or `wait`.
+    pub(crate) lease: Option<Arc<Lease>>,
+    pub(crate) caller: Caller,
 }
 
-type OnDeath = Box<dyn FnOnce(String) + Send>;
-
-struct ActorEntry {
-    tx: mpsc::UnboundedSender<ActorCall>,
-    status: Arc<ActorStatus>,
-    abort: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-#[derive(Default)]
-struct ActorStatus {
-    killed: AtomicBool,
-    dead: Mutex<Option<String>>,
-}
-
-impl ActorStatus {
-    fn reason(&self, id: ActorId) -> String {
-        match &*self.dead.lock() {
-            Some(r) => format!("{id} {r}"),
-            None if self.killed.load(Ordering::Relaxed) => format!("{id} was killed"),
-            None => format!("{id} is gone"),
+impl TaskCtx {
+    /// A task `task` of `job` (`None`: this runtime's own job).
+    pub(crate) fn task(task: TaskId, job: Option<JobId>, lease: Option<Arc<Lease>>) -> Self {
+        TaskCtx {
+            label: Arc::from(task.to_string()),
+            lease,
+            caller: Caller::Task { job, task },
         }
     }
-}
 
-struct ActorCall {
-    method: String,
-    args: Vec<Arg<ObjectRef>>,
-    result: ObjectRef,
+    /// An actor's instance; it holds its resources for life.
+    pub(crate) fn actor(actor: ActorId, job: Option<JobId>) -> Self {
+        TaskCtx {
+            label: Arc::from(actor.to_string()),
+            lease: None,
+            caller: Caller::Actor { job, actor },
+        }
+    }
 }
 
 /// Counters for status and tests.
@@ -80,15 +73,15 @@ pub struct TaskCounts {
 }
 
 #[derive(Default)]
-struct Counters {
-    submitted: AtomicU64,
-    finished: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
+pub(crate) struct Counters {
+    pub submitted: AtomicU64,
+    pub finished: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
 }
 
 pub struct RtInner {
-    me: Weak<RtInner>,
+    pub(crate) me: Weak<RtInner>,
     pub(crate) host: Host<RtInner>,
     pub(crate) store: Arc<ObjectStore>,
     pub(crate) admission: Arc<Admission>,
@@ -96,23 +89,14 @@ pub struct RtInner {
     pub(crate) exec: tokio::runtime::Handle,
     output: OutputSink,
     next_id: AtomicU64,
-    tasks: DashMap<TaskId, Arc<Notify>>,
-    actors: DashMap<ActorId, ActorEntry>,
+    /// Tasks running here, with what cancels them.
+    pub(crate) tasks: DashMap<TaskId, Arc<Notify>>,
+    pub(crate) actors: DashMap<ActorId, ActorEntry>,
     /// Local mode: top-level tasks run one at a time, in submission order.
-    lane: Option<mpsc::UnboundedSender<BoxFuture<'static, ()>>>,
-    counters: Counters,
-    /// A worker or a connected client: tasks, actors and puts go through
-    /// the cluster's head.
-    cluster: OnceLock<Arc<Session>>,
-}
-
-/// Fails a result that was never resolved (the task was dropped).
-struct FailOnDrop(ObjectRef, &'static str);
-
-impl Drop for FailOnDrop {
-    fn drop(&mut self) {
-        self.0.fail(Error::Cancelled(self.1.to_string()));
-    }
+    pub(crate) lane: Option<mpsc::UnboundedSender<BoxFuture<'static, ()>>>,
+    pub(crate) counters: Counters,
+    /// Where new work goes: [`Local`] unless a cluster session attached.
+    backend: OnceLock<Arc<dyn Backend>>,
 }
 
 impl RtInner {
@@ -146,51 +130,73 @@ impl RtInner {
             actors: DashMap::new(),
             lane,
             counters: Counters::default(),
-            cluster: OnceLock::new(),
+            backend: OnceLock::new(),
         })
     }
 
-    /// Join a cluster session (once).
-    pub(crate) fn attach(&self, session: Arc<Session>) -> Result<(), Error> {
-        if session.node.is_some() {
+    /// Send new work elsewhere (once, before any is submitted): a cluster's
+    /// worker (`buffer_output`: its tasks' output goes to the head) or
+    /// connected client.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn attach(
+        &self,
+        backend: Arc<dyn Backend>,
+        buffer_output: bool,
+    ) -> Result<(), Error> {
+        if self.settings.local_mode {
+            return Err(Error::InvalidArgument(
+                "local mode runs everything in this process; it cannot join a cluster".into(),
+            ));
+        }
+        self.backend
+            .set(backend)
+            .map_err(|_| Error::InvalidArgument("this runtime is already in a cluster".into()))?;
+        if buffer_output {
             self.output.set_buffered();
         }
-        self.cluster
-            .set(session)
-            .map_err(|_| Error::InvalidArgument("this runtime is already in a cluster".into()))
+        Ok(())
     }
 
-    pub(crate) fn session(&self) -> Option<&Arc<Session>> {
-        self.cluster.get()
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        match self.backend.get() {
+            Some(b) => b.as_ref(),
+            None => &Local,
+        }
     }
 
     /// Output a task wrote elsewhere (a cluster's node), shown here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn emit_output(&self, source: &str, stdout: &[u8], stderr: &[u8]) {
         self.output.emit(source, Stream::Stdout, stdout);
         self.output.emit(source, Stream::Stderr, stderr);
     }
 
     /// Output a task or actor wrote since it was last taken (a worker's).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn take_output_of(&self, label: &str) -> (Vec<u8>, Vec<u8>) {
         self.output.take_source(label)
     }
 
-    /// An object's bytes: from this node's store, else from a holder.
+    pub(crate) fn take_output(&self) -> Vec<crate::OutputLine> {
+        self.output.take()
+    }
+
+    /// An object's bytes: from this node's store, else from the backend.
     pub(crate) async fn object_bytes(&self, id: &ObjectId) -> Result<Bytes, Error> {
         match self.store.get(id) {
             Ok(b) => Ok(b),
-            Err(e) => match self.cluster.get() {
-                Some(s) => s.fetch(*id).await,
+            Err(e) => match self.backend().fetch(*id) {
+                Some(fetch) => fetch.await,
                 None => Err(e),
             },
         }
     }
 
-    fn arc(&self) -> Option<Arc<RtInner>> {
+    pub(crate) fn arc(&self) -> Option<Arc<RtInner>> {
         self.me.upgrade()
     }
 
-    fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -214,206 +220,20 @@ impl RtInner {
         })
     }
 
-    pub(crate) fn put(&self, bytes: Bytes) -> ObjectRef {
-        if let Some(s) = self.cluster.get() {
-            return s.put(s.job, bytes);
-        }
-        let id = self.store.put(bytes);
-        ObjectRef::ready(id, self.store.clone())
-    }
-
-    /// Submit a task; the reference comes back at once (in local mode, from
-    /// the driver, the task joins the sequential lane).
-    pub(crate) fn submit(
-        self: &Arc<Self>,
-        comp: Arc<Loaded<RtInner>>,
-        function: &str,
-        args: Vec<Arg<ObjectRef>>,
-        options: TaskOptions,
-    ) -> Result<ObjectRef, Error> {
-        if let Some(s) = self.cluster.get() {
-            comp.info.function(function)?;
-            return s.submit(s.job, comp.id, function, args, &options);
-        }
-        let (result, fut) = self.prepare(comp, function, args, options)?;
-        match &self.lane {
-            Some(lane) => {
-                if lane.send(fut).is_err() {
-                    result.fail(Error::Cancelled("the runtime is shut down".into()));
-                }
-            }
-            None => {
-                self.exec.spawn(fut);
-            }
-        }
-        Ok(result)
-    }
-
-    fn prepare(
-        self: &Arc<Self>,
-        comp: Arc<Loaded<RtInner>>,
-        function: &str,
-        args: Vec<Arg<ObjectRef>>,
-        options: TaskOptions,
-    ) -> Result<(ObjectRef, BoxFuture<'static, ()>), Error> {
-        let func = comp.info.function(function)?.clone();
-        if !self.settings.local_mode {
-            self.admission.check_feasible(&options.resources)?;
-        }
-        let id = TaskId(self.next_id());
-        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        let result = ObjectRef::pending(id, self.store.clone());
-        let cancel = Arc::new(Notify::new());
-        self.tasks.insert(id, cancel.clone());
-        let rt = self.clone();
-        let guard = FailOnDrop(
-            result.clone(),
-            "the task was dropped: the runtime shut down",
-        );
-        let fut = async move {
-            let guard = guard;
-            tokio::select! {
-                biased;
-                _ = cancel.notified() => {
-                    guard.0.fail(Error::Cancelled(format!("{id} was cancelled")));
-                }
-                _ = rt.clone().run_task(id, comp, func, args, options, guard.0.clone()) => {}
-            }
-            rt.tasks.remove(&id);
-        };
-        Ok((result, Box::pin(fut)))
-    }
-
-    async fn run_task(
-        self: Arc<Self>,
-        id: TaskId,
-        comp: Arc<Loaded<RtInner>>,
-        func: Arc<FuncInfo>,
-        args: Vec<Arg<ObjectRef>>,
-        options: TaskOptions,
-        result: ObjectRef,
-    ) {
-        // The lease goes before the result is resolved: whoever waits on
-        // the result finds the task's resources free again.
-        let (out, lease) = self
-            .execute_leased(id, &comp, &func, args, &options, 0, None)
-            .await;
-        drop(lease);
-        match out {
-            Ok(bytes) => {
-                self.counters.finished.fetch_add(1, Ordering::Relaxed);
-                result.resolve(self.store.put(Bytes::from(bytes)));
-            }
-            Err(e) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(task = %id, "failed: {e}");
-                result.fail(e);
-            }
-        }
-    }
-
-    /// Run a task: its arguments fetched, its resources admitted, attempts
-    /// within `max_retries`. `job` names a cluster's job (else 0);
-    /// `on_start` hears when the task got its resources. The task's lease
-    /// comes back with the result: a cluster's worker keeps it until the
-    /// head has heard that the task ended, so that the head never hears of
-    /// the next start first.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn execute_leased(
-        self: &Arc<Self>,
-        id: TaskId,
-        comp: &Arc<Loaded<RtInner>>,
-        func: &FuncInfo,
-        args: Vec<Arg<ObjectRef>>,
-        options: &TaskOptions,
-        job: u64,
-        on_start: Option<Box<dyn FnOnce() + Send>>,
-    ) -> (Result<Vec<u8>, Error>, Option<Arc<Lease>>) {
-        let args = match self.resolve_args(args).await {
-            Ok(a) => a,
-            Err(e) => return (Err(e), None),
-        };
-        let lease = if self.settings.local_mode {
-            None
-        } else {
-            Some(Arc::new(
-                self.admission.lease(options.resources.clone()).await,
-            ))
-        };
-        if let Some(f) = on_start {
-            f();
-        }
-        let label: Arc<str> = Arc::from(id.to_string());
-        let task = if self.cluster.get().is_some() {
-            id.0
-        } else {
-            0
-        };
-        let ctx = TaskCtx {
-            label,
-            lease: lease.clone(),
-            job,
-            task,
-        };
-        let limits = Limits {
-            memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
-            timeout: options.timeout.or(self.settings.default_timeout),
-            fuel: options.fuel.or(self.settings.default_fuel),
-            num_gpus: options.resources.num_gpus(),
-        };
-        let mut attempt = 0u32;
-        loop {
-            let out = self
-                .host
-                .run(comp, func, &args, &limits, self.clone(), ctx.clone())
-                .await;
-            self.emit(&ctx.label, &out);
-            let retry = attempt < options.max_retries
-                && match &out.result {
-                    Ok(bytes) => options.retry_exceptions && is_err_result(func, bytes),
-                    Err(e) => e.is_system() || (options.retry_exceptions && e.is_application()),
-                };
-            if !retry {
-                return (out.result, lease);
-            }
-            attempt += 1;
-            self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            // Back off a little (10 ms, doubling to 640 ms) so that a
-            // passing fault of the node can clear before the next attempt.
-            tokio::time::sleep(Duration::from_millis(10 << (attempt - 1).min(6))).await;
-            match &out.result {
-                Err(e) => tracing::info!(task = %id, "attempt {attempt} failed, retrying: {e}"),
-                Ok(_) => {
-                    tracing::info!(task = %id, "attempt {attempt} returned an error, retrying")
-                }
-            }
-        }
-    }
-
-    /// The concatenated argument bytes, once every dependency is ready.
-    pub(crate) async fn resolve_args(
+    /// The limits of one attempt or actor instance: the options', else the
+    /// runtime's defaults.
+    pub(crate) fn limits(
         &self,
-        mut args: Vec<Arg<ObjectRef>>,
-    ) -> Result<Vec<u8>, Error> {
-        // One value piece (the common case): its bytes as they are, no copy.
-        if let [Arg::Value(_)] = args.as_slice()
-            && let Some(Arg::Value(v)) = args.pop()
-        {
-            return Ok(v);
+        resources: &Resources,
+        timeout: Option<Duration>,
+        fuel: Option<u64>,
+    ) -> Limits {
+        Limits {
+            memory: (resources.memory() > 0).then(|| resources.memory()),
+            timeout: timeout.or(self.settings.default_timeout),
+            fuel: fuel.or(self.settings.default_fuel),
+            num_gpus: resources.num_gpus(),
         }
-        let mut out = Vec::new();
-        for a in args {
-            match a {
-                Arg::Value(v) => out.extend_from_slice(&v),
-                Arg::Ref(r) => {
-                    let id = r.ready_id().await.map_err(|e| {
-                        Error::TaskFailed(format!("its argument {} failed: {e}", r.name()))
-                    })?;
-                    out.extend_from_slice(&self.object_bytes(&id).await?);
-                }
-            }
-        }
-        Ok(out)
     }
 
     pub(crate) fn emit(&self, label: &str, out: &Outcome) {
@@ -427,24 +247,54 @@ impl RtInner {
         }
     }
 
-    pub(crate) fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
-        if let Some(s) = self.cluster.get() {
-            return s.cancel(r);
-        }
-        match r.name() {
-            crate::RefName::Task(id) => {
-                if let Some(n) = self.tasks.get(&id) {
-                    n.notify_one();
-                }
-                Ok(())
-            }
-            crate::RefName::Put(_) => Err(Error::InvalidArgument(
-                "only the result of a task can be cancelled".into(),
-            )),
-        }
+    // ----- the driver's calls (embedding API, command line) -----
+
+    pub(crate) fn put(&self, bytes: Bytes) -> ObjectRef {
+        self.backend().put(self, Caller::Driver, bytes)
     }
 
-    /// Wait for `refs`; the indexes of the first `num_returns` ready, in order.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        comp: Arc<Loaded<RtInner>>,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<ObjectRef, Error> {
+        self.backend()
+            .submit(self, Caller::Driver, comp.id, function, args, options)
+    }
+
+    pub(crate) fn create_actor(
+        self: &Arc<Self>,
+        comp: Arc<Loaded<RtInner>>,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: ActorOptions,
+    ) -> Result<ActorId, Error> {
+        self.backend()
+            .create_actor(self, Caller::Driver, comp.id, class, args, options)
+    }
+
+    pub(crate) fn call_actor(
+        &self,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error> {
+        self.backend()
+            .call_actor(self, Caller::Driver, actor, method, args)
+    }
+
+    pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
+        self.backend().kill_actor(self, actor)
+    }
+
+    pub(crate) fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
+        self.backend().cancel(self, r)
+    }
+
+    /// Wait for `refs`: the indexes of at most `num_returns` ready ones, in
+    /// the order given (Ray's `ray.wait`).
     pub(crate) async fn wait(
         refs: &[ObjectRef],
         num_returns: usize,
@@ -487,262 +337,10 @@ impl RtInner {
         let id = r.ready_id().await?;
         self.object_bytes(&id).await
     }
-
-    // ----- actors -----
-
-    pub(crate) fn create_actor(
-        self: &Arc<Self>,
-        comp: Arc<Loaded<RtInner>>,
-        class: &str,
-        args: Vec<Arg<ObjectRef>>,
-        options: ActorOptions,
-    ) -> Result<ActorId, Error> {
-        if let Some(s) = self.cluster.get() {
-            comp.info.class(class)?;
-            return s.create_actor(s.job, comp.id, class, args, &options);
-        }
-        let id = ActorId(self.next_id());
-        self.create_actor_with_id(id, comp, class, args, options, 0, None)?;
-        Ok(id)
-    }
-
-    /// Start an actor on this node under a given id (a cluster's worker
-    /// uses the head's id); `on_death` hears why it died for good.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create_actor_with_id(
-        self: &Arc<Self>,
-        id: ActorId,
-        comp: Arc<Loaded<RtInner>>,
-        class: &str,
-        args: Vec<Arg<ObjectRef>>,
-        options: ActorOptions,
-        job: u64,
-        on_death: Option<OnDeath>,
-    ) -> Result<(), Error> {
-        let class = comp.info.class(class)?.clone();
-        self.admission.check_feasible(&options.resources)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let status = Arc::new(ActorStatus::default());
-        self.actors.insert(
-            id,
-            ActorEntry {
-                tx,
-                status: status.clone(),
-                abort: Mutex::new(None),
-            },
-        );
-        let actor = ActorLoop {
-            id,
-            rx,
-            current: None,
-            status,
-            job,
-            on_death,
-        };
-        let handle = self
-            .exec
-            .spawn(actor.run(self.clone(), comp, class, args, options));
-        if let Some(entry) = self.actors.get(&id) {
-            *entry.abort.lock() = Some(handle.abort_handle());
-        }
-        Ok(())
-    }
-
-    pub(crate) fn call_actor(
-        &self,
-        actor: ActorId,
-        method: String,
-        args: Vec<Arg<ObjectRef>>,
-    ) -> Result<ObjectRef, Error> {
-        if let Some(s) = self.cluster.get() {
-            return s.call_actor(s.job, actor, method, args);
-        }
-        self.call_actor_local(actor, method, args)
-    }
-
-    /// Queue a call in the mailbox of an actor of this node.
-    pub(crate) fn call_actor_local(
-        &self,
-        actor: ActorId,
-        method: String,
-        args: Vec<Arg<ObjectRef>>,
-    ) -> Result<ObjectRef, Error> {
-        let entry = self
-            .actors
-            .get(&actor)
-            .ok_or_else(|| Error::NotFound(format!("no actor {actor} in this runtime")))?;
-        let result = ObjectRef::pending(TaskId(self.next_id()), self.store.clone());
-        let call = ActorCall {
-            method,
-            args,
-            result: result.clone(),
-        };
-        if entry.tx.send(call).is_err() {
-            result.fail(Error::ActorDied(entry.status.reason(actor)));
-        }
-        Ok(result)
-    }
-
-    pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
-        if let Some(s) = self.cluster.get()
-            && s.node.is_none()
-        {
-            return s.kill_actor(actor);
-        }
-        self.kill_local_actor(actor)
-    }
-
-    fn kill_local_actor(&self, actor: ActorId) -> Result<(), Error> {
-        let entry = self
-            .actors
-            .get(&actor)
-            .ok_or_else(|| Error::NotFound(format!("no actor {actor} in this runtime")))?;
-        entry.status.killed.store(true, Ordering::Relaxed);
-        if let Some(h) = entry.abort.lock().take() {
-            h.abort();
-        }
-        Ok(())
-    }
 }
 
-/// `result<_, _>` results encode `err` as a leading 1.
-pub(crate) fn is_err_result(func: &FuncInfo, bytes: &[u8]) -> bool {
-    matches!(func.results.as_slice(), [ferray_host::Type::Result(_)]) && bytes.first() == Some(&1)
-}
-
-/// One actor's mailbox loop. Dropping it (the actor died, was killed, or the
-/// runtime shut down) fails the call in flight and every queued call.
-struct ActorLoop {
-    id: ActorId,
-    rx: mpsc::UnboundedReceiver<ActorCall>,
-    current: Option<ObjectRef>,
-    status: Arc<ActorStatus>,
-    job: u64,
-    on_death: Option<OnDeath>,
-}
-
-impl Drop for ActorLoop {
-    fn drop(&mut self) {
-        let reason = self.status.reason(self.id);
-        if !self.status.killed.load(Ordering::Relaxed)
-            && let Some(f) = self.on_death.take()
-        {
-            f(reason.clone());
-        }
-        if let Some(r) = self.current.take() {
-            r.fail(Error::ActorDied(reason.clone()));
-        }
-        self.rx.close();
-        while let Ok(call) = self.rx.try_recv() {
-            call.result.fail(Error::ActorDied(reason.clone()));
-        }
-    }
-}
-
-impl ActorLoop {
-    fn die(&self, reason: String) {
-        tracing::warn!(actor = %self.id, "{reason}");
-        *self.status.dead.lock() = Some(reason);
-    }
-
-    async fn run(
-        mut self,
-        rt: Arc<RtInner>,
-        comp: Arc<Loaded<RtInner>>,
-        class: ClassInfo,
-        args: Vec<Arg<ObjectRef>>,
-        options: ActorOptions,
-    ) {
-        let ctor_args = match rt.resolve_args(args).await {
-            Ok(a) => a,
-            Err(e) => return self.die(format!("could not start: {e}")),
-        };
-        let _lease = rt.admission.lease(options.resources.clone()).await;
-        let label: Arc<str> = Arc::from(self.id.to_string());
-        let ctx = TaskCtx {
-            label: label.clone(),
-            lease: None,
-            job: self.job,
-            task: 0,
-        };
-
-        let limits = Limits {
-            memory: (options.resources.memory() > 0).then(|| options.resources.memory()),
-            timeout: options.timeout.or(rt.settings.default_timeout),
-            fuel: options.fuel.or(rt.settings.default_fuel),
-            num_gpus: options.resources.num_gpus(),
-        };
-        let mut instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await
-        {
-            Ok(i) => i,
-            Err(e) => return self.die(format!("died in its constructor: {e}")),
-        };
-        let mut restarts = 0u32;
-        while let Some(call) = self.rx.recv().await {
-            if self.status.killed.load(Ordering::Relaxed) {
-                self.current = Some(call.result);
-                return;
-            }
-            self.current = Some(call.result.clone());
-            let args = match rt.resolve_args(call.args).await {
-                Ok(a) => a,
-                Err(e) => {
-                    call.result.fail(e);
-                    self.current = None;
-                    continue;
-                }
-            };
-            let out = instance.call(&call.method, &args).await;
-            rt.emit(&label, &out);
-            self.current = None;
-            match out.result {
-                Ok(bytes) => call.result.resolve(rt.store.put(Bytes::from(bytes))),
-                Err(e @ (Error::NotFound(_) | Error::InvalidArgument(_))) => call.result.fail(e),
-                Err(e) => {
-                    call.result.fail(e.clone());
-                    if restarts >= options.max_restarts {
-                        return self.die(format!(
-                            "died: {e} (no restarts left, max_restarts = {})",
-                            options.max_restarts
-                        ));
-                    }
-                    restarts += 1;
-                    tracing::info!(actor = %self.id, "restarting ({restarts}/{}) after: {e}", options.max_restarts);
-                    instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx)
-                        .await
-                    {
-                        Ok(i) => i,
-                        Err(e) => {
-                            return self.die(format!("died in its constructor on restart: {e}"));
-                        }
-                    };
-                }
-            }
-        }
-    }
-}
-
-async fn start_instance(
-    rt: &Arc<RtInner>,
-    comp: &Arc<Loaded<RtInner>>,
-    class: &ClassInfo,
-    ctor_args: &[u8],
-    limits: &Limits,
-    ctx: &TaskCtx,
-) -> Result<ferray_host::ActorInstance<RtInner>, Error> {
-    let (made, out) = rt
-        .host
-        .create_actor(
-            comp.clone(),
-            class,
-            ctor_args,
-            limits,
-            rt.clone(),
-            ctx.clone(),
-        )
-        .await;
-    rt.emit(&ctx.label, &out);
-    made
+fn shut_down<T: Send + 'static>() -> BoxFuture<'static, Result<T, Error>> {
+    Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) })
 }
 
 // ----- what guests reach -----
@@ -752,16 +350,13 @@ impl Services for RtInner {
     type Ctx = TaskCtx;
 
     fn put(&self, ctx: &TaskCtx, bytes: Bytes) -> ObjectRef {
-        if let Some(s) = self.cluster.get() {
-            return s.put(ctx.job, bytes);
-        }
-        RtInner::put(self, bytes)
+        self.backend().put(self, ctx.caller, bytes)
     }
 
     fn get(&self, ctx: &TaskCtx, r: &ObjectRef) -> BoxFuture<'static, Result<Bytes, Error>> {
         let (r, ctx) = (r.clone(), ctx.clone());
         let Some(rt) = self.arc() else {
-            return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
+            return shut_down();
         };
         Box::pin(async move {
             let id = match r.state() {
@@ -806,21 +401,26 @@ impl Services for RtInner {
         options: TaskOptions,
     ) -> BoxFuture<'static, Result<ObjectRef, Error>> {
         let Some(rt) = self.arc() else {
-            return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
+            return shut_down();
         };
-        let job = ctx.job;
+        let caller = ctx.caller;
         Box::pin(async move {
-            if let Some(s) = rt.cluster.get() {
-                return s.submit(job, call.component, &call.function, call.args, &options);
-            }
-            let comp = rt.component(&call.component)?;
             if rt.settings.local_mode {
-                // Inline: the task runs to completion before `submit` returns.
+                // Inline: the task runs to completion before `submit`
+                // returns (a local-mode runtime never joins a cluster).
+                let comp = rt.component(&call.component)?;
                 let (result, fut) = rt.prepare(comp, &call.function, call.args, options)?;
                 fut.await;
                 return Ok(result);
             }
-            rt.submit(comp, &call.function, call.args, options)
+            rt.backend().submit(
+                &rt,
+                caller,
+                call.component,
+                &call.function,
+                call.args,
+                options,
+            )
         })
     }
 
@@ -835,15 +435,18 @@ impl Services for RtInner {
         options: ActorOptions,
     ) -> BoxFuture<'static, Result<ActorId, Error>> {
         let Some(rt) = self.arc() else {
-            return Box::pin(async { Err(Error::Cancelled("the runtime is shut down".into())) });
+            return shut_down();
         };
-        let job = ctx.job;
+        let caller = ctx.caller;
         Box::pin(async move {
-            if let Some(s) = rt.cluster.get() {
-                return s.create_actor(job, call.component, &call.function, call.args, &options);
-            }
-            let comp = rt.component(&call.component)?;
-            rt.create_actor(comp, &call.function, call.args, options)
+            rt.backend().create_actor(
+                &rt,
+                caller,
+                call.component,
+                &call.function,
+                call.args,
+                options,
+            )
         })
     }
 
@@ -854,18 +457,14 @@ impl Services for RtInner {
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> BoxFuture<'static, Result<ObjectRef, Error>> {
-        let r = match self.cluster.get() {
-            Some(s) => s.call_actor(ctx.job, actor, method, args),
-            None => RtInner::call_actor(self, actor, method, args),
-        };
+        let r = self
+            .backend()
+            .call_actor(self, ctx.caller, actor, method, args);
         Box::pin(async move { r })
     }
 
     fn kill_actor(&self, _ctx: &TaskCtx, actor: ActorId) -> Result<(), Error> {
-        match self.cluster.get() {
-            Some(s) => s.kill_actor(actor),
-            None => RtInner::kill_local_actor(self, actor),
-        }
+        self.backend().kill_actor(self, actor)
     }
 
     fn ref_id(&self, r: &ObjectRef) -> String {
@@ -883,22 +482,14 @@ async fn blocking<T>(rt: &RtInner, ctx: &TaskCtx, fut: impl std::future::Future<
     let Some(lease) = &ctx.lease else {
         return fut.await;
     };
-    let session = rt.cluster.get().filter(|_| ctx.task != 0);
+    let Caller::Task { task, .. } = ctx.caller else {
+        return fut.await;
+    };
     lease.release_cpus();
-    if let Some(s) = session {
-        s.blocked(ctx.task, true);
-    }
+    rt.backend().blocked(task, true);
     let out = fut.await;
     lease.reacquire_cpus().await;
     // After the node took them back, so that the head mirrors its order.
-    if let Some(s) = session {
-        s.blocked(ctx.task, false);
-    }
+    rt.backend().blocked(task, false);
     out
-}
-
-impl RtInner {
-    pub(crate) fn take_output(&self) -> Vec<crate::OutputLine> {
-        self.output.take()
-    }
 }

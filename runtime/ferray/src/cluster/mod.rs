@@ -3,16 +3,21 @@
 //! command line's view of a head (jobs, state, objects). The head itself is
 //! `ferray-head`.
 
+mod backend;
 mod node;
 pub(crate) mod session;
 mod transfer;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use ferray_core::view::{
+    ActorInfo, ClusterView, JobEvent, JobInfo, JobState, NodeInfo, ObjectInfo, TaskInfo,
+};
 use ferray_core::{ComponentId, Error, ObjectId};
-pub use ferray_proto::v1;
+use ferray_proto::v1;
 use ferray_proto::{HeadClient, id_bytes};
 pub use ferray_proto::{PROTOCOL_VERSION, Token};
 use futures::StreamExt;
@@ -53,6 +58,52 @@ pub fn find_token(given: Option<&str>) -> Result<Token, Error> {
             path.display()
         ))),
     }
+}
+
+/// Join the head at `address` as a client: `rt`'s driver becomes a job of
+/// the cluster, its new work and objects go there, and what its tasks print
+/// comes back to its output.
+pub(crate) async fn connect_client(
+    rt: Arc<crate::runtime::RtInner>,
+    address: &str,
+    token: Token,
+) -> Result<(), Error> {
+    let hello = v1::Hello {
+        protocol: PROTOCOL_VERSION,
+        worker: false,
+        resources: None,
+        object_address: String::new(),
+        name: format!("pid {}", std::process::id()),
+    };
+    let (session, mut down) =
+        session::Session::open(address, token, hello, rt.store.clone()).await?;
+    rt.attach(Arc::new(backend::Remote(session.clone())), false)?;
+    let address = address.to_string();
+    tokio::spawn(async move {
+        let why = loop {
+            match down.next().await {
+                Some(Ok(v1::Down {
+                    msg: Some(v1::down::Msg::Resolved(r)),
+                })) => session.resolved(r),
+                Some(Ok(v1::Down {
+                    msg: Some(v1::down::Msg::Output(o)),
+                })) => rt.emit_output(&o.source, &o.stdout, &o.stderr),
+                Some(Ok(_)) => {}
+                None => break format!("the head at {address} closed the connection"),
+                Some(Err(s)) => {
+                    break format!(
+                        "lost the connection to the head at {address}: {}",
+                        s.message()
+                    );
+                }
+            }
+        };
+        // Pending results fail with the reason; a process that is exiting
+        // (its runtime dropped) needs no warning.
+        tracing::debug!("{why}");
+        session.lose(why);
+    });
+    Ok(())
 }
 
 /// A connection to a head for the command line: jobs, the cluster's state,
@@ -99,23 +150,27 @@ impl Client {
     }
 
     /// Run `function` of an uploaded component as a job's driver.
+    /// `entrypoint` is what the driver holds while it runs.
     pub async fn submit_job(
         &mut self,
         component: ComponentId,
         function: &str,
         args: Vec<String>,
-    ) -> Result<v1::JobInfo, Error> {
-        Ok(self
+        entrypoint: &ferray_core::Resources,
+    ) -> Result<JobInfo, Error> {
+        let info = self
             .head
             .submit_job(v1::JobRequest {
                 component: Bytes::copy_from_slice(component.as_bytes()),
                 function: function.to_string(),
                 args,
                 name: String::new(),
+                entrypoint: Some(ferray_proto::resources_to(entrypoint)),
             })
             .await
             .map_err(status("submitting the job"))?
-            .into_inner())
+            .into_inner();
+        ferray_proto::job_info_from(info)
     }
 
     /// Follow a job: `on_event` sees its log lines, progress and end.
@@ -124,8 +179,8 @@ impl Client {
         &mut self,
         job: u64,
         follow: bool,
-        mut on_event: impl FnMut(v1::job_event::Event),
-    ) -> Result<v1::JobInfo, Error> {
+        mut on_event: impl FnMut(JobEvent),
+    ) -> Result<JobInfo, Error> {
         let mut stream = self
             .head
             .watch_job(v1::JobKey { job, follow })
@@ -134,11 +189,11 @@ impl Client {
             .into_inner();
         loop {
             match stream.next().await {
-                Some(Ok(v1::JobEvent {
-                    event: Some(v1::job_event::Event::Finished(info)),
-                })) => return Ok(info),
-                Some(Ok(v1::JobEvent { event: Some(e) })) => on_event(e),
-                Some(Ok(_)) => {}
+                Some(Ok(e)) => match ferray_proto::job_event_from(e)? {
+                    Some(JobEvent::Finished(info)) => return Ok(info),
+                    Some(e) => on_event(e),
+                    None => {}
+                },
                 Some(Err(s)) => {
                     return Err(Error::System(format!(
                         "lost the head at {} while following job-{job}: {}",
@@ -156,23 +211,24 @@ impl Client {
         }
     }
 
-    pub async fn stop_job(&mut self, job: u64) -> Result<v1::JobInfo, Error> {
-        Ok(self
+    pub async fn stop_job(&mut self, job: u64) -> Result<JobInfo, Error> {
+        let info = self
             .head
             .stop_job(v1::JobKey { job, follow: false })
             .await
             .map_err(status("stopping the job"))?
-            .into_inner())
+            .into_inner();
+        ferray_proto::job_info_from(info)
     }
 
     /// The cluster's state: `what` is nodes, tasks, actors, objects, jobs,
     /// or empty for a summary.
-    pub async fn state(&mut self, what: &str) -> Result<v1::ClusterState, Error> {
+    pub async fn state(&mut self, what: &str) -> Result<ClusterView, Error> {
         let fut = self.head.cluster(v1::ClusterRequest {
             what: what.to_string(),
         });
         match tokio::time::timeout(Duration::from_secs(10), fut).await {
-            Ok(r) => Ok(r.map_err(status("the head"))?.into_inner()),
+            Ok(r) => ferray_proto::cluster_view_from(r.map_err(status("the head"))?.into_inner()),
             Err(_) => Err(Error::System(format!(
                 "the head at {} did not answer within 10s",
                 self.address

@@ -5,22 +5,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+#[cfg(feature = "testing")]
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use ferray_core::{ActorId, Arg, ComponentId, Error, ObjectId, TaskId};
+use ferray_core::{ActorId, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
 use ferray_host::Loaded;
 use ferray_proto::v1::{self, down, up};
 use ferray_proto::{INLINE_MAX, MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, id_bytes};
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use super::backend::Remote;
 use super::session::Session;
 use crate::Runtime;
 use crate::objects::ObjectRef;
-use crate::runtime::{RtInner, is_err_result};
+use crate::runtime::{RtInner, TaskCtx};
 
 /// How a worker joins.
 #[derive(Debug, Clone)]
@@ -32,8 +34,29 @@ pub struct WorkerConfig {
     pub bind: SocketAddr,
     /// A name shown in `ferray list nodes`.
     pub name: String,
-    /// Fault injection for tests: corrupt this many outgoing transfers.
+    /// Fault injection for tests: corrupt this many outgoing transfers
+    /// (only with the `testing` feature; never in a release build).
+    #[cfg(feature = "testing")]
     pub corrupt_transfers: u32,
+}
+
+impl WorkerConfig {
+    /// A worker of the head at `head` whose object server binds `bind`.
+    pub fn new(head: String, token: Token, bind: SocketAddr, name: String) -> Self {
+        WorkerConfig {
+            head,
+            token,
+            bind,
+            name,
+            // Tests make a node corrupt its first transfers with
+            // FERRAY_TESTING_CORRUPT_TRANSFERS=N (the `testing` feature only).
+            #[cfg(feature = "testing")]
+            corrupt_transfers: std::env::var("FERRAY_TESTING_CORRUPT_TRANSFERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// A worker that joined: its node id and object server address.
@@ -83,10 +106,11 @@ pub async fn run_worker(
         inner.store.clone(),
     )
     .await?;
-    inner.attach(session.clone())?;
+    inner.attach(Arc::new(Remote(session.clone())), true)?;
     let node_id = session.node.map_or(0, |n| n.0);
     let objects = NodeObjects {
         store: inner.store.clone(),
+        #[cfg(feature = "testing")]
         corrupt: Arc::new(AtomicU32::new(config.corrupt_transfers)),
     };
     let server = tokio::spawn(
@@ -170,7 +194,7 @@ impl Node {
             },
             down::Msg::StopActor(s) => {
                 self.actors.remove(&s.actor);
-                let _ = self.rt.kill_actor(ActorId(s.actor));
+                let _ = self.rt.kill_actor_here(ActorId(s.actor));
             }
             down::Msg::Cancel(c) => {
                 if let Some(n) = self.running.get(&c.task) {
@@ -240,10 +264,7 @@ impl Node {
             options.max_retries = 0;
             options.retry_exceptions = false;
             let args: Vec<Arg<ObjectRef>> = if a.driver {
-                vec![Arg::Value(crate::api::encode_wave_args(
-                    &func,
-                    &a.wave_args,
-                )?)]
+                vec![Arg::Value(func.encode_wave_args(&a.wave_args)?)]
             } else {
                 a.args
                     .iter()
@@ -251,21 +272,18 @@ impl Node {
                     .map(|x| self.session.arg_from(x))
                     .collect::<Result<_, _>>()?
             };
-            let session = self.session.clone();
-            let started: Box<dyn FnOnce() + Send> = Box::new(move || {
-                session.send(up::Msg::Started(v1::Started { task: t }));
-            });
-            let (out, lease) = self
+            // The head decided to retry (`TaskOptions::should_retry`); the
+            // retry waits the same backoff as on the embedded runtime.
+            if a.attempt > 1 {
+                tokio::time::sleep(ferray_core::retry_backoff(a.attempt - 1)).await;
+            }
+            let (args, lease) = self.rt.admit(args, &options.resources).await?;
+            // The head takes the resources in its view now.
+            self.session.send(up::Msg::Started(v1::Started { task: t }));
+            let ctx = TaskCtx::task(TaskId(t), Some(JobId(a.job)), lease.clone());
+            let out = self
                 .rt
-                .execute_leased(
-                    TaskId(t),
-                    &comp,
-                    &func,
-                    args,
-                    &options,
-                    a.job,
-                    Some(started),
-                )
+                .run_attempts(&ctx, &comp, &func, &args, &options)
                 .await;
             Ok::<_, Error>((func, out, lease))
         };
@@ -289,10 +307,11 @@ impl Node {
         match result {
             Ok((func, Ok(bytes), lease)) => {
                 _lease = lease;
-                done.err_value = is_err_result(&func, &bytes);
+                done.err_value = func.returns_err(&bytes);
                 if a.driver {
-                    done.wave =
-                        crate::api::wave_result(&func, &bytes).unwrap_or_else(|e| format!("<{e}>"));
+                    done.wave = func
+                        .wave_result(&bytes)
+                        .unwrap_or_else(|e| format!("<{e}>"));
                 }
                 done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
             }
@@ -331,18 +350,18 @@ impl Node {
                         error: Some(ferray_proto::error_to(&Error::ActorDied(reason))),
                     }));
                 });
-                me.rt.create_actor_with_id(
+                me.rt.start_actor(
                     a,
                     comp,
                     &s.class,
                     args,
                     options,
-                    s.job,
+                    Some(JobId(s.job)),
                     Some(on_death),
                 )?;
                 if !me.actors.contains_key(&s.actor) {
                     // Stopped while it was starting.
-                    let _ = me.rt.kill_actor(a);
+                    let _ = me.rt.kill_actor_here(a);
                 }
                 Ok::<_, Error>(())
             };
@@ -372,7 +391,7 @@ impl Node {
                     .into_iter()
                     .map(|x| me.session.arg_from(x))
                     .collect::<Result<Vec<_>, _>>();
-                let r = args.and_then(|args| me.rt.call_actor_local(a, c.method.clone(), args));
+                let r = args.and_then(|args| me.rt.call_actor_here(a, c.method.clone(), args));
                 let me2 = me.clone();
                 let label = label.clone();
                 tokio::spawn(async move {
@@ -407,6 +426,7 @@ impl Node {
 pub(crate) struct NodeObjects {
     pub store: Arc<ferray_store::ObjectStore>,
     /// Fault injection for tests: corrupt this many outgoing transfers.
+    #[cfg(feature = "testing")]
     pub corrupt: Arc<AtomicU32>,
 }
 
@@ -415,6 +435,7 @@ impl ferray_proto::ObjectSource for NodeObjects {
         self.store.get(id)
     }
 
+    #[cfg(feature = "testing")]
     fn corrupt_next(&self) -> bool {
         self.corrupt
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))

@@ -4,6 +4,7 @@
 //! next to raw TCP on the same loopback in the same run.
 
 use std::sync::Arc;
+#[cfg(feature = "testing")]
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ pub async fn transfer_gbps(size: usize, secs: f64) -> Result<f64, Error> {
     let addr = listener.local_addr().map_err(sys("no address"))?;
     let svc = NodeObjects {
         store,
+        #[cfg(feature = "testing")]
         corrupt: Arc::new(AtomicU32::new(0)),
     };
     let server = tokio::spawn(

@@ -1,0 +1,174 @@
+//! The seam between a node's core and where new work goes.
+//!
+//! [`RtInner`] runs what it is given (tasks, actors, host calls) with its
+//! host, store and admission. Where a *new* task, actor, call or object goes
+//! is its backend's decision: [`Local`] keeps everything in this process (the
+//! embedded runtime); a cluster session (`cluster::Session`, behind the
+//! `cluster` feature) sends it to the head, and fetches objects this node
+//! lacks from their holders. Nothing in the task, actor and object paths
+//! asks which backend it has.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferray_core::{
+    ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId, TaskOptions,
+};
+use futures::future::BoxFuture;
+
+use crate::objects::{ObjectRef, RefName};
+use crate::runtime::RtInner;
+
+/// Who makes a call: this runtime's own driver (the embedding API, the
+/// command line), or a task or actor running on this node for a job
+/// (`job: None`: this runtime's own job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Driver,
+    Task { job: Option<JobId>, task: TaskId },
+    Actor { job: Option<JobId>, actor: ActorId },
+}
+
+impl Caller {
+    /// The job the call belongs to, when it is not this runtime's own.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn job(self) -> Option<JobId> {
+        match self {
+            Caller::Driver => None,
+            Caller::Task { job, .. } | Caller::Actor { job, .. } => job,
+        }
+    }
+}
+
+/// Where a runtime's new tasks, actors, calls and objects go.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Store bytes; the reference is ready at once.
+    fn put(&self, rt: &RtInner, caller: Caller, bytes: Bytes) -> ObjectRef;
+
+    /// Submit a task of a loaded component; the reference comes back at once.
+    fn submit(
+        &self,
+        rt: &Arc<RtInner>,
+        caller: Caller,
+        comp: ComponentId,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<ObjectRef, Error>;
+
+    fn create_actor(
+        &self,
+        rt: &Arc<RtInner>,
+        caller: Caller,
+        comp: ComponentId,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: ActorOptions,
+    ) -> Result<ActorId, Error>;
+
+    fn call_actor(
+        &self,
+        rt: &RtInner,
+        caller: Caller,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error>;
+
+    fn kill_actor(&self, rt: &RtInner, actor: ActorId) -> Result<(), Error>;
+
+    fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error>;
+
+    /// The bytes of an object this node's store does not hold; `None` when
+    /// there is nowhere else to look.
+    fn fetch(&self, id: ObjectId) -> Option<BoxFuture<'static, Result<Bytes, Error>>>;
+
+    /// A running task of this node lent its CPUs out while it waits
+    /// (`blocked`), or took them back.
+    fn blocked(&self, task: TaskId, blocked: bool);
+
+    /// Make a component that this process loaded runnable where the
+    /// backend runs tasks (a cluster's nodes fetch it from the head).
+    fn publish(&self, id: ComponentId, bytes: Bytes) -> BoxFuture<'static, Result<(), Error>>;
+
+    /// Whether work leaves this process (a cluster).
+    fn is_remote(&self) -> bool;
+}
+
+/// The embedded runtime: everything runs in this process.
+pub(crate) struct Local;
+
+impl Backend for Local {
+    fn put(&self, rt: &RtInner, _: Caller, bytes: Bytes) -> ObjectRef {
+        let id = rt.store.put(bytes);
+        ObjectRef::ready(id, rt.store.clone())
+    }
+
+    fn submit(
+        &self,
+        rt: &Arc<RtInner>,
+        _: Caller,
+        comp: ComponentId,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<ObjectRef, Error> {
+        rt.submit_here(rt.component(&comp)?, function, args, options)
+    }
+
+    fn create_actor(
+        &self,
+        rt: &Arc<RtInner>,
+        _: Caller,
+        comp: ComponentId,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: ActorOptions,
+    ) -> Result<ActorId, Error> {
+        let comp = rt.component(&comp)?;
+        let id = ActorId(rt.next_id());
+        rt.start_actor(id, comp, class, args, options, None, None)?;
+        Ok(id)
+    }
+
+    fn call_actor(
+        &self,
+        rt: &RtInner,
+        _: Caller,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error> {
+        rt.call_actor_here(actor, method, args)
+    }
+
+    fn kill_actor(&self, rt: &RtInner, actor: ActorId) -> Result<(), Error> {
+        rt.kill_actor_here(actor)
+    }
+
+    fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error> {
+        match r.name() {
+            RefName::Task(id) => {
+                rt.cancel_here(id);
+                Ok(())
+            }
+            RefName::Put(_) => Err(Error::InvalidArgument(
+                "only the result of a task can be cancelled".into(),
+            )),
+        }
+    }
+
+    fn fetch(&self, _: ObjectId) -> Option<BoxFuture<'static, Result<Bytes, Error>>> {
+        None
+    }
+
+    fn blocked(&self, _: TaskId, _: bool) {}
+
+    fn publish(&self, _: ComponentId, _: Bytes) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,100 @@
+//! The cluster backend: a node's or a client's new work goes to the head
+//! over its session; objects this node lacks are pulled from their holders.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, ObjectId, TaskId, TaskOptions};
+use futures::future::BoxFuture;
+
+use super::session::Session;
+use crate::backend::{Backend, Caller};
+use crate::objects::ObjectRef;
+use crate::runtime::RtInner;
+
+/// A session with the head as a runtime's backend.
+pub(crate) struct Remote(pub Arc<Session>);
+
+impl Remote {
+    /// The job a call is made for: the caller's, else this session's own
+    /// (a connected client's job).
+    fn job(&self, caller: Caller) -> u64 {
+        caller.job().map_or(self.0.job, |j| j.0)
+    }
+}
+
+impl Backend for Remote {
+    fn put(&self, _: &RtInner, caller: Caller, bytes: Bytes) -> ObjectRef {
+        self.0.put(self.job(caller), bytes)
+    }
+
+    fn submit(
+        &self,
+        rt: &Arc<RtInner>,
+        caller: Caller,
+        comp: ComponentId,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<ObjectRef, Error> {
+        // Refused here, at once, when this process knows the component (a
+        // guest may name one only the head has).
+        if let Some(c) = rt.host.get(&comp) {
+            c.info.function(function)?;
+        }
+        self.0
+            .submit(self.job(caller), comp, function, args, &options)
+    }
+
+    fn create_actor(
+        &self,
+        rt: &Arc<RtInner>,
+        caller: Caller,
+        comp: ComponentId,
+        class: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: ActorOptions,
+    ) -> Result<ActorId, Error> {
+        if let Some(c) = rt.host.get(&comp) {
+            c.info.class(class)?;
+        }
+        self.0
+            .create_actor(self.job(caller), comp, class, args, &options)
+    }
+
+    fn call_actor(
+        &self,
+        _: &RtInner,
+        caller: Caller,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg<ObjectRef>>,
+    ) -> Result<ObjectRef, Error> {
+        self.0.call_actor(self.job(caller), actor, method, args)
+    }
+
+    fn kill_actor(&self, _: &RtInner, actor: ActorId) -> Result<(), Error> {
+        self.0.kill_actor(actor)
+    }
+
+    fn cancel(&self, _: &RtInner, r: &ObjectRef) -> Result<(), Error> {
+        self.0.cancel(r)
+    }
+
+    fn fetch(&self, id: ObjectId) -> Option<BoxFuture<'static, Result<Bytes, Error>>> {
+        Some(self.0.fetch(id))
+    }
+
+    fn blocked(&self, task: TaskId, blocked: bool) {
+        self.0.blocked(task.0, blocked);
+    }
+
+    fn publish(&self, id: ComponentId, bytes: Bytes) -> BoxFuture<'static, Result<(), Error>> {
+        let s = self.0.clone();
+        Box::pin(async move { s.upload(id, bytes).await })
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}

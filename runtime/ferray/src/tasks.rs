@@ -1,0 +1,210 @@
+//! Running tasks on this node: dependencies, admission, attempts within the
+//! retry policy, cancellation. The embedded runtime submits here
+//! ([`RtInner::submit_here`]); a cluster's worker runs the head's
+//! assignments with [`RtInner::admit`] and [`RtInner::run_attempts`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use ferray_core::{Arg, AttemptEnd, Error, Resources, TaskId, TaskOptions, retry_backoff};
+use ferray_host::{FuncInfo, Loaded};
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::objects::ObjectRef;
+use crate::runtime::{RtInner, TaskCtx};
+use crate::sched::Lease;
+
+/// Fails a result that was never resolved (the task was dropped).
+struct FailOnDrop(ObjectRef, &'static str);
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        self.0.fail(Error::Cancelled(self.1.to_string()));
+    }
+}
+
+impl RtInner {
+    /// Submit a task to run on this node; the reference comes back at once
+    /// (in local mode the task joins the sequential lane).
+    pub(crate) fn submit_here(
+        self: &Arc<Self>,
+        comp: Arc<Loaded<RtInner>>,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<ObjectRef, Error> {
+        let (result, fut) = self.prepare(comp, function, args, options)?;
+        match &self.lane {
+            Some(lane) => {
+                if lane.send(fut).is_err() {
+                    result.fail(Error::Cancelled("the runtime is shut down".into()));
+                }
+            }
+            None => {
+                self.exec.spawn(fut);
+            }
+        }
+        Ok(result)
+    }
+
+    /// A task's result and the future that runs it.
+    pub(crate) fn prepare(
+        self: &Arc<Self>,
+        comp: Arc<Loaded<RtInner>>,
+        function: &str,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+    ) -> Result<(ObjectRef, BoxFuture<'static, ()>), Error> {
+        let func = comp.info.function(function)?.clone();
+        if !self.settings.local_mode {
+            self.admission.check_feasible(&options.resources)?;
+        }
+        let id = TaskId(self.next_id());
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let result = ObjectRef::pending(id, self.store.clone());
+        let cancel = Arc::new(Notify::new());
+        self.tasks.insert(id, cancel.clone());
+        let rt = self.clone();
+        let guard = FailOnDrop(
+            result.clone(),
+            "the task was dropped: the runtime shut down",
+        );
+        let fut = async move {
+            let guard = guard;
+            tokio::select! {
+                biased;
+                _ = cancel.notified() => {
+                    guard.0.fail(Error::Cancelled(format!("{id} was cancelled")));
+                }
+                _ = rt.clone().run_task(id, comp, func, args, options, guard.0.clone()) => {}
+            }
+            rt.tasks.remove(&id);
+        };
+        Ok((result, Box::pin(fut)))
+    }
+
+    /// Cancel a task running on this node (its result fails with `Cancelled`).
+    pub(crate) fn cancel_here(&self, id: TaskId) {
+        if let Some(n) = self.tasks.get(&id) {
+            n.notify_one();
+        }
+    }
+
+    async fn run_task(
+        self: Arc<Self>,
+        id: TaskId,
+        comp: Arc<Loaded<RtInner>>,
+        func: Arc<FuncInfo>,
+        args: Vec<Arg<ObjectRef>>,
+        options: TaskOptions,
+        result: ObjectRef,
+    ) {
+        let out = match self.admit(args, &options.resources).await {
+            Ok((args, lease)) => {
+                let ctx = TaskCtx::task(id, None, lease);
+                let out = self.run_attempts(&ctx, &comp, &func, &args, &options).await;
+                // The lease goes before the result is resolved: whoever
+                // waits on the result finds the task's resources free again.
+                drop(ctx);
+                out
+            }
+            Err(e) => Err(e),
+        };
+        match out {
+            Ok(bytes) => {
+                self.counters.finished.fetch_add(1, Ordering::Relaxed);
+                result.resolve(self.store.put(Bytes::from(bytes)));
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(task = %id, "failed: {e}");
+                result.fail(e);
+            }
+        }
+    }
+
+    /// A task's argument bytes once every dependency is ready, and its
+    /// resources once this node's admission grants them (none in local
+    /// mode). The lease is the task's until it is dropped.
+    pub(crate) async fn admit(
+        &self,
+        args: Vec<Arg<ObjectRef>>,
+        demand: &Resources,
+    ) -> Result<(Vec<u8>, Option<Arc<Lease>>), Error> {
+        let args = self.resolve_args(args).await?;
+        let lease = if self.settings.local_mode {
+            None
+        } else {
+            Some(Arc::new(self.admission.lease(demand.clone()).await))
+        };
+        Ok((args, lease))
+    }
+
+    /// Run an admitted task: attempts within the retry policy
+    /// ([`TaskOptions::should_retry`]), backing off between them.
+    pub(crate) async fn run_attempts(
+        self: &Arc<Self>,
+        ctx: &TaskCtx,
+        comp: &Arc<Loaded<RtInner>>,
+        func: &FuncInfo,
+        args: &[u8],
+        options: &TaskOptions,
+    ) -> Result<Vec<u8>, Error> {
+        let limits = self.limits(&options.resources, options.timeout, options.fuel);
+        let mut attempts = 0u32;
+        loop {
+            let out = self
+                .host
+                .run(comp, func, args, &limits, self.clone(), ctx.clone())
+                .await;
+            self.emit(&ctx.label, &out);
+            attempts += 1;
+            let end = match &out.result {
+                Ok(bytes) if func.returns_err(bytes) => AttemptEnd::ErrValue,
+                Ok(_) => AttemptEnd::Value,
+                Err(e) => AttemptEnd::Failed(e),
+            };
+            if !options.should_retry(attempts, end) {
+                return out.result;
+            }
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            match &out.result {
+                Err(e) => {
+                    tracing::info!(task = %ctx.label, "attempt {attempts} failed, retrying: {e}")
+                }
+                Ok(_) => {
+                    tracing::info!(task = %ctx.label, "attempt {attempts} returned an error, retrying")
+                }
+            }
+            tokio::time::sleep(retry_backoff(attempts)).await;
+        }
+    }
+
+    /// The concatenated argument bytes, once every dependency is ready.
+    pub(crate) async fn resolve_args(
+        &self,
+        mut args: Vec<Arg<ObjectRef>>,
+    ) -> Result<Vec<u8>, Error> {
+        // One value piece (the common case): its bytes as they are, no copy.
+        if let [Arg::Value(_)] = args.as_slice()
+            && let Some(Arg::Value(v)) = args.pop()
+        {
+            return Ok(v);
+        }
+        let mut out = Vec::new();
+        for a in args {
+            match a {
+                Arg::Value(v) => out.extend_from_slice(&v),
+                Arg::Ref(r) => {
+                    let id = r.ready_id().await.map_err(|e| {
+                        Error::TaskFailed(format!("its argument {} failed: {e}", r.name()))
+                    })?;
+                    out.extend_from_slice(&self.object_bytes(&id).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
