@@ -8,8 +8,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferray::cluster::{Client, Token, WorkerConfig, find_token, state_dir, token_file, v1};
-use ferray::{OutputMode, Runtime, RuntimeBuilder, parse_size};
+use ferray::OutputMode;
+use ferray::cluster::{
+    Client, JobEvent, JobInfo, JobState, Token, WorkerConfig, find_token, state_dir, token_file,
+};
+use ferray::{NodeId, Resources};
+
+use crate::args::{self, EntrypointArgs, NodeArgs};
 
 /// `ferray start`.
 #[derive(clap::Args, Debug)]
@@ -26,30 +31,14 @@ pub struct StartArgs {
     /// The address this node listens on and announces.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     node_ip_address: std::net::IpAddr,
-    /// CPUs this node offers (default: its cores).
-    #[arg(long, value_name = "N")]
-    num_cpus: Option<f64>,
-    /// GPUs this node offers (default: the adapters found).
-    #[arg(long, value_name = "N")]
-    num_gpus: Option<f64>,
-    /// Count a software GPU adapter (Mesa's llvmpipe) as a GPU.
-    #[arg(long)]
-    allow_software_gpu: bool,
-    /// Custom resources, as JSON: '{"tpu": 2}'.
-    #[arg(long, value_name = "JSON")]
-    resources: Option<String>,
-    /// Memory this node offers to tasks that ask for it, like 8GiB.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
-    memory: Option<u64>,
-    /// Bytes of objects kept in memory before spilling to disk.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
-    object_store_memory: Option<u64>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// The cluster token (default: FERRAY_TOKEN, else the head's token file;
     /// a head without one makes one).
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
     /// A head: declare a worker dead after this long without a heartbeat.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = args::duration)]
     node_timeout: Duration,
     /// A head: do not run a worker in the head's process.
     #[arg(long)]
@@ -60,14 +49,6 @@ pub struct StartArgs {
     /// Stay in the foreground until interrupted.
     #[arg(long)]
     block: bool,
-}
-
-fn size(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    ferray::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Address and credentials of cluster commands.
@@ -120,6 +101,8 @@ pub struct SubmitArgs {
     /// Print the job id and return at once.
     #[arg(long)]
     no_wait: bool,
+    #[command(flatten)]
+    entrypoint: EntrypointArgs,
     /// The component (.wasm).
     component: PathBuf,
     /// The exported function to run as the job's driver.
@@ -246,26 +229,14 @@ pub fn start(args: StartArgs) -> Result<ExitCode> {
     if !args.block {
         return start_in_background();
     }
-    let custom: Vec<(String, f64)> = match &args.resources {
-        None => Vec::new(),
-        Some(json) => parse_resources(json)?,
-    };
     let pid_file = nodes_dir().join(std::process::id().to_string());
     let result = if args.head {
-        run_head(&args, &custom, &pid_file)
+        run_head(&args, &pid_file)
     } else {
-        run_worker_node(&args, &custom, &pid_file)
+        run_worker_node(&args, &pid_file)
     };
     let _ = std::fs::remove_file(&pid_file);
     result
-}
-
-/// `{"tpu": 2, "fpga": 0.5}` as pairs.
-fn parse_resources(json: &str) -> Result<Vec<(String, f64)>> {
-    let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(json).map_err(|e| {
-        anyhow::anyhow!("--resources takes a JSON object of amounts like '{{\"tpu\": 2}}': {e}")
-    })?;
-    Ok(map.into_iter().collect())
 }
 
 /// Re-run this command with `--block` as a background process, wait until
@@ -303,9 +274,9 @@ fn start_in_background() -> Result<ExitCode> {
         }
         if pid_file.exists() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            print!("{text}");
-            println!("  log: {}", log_path.display());
-            println!("  stop it with: ferray stop");
+            out!("{text}");
+            outln!("  log: {}", log_path.display());
+            outln!("  stop it with: ferray stop");
             return Ok(ExitCode::SUCCESS);
         }
         if Instant::now() > deadline {
@@ -317,35 +288,6 @@ fn start_in_background() -> Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn builder(args: &StartArgs, custom: &[(String, f64)]) -> RuntimeBuilder {
-    let mut b = Runtime::builder()
-        .output(OutputMode::Discard)
-        .allow_software_gpu(args.allow_software_gpu);
-    if let Some(n) = args.num_cpus {
-        b = b.num_cpus(n);
-    }
-    if let Some(n) = args.num_gpus {
-        b = b.num_gpus(n);
-    }
-    if let Some(m) = args.memory {
-        b = b.memory(m);
-    }
-    if let Some(m) = args.object_store_memory {
-        b = b.object_store_memory(m);
-    }
-    for (k, v) in custom {
-        b = b.resource(k, *v);
-    }
-    b
-}
-
-fn corrupt_for_testing() -> u32 {
-    std::env::var("FERRAY_TESTING_CORRUPT_TRANSFERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn shutdown_signal() {
@@ -360,7 +302,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Result<ExitCode> {
+fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     let token = match args
         .token
         .as_deref()
@@ -384,7 +326,7 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
             token: token.clone(),
             node_timeout: args.node_timeout,
             store: ferray_store::StoreConfig {
-                memory_capacity: args.object_store_memory.unwrap_or(2 << 30),
+                memory_capacity: args.node.object_store_memory.unwrap_or(2 << 30),
                 spill_dir: None,
             },
         },
@@ -398,24 +340,23 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
     let worker = if args.no_worker {
         None
     } else {
-        let rt = builder(args, custom).build_sync()?;
-        let cfg = WorkerConfig {
-            head: address.clone(),
-            token: token.clone(),
-            bind: SocketAddr::new(args.node_ip_address, 0),
-            name: format!("head pid {}", std::process::id()),
-            corrupt_transfers: corrupt_for_testing(),
-        };
+        let rt = args.node.builder(OutputMode::Discard).build_sync()?;
+        let cfg = WorkerConfig::new(
+            address.clone(),
+            token.clone(),
+            SocketAddr::new(args.node_ip_address, 0),
+            format!("head pid {}", std::process::id()),
+        );
         Some((rt, cfg))
     };
-    println!("ferray head started at {address}");
-    println!("  join it:      ferray start --address {address}");
-    println!("  submit a job: ferray submit --address {address} COMPONENT.wasm FUNCTION [ARG...]");
-    println!(
+    outln!("ferray head started at {address}");
+    outln!("  join it:      ferray start --address {address}");
+    outln!("  submit a job: ferray submit --address {address} COMPONENT.wasm FUNCTION [ARG...]");
+    outln!(
         "  token:        {} (owner-only; others pass --token or FERRAY_TOKEN)",
         tfile.display()
     );
-    println!("  dashboard:    none (use `ferray status --address {address}`)");
+    outln!("  dashboard:    none (use `ferray status --address {address}`)");
     let out = match worker {
         Some((rt, cfg)) => {
             let pid_file = pid_file.to_path_buf();
@@ -424,9 +365,9 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
                 &rt,
                 cfg,
                 move |j| {
-                    println!(
+                    outln!(
                         "  this process is also {} (objects at {})",
-                        node_name(j.node),
+                        NodeId(j.node),
                         j.object_address
                     );
                     let _ = std::io::stdout().flush();
@@ -449,49 +390,36 @@ fn run_head(args: &StartArgs, custom: &[(String, f64)], pid_file: &Path) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn node_name(id: u64) -> String {
-    format!("node-{id}")
-}
-
 /// A table cell naming a node, `-` for none.
-fn node_cell(id: u64) -> String {
-    if id == 0 {
-        "-".to_string()
-    } else {
-        node_name(id)
-    }
+fn node_cell(id: Option<NodeId>) -> String {
+    id.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
-fn print_jobs(jobs: &[v1::JobInfo]) {
-    println!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
+fn print_jobs(jobs: &[JobInfo]) {
+    outln!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
     for j in jobs {
-        println!(
+        outln!(
             "{:<8} {:<10} {:>13}  {}",
-            format!("job-{}", j.job),
-            j.state,
+            j.job.to_string(),
+            j.state.name(),
             format!("{}/{}", j.tasks_done, j.tasks_total),
             j.entrypoint
         );
     }
 }
 
-fn run_worker_node(
-    args: &StartArgs,
-    custom: &[(String, f64)],
-    pid_file: &Path,
-) -> Result<ExitCode> {
+fn run_worker_node(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     let Some(address) = &args.address else {
         bail!("--address is required");
     };
     let token = find_token(args.token.as_deref())?;
-    let rt = builder(args, custom).build_sync()?;
-    let cfg = WorkerConfig {
-        head: address.clone(),
+    let rt = args.node.builder(OutputMode::Discard).build_sync()?;
+    let cfg = WorkerConfig::new(
+        address.clone(),
         token,
-        bind: SocketAddr::new(args.node_ip_address, 0),
-        name: format!("worker pid {}", std::process::id()),
-        corrupt_transfers: corrupt_for_testing(),
-    };
+        SocketAddr::new(args.node_ip_address, 0),
+        format!("worker pid {}", std::process::id()),
+    );
     let pid_file = pid_file.to_path_buf();
     let addr = address.clone();
     let total = rt.stats().resources_total;
@@ -499,9 +427,9 @@ fn run_worker_node(
         &rt,
         cfg,
         move |j| {
-            println!(
+            outln!(
                 "ferray worker {} joined the head at {addr} ({} CPUs, {} GPUs; objects at {})",
-                node_name(j.node),
+                NodeId(j.node),
                 total.num_cpus(),
                 total.num_gpus(),
                 j.object_address
@@ -520,7 +448,7 @@ pub fn stop() -> Result<ExitCode> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(_) => {
-            println!("no ferray nodes were started on this machine");
+            outln!("no ferray nodes were started on this machine");
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -554,7 +482,7 @@ pub fn stop() -> Result<ExitCode> {
         }
         let _ = std::fs::remove_file(path);
     }
-    println!("stopped {} ferray node process(es)", pids.len());
+    outln!("stopped {} ferray node process(es)", pids.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -571,11 +499,16 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         let mut c = args.connect.client().await?;
         let comp = c.upload(bytes.into()).await?;
         let info = c
-            .submit_job(comp, &args.function, args.args.clone())
+            .submit_job(
+                comp,
+                &args.function,
+                args.args.clone(),
+                &args.entrypoint.resources()?,
+            )
             .await?;
-        let job = info.job;
+        let job = info.job.0;
         if args.no_wait {
-            println!("job-{job}");
+            outln!("job-{job}");
             return Ok(ExitCode::SUCCESS);
         }
         eprintln!("submitted job-{job} to {}", c.address());
@@ -584,22 +517,22 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         let mut pending_progress: Option<(u64, u64)> = None;
         let info = c
             .watch_job(job, true, |e| match e {
-                v1::job_event::Event::Log(l) => {
+                JobEvent::Log(l) => {
                     if tty && pending_progress.is_some() {
                         eprint!("\r\x1b[K");
                     }
                     eprintln!("{l}");
                 }
-                v1::job_event::Event::Progress(p) => {
-                    pending_progress = Some((p.done, p.total));
+                JobEvent::Progress { done, total } => {
+                    pending_progress = Some((done, total));
                     if tty {
-                        eprint!("\r\x1b[Kjob-{job}: {}/{} tasks done", p.done, p.total);
+                        eprint!("\r\x1b[Kjob-{job}: {done}/{total} tasks done");
                     } else if last_print.elapsed() > Duration::from_secs(1) {
-                        eprintln!("job-{job}: {}/{} tasks done", p.done, p.total);
+                        eprintln!("job-{job}: {done}/{total} tasks done");
                         last_print = Instant::now();
                     }
                 }
-                v1::job_event::Event::Finished(_) => {}
+                JobEvent::Finished(_) => {}
             })
             .await?;
         if tty {
@@ -607,7 +540,7 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         }
         eprintln!(
             "job-{job} {}: {}/{} tasks done",
-            info.state.to_lowercase(),
+            info.state.name().to_lowercase(),
             info.tasks_done,
             info.tasks_total
         );
@@ -616,21 +549,21 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
 }
 
 /// Print a finished job's result (or error) and its exit status.
-fn finish(info: &v1::JobInfo) -> Result<ExitCode> {
-    match info.state.as_str() {
-        "SUCCEEDED" => {
+fn finish(info: &JobInfo) -> Result<ExitCode> {
+    match info.state {
+        JobState::Succeeded => {
             if !info.result.is_empty() {
-                println!("{}", info.result);
+                outln!("{}", info.result);
             }
             Ok(ExitCode::SUCCESS)
         }
-        "FAILED" if info.err_value => {
-            println!("{}", info.result);
+        JobState::Failed if info.err_value => {
+            outln!("{}", info.result);
             Ok(ExitCode::FAILURE)
         }
-        "FAILED" => bail!("job-{} failed: {}", info.job, info.error),
-        "STOPPED" => bail!("job-{} was stopped", info.job),
-        other => bail!("job-{} is {other}", info.job),
+        JobState::Failed => bail!("{} failed: {}", info.job, info.error),
+        JobState::Stopped => bail!("{} was stopped", info.job),
+        other => bail!("{} is {other}", info.job),
     }
 }
 
@@ -647,14 +580,14 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
                 let id = job_id(&a.job)?;
                 let mut c = a.connect.client().await?;
                 let info = c.watch_job(id, false, |_| {}).await?;
-                println!("job-{}: {}", info.job, info.state);
-                println!("  entrypoint: {}", info.entrypoint);
-                println!("  tasks: {}/{} done", info.tasks_done, info.tasks_total);
+                outln!("{}: {}", info.job, info.state);
+                outln!("  entrypoint: {}", info.entrypoint);
+                outln!("  tasks: {}/{} done", info.tasks_done, info.tasks_total);
                 if !info.result.is_empty() {
-                    println!("  result: {}", info.result);
+                    outln!("  result: {}", info.result);
                 }
                 if !info.error.is_empty() {
-                    println!("  error: {}", info.error);
+                    outln!("  error: {}", info.error);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -662,8 +595,8 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
                 let id = job_id(&a.job)?;
                 let mut c = a.connect.client().await?;
                 c.watch_job(id, a.follow, |e| {
-                    if let v1::job_event::Event::Log(l) = e {
-                        println!("{l}");
+                    if let JobEvent::Log(l) = e {
+                        outln!("{l}");
                     }
                 })
                 .await?;
@@ -673,18 +606,22 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
                 let id = job_id(&a.job)?;
                 let mut c = a.connect.client().await?;
                 let info = c.stop_job(id).await?;
-                println!("job-{}: {}", info.job, info.state);
+                outln!("{}: {}", info.job, info.state);
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
 }
 
-fn res(r: &Option<v1::Resources>) -> (f64, f64, u64, String) {
-    let r = r.clone().unwrap_or_default();
-    let mut custom: Vec<String> = r.custom.iter().map(|(k, v)| format!("{k}={v}")).collect();
+/// CPUs, GPUs and custom resources (`name=amount,...`).
+fn res(r: &Resources) -> (f64, f64, String) {
+    let mut custom: Vec<String> = r.custom().map(|(k, v)| format!("{k}={v}")).collect();
     custom.sort();
-    (r.cpus, r.gpus, r.memory, custom.join(","))
+    (r.num_cpus(), r.num_gpus(), custom.join(","))
+}
+
+fn alive(alive: bool) -> &'static str {
+    if alive { "ALIVE" } else { "DEAD" }
 }
 
 pub fn status(c: ConnectArgs) -> Result<ExitCode> {
@@ -692,22 +629,22 @@ pub fn status(c: ConnectArgs) -> Result<ExitCode> {
     exec.block_on(async {
         let mut client = c.client().await?;
         let st = client.state("nodes").await?;
-        println!("cluster at {} (head {})", client.address(), st.head_version);
-        println!("nodes:");
+        outln!("cluster at {} (head {})", client.address(), st.head_version);
+        outln!("nodes:");
         let (mut used_cpu, mut total_cpu, mut used_gpu, mut total_gpu) = (0.0, 0.0, 0.0, 0.0);
         for n in &st.nodes {
-            let (tc, tg, _, custom) = res(&n.total);
-            let (fc, fg, _, _) = res(&n.available);
-            if n.state == "ALIVE" {
+            let (tc, tg, custom) = res(&n.total);
+            let (fc, fg, _) = res(n.available.as_ref().unwrap_or(&Resources::default()));
+            if n.alive {
                 used_cpu += tc - fc;
                 total_cpu += tc;
                 used_gpu += tg - fg;
                 total_gpu += tg;
             }
-            println!(
+            outln!(
                 "  node-{:<4} {:<6} {:<22} CPU {}/{}  GPU {}/{}  running {}{}",
-                n.id,
-                n.state,
+                n.id.0,
+                alive(n.alive),
                 n.address,
                 tc - fc,
                 tc,
@@ -721,22 +658,19 @@ pub fn status(c: ConnectArgs) -> Result<ExitCode> {
                 }
             );
         }
-        println!("resources used: {used_cpu}/{total_cpu} CPU, {used_gpu}/{total_gpu} GPU");
-        println!("tasks by state:");
+        outln!("resources used: {used_cpu}/{total_cpu} CPU, {used_gpu}/{total_gpu} GPU");
+        outln!("tasks by state:");
         let mut states: Vec<_> = st.task_states.iter().collect();
         states.sort();
         if states.is_empty() {
-            println!("  (none)");
+            outln!("  (none)");
         }
         for (s, n) in states {
-            println!("  {s}: {n}");
+            outln!("  {s}: {n}");
         }
         let jobs = client.state("jobs").await?.jobs;
-        let running = jobs
-            .iter()
-            .filter(|j| j.state == "RUNNING" || j.state == "PENDING")
-            .count();
-        println!("jobs: {} ({} running)", jobs.len(), running);
+        let running = jobs.iter().filter(|j| !j.state.finished()).count();
+        outln!("jobs: {} ({} running)", jobs.len(), running);
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -748,16 +682,21 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
         let st = c.state(&a.what).await?;
         match a.what.as_str() {
             "nodes" => {
-                println!(
+                outln!(
                     "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  NAME",
-                    "NODE", "STATE", "ADDRESS", "CPUS", "GPUS", "RUNNING"
+                    "NODE",
+                    "STATE",
+                    "ADDRESS",
+                    "CPUS",
+                    "GPUS",
+                    "RUNNING"
                 );
                 for n in st.nodes {
-                    let (tc, tg, _, _) = res(&n.total);
-                    println!(
+                    let (tc, tg, _) = res(&n.total);
+                    outln!(
                         "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  {}",
-                        node_name(n.id),
-                        n.state,
+                        n.id.to_string(),
+                        alive(n.alive),
                         n.address,
                         tc,
                         tg,
@@ -767,16 +706,20 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                 }
             }
             "tasks" => {
-                println!(
+                outln!(
                     "{:<16} {:<8} {:<26} {:<10} {:>8}  FUNCTION",
-                    "TASK", "JOB", "STATE", "NODE", "ATTEMPTS"
+                    "TASK",
+                    "JOB",
+                    "STATE",
+                    "NODE",
+                    "ATTEMPTS"
                 );
                 for t in st.tasks {
                     let node = node_cell(t.node);
-                    println!(
+                    outln!(
                         "{:<16} {:<8} {:<26} {:<10} {:>8}  {}",
-                        format!("task-{}", t.id),
-                        format!("job-{}", t.job),
+                        t.id.to_string(),
+                        t.job.to_string(),
                         t.state,
                         node,
                         t.attempts,
@@ -785,16 +728,20 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                 }
             }
             "actors" => {
-                println!(
+                outln!(
                     "{:<16} {:<8} {:<8} {:<10} {:>8}  CLASS",
-                    "ACTOR", "JOB", "STATE", "NODE", "RESTARTS"
+                    "ACTOR",
+                    "JOB",
+                    "STATE",
+                    "NODE",
+                    "RESTARTS"
                 );
                 for x in st.actors {
                     let node = node_cell(x.node);
-                    println!(
+                    outln!(
                         "{:<16} {:<8} {:<8} {:<10} {:>8}  {}",
-                        format!("actor-{}", x.id),
-                        format!("job-{}", x.job),
+                        x.id.to_string(),
+                        x.job.to_string(),
                         x.state,
                         node,
                         x.restarts,
@@ -803,28 +750,32 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
                 }
             }
             "objects" => {
-                println!(
+                outln!(
                     "{:<64} {:>12} {:<7} {:<16} NODES",
-                    "OBJECT", "SIZE", "INLINE", "MADE BY"
+                    "OBJECT",
+                    "SIZE",
+                    "INLINE",
+                    "MADE BY"
                 );
                 for o in st.objects {
                     let nodes: Vec<String> = o
                         .nodes
                         .iter()
                         .map(|n| {
-                            if *n == 0 {
+                            if n.0 == 0 {
                                 "head".into()
                             } else {
-                                node_name(*n)
+                                n.to_string()
                             }
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{:<64} {:>12} {:<7} {:<16} {}",
                         o.id,
                         o.size,
                         if o.inline { "yes" } else { "no" },
-                        o.made_by,
+                        o.made_by
+                            .map_or_else(|| "put".to_string(), |t| t.to_string()),
                         nodes.join(",")
                     );
                 }
@@ -842,7 +793,7 @@ pub fn put(a: PutArgs) -> Result<ExitCode> {
     exec.block_on(async {
         let mut c = a.connect.client().await?;
         let id = c.put(bytes.into()).await?;
-        println!("{}", id.to_hex());
+        outln!("{}", id.to_hex());
         Ok(ExitCode::SUCCESS)
     })
 }

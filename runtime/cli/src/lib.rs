@@ -3,6 +3,22 @@
 //! `status`, `list`, `put`, `get`), and `microbenchmark` either. Errors are
 //! one clear line on stderr and a non-zero exit status.
 
+/// `println!` that ends the process quietly when stdout was closed
+/// (`ferray inspect x.wasm | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!`, quiet on a closed stdout as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), false)
+    };
+}
+
+mod args;
 mod cluster;
 
 use std::path::PathBuf;
@@ -10,7 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ferray::{OutputMode, Runtime, RuntimeBuilder, parse_duration, parse_size};
+use ferray::{OutputMode, Runtime};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,36 +75,28 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// CPUs tasks may hold at once (default: this machine's cores).
-    #[arg(long, value_name = "N")]
-    num_cpus: Option<f64>,
-    /// GPUs tasks may hold at once (default: the GPU adapters found).
-    #[arg(long, value_name = "N")]
-    num_gpus: Option<f64>,
-    /// Count a software GPU adapter (Mesa's llvmpipe) as a GPU.
-    #[arg(long)]
-    allow_software_gpu: bool,
+    #[command(flatten)]
+    node: args::NodeArgs,
+    #[command(flatten)]
+    entrypoint: args::EntrypointArgs,
     /// Run tasks inline and in order, deterministically (Ray's local_mode).
     #[arg(long)]
     local_mode: bool,
     /// Wall-clock limit of each task attempt, like 500ms, 30s, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = args::duration)]
     timeout: Option<std::time::Duration>,
     /// Memory cap of each guest instance, like 64MiB, 2GiB (default 1GiB).
-    #[arg(long, value_name = "SIZE", value_parser = size)]
+    #[arg(long, value_name = "SIZE", value_parser = args::size)]
     memory_limit: Option<u64>,
     /// Fuel of each task attempt (turns fuel metering on).
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
     /// Grant an environment variable to guests.
-    #[arg(long = "env", value_name = "K=V", value_parser = key_value)]
+    #[arg(long = "env", value_name = "K=V", value_parser = args::key_value)]
     env: Vec<(String, String)>,
     /// Grant a host directory to guests at a guest path.
-    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = dir_grant)]
+    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = args::dir_grant)]
     dirs: Vec<(PathBuf, String)>,
-    /// Bytes of objects kept in memory before spilling to disk.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
-    object_store_memory: Option<u64>,
     /// The component (.wasm).
     component: PathBuf,
     /// The exported function: its name, or `interface.name`.
@@ -114,30 +122,6 @@ struct BenchArgs {
     filter: Option<String>,
 }
 
-fn duration(s: &str) -> Result<std::time::Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
-}
-
-fn size(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not K=V")),
-    }
-}
-
-fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
-    match s.split_once("::") {
-        Some((h, g)) if !h.is_empty() && !g.is_empty() => Ok((PathBuf::from(h), g.to_string())),
-        _ => Err(format!(
-            "`{s}` is not HOST::GUEST (for example `./data::/data`)"
-        )),
-    }
-}
-
 /// Parse the command line, run it, and turn any error into one line on
 /// stderr and exit status 1.
 pub fn main() -> ExitCode {
@@ -160,6 +144,32 @@ pub fn main() -> ExitCode {
             }
             eprintln!("error: {text}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Write to stdout; a reader that went away (a closed pipe) ends the
+/// process at once and quietly, with the status a shell gives a process
+/// killed by SIGPIPE (141), as `cat` and `ls` do.
+pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| if newline { Ok(()) } else { out.flush() });
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
         }
     }
 }
@@ -240,16 +250,10 @@ fn read_component(path: &PathBuf) -> Result<Vec<u8>> {
 
 fn run_component(args: RunArgs) -> Result<ExitCode> {
     let bytes = read_component(&args.component)?;
-    let mut b: RuntimeBuilder = Runtime::builder()
-        .output(OutputMode::Stderr)
-        .local_mode(args.local_mode)
-        .allow_software_gpu(args.allow_software_gpu);
-    if let Some(n) = args.num_cpus {
-        b = b.num_cpus(n);
-    }
-    if let Some(n) = args.num_gpus {
-        b = b.num_gpus(n);
-    }
+    let mut b = args
+        .node
+        .builder(OutputMode::Stderr)
+        .local_mode(args.local_mode);
     if let Some(t) = args.timeout {
         b = b.timeout(t);
     }
@@ -258,9 +262,6 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(f) = args.fuel {
         b = b.fuel(f);
-    }
-    if let Some(m) = args.object_store_memory {
-        b = b.object_store_memory(m);
     }
     for (k, v) in &args.env {
         b = b.env(k, v);
@@ -272,11 +273,15 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
     let comp = rt
         .load_bytes_sync(&bytes)
         .with_context(|| format!("cannot load {}", args.component.display()))?;
-    let text = rt.block_on(comp.call_wave(&args.function, &args.args))?;
-    if !text.is_empty() {
-        println!("{text}");
+    let driver = ferray::TaskOptions {
+        resources: args.entrypoint.resources()?,
+        ..ferray::TaskOptions::default()
+    };
+    let out = rt.block_on(comp.call_wave(&args.function, &args.args, driver))?;
+    if !out.text.is_empty() {
+        outln!("{}", out.text);
     }
-    if comp.is_err_result(&args.function, &text) {
+    if out.is_err {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -292,16 +297,16 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
     let info = rt
         .inspect(&bytes)
         .with_context(|| format!("cannot inspect {}", path.display()))?;
-    println!("component: {}", path.display());
-    println!("digest: {}", info.id);
-    println!("size: {} bytes", info.size);
-    println!("exports:");
+    outln!("component: {}", path.display());
+    outln!("digest: {}", info.id);
+    outln!("size: {} bytes", info.size);
+    outln!("exports:");
     for line in info.info.export_lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
-    println!("imports:");
+    outln!("imports:");
     for name in &info.info.imports {
-        println!("  {name}");
+        outln!("  {name}");
     }
     if info
         .info
@@ -309,9 +314,7 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
         .iter()
         .any(|n| n.starts_with("ferray:runtime/gpu"))
     {
-        println!(
-            "gpu: yes (imports ferray:runtime/gpu; submit its GPU functions with num_gpus > 0)"
-        );
+        outln!("gpu: yes (imports ferray:runtime/gpu; submit its GPU functions with num_gpus > 0)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -326,11 +329,11 @@ fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
     };
     let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     let mut lines = ferray::bench::run_all(&target, args.scale, args.filter.as_deref(), |line| {
-        println!("{line}")
+        outln!("{line}")
     })?;
     if wanted("scheduler_placements_100_nodes") {
         let rate = scheduler_placements(args.scale);
-        println!(
+        outln!(
             "{}",
             ferray::bench::line("scheduler_placements_100_nodes", rate, "per_second")
         );

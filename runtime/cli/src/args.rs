@@ -1,0 +1,123 @@
+//! Arguments several commands share: the value parsers, what a node offers
+//! (`run` and `start`), and what a job's driver holds (`run` and `submit`,
+//! Ray's `--entrypoint-num-cpus` and friends).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use ferray::{OutputMode, Resources, Runtime, RuntimeBuilder, parse_duration, parse_size};
+
+pub(crate) fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not K=V")),
+    }
+}
+
+pub(crate) fn dir_grant(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once("::") {
+        Some((h, g)) if !h.is_empty() && !g.is_empty() => Ok((PathBuf::from(h), g.to_string())),
+        _ => Err(format!(
+            "`{s}` is not HOST::GUEST (for example `./data::/data`)"
+        )),
+    }
+}
+
+/// Custom resources, `{"tpu": 2, "fpga": 0.5}`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Custom(pub Vec<(String, f64)>);
+
+pub(crate) fn custom(json: &str) -> Result<Custom, String> {
+    let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(json)
+        .map_err(|e| format!("expected a JSON object of amounts like '{{\"tpu\": 2}}': {e}"))?;
+    Ok(Custom(map.into_iter().collect()))
+}
+
+/// What a node offers its tasks.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct NodeArgs {
+    /// CPUs tasks may hold at once (default: this machine's cores).
+    #[arg(long, value_name = "N")]
+    pub num_cpus: Option<f64>,
+    /// GPUs tasks may hold at once (default: the GPU adapters found).
+    #[arg(long, value_name = "N")]
+    pub num_gpus: Option<f64>,
+    /// Count a software GPU adapter (Mesa's llvmpipe) as a GPU.
+    #[arg(long)]
+    pub allow_software_gpu: bool,
+    /// Custom resources, as JSON: '{"tpu": 2}'.
+    #[arg(long, value_name = "JSON", value_parser = custom)]
+    pub resources: Option<Custom>,
+    /// Memory tasks may reserve at once, like 8GiB (default: this machine's).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
+    /// Bytes of objects kept in memory before spilling to disk.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub object_store_memory: Option<u64>,
+}
+
+impl NodeArgs {
+    /// A runtime builder with these resources, its output going to `output`.
+    pub(crate) fn builder(&self, output: OutputMode) -> RuntimeBuilder {
+        let mut b = Runtime::builder()
+            .output(output)
+            .allow_software_gpu(self.allow_software_gpu);
+        if let Some(n) = self.num_cpus {
+            b = b.num_cpus(n);
+        }
+        if let Some(n) = self.num_gpus {
+            b = b.num_gpus(n);
+        }
+        if let Some(m) = self.memory {
+            b = b.memory(m);
+        }
+        if let Some(m) = self.object_store_memory {
+            b = b.object_store_memory(m);
+        }
+        for (k, v) in self.resources.as_ref().map_or(&[][..], |c| &c.0) {
+            b = b.resource(k, *v);
+        }
+        b
+    }
+}
+
+/// What a job's driver (the function called from the command line) holds
+/// while it runs, as Ray's `ray job submit --entrypoint-num-cpus ...`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct EntrypointArgs {
+    /// CPUs the driver holds (default 0, as Ray's entrypoint).
+    #[arg(long, value_name = "N")]
+    pub entrypoint_num_cpus: Option<f64>,
+    /// GPUs the driver holds (default 0); a driver that uses the GPU itself needs one.
+    #[arg(long, value_name = "N")]
+    pub entrypoint_num_gpus: Option<f64>,
+    /// Custom resources the driver holds, as JSON: '{"tpu": 1}'.
+    #[arg(long, value_name = "JSON", value_parser = custom)]
+    pub entrypoint_resources: Option<Custom>,
+}
+
+impl EntrypointArgs {
+    /// Ray's defaults: nothing unless asked for.
+    pub(crate) fn resources(&self) -> Result<Resources> {
+        let mut r = Resources::default();
+        if let Some(n) = self.entrypoint_num_cpus {
+            r = r.with_cpus(n)?;
+        }
+        if let Some(n) = self.entrypoint_num_gpus {
+            r = r.with_gpus(n)?;
+        }
+        for (k, v) in self.entrypoint_resources.as_ref().map_or(&[][..], |c| &c.0) {
+            r = r.with_custom(k, *v)?;
+        }
+        Ok(r)
+    }
+}
