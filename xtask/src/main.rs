@@ -4,33 +4,33 @@
 //!   embedded runtime (`ferray run squares.wasm run 10`).
 //! - `cargo xtask test`: what CI runs — build every guest example with
 //!   `cargo component build` (installing the pinned cargo-component when it
-//!   is missing), check formatting and lints, and run every test.
+//!   is missing), check formatting, lints and `tidy`, and run every test.
+//! - `cargo xtask tidy`: the dependency rules and code map of ARCHITECTURE.md.
 //! - `cargo xtask examples`: build every guest example with cargo-component.
 //! - `cargo xtask bench`: `ferray microbenchmark` in release mode.
+//!
+//! An expected failure (a command that failed, a missing tool) prints one
+//! line, `error: ...`, and exits 1.
+
+mod tidy;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
 const CARGO_COMPONENT_VERSION: &str = "0.21.1";
-const EXAMPLES: &[&str] = &[
-    "squares",
-    "counter",
-    "wordcount",
-    "pi",
-    "gpu-saxpy",
-    "gpu-matmul",
-];
+/// The wasm targets guests are built for (as in rust-toolchain.toml).
+const WASM_TARGETS: &[&str] = &["wasm32-wasip1", "wasm32-wasip2"];
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -43,6 +43,46 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed with {status}");
     }
     Ok(())
+}
+
+/// Add the wasm targets when the toolchain lacks them (rustup adds those of
+/// rust-toolchain.toml by itself only for toolchains it installed).
+fn ensure_wasm_targets() -> Result<()> {
+    let installed = Command::new("rustup")
+        .current_dir(root())
+        .args(["target", "list", "--installed"])
+        .output();
+    let installed = match installed {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => bail!(
+            "cannot list the toolchain's targets with rustup; install the wasm targets with `rustup target add {}`",
+            WASM_TARGETS.join(" ")
+        ),
+    };
+    let missing = missing_targets(&installed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("adding the wasm targets {}", missing.join(", "));
+    run(Command::new("rustup")
+        .current_dir(root())
+        .args(["target", "add"])
+        .args(&missing))
+    .with_context(|| {
+        format!(
+            "adding the targets failed; run `rustup target add {}`",
+            missing.join(" ")
+        )
+    })
+}
+
+/// The wasm targets absent from `rustup target list --installed`'s output.
+fn missing_targets(installed: &str) -> Vec<&'static str> {
+    WASM_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect()
 }
 
 fn has_cargo_component() -> bool {
@@ -71,16 +111,53 @@ fn ensure_cargo_component() -> Result<()> {
     ]))
 }
 
+/// The guest examples: the members of `guest-examples/Cargo.toml`, the one
+/// list (the tests' build script reads it too).
+fn examples() -> Result<Vec<String>> {
+    let meta = metadata(&root().join("guest-examples/Cargo.toml"))?;
+    Ok(meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// `cargo metadata --no-deps` of the workspace of `manifest`.
+pub(crate) fn metadata(manifest: &Path) -> Result<serde_json::Value> {
+    let out = cargo()
+        .current_dir(root())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata of {} failed: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("cargo metadata printed no JSON")
+}
+
 /// Build the guest examples with cargo-component; returns the folder of the
 /// components (`guest-examples/target/wasm32-wasip1/release`).
 fn build_examples_with_cargo_component() -> Result<PathBuf> {
+    ensure_wasm_targets()?;
     ensure_cargo_component()?;
     let dir = root().join("guest-examples");
     run(cargo()
         .current_dir(&dir)
         .args(["component", "build", "--release", "--workspace"]))?;
     let out = dir.join("target/wasm32-wasip1/release");
-    for name in EXAMPLES {
+    for name in examples()? {
         let path = out.join(format!("{}.wasm", name.replace('-', "_")));
         if !path.is_file() {
             bail!("cargo component build did not write {}", path.display());
@@ -90,6 +167,7 @@ fn build_examples_with_cargo_component() -> Result<PathBuf> {
 }
 
 fn demo() -> Result<()> {
+    ensure_wasm_targets()?;
     let dir = root().join("guest-examples");
     let wasm = if has_cargo_component() {
         run(cargo()
@@ -129,6 +207,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    tidy::tidy()?;
     run(cargo()
         .current_dir(root())
         .env("FERRAY_CARGO_COMPONENT_BUILDS", &components)
@@ -147,14 +226,42 @@ fn bench() -> Result<()> {
     ]))
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
-    match task.as_str() {
+    let out = match task.as_str() {
         "demo" => demo(),
         "test" => test(),
+        "tidy" => tidy::tidy(),
         "examples" => build_examples_with_cargo_component()
             .map(|p| eprintln!("components in {}", p.display())),
         "bench" => bench(),
-        _ => bail!("usage: cargo xtask demo | test | examples | bench"),
+        _ => Err(anyhow::anyhow!(
+            "usage: cargo xtask demo | test | tidy | examples | bench"
+        )),
+    };
+    match out {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_targets;
+
+    #[test]
+    fn missing_wasm_targets_are_found() {
+        assert_eq!(
+            missing_targets("x86_64-unknown-linux-gnu\n"),
+            ["wasm32-wasip1", "wasm32-wasip2"]
+        );
+        assert_eq!(
+            missing_targets("wasm32-wasip2\nx86_64-unknown-linux-gnu\n"),
+            ["wasm32-wasip1"]
+        );
+        assert!(missing_targets("wasm32-wasip1\nwasm32-wasip2\n").is_empty());
     }
 }
