@@ -178,6 +178,32 @@ fn trap_shows_the_message_and_the_guest_backtrace() {
         "guest's panic message missing from the error: {err}"
     );
     assert!(err.contains("wasm backtrace"), "{err}");
+    // Once, with the error: not also streamed as the task's output.
+    assert_eq!(
+        err.matches("boom").count(),
+        1,
+        "the panic message is printed more than once: {err}"
+    );
+}
+
+/// `ferray inspect x.wasm | head` and the like: a reader that goes away
+/// ends the command quietly, as it does `cat`, never with a panic.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::process::Stdio;
+    let mut child = ferray()
+        .args(["inspect", fx::SQUARES])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the command writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
 }
 
 #[test]

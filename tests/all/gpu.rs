@@ -309,3 +309,52 @@ fn cli_runs_saxpy_with_a_software_gpu() {
     let out = crate::ferray_ok(&["run", "--allow-software-gpu", fx::GPU_SAXPY, "run", "100"]);
     assert_eq!(out.trim(), "0");
 }
+
+/// The function the command line calls holds what `--entrypoint-num-gpus`
+/// asks for (Ray's entrypoint options), so a driver that computes on the GPU
+/// itself runs; without it, the error says what to ask for.
+#[test]
+fn cli_entrypoint_num_gpus_lets_the_driver_use_the_gpu() {
+    if !have_adapter() {
+        return;
+    }
+    let err = crate::ferray_err(&[
+        "run",
+        "--allow-software-gpu",
+        "--num-gpus",
+        "1",
+        fx::GPU_MATMUL,
+        "matmul",
+        "64",
+        "7",
+    ]);
+    assert!(err.contains("did not ask for a GPU"), "{err}");
+    let out = crate::ferray_ok(&[
+        "run",
+        "--allow-software-gpu",
+        "--num-gpus",
+        "1",
+        "--entrypoint-num-gpus",
+        "1",
+        fx::GPU_MATMUL,
+        "matmul",
+        "64",
+        "7",
+    ]);
+    let diff: f64 = out.trim().parse().expect("a number");
+    assert!(diff < 1e-3, "GPU and CPU differ by {diff}");
+    // More than the node has: refused at once, naming the shortfall.
+    let err = crate::ferray_err(&[
+        "run",
+        "--allow-software-gpu",
+        "--num-gpus",
+        "1",
+        "--entrypoint-num-gpus",
+        "2",
+        fx::GPU_MATMUL,
+        "matmul",
+        "64",
+        "7",
+    ]);
+    assert!(err.contains("GPU"), "{err}");
+}

@@ -134,6 +134,17 @@ impl Guest for Component {
         leaves.iter().sum()
     }
 
+    fn wait_some(n: u32, k: u32) -> (u32, u32) {
+        let refs: Vec<_> = (0..n)
+            .map(|i| ferray_sdk::remote("leaf", &(u64::from(i),)))
+            .collect();
+        let _: Vec<u64> = ferray_sdk::get_all(&refs).expect("leaf tasks failed");
+        let (ready, not_ready) = ferray_sdk::wait(&refs, k as usize, None);
+        // Ready ones come first in the order given.
+        assert!(ready.iter().copied().eq(0..ready.len()), "{ready:?}");
+        (ready.len() as u32, not_ready.len() as u32)
+    }
+
     fn leaf(i: u64) -> u64 {
         i + 1
     }
