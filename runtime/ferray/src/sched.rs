@@ -20,6 +20,26 @@ struct State {
     queue: VecDeque<Waiter>,
 }
 
+/// A waiter's side of a grant. Dropped before the grant was taken (the
+/// waiting task was cancelled), it refuses any later grant and gives back
+/// one that came in between, so no resources are lost with it.
+struct Waiting<'a> {
+    admission: &'a Admission,
+    demand: &'a Resources,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.admission.release(self.demand);
+            }
+        }
+    }
+}
+
 /// The node's resources and the tasks waiting for them.
 pub(crate) struct Admission {
     state: Mutex<State>,
@@ -82,10 +102,21 @@ impl Admission {
             }
             rx
         };
-        if rx.await.is_err() {
+        let mut waiting = Waiting {
+            admission: self,
+            demand,
+            rx: Some(rx),
+        };
+        let granted = match waiting.rx.as_mut() {
+            Some(rx) => rx.await.is_ok(),
+            None => false,
+        };
+        if !granted {
             // The admission was dropped: the runtime is shutting down.
             std::future::pending::<()>().await;
         }
+        // Granted: the resources are the caller's now.
+        waiting.rx = None;
     }
 
     pub(crate) async fn lease(self: &Arc<Self>, demand: Resources) -> Lease {
@@ -194,6 +225,46 @@ mod tests {
         assert_eq!(adm.free().num_cpus(), 0.0);
         drop(parent);
         assert_eq!(adm.free().num_cpus(), 1.0);
+    }
+
+    /// A waiter cancelled right after it was granted (before it ran again)
+    /// gives the grant back: cancelling tasks never loses a CPU.
+    #[tokio::test]
+    async fn a_cancelled_waiter_loses_no_resources() {
+        let adm = Admission::new(Resources::cpus(2.0));
+        let a = adm.lease(Resources::cpus(1.0)).await;
+        let b = adm.lease(Resources::cpus(1.0)).await;
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let adm = adm.clone();
+                tokio::spawn(async move { adm.lease(Resources::cpus(1.0)).await })
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // Both running tasks end: the first two waiters are granted, and
+        // every waiter is cancelled before it can run again.
+        drop(a);
+        drop(b);
+        for w in &waiters {
+            w.abort();
+        }
+        for w in waiters {
+            if let Ok(lease) = w.await {
+                drop(lease);
+            }
+        }
+        assert_eq!(adm.free().num_cpus(), 2.0);
+        // And a waiter cancelled before any grant leaves nothing behind.
+        let held = adm.lease(Resources::cpus(2.0)).await;
+        let adm2 = adm.clone();
+        let w = tokio::spawn(async move { adm2.lease(Resources::cpus(1.0)).await });
+        tokio::task::yield_now().await;
+        w.abort();
+        let _ = w.await;
+        drop(held);
+        assert_eq!(adm.free().num_cpus(), 2.0);
     }
 
     #[test]
