@@ -516,6 +516,9 @@ impl v1::uploads_server::Uploads for HeadObjects {
         &self,
         req: Request<Streaming<v1::Chunk>>,
     ) -> Result<Response<v1::ObjectKey>, Status> {
+        // `ferray put` keeps its object until the head stops; a client's
+        // put belongs to its job.
+        let pin = req.metadata().contains_key(ferray_proto::PIN_HEADER);
         let (id, bytes) = ferray_proto::assemble(req.into_inner(), None, MAX_OBJECT_BYTES)
             .await
             .map_err(|e| to_status(&e))?;
@@ -527,7 +530,7 @@ impl v1::uploads_server::Uploads for HeadObjects {
                 .put_with_id(id, bytes)
                 .map_err(|e| to_status(&e))?;
         }
-        self.0.with(|st| st.pushed(id, size, false));
+        self.0.with(|st| st.pushed(id, size, pin));
         Ok(Response::new(v1::ObjectKey { id: id_bytes(&id) }))
     }
 }

@@ -23,6 +23,10 @@ pub mod v1 {
 
 pub use tonic;
 
+/// Metadata of an `Uploads.Push` that keeps the object until the head stops
+/// (`ferray put`); without it the object belongs to its client's job.
+pub const PIN_HEADER: &str = "x-ferray-pin";
+
 mod buffers;
 mod pull;
 mod view;
@@ -32,7 +36,7 @@ pub use view::{
 };
 
 /// The protocol a worker and a client announce; the head refuses others.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.

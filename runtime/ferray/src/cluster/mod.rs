@@ -239,7 +239,7 @@ impl Client {
     /// Store bytes in the cluster (kept until the head stops).
     pub async fn put(&mut self, bytes: Bytes) -> Result<ObjectId, Error> {
         let id = ObjectId::of(&bytes);
-        session::push(&self.address, &self.token, id, bytes).await?;
+        session::push(&self.address, &self.token, id, bytes, true).await?;
         Ok(id)
     }
 

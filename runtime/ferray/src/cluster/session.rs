@@ -246,7 +246,7 @@ impl Session {
             let (addr, token) = (self.head_address.clone(), self.token.clone());
             let up = self.up.clone();
             self.exec.spawn(async move {
-                if let Err(e) = push(&addr, &token, id, bytes).await {
+                if let Err(e) = push(&addr, &token, id, bytes, false).await {
                     tracing::warn!("the upload of object {} failed: {e}", id.short());
                     // The head fails what waits for it instead of waiting on.
                     let _ = up.send(v1::Up {
@@ -544,15 +544,24 @@ enum Located {
 }
 
 /// Push an object to the head's store (a client's large put, `ferray put`).
+/// `pin`: kept until the head stops (`ferray put`), not by a job.
 pub(crate) async fn push(
     addr: &str,
     token: &Token,
     id: ObjectId,
     bytes: Bytes,
+    pin: bool,
 ) -> Result<(), Error> {
     let ch = ferray_proto::connect(addr).await?;
     let mut c = ferray_proto::uploads_client(ch, token);
-    c.push(ferray_proto::chunks(id, bytes))
+    let mut req = tonic::Request::new(ferray_proto::chunks(id, bytes));
+    if pin {
+        req.metadata_mut().insert(
+            ferray_proto::PIN_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+    }
+    c.push(req)
         .await
         .map_err(|s| ferray_proto::from_status("uploading an object", s))?;
     Ok(())

@@ -68,7 +68,9 @@ impl State {
         o.size = size;
         o.holders.insert(HEAD_HOLDER);
         o.uploading = false;
-        if pin || o.jobs.is_empty() {
+        // Only `ferray put` pins: a client's upload may arrive before its
+        // session's `Put` names the job, and must not outlive that job.
+        if pin {
             o.pinned = true;
         }
         self.wake_object(id);

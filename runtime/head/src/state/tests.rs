@@ -785,6 +785,36 @@ fn an_upload_is_waited_for_and_then_found_at_the_head() {
     assert!(!w.st.objects.contains_key(&id));
 }
 
+/// A client's large put travels on two streams: the session's `Put` (the
+/// job) and the upload of its bytes. When the bytes come first, the object
+/// still belongs to the job and goes with it; only `ferray put` pins.
+#[test]
+fn an_upload_that_arrives_before_its_put_goes_with_its_job() {
+    let mut w = World::new();
+    w.node(1.0);
+    let c = w.client();
+    let id = ObjectId::of(b"large and early");
+    w.st.pushed(id, 5 << 20, false);
+    assert!(!w.st.objects[&id].pinned);
+    w.send(
+        c.session,
+        Input::Put(Put {
+            id,
+            size: 5 << 20,
+            job: c.job,
+            inline: None,
+            uploading: true,
+        }),
+    );
+    w.st.close_session(c.session, "done");
+    assert_eq!(w.st.out.head_frees, vec![id]);
+    assert!(!w.st.objects.contains_key(&id));
+    // `ferray put`: kept until the head stops.
+    let kept = ObjectId::of(b"kept");
+    w.st.pushed(kept, 5 << 20, true);
+    assert!(w.st.objects[&kept].pinned);
+}
+
 #[test]
 fn a_failed_upload_fails_what_waits_for_it() {
     let mut w = World::new();
