@@ -209,6 +209,11 @@ impl RuntimeBuilder {
     /// actors go when the runtime is dropped.
     #[cfg(feature = "cluster")]
     pub async fn connect(self, address: &str) -> Result<Runtime, Error> {
+        if self.local_mode {
+            return Err(Error::InvalidArgument(
+                "local mode runs everything in this process; it cannot connect to a cluster".into(),
+            ));
+        }
         let token = crate::cluster::find_token(self.token.as_deref())?;
         let rt = self.num_cpus(0.0).num_gpus(0.0).build_sync()?;
         let inner = rt.inner().clone();

@@ -236,6 +236,13 @@ impl RtInner {
         }
     }
 
+    /// A line of the runtime's own in a task's stderr (a failed attempt
+    /// that is retried: its error would be seen nowhere else).
+    pub(crate) fn emit_note(&self, label: &str, text: &str) {
+        self.output
+            .emit(label, Stream::Stderr, format!("{text}\n").as_bytes());
+    }
+
     pub(crate) fn emit(&self, label: &str, out: &Outcome) {
         self.output.emit(label, Stream::Stdout, &out.stdout);
         self.output.emit(label, Stream::Stderr, &out.stderr);

@@ -172,7 +172,11 @@ impl RtInner {
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             match &out.result {
                 Err(e) => {
-                    tracing::info!(task = %ctx.label, "attempt {attempts} failed, retrying: {e}")
+                    tracing::info!(task = %ctx.label, "attempt {attempts} failed, retrying: {e}");
+                    self.emit_note(
+                        &ctx.label,
+                        &format!("ferray: attempt {attempts} failed, retrying: {e}"),
+                    );
                 }
                 Ok(_) => {
                     tracing::info!(task = %ctx.label, "attempt {attempts} returned an error, retrying")

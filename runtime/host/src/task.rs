@@ -135,7 +135,6 @@ impl Output {
     }
 }
 
-/// The last `max` bytes of `bytes` as text, starting at a line boundary.
 /// The last lines of `bytes`, at most `max` bytes of them (whole lines),
 /// as text, and where they start.
 fn split_tail(bytes: &[u8], max: usize) -> (usize, String) {
@@ -150,7 +149,10 @@ fn split_tail(bytes: &[u8], max: usize) -> (usize, String) {
         // Start after a line break, so that no line is cut.
         start = match bytes[start..end].iter().position(|&b| b == b'\n') {
             Some(i) => start + i + 1,
-            None => start,
+            // One long line: cut it where a character starts.
+            None => (start..end)
+                .find(|&i| std::str::from_utf8(&bytes[i..end]).is_ok())
+                .unwrap_or(end),
         };
     }
     (
