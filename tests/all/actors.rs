@@ -1,14 +1,28 @@
 //! Actors: exported WIT resources with their own store; calls in order;
-//! restarts after a crash; kill; handles passed to tasks.
+//! restarts after a crash; kill; handles passed to tasks. Every test here is
+//! a scenario of `both.rs`: it runs embedded and on a cluster.
 
-use ferray::Error;
+// The scenarios are plain `async fn`s, run by `both.rs`'s tests: unwrap as
+// in a `#[test]`.
+#![allow(clippy::unwrap_used)]
 
-use crate::{fx, load, runtime};
+use ferray::{Error, Runtime};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_run_one_at_a_time_in_submission_order() {
-    let rt = runtime().await;
-    let c = load(&rt, fx::COUNTER).await;
+use crate::both::scenarios;
+use crate::{fx, load};
+
+scenarios![
+    calls_run_one_at_a_time_in_submission_order,
+    actor_handles_pass_to_tasks,
+    a_crashed_actor_restarts_then_dies_when_out_of_restarts,
+    an_actor_without_restarts_dies_at_its_first_crash,
+    killed_actors_fail_their_calls,
+    bad_actor_calls_are_errors_and_the_actor_lives_on,
+    object_refs_are_arguments_of_constructors_and_calls,
+];
+
+async fn calls_run_one_at_a_time_in_submission_order(rt: &Runtime) {
+    let c = load(rt, fx::COUNTER).await;
     let counter = c.actor("counter", (10i64,)).spawn().await.unwrap();
     let refs = (1..=50)
         .map(|_| counter.call("incr", (1i64,)))
@@ -26,10 +40,8 @@ async fn calls_run_one_at_a_time_in_submission_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actor_handles_pass_to_tasks() {
-    let rt = runtime().await;
-    let c = load(&rt, fx::COUNTER).await;
+async fn actor_handles_pass_to_tasks(rt: &Runtime) {
+    let c = load(rt, fx::COUNTER).await;
     let counter = c.actor("counter", (0i64,)).spawn().await.unwrap();
     let refs = (1..=10)
         .map(|by| c.call("bump", (counter.id().0, by as i64)))
@@ -51,10 +63,8 @@ async fn actor_handles_pass_to_tasks() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_actor_restarts_then_dies_when_out_of_restarts() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn a_crashed_actor_restarts_then_dies_when_out_of_restarts(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let tally = m
         .actor("tally", (100i64,))
         .max_restarts(2)
@@ -97,10 +107,8 @@ async fn a_crashed_actor_restarts_then_dies_when_out_of_restarts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_actor_without_restarts_dies_at_its_first_crash() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn an_actor_without_restarts_dies_at_its_first_crash(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let tally = m.actor("tally", (0i64,)).spawn().await.unwrap();
     let crash = tally.call("crash", ()).unwrap();
     let after = tally.call("incr", (1i64,)).unwrap();
@@ -111,10 +119,8 @@ async fn an_actor_without_restarts_dies_at_its_first_crash() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_actors_fail_their_calls() {
-    let rt = runtime().await;
-    let c = load(&rt, fx::COUNTER).await;
+async fn killed_actors_fail_their_calls(rt: &Runtime) {
+    let c = load(rt, fx::COUNTER).await;
     let counter = c.actor("counter", (0i64,)).spawn().await.unwrap();
     assert_eq!(
         rt.get::<i64>(&counter.call("incr", (1i64,)).unwrap())
@@ -133,10 +139,8 @@ async fn killed_actors_fail_their_calls() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_actor_calls_are_errors_and_the_actor_lives_on() {
-    let rt = runtime().await;
-    let c = load(&rt, fx::COUNTER).await;
+async fn bad_actor_calls_are_errors_and_the_actor_lives_on(rt: &Runtime) {
+    let c = load(rt, fx::COUNTER).await;
     assert!(matches!(
         c.actor("nope", ()).spawn().await,
         Err(Error::NotFound(_))
@@ -161,4 +165,33 @@ async fn bad_actor_calls_are_errors_and_the_actor_lives_on() {
             .unwrap(),
         2
     );
+}
+
+/// A DAG into an actor: its constructor's argument is a put object, a
+/// call's argument a pending task's result.
+async fn object_refs_are_arguments_of_constructors_and_calls(rt: &Runtime) {
+    let c = load(rt, fx::COUNTER).await;
+    let squares = load(rt, fx::SQUARES).await;
+    let start = rt.put(&10i64).await.unwrap();
+    let counter = c
+        .actor("counter", ())
+        .arg_ref(&start)
+        .spawn()
+        .await
+        .unwrap();
+    let nine = squares.call("heavy-compute", (3i64,)).unwrap();
+    let r = counter
+        .call_with("incr", vec![ferray_core::Arg::Ref(nine)])
+        .unwrap();
+    assert_eq!(rt.get::<i64>(&r).await.unwrap(), 19);
+    // A failed dependency fails the call, not the actor.
+    let m = load(rt, fx::MISBEHAVE).await;
+    let bad = m.call("trap", ("no",)).unwrap();
+    let r = counter
+        .call_with("incr", vec![ferray_core::Arg::Ref(bad)])
+        .unwrap();
+    let err = rt.get::<i64>(&r).await.unwrap_err();
+    assert!(matches!(err, Error::TaskFailed(_)), "{err}");
+    let r = counter.call("incr", (1i64,)).unwrap();
+    assert_eq!(rt.get::<i64>(&r).await.unwrap(), 20);
 }

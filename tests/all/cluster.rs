@@ -2,240 +2,15 @@
 //! binary (`ferray start --block`), used through the command line and
 //! through `Runtime::connect`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ferray::cluster::{Client, Token};
-use ferray::{Error, RefName, Runtime, Strategy};
+use ferray::cluster::JobState;
+use ferray::{Error, JobId, NodeId, RefName, Runtime, Strategy};
 use rustix::process::Signal;
 
-use super::{cache_dir, ferray, fx, stderr, stdout};
-
-/// A head and its workers, each a `ferray start --block` process; all are
-/// killed on drop.
-struct Cluster {
-    home: tempfile::TempDir,
-    address: String,
-    token: String,
-    head: Child,
-    workers: Vec<(Child, u64, PathBuf)>,
-}
-
-fn node_cmd(home: &std::path::Path, log: &std::path::Path) -> Command {
-    let mut cmd = ferray();
-    let out = std::fs::File::create(log).expect("log file");
-    cmd.env("FERRAY_HOME", home)
-        .env_remove("FERRAY_TOKEN")
-        .env("FERRAY_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(out);
-    cmd
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Run a future to completion on a fresh thread with its own async runtime
-/// (so that it may be called from inside another one).
-fn block_on<F>(f: F) -> F::Output
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio")
-                .block_on(f)
-        })
-        .join()
-        .expect("the test's async part panicked")
-    })
-}
-
-impl Cluster {
-    /// A head without a worker of its own, plus `workers` workers of 2 CPUs.
-    fn start(workers: usize) -> Cluster {
-        Self::start_with(workers, &["--no-worker"])
-    }
-
-    fn start_with(workers: usize, head_args: &[&str]) -> Cluster {
-        let home = tempfile::tempdir().expect("temp dir");
-        let log = home.path().join("head.log");
-        let head = node_cmd(home.path(), &log)
-            .args([
-                "start",
-                "--head",
-                "--port",
-                "0",
-                "--block",
-                "--num-cpus",
-                "2",
-                "--node-timeout",
-                "3s",
-            ])
-            .args(head_args)
-            .spawn()
-            .expect("start the head");
-        let addr_file = home.path().join("head-address");
-        let address = wait_for("the head", 60, || {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-        });
-        let token = std::fs::read_to_string(home.path().join("token")).expect("token file");
-        let mut c = Cluster {
-            home,
-            address: address.trim().to_string(),
-            token: token.trim().to_string(),
-            head,
-            workers: Vec::new(),
-        };
-        for _ in 0..workers {
-            c.add_worker(&[]);
-        }
-        c
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.home.path().join(name)).unwrap_or_default()
-    }
-
-    /// Start a worker (2 CPUs); its node id once the head lists it.
-    fn add_worker(&mut self, env: &[(&str, &str)]) -> u64 {
-        self.add_worker_with(env, &[])
-    }
-
-    fn add_worker_with(&mut self, env: &[(&str, &str)], args: &[&str]) -> u64 {
-        let log = self
-            .home
-            .path()
-            .join(format!("worker-{}.log", self.workers.len()));
-        let mut cmd = node_cmd(self.home.path(), &log);
-        cmd.args([
-            "start",
-            "--address",
-            &self.address,
-            "--num-cpus",
-            "2",
-            "--block",
-        ])
-        .args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start a worker");
-        let name = format!("worker pid {}", child.id());
-        let node = wait_for("the worker to join", 60, || {
-            self.state("nodes")
-                .nodes
-                .iter()
-                .find(|n| n.name == name && n.state == "ALIVE")
-                .map(|n| n.id)
-        });
-        self.workers.push((child, node, log));
-        node
-    }
-
-    /// kill -9 a worker; returns once the head declared its node dead.
-    fn kill_worker(&mut self, node: u64) {
-        let (child, _, _) = self
-            .workers
-            .iter_mut()
-            .find(|(_, n, _)| *n == node)
-            .expect("a worker of this cluster");
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-        wait_for("the head to declare the node dead", 30, || {
-            self.state("nodes")
-                .nodes
-                .iter()
-                .any(|n| n.id == node && n.state == "DEAD")
-                .then_some(())
-        });
-    }
-
-    fn state(&self, what: &str) -> ferray::cluster::v1::ClusterState {
-        block_on(async {
-            let token = Token::new(&self.token).expect("token");
-            let mut c = Client::connect(&self.address, token).await?;
-            c.state(what).await
-        })
-        .expect("cluster state")
-    }
-
-    /// The node a task ran on (0: none yet).
-    fn node_of(&self, task: u64) -> u64 {
-        self.state("tasks")
-            .tasks
-            .iter()
-            .find(|t| t.id == task)
-            .map_or(0, |t| t.node)
-    }
-
-    async fn runtime(&self) -> Runtime {
-        Runtime::builder()
-            .output(ferray::OutputMode::Collect)
-            .token(&self.token)
-            .cache_dir(Some(cache_dir()))
-            .connect(&self.address)
-            .await
-            .expect("connect to the cluster")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = ferray();
-        cmd.env("FERRAY_HOME", self.home.path())
-            .env_remove("FERRAY_TOKEN");
-        cmd
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().expect("run ferray");
-        assert!(
-            out.status.success(),
-            "ferray {args:?} failed: {}{}\nhead log:\n{}",
-            stdout(&out),
-            stderr(&out),
-            self.log("head.log")
-        );
-        stdout(&out)
-    }
-}
-
-impl Drop for Cluster {
-    /// Stops the nodes as `ferray stop` does (SIGTERM, so each removes its spill
-    /// directory), then kills what is still running after a few seconds.
-    fn drop(&mut self) {
-        let mut all: Vec<&mut Child> = self.workers.iter_mut().map(|(c, _, _)| c).collect();
-        all.push(&mut self.head);
-        for c in &all {
-            let _ = signal(c, Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for c in &mut all {
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use super::harness::{Cluster, block_on, signal, wait_for};
+use super::{ferray, fx, stderr, stdout};
 
 fn task_id(r: &ferray::ObjectRef) -> u64 {
     match r.name() {
@@ -267,11 +42,11 @@ fn every_example_gives_the_embedded_result_on_a_cluster() {
     }
     // The squares job's tasks ran on both workers.
     let st = c.state("tasks");
-    let nodes: std::collections::BTreeSet<u64> = st
+    let nodes: std::collections::BTreeSet<_> = st
         .tasks
         .iter()
         .filter(|t| t.function == "heavy-compute")
-        .map(|t| t.node)
+        .filter_map(|t| t.node)
         .collect();
     assert!(nodes.len() >= 2, "tasks ran on {nodes:?}");
     let jobs = c.ok(&["job", "list"]);
@@ -305,7 +80,7 @@ fn a_job_larger_than_one_node_uses_every_node_and_none_past_its_cpus() {
     let want: Vec<String> = (0..24i64).map(|i| (i * i).to_string()).collect();
     assert_eq!(out.trim(), format!("[{}]", want.join(", ")));
     let st = c.state("tasks");
-    let mut per_node = std::collections::BTreeMap::<u64, u32>::new();
+    let mut per_node = std::collections::BTreeMap::<_, u32>::new();
     for t in st.tasks.iter().filter(|t| t.function == "slow-square") {
         *per_node.entry(t.node).or_default() += 1;
     }
@@ -314,8 +89,12 @@ fn a_job_larger_than_one_node_uses_every_node_and_none_past_its_cpus() {
     // head agree, so nothing is left over either.
     for n in c.state("nodes").nodes {
         let free = n.available.unwrap_or_default();
-        let total = n.total.unwrap_or_default();
-        assert_eq!(free.cpus, total.cpus, "node-{} still holds CPUs", n.id);
+        assert_eq!(
+            free.num_cpus(),
+            n.total.num_cpus(),
+            "{} still holds CPUs",
+            n.id
+        );
     }
 }
 
@@ -424,7 +203,7 @@ fn a_thousand_task_job_survives_kill_9_of_a_worker() {
             .state("jobs")
             .jobs
             .into_iter()
-            .find(|j| format!("job-{}", j.job) == job)?;
+            .find(|j| j.job.to_string() == job)?;
         (j.tasks_done >= 100).then_some(j.tasks_done)
     });
     c.kill_worker(victim);
@@ -437,10 +216,10 @@ fn a_thousand_task_job_survives_kill_9_of_a_worker() {
             .state("jobs")
             .jobs
             .into_iter()
-            .find(|j| format!("job-{}", j.job) == job)?;
-        (j.state != "RUNNING" && j.state != "PENDING").then_some(j)
+            .find(|j| j.job.to_string() == job)?;
+        j.state.finished().then_some(j)
     });
-    assert_eq!(status.state, "SUCCEEDED", "{status:?}");
+    assert_eq!(status.state, JobState::Succeeded, "{status:?}");
     let want: Vec<String> = (0..1000i64).map(|i| (i * i).to_string()).collect();
     assert_eq!(status.result, format!("[{}]", want.join(", ")));
     // A worker that comes back joins as a new node.
@@ -491,10 +270,10 @@ fn an_actor_restarts_on_another_node_within_max_restarts() {
         let r = a.call("incr", (1i64,)).expect("call");
         assert_eq!(rt.get::<i64>(&r).await.expect("restarted actor"), 101);
         let actors = c.state("actors").actors;
-        let info = actors.iter().find(|x| x.id == a.id().0).expect("listed");
+        let info = actors.iter().find(|x| x.id == a.id()).expect("listed");
         assert_eq!(
             (info.state.as_str(), info.node, info.restarts),
-            ("ALIVE", w1, 1)
+            ("ALIVE", Some(NodeId(w1)), 1)
         );
         // Without restarts, calls fail with actor-died.
         let err = rt
@@ -591,11 +370,11 @@ fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
     // A raw gRPC call with no token at all.
     block_on(async {
         let mut raw =
-            ferray::cluster::v1::head_client::HeadClient::connect(format!("http://{}", c.address))
+            ferray_proto::v1::head_client::HeadClient::connect(format!("http://{}", c.address))
                 .await
                 .expect("connect");
         let refused = raw
-            .cluster(ferray::cluster::v1::ClusterRequest::default())
+            .cluster(ferray_proto::v1::ClusterRequest::default())
             .await
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
@@ -692,12 +471,6 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
     assert!(err.contains("lost the head"), "{err}");
 }
 
-/// Send `sig` to a node process.
-fn signal(child: &Child, sig: Signal) -> Result<(), String> {
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).ok_or("no pid")?;
-    rustix::process::kill_process(pid, sig).map_err(|e| e.to_string())
-}
-
 #[test]
 fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
     let mut c = Cluster::start(2);
@@ -712,7 +485,7 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
         c.state("jobs")
             .jobs
             .iter()
-            .any(|j| j.job == job && j.tasks_done >= 4)
+            .any(|j| j.job.0 == job && j.tasks_done >= 4)
             .then_some(())
     });
     // Stopped, not killed: its connection stays open, only heartbeats stop.
@@ -721,14 +494,18 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
         c.state("nodes")
             .nodes
             .iter()
-            .any(|n| n.id == victim && n.state == "DEAD")
+            .any(|n| n.id.0 == victim && !n.alive)
             .then_some(())
     });
     let info = wait_for("the job to end", 120, || {
-        let j = c.state("jobs").jobs.into_iter().find(|j| j.job == job)?;
-        (j.state != "RUNNING").then_some(j)
+        let j = c
+            .state("jobs")
+            .jobs
+            .into_iter()
+            .find(|j| j.job == JobId(job))?;
+        (j.state != JobState::Running).then_some(j)
     });
-    assert_eq!(info.state, "SUCCEEDED", "{info:?}");
+    assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     let want: Vec<String> = (0..80i64).map(|i| (i * i).to_string()).collect();
     assert_eq!(info.result, format!("[{}]", want.join(", ")));
     // Woken up, it finds its session closed and exits.
@@ -810,13 +587,37 @@ fn gpu_tasks_go_to_the_node_with_a_gpu() {
         .tasks
         .iter()
         .filter(|t| t.function == "saxpy")
-        .map(|t| t.node)
+        .filter_map(|t| t.node.map(|n| n.0))
         .collect();
     assert!(!nodes.is_empty());
     assert!(
         nodes.iter().all(|n| *n == gpu),
         "saxpy ran on {nodes:?}, not only on node-{gpu} (node-{plain} has no GPU)"
     );
+    // A driver that computes on the GPU itself holds one with
+    // --entrypoint-num-gpus (Ray's entrypoint option), so it runs there.
+    let out = c
+        .cmd()
+        .args(["submit", fx::GPU_MATMUL, "matmul", "64", "7"])
+        .output()
+        .expect("submit");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("did not ask for a GPU"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.ok(&[
+        "submit",
+        "--entrypoint-num-gpus",
+        "1",
+        fx::GPU_MATMUL,
+        "matmul",
+        "64",
+        "7",
+    ]);
+    let diff: f64 = out.trim().parse().expect("a number");
+    assert!(diff < 1e-3, "GPU and CPU differ by {diff}");
 }
 
 #[test]
@@ -876,9 +677,9 @@ fn stopping_a_job_cancels_its_tasks_and_frees_its_node() {
         let jobs = c.state("jobs").jobs;
         let mine = jobs
             .iter()
-            .find(|j| j.entrypoint.starts_with("client") && j.state == "RUNNING")
+            .find(|j| j.entrypoint.starts_with("client") && j.state == JobState::Running)
             .expect("the client's job");
-        let out = c.ok(&["job", "stop", &format!("job-{}", mine.job)]);
+        let out = c.ok(&["job", "stop", &mine.job.to_string()]);
         assert!(out.contains("STOPPED"), "{out}");
         for r in &slow {
             let err = rt.get::<i64>(r).await.unwrap_err();
@@ -888,8 +689,13 @@ fn stopping_a_job_cancels_its_tasks_and_frees_its_node() {
     // Its CPUs are free again and nothing is left running.
     let nodes = c.state("nodes").nodes;
     for n in nodes {
-        let (free, total) = (n.available.unwrap_or_default(), n.total.unwrap_or_default());
-        assert_eq!(free.cpus, total.cpus, "node-{} still holds CPUs", n.id);
+        let free = n.available.unwrap_or_default();
+        assert_eq!(
+            free.num_cpus(),
+            n.total.num_cpus(),
+            "{} still holds CPUs",
+            n.id
+        );
         assert_eq!(n.running, 0);
     }
 }

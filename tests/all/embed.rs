@@ -1,16 +1,42 @@
 //! The embedding API: tasks, dependencies, wait, nested tasks, resources,
 //! retries, cancellation, local mode.
+//!
+//! The scenarios listed here run both embedded and on a cluster (`both.rs`);
+//! the `#[tokio::test]`s below them need settings of their own (a cache
+//! directory, custom resources, one CPU, instance slots, local mode) and run
+//! embedded only.
+
+// The scenarios are plain `async fn`s, run by `both.rs`'s tests: unwrap as
+// in a `#[test]`.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use ferray::{Error, Runtime};
 
-use crate::{builder, fx, load, runtime};
+use crate::both::scenarios;
+use crate::{builder, fx, load};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_return_refs_at_once_and_get_all_gathers_them() {
-    let rt = runtime().await;
-    let squares = load(&rt, fx::SQUARES).await;
+scenarios![
+    tasks_return_refs_at_once_and_get_all_gathers_them,
+    loading_twice_is_content_addressed,
+    object_refs_as_arguments_are_dependencies,
+    a_failed_dependency_fails_its_dependents,
+    equal_results_share_one_object,
+    wait_returns_the_ready_ones_like_ray_wait,
+    wait_returns_at_most_num_returns_in_the_order_given,
+    nested_tasks_on_two_cpus_do_not_deadlock,
+    guests_submit_nested_tasks_and_wait,
+    demands_larger_than_every_node_are_infeasible,
+    each_failure_is_reported_as_its_kind,
+    retries_cover_traps_only_with_retry_exceptions,
+    guest_returned_errors_are_values_unless_retried,
+    cancelled_tasks_fail_and_give_their_cpus_back,
+    guest_output_is_tagged_with_the_task,
+];
+
+async fn tasks_return_refs_at_once_and_get_all_gathers_them(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
     let refs = (0..10)
         .map(|i| squares.call("heavy-compute", (i as i64,)))
         .collect::<Result<Vec<_>, _>>()
@@ -22,10 +48,8 @@ async fn tasks_return_refs_at_once_and_get_all_gathers_them() {
     assert_eq!(rt.get::<Vec<i64>>(&r).await.unwrap(), vec![0, 1, 4, 9, 16]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loading_twice_is_content_addressed() {
-    let rt = runtime().await;
-    let a = load(&rt, fx::SQUARES).await;
+async fn loading_twice_is_content_addressed(rt: &Runtime) {
+    let a = load(rt, fx::SQUARES).await;
     let compiled = rt.stats().host.compiled + rt.stats().host.disk_cache_hits;
     let b = rt
         .load_bytes(&std::fs::read(fx::SQUARES).unwrap())
@@ -38,6 +62,7 @@ async fn loading_twice_is_content_addressed() {
     );
 }
 
+/// Embedded only: two runtimes, each with the cache directory given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_code_is_cached_on_disk_across_runtimes() {
     let cache = tempfile::tempdir().unwrap();
@@ -60,10 +85,8 @@ async fn compiled_code_is_cached_on_disk_across_runtimes() {
     assert_eq!(second.get::<i64>(&r).await.unwrap(), 16);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_refs_as_arguments_are_dependencies() {
-    let rt = runtime().await;
-    let squares = load(&rt, fx::SQUARES).await;
+async fn object_refs_as_arguments_are_dependencies(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
     let seven = rt.put(&7i64).await.unwrap();
     let a = squares
         .task("heavy-compute")
@@ -75,10 +98,8 @@ async fn object_refs_as_arguments_are_dependencies() {
     assert_eq!(rt.get::<i64>(&a).await.unwrap(), 49);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_dependency_fails_its_dependents() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn a_failed_dependency_fails_its_dependents(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let bad = m.call("trap", ("no",)).unwrap();
     let dependent = m.task("leaf").arg_ref(&bad).submit().unwrap();
     let err = rt.get::<u64>(&dependent).await.unwrap_err();
@@ -88,10 +109,8 @@ async fn a_failed_dependency_fails_its_dependents() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn equal_results_share_one_object() {
-    let rt = runtime().await;
-    let squares = load(&rt, fx::SQUARES).await;
+async fn equal_results_share_one_object(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
     let a = squares.call("heavy-compute", (3i64,)).unwrap();
     let b = squares.call("heavy-compute", (-3i64,)).unwrap();
     assert_eq!(
@@ -105,10 +124,8 @@ async fn equal_results_share_one_object() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_returns_the_ready_ones_like_ray_wait() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn wait_returns_the_ready_ones_like_ray_wait(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let quick = m.call("leaf", (1u64,)).unwrap();
     let slow = m
         .task("spin")
@@ -127,10 +144,25 @@ async fn wait_returns_the_ready_ones_like_ray_wait() {
     rt.cancel(&slow).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nested_tasks_on_two_cpus_do_not_deadlock() {
-    let rt = builder().num_cpus(2.0).build().await.unwrap();
-    let squares = load(&rt, fx::SQUARES).await;
+/// More ready than asked for: Ray's `ray.wait` returns `num_returns` of
+/// them, the first in the order given, and the rest as not ready.
+async fn wait_returns_at_most_num_returns_in_the_order_given(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
+    let refs: Vec<_> = (0..5i64)
+        .map(|i| squares.call("heavy-compute", (i,)).unwrap())
+        .collect();
+    rt.get_all::<i64>(&refs).await.unwrap();
+    let (ready, not_ready) = rt.wait(&refs, 2, None).await;
+    assert_eq!(ready, refs[..2].to_vec());
+    assert_eq!(not_ready, refs[2..].to_vec());
+    // From a guest too: `wait` over 20 finished subtasks, 3 asked for.
+    let m = load(rt, fx::MISBEHAVE).await;
+    let r = m.call("wait-some", (20u32, 3u32)).unwrap();
+    assert_eq!(rt.get::<(u32, u32)>(&r).await.unwrap(), (3, 17));
+}
+
+async fn nested_tasks_on_two_cpus_do_not_deadlock(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
     // 100 tasks, each blocked in `get` on 5 subtasks: blocked tasks must give
     // their CPU back, or the subtasks never run.
     let refs = (0..100)
@@ -142,37 +174,87 @@ async fn nested_tasks_on_two_cpus_do_not_deadlock() {
         .expect("deadlock: nested tasks did not finish")
         .unwrap();
     assert!(all.iter().all(|v| v == &vec![0, 1, 4, 9, 16]));
-    assert_eq!(rt.stats().resources_free.num_cpus(), 2.0);
+    if !rt.is_cluster() {
+        // A connected client's `stats()` are its own (it holds no CPUs).
+        assert_eq!(rt.stats().resources_free.num_cpus(), 2.0);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guests_submit_nested_tasks_and_wait() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn guests_submit_nested_tasks_and_wait(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let r = m.call("nest", (20u32,)).unwrap();
     assert_eq!(rt.get::<u64>(&r).await.unwrap(), (1..=20).sum::<u64>());
-    let pi = load(&rt, fx::PI).await;
+    let pi = load(rt, fx::PI).await;
     let r = pi.call("estimate", (100_000u64, 4u32)).unwrap();
     let est: f64 = rt.get(&r).await.unwrap();
     assert!((est - std::f64::consts::PI).abs() < 0.05, "{est}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infeasible_demands_are_reported_at_submit() {
-    let rt = builder().resource("tpu", 1.0).build().await.unwrap();
-    let squares = load(&rt, fx::SQUARES).await;
-    let err = squares
+/// More CPUs than any node has. Embedded, `submit` says so; on a cluster
+/// (whose nodes may still join) the task's ref fails with it (ARCHITECTURE.md,
+/// the failure models): either way an `Infeasible` naming the CPUs.
+async fn demands_larger_than_every_node_are_infeasible(rt: &Runtime) {
+    let squares = load(rt, fx::SQUARES).await;
+    let submitted = squares
         .task("heavy-compute")
         .arg(&2i64)
         .unwrap()
         .num_cpus(64.0)
         .unwrap()
-        .submit()
-        .unwrap_err();
+        .submit();
+    let err = match submitted {
+        Err(e) => e,
+        Ok(r) => {
+            assert!(rt.is_cluster(), "embedded, submit itself fails");
+            rt.get::<i64>(&r).await.unwrap_err()
+        }
+    };
     assert!(
-        matches!(err, Error::Infeasible(ref m) if m.contains("CPUs")),
+        matches!(err, Error::Infeasible(ref m) if m.contains("CPU")),
         "{err}"
     );
+    // The runtime carries on.
+    let r = squares.call("heavy-compute", (2i64,)).unwrap();
+    assert_eq!(rt.get::<i64>(&r).await.unwrap(), 4);
+}
+
+/// A submission's error, or else its result's: some errors may show at
+/// either (embedded, a runtime checks more before it takes a task).
+async fn outcome(rt: &Runtime, submitted: Result<ferray::ObjectRef, Error>) -> Result<u64, Error> {
+    rt.get::<u64>(&submitted?).await
+}
+
+/// Every kind of task failure reaches the caller as that kind, and the
+/// runtime carries on. (Fuel needs a runtime started with fuel metering:
+/// `sandbox.rs`.)
+async fn each_failure_is_reported_as_its_kind(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
+    let err = outcome(rt, m.call("trap", ("boom",))).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Trap(ref msg) if msg.contains("boom")),
+        "{err}"
+    );
+    let spin = m.task("spin").timeout(Duration::from_millis(300)).submit();
+    let err = outcome(rt, spin).await.unwrap_err();
+    assert!(matches!(err, Error::TimeLimit(_)), "{err}");
+    let err = outcome(rt, m.call("no-such-function", (1u64,)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    let err = outcome(rt, m.call("leaf", ("not a number",)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let r = m.call("leaf", (1u64,)).unwrap();
+    assert_eq!(rt.get::<u64>(&r).await.unwrap(), 2);
+}
+
+/// Embedded only: a custom resource of the runtime. (On a cluster, a node's
+/// `--resources`: `cluster.rs`'s `custom_resources_steer_tasks...`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infeasible_demands_are_reported_at_submit() {
+    let rt = builder().resource("tpu", 1.0).build().await.unwrap();
+    let squares = load(&rt, fx::SQUARES).await;
     let err = squares
         .task("heavy-compute")
         .arg(&2i64)
@@ -197,6 +279,7 @@ async fn infeasible_demands_are_reported_at_submit() {
     assert_eq!(rt.get::<i64>(&r).await.unwrap(), 4);
 }
 
+/// Embedded only: a custom resource of the runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_limit_how_many_tasks_run_at_once() {
     // One "slot": two spinning tasks that each hold it cannot overlap, so the
@@ -222,11 +305,9 @@ async fn resources_limit_how_many_tasks_run_at_once() {
     assert!(matches!(rt.get::<u64>(&b).await, Err(Error::TimeLimit(_))));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_cover_traps_only_with_retry_exceptions() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
-    let (m, rt) = (&m, &rt);
+async fn retries_cover_traps_only_with_retry_exceptions(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
+    let m = &m;
     let flaky = |fails: u32, retries: u32, exceptions: bool| async move {
         let tally = m.actor("tally", (0i64,)).spawn().await.unwrap();
         let r = m
@@ -259,6 +340,7 @@ async fn retries_cover_traps_only_with_retry_exceptions() {
     assert_eq!(attempts, 1);
 }
 
+/// Embedded only: `max_instances` of the runtime, and its retry counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_failures_are_retried_within_max_retries() {
     // Two instance slots, both held by actors: a task cannot instantiate,
@@ -299,10 +381,8 @@ async fn system_failures_are_retried_within_max_retries() {
     assert!(rt.stats().tasks.retried > 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guest_returned_errors_are_values_unless_retried() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn guest_returned_errors_are_values_unless_retried(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let r = m.call("fail", ("bad",)).unwrap();
     assert_eq!(
         rt.get::<Result<u32, String>>(&r).await.unwrap(),
@@ -320,9 +400,100 @@ async fn guest_returned_errors_are_values_unless_retried() {
         rt.get::<Result<u32, String>>(&r).await.unwrap(),
         Err("bad".to_string())
     );
-    assert_eq!(rt.stats().tasks.retried, 2);
+    if !rt.is_cluster() {
+        // A connected client's `stats()` count what it ran itself: on a
+        // cluster the retries happen on the workers. (Retries that are seen
+        // from outside, both ways: `retries_cover_traps_only_with_...`.)
+        assert_eq!(rt.stats().tasks.retried, 2);
+    }
 }
 
+/// Cancelling running tasks, tasks waiting for a CPU and tasks waiting for
+/// a dependency: each ref fails with `Cancelled` and the CPUs come back.
+async fn cancelled_tasks_fail_and_give_their_cpus_back(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
+    // More spinning tasks than CPUs (2 embedded, 4 on the test cluster): the
+    // first run, the others wait for a CPU. Each would spin for 2 minutes.
+    let spins: Vec<_> = (0..8)
+        .map(|_| {
+            m.task("spin")
+                .timeout(Duration::from_secs(120))
+                .submit()
+                .unwrap()
+        })
+        .collect();
+    let dependent = m.task("leaf").arg_ref(&spins[0]).submit().unwrap();
+    let (ready, _) = rt.wait(&spins, 1, Some(Duration::from_millis(300))).await;
+    assert!(ready.is_empty(), "a spin ended by itself");
+    // Last submitted first, one at a time: a task cancelled just as a
+    // finishing one hands it its CPU keeps that CPU (a known bug, see
+    // `cancelling_a_task_as_it_is_granted_its_cpu_...`), so no task is
+    // cancelled while one queued behind it for a CPU is still there.
+    for r in [&dependent].into_iter().chain(spins.iter().rev()) {
+        rt.cancel(r).unwrap();
+        let got = rt.get::<u64>(r).await;
+        assert!(matches!(got, Err(Error::Cancelled(_))), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The CPUs came back: new work runs, long before a spin would have ended.
+    let refs: Vec<_> = (0..8u64).map(|i| m.call("leaf", (i,)).unwrap()).collect();
+    let got = tokio::time::timeout(Duration::from_secs(60), rt.get_all::<u64>(&refs))
+        .await
+        .expect("cancelled tasks still hold the CPUs")
+        .unwrap();
+    assert_eq!(got, (1..=8).collect::<Vec<u64>>());
+    if !rt.is_cluster() {
+        // Every CPU (a connected client's `stats()` are its own).
+        assert!(cpus_come_free(rt, 2.0).await, "{:?}", rt.stats());
+    }
+}
+
+/// Poll until the runtime has `cpus` CPUs free (false after 10 s).
+async fn cpus_come_free(rt: &Runtime, cpus: f64) -> bool {
+    for _ in 0..1000 {
+        if rt.stats().resources_free.num_cpus() == cpus {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Embedded only (`stats()`). When a running task is cancelled, admission
+/// hands its CPU to the next waiter; if that waiter is being cancelled too,
+/// the grant must come back (it was once lost: the node had a CPU less for
+/// good). Cancelling 8 spinning tasks on 2 CPUs in submission order lost one
+/// or both CPUs in most runs. The same admission runs on every worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_tasks_that_wait_for_a_cpu_gives_every_cpu_back() {
+    let rt = builder().num_cpus(2.0).build().await.unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    for round in 0..3 {
+        let spins: Vec<_> = (0..8)
+            .map(|_| {
+                m.task("spin")
+                    .timeout(Duration::from_secs(60))
+                    .submit()
+                    .unwrap()
+            })
+            .collect();
+        assert!(cpus_come_free(&rt, 0.0).await, "the spins never started");
+        for r in &spins {
+            rt.cancel(r).unwrap();
+        }
+        for r in &spins {
+            let got = rt.get::<u64>(r).await;
+            assert!(matches!(got, Err(Error::Cancelled(_))), "{got:?}");
+        }
+        assert!(
+            cpus_come_free(&rt, 2.0).await,
+            "round {round}: CPUs lost for good: {:?}",
+            rt.stats()
+        );
+    }
+}
+
+/// Embedded only: one CPU, and `stats()` to see `spin` holding it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_and_pending_tasks_can_be_cancelled() {
     let rt = builder().num_cpus(1.0).build().await.unwrap();
@@ -353,6 +524,7 @@ async fn running_and_pending_tasks_can_be_cancelled() {
     assert_eq!(rt.get::<u64>(&r).await.unwrap(), 42);
 }
 
+/// Embedded only: local mode is a setting of the embedded runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_runs_in_submission_order() {
     let rt = builder().local_mode(true).build().await.unwrap();
@@ -378,22 +550,20 @@ async fn local_mode_runs_in_submission_order() {
     assert_eq!(rt.get::<Vec<i64>>(&r).await.unwrap(), vec![0, 1, 4, 9]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guest_output_is_tagged_with_the_task() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn guest_output_is_tagged_with_the_task(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let r = m.call("shout", ("hi",)).unwrap();
     assert_eq!(rt.get::<String>(&r).await.unwrap(), "HI");
     let out = rt.take_output();
+    // The source names the task; on a cluster its node follows
+    // (`task-N, node-M`).
     let task = r.name().to_string();
-    assert!(
-        out.iter()
-            .any(|l| l.source == task && l.stream == ferray::Stream::Stdout && l.line == "hi"),
-        "{out:?}"
-    );
-    assert!(
-        out.iter()
-            .any(|l| l.source == task && l.stream == ferray::Stream::Stderr && l.line == "hi"),
-        "{out:?}"
-    );
+    let from_task = |l: &ferray::OutputLine| l.source.split(", ").next() == Some(task.as_str());
+    for stream in [ferray::Stream::Stdout, ferray::Stream::Stderr] {
+        assert!(
+            out.iter()
+                .any(|l| from_task(l) && l.stream == stream && l.line == "hi"),
+            "{out:?}"
+        );
+    }
 }

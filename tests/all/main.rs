@@ -3,10 +3,12 @@
 //! `guest-examples/` and `tests/guests/`.
 
 mod actors;
+mod both;
 mod cli;
 mod cluster;
 mod embed;
 mod gpu;
+mod harness;
 mod objects;
 mod sandbox;
 mod values;

@@ -1,9 +1,21 @@
 //! Values between host and guest: every kind of WIT type, through the
 //! embedding API (Rust types via serde) and through the command line (WAVE).
 
+// The scenarios are plain `async fn`s, run by `both.rs`'s tests: unwrap as
+// in a `#[test]`.
+#![allow(clippy::unwrap_used)]
+
+use ferray::Runtime;
 use serde::{Deserialize, Serialize};
 
-use crate::{ferray_ok, fx, load, runtime};
+use crate::both::scenarios;
+use crate::{ferray_ok, fx, load};
+
+// Through the embedding API: both embedded and on a cluster (`both.rs`).
+scenarios![
+    rich_types_round_trip_through_a_guest,
+    large_byte_lists_and_integer_lists,
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Shape {
@@ -34,10 +46,8 @@ struct Rec {
     bytes: Vec<u8>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rich_types_round_trip_through_a_guest() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn rich_types_round_trip_through_a_guest(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let recs = [
         Rec {
             name: "x".into(),
@@ -82,10 +92,8 @@ async fn rich_types_round_trip_through_a_guest() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_byte_lists_and_integer_lists() {
-    let rt = runtime().await;
-    let m = load(&rt, fx::MISBEHAVE).await;
+async fn large_byte_lists_and_integer_lists(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
     let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
     let r = m.call("echo-bytes", (big.clone(),)).unwrap();
     assert_eq!(rt.get::<Vec<u8>>(&r).await.unwrap(), big);
