@@ -272,7 +272,7 @@ fn an_actor_restarts_on_another_node_within_max_restarts() {
         let actors = c.state("actors").actors;
         let info = actors.iter().find(|x| x.id == a.id()).expect("listed");
         assert_eq!(
-            (info.state.as_str(), info.node, info.restarts),
+            (info.state.as_ref(), info.node, info.restarts),
             ("ALIVE", Some(NodeId(w1)), 1)
         );
         // Without restarts, calls fail with actor-died.

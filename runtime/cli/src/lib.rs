@@ -154,16 +154,11 @@ pub fn main() -> ExitCode {
 pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
+    let end: &[u8] = if newline { b"\n" } else { b"" };
     let written = out
         .write_fmt(args)
-        .and_then(|()| {
-            if newline {
-                out.write_all(b"\n")
-            } else {
-                Ok(())
-            }
-        })
-        .and_then(|()| if newline { Ok(()) } else { out.flush() });
+        .and_then(|()| out.write_all(end))
+        .and_then(|()| out.flush());
     match written {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),

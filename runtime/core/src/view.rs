@@ -3,6 +3,7 @@
 //! Plain data: the head builds them, the protocol carries them, clients read
 //! them; no layer above the protocol sees its messages.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -108,8 +109,9 @@ pub struct TaskInfo {
     pub id: TaskId,
     pub job: JobId,
     pub function: String,
-    /// QUEUED, WAITING, RUNNING, FINISHED, FAILED, ...
-    pub state: String,
+    /// QUEUED, WAITING, RUNNING, FINISHED, FAILED, ... (the head's names
+    /// are static: recording a finished task allocates no text for it).
+    pub state: Cow<'static, str>,
     /// The node of its latest attempt.
     pub node: Option<NodeId>,
     pub attempts: u32,
@@ -121,7 +123,7 @@ pub struct ActorInfo {
     pub job: JobId,
     pub class: String,
     /// PENDING, ALIVE or DEAD.
-    pub state: String,
+    pub state: Cow<'static, str>,
     pub node: Option<NodeId>,
     pub restarts: u32,
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use ferray_core::{
     ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId, TaskOptions,
 };
+use ferray_host::Loaded;
 use futures::future::BoxFuture;
 
 use crate::objects::{ObjectRef, RefName};
@@ -40,6 +41,40 @@ impl Caller {
     }
 }
 
+/// The code of a new task or actor: loaded in this process (a driver's
+/// `Component`), or named by digest (a guest's call).
+pub(crate) enum Code {
+    Loaded(Arc<Loaded<RtInner>>),
+    Digest(ComponentId),
+}
+
+// `id` and `here` serve the cluster backend.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl Code {
+    pub(crate) fn id(&self) -> ComponentId {
+        match self {
+            Code::Loaded(c) => c.id,
+            Code::Digest(id) => *id,
+        }
+    }
+
+    /// The component as this node has it, if it does.
+    pub(crate) fn here(&self, rt: &RtInner) -> Option<Arc<Loaded<RtInner>>> {
+        match self {
+            Code::Loaded(c) => Some(c.clone()),
+            Code::Digest(id) => rt.host.get(id),
+        }
+    }
+
+    /// The component, which must be loaded on this node.
+    fn load(self, rt: &RtInner) -> Result<Arc<Loaded<RtInner>>, Error> {
+        match self {
+            Code::Loaded(c) => Ok(c),
+            Code::Digest(id) => rt.component(&id),
+        }
+    }
+}
+
 /// Where a runtime's new tasks, actors, calls and objects go.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Store bytes; the reference is ready at once.
@@ -50,7 +85,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         rt: &Arc<RtInner>,
         caller: Caller,
-        comp: ComponentId,
+        code: Code,
         function: &str,
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
@@ -60,7 +95,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         rt: &Arc<RtInner>,
         caller: Caller,
-        comp: ComponentId,
+        code: Code,
         class: &str,
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
@@ -108,24 +143,24 @@ impl Backend for Local {
         &self,
         rt: &Arc<RtInner>,
         _: Caller,
-        comp: ComponentId,
+        code: Code,
         function: &str,
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
-        rt.submit_here(rt.component(&comp)?, function, args, options)
+        rt.submit_here(code.load(rt)?, function, args, options)
     }
 
     fn create_actor(
         &self,
         rt: &Arc<RtInner>,
         _: Caller,
-        comp: ComponentId,
+        code: Code,
         class: &str,
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
-        let comp = rt.component(&comp)?;
+        let comp = code.load(rt)?;
         let id = ActorId(rt.next_id());
         rt.start_actor(id, comp, class, args, options, None, None)?;
         Ok(id)

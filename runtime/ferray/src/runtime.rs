@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::actors::ActorEntry;
-use crate::backend::{Backend, Caller, Local};
+use crate::backend::{Backend, Caller, Code, Local};
 use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputSink, Stream};
 use crate::sched::{Admission, Lease};
@@ -267,8 +267,14 @@ impl RtInner {
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
-        self.backend()
-            .submit(self, Caller::Driver, comp.id, function, args, options)
+        self.backend().submit(
+            self,
+            Caller::Driver,
+            Code::Loaded(comp),
+            function,
+            args,
+            options,
+        )
     }
 
     pub(crate) fn create_actor(
@@ -278,8 +284,14 @@ impl RtInner {
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
-        self.backend()
-            .create_actor(self, Caller::Driver, comp.id, class, args, options)
+        self.backend().create_actor(
+            self,
+            Caller::Driver,
+            Code::Loaded(comp),
+            class,
+            args,
+            options,
+        )
     }
 
     pub(crate) fn call_actor(
@@ -423,7 +435,7 @@ impl Services for RtInner {
             rt.backend().submit(
                 &rt,
                 caller,
-                call.component,
+                Code::Digest(call.component),
                 &call.function,
                 call.args,
                 options,
@@ -449,7 +461,7 @@ impl Services for RtInner {
             rt.backend().create_actor(
                 &rt,
                 caller,
-                call.component,
+                Code::Digest(call.component),
                 &call.function,
                 call.args,
                 options,

@@ -95,7 +95,7 @@ pub fn cluster_view_to(v: ClusterView) -> v1::ClusterState {
                 id: t.id.0,
                 job: t.job.0,
                 function: t.function,
-                state: t.state,
+                state: t.state.into_owned(),
                 node: t.node.map_or(0, |n| n.0),
                 attempts: t.attempts,
             })
@@ -107,7 +107,7 @@ pub fn cluster_view_to(v: ClusterView) -> v1::ClusterState {
                 id: a.id.0,
                 job: a.job.0,
                 class: a.class,
-                state: a.state,
+                state: a.state.into_owned(),
                 node: a.node.map_or(0, |n| n.0),
                 restarts: a.restarts,
             })
@@ -156,7 +156,7 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<ClusterView, Error> {
                 id: TaskId(t.id),
                 job: JobId(t.job),
                 function: t.function,
-                state: t.state,
+                state: t.state.into(),
                 node: node(t.node),
                 attempts: t.attempts,
             })
@@ -168,7 +168,7 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<ClusterView, Error> {
                 id: ActorId(a.id),
                 job: JobId(a.job),
                 class: a.class,
-                state: a.state,
+                state: a.state.into(),
                 node: node(a.node),
                 restarts: a.restarts,
             })

@@ -8,7 +8,7 @@ use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, ObjectId, Task
 use futures::future::BoxFuture;
 
 use super::session::Session;
-use crate::backend::{Backend, Caller};
+use crate::backend::{Backend, Caller, Code};
 use crate::objects::ObjectRef;
 use crate::runtime::RtInner;
 
@@ -32,34 +32,34 @@ impl Backend for Remote {
         &self,
         rt: &Arc<RtInner>,
         caller: Caller,
-        comp: ComponentId,
+        code: Code,
         function: &str,
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
         // Refused here, at once, when this process knows the component (a
         // guest may name one only the head has).
-        if let Some(c) = rt.host.get(&comp) {
+        if let Some(c) = code.here(rt) {
             c.info.function(function)?;
         }
         self.0
-            .submit(self.job(caller), comp, function, args, &options)
+            .submit(self.job(caller), code.id(), function, args, &options)
     }
 
     fn create_actor(
         &self,
         rt: &Arc<RtInner>,
         caller: Caller,
-        comp: ComponentId,
+        code: Code,
         class: &str,
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
-        if let Some(c) = rt.host.get(&comp) {
+        if let Some(c) = code.here(rt) {
             c.info.class(class)?;
         }
         self.0
-            .create_actor(self.job(caller), comp, class, args, &options)
+            .create_actor(self.job(caller), code.id(), class, args, &options)
     }
 
     fn call_actor(

@@ -40,53 +40,50 @@ impl State {
                 // and forgotten with its job (one that has ended already
                 // cannot call it).
                 if self.live_job(job).is_ok() {
-                    self.actors.insert(
-                        a,
-                        ActorEntry {
-                            job,
-                            component: ComponentId::of(&[]),
-                            class,
-                            args: vec![],
-                            options: ActorOptions::default(),
-                            state: AState::Dead(Error::ActorDied(format!(
-                                "{a} was not created: {e}"
-                            ))),
-                            incarnation: 0,
-                            restarts: 0,
-                            next_seq: 0,
-                            calls: VecDeque::new(),
-                            queued: false,
-                            waiting_on: None,
-                        },
-                    );
-                    if let Some(j) = self.jobs.get_mut(&job) {
-                        j.actors.insert(a);
-                    }
+                    let dead = AState::Dead(Error::ActorDied(format!("{a} was not created: {e}")));
+                    let entry = ActorEntry {
+                        job,
+                        component: ComponentId::of(&[]),
+                        class,
+                        args: vec![],
+                        options: ActorOptions::default(),
+                        state: dead,
+                        incarnation: 0,
+                        restarts: 0,
+                        next_seq: 0,
+                        calls: VecDeque::new(),
+                        queued: false,
+                        waiting_on: None,
+                    };
+                    self.add_actor(a, entry);
                 }
                 return;
             }
         };
-        self.actors.insert(
-            a,
-            ActorEntry {
-                job,
-                component,
-                class,
-                args,
-                options,
-                state: AState::Pending,
-                incarnation: 0,
-                restarts: 0,
-                next_seq: 0,
-                calls: VecDeque::new(),
-                queued: false,
-                waiting_on: None,
-            },
-        );
-        if let Some(j) = self.jobs.get_mut(&job) {
+        let entry = ActorEntry {
+            job,
+            component,
+            class,
+            args,
+            options,
+            state: AState::Pending,
+            incarnation: 0,
+            restarts: 0,
+            next_seq: 0,
+            calls: VecDeque::new(),
+            queued: false,
+            waiting_on: None,
+        };
+        self.add_actor(a, entry);
+        self.try_ready(Waiter::Actor(a));
+    }
+
+    /// An actor in the table and in its job's set.
+    fn add_actor(&mut self, a: ActorId, entry: ActorEntry) {
+        if let Some(j) = self.jobs.get_mut(&entry.job) {
             j.actors.insert(a);
         }
-        self.try_ready(Waiter::Actor(a));
+        self.actors.insert(a, entry);
     }
 
     /// Start the actor on the node the scheduler placed it on (its

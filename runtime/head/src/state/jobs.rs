@@ -285,7 +285,7 @@ impl State {
             id: t,
             job: task.job,
             function: task.name(),
-            state: task.state_name().to_string(),
+            state: task.state_name().into(),
             node: task.ran_on,
             attempts: task.attempts,
         });

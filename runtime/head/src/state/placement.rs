@@ -210,43 +210,39 @@ impl State {
             return self.try_ready(Waiter::Task(t));
         };
         let attempt = task.attempts + 1;
-        let assign = match &task.kind {
+        // A driver's arguments are WAVE text; it holds its entrypoint
+        // resources and is never retried by its node.
+        let (component, function, options, wave_args) = match &task.kind {
             Kind::Task {
                 component,
                 function,
                 options,
-            } => Assign {
-                task: t,
-                job: task.job,
-                attempt,
-                component: *component,
-                function: function.clone(),
-                args,
-                options: options.clone(),
-                driver: false,
-                wave_args: vec![],
-            },
+            } => (component, function, options.clone(), None),
             Kind::Driver {
                 component,
                 function,
                 wave_args,
                 resources,
-            } => Assign {
-                task: t,
-                job: task.job,
-                attempt,
-                component: *component,
-                function: function.clone(),
-                args: vec![],
-                options: TaskOptions {
+            } => {
+                let options = TaskOptions {
                     resources: resources.clone(),
                     max_retries: 0,
                     ..TaskOptions::default()
-                },
-                driver: true,
-                wave_args: wave_args.clone(),
-            },
+                };
+                (component, function, options, Some(wave_args))
+            }
             Kind::ActorCall { .. } => return,
+        };
+        let assign = Assign {
+            task: t,
+            job: task.job,
+            attempt,
+            component: *component,
+            function: function.clone(),
+            args,
+            options,
+            driver: wave_args.is_some(),
+            wave_args: wave_args.cloned().unwrap_or_default(),
         };
         let job = task.job;
         if let Some(task) = self.tasks.get_mut(&t) {

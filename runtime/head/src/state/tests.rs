@@ -1070,7 +1070,7 @@ fn a_clients_end_ends_its_job_cancels_kills_and_frees() {
     let late = w.ok(n, running, 1, b"late", true);
     assert_eq!(w.take().frees(n), vec![late]);
     let history = w.st.cluster_state("tasks").tasks;
-    let names: Vec<_> = history.iter().map(|t| (t.id, t.state.as_str())).collect();
+    let names: Vec<_> = history.iter().map(|t| (t.id, t.state.as_ref())).collect();
     assert!(names.contains(&(waiting, "WAITING_FOR_DEPENDENCIES")));
     assert!(names.contains(&(done, "FINISHED")));
 }

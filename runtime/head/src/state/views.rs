@@ -43,7 +43,7 @@ impl State {
                     id: *id,
                     job: task.job,
                     function: task.name(),
-                    state: task.state_name().to_string(),
+                    state: task.state_name().into(),
                     node: task.ran_on,
                     attempts: task.attempts,
                 });
@@ -62,7 +62,7 @@ impl State {
                     id: *id,
                     job: a.job,
                     class: a.class.clone(),
-                    state: state.to_string(),
+                    state: state.into(),
                     node,
                     restarts: a.restarts,
                 });
