@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ferray_host::codec::{self, Type, Val};
+use ferray_host::codec::{self, Type, Val, Vals};
 
 const TYPES_WAT: &str = r#"
 (component
@@ -19,14 +19,20 @@ const TYPES_WAT: &str = r#"
 )
 "#;
 
+/// The parameter types of `f`, as a node's host sees them.
 fn types() -> Vec<Type> {
-    let rt = ferray::Runtime::builder()
-        .cache_dir(None)
-        .worker_threads(1)
-        .build_sync()
-        .expect("runtime");
-    let comp = rt.load_bytes_sync(TYPES_WAT.as_bytes()).expect("component");
-    codec::param_types(comp.info().function("f").expect("f"))
+    use wasmtime::component::types::ComponentItem;
+    let engine = wasmtime::Engine::default();
+    let comp = wasmtime::component::Component::new(&engine, TYPES_WAT).expect("component");
+    let ty = comp.component_type();
+    let Some(ComponentItem::ComponentFunc(f)) = ty
+        .exports(&engine)
+        .find(|(n, _)| *n == "f")
+        .map(|(_, e)| e.ty)
+    else {
+        panic!("the fixture exports `f`");
+    };
+    f.params().map(|(_, t)| t).collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -47,7 +53,9 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.bench_with_input(BenchmarkId::new("decode", size), &encoded, |b, e| {
-            b.iter(|| codec::decode(bytes_ty, &mut black_box(e.as_slice())).expect("decode"))
+            b.iter(|| {
+                codec::decode::<Vals>(bytes_ty, &mut black_box(e.as_slice())).expect("decode")
+            })
         });
     }
     group.finish();
@@ -69,11 +77,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("decode", |b| {
-        b.iter(|| codec::decode(ints_ty, &mut black_box(encoded.as_slice())).expect("decode"))
+        b.iter(|| {
+            codec::decode::<Vals>(ints_ty, &mut black_box(encoded.as_slice())).expect("decode")
+        })
     });
     group.finish();
 
-    let rec = codec::parse_wave(
+    let rec: Val = codec::parse_wave(
         rec_ty,
         r#"{name: "ferray", count: 42, tags: ["a", "bb", "ccc"]}"#,
     )
@@ -88,7 +98,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("record/decode", |b| {
-        b.iter(|| codec::decode(rec_ty, &mut black_box(encoded.as_slice())).expect("decode"))
+        b.iter(|| {
+            codec::decode::<Vals>(rec_ty, &mut black_box(encoded.as_slice())).expect("decode")
+        })
     });
 }
 

@@ -109,8 +109,15 @@ where
             AssertUnwindSafe((s.run)(&rt)).catch_unwind(),
         )
         .await;
+        // A connected client reads signatures from the bytes: it compiles
+        // nothing (its cluster's nodes do).
+        let compiled = rt.stats().host;
+        let client_compiled = rt.is_cluster() && compiled != ferray::HostStats::default();
         drop(rt);
         let why = match outcome {
+            Ok(Ok(())) if client_compiled => Some(format!(
+                "the connected client compiled components: {compiled:?}"
+            )),
             Ok(Ok(())) => None,
             Ok(Err(p)) => Some(panic_text(&*p)),
             Err(_) => Some(format!("did not finish within {SCENARIO_LIMIT:?}")),

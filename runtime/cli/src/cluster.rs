@@ -494,6 +494,11 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly file", args.component.display());
     }
+    // The function and its arguments are checked here, from the bytes,
+    // before anything is uploaded (the driver's node converts them again).
+    ferray::ComponentInfo::read(&bytes)
+        .and_then(|info| info.function(&args.function)?.encode_wave_args(&args.args))
+        .with_context(|| format!("cannot submit {}", args.component.display()))?;
     let exec = runtime()?;
     exec.block_on(async {
         let mut c = args.connect.client().await?;

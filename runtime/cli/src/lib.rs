@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ferray::{OutputMode, Runtime};
+use ferray::OutputMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -284,13 +284,8 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {
     let bytes = read_component(&path)?;
-    let rt = Runtime::builder()
-        .num_cpus(1.0)
-        .num_gpus(0.0)
-        .worker_threads(1)
-        .build_sync()?;
-    let info = rt
-        .inspect(&bytes)
+    // Read from the bytes: nothing is compiled.
+    let info = ferray::Inspection::of(&bytes)
         .with_context(|| format!("cannot inspect {}", path.display()))?;
     outln!("component: {}", path.display());
     outln!("digest: {}", info.id);

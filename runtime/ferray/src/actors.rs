@@ -233,7 +233,7 @@ async fn start_instance(
     ctx: &TaskCtx,
 ) -> Result<ferray_host::ActorInstance<RtInner>, Error> {
     let (made, out) = rt
-        .host
+        .host()?
         .create_actor(
             comp.clone(),
             class,

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferray_codec::{ComponentInfo, Inspection};
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{ComponentInfo, Host, HostConfig, HostStats, Inspection, Loaded};
+use ferray_host::{Host, HostConfig, HostStats, Loaded};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::Code;
 use crate::objects::ObjectRef;
 use crate::output::{OutputLine, OutputMode, OutputSink};
 use crate::runtime::{RtInner, Settings, TaskCounts};
@@ -87,6 +89,8 @@ pub struct RuntimeBuilder {
     max_instances: Option<u32>,
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     token: Option<String>,
+    /// A connected client's runtime: no wasmtime host.
+    client: bool,
 }
 
 impl RuntimeBuilder {
@@ -215,7 +219,9 @@ impl RuntimeBuilder {
             ));
         }
         let token = crate::cluster::find_token(self.token.as_deref())?;
-        let rt = self.num_cpus(0.0).num_gpus(0.0).build_sync()?;
+        let mut client = self.num_cpus(0.0).num_gpus(0.0);
+        client.client = true;
+        let rt = client.build_sync()?;
         let inner = rt.inner().clone();
         let addr = address.to_string();
         rt.handle()
@@ -260,7 +266,12 @@ impl RuntimeBuilder {
             pool_instances: Some(self.max_instances.unwrap_or(1000)),
             ..HostConfig::default()
         };
-        let host = Host::new(host_config)?;
+        // A connected client compiles nothing and runs no guest code.
+        let host = if self.client {
+            None
+        } else {
+            Some(Host::new(host_config)?)
+        };
         let store = Arc::new(ObjectStore::new(StoreConfig {
             memory_capacity: self.object_store_memory.unwrap_or(2 << 30),
             spill_dir: self.spill_dir,
@@ -368,21 +379,26 @@ impl Runtime {
         self.load_bytes(&bytes).await
     }
 
-    /// Load a component from its bytes.
+    /// Load a component from its bytes: its signatures are read from them;
+    /// the embedded runtime compiles it, a connected client uploads it to
+    /// the cluster (whose nodes compile it) and compiles nothing.
     pub async fn load_bytes(&self, bytes: &[u8]) -> Result<Component, Error> {
         let inner = self.inner().clone();
         let bytes = Bytes::copy_from_slice(bytes);
         let b = bytes.clone();
-        let loaded = tokio::task::spawn_blocking(move || inner.host.load(&b))
+        let (info, loaded) = tokio::task::spawn_blocking(move || inner.load_component(&b))
             .await
             .map_err(|e| Error::System(format!("loading failed: {e}")))??;
-        let publish = self.inner().backend().publish(loaded.id, bytes);
+        let id = ComponentId::of(&bytes);
+        let publish = self.inner().backend().publish(id, bytes);
         self.handle()
             .spawn(publish)
             .await
             .map_err(|e| Error::System(format!("uploading failed: {e}")))??;
         Ok(Component {
             rt: self.clone(),
+            id,
+            info,
             loaded,
         })
     }
@@ -392,24 +408,34 @@ impl Runtime {
         if self.is_cluster() {
             return self.block_on(self.load_bytes(bytes));
         }
-        let loaded = self.inner().host.load(bytes)?;
+        let (info, loaded) = self.inner().load_component(bytes)?;
         Ok(Component {
             rt: self.clone(),
+            id: ComponentId::of(bytes),
+            info,
             loaded,
         })
     }
 
     /// A component's digest, exports (with WIT signatures) and imports,
-    /// without keeping it loaded.
+    /// read from its bytes without compiling it.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, Error> {
-        self.inner().host.inspect(bytes)
+        Inspection::of(bytes)
     }
 
     /// A component loaded earlier, by its digest.
     pub fn component(&self, id: &ComponentId) -> Result<Component, Error> {
+        let inner = self.inner();
+        let loaded = match inner.loaded(id) {
+            Some(l) => Some(l),
+            None if self.is_cluster() => None,
+            None => Some(inner.component(id)?),
+        };
         Ok(Component {
             rt: self.clone(),
-            loaded: self.inner().component(id)?,
+            id: *id,
+            info: inner.info(id)?,
+            loaded,
         })
     }
 
@@ -486,10 +512,10 @@ impl Runtime {
         RuntimeStats {
             tasks: inner.counts(),
             store: inner.store.stats(),
-            host: inner.host.stats(),
+            host: inner.host().map(|h| h.stats()).unwrap_or_default(),
             resources_total: inner.admission.total(),
             resources_free: inner.admission.free(),
-            gpu: inner.host.gpu().map(|g| g.stats()),
+            gpu: inner.host().ok().and_then(|h| h.gpu()).map(|g| g.stats()),
         }
     }
 
@@ -513,17 +539,30 @@ impl Runtime {
 #[derive(Clone)]
 pub struct Component {
     rt: Runtime,
-    loaded: Arc<Loaded<RtInner>>,
+    id: ComponentId,
+    /// Its signatures, read from its bytes.
+    info: Arc<ComponentInfo>,
+    /// Compiled in this process; `None` on a connected client.
+    loaded: Option<Arc<Loaded<RtInner>>>,
 }
 
 impl Component {
     /// The blake3 digest of the component's bytes.
     pub fn id(&self) -> ComponentId {
-        self.loaded.id
+        self.id
     }
 
+    /// Its exports with their WIT signatures, and its imports.
     pub fn info(&self) -> &ComponentInfo {
-        &self.loaded.info
+        &self.info
+    }
+
+    /// Where its tasks and actors run: the code compiled here, or its digest.
+    fn code(&self) -> Code {
+        match &self.loaded {
+            Some(l) => Code::Loaded(l.clone()),
+            None => Code::Digest(self.id),
+        }
     }
 
     /// Submit a call of an exported function with a tuple of arguments
@@ -561,7 +600,7 @@ impl Component {
         args: &[String],
         options: TaskOptions,
     ) -> Result<WaveResult, Error> {
-        let func = self.loaded.info.function(function)?.clone();
+        let func = self.info.function(function)?.clone();
         let bytes = func.encode_wave_args(args)?;
         let r = self
             .task(function)
@@ -655,13 +694,10 @@ impl TaskBuilder {
         self
     }
     pub fn submit(self) -> Result<ObjectRef, Error> {
+        // Refused here, at once, on a client too.
+        self.comp.info.function(&self.function)?;
         let inner = self.comp.rt.inner().clone();
-        inner.submit(
-            self.comp.loaded.clone(),
-            &self.function,
-            self.args,
-            self.options,
-        )
+        inner.submit(self.comp.code(), &self.function, self.args, self.options)
     }
 }
 
@@ -712,13 +748,9 @@ impl ActorBuilder {
     /// Start the actor; its constructor runs in its own store. Calls made
     /// before it finishes wait for it.
     pub async fn spawn(self) -> Result<ActorHandle, Error> {
+        self.comp.info.class(&self.class)?;
         let inner = self.comp.rt.inner().clone();
-        let id = inner.create_actor(
-            self.comp.loaded.clone(),
-            &self.class,
-            self.args?,
-            self.options,
-        )?;
+        let id = inner.create_actor(self.comp.code(), &self.class, self.args?, self.options)?;
         Ok(ActorHandle {
             rt: self.comp.rt.clone(),
             id,

@@ -62,7 +62,7 @@ impl Code {
     pub(crate) fn here(&self, rt: &RtInner) -> Option<Arc<Loaded<RtInner>>> {
         match self {
             Code::Loaded(c) => Some(c.clone()),
-            Code::Digest(id) => rt.host.get(id),
+            Code::Digest(id) => rt.loaded(id),
         }
     }
 

@@ -38,12 +38,13 @@ pub use api::{
     ActorBuilder, ActorHandle, Component, Runtime, RuntimeBuilder, RuntimeStats, TaskBuilder,
     WaveResult, default_cache_dir,
 };
+pub use ferray_codec::{ClassInfo, ComponentInfo, FuncInfo, Inspection};
 pub use ferray_core::{
     ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,
     TaskId, TaskOptions, parse_duration, parse_size,
 };
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
-pub use ferray_host::{ComponentInfo, FuncInfo, HostStats, Inspection};
+pub use ferray_host::HostStats;
 pub use ferray_store::StoreStats;
 pub use objects::{ObjectRef, RefName};
 pub use output::{OutputLine, OutputMode, Stream};

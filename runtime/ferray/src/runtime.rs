@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use ferray_codec::ComponentInfo;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
 use ferray_core::{Resources, TaskOptions};
 use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
@@ -82,7 +83,12 @@ pub(crate) struct Counters {
 
 pub struct RtInner {
     pub(crate) me: Weak<RtInner>,
-    pub(crate) host: Host<RtInner>,
+    /// The wasmtime host; a connected client has none (it runs no guest
+    /// code, and reads signatures from a component's bytes).
+    host: Option<Host<RtInner>>,
+    /// The export signatures of components loaded here, read from their
+    /// bytes once per id.
+    infos: DashMap<ComponentId, Arc<ComponentInfo>>,
     pub(crate) store: Arc<ObjectStore>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) settings: Settings,
@@ -101,7 +107,7 @@ pub struct RtInner {
 
 impl RtInner {
     pub(crate) fn new(
-        host: Host<RtInner>,
+        host: Option<Host<RtInner>>,
         store: Arc<ObjectStore>,
         admission: Arc<Admission>,
         settings: Settings,
@@ -120,6 +126,7 @@ impl RtInner {
         Arc::new_cyclic(|me| RtInner {
             me: me.clone(),
             host,
+            infos: DashMap::new(),
             store,
             admission,
             settings,
@@ -211,8 +218,65 @@ impl RtInner {
         }
     }
 
+    /// This node's wasmtime host.
+    pub(crate) fn host(&self) -> Result<&Host<RtInner>, Error> {
+        self.host.as_ref().ok_or_else(|| {
+            Error::System("a connected client runs no guest code; its cluster does".into())
+        })
+    }
+
+    /// A component this node has compiled.
+    pub(crate) fn loaded(&self, id: &ComponentId) -> Option<Arc<Loaded<RtInner>>> {
+        self.host.as_ref()?.get(id)
+    }
+
+    /// Compile a component here (a node's path: the embedded runtime, a
+    /// worker).
+    pub(crate) fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded<RtInner>>, Error> {
+        self.host()?.load(bytes)
+    }
+
+    /// A component's export signatures, read from its bytes (once per id):
+    /// what the embedding API shows and checks, and what converts WAVE text.
+    pub(crate) fn read_info(&self, bytes: &[u8]) -> Result<Arc<ComponentInfo>, Error> {
+        let id = ComponentId::of(bytes);
+        if let Some(info) = self.infos.get(&id) {
+            return Ok(info.clone());
+        }
+        let info = Arc::new(ComponentInfo::read(bytes)?);
+        Ok(self.infos.entry(id).or_insert(info).value().clone())
+    }
+
+    /// Read a component's signatures, and compile it when this process has
+    /// a host (not on a connected client).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn load_component(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Arc<ComponentInfo>, Option<Arc<Loaded<RtInner>>>), Error> {
+        let info = self.read_info(bytes)?;
+        let loaded = match &self.host {
+            Some(host) => Some(host.load(bytes)?),
+            None => None,
+        };
+        Ok((info, loaded))
+    }
+
+    /// The signatures of a component read here earlier.
+    pub(crate) fn info(&self, id: &ComponentId) -> Result<Arc<ComponentInfo>, Error> {
+        self.infos
+            .get(id)
+            .map(|i| i.value().clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "component {} is not loaded in this process",
+                    id.short()
+                ))
+            })
+    }
+
     pub(crate) fn component(&self, id: &ComponentId) -> Result<Arc<Loaded<RtInner>>, Error> {
-        self.host.get(id).ok_or_else(|| {
+        self.loaded(id).ok_or_else(|| {
             Error::NotFound(format!(
                 "component {} is not loaded on this node",
                 id.short()
@@ -262,36 +326,24 @@ impl RtInner {
 
     pub(crate) fn submit(
         self: &Arc<Self>,
-        comp: Arc<Loaded<RtInner>>,
+        code: Code,
         function: &str,
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
-        self.backend().submit(
-            self,
-            Caller::Driver,
-            Code::Loaded(comp),
-            function,
-            args,
-            options,
-        )
+        self.backend()
+            .submit(self, Caller::Driver, code, function, args, options)
     }
 
     pub(crate) fn create_actor(
         self: &Arc<Self>,
-        comp: Arc<Loaded<RtInner>>,
+        code: Code,
         class: &str,
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
-        self.backend().create_actor(
-            self,
-            Caller::Driver,
-            Code::Loaded(comp),
-            class,
-            args,
-            options,
-        )
+        self.backend()
+            .create_actor(self, Caller::Driver, code, class, args, options)
     }
 
     pub(crate) fn call_actor(

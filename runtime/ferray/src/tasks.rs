@@ -156,7 +156,7 @@ impl RtInner {
         let mut attempts = 0u32;
         loop {
             let out = self
-                .host
+                .host()?
                 .run(comp, func, args, &limits, self.clone(), ctx.clone())
                 .await;
             self.emit(&ctx.label, &out);

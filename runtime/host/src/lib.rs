@@ -7,13 +7,23 @@
 //! ([`ActorInstance`]); every host call of a guest goes to a [`Services`]
 //! implementation, which the runtime provides. The host schedules nothing.
 
-pub mod codec;
+#[cfg(test)]
+mod codec_tests;
 mod component;
 mod config;
 mod imports;
 mod output;
 mod services;
 mod task;
+mod value;
+
+/// The codec on wasmtime's values: for the host and its benchmarks (the
+/// embedding API shows none of wasmtime's types).
+pub mod codec {
+    pub use crate::value::Vals;
+    pub use ferray_codec::codec::*;
+    pub use wasmtime::component::{Type, Val};
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,13 +55,6 @@ pub struct HostStats {
     pub compiled: u64,
     /// Components read back from the disk cache instead of compiled.
     pub disk_cache_hits: u64,
-}
-
-/// The result of inspecting a component without keeping it.
-pub struct Inspection {
-    pub id: ComponentId,
-    pub size: usize,
-    pub info: ComponentInfo,
 }
 
 struct Inner<S: Services> {
@@ -110,30 +113,6 @@ fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
 
 fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
     Error::Other(format!("{context}: {e:#}"))
-}
-
-/// What the first bytes of a file say it is.
-fn check_header(bytes: &[u8]) -> Result<(), Error> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        let text = bytes.trim_ascii_start();
-        if text.starts_with(b"(component") || text.starts_with(b"(module") {
-            return Ok(()); // WebAssembly text, accepted by the `wat` feature
-        }
-        return Err(Error::InvalidArgument(
-            "not a WebAssembly file (no `\\0asm` header): give the .wasm that `cargo component build` \
-             or `cargo build --target wasm32-wasip2` writes"
-                .into(),
-        ));
-    }
-    if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(Error::InvalidArgument(
-            "this is a core WebAssembly module, not a component: build the crate with \
-             `cargo component build` or `cargo build --target wasm32-wasip2`, or wrap the module with \
-             `wasm-tools component new`"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 impl<S: Services> Host<S> {
@@ -214,9 +193,9 @@ impl<S: Services> Host<S> {
         if let Some(l) = self.get(&id) {
             return Ok(l);
         }
-        check_header(bytes)?;
+        ferray_codec::check_header(bytes)?;
         let component = self.compile_cached(&id, bytes)?;
-        let info = ComponentInfo::of(&self.inner.engine, &component)?;
+        let info = component::exports_of(&self.inner.engine, &component)?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             Error::InvalidArgument(format!(
                 "the component needs an import that ferray does not provide: {e:#}"
@@ -235,19 +214,6 @@ impl<S: Services> Host<S> {
             .or_insert(loaded)
             .value()
             .clone())
-    }
-
-    /// Parse a component's exports and imports without linking it.
-    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, Error> {
-        check_header(bytes)?;
-        let id = ComponentId::of(bytes);
-        let component = self.compile_cached(&id, bytes)?;
-        let info = ComponentInfo::of(&self.inner.engine, &component)?;
-        Ok(Inspection {
-            id,
-            size: bytes.len(),
-            info,
-        })
     }
 
     fn cache_dir(&self) -> Option<PathBuf> {

@@ -340,7 +340,7 @@ impl<S: Services> Host<S> {
 }
 
 fn decode_args(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
-    codec::decode_all(&func.param_types(), args).map_err(|e| {
+    codec::decode_all::<codec::Vals>(func.param_types(), args).map_err(|e| {
         Error::InvalidArgument(format!(
             "arguments do not match `{}`: {e}",
             func.signature()

@@ -233,11 +233,11 @@ impl Node {
     async fn component(&self, id: &[u8]) -> Result<Arc<Loaded<RtInner>>, Error> {
         let oid = ferray_proto::object_id(id)?;
         let cid = ComponentId::from_bytes(*oid.as_bytes());
-        if let Some(c) = self.rt.host.get(&cid) {
+        if let Some(c) = self.rt.loaded(&cid) {
             return Ok(c);
         }
         let _guard = self.load.lock().await;
-        if let Some(c) = self.rt.host.get(&cid) {
+        if let Some(c) = self.rt.loaded(&cid) {
             return Ok(c);
         }
         let mut head = self.session.head.clone();
@@ -249,9 +249,14 @@ impl Node {
         let (_, bytes) = ferray_proto::assemble(stream, Some(oid), MAX_OBJECT_BYTES).await?;
         let rt = self.rt.clone();
         tracing::info!("compiling component {}", cid.short());
-        tokio::task::spawn_blocking(move || rt.host.load(&bytes))
-            .await
-            .map_err(|e| Error::System(format!("compiling failed: {e}")))?
+        // The signatures too: a job's driver gets WAVE arguments and gives
+        // back a WAVE result.
+        tokio::task::spawn_blocking(move || {
+            rt.read_info(&bytes)?;
+            rt.load(&bytes)
+        })
+        .await
+        .map_err(|e| Error::System(format!("compiling failed: {e}")))?
     }
 
     async fn run_assign(self: Arc<Self>, a: v1::Assign, cancel: Arc<Notify>) {
@@ -259,12 +264,17 @@ impl Node {
         let work = async {
             let comp = self.component(&a.component).await?;
             let func = comp.info.function(&a.function)?.clone();
+            let sig = if a.driver {
+                Some(self.rt.info(&comp.id)?.function(&a.function)?.clone())
+            } else {
+                None
+            };
             let mut options = ferray_proto::task_options_from(a.options.clone())?;
             // The head retries (elsewhere when this node is lost).
             options.max_retries = 0;
             options.retry_exceptions = false;
-            let args: Vec<Arg<ObjectRef>> = if a.driver {
-                vec![Arg::Value(func.encode_wave_args(&a.wave_args)?)]
+            let args: Vec<Arg<ObjectRef>> = if let Some(sig) = &sig {
+                vec![Arg::Value(sig.encode_wave_args(&a.wave_args)?)]
             } else {
                 a.args
                     .iter()
@@ -285,7 +295,7 @@ impl Node {
                 .rt
                 .run_attempts(&ctx, &comp, &func, &args, &options)
                 .await;
-            Ok::<_, Error>((func, out, lease))
+            Ok::<_, Error>((func, sig, out, lease))
         };
         let result = tokio::select! {
             biased;
@@ -305,17 +315,15 @@ impl Node {
         // mirrors this node's admission) never hears of the next start first.
         let mut _lease = None;
         match result {
-            Ok((func, Ok(bytes), lease)) => {
+            Ok((func, sig, Ok(bytes), lease)) => {
                 _lease = lease;
                 done.err_value = func.returns_err(&bytes);
-                if a.driver {
-                    done.wave = func
-                        .wave_result(&bytes)
-                        .unwrap_or_else(|e| format!("<{e}>"));
+                if let Some(sig) = sig {
+                    done.wave = sig.wave_result(&bytes).unwrap_or_else(|e| format!("<{e}>"));
                 }
                 done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
             }
-            Ok((_, Err(e), lease)) => {
+            Ok((_, _, Err(e), lease)) => {
                 _lease = lease;
                 done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e)));
             }

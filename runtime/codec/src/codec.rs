@@ -1,0 +1,1020 @@
+//! ferray's canonical binary encoding of WIT values.
+//!
+//! The encoding is [postcard's wire format] applied to WIT types: a Rust
+//! guest or embedder that serializes the "obvious" Rust mirror of a WIT type
+//! with serde + postcard produces exactly the bytes [`encode`] produces, and
+//! [`decode`] accepts exactly what [`encode`] produces (it is stricter than
+//! postcard only in rejecting non-minimal varints, so every value has one
+//! encoding). See `docs/VALUES.md` for the full mapping.
+//!
+//! [`decode`] is fed bytes from untrusted guests: it never panics, bounds
+//! nesting depth ([`MAX_DEPTH`]) and never allocates more than the input's
+//! length justifies.
+//!
+//! [postcard's wire format]: https://postcard.jamesmunk.com/wire-format.html
+
+use std::fmt;
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use wasm_wave::wasm::{WasmType, WasmTypeKind, WasmValue, WasmValueError};
+
+/// The deepest nesting of values [`encode`] and [`decode`] accept.
+///
+/// Validated component types are never deeper than 100 levels, so this
+/// only guards against pathological inputs.
+pub const MAX_DEPTH: usize = 128;
+
+/// One step from a value to a value inside it, used in error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    /// The i-th value of an argument or result list.
+    Value(usize),
+    /// A record field.
+    Field(String),
+    /// The i-th element of a list or tuple.
+    Element(usize),
+    /// The payload of a variant case.
+    Case(String),
+    /// The payload of `some`.
+    Some,
+    /// The payload of `ok`.
+    Ok,
+    /// The payload of `err`.
+    Err,
+}
+
+impl fmt::Display for PathSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathSegment::Value(i) => write!(f, "value {i}"),
+            PathSegment::Field(name) => write!(f, "field `{name}`"),
+            PathSegment::Element(i) => write!(f, "element {i}"),
+            PathSegment::Case(name) => write!(f, "case `{name}`"),
+            PathSegment::Some => f.write_str("`some`"),
+            PathSegment::Ok => f.write_str("`ok`"),
+            PathSegment::Err => f.write_str("`err`"),
+        }
+    }
+}
+
+/// Where inside a value an error happened, innermost step first.
+///
+/// Displays as `"at field `count` of element 2: "`, or as nothing when the
+/// error concerns the outermost value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValuePath(pub Vec<PathSegment>);
+
+impl fmt::Display for ValuePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Ok(());
+        };
+        write!(f, "at {first}")?;
+        for seg in rest {
+            write!(f, " of {seg}")?;
+        }
+        f.write_str(": ")
+    }
+}
+
+/// Error of encoding or decoding a value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodecError {
+    /// Encoding: the value's shape does not match its type.
+    #[error("{path}expected {expected}, got {got}")]
+    Mismatch {
+        /// Where in the value.
+        path: ValuePath,
+        /// The type, as [`type_name`] renders it.
+        expected: String,
+        /// The kind of value found.
+        got: String,
+    },
+    /// Encoding: the value has the right kind but is not a value of the type
+    /// (unknown case or flag, wrong field name, wrong number of elements).
+    #[error("{path}{message}")]
+    InvalidValue {
+        /// Where in the value.
+        path: ValuePath,
+        /// What is wrong.
+        message: String,
+    },
+    /// Decoding: the bytes are not a valid encoding of the type.
+    #[error("{path}invalid encoding at byte {offset}: {message}")]
+    Malformed {
+        /// Where in the value.
+        path: ValuePath,
+        /// Offset of the offending bytes in the input.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Decoding: the input ends inside a value.
+    #[error("{path}unexpected end of input at byte {offset} ({needed} more byte(s) needed)")]
+    UnexpectedEnd {
+        /// Where in the value.
+        path: ValuePath,
+        /// Offset of the end of input.
+        offset: usize,
+        /// How many more bytes were needed at least.
+        needed: usize,
+    },
+    /// Decoding: bytes are left over after the last value.
+    #[error("{count} trailing byte(s) after the last value, at byte {offset}")]
+    TrailingBytes {
+        /// Offset of the first left-over byte.
+        offset: usize,
+        /// How many bytes are left over.
+        count: usize,
+    },
+    /// Values are nested deeper than the limit.
+    #[error("value nesting exceeds the limit of {limit} levels")]
+    TooDeep {
+        /// The limit ([`MAX_DEPTH`]).
+        limit: usize,
+    },
+    /// A type that only makes sense inside one instance (resources, futures,
+    /// streams, error contexts).
+    #[error("{path}type {ty} cannot be passed as a value between tasks")]
+    Unsupported {
+        /// Where in the value.
+        path: ValuePath,
+        /// The type, as [`type_name`] renders it.
+        ty: String,
+    },
+    /// [`encode_all`]: the number of values differs from the number of types.
+    #[error("expected {expected} value(s), got {got}")]
+    Arity {
+        /// Number of types.
+        expected: usize,
+        /// Number of values.
+        got: usize,
+    },
+    /// WAVE text could not be parsed or printed.
+    #[error("WAVE: {0}")]
+    Wave(String),
+}
+
+impl CodecError {
+    /// Prepends the step `seg` (from an outer value into the erroneous one).
+    fn at(mut self, seg: PathSegment) -> Self {
+        match &mut self {
+            CodecError::Mismatch { path, .. }
+            | CodecError::InvalidValue { path, .. }
+            | CodecError::Malformed { path, .. }
+            | CodecError::UnexpectedEnd { path, .. }
+            | CodecError::Unsupported { path, .. } => path.0.push(seg),
+            CodecError::TrailingBytes { .. }
+            | CodecError::TooDeep { .. }
+            | CodecError::Arity { .. }
+            | CodecError::Wave(_) => {}
+        }
+        self
+    }
+
+    /// The path inside the value where the error happened, if it has one.
+    pub fn path(&self) -> Option<&ValuePath> {
+        match self {
+            CodecError::Mismatch { path, .. }
+            | CodecError::InvalidValue { path, .. }
+            | CodecError::Malformed { path, .. }
+            | CodecError::UnexpectedEnd { path, .. }
+            | CodecError::Unsupported { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = CodecError> = std::result::Result<T, E>;
+
+fn invalid(message: impl Into<String>) -> CodecError {
+    CodecError::InvalidValue {
+        path: ValuePath::default(),
+        message: message.into(),
+    }
+}
+
+fn mismatch<V: WasmValue>(ty: &V::Type, val: &V) -> CodecError {
+    CodecError::Mismatch {
+        path: ValuePath::default(),
+        expected: type_name(ty),
+        got: val.kind().to_string(),
+    }
+}
+
+fn unsupported<T: WasmType>(ty: &T) -> CodecError {
+    CodecError::Unsupported {
+        path: ValuePath::default(),
+        ty: type_name(ty),
+    }
+}
+
+fn wave_error(e: WasmValueError) -> CodecError {
+    invalid(e.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Values
+
+/// How [`decode`] builds values of a type that implements [`WasmValue`]:
+/// wasmtime's `Val` on a node, WAVE's own `Value` (typed by a component's
+/// WIT, read without compiling it) on a client. Encoding only reads values,
+/// through [`WasmValue`]'s `unwrap_*`.
+///
+/// The checked `make_*` constructors of [`WasmValue`] re-validate the whole
+/// value at every level; a decoded value is well typed by construction, so
+/// an implementation may build it directly. The defaults take the checked
+/// path ([`Checked`]).
+pub trait Build {
+    type Value: WasmValue;
+
+    fn list(ty: &Ty<Self>, items: Vec<Self::Value>) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_list(ty, items)
+    }
+    /// A `list<u8>`, from its bytes.
+    fn bytes(ty: &Ty<Self>, bytes: &[u8]) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_list(ty, bytes.iter().map(|&b| Self::Value::make_u8(b)))
+    }
+    /// Fields in the type's order.
+    fn record(
+        ty: &Ty<Self>,
+        fields: Vec<(Cow<'_, str>, Self::Value)>,
+    ) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_record(ty, fields.iter().map(|(n, v)| (n.as_ref(), v.clone())))
+    }
+    fn tuple(ty: &Ty<Self>, items: Vec<Self::Value>) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_tuple(ty, items)
+    }
+    fn variant(
+        ty: &Ty<Self>,
+        case: &str,
+        payload: Option<Self::Value>,
+    ) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_variant(ty, case, payload)
+    }
+    fn enum_case(ty: &Ty<Self>, case: &str) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_enum(ty, case)
+    }
+    fn option(ty: &Ty<Self>, value: Option<Self::Value>) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_option(ty, value)
+    }
+    #[allow(clippy::type_complexity)]
+    fn result(
+        ty: &Ty<Self>,
+        value: std::result::Result<Option<Self::Value>, Option<Self::Value>>,
+    ) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_result(ty, value)
+    }
+    fn flags(ty: &Ty<Self>, names: Vec<&str>) -> Result<Self::Value, WasmValueError> {
+        Self::Value::make_flags(ty, names)
+    }
+}
+
+/// The type of a builder's values.
+pub type Ty<B> = <<B as Build>::Value as WasmValue>::Type;
+
+/// Builds any [`WasmValue`] with its checked constructors.
+#[derive(Debug)]
+pub struct Checked<V>(PhantomData<V>);
+
+impl<V: WasmValue> Build for Checked<V> {
+    type Value = V;
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+/// Appends the encoding of `val`, which must be a value of type `ty`, to `out`.
+///
+/// On error `out` is left as it was.
+pub fn encode<V: WasmValue>(val: &V, ty: &V::Type, out: &mut Vec<u8>) -> Result<()> {
+    encode_with_limit(val, ty, out, MAX_DEPTH)
+}
+
+/// [`encode`] with a nesting limit other than [`MAX_DEPTH`].
+pub fn encode_with_limit<V: WasmValue>(
+    val: &V,
+    ty: &V::Type,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<()> {
+    let start = out.len();
+    let result = encode_val(val, ty, out, 0, limit);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// Encodes a list of values (e.g. a function's arguments): the concatenation
+/// of their encodings.
+pub fn encode_all<V: WasmValue>(vals: &[V], tys: &[V::Type]) -> Result<Vec<u8>> {
+    if vals.len() != tys.len() {
+        return Err(CodecError::Arity {
+            expected: tys.len(),
+            got: vals.len(),
+        });
+    }
+    let mut out = Vec::new();
+    for (i, (val, ty)) in vals.iter().zip(tys).enumerate() {
+        encode_val(val, ty, &mut out, 0, MAX_DEPTH).map_err(|e| e.at(PathSegment::Value(i)))?;
+    }
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) -> Result<()> {
+    let len = u32::try_from(len)
+        .map_err(|_| invalid(format!("length {len} exceeds the component model's 2^32-1")))?;
+    put_varint(out, u64::from(len));
+    Ok(())
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn encode_val<V: WasmValue>(
+    val: &V,
+    ty: &V::Type,
+    out: &mut Vec<u8>,
+    depth: usize,
+    limit: usize,
+) -> Result<()> {
+    if depth >= limit {
+        return Err(CodecError::TooDeep { limit });
+    }
+    let depth = depth + 1;
+    let kind = ty.kind();
+    if !supported(kind) {
+        return Err(unsupported(ty));
+    }
+    if val.kind() != kind {
+        return Err(mismatch(ty, val));
+    }
+    match kind {
+        WasmTypeKind::Bool => out.push(u8::from(val.unwrap_bool())),
+        WasmTypeKind::S8 => out.push(val.unwrap_s8() as u8),
+        WasmTypeKind::U8 => out.push(val.unwrap_u8()),
+        WasmTypeKind::S16 => put_varint(out, zigzag(i64::from(val.unwrap_s16()))),
+        WasmTypeKind::U16 => put_varint(out, u64::from(val.unwrap_u16())),
+        WasmTypeKind::S32 => put_varint(out, zigzag(i64::from(val.unwrap_s32()))),
+        WasmTypeKind::U32 => put_varint(out, u64::from(val.unwrap_u32())),
+        WasmTypeKind::S64 => put_varint(out, zigzag(val.unwrap_s64())),
+        WasmTypeKind::U64 => put_varint(out, val.unwrap_u64()),
+        WasmTypeKind::F32 => out.extend_from_slice(&val.unwrap_f32().to_le_bytes()),
+        WasmTypeKind::F64 => out.extend_from_slice(&val.unwrap_f64().to_le_bytes()),
+        WasmTypeKind::Char => {
+            let mut buf = [0; 4];
+            let s = val.unwrap_char().encode_utf8(&mut buf);
+            out.push(s.len() as u8);
+            out.extend_from_slice(s.as_bytes());
+        }
+        WasmTypeKind::String => {
+            let s = val.unwrap_string();
+            put_len(out, s.len())?;
+            out.extend_from_slice(s.as_bytes());
+        }
+        WasmTypeKind::List => {
+            let elem_ty = element_type(ty)?;
+            put_len(out, val.unwrap_list().count())?;
+            if elem_ty.kind() == WasmTypeKind::U8 {
+                // `list<u8>`: no recursion per byte.
+                for (i, item) in val.unwrap_list().enumerate() {
+                    if item.kind() != WasmTypeKind::U8 {
+                        return Err(mismatch(&elem_ty, item.as_ref()).at(PathSegment::Element(i)));
+                    }
+                    out.push(item.unwrap_u8());
+                }
+            } else {
+                for (i, item) in val.unwrap_list().enumerate() {
+                    encode_val(item.as_ref(), &elem_ty, out, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Element(i)))?;
+                }
+            }
+        }
+        WasmTypeKind::Record => {
+            let field_tys: Vec<_> = ty.record_fields().collect();
+            let fields: Vec<_> = val.unwrap_record().collect();
+            if field_tys.len() != fields.len() {
+                return Err(invalid(format!(
+                    "expected {} fields for {}, got {}",
+                    field_tys.len(),
+                    type_name(ty),
+                    fields.len()
+                )));
+            }
+            for ((field_name, field_ty), (name, v)) in field_tys.iter().zip(&fields) {
+                if name != field_name {
+                    return Err(invalid(format!(
+                        "expected field `{field_name}`, got `{name}`"
+                    )));
+                }
+                encode_val(v.as_ref(), field_ty, out, depth, limit)
+                    .map_err(|e| e.at(PathSegment::Field(name.to_string())))?;
+            }
+        }
+        WasmTypeKind::Tuple => {
+            let tys: Vec<_> = ty.tuple_element_types().collect();
+            let items: Vec<_> = val.unwrap_tuple().collect();
+            if tys.len() != items.len() {
+                return Err(invalid(format!(
+                    "expected {} elements for {}, got {}",
+                    tys.len(),
+                    type_name(ty),
+                    items.len()
+                )));
+            }
+            for (i, (elem_ty, v)) in tys.iter().zip(&items).enumerate() {
+                encode_val(v.as_ref(), elem_ty, out, depth, limit)
+                    .map_err(|e| e.at(PathSegment::Element(i)))?;
+            }
+        }
+        WasmTypeKind::Variant => {
+            let (name, payload) = val.unwrap_variant();
+            let Some((index, (_, case_ty))) = ty
+                .variant_cases()
+                .enumerate()
+                .find(|(_, (n, _))| *n == name)
+            else {
+                return Err(invalid(format!(
+                    "unknown case `{name}` of {}",
+                    type_name(ty)
+                )));
+            };
+            put_varint(out, index as u64);
+            match (case_ty, payload) {
+                (None, None) => {}
+                (Some(payload_ty), Some(payload)) => {
+                    encode_val(payload.as_ref(), &payload_ty, out, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Case(name.to_string())))?
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(format!("case `{name}` has no payload, got one")));
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!("case `{name}` needs a payload, got none")));
+                }
+            }
+        }
+        WasmTypeKind::Enum => {
+            let name = val.unwrap_enum();
+            let Some(index) = ty.enum_cases().position(|n| n == name) else {
+                return Err(invalid(format!(
+                    "unknown case `{name}` of {}",
+                    type_name(ty)
+                )));
+            };
+            put_varint(out, index as u64);
+        }
+        WasmTypeKind::Option => match val.unwrap_option() {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                let some_ty = ty
+                    .option_some_type()
+                    .ok_or_else(|| invalid("option type without a payload type"))?;
+                encode_val(v.as_ref(), &some_ty, out, depth, limit)
+                    .map_err(|e| e.at(PathSegment::Some))?;
+            }
+        },
+        WasmTypeKind::Result => {
+            let (ok_ty, err_ty) = ty
+                .result_types()
+                .ok_or_else(|| invalid("result type without its cases"))?;
+            let (tag, payload_ty, payload, seg) = match val.unwrap_result() {
+                Ok(payload) => (0, ok_ty, payload, PathSegment::Ok),
+                Err(payload) => (1, err_ty, payload, PathSegment::Err),
+            };
+            out.push(tag);
+            match (payload_ty, payload) {
+                (None, None) => {}
+                (Some(payload_ty), Some(payload)) => {
+                    encode_val(payload.as_ref(), &payload_ty, out, depth, limit)
+                        .map_err(|e| e.at(seg))?;
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(format!(
+                        "{seg} of {} has no payload, got one",
+                        type_name(ty)
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!(
+                        "{seg} of {} needs a payload, got none",
+                        type_name(ty)
+                    )));
+                }
+            }
+        }
+        WasmTypeKind::Flags => {
+            let names: Vec<_> = ty.flags_names().collect();
+            let mut mask: u32 = 0;
+            for name in val.unwrap_flags() {
+                let Some(bit) = names.iter().position(|n| *n == name) else {
+                    return Err(invalid(format!(
+                        "unknown flag `{name}` of {}",
+                        type_name(ty)
+                    )));
+                };
+                if bit >= 32 {
+                    return Err(invalid(format!("{} has more than 32 flags", type_name(ty))));
+                }
+                mask |= 1 << bit;
+            }
+            put_varint(out, u64::from(mask));
+        }
+        _ => return Err(unsupported(ty)),
+    }
+    Ok(())
+}
+
+/// The kinds of value that can pass between tasks. Fixed-length lists and
+/// maps need proposals ferray's engine leaves off; resources, futures and
+/// streams live inside one instance.
+fn supported(kind: WasmTypeKind) -> bool {
+    !matches!(
+        kind,
+        WasmTypeKind::FixedLengthList | WasmTypeKind::Unsupported
+    )
+}
+
+fn element_type<T: WasmType>(ty: &T) -> Result<T> {
+    ty.list_element_type()
+        .ok_or_else(|| invalid("list type without an element type"))
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+/// Decodes one value of type `ty` from the front of `input` and advances
+/// `input` past it. On error `input` is left as it was.
+pub fn decode<B: Build + ?Sized>(ty: &Ty<B>, input: &mut &[u8]) -> Result<B::Value> {
+    decode_with_limit::<B>(ty, input, MAX_DEPTH)
+}
+
+/// [`decode`] with a nesting limit other than [`MAX_DEPTH`].
+pub fn decode_with_limit<B: Build + ?Sized>(
+    ty: &Ty<B>,
+    input: &mut &[u8],
+    limit: usize,
+) -> Result<B::Value> {
+    let mut r = Reader { buf: input, pos: 0 };
+    let val = decode_val::<B>(ty, &mut r, 0, limit)?;
+    *input = r.rest();
+    Ok(val)
+}
+
+/// Decodes a list of values (e.g. a function's arguments) that must take up
+/// `bytes` exactly: left-over bytes are an error.
+pub fn decode_all<B: Build + ?Sized>(tys: &[Ty<B>], bytes: &[u8]) -> Result<Vec<B::Value>> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut vals = Vec::with_capacity(tys.len());
+    for (i, ty) in tys.iter().enumerate() {
+        vals.push(
+            decode_val::<B>(ty, &mut r, 0, MAX_DEPTH).map_err(|e| e.at(PathSegment::Value(i)))?,
+        );
+    }
+    if r.remaining() != 0 {
+        return Err(CodecError::TrailingBytes {
+            offset: r.pos,
+            count: r.remaining(),
+        });
+    }
+    Ok(vals)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    fn malformed(&self, offset: usize, message: impl Into<String>) -> CodecError {
+        CodecError::Malformed {
+            path: ValuePath::default(),
+            offset,
+            message: message.into(),
+        }
+    }
+
+    fn eof(&self, needed: usize) -> CodecError {
+        CodecError::UnexpectedEnd {
+            path: ValuePath::default(),
+            offset: self.buf.len(),
+            needed,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.eof(1)),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or_else(|| self.eof(n))?;
+        match self.buf.get(self.pos..end) {
+            Some(bytes) => {
+                self.pos = end;
+                Ok(bytes)
+            }
+            None => Err(self.eof(n - self.remaining())),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    /// An unsigned LEB128 varint of a `bits`-wide integer, by postcard's
+    /// rules (at most ceil(bits/7) bytes, no bits beyond `bits`) plus one
+    /// more for canonicity: no superfluous trailing zero bytes.
+    fn varint(&mut self, bits: u32) -> Result<u64> {
+        debug_assert!(!bits.is_multiple_of(7) && bits <= 64);
+        let start = self.pos;
+        let max_bytes = bits.div_ceil(7);
+        let max_last = (1u8 << (bits % 7)) - 1;
+        let mut out: u64 = 0;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == max_bytes - 1 && b > max_last {
+                    return Err(self.malformed(start, format!("varint overflows u{bits}")));
+                }
+                if i > 0 && b == 0 {
+                    return Err(self.malformed(start, "overlong (non-minimal) varint"));
+                }
+                return Ok(out);
+            }
+        }
+        Err(self.malformed(
+            start,
+            format!("varint longer than {max_bytes} bytes for u{bits}"),
+        ))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        // `varint(32)` never returns more than 32 bits.
+        Ok(self.varint(32)? as u32)
+    }
+
+    /// The length of a string, list or map, checked against the input left:
+    /// every element takes at least one byte, so a longer list cannot be
+    /// valid, and nothing is allocated for it.
+    fn length(&mut self, what: &str) -> Result<usize> {
+        let start = self.pos;
+        let n = self.u32()? as usize;
+        if n > self.remaining() {
+            return Err(self.malformed(
+                start,
+                format!(
+                    "{what} length {n} exceeds the {} byte(s) left",
+                    self.remaining()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn discriminant(&mut self, cases: usize, what: impl FnOnce() -> String) -> Result<usize> {
+        let start = self.pos;
+        let index = self.u32()? as usize;
+        if index >= cases {
+            return Err(self.malformed(
+                start,
+                format!(
+                    "case index {index} out of range for {} ({cases} cases)",
+                    what()
+                ),
+            ));
+        }
+        Ok(index)
+    }
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn decode_val<B: Build + ?Sized>(
+    ty: &Ty<B>,
+    r: &mut Reader<'_>,
+    depth: usize,
+    limit: usize,
+) -> Result<B::Value> {
+    type V<B> = <B as Build>::Value;
+    if depth >= limit {
+        return Err(CodecError::TooDeep { limit });
+    }
+    let depth = depth + 1;
+    Ok(match ty.kind() {
+        WasmTypeKind::Bool => match r.byte()? {
+            0 => V::<B>::make_bool(false),
+            1 => V::<B>::make_bool(true),
+            b => return Err(r.malformed(r.pos - 1, format!("invalid bool byte {b:#04x}"))),
+        },
+        WasmTypeKind::S8 => V::<B>::make_s8(r.byte()? as i8),
+        WasmTypeKind::U8 => V::<B>::make_u8(r.byte()?),
+        // The casts below are lossless: `varint(bits)` rejects wider values.
+        WasmTypeKind::S16 => V::<B>::make_s16(unzigzag(r.varint(16)?) as i16),
+        WasmTypeKind::U16 => V::<B>::make_u16(r.varint(16)? as u16),
+        WasmTypeKind::S32 => V::<B>::make_s32(unzigzag(r.varint(32)?) as i32),
+        WasmTypeKind::U32 => V::<B>::make_u32(r.u32()?),
+        WasmTypeKind::S64 => V::<B>::make_s64(unzigzag(r.varint(64)?)),
+        WasmTypeKind::U64 => V::<B>::make_u64(r.varint(64)?),
+        WasmTypeKind::F32 => V::<B>::make_f32(f32::from_le_bytes(r.array()?)),
+        WasmTypeKind::F64 => V::<B>::make_f64(f64::from_le_bytes(r.array()?)),
+        WasmTypeKind::Char => {
+            let start = r.pos;
+            let n = r.u32()? as usize;
+            if !(1..=4).contains(&n) {
+                return Err(r.malformed(start, format!("char of {n} bytes")));
+            }
+            let bytes = r.take(n)?;
+            let mut chars = std::str::from_utf8(bytes)
+                .map_err(|_| r.malformed(start, "char is not valid UTF-8"))?
+                .chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => V::<B>::make_char(c),
+                _ => return Err(r.malformed(start, "char is not exactly one character")),
+            }
+        }
+        WasmTypeKind::String => {
+            let n = r.length("string")?;
+            let start = r.pos;
+            let bytes = r.take(n)?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|e| r.malformed(start + e.valid_up_to(), "string is not valid UTF-8"))?;
+            V::<B>::make_string(Cow::Borrowed(s))
+        }
+        WasmTypeKind::List => {
+            let n = r.length("list")?;
+            let elem_ty = element_type(ty)?;
+            if elem_ty.kind() == WasmTypeKind::U8 {
+                // `list<u8>`: take the bytes in one go.
+                B::bytes(ty, r.take(n)?).map_err(wave_error)?
+            } else {
+                // Every element takes at least one byte: cap the allocation
+                // by the input.
+                let mut items = Vec::with_capacity(n.min(r.remaining()));
+                for i in 0..n {
+                    items.push(
+                        decode_val::<B>(&elem_ty, r, depth, limit)
+                            .map_err(|e| e.at(PathSegment::Element(i)))?,
+                    );
+                }
+                B::list(ty, items).map_err(wave_error)?
+            }
+        }
+        WasmTypeKind::Record => {
+            let mut fields = Vec::new();
+            for (name, field_ty) in ty.record_fields() {
+                let v = decode_val::<B>(&field_ty, r, depth, limit)
+                    .map_err(|e| e.at(PathSegment::Field(name.to_string())))?;
+                fields.push((name, v));
+            }
+            B::record(ty, fields).map_err(wave_error)?
+        }
+        WasmTypeKind::Tuple => {
+            let mut items = Vec::new();
+            for (i, elem_ty) in ty.tuple_element_types().enumerate() {
+                items.push(
+                    decode_val::<B>(&elem_ty, r, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Element(i)))?,
+                );
+            }
+            B::tuple(ty, items).map_err(wave_error)?
+        }
+        WasmTypeKind::Variant => {
+            let index = r.discriminant(ty.variant_cases().count(), || type_name(ty))?;
+            let Some((name, case_ty)) = ty.variant_cases().nth(index) else {
+                return Err(r.malformed(r.pos, "variant case vanished"));
+            };
+            let payload = match case_ty {
+                None => None,
+                Some(payload_ty) => Some(
+                    decode_val::<B>(&payload_ty, r, depth, limit)
+                        .map_err(|e| e.at(PathSegment::Case(name.to_string())))?,
+                ),
+            };
+            B::variant(ty, &name, payload).map_err(wave_error)?
+        }
+        WasmTypeKind::Enum => {
+            let index = r.discriminant(ty.enum_cases().count(), || type_name(ty))?;
+            match ty.enum_cases().nth(index) {
+                Some(name) => B::enum_case(ty, &name).map_err(wave_error)?,
+                None => return Err(r.malformed(r.pos, "enum case vanished")),
+            }
+        }
+        WasmTypeKind::Option => match r.byte()? {
+            0 => B::option(ty, None).map_err(wave_error)?,
+            1 => {
+                let some_ty = ty
+                    .option_some_type()
+                    .ok_or_else(|| invalid("option type without a payload type"))?;
+                let v = decode_val::<B>(&some_ty, r, depth, limit)
+                    .map_err(|e| e.at(PathSegment::Some))?;
+                B::option(ty, Some(v)).map_err(wave_error)?
+            }
+            b => return Err(r.malformed(r.pos - 1, format!("invalid option tag {b:#04x}"))),
+        },
+        WasmTypeKind::Result => {
+            let ok = r.discriminant(2, || type_name(ty))? == 0;
+            let (ok_ty, err_ty) = ty
+                .result_types()
+                .ok_or_else(|| invalid("result type without its cases"))?;
+            let (payload_ty, seg) = if ok {
+                (ok_ty, PathSegment::Ok)
+            } else {
+                (err_ty, PathSegment::Err)
+            };
+            let payload = match payload_ty {
+                None => None,
+                Some(payload_ty) => {
+                    Some(decode_val::<B>(&payload_ty, r, depth, limit).map_err(|e| e.at(seg))?)
+                }
+            };
+            B::result(ty, if ok { Ok(payload) } else { Err(payload) }).map_err(wave_error)?
+        }
+        WasmTypeKind::Flags => {
+            let start = r.pos;
+            let mask = r.u32()?;
+            let names: Vec<_> = ty.flags_names().collect();
+            let known = if names.len() >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << names.len()) - 1
+            };
+            if mask & !known != 0 {
+                return Err(r.malformed(
+                    start,
+                    format!(
+                        "unknown flag bits {:#x} for {}",
+                        mask & !known,
+                        type_name(ty)
+                    ),
+                ));
+            }
+            let set = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, name)| name.as_ref())
+                .collect();
+            B::flags(ty, set).map_err(wave_error)?
+        }
+        _ => return Err(unsupported(ty)),
+    })
+}
+
+/// Whether `encoded`, the canonical encoding of a function's `results`, is
+/// an `err(..)`: the one check, for retries and for exit codes. A
+/// `result<_, _>` encodes `err` as a leading 1.
+pub fn returns_err<T: WasmType>(results: &[T], encoded: &[u8]) -> bool {
+    matches!(results, [one] if one.kind() == WasmTypeKind::Result) && encoded.first() == Some(&1)
+}
+
+// ---------------------------------------------------------------------------
+// WAVE and type names
+
+/// Parses WAVE text (e.g. `{name: "x", count: 3}`) as a value of type `ty`.
+pub fn parse_wave<V: WasmValue>(ty: &V::Type, text: &str) -> Result<V> {
+    wasm_wave::from_str::<V>(ty, text).map_err(|e| CodecError::Wave(e.to_string()))
+}
+
+/// Renders a value as WAVE text.
+pub fn to_wave<V: WasmValue>(val: &V) -> Result<String> {
+    wasm_wave::to_string(val).map_err(|e| CodecError::Wave(e.to_string()))
+}
+
+/// A WIT-like rendering of a type for error messages and `ferray inspect`,
+/// e.g. `list<s64>`, `record { name: string, count: u32 }`,
+/// `option<string>`, `result<u32, string>`.
+///
+/// Records, variants, enums and flags are rendered structurally (the type
+/// does not carry its WIT name).
+pub fn type_name<T: WasmType>(ty: &T) -> String {
+    let mut s = String::new();
+    write_type(&mut s, ty, 0);
+    s
+}
+
+fn write_type<T: WasmType>(s: &mut String, ty: &T, depth: usize) {
+    use std::fmt::Write as _;
+    if depth >= MAX_DEPTH {
+        s.push('…');
+        return;
+    }
+    let depth = depth + 1;
+    let kind = ty.kind();
+    match kind {
+        WasmTypeKind::List => {
+            s.push_str("list<");
+            if let Some(elem) = ty.list_element_type() {
+                write_type(s, &elem, depth);
+            }
+            s.push('>');
+        }
+        WasmTypeKind::Record => {
+            s.push_str("record { ");
+            for (i, (name, field_ty)) in ty.record_fields().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                s.push_str(&name);
+                s.push_str(": ");
+                write_type(s, &field_ty, depth);
+            }
+            s.push_str(" }");
+        }
+        WasmTypeKind::Tuple => {
+            s.push_str("tuple<");
+            for (i, elem) in ty.tuple_element_types().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                write_type(s, &elem, depth);
+            }
+            s.push('>');
+        }
+        WasmTypeKind::Variant => {
+            s.push_str("variant { ");
+            for (i, (name, payload)) in ty.variant_cases().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                s.push_str(&name);
+                if let Some(payload) = payload {
+                    s.push('(');
+                    write_type(s, &payload, depth);
+                    s.push(')');
+                }
+            }
+            s.push_str(" }");
+        }
+        WasmTypeKind::Enum => {
+            let names: Vec<_> = ty.enum_cases().collect();
+            let _ = write!(s, "enum {{ {} }}", names.join(", "));
+        }
+        WasmTypeKind::Flags => {
+            let names: Vec<_> = ty.flags_names().collect();
+            let _ = write!(s, "flags {{ {} }}", names.join(", "));
+        }
+        WasmTypeKind::Option => {
+            s.push_str("option<");
+            if let Some(some) = ty.option_some_type() {
+                write_type(s, &some, depth);
+            }
+            s.push('>');
+        }
+        WasmTypeKind::Result => match ty.result_types() {
+            None | Some((None, None)) => s.push_str("result"),
+            Some((Some(ok), None)) => {
+                s.push_str("result<");
+                write_type(s, &ok, depth);
+                s.push('>');
+            }
+            Some((ok, Some(err))) => {
+                s.push_str("result<");
+                match ok {
+                    Some(ok) => write_type(s, &ok, depth),
+                    None => s.push('_'),
+                }
+                s.push_str(", ");
+                write_type(s, &err, depth);
+                s.push('>');
+            }
+        },
+        // wasmtime's resources, futures, streams and maps.
+        WasmTypeKind::Unsupported => s.push_str("<resource, future, stream or map>"),
+        // Primitives print as WIT writes them (`s64`, `string`, ...).
+        other => {
+            let _ = write!(s, "{other}");
+        }
+    }
+}
