@@ -165,44 +165,26 @@ impl<F> Exports<F> {
     /// Look a function up by its full name, or by its short name when that
     /// is unique. The error lists the exports.
     pub fn function(&self, name: &str) -> Result<&Arc<F>, Error> {
-        if let Some(f) = self.functions.get(name) {
-            return Ok(f);
-        }
-        match self.short.get(name).map(Vec::as_slice) {
-            Some([one]) => self
-                .functions
-                .get(one)
-                .ok_or_else(|| Error::NotFound(format!("no exported function `{name}`"))),
-            Some(many) => Err(Error::NotFound(format!(
-                "`{name}` is ambiguous: write one of {}",
-                many.join(", ")
-            ))),
-            None => Err(Error::NotFound(format!(
+        lookup(&self.functions, &self.short, name).map_err(|ambiguous| match ambiguous {
+            Some(many) => Error::NotFound(format!("`{name}` is ambiguous: write one of {many}")),
+            None => Error::NotFound(format!(
                 "no exported function `{name}`; the component exports: {}",
                 self.export_list()
-            ))),
-        }
+            )),
+        })
     }
 
     /// Look an actor class up by full or unique short name.
     pub fn class(&self, name: &str) -> Result<&Class<F>, Error> {
-        if let Some(c) = self.classes.get(name) {
-            return Ok(c);
-        }
-        match self.short_classes.get(name).map(Vec::as_slice) {
-            Some([one]) => self
-                .classes
-                .get(one)
-                .ok_or_else(|| Error::NotFound(format!("no exported resource `{name}`"))),
-            Some(many) => Err(Error::NotFound(format!(
-                "actor class `{name}` is ambiguous: write one of {}",
-                many.join(", ")
-            ))),
-            None => Err(Error::NotFound(format!(
+        lookup(&self.classes, &self.short_classes, name).map_err(|ambiguous| match ambiguous {
+            Some(many) => Error::NotFound(format!(
+                "actor class `{name}` is ambiguous: write one of {many}"
+            )),
+            None => Error::NotFound(format!(
                 "no exported resource `{name}` to make an actor of; the component exports: {}",
                 self.export_list()
-            ))),
-        }
+            )),
+        })
     }
 
     fn export_list(&self) -> String {
@@ -213,5 +195,22 @@ impl<F> Exports<F> {
         } else {
             names.join(", ")
         }
+    }
+}
+
+/// An entry by full name, or by a short name that names one entry; the
+/// error is the full names a short one is ambiguous between, if it is.
+fn lookup<'a, T>(
+    full: &'a BTreeMap<String, T>,
+    short: &HashMap<String, Vec<String>>,
+    name: &str,
+) -> Result<&'a T, Option<String>> {
+    if let Some(entry) = full.get(name) {
+        return Ok(entry);
+    }
+    match short.get(name).map(Vec::as_slice) {
+        Some([one]) => full.get(one).ok_or(None),
+        Some(many) => Err(Some(many.join(", "))),
+        None => Err(None),
     }
 }
