@@ -11,11 +11,13 @@ const TYPES_WAT: &str = r#"
   (export $rec "rec" (type $rec'))
   (core module $m
     (memory (export "memory") 1)
-    (func (export "f") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)))
+    (func (export "f") (param i32 i32 i32 i32 i32 i32 i32 i32 i32))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
   (core instance $i (instantiate $m))
   (func (export "f")
     (param "bytes" (list u8)) (param "ints" (list s64)) (param "rec" $rec)
-    (canon lift (core func $i "f") (memory $i "memory")))
+    (canon lift (core func $i "f") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
 )
 "#;
 
@@ -43,12 +45,12 @@ fn bench(c: &mut Criterion) {
     for size in [1usize << 10, 1 << 20, 16 << 20] {
         let val = Val::List((0..size).map(|i| Val::U8(i as u8)).collect());
         let mut encoded = Vec::new();
-        codec::encode(&val, bytes_ty, &mut encoded).expect("encode");
+        codec::encode::<Vals>(&val, bytes_ty, &mut encoded).expect("encode");
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("encode", size), &val, |b, v| {
             b.iter(|| {
                 let mut out = Vec::with_capacity(size + 8);
-                codec::encode(black_box(v), bytes_ty, &mut out).expect("encode");
+                codec::encode::<Vals>(black_box(v), bytes_ty, &mut out).expect("encode");
                 out
             })
         });
@@ -66,13 +68,13 @@ fn bench(c: &mut Criterion) {
             .collect(),
     );
     let mut encoded = Vec::new();
-    codec::encode(&ints, ints_ty, &mut encoded).expect("encode");
+    codec::encode::<Vals>(&ints, ints_ty, &mut encoded).expect("encode");
     let mut group = c.benchmark_group("list_s64_100k");
     group.throughput(Throughput::Elements(100_000));
     group.bench_function("encode", |b| {
         b.iter(|| {
             let mut out = Vec::new();
-            codec::encode(black_box(&ints), ints_ty, &mut out).expect("encode");
+            codec::encode::<Vals>(black_box(&ints), ints_ty, &mut out).expect("encode");
             out
         })
     });
@@ -89,11 +91,11 @@ fn bench(c: &mut Criterion) {
     )
     .expect("wave");
     let mut encoded = Vec::new();
-    codec::encode(&rec, rec_ty, &mut encoded).expect("encode");
+    codec::encode::<Vals>(&rec, rec_ty, &mut encoded).expect("encode");
     c.bench_function("record/encode", |b| {
         b.iter(|| {
             let mut out = Vec::new();
-            codec::encode(black_box(&rec), rec_ty, &mut out).expect("encode");
+            codec::encode::<Vals>(black_box(&rec), rec_ty, &mut out).expect("encode");
             out
         })
     });

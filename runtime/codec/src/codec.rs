@@ -230,6 +230,28 @@ fn wave_error(e: WasmValueError) -> CodecError {
 pub trait Build {
     type Value: WasmValue;
 
+    /// A list's or tuple's elements as a slice, when the value type keeps
+    /// them so: encoding then reads them directly instead of through
+    /// `unwrap_list`'s boxed iterator (the fast path for big lists).
+    fn items(_value: &Self::Value) -> Option<&[Self::Value]> {
+        None
+    }
+    /// A record's fields as a slice, in the type's order, when kept so.
+    fn fields(_value: &Self::Value) -> Option<&[(String, Self::Value)]> {
+        None
+    }
+    /// Append the bytes of `list<u8>` elements; `false` if one is not a `u8`
+    /// (the caller then finds and reports it).
+    fn push_u8s(items: &[Self::Value], out: &mut Vec<u8>) -> bool {
+        for item in items {
+            if item.kind() != WasmTypeKind::U8 {
+                return false;
+            }
+            out.push(item.unwrap_u8());
+        }
+        true
+    }
+
     fn list(ty: &Ty<Self>, items: Vec<Self::Value>) -> Result<Self::Value, WasmValueError> {
         Self::Value::make_list(ty, items)
     }
@@ -293,19 +315,19 @@ use reader::{Reader, unzigzag};
 /// Appends the encoding of `val`, which must be a value of type `ty`, to `out`.
 ///
 /// On error `out` is left as it was.
-pub fn encode<V: WasmValue>(val: &V, ty: &V::Type, out: &mut Vec<u8>) -> Result<()> {
-    encode_with_limit(val, ty, out, MAX_DEPTH)
+pub fn encode<B: Build + ?Sized>(val: &B::Value, ty: &Ty<B>, out: &mut Vec<u8>) -> Result<()> {
+    encode_with_limit::<B>(val, ty, out, MAX_DEPTH)
 }
 
 /// [`encode`] with a nesting limit other than [`MAX_DEPTH`].
-pub fn encode_with_limit<V: WasmValue>(
-    val: &V,
-    ty: &V::Type,
+pub fn encode_with_limit<B: Build + ?Sized>(
+    val: &B::Value,
+    ty: &Ty<B>,
     out: &mut Vec<u8>,
     limit: usize,
 ) -> Result<()> {
     let start = out.len();
-    let result = encode_val(val, ty, out, 0, limit);
+    let result = encode_val::<B>(val, ty, out, 0, limit);
     if result.is_err() {
         out.truncate(start);
     }
@@ -314,7 +336,7 @@ pub fn encode_with_limit<V: WasmValue>(
 
 /// Encodes a list of values (e.g. a function's arguments): the concatenation
 /// of their encodings.
-pub fn encode_all<V: WasmValue>(vals: &[V], tys: &[V::Type]) -> Result<Vec<u8>> {
+pub fn encode_all<B: Build + ?Sized>(vals: &[B::Value], tys: &[Ty<B>]) -> Result<Vec<u8>> {
     if vals.len() != tys.len() {
         return Err(CodecError::Arity {
             expected: tys.len(),
@@ -323,7 +345,8 @@ pub fn encode_all<V: WasmValue>(vals: &[V], tys: &[V::Type]) -> Result<Vec<u8>> 
     }
     let mut out = Vec::new();
     for (i, (val, ty)) in vals.iter().zip(tys).enumerate() {
-        encode_val(val, ty, &mut out, 0, MAX_DEPTH).map_err(|e| e.at(PathSegment::Value(i)))?;
+        encode_val::<B>(val, ty, &mut out, 0, MAX_DEPTH)
+            .map_err(|e| e.at(PathSegment::Value(i)))?;
     }
     Ok(out)
 }
@@ -347,9 +370,9 @@ fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn encode_val<V: WasmValue>(
-    val: &V,
-    ty: &V::Type,
+fn encode_val<B: Build + ?Sized>(
+    val: &B::Value,
+    ty: &Ty<B>,
     out: &mut Vec<u8>,
     depth: usize,
     limit: usize,
@@ -366,67 +389,45 @@ fn encode_val<V: WasmValue>(
         return Err(mismatch(ty, val));
     }
     match kind {
-        WasmTypeKind::Bool => out.push(u8::from(val.unwrap_bool())),
-        WasmTypeKind::S8 => out.push(val.unwrap_s8() as u8),
-        WasmTypeKind::U8 => out.push(val.unwrap_u8()),
-        WasmTypeKind::S16 => put_varint(out, zigzag(i64::from(val.unwrap_s16()))),
-        WasmTypeKind::U16 => put_varint(out, u64::from(val.unwrap_u16())),
-        WasmTypeKind::S32 => put_varint(out, zigzag(i64::from(val.unwrap_s32()))),
-        WasmTypeKind::U32 => put_varint(out, u64::from(val.unwrap_u32())),
-        WasmTypeKind::S64 => put_varint(out, zigzag(val.unwrap_s64())),
-        WasmTypeKind::U64 => put_varint(out, val.unwrap_u64()),
-        WasmTypeKind::F32 => out.extend_from_slice(&val.unwrap_f32().to_le_bytes()),
-        WasmTypeKind::F64 => out.extend_from_slice(&val.unwrap_f64().to_le_bytes()),
-        WasmTypeKind::Char => {
-            let mut buf = [0; 4];
-            let s = val.unwrap_char().encode_utf8(&mut buf);
-            out.push(s.len() as u8);
-            out.extend_from_slice(s.as_bytes());
-        }
-        WasmTypeKind::String => {
-            let s = val.unwrap_string();
-            put_len(out, s.len())?;
-            out.extend_from_slice(s.as_bytes());
-        }
+        _ if encode_scalar(kind, val, out)? => {}
         WasmTypeKind::List => {
             let elem_ty = element_type(ty)?;
-            put_len(out, val.unwrap_list().count())?;
-            if elem_ty.kind() == WasmTypeKind::U8 {
-                // `list<u8>`: no recursion per byte.
-                for (i, item) in val.unwrap_list().enumerate() {
-                    if item.kind() != WasmTypeKind::U8 {
-                        return Err(mismatch(&elem_ty, item.as_ref()).at(PathSegment::Element(i)));
+            match B::items(val) {
+                Some(items) => {
+                    put_len(out, items.len())?;
+                    // `list<u8>`: no recursion per byte.
+                    let start = out.len();
+                    if elem_ty.kind() == WasmTypeKind::U8 && !B::push_u8s(items, out) {
+                        out.truncate(start);
                     }
-                    out.push(item.unwrap_u8());
+                    if out.len() - start != items.len() {
+                        encode_elements::<B, _>(items.iter(), &elem_ty, out, depth, limit)?;
+                    }
                 }
-            } else {
-                for (i, item) in val.unwrap_list().enumerate() {
-                    encode_val(item.as_ref(), &elem_ty, out, depth, limit)
-                        .map_err(|e| e.at(PathSegment::Element(i)))?;
+                None => {
+                    put_len(out, val.unwrap_list().count())?;
+                    encode_elements::<B, _>(val.unwrap_list(), &elem_ty, out, depth, limit)?;
                 }
             }
         }
-        WasmTypeKind::Record => {
-            let field_tys: Vec<_> = ty.record_fields().collect();
-            let fields: Vec<_> = val.unwrap_record().collect();
-            if field_tys.len() != fields.len() {
-                return Err(invalid(format!(
-                    "expected {} fields for {}, got {}",
-                    field_tys.len(),
-                    type_name(ty),
-                    fields.len()
-                )));
-            }
-            for ((field_name, field_ty), (name, v)) in field_tys.iter().zip(&fields) {
-                if name != field_name {
-                    return Err(invalid(format!(
-                        "expected field `{field_name}`, got `{name}`"
-                    )));
-                }
-                encode_val(v.as_ref(), field_ty, out, depth, limit)
-                    .map_err(|e| e.at(PathSegment::Field(name.to_string())))?;
-            }
-        }
+        WasmTypeKind::Record => match B::fields(val) {
+            Some(fields) => encode_fields::<B, _>(
+                ty,
+                fields.len(),
+                fields.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), v)),
+                out,
+                depth,
+                limit,
+            )?,
+            None => encode_fields::<B, _>(
+                ty,
+                val.unwrap_record().count(),
+                val.unwrap_record(),
+                out,
+                depth,
+                limit,
+            )?,
+        },
         WasmTypeKind::Tuple => {
             let tys: Vec<_> = ty.tuple_element_types().collect();
             let items: Vec<_> = val.unwrap_tuple().collect();
@@ -439,7 +440,7 @@ fn encode_val<V: WasmValue>(
                 )));
             }
             for (i, (elem_ty, v)) in tys.iter().zip(&items).enumerate() {
-                encode_val(v.as_ref(), elem_ty, out, depth, limit)
+                encode_val::<B>(v.as_ref(), elem_ty, out, depth, limit)
                     .map_err(|e| e.at(PathSegment::Element(i)))?;
             }
         }
@@ -459,7 +460,7 @@ fn encode_val<V: WasmValue>(
             match (case_ty, payload) {
                 (None, None) => {}
                 (Some(payload_ty), Some(payload)) => {
-                    encode_val(payload.as_ref(), &payload_ty, out, depth, limit)
+                    encode_val::<B>(payload.as_ref(), &payload_ty, out, depth, limit)
                         .map_err(|e| e.at(PathSegment::Case(name.to_string())))?
                 }
                 (None, Some(_)) => {
@@ -487,7 +488,7 @@ fn encode_val<V: WasmValue>(
                 let some_ty = ty
                     .option_some_type()
                     .ok_or_else(|| invalid("option type without a payload type"))?;
-                encode_val(v.as_ref(), &some_ty, out, depth, limit)
+                encode_val::<B>(v.as_ref(), &some_ty, out, depth, limit)
                     .map_err(|e| e.at(PathSegment::Some))?;
             }
         },
@@ -503,7 +504,7 @@ fn encode_val<V: WasmValue>(
             match (payload_ty, payload) {
                 (None, None) => {}
                 (Some(payload_ty), Some(payload)) => {
-                    encode_val(payload.as_ref(), &payload_ty, out, depth, limit)
+                    encode_val::<B>(payload.as_ref(), &payload_ty, out, depth, limit)
                         .map_err(|e| e.at(seg))?;
                 }
                 (None, Some(_)) => {
@@ -538,6 +539,85 @@ fn encode_val<V: WasmValue>(
             put_varint(out, u64::from(mask));
         }
         _ => return Err(unsupported(ty)),
+    }
+    Ok(())
+}
+
+/// A value of a kind without parts (numbers, `char`, `string`); `false`
+/// for other kinds. The caller checked that the value is of `kind`.
+fn encode_scalar<V: WasmValue>(kind: WasmTypeKind, val: &V, out: &mut Vec<u8>) -> Result<bool> {
+    match kind {
+        WasmTypeKind::Bool => out.push(u8::from(val.unwrap_bool())),
+        WasmTypeKind::S8 => out.push(val.unwrap_s8() as u8),
+        WasmTypeKind::U8 => out.push(val.unwrap_u8()),
+        WasmTypeKind::S16 => put_varint(out, zigzag(i64::from(val.unwrap_s16()))),
+        WasmTypeKind::U16 => put_varint(out, u64::from(val.unwrap_u16())),
+        WasmTypeKind::S32 => put_varint(out, zigzag(i64::from(val.unwrap_s32()))),
+        WasmTypeKind::U32 => put_varint(out, u64::from(val.unwrap_u32())),
+        WasmTypeKind::S64 => put_varint(out, zigzag(val.unwrap_s64())),
+        WasmTypeKind::U64 => put_varint(out, val.unwrap_u64()),
+        WasmTypeKind::F32 => out.extend_from_slice(&val.unwrap_f32().to_le_bytes()),
+        WasmTypeKind::F64 => out.extend_from_slice(&val.unwrap_f64().to_le_bytes()),
+        WasmTypeKind::Char => {
+            let mut buf = [0; 4];
+            let s = val.unwrap_char().encode_utf8(&mut buf);
+            out.push(s.len() as u8);
+            out.extend_from_slice(s.as_bytes());
+        }
+        WasmTypeKind::String => {
+            let s = val.unwrap_string();
+            put_len(out, s.len())?;
+            out.extend_from_slice(s.as_bytes());
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// A list's elements (the count is written already).
+fn encode_elements<B: Build + ?Sized, R: std::ops::Deref<Target = B::Value>>(
+    items: impl Iterator<Item = R>,
+    elem_ty: &Ty<B>,
+    out: &mut Vec<u8>,
+    depth: usize,
+    limit: usize,
+) -> Result<()> {
+    let kind = elem_ty.kind();
+    for (i, item) in items.enumerate() {
+        // Scalars without a recursion (and its checks) per element.
+        if item.kind() == kind && encode_scalar(kind, &*item, out)? {
+            continue;
+        }
+        encode_val::<B>(&item, elem_ty, out, depth, limit)
+            .map_err(|e| e.at(PathSegment::Element(i)))?;
+    }
+    Ok(())
+}
+
+/// A record's fields, checked against the type's, in order.
+fn encode_fields<'n, B: Build + ?Sized, R: std::ops::Deref<Target = B::Value>>(
+    ty: &Ty<B>,
+    count: usize,
+    fields: impl Iterator<Item = (Cow<'n, str>, R)>,
+    out: &mut Vec<u8>,
+    depth: usize,
+    limit: usize,
+) -> Result<()> {
+    let expected = ty.record_fields().count();
+    if expected != count {
+        return Err(invalid(format!(
+            "expected {expected} fields for {}, got {count}",
+            type_name(ty)
+        )));
+    }
+    for ((field_name, field_ty), (name, v)) in ty.record_fields().zip(fields) {
+        if name != field_name {
+            return Err(invalid(format!(
+                "expected field `{field_name}`, got `{name}`"
+            )));
+        }
+        encode_val::<B>(&v, &field_ty, out, depth, limit)
+            .map_err(|e| e.at(PathSegment::Field(name.to_string())))?;
     }
     Ok(())
 }
@@ -597,6 +677,72 @@ pub fn decode_all<B: Build + ?Sized>(tys: &[Ty<B>], bytes: &[u8]) -> Result<Vec<
     Ok(vals)
 }
 
+/// Whether values of `kind` have no parts.
+fn is_scalar(kind: WasmTypeKind) -> bool {
+    matches!(
+        kind,
+        WasmTypeKind::Bool
+            | WasmTypeKind::S8
+            | WasmTypeKind::U8
+            | WasmTypeKind::S16
+            | WasmTypeKind::U16
+            | WasmTypeKind::S32
+            | WasmTypeKind::U32
+            | WasmTypeKind::S64
+            | WasmTypeKind::U64
+            | WasmTypeKind::F32
+            | WasmTypeKind::F64
+            | WasmTypeKind::Char
+            | WasmTypeKind::String
+    )
+}
+
+/// A value of a kind without parts; `None` for other kinds.
+fn decode_scalar<V: WasmValue>(kind: WasmTypeKind, r: &mut Reader<'_>) -> Result<Option<V>> {
+    Ok(Some(match kind {
+        WasmTypeKind::Bool => match r.byte()? {
+            0 => V::make_bool(false),
+            1 => V::make_bool(true),
+            b => return Err(r.malformed(r.pos - 1, format!("invalid bool byte {b:#04x}"))),
+        },
+        WasmTypeKind::S8 => V::make_s8(r.byte()? as i8),
+        WasmTypeKind::U8 => V::make_u8(r.byte()?),
+        // The casts below are lossless: `varint(bits)` rejects wider values.
+        WasmTypeKind::S16 => V::make_s16(unzigzag(r.varint(16)?) as i16),
+        WasmTypeKind::U16 => V::make_u16(r.varint(16)? as u16),
+        WasmTypeKind::S32 => V::make_s32(unzigzag(r.varint(32)?) as i32),
+        WasmTypeKind::U32 => V::make_u32(r.u32()?),
+        WasmTypeKind::S64 => V::make_s64(unzigzag(r.varint(64)?)),
+        WasmTypeKind::U64 => V::make_u64(r.varint(64)?),
+        WasmTypeKind::F32 => V::make_f32(f32::from_le_bytes(r.array()?)),
+        WasmTypeKind::F64 => V::make_f64(f64::from_le_bytes(r.array()?)),
+        WasmTypeKind::Char => {
+            let start = r.pos;
+            let n = r.u32()? as usize;
+            if !(1..=4).contains(&n) {
+                return Err(r.malformed(start, format!("char of {n} bytes")));
+            }
+            let bytes = r.take(n)?;
+            let mut chars = std::str::from_utf8(bytes)
+                .map_err(|_| r.malformed(start, "char is not valid UTF-8"))?
+                .chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => V::make_char(c),
+                _ => return Err(r.malformed(start, "char is not exactly one character")),
+            }
+        }
+        WasmTypeKind::String => {
+            let n = r.length("string")?;
+            let start = r.pos;
+            let bytes = r.take(n)?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|e| r.malformed(start + e.valid_up_to(), "string is not valid UTF-8"))?;
+            V::make_string(Cow::Borrowed(s))
+        }
+        _ => return Ok(None),
+    }))
+}
+
 fn decode_val<B: Build + ?Sized>(
     ty: &Ty<B>,
     r: &mut Reader<'_>,
@@ -609,45 +755,10 @@ fn decode_val<B: Build + ?Sized>(
     }
     let depth = depth + 1;
     Ok(match ty.kind() {
-        WasmTypeKind::Bool => match r.byte()? {
-            0 => V::<B>::make_bool(false),
-            1 => V::<B>::make_bool(true),
-            b => return Err(r.malformed(r.pos - 1, format!("invalid bool byte {b:#04x}"))),
+        kind if is_scalar(kind) => match decode_scalar::<V<B>>(kind, r)? {
+            Some(v) => v,
+            None => return Err(unsupported(ty)),
         },
-        WasmTypeKind::S8 => V::<B>::make_s8(r.byte()? as i8),
-        WasmTypeKind::U8 => V::<B>::make_u8(r.byte()?),
-        // The casts below are lossless: `varint(bits)` rejects wider values.
-        WasmTypeKind::S16 => V::<B>::make_s16(unzigzag(r.varint(16)?) as i16),
-        WasmTypeKind::U16 => V::<B>::make_u16(r.varint(16)? as u16),
-        WasmTypeKind::S32 => V::<B>::make_s32(unzigzag(r.varint(32)?) as i32),
-        WasmTypeKind::U32 => V::<B>::make_u32(r.u32()?),
-        WasmTypeKind::S64 => V::<B>::make_s64(unzigzag(r.varint(64)?)),
-        WasmTypeKind::U64 => V::<B>::make_u64(r.varint(64)?),
-        WasmTypeKind::F32 => V::<B>::make_f32(f32::from_le_bytes(r.array()?)),
-        WasmTypeKind::F64 => V::<B>::make_f64(f64::from_le_bytes(r.array()?)),
-        WasmTypeKind::Char => {
-            let start = r.pos;
-            let n = r.u32()? as usize;
-            if !(1..=4).contains(&n) {
-                return Err(r.malformed(start, format!("char of {n} bytes")));
-            }
-            let bytes = r.take(n)?;
-            let mut chars = std::str::from_utf8(bytes)
-                .map_err(|_| r.malformed(start, "char is not valid UTF-8"))?
-                .chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => V::<B>::make_char(c),
-                _ => return Err(r.malformed(start, "char is not exactly one character")),
-            }
-        }
-        WasmTypeKind::String => {
-            let n = r.length("string")?;
-            let start = r.pos;
-            let bytes = r.take(n)?;
-            let s = std::str::from_utf8(bytes)
-                .map_err(|e| r.malformed(start + e.valid_up_to(), "string is not valid UTF-8"))?;
-            V::<B>::make_string(Cow::Borrowed(s))
-        }
         WasmTypeKind::List => {
             let n = r.length("list")?;
             let elem_ty = element_type(ty)?;
@@ -658,7 +769,19 @@ fn decode_val<B: Build + ?Sized>(
                 // Every element takes at least one byte: cap the allocation
                 // by the input.
                 let mut items = Vec::with_capacity(n.min(r.remaining()));
+                let kind = elem_ty.kind();
                 for i in 0..n {
+                    // Scalars without a recursion (and its checks) per element.
+                    if is_scalar(kind) {
+                        match decode_scalar::<V<B>>(kind, r) {
+                            Ok(Some(v)) => {
+                                items.push(v);
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(e.at(PathSegment::Element(i))),
+                        }
+                    }
                     items.push(
                         decode_val::<B>(&elem_ty, r, depth, limit)
                             .map_err(|e| e.at(PathSegment::Element(i)))?,

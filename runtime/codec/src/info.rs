@@ -128,7 +128,7 @@ impl FuncInfo {
             })?);
             tys.push(wave_ty.clone());
         }
-        codec::encode_all(&vals, &tys)
+        codec::encode_all::<Checked<WaveValue>>(&vals, &tys)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode the arguments: {e}")))
     }
 

@@ -210,7 +210,7 @@ where
         .unwrap_or_else(|e| panic!("decoding {rust:?} as {}: {e}", type_name(ty)));
     assert_eq!(decoded, std::slice::from_ref(val), "decoding {rust:?}");
     let mut out = Vec::new();
-    encode(val, ty, &mut out).unwrap_or_else(|e| panic!("encoding {val:?}: {e}"));
+    encode::<Vals>(val, ty, &mut out).unwrap_or_else(|e| panic!("encoding {val:?}: {e}"));
     assert_eq!(out, bytes, "encoding {val:?}");
     let back: T = postcard::from_bytes(&out).expect("postcard deserializes");
     assert_eq!(&back, rust);
@@ -303,17 +303,17 @@ fn codec_primitives_match_postcard() {
 fn codec_worked_byte_examples() {
     // The examples in docs/VALUES.md.
     let mut out = Vec::new();
-    encode(
+    encode::<Vals>(
         &record(&[("name", s("x")), ("count", Val::U32(300))]),
         &ty("counter"),
         &mut out,
     )
     .expect("encodes");
     assert_eq!(out, [0x01, b'x', 0xac, 0x02]);
-    let out = encode_all(&[Val::S64(-3)], &[Type::S64]).expect("encodes");
+    let out = encode_all::<Vals>(&[Val::S64(-3)], &[Type::S64]).expect("encodes");
     assert_eq!(out, [0x05]);
     let mut out = Vec::new();
-    encode(
+    encode::<Vals>(
         &Val::Variant("rect".into(), Some(Box::new(point(1, -1)))),
         &ty("shape"),
         &mut out,
@@ -322,7 +322,7 @@ fn codec_worked_byte_examples() {
     assert_eq!(out, [0x01, 0x02, 0x01]);
     let mut out = Vec::new();
     let res = Val::Result(Err(Some(Box::new(s("no")))));
-    encode(&res, &ty("res"), &mut out).expect("encodes");
+    encode::<Vals>(&res, &ty("res"), &mut out).expect("encodes");
     assert_eq!(out, [0x01, 0x02, b'n', b'o']);
 }
 
@@ -375,7 +375,7 @@ fn codec_records_variants_enums_flags_match_postcard() {
     check(&ty("flags32"), &((1u32 << 31) | 1), &flags(&["f0", "f31"]));
     // Flags given out of order or twice encode like the set they denote.
     let mut out = Vec::new();
-    encode(&flags(&["exec", "read", "exec"]), &perms, &mut out).expect("encodes");
+    encode::<Vals>(&flags(&["exec", "read", "exec"]), &perms, &mut out).expect("encodes");
     assert_eq!(out, [5]);
 }
 
@@ -495,17 +495,17 @@ fn codec_argument_list_is_a_postcard_tuple() {
     let rust = (Point { x: 1, y: 2 }, 1000u32, "hi".to_owned(), Color::Blue);
     let vals = [point(1, 2), Val::U32(1000), s("hi"), color(Color::Blue)];
     let bytes = postcard::to_allocvec(&rust).expect("serializes");
-    assert_eq!(encode_all(&vals, &tys).expect("encodes"), bytes);
+    assert_eq!(encode_all::<Vals>(&vals, &tys).expect("encodes"), bytes);
     assert_eq!(decode_all::<Vals>(&tys, &bytes).expect("decodes"), vals);
 
     assert_eq!(
-        encode_all(&vals[..2], &tys),
+        encode_all::<Vals>(&vals[..2], &tys),
         Err(CodecError::Arity {
             expected: 4,
             got: 2
         })
     );
-    let err = encode_all(&[point(1, 2), s("x"), s("hi"), color(Color::Blue)], &tys)
+    let err = encode_all::<Vals>(&[point(1, 2), s("x"), s("hi"), color(Color::Blue)], &tys)
         .expect_err("mismatch");
     assert_eq!(err.to_string(), "at value 1: expected u32, got string");
 }
@@ -518,10 +518,11 @@ fn codec_map_and_fixed_length_lists_are_refused() {
         panic!("the fixture's engine enables maps and fixed-length lists");
     };
     let map = Val::Map(vec![(s("a"), Val::U32(1))]);
-    let err = encode(&map, &export_of(extra, "map"), &mut Vec::new()).expect_err("map");
+    let err = encode::<Vals>(&map, &export_of(extra, "map"), &mut Vec::new()).expect_err("map");
     assert!(matches!(err, CodecError::Unsupported { .. }), "{err}");
     let fixed = Val::FixedLengthList(vec![Val::U8(1), Val::U8(2), Val::U8(3), Val::U8(4)]);
-    let err = encode(&fixed, &export_of(extra, "fixed"), &mut Vec::new()).expect_err("fixed");
+    let err =
+        encode::<Vals>(&fixed, &export_of(extra, "fixed"), &mut Vec::new()).expect_err("fixed");
     assert!(matches!(err, CodecError::Unsupported { .. }), "{err}");
     let err =
         decode::<Vals>(&export_of(extra, "fixed"), &mut &[1u8, 2, 3, 4][..]).expect_err("fixed");
@@ -532,7 +533,7 @@ fn codec_map_and_fixed_length_lists_are_refused() {
 fn codec_encode_checks_the_value_against_the_type() {
     let counter = ty("counter");
     let mut out = vec![0xaa];
-    let err = encode(
+    let err = encode::<Vals>(
         &record(&[("name", s("x")), ("count", s("3"))]),
         &counter,
         &mut out,
@@ -544,30 +545,31 @@ fn codec_encode_checks_the_value_against_the_type() {
     );
     assert_eq!(out, [0xaa], "output is left as it was on error");
 
-    let err = encode(
+    let err = encode::<Vals>(
         &record(&[("count", Val::U32(1)), ("name", s("x"))]),
         &counter,
         &mut out,
     )
     .expect_err("field order");
     assert_eq!(err.to_string(), "expected field `name`, got `count`");
-    let err = encode(&record(&[("name", s("x"))]), &counter, &mut out).expect_err("missing field");
+    let err = encode::<Vals>(&record(&[("name", s("x"))]), &counter, &mut out)
+        .expect_err("missing field");
     assert!(err.to_string().starts_with("expected 2 fields"), "{err}");
 
-    let err =
-        encode(&Val::Variant("square".into(), None), &ty("shape"), &mut out).expect_err("case");
+    let err = encode::<Vals>(&Val::Variant("square".into(), None), &ty("shape"), &mut out)
+        .expect_err("case");
     assert!(
         err.to_string().starts_with("unknown case `square`"),
         "{err}"
     );
-    let err =
-        encode(&Val::Variant("circle".into(), None), &ty("shape"), &mut out).expect_err("payload");
+    let err = encode::<Vals>(&Val::Variant("circle".into(), None), &ty("shape"), &mut out)
+        .expect_err("payload");
     assert_eq!(err.to_string(), "case `circle` needs a payload, got none");
-    let err = encode(&Val::Enum("pink".into()), &ty("color"), &mut out).expect_err("enum");
+    let err = encode::<Vals>(&Val::Enum("pink".into()), &ty("color"), &mut out).expect_err("enum");
     assert!(err.to_string().starts_with("unknown case `pink`"), "{err}");
-    let err = encode(&flags(&["fly"]), &ty("perms"), &mut out).expect_err("flag");
+    let err = encode::<Vals>(&flags(&["fly"]), &ty("perms"), &mut out).expect_err("flag");
     assert!(err.to_string().starts_with("unknown flag `fly`"), "{err}");
-    let err = encode(&Val::Result(Ok(None)), &ty("res"), &mut out).expect_err("ok payload");
+    let err = encode::<Vals>(&Val::Result(Ok(None)), &ty("res"), &mut out).expect_err("ok payload");
     assert_eq!(
         err.to_string(),
         "`ok` of result<u32, string> needs a payload, got none"
@@ -583,12 +585,12 @@ fn codec_encode_checks_the_value_against_the_type() {
         flags(&[]),
         bytes_val(&[]),
     ])]);
-    let err = encode(&nested, &ty("nested"), &mut out).expect_err("deep mismatch");
+    let err = encode::<Vals>(&nested, &ty("nested"), &mut out).expect_err("deep mismatch");
     assert_eq!(
         err.to_string(),
         "at field `y` of case `rect` of `some` of element 1 of element 0: expected s32, got u32"
     );
-    let err = encode(
+    let err = encode::<Vals>(
         &Val::List(vec![Val::U8(1), Val::S8(2)]),
         &ty("bytes"),
         &mut out,
@@ -601,7 +603,7 @@ fn codec_encode_checks_the_value_against_the_type() {
 fn codec_unsupported_types() {
     let own = ty("own");
     assert_eq!(type_name(&own), "<resource, future, stream or map>");
-    let err = encode(&Val::U32(1), &own, &mut Vec::new()).expect_err("own");
+    let err = encode::<Vals>(&Val::U32(1), &own, &mut Vec::new()).expect_err("own");
     assert_eq!(
         err.to_string(),
         "type <resource, future, stream or map> cannot be passed as a value between tasks"
@@ -788,7 +790,7 @@ fn codec_nesting_depth_is_bounded() {
         val = some(val);
     }
     let mut bytes = Vec::new();
-    encode(&val, &deep, &mut bytes).expect("encodes");
+    encode::<Vals>(&val, &deep, &mut bytes).expect("encodes");
     assert_eq!(bytes.len(), 21);
     assert_eq!(
         decode_all::<Vals>(std::slice::from_ref(&deep), &bytes).expect("decodes"),
@@ -801,7 +803,7 @@ fn codec_nesting_depth_is_bounded() {
         Err(CodecError::TooDeep { limit: 10 })
     );
     assert_eq!(
-        encode_with_limit(&val, &deep, &mut Vec::new(), 10),
+        encode_with_limit::<Vals>(&val, &deep, &mut Vec::new(), 10),
         Err(CodecError::TooDeep { limit: 10 })
     );
     let mut input = &bytes[..];
@@ -841,7 +843,7 @@ fn codec_garbage_never_panics() {
             if let Ok(vals) = decode_all::<Vals>(std::slice::from_ref(ty), &buf) {
                 // Whatever decodes re-encodes to the same bytes.
                 assert_eq!(
-                    encode_all(&vals, std::slice::from_ref(ty)).expect("re-encodes"),
+                    encode_all::<Vals>(&vals, std::slice::from_ref(ty)).expect("re-encodes"),
                     buf
                 );
             }
@@ -860,7 +862,7 @@ fn codec_big_byte_list_round_trip() {
     let bytes_ty = ty("bytes");
     let start = std::time::Instant::now();
     let mut out = Vec::new();
-    encode(&val, &bytes_ty, &mut out).expect("encodes");
+    encode::<Vals>(&val, &bytes_ty, &mut out).expect("encodes");
     assert_eq!(out, postcard::to_allocvec(&data).expect("serializes"));
     let back = decode_all::<Vals>(&[bytes_ty], &out).expect("decodes");
     eprintln!("4 MiB list<u8> encode + decode: {:?}", start.elapsed());
@@ -878,7 +880,10 @@ fn codec_wave_round_trip() {
     let val: Val = parse_wave(&s64s, "[0, 1, 4]").expect("parses");
     assert_eq!(val, Val::List(vec![Val::S64(0), Val::S64(1), Val::S64(4)]));
     assert_eq!(to_wave(&val).expect("prints"), "[0, 1, 4]");
-    assert_eq!(encode_all(&[val], &[s64s]).expect("encodes"), [3, 0, 2, 8]);
+    assert_eq!(
+        encode_all::<Vals>(&[val], &[s64s]).expect("encodes"),
+        [3, 0, 2, 8]
+    );
 
     assert!(matches!(
         parse_wave::<Val>(&counter, "{name: 3}"),

@@ -395,12 +395,12 @@ async fn call<S: Services>(
         ([], _) => Vec::new(),
         ([val], [ty]) => {
             let mut out = Vec::new();
-            codec::encode(val, ty, &mut out).map_err(|e| {
+            codec::encode::<codec::Vals>(val, ty, &mut out).map_err(|e| {
                 Error::Other(format!("cannot encode the result of `{}`: {e}", func.name))
             })?;
             out
         }
-        (vals, tys) => codec::encode_all(vals, tys).map_err(|e| {
+        (vals, tys) => codec::encode_all::<codec::Vals>(vals, tys).map_err(|e| {
             Error::Other(format!("cannot encode the results of `{}`: {e}", func.name))
         })?,
     };

@@ -15,6 +15,29 @@ pub struct Vals;
 impl Build for Vals {
     type Value = Val;
 
+    fn items(value: &Val) -> Option<&[Val]> {
+        match value {
+            Val::List(items) | Val::Tuple(items) => Some(items),
+            _ => None,
+        }
+    }
+    fn fields(value: &Val) -> Option<&[(String, Val)]> {
+        match value {
+            Val::Record(fields) => Some(fields),
+            _ => None,
+        }
+    }
+    fn push_u8s(items: &[Val], out: &mut Vec<u8>) -> bool {
+        out.reserve(items.len());
+        for item in items {
+            let Val::U8(b) = item else {
+                return false;
+            };
+            out.push(*b);
+        }
+        true
+    }
+
     fn list(_: &Type, items: Vec<Val>) -> Result<Val, WasmValueError> {
         Ok(Val::List(items))
     }
