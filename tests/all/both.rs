@@ -66,6 +66,7 @@ fn all() -> Vec<&'static Scenario> {
         crate::actors::SCENARIOS,
         crate::objects::SCENARIOS,
         crate::values::SCENARIOS,
+        crate::limits::SCENARIOS,
     ]
     .into_iter()
     .flatten()

@@ -9,6 +9,7 @@ mod cluster;
 mod embed;
 mod gpu;
 mod harness;
+mod limits;
 mod objects;
 mod sandbox;
 mod values;

@@ -63,6 +63,21 @@ pub(crate) struct NodeArgs {
     /// Bytes of objects kept in memory before spilling to disk.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub object_store_memory: Option<u64>,
+    /// The most memory one task or actor may ask for, like 512MiB (a
+    /// ceiling: more is refused; the default cap becomes this).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_task_memory: Option<u64>,
+    /// The longest wall-clock limit a task may ask for, like 30s (blocked
+    /// time included; the default limit becomes this).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_task_timeout: Option<std::time::Duration>,
+    /// The most fuel a task may ask for (turns fuel metering on).
+    #[arg(long, value_name = "N")]
+    pub max_task_fuel: Option<u64>,
+    /// The most bytes one call's arguments may take, objects resolved
+    /// (default 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_argument_bytes: Option<u64>,
 }
 
 impl NodeArgs {
@@ -85,6 +100,18 @@ impl NodeArgs {
         }
         for (k, v) in self.resources.as_ref().map_or(&[][..], |c| &c.0) {
             b = b.resource(k, *v);
+        }
+        if let Some(m) = self.max_task_memory {
+            b = b.max_task_memory(m);
+        }
+        if let Some(t) = self.max_task_timeout {
+            b = b.max_task_timeout(t);
+        }
+        if let Some(f) = self.max_task_fuel {
+            b = b.max_task_fuel(f);
+        }
+        if let Some(n) = self.max_argument_bytes {
+            b = b.max_argument_bytes(n);
         }
         b
     }

@@ -3,6 +3,7 @@
 //! command line's sizes and durations. Nothing here does I/O.
 
 mod call;
+mod ceilings;
 mod error;
 mod ids;
 mod options;
@@ -11,6 +12,7 @@ mod resources;
 pub mod view;
 
 pub use call::Arg;
+pub use ceilings::Ceilings;
 pub use error::{Error, Result};
 pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
 pub use options::{ActorOptions, AttemptEnd, Strategy, TaskOptions, retry_backoff};

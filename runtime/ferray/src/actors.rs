@@ -60,6 +60,9 @@ impl RtInner {
         on_death: Option<OnDeath>,
     ) -> Result<(), Error> {
         let class = comp.info.class(class)?.clone();
+        self.settings
+            .ceilings
+            .check(&options.resources, options.timeout, options.fuel)?;
         self.admission.check_feasible(&options.resources)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());

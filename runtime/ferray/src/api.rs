@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferray_codec::{ComponentInfo, Inspection};
-use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, Resources, TaskOptions};
+use ferray_core::{
+    ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, Resources, TaskOptions,
+};
 use ferray_gpu::{GpuLimits, GpuStats};
 use ferray_host::{Host, HostConfig, HostStats, Loaded};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
@@ -91,6 +93,8 @@ pub struct RuntimeBuilder {
     token: Option<String>,
     /// A connected client's runtime: no wasmtime host.
     client: bool,
+    ceilings: Ceilings,
+    max_argument_bytes: Option<u64>,
 }
 
 impl RuntimeBuilder {
@@ -161,6 +165,30 @@ impl RuntimeBuilder {
     /// Default memory cap of a guest instance (default 1 GiB).
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+    /// The most memory one task or actor may ask for (the operator's
+    /// ceiling): more is refused at submit, and the default is capped to it.
+    pub fn max_task_memory(mut self, bytes: u64) -> Self {
+        self.ceilings.memory = Some(bytes);
+        self
+    }
+    /// The longest wall-clock limit a task or actor call may ask for; the
+    /// default limit becomes this when none is set.
+    pub fn max_task_timeout(mut self, t: Duration) -> Self {
+        self.ceilings.timeout = Some(t);
+        self
+    }
+    /// The most fuel a task or actor may ask for (turns fuel metering on;
+    /// the default fuel becomes this when none is set).
+    pub fn max_task_fuel(mut self, fuel: u64) -> Self {
+        self.ceilings.fuel = Some(fuel);
+        self
+    }
+    /// The most bytes one call's arguments may take once their objects are
+    /// resolved (default 256 MiB).
+    pub fn max_argument_bytes(mut self, bytes: u64) -> Self {
+        self.max_argument_bytes = Some(bytes);
         self
     }
     /// Grant an environment variable to guests.
@@ -257,8 +285,12 @@ impl RuntimeBuilder {
         }
         let host_config = HostConfig {
             cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
-            fuel: self.fuel.is_some(),
-            default_memory_limit: self.memory_limit.unwrap_or(1 << 30),
+            fuel: self.fuel.is_some() || self.ceilings.fuel.is_some(),
+            default_memory_limit: Ceilings::cap(
+                Some(self.memory_limit.unwrap_or(1 << 30)),
+                self.ceilings.memory,
+            )
+            .unwrap_or(1 << 30),
             max_output_bytes: self.max_output_bytes.unwrap_or(1 << 20),
             dirs: self.dirs,
             env: self.env,
@@ -284,8 +316,10 @@ impl RuntimeBuilder {
             .map_err(|e| Error::System(format!("cannot start worker threads: {e}")))?;
         let settings = Settings {
             local_mode: self.local_mode,
-            default_timeout: self.timeout,
-            default_fuel: self.fuel,
+            default_timeout: Ceilings::cap(self.timeout, self.ceilings.timeout),
+            default_fuel: Ceilings::cap(self.fuel, self.ceilings.fuel),
+            ceilings: self.ceilings,
+            max_argument_bytes: self.max_argument_bytes.unwrap_or(256 << 20),
         };
         let inner = RtInner::new(
             host,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use ferray_codec::ComponentInfo;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
-use ferray_core::{Resources, TaskOptions};
+use ferray_core::{Ceilings, Resources, TaskOptions};
 use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
 use ferray_store::ObjectStore;
 use futures::future::BoxFuture;
@@ -31,6 +31,10 @@ pub(crate) struct Settings {
     pub local_mode: bool,
     pub default_timeout: Option<Duration>,
     pub default_fuel: Option<u64>,
+    /// The operator's ceilings: more is refused at submit.
+    pub ceilings: Ceilings,
+    /// The most bytes one call's arguments may take once resolved.
+    pub max_argument_bytes: u64,
 }
 
 /// The calling task of a host call.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferray_core::{Arg, AttemptEnd, Error, Resources, TaskId, TaskOptions, retry_backoff};
-use ferray_host::{FuncInfo, Loaded};
+use ferray_host::{FuncInfo, Loaded, Outcome};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
@@ -58,6 +58,9 @@ impl RtInner {
         options: TaskOptions,
     ) -> Result<(ObjectRef, BoxFuture<'static, ()>), Error> {
         let func = comp.info.function(function)?.clone();
+        self.settings
+            .ceilings
+            .check(&options.resources, options.timeout, options.fuel)?;
         if !self.settings.local_mode {
             self.admission.check_feasible(&options.resources)?;
         }
@@ -155,10 +158,26 @@ impl RtInner {
         let limits = self.limits(&options.resources, options.timeout, options.fuel);
         let mut attempts = 0u32;
         loop {
-            let out = self
+            let run = self
                 .host()?
-                .run(comp, func, args, &limits, self.clone(), ctx.clone())
-                .await;
+                .run(comp, func, args, &limits, self.clone(), ctx.clone());
+            // The wall-clock limit covers the whole attempt: the host stops
+            // running wasm at the deadline; this stops an attempt blocked in
+            // a host call (`get`, `wait`, a GPU wait) past it.
+            let out = match limits.timeout {
+                Some(t) => tokio::time::timeout(t + WALL_CLOCK_GRACE, run)
+                    .await
+                    .unwrap_or_else(|_| Outcome {
+                        result: Err(Error::TimeLimit(format!(
+                            "the call ran longer than {t:?} (time blocked in host calls \
+                             included) and was stopped"
+                        ))),
+                        stdout: Bytes::new(),
+                        stderr: Bytes::new(),
+                        dropped_output: 0,
+                    }),
+                None => run.await,
+            };
             self.emit(&ctx.label, &out);
             attempts += 1;
             let end = match &out.result {
@@ -192,23 +211,50 @@ impl RtInner {
         mut args: Vec<Arg<ObjectRef>>,
     ) -> Result<Vec<u8>, Error> {
         // One value piece (the common case): its bytes as they are, no copy.
+        let max = self.settings.max_argument_bytes;
         if let [Arg::Value(_)] = args.as_slice()
             && let Some(Arg::Value(v)) = args.pop()
         {
-            return Ok(v);
+            return check_argument_bytes(v.len() as u64, max).map(|()| v);
         }
-        let mut out = Vec::new();
+        // The pieces first (objects are shared, not copied), then one
+        // buffer, once their total is known to be within the limit: an
+        // object passed many times cannot make the node allocate without end.
+        let mut pieces: Vec<Bytes> = Vec::with_capacity(args.len());
+        let mut total: u64 = 0;
         for a in args {
-            match a {
-                Arg::Value(v) => out.extend_from_slice(&v),
+            let piece = match a {
+                Arg::Value(v) => Bytes::from(v),
                 Arg::Ref(r) => {
                     let id = r.ready_id().await.map_err(|e| {
                         Error::TaskFailed(format!("its argument {} failed: {e}", r.name()))
                     })?;
-                    out.extend_from_slice(&self.object_bytes(&id).await?);
+                    self.object_bytes(&id).await?
                 }
-            }
+            };
+            total = total.saturating_add(piece.len() as u64);
+            check_argument_bytes(total, max)?;
+            pieces.push(piece);
+        }
+        let mut out = Vec::with_capacity(total as usize);
+        for p in &pieces {
+            out.extend_from_slice(p);
         }
         Ok(out)
     }
+}
+
+/// How long after its wall-clock limit an attempt blocked in a host call is
+/// stopped (running wasm is stopped at the limit itself, by the host).
+const WALL_CLOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Arguments of `total` bytes (so far) within this node's limit.
+fn check_argument_bytes(total: u64, max: u64) -> Result<(), Error> {
+    if total > max {
+        return Err(Error::InvalidArgument(format!(
+            "the call's arguments take more than {max} bytes, this node's limit \
+             (`max_argument_bytes`)"
+        )));
+    }
+    Ok(())
 }

@@ -270,6 +270,11 @@ impl Node {
                 None
             };
             let mut options = ferray_proto::task_options_from(a.options.clone())?;
+            // This node's ceilings: a task asking for more fails here.
+            self.rt
+                .settings
+                .ceilings
+                .check(&options.resources, options.timeout, options.fuel)?;
             // The head retries (elsewhere when this node is lost).
             options.max_retries = 0;
             options.retry_exceptions = false;

@@ -1,0 +1,146 @@
+//! The operator's limits: ceilings a guest cannot ask past, a wall-clock
+//! limit that counts blocked time, and a cap on the bytes of one call's
+//! resolved arguments.
+
+use std::time::Duration;
+
+use ferray::{Error, Runtime};
+
+use crate::both::scenarios;
+use crate::{builder, ferray_err, fx, load};
+
+scenarios![
+    an_object_passed_many_times_is_refused_and_the_node_goes_on,
+    a_task_blocked_past_its_time_limit_is_stopped,
+];
+
+/// The amplification attack: one 1 MiB object passed as an argument 10,000
+/// times (10 GiB once joined) is that task's clear error; the node stays
+/// up and runs the next call.
+async fn an_object_passed_many_times_is_refused_and_the_node_goes_on(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
+    let obj = rt.put(&vec![7u8; 1 << 20]).await.unwrap();
+    let mut task = m.task("measure");
+    for _ in 0..10_000 {
+        task = task.arg_ref(&obj);
+    }
+    let err = rt
+        .get::<(u32, u64)>(&task.submit().unwrap())
+        .await
+        .expect_err("arguments over the limit");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("arguments take more than")),
+        "{err:?}"
+    );
+    let ok = m.task("measure").arg_ref(&obj).submit().unwrap();
+    assert_eq!(rt.get::<(u32, u64)>(&ok).await.unwrap(), (1 << 20, 7 << 20));
+}
+
+/// A task waiting in `get` is stopped at its wall-clock limit, though it
+/// runs no wasm while it waits.
+async fn a_task_blocked_past_its_time_limit_is_stopped(rt: &Runtime) {
+    let m = load(rt, fx::MISBEHAVE).await;
+    let r = m
+        .task("fan-out")
+        .args(&(1u32, 4_000u32))
+        .unwrap()
+        .timeout(Duration::from_millis(500))
+        .submit()
+        .unwrap();
+    let err = rt.get::<Vec<i64>>(&r).await.expect_err("stopped");
+    assert!(
+        matches!(&err, Error::TimeLimit(m) if m.contains("blocked in host calls included")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_past_a_ceiling_is_refused_at_submit() {
+    let rt = builder()
+        .max_task_memory(64 << 20)
+        .max_task_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let squares = load(&rt, fx::SQUARES).await;
+    let err = squares
+        .task("heavy-compute")
+        .args(&(3i64,))
+        .unwrap()
+        .memory(128 << 20)
+        .submit()
+        .expect_err("memory over the ceiling");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("memory")),
+        "{err:?}"
+    );
+    let err = squares
+        .task("heavy-compute")
+        .args(&(3i64,))
+        .unwrap()
+        .timeout(Duration::from_secs(2))
+        .submit()
+        .expect_err("time over the ceiling");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("time")),
+        "{err:?}"
+    );
+    let counter = load(&rt, fx::COUNTER).await;
+    let err = counter
+        .actor("counter", (0i64,))
+        .memory(128 << 20)
+        .spawn()
+        .await
+        .err()
+        .expect("an actor over the ceiling");
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // Within the ceilings, and with none asked for.
+    let r = squares
+        .task("heavy-compute")
+        .args(&(3i64,))
+        .unwrap()
+        .memory(64 << 20)
+        .submit()
+        .unwrap();
+    assert_eq!(rt.get::<i64>(&r).await.unwrap(), 9);
+    // A task that asks for no limit gets the ceiling.
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let err = rt
+        .get::<u64>(&m.call("spin", ()).unwrap())
+        .await
+        .expect_err("stopped at the ceiling");
+    assert!(matches!(err, Error::TimeLimit(_)), "{err:?}");
+
+    let rt = builder().max_task_fuel(1_000_000).build().await.unwrap();
+    let squares = load(&rt, fx::SQUARES).await;
+    let err = squares
+        .task("heavy-compute")
+        .args(&(3i64,))
+        .unwrap()
+        .fuel(2_000_000)
+        .submit()
+        .expect_err("fuel over the ceiling");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("fuel")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_command_line_sets_the_ceilings() {
+    let err = ferray_err(&["run", "--max-task-timeout", "1s", fx::MISBEHAVE, "spin"]);
+    assert!(
+        err.contains("time limit") || err.contains("ran longer"),
+        "{err}"
+    );
+    let bytes = format!("[{}]", vec!["1"; 2_000].join(", "));
+    let err = ferray_err(&[
+        "run",
+        "--max-argument-bytes",
+        "1KiB",
+        fx::MISBEHAVE,
+        "measure",
+        &bytes,
+    ]);
+    assert!(err.contains("arguments take more than 1024 bytes"), "{err}");
+}
