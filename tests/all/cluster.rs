@@ -800,3 +800,28 @@ fn object_pulls_are_plain_grpc_checked_against_their_id() {
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     });
 }
+
+/// A driver's result too large to print is that job's error; the worker
+/// goes on and the next job succeeds.
+#[test]
+fn a_job_result_too_large_to_print_is_the_job_s_error() {
+    let c = Cluster::start_with(1, &[]);
+    let out = c
+        .cmd()
+        .args(["submit", fx::MISBEHAVE, "make-bytes", "1500000", "1"])
+        .output()
+        .expect("submit");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("bytes of WAVE text a job may return"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.ok(&["submit", fx::MISBEHAVE, "make-bytes", "4", "1"]);
+    assert_eq!(out.trim(), "[1, 8, 15, 22]");
+    let jobs = c.ok(&["job", "list"]);
+    assert!(
+        jobs.contains("FAILED") && jobs.contains("SUCCEEDED"),
+        "{jobs}"
+    );
+}

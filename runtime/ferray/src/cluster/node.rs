@@ -323,10 +323,17 @@ impl Node {
             Ok((func, sig, Ok(bytes), lease)) => {
                 _lease = lease;
                 done.err_value = func.returns_err(&bytes);
-                if let Some(sig) = sig {
-                    done.wave = sig.wave_result(&bytes).unwrap_or_else(|e| format!("<{e}>"));
+                let text = sig.map(|sig| job_result_text(&sig, &bytes));
+                match text {
+                    Some(Err(e)) => {
+                        done.err_value = false;
+                        done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e)));
+                    }
+                    text => {
+                        done.wave = text.and_then(Result::ok).unwrap_or_default();
+                        done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
+                    }
                 }
-                done.result = Some(v1::done::Result::Ok(self.result_loc(bytes)));
             }
             Ok((_, _, Err(e), lease)) => {
                 _lease = lease;
@@ -454,4 +461,30 @@ impl ferray_proto::ObjectSource for NodeObjects {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
+}
+
+/// The most bytes of WAVE text a job's result may be: it travels in one
+/// message, is kept with the job and shown by `ferray job status`.
+pub(crate) const MAX_JOB_RESULT_TEXT: usize = 1 << 20;
+
+/// A job's result as WAVE text, or that job's error when it is too large
+/// (never a message too large for the session).
+fn job_result_text(sig: &ferray_codec::FuncInfo, bytes: &[u8]) -> Result<String, Error> {
+    let too_large = |what: String| {
+        Error::InvalidArgument(format!(
+            "the job's result is {what}, over the {MAX_JOB_RESULT_TEXT} bytes of WAVE text a \
+             job may return; return a reference to an object instead"
+        ))
+    };
+    // No value's text is shorter than an eighth of its encoding (an `f64`
+    // of 8 bytes prints as one digit at least): far larger is refused
+    // before it is printed.
+    if bytes.len() > 8 * MAX_JOB_RESULT_TEXT {
+        return Err(too_large(format!("{} bytes encoded", bytes.len())));
+    }
+    let text = sig.wave_result(bytes).unwrap_or_else(|e| format!("<{e}>"));
+    if text.len() > MAX_JOB_RESULT_TEXT {
+        return Err(too_large(format!("{} bytes as WAVE text", text.len())));
+    }
+    Ok(text)
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferray_core::{ActorId, AttemptEnd, Error, NodeId, Resources, TaskId};
+use ferray_core::{ActorId, AttemptEnd, Error, NodeId, Resources, TaskId, TaskOptions};
 
 use super::{
     Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter, Welcome,
@@ -170,9 +170,25 @@ impl State {
                 let e = Error::System(format!("{reason} while it ran, with no retries left"));
                 self.fail_task(t, e);
             }
-            Kind::Driver { .. } => {
+            // A driver obeys the default retry policy (Ray's 3 retries of
+            // a system failure), so a driver that takes its nodes down one
+            // after another ends its job instead.
+            Kind::Driver { .. }
+                if !task.cancelled
+                    && TaskOptions::default().should_retry(
+                        task.attempts,
+                        AttemptEnd::Failed(&Error::System(reason.to_string())),
+                    ) =>
+            {
+                tracing::info!("{t} (a driver): {reason}; running it again");
                 task.state = TState::Queued;
                 self.enqueue(Waiter::Task(t));
+            }
+            Kind::Driver { .. } => {
+                let e = Error::System(format!(
+                    "{reason} while the job's driver ran, with no retries left"
+                ));
+                self.fail_task(t, e);
             }
         }
     }

@@ -1206,6 +1206,38 @@ fn a_driver_is_run_again_when_its_node_dies_and_fails_its_job_when_it_fails() {
     assert!(info.error.contains("main panicked"), "{}", info.error);
 }
 
+/// A driver whose nodes keep dying (say, it takes them down) is run at most
+/// `1 + max_retries` times, then its job fails.
+#[test]
+fn a_driver_whose_nodes_keep_dying_fails_its_job_after_its_retries() {
+    let mut w = World::new();
+    let retries = TaskOptions::default().max_retries;
+    let nodes: Vec<_> = (0..retries + 2).map(|_| w.node(1.0)).collect();
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    let mut sent = w.take();
+    for attempt in 1..=retries + 1 {
+        let n = *nodes
+            .iter()
+            .find(|n| !sent.assigns(**n).is_empty())
+            .expect("the driver is assigned");
+        assert_eq!(sent.assign(n).1, attempt);
+        w.kill(n);
+        sent = w.take();
+    }
+    let info = w.st.job_info(job).expect("job");
+    assert_eq!(info.state, JobState::Failed);
+    assert!(info.error.contains("no retries left"), "{}", info.error);
+    // Nothing is assigned to the node left.
+    assert!(nodes.iter().all(|n| sent.assigns(*n).is_empty()));
+}
+
 /// Ray's entrypoint resources: the driver goes to a node that has them and
 /// holds them while it runs; a demand no node can meet fails the job.
 #[test]
