@@ -19,7 +19,33 @@ scenarios![
     killed_actors_fail_their_calls,
     bad_actor_calls_are_errors_and_the_actor_lives_on,
     object_refs_are_arguments_of_constructors_and_calls,
+    a_resource_exported_at_the_top_level_is_an_actor_class,
 ];
+
+/// A component may export a resource and its functions at its top level,
+/// outside any interface (WIT cannot write that world; the component model
+/// can): its signatures are read from the bytes all the same.
+async fn a_resource_exported_at_the_top_level_is_an_actor_class(rt: &Runtime) {
+    let c = rt
+        .load_bytes(ferray::bench::BENCH_COMPONENT_WAT.as_bytes())
+        .await
+        .unwrap();
+    let class = c.info().class("counter").unwrap();
+    assert_eq!(
+        class.methods.keys().collect::<Vec<_>>(),
+        ["incr", "small-value"]
+    );
+    assert!(
+        c.info()
+            .export_lines()
+            .contains(&"small-value: func() -> u32".to_string()),
+        "{:?}",
+        c.info().export_lines()
+    );
+    let counter = c.actor("counter", (40i64,)).spawn().await.unwrap();
+    let r = counter.call("incr", (2i64,)).unwrap();
+    assert_eq!(rt.get::<i64>(&r).await.unwrap(), 42);
+}
 
 async fn calls_run_one_at_a_time_in_submission_order(rt: &Runtime) {
     let c = load(rt, fx::COUNTER).await;

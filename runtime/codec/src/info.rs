@@ -1,5 +1,5 @@
-//! A component's export signatures, read from its bytes with `wit-parser`:
-//! no engine, no compilation. This is what the embedding API and the command
+//! A component's export signatures, read from its bytes with `wasmparser`'s
+//! validator: no engine, no compilation. This is what the embedding API and the command
 //! line show and check, on the embedded runtime and on a connected client
 //! alike.
 
@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 
 use ferray_core::{ComponentId, Error};
 use wasm_wave::value::{Type as WaveType, Value as WaveValue};
-use wit_parser::decoding::DecodedWasm;
-use wit_parser::{Handle, Resolve, Type, TypeDefKind, WorldItem, WorldKey};
+use wasmparser::component_types::{ComponentDefinedType, ComponentEntityType, ComponentValType};
+use wasmparser::types::TypesRef;
+use wasmparser::{Parser, Payload, PrimitiveValType, ValidPayload, Validator, WasmFeatures};
 
 use crate::codec::{self, Checked, type_name};
 use crate::exports::{Class, Export, Exports, interface_short};
@@ -163,61 +164,91 @@ impl FuncInfo {
 
 impl Exports<FuncInfo> {
     /// Read a component's exports and imports from its bytes (binary, or
-    /// WebAssembly text): checked, never compiled.
+    /// WebAssembly text): validated, never compiled.
     pub fn read(bytes: &[u8]) -> Result<Self, Error> {
         check_header(bytes)?;
-        let binary = wat::parse_bytes(bytes).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| {
             Error::InvalidArgument(format!("not a valid WebAssembly component: {e}"))
-        })?;
-        let decoded = wit_parser::decoding::decode(&binary).map_err(|e| {
-            Error::InvalidArgument(format!("not a valid WebAssembly component: {e:#}"))
-        })?;
-        let DecodedWasm::Component(resolve, world) = decoded else {
-            return Err(Error::InvalidArgument(
-                "this is a WIT package, not a component: build the crate with \
-                 `cargo component build`"
-                    .into(),
-            ));
         };
-        let world = &resolve.worlds[world];
-        let imports = world
-            .imports
-            .iter()
-            .filter(|(_, item)| !matches!(item, WorldItem::Type { .. }))
-            .map(|(key, _)| key_name(&resolve, key))
-            .collect();
-        let mut found = Vec::new();
-        for (key, item) in &world.exports {
-            match item {
-                WorldItem::Function(f) => found.push(Export {
-                    interface: None,
-                    name: f.name.clone(),
-                    item: f,
-                }),
-                WorldItem::Interface { id, .. } => {
-                    let iface = interface_short(&key_name(&resolve, key)).to_string();
-                    for (name, f) in &resolve.interfaces[*id].functions {
-                        found.push(Export {
-                            interface: Some(iface.clone()),
-                            name: name.clone(),
-                            item: f,
-                        });
+        let binary = wat::parse_bytes(bytes).map_err(|e| invalid(&e))?;
+        let mut validator = Validator::new_with_features(WasmFeatures::all());
+        let (mut imports, mut exports) = (Vec::new(), Vec::new());
+        let mut depth = 1;
+        let mut types = None;
+        for payload in Parser::new(0).parse_all(&binary) {
+            let payload = payload.map_err(|e| invalid(&e))?;
+            match validator.payload(&payload).map_err(|e| invalid(&e))? {
+                ValidPayload::Parser(_) => depth += 1,
+                ValidPayload::End(t) => {
+                    depth -= 1;
+                    if depth == 0 {
+                        types = Some(t);
                     }
                 }
-                WorldItem::Type { .. } => {}
+                ValidPayload::Ok | ValidPayload::Func(..) => {}
+            }
+            match payload {
+                Payload::ComponentImportSection(section) if depth == 1 => {
+                    for import in section {
+                        imports.push(import.map_err(|e| invalid(&e))?.name.name.to_string());
+                    }
+                }
+                Payload::ComponentExportSection(section) if depth == 1 => {
+                    for export in section {
+                        exports.push(export.map_err(|e| invalid(&e))?.name.name.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let types = types.ok_or_else(|| invalid(&"the component ends early"))?;
+        let t = types.as_ref();
+        // Interfaces and functions (imported types are not imports a host
+        // provides).
+        imports.retain(|name| {
+            t.component_item_for_import(name).is_some_and(|item| {
+                matches!(
+                    item.ty,
+                    ComponentEntityType::Instance(_) | ComponentEntityType::Func(_)
+                )
+            })
+        });
+        let mut found = Vec::new();
+        for name in exports {
+            let Some(item) = t.component_item_for_export(&name) else {
+                continue;
+            };
+            match &item.ty {
+                ComponentEntityType::Func(id) => found.push(Export {
+                    interface: None,
+                    name,
+                    item: &t[*id],
+                }),
+                ComponentEntityType::Instance(id) => {
+                    let iface = interface_short(&name).to_string();
+                    for (fname, fitem) in &t[*id].exports {
+                        if let ComponentEntityType::Func(fid) = &fitem.ty {
+                            found.push(Export {
+                                interface: Some(iface.clone()),
+                                name: fname.clone(),
+                                item: &t[*fid],
+                            });
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Exports::group(found, imports, |f, role| {
-            let skip = usize::from(role.method);
             Ok(FuncInfo {
                 name: role.full_name.to_string(),
                 params: f
                     .params
                     .iter()
-                    .skip(skip)
-                    .map(|p| (p.name.clone(), wit_type(&resolve, &p.ty)))
+                    .skip(usize::from(role.method))
+                    .map(|(n, ty)| (n.to_string(), wit_type(t, ty, 0)))
                     .collect(),
-                results: f.result.iter().map(|t| wit_type(&resolve, t)).collect(),
+                results: f.result.iter().map(|ty| wit_type(t, ty, 0)).collect(),
             })
         })
     }
@@ -253,68 +284,99 @@ impl Inspection {
     }
 }
 
-fn key_name(resolve: &Resolve, key: &WorldKey) -> String {
-    match key {
-        WorldKey::Name(name) => name.clone(),
-        WorldKey::Interface(id) => resolve.id_of(*id).unwrap_or_default(),
-    }
-}
-
 /// A WIT type, with the value type the codec needs when it has one.
-fn wit_type(resolve: &Resolve, ty: &Type) -> WitType {
-    let wave = match ty {
-        Type::Bool => Some(WaveType::BOOL),
-        Type::U8 => Some(WaveType::U8),
-        Type::U16 => Some(WaveType::U16),
-        Type::U32 => Some(WaveType::U32),
-        Type::U64 => Some(WaveType::U64),
-        Type::S8 => Some(WaveType::S8),
-        Type::S16 => Some(WaveType::S16),
-        Type::S32 => Some(WaveType::S32),
-        Type::S64 => Some(WaveType::S64),
-        Type::F32 => Some(WaveType::F32),
-        Type::F64 => Some(WaveType::F64),
-        Type::Char => Some(WaveType::CHAR),
-        Type::String => Some(WaveType::STRING),
-        Type::ErrorContext => None,
-        Type::Id(id) => wasm_wave::value::resolve_wit_type(resolve, *id).ok(),
+fn wit_type(t: TypesRef<'_>, ty: &ComponentValType, depth: usize) -> WitType {
+    let wave = if depth < crate::codec::MAX_DEPTH {
+        value_type(t, ty, depth)
+    } else {
+        None
     };
     let text = match &wave {
-        Some(t) => type_name(t),
-        None => opaque_name(resolve, ty, 0),
+        Some(w) => type_name(w),
+        None => opaque_name(t, ty),
     };
     WitType { text, ty: wave }
 }
 
-/// How a type that holds no plain value is written: `own<counter>`,
-/// `borrow<counter>`, `future<u32>`, ...
-fn opaque_name(resolve: &Resolve, ty: &Type, depth: usize) -> String {
-    let Type::Id(id) = ty else {
+/// The value type of `ty`; `None` when its values cannot pass between
+/// tasks (handles, futures, streams, maps, fixed-length lists).
+fn value_type(t: TypesRef<'_>, ty: &ComponentValType, depth: usize) -> Option<WaveType> {
+    let inner = |ty: &ComponentValType| value_type(t, ty, depth + 1);
+    let id = match ty {
+        ComponentValType::Primitive(p) => return primitive(*p),
+        ComponentValType::Type(id) => *id,
+    };
+    match &t[id] {
+        ComponentDefinedType::Primitive(p) => primitive(*p),
+        ComponentDefinedType::Record(r) => WaveType::record(
+            r.fields
+                .iter()
+                .map(|(n, ty)| Some((n.as_str(), inner(ty)?)))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        ComponentDefinedType::Variant(v) => WaveType::variant(
+            v.cases
+                .iter()
+                .map(|(n, c)| match &c.ty {
+                    Some(ty) => Some((n.as_str(), Some(inner(ty)?))),
+                    None => Some((n.as_str(), None)),
+                })
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        ComponentDefinedType::List { element, .. } => Some(WaveType::list(inner(element)?)),
+        ComponentDefinedType::Tuple(tuple) => {
+            WaveType::tuple(tuple.types.iter().map(inner).collect::<Option<Vec<_>>>()?)
+        }
+        ComponentDefinedType::Flags(names) => WaveType::flags(names.iter().map(|n| n.as_str())),
+        ComponentDefinedType::Enum(names) => WaveType::enum_ty(names.iter().map(|n| n.as_str())),
+        ComponentDefinedType::Option { ty, .. } => Some(WaveType::option(inner(ty)?)),
+        ComponentDefinedType::Result { ok, err, .. } => {
+            let ok = match ok {
+                Some(ty) => Some(inner(ty)?),
+                None => None,
+            };
+            let err = match err {
+                Some(ty) => Some(inner(ty)?),
+                None => None,
+            };
+            Some(WaveType::result(ok, err))
+        }
+        _ => None,
+    }
+}
+
+fn primitive(p: PrimitiveValType) -> Option<WaveType> {
+    Some(match p {
+        PrimitiveValType::Bool => WaveType::BOOL,
+        PrimitiveValType::S8 => WaveType::S8,
+        PrimitiveValType::U8 => WaveType::U8,
+        PrimitiveValType::S16 => WaveType::S16,
+        PrimitiveValType::U16 => WaveType::U16,
+        PrimitiveValType::S32 => WaveType::S32,
+        PrimitiveValType::U32 => WaveType::U32,
+        PrimitiveValType::S64 => WaveType::S64,
+        PrimitiveValType::U64 => WaveType::U64,
+        PrimitiveValType::F32 => WaveType::F32,
+        PrimitiveValType::F64 => WaveType::F64,
+        PrimitiveValType::Char => WaveType::CHAR,
+        PrimitiveValType::String => WaveType::STRING,
+        _ => return None,
+    })
+}
+
+/// How a type that holds no plain value is written.
+fn opaque_name(t: TypesRef<'_>, ty: &ComponentValType) -> String {
+    let ComponentValType::Type(id) = ty else {
         return "error-context".into();
     };
-    let Some(def) = resolve.types.get(*id) else {
-        return "unknown".into();
-    };
-    let resource = |rid: &wit_parser::TypeId| {
-        resolve
-            .types
-            .get(*rid)
-            .and_then(|t| t.name.clone())
-            .unwrap_or_else(|| "resource".into())
-    };
-    let inner = |t: &Option<Type>| {
-        t.as_ref()
-            .map(|t| format!("<{}>", wit_type(resolve, t).text))
-            .unwrap_or_default()
-    };
-    match &def.kind {
-        TypeDefKind::Handle(Handle::Own(rid)) => format!("own<{}>", resource(rid)),
-        TypeDefKind::Handle(Handle::Borrow(rid)) => format!("borrow<{}>", resource(rid)),
-        TypeDefKind::Resource => resource(id),
-        TypeDefKind::Future(t) => format!("future{}", inner(t)),
-        TypeDefKind::Stream(t) => format!("stream{}", inner(t)),
-        TypeDefKind::Type(t) if depth < 8 => opaque_name(resolve, t, depth + 1),
-        _ => def.name.clone().unwrap_or_else(|| "unsupported".into()),
+    match &t[*id] {
+        ComponentDefinedType::Own(_) => "own<resource>".into(),
+        ComponentDefinedType::Borrow(_) => "borrow<resource>".into(),
+        ComponentDefinedType::Future { .. } => "future".into(),
+        ComponentDefinedType::Stream { .. } => "stream".into(),
+        ComponentDefinedType::Map { .. } => "map".into(),
+        ComponentDefinedType::FixedLengthList { length, .. } => format!("list<_, {length}>"),
+        _ => "a type with a handle inside".into(),
     }
 }
 
