@@ -3,7 +3,7 @@
 //! - [`codec`]: the canonical binary encoding of WIT values, generic over the
 //!   value type ([`codec::Value`]): wasmtime's on a node, WAVE's on a client.
 //! - [`FuncInfo`], [`ComponentInfo`]: a component's export signatures read
-//!   from its bytes with `wit-parser`. A connected client checks calls and
+//!   from its bytes with `wasmparser`'s validator. A connected client checks calls and
 //!   converts WAVE arguments and results with them, and never compiles the
 //!   component; the embedded runtime shows the same.
 //! - [`Exports`]: how exports group into functions and actor classes, for
