@@ -136,7 +136,7 @@ mod tests {
     use super::*;
 
     /// The host's reading of each guest's exports (wasmtime, after
-    /// compiling) and a client's (wit-parser, from the bytes) agree: same
+    /// compiling) and a client's (wasmparser, from the bytes) agree: same
     /// functions, classes and methods, with the same signatures.
     #[test]
     fn host_and_client_read_the_same_signatures() {
