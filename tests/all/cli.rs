@@ -331,3 +331,26 @@ fn examples_built_by_cargo_component_run() {
         "[(\"a\", 2)]\n"
     );
 }
+
+/// `ferray microbenchmark` runs (briefly here: its figures are for
+/// `cargo xtask bench`, not for tests) and prints one line per metric.
+#[test]
+fn the_microbenchmark_runs_and_prints_its_metrics() {
+    let out = ferray_ok(&[
+        "microbenchmark",
+        "--scale",
+        "0.01",
+        "--filter",
+        "1_1_actor_calls_sync",
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("1_1_actor_calls_sync "))
+        .unwrap_or_else(|| panic!("no metric line in: {out}"));
+    let value: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in: {line}"));
+    assert!(value > 0.0, "{line}");
+}
