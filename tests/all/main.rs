@@ -7,10 +7,12 @@ mod both;
 mod cli;
 mod cluster;
 mod embed;
+mod files;
 mod gpu;
 mod harness;
 mod limits;
 mod objects;
+mod proposals;
 mod sandbox;
 mod values;
 

@@ -163,7 +163,10 @@ impl ObjectStore {
     pub fn new(config: StoreConfig) -> Result<Self> {
         let (dir, owns_dir) = match config.spill_dir {
             Some(dir) => {
-                fs::create_dir_all(&dir).map_err(|e| io_error("create spill dir", &dir, &e))?;
+                private_dir_builder()
+                    .recursive(true)
+                    .create(&dir)
+                    .map_err(|e| io_error("create spill dir", &dir, &e))?;
                 (dir, false)
             }
             None => (create_temp_spill_dir()?, true),
@@ -540,7 +543,9 @@ impl ObjectStore {
     fn stage_file(&self, id: &ObjectId, bytes: &[u8]) -> io::Result<PathBuf> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(".{}.tmp-{n}", id.to_hex()));
-        let written = fs::File::create_new(&tmp).and_then(|mut file| file.write_all(bytes));
+        let written = private_file_options()
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(bytes));
         match written {
             Ok(()) => Ok(tmp),
             Err(e) => {
@@ -567,20 +572,108 @@ impl Drop for ObjectStore {
     }
 }
 
+/// A builder of directories only their owner can enter (0700 on Unix).
+fn private_dir_builder() -> fs::DirBuilder {
+    #[allow(unused_mut)]
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+}
+
+/// Options that create a new file only its owner can read (0600 on Unix),
+/// failing if the name exists (a symlink included: it is not followed).
+fn private_file_options() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+const SPILL_PREFIX: &str = "ferray-spill-";
+
 fn create_temp_spill_dir() -> Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
     let base = std::env::temp_dir();
     let pid = std::process::id();
-    loop {
+    let dir = loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("ferray-spill-{pid}-{n}"));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
+        let dir = base.join(format!("{SPILL_PREFIX}{pid}-{n}"));
+        match private_dir_builder().create(&dir) {
+            Ok(()) => break dir,
             // Left over by an earlier process with the same pid: take the next.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1 << 20 => {}
             Err(e) => return Err(io_error("create spill dir", &dir, &e)),
         }
+    };
+    // Once per process, the first time a store makes its own directory.
+    SWEPT.call_once(|| {
+        remove_stale_spill_dirs(&base, &dir);
+    });
+    Ok(dir)
+}
+
+/// Removes the `ferray-spill-<pid>-<n>` directories in `base` left behind by
+/// processes that are gone (no `/proc/<pid>`): a killed node never drops its
+/// store. Never touches one of a live process, a symlink, or a directory
+/// whose owner is not the owner of `mine` (this process's own spill dir), and
+/// does nothing where `/proc` cannot tell (not Linux). Returns how many it
+/// removed.
+#[cfg(unix)]
+fn remove_stale_spill_dirs(base: &Path, mine: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
     }
+    let (Ok(me), Ok(entries)) = (fs::symlink_metadata(mine), fs::read_dir(base)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPILL_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        // Not followed: only a real directory, of the same owner as ours.
+        let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me.uid());
+        if !ours {
+            continue;
+        }
+        match fs::remove_dir_all(&path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(path = %path.display(), "removed the spill dir of a process that is gone");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale spill dir");
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(not(unix))]
+fn remove_stale_spill_dirs(_: &Path, _: &Path) -> usize {
+    0
 }
 
 fn remove_quietly(path: &Path) {
@@ -675,5 +768,111 @@ mod tests {
         assert!(s.spill_path(&id).is_none());
         assert!(s.spill_path(&small).is_some());
         assert_eq!(s.stats().bytes_in_memory, 950);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod file_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn temp_spill_dir_is_0700_and_spill_files_0600() {
+        let s = ObjectStore::new(StoreConfig {
+            memory_capacity: 1000,
+            spill_dir: None,
+        })
+        .expect("store");
+        assert_eq!(mode(s.spill_dir()), 0o700);
+        // Larger than the cap: straight to disk.
+        let big = s.put(Bytes::from(vec![1u8; 4096]));
+        let path = s.spill_path(&big).expect("spilled");
+        assert_eq!(mode(&path), 0o600);
+        // Evicted under pressure.
+        let a = s.put(Bytes::from(vec![2u8; 600]));
+        let _b = s.put(Bytes::from(vec![3u8; 600]));
+        let path = s.spill_path(&a).expect("evicted");
+        assert_eq!(mode(&path), 0o600);
+        // Spilled on request.
+        let c = s.put(Bytes::from(vec![4u8; 10]));
+        assert!(s.spill_now(&c).expect("spill"));
+        assert_eq!(mode(&s.spill_path(&c).expect("spilled")), 0o600);
+    }
+
+    #[test]
+    fn a_given_spill_dir_is_created_0700() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("a").join("spill");
+        let s = ObjectStore::new(StoreConfig {
+            memory_capacity: 0,
+            spill_dir: Some(dir.clone()),
+        })
+        .expect("store");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&base.path().join("a")), 0o700);
+        let id = s.put(Bytes::from_static(b"spilled"));
+        assert_eq!(mode(&s.spill_path(&id).expect("spilled")), 0o600);
+    }
+
+    #[test]
+    fn a_spill_file_is_not_written_through_a_symlink() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let target = base.path().join("target");
+        fs::write(&target, b"keep").expect("write");
+        let tmp = base.path().join(".tmp");
+        std::os::unix::fs::symlink(&target, &tmp).expect("symlink");
+        assert!(private_file_options().open(&tmp).is_err());
+        assert_eq!(fs::read(&target).expect("read"), b"keep");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stale_spill_dirs_of_dead_processes_are_removed_and_live_ones_kept() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let base = base.path();
+        // Above the kernel's largest pid: no live process has it.
+        let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+            .expect("pid_max")
+            .trim()
+            .parse()
+            .expect("pid_max");
+        let dead = pid_max + 1;
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        assert!(Path::new(&format!("/proc/{parent}")).exists());
+        let mkdir = |name: &str| {
+            let dir = base.join(name);
+            fs::create_dir(&dir).expect("mkdir");
+            fs::write(dir.join("0123"), b"object").expect("write");
+            dir
+        };
+        let stale = mkdir(&format!("ferray-spill-{dead}-0"));
+        let stale_too = mkdir(&format!("ferray-spill-{dead}-17"));
+        let mine = mkdir(&format!("ferray-spill-{me}-0"));
+        let live = mkdir(&format!("ferray-spill-{parent}-2"));
+        let not_a_pid = mkdir("ferray-spill-x-0");
+        let no_n = mkdir(&format!("ferray-spill-{dead}"));
+        let other = mkdir(&format!("other-{dead}-0"));
+        // A symlink named like a stale dir: removed or not, never followed.
+        let elsewhere = mkdir("elsewhere");
+        let link = base.join(format!("ferray-spill-{}-0", dead + 1));
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+
+        assert_eq!(remove_stale_spill_dirs(base, base), 2);
+        assert!(!stale.exists());
+        assert!(!stale_too.exists());
+        for kept in [&mine, &live, &not_a_pid, &no_n, &other, &elsewhere] {
+            assert!(kept.join("0123").is_file(), "{}", kept.display());
+        }
+        assert!(link.symlink_metadata().is_ok());
     }
 }
