@@ -825,3 +825,72 @@ fn a_job_result_too_large_to_print_is_the_job_s_error() {
         "{jobs}"
     );
 }
+
+/// Jobs cannot reach each other's actors: a guest of one job that kills or
+/// calls another job's actor by id (and the ids around it) gets not-found,
+/// as for an actor that does not exist; the owner's actor lives on with
+/// its state, and the owner's own guest can still kill it.
+#[test]
+fn a_job_cannot_kill_or_call_another_jobs_actors() {
+    let c = Cluster::start(1);
+    block_on(async {
+        let a = c.runtime().await;
+        let b = c.runtime().await;
+        let ma = a.load_file(fx::MISBEHAVE).await.unwrap();
+        let tally = ma.actor("tally", (10i64,)).spawn().await.unwrap();
+        let id = tally.id().0;
+        assert_eq!(
+            a.get::<i64>(&tally.call("incr", (1i64,)).unwrap())
+                .await
+                .unwrap(),
+            11
+        );
+        let mb = b.load_file(fx::MISBEHAVE).await.unwrap();
+        let first = id.saturating_sub(100);
+        let killed: u32 = b
+            .get(&mb.call("kill-range", (first, 200u32)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(killed, 0, "job B killed job A's actors");
+        let poked: Result<i64, String> = b.get(&mb.call("poke", (id,)).unwrap()).await.unwrap();
+        let e = poked.expect_err("another job's actor");
+        assert!(
+            e.contains("NotFound") && e.contains("in the cluster"),
+            "{e}"
+        );
+        let missing: Result<i64, String> = b
+            .get(&mb.call("poke", (id + 1_000_000,)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            e.replace(&id.to_string(), "N"),
+            missing
+                .expect_err("no such actor")
+                .replace(&(id + 1_000_000).to_string(), "N"),
+            "another job's actor and a missing one are answered alike"
+        );
+        // The driver of job B, through the API.
+        let err = b
+            .get::<i64>(&b.actor_handle(tally.id()).call("incr", (1i64,)).unwrap())
+            .await
+            .expect_err("another job's actor");
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        // Job A's actor lived through it all, with its state.
+        assert_eq!(
+            a.get::<i64>(&tally.call("incr", (1i64,)).unwrap())
+                .await
+                .unwrap(),
+            12
+        );
+        let killed: u32 = a
+            .get(&ma.call("kill-range", (id, 1u32)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "a job kills its own actor");
+        let err = a
+            .get::<i64>(&tally.call("incr", (1i64,)).unwrap())
+            .await
+            .expect_err("killed");
+        assert!(matches!(err, Error::ActorDied(_)), "{err:?}");
+    });
+}

@@ -2,6 +2,9 @@
 //! limit that counts blocked time, and a cap on the bytes of one call's
 //! resolved arguments.
 
+// Test bodies: a failed unwrap is the test failing.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use ferray::{Error, Runtime};

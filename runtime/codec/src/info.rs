@@ -286,11 +286,7 @@ impl Inspection {
 
 /// A WIT type, with the value type the codec needs when it has one.
 fn wit_type(t: TypesRef<'_>, ty: &ComponentValType, depth: usize) -> WitType {
-    let wave = if depth < crate::codec::MAX_DEPTH {
-        value_type(t, ty, depth)
-    } else {
-        None
-    };
+    let wave = value_type(t, ty, depth);
     let text = match &wave {
         Some(w) => type_name(w),
         None => opaque_name(t, ty),
@@ -301,6 +297,10 @@ fn wit_type(t: TypesRef<'_>, ty: &ComponentValType, depth: usize) -> WitType {
 /// The value type of `ty`; `None` when its values cannot pass between
 /// tasks (handles, futures, streams, maps, fixed-length lists).
 fn value_type(t: TypesRef<'_>, ty: &ComponentValType, depth: usize) -> Option<WaveType> {
+    // Validated types are far shallower; this only bounds the recursion.
+    if depth >= crate::codec::MAX_DEPTH {
+        return None;
+    }
     let inner = |ty: &ComponentValType| value_type(t, ty, depth + 1);
     let id = match ty {
         ComponentValType::Primitive(p) => return primitive(*p),

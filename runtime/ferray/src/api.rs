@@ -819,6 +819,13 @@ impl ActorHandle {
     }
     /// Kill the actor: the call in flight and queued calls fail with `ActorDied`.
     pub fn kill(&self) -> Result<(), Error> {
-        self.rt.inner().kill_actor(self.id)
+        // Embedded, the answer is there at once; on a cluster the request
+        // is sent and the actor's calls fail once the head killed it.
+        use futures::FutureExt as _;
+        self.rt
+            .inner()
+            .kill_actor(self.id)
+            .now_or_never()
+            .unwrap_or(Ok(()))
     }
 }

@@ -110,7 +110,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error>;
 
-    fn kill_actor(&self, rt: &RtInner, actor: ActorId) -> Result<(), Error>;
+    /// Kill an actor of the caller's job; the request leaves at once, the
+    /// future gives the answer (another job's actor is not found).
+    fn kill_actor(
+        &self,
+        rt: &RtInner,
+        caller: Caller,
+        actor: ActorId,
+    ) -> BoxFuture<'static, Result<(), Error>>;
 
     fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error>;
 
@@ -177,8 +184,13 @@ impl Backend for Local {
         rt.call_actor_here(actor, method, args)
     }
 
-    fn kill_actor(&self, rt: &RtInner, actor: ActorId) -> Result<(), Error> {
-        rt.kill_actor_here(actor)
+    fn kill_actor(
+        &self,
+        rt: &RtInner,
+        _: Caller,
+        actor: ActorId,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(std::future::ready(rt.kill_actor_here(actor)))
     }
 
     fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error> {

@@ -360,8 +360,8 @@ impl RtInner {
             .call_actor(self, Caller::Driver, actor, method, args)
     }
 
-    pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
-        self.backend().kill_actor(self, actor)
+    pub(crate) fn kill_actor(&self, actor: ActorId) -> BoxFuture<'static, Result<(), Error>> {
+        self.backend().kill_actor(self, Caller::Driver, actor)
     }
 
     pub(crate) fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
@@ -538,8 +538,8 @@ impl Services for RtInner {
         Box::pin(async move { r })
     }
 
-    fn kill_actor(&self, _ctx: &TaskCtx, actor: ActorId) -> Result<(), Error> {
-        self.backend().kill_actor(self, actor)
+    fn kill_actor(&self, ctx: &TaskCtx, actor: ActorId) -> BoxFuture<'static, Result<(), Error>> {
+        self.backend().kill_actor(self, ctx.caller, actor)
     }
 
     fn ref_id(&self, r: &ObjectRef) -> String {

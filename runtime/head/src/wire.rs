@@ -9,8 +9,8 @@ use ferray_proto::v1::{self, down, up};
 use ferray_proto::{error_from, error_to, id_bytes, object_id};
 
 use crate::state::{
-    Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, Made, ObjectLoc, Outcome,
-    Put, ResolvedArg, Submit, WorkerHello,
+    Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, KillActor, Made,
+    ObjectLoc, Outcome, Put, ResolvedArg, Submit, WorkerHello,
 };
 
 /// Argument bytes a submission may carry inline.
@@ -57,11 +57,16 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
         }),
         up::Msg::CallActor(c) => Input::CallActor(CallActor {
             task: TaskId(c.task),
+            job: JobId(c.job),
             actor: ActorId(c.actor),
             method: c.method,
             args: args(c.args),
         }),
-        up::Msg::KillActor(k) => Input::KillActor(ActorId(k.actor)),
+        up::Msg::KillActor(k) => Input::KillActor(KillActor {
+            actor: ActorId(k.actor),
+            job: JobId(k.job),
+            task: (k.task != 0).then_some(TaskId(k.task)),
+        }),
         up::Msg::Cancel(c) => Input::Cancel(TaskId(c.task)),
         up::Msg::Put(p) => Input::Put(Put {
             id: object_id(&p.id)?,

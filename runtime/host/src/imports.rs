@@ -305,10 +305,8 @@ impl<S: Services> actors::Host for TaskState<S> {
     }
 
     async fn kill(&mut self, actor: u64) -> wasmtime::Result<Result<(), types::Error>> {
-        Ok(self
-            .services
-            .kill_actor(&self.ctx, ActorId(actor))
-            .map_err(to_wit))
+        let fut = self.services.kill_actor(&self.ctx, ActorId(actor));
+        Ok(fut.await.map_err(to_wit))
     }
 }
 

@@ -57,7 +57,8 @@ pub trait Services: Send + Sync + 'static {
         method: String,
         args: Vec<Arg<Self::Ref>>,
     ) -> BoxFuture<'static, Result<Self::Ref, Error>>;
-    fn kill_actor(&self, ctx: &Self::Ctx, actor: ActorId) -> Result<(), Error>;
+    /// Kill an actor of the caller's job (another job's is not found).
+    fn kill_actor(&self, ctx: &Self::Ctx, actor: ActorId) -> BoxFuture<'static, Result<(), Error>>;
     /// The reference's id as text (`task-3`, `obj-<hex>`).
     fn ref_id(&self, r: &Self::Ref) -> String;
     /// The content id of the reference's value, once ready.

@@ -73,8 +73,13 @@ impl Backend for Remote {
         self.0.call_actor(self.job(caller), actor, method, args)
     }
 
-    fn kill_actor(&self, _: &RtInner, actor: ActorId) -> Result<(), Error> {
-        self.0.kill_actor(actor)
+    fn kill_actor(
+        &self,
+        _: &RtInner,
+        caller: Caller,
+        actor: ActorId,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        self.0.kill_actor(self.job(caller), actor)
     }
 
     fn cancel(&self, _: &RtInner, r: &ObjectRef) -> Result<(), Error> {

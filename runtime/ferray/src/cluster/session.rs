@@ -513,10 +513,20 @@ impl Session {
         Ok(r)
     }
 
-    pub fn kill_actor(&self, actor: ActorId) -> Result<(), Error> {
-        self.check_alive()?;
-        self.send(up::Msg::KillActor(v1::KillActor { actor: actor.0 }));
-        Ok(())
+    /// Kill an actor of `job`: sent at once; the head answers on a reply id
+    /// (done, or not-found for a missing actor or another job's).
+    pub fn kill_actor(&self, job: u64, actor: ActorId) -> BoxFuture<'static, Result<(), Error>> {
+        let t = self.next_id();
+        let reply = match self.pending_ref(t) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        self.send(up::Msg::KillActor(v1::KillActor {
+            actor: actor.0,
+            job,
+            task: t,
+        }));
+        Box::pin(async move { reply.ready_id().await.map(|_| ()) })
     }
 
     pub fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {

@@ -3,11 +3,12 @@
 
 use std::collections::VecDeque;
 
-use ferray_core::{ActorId, ActorOptions, ComponentId, Error, NodeId, TaskId};
+use bytes::Bytes;
+use ferray_core::{ActorId, ActorOptions, ComponentId, Error, NodeId, ObjectId, TaskId};
 
 use super::{
-    AState, ActorCall, ActorDied, ActorEntry, CallActor, CreateActor, Effect, Kind, StartActor,
-    State, TState, TaskEntry, Waiter, check_id,
+    AState, ActorCall, ActorDied, ActorEntry, CallActor, CreateActor, Effect, KillActor, Kind,
+    ObjectLoc, StartActor, State, TState, TaskEntry, Waiter, check_id,
 };
 
 impl State {
@@ -144,12 +145,10 @@ impl State {
             Ok(a) => a,
             Err(e) => return self.reply_err(session, t, e),
         };
-        let Some(actor) = self.actors.get_mut(&a) else {
-            return self.reply_err(
-                session,
-                t,
-                Error::NotFound(format!("no {a} in the cluster")),
-            );
+        // Another job's actor is answered as one that does not exist.
+        let job = self.acting_job(session, c.job);
+        let Some(actor) = self.actors.get_mut(&a).filter(|x| x.job == job) else {
+            return self.reply_err(session, t, no_actor(a));
         };
         if let AState::Dead(e) = &actor.state {
             let e = e.clone();
@@ -299,6 +298,36 @@ impl State {
         self.actor_dead(a, d.error);
     }
 
+    /// A session's `KillActor`: only an actor of the caller's job; another
+    /// job's is answered as one that does not exist.
+    pub(super) fn kill_for(&mut self, session: u64, k: KillActor) {
+        let job = self.acting_job(session, k.job);
+        let result = match self.actors.get(&k.actor) {
+            Some(actor) if actor.job == job => self.kill_actor(k.actor, "by its owner"),
+            _ => Err(no_actor(k.actor)),
+        };
+        if let Some(t) = k.task {
+            if let Err(e) = check_id(session, t.0) {
+                return self.reply_err(session, t, e);
+            }
+            match result {
+                Ok(()) => self.send(
+                    session,
+                    Effect::Resolved {
+                        task: t,
+                        result: Ok(ObjectLoc {
+                            id: ObjectId::of(&[]),
+                            size: 0,
+                            inline: Some(Bytes::new()),
+                            holders: Vec::new(),
+                        }),
+                    },
+                ),
+                Err(e) => self.reply_err(session, t, e),
+            }
+        }
+    }
+
     pub fn kill_actor(&mut self, a: ActorId, why: &str) -> Result<(), Error> {
         let actor = self
             .actors
@@ -310,4 +339,9 @@ impl State {
         self.actor_dead(a, Error::ActorDied(format!("{a} was killed ({why})")));
         Ok(())
     }
+}
+
+/// The answer for an actor that does not exist, or is another job's.
+fn no_actor(a: ActorId) -> Error {
+    Error::NotFound(format!("no {a} in the cluster"))
 }

@@ -174,6 +174,7 @@ impl World {
             c.session,
             Input::CallActor(CallActor {
                 task,
+                job: JobId(0),
                 actor,
                 method: "add".into(),
                 args: Ok(vec![]),

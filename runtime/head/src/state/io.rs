@@ -62,9 +62,20 @@ pub struct CreateActor {
 #[derive(Clone, Debug)]
 pub struct CallActor {
     pub task: TaskId,
+    /// The caller's job as the sender states it (a client's is its own,
+    /// whatever it states).
+    pub job: JobId,
     pub actor: ActorId,
     pub method: String,
     pub args: Result<Vec<Arg>, Error>,
+}
+
+/// Kill an actor of the caller's job; with `task`, answered on that id.
+#[derive(Clone, Debug)]
+pub struct KillActor {
+    pub actor: ActorId,
+    pub job: JobId,
+    pub task: Option<TaskId>,
 }
 
 /// An object made by `put`: a worker holds it; a client sends it inline or
@@ -127,7 +138,7 @@ pub enum Input {
     Submit(Submit),
     CreateActor(CreateActor),
     CallActor(CallActor),
-    KillActor(ActorId),
+    KillActor(KillActor),
     Cancel(TaskId),
     Put(Put),
     /// A task waits in get or wait (its CPUs are given back) or resumes.

@@ -49,7 +49,7 @@ use crate::sched::Scheduler;
 pub use ferray_core::view::JobState;
 pub use io::{
     ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input,
-    JobRequest, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
+    JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
 pub use views::TaskInfo;
@@ -328,9 +328,7 @@ impl State {
             Input::Submit(s) => self.submit(session, s),
             Input::CreateActor(c) => self.create_actor(session, c),
             Input::CallActor(c) => self.call_actor(session, c),
-            Input::KillActor(a) => {
-                let _ = self.kill_actor(a, "by its owner");
-            }
+            Input::KillActor(k) => self.kill_for(session, k),
             Input::Cancel(t) => self.cancel(t),
             Input::Put(p) => {
                 if let Err(e) = self.put(session, p) {

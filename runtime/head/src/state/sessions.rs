@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferray_core::{ActorId, AttemptEnd, Error, NodeId, Resources, TaskId, TaskOptions};
+use ferray_core::{ActorId, AttemptEnd, Error, JobId, NodeId, Resources, TaskId, TaskOptions};
 
 use super::{
     Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter, Welcome,
@@ -138,6 +138,16 @@ impl State {
             self.wake_object(oid);
         }
         self.pump();
+    }
+
+    /// The job a session acts for: a client's own, whatever a message
+    /// states; a worker's as it states it, from the assignment of the task
+    /// or actor it acts for (a guest never chooses it).
+    pub(super) fn acting_job(&self, session: u64, stated: JobId) -> JobId {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.job)
+            .unwrap_or(stated)
     }
 
     /// An attempt's node died under it.

@@ -24,8 +24,8 @@ use ferray_core::{
 
 use super::harness::{Client, Node, World, made};
 use super::{
-    AState, Arg, CallActor, CreateActor, Dep, Done, Effect, HEAD_HOLDER, Input, JobRequest, Kind,
-    Outcome, Put, ResolvedArg, Submit, TState, Waiter,
+    AState, Arg, CallActor, CreateActor, Dep, Done, Effect, HEAD_HOLDER, Input, JobRequest,
+    KillActor, Kind, Outcome, Put, ResolvedArg, Submit, TState, Waiter,
 };
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -802,6 +802,7 @@ impl Sim {
                     c.session,
                     Input::CallActor(CallActor {
                         task,
+                        job: JobId(0),
                         actor,
                         method: "m".into(),
                         args: Ok(args),
@@ -815,7 +816,14 @@ impl Sim {
                 }
                 let actor = actors[self.rng.below(actors.len())];
                 self.note(format!("{actor} killed"));
-                self.w.send(c.session, Input::KillActor(actor));
+                self.w.send(
+                    c.session,
+                    Input::KillActor(KillActor {
+                        actor,
+                        job: JobId(0),
+                        task: None,
+                    }),
+                );
             }
             83..=86 => {
                 let tasks = &self.clients[i].tasks;
@@ -1195,7 +1203,14 @@ impl Sim {
                 self.w.st.pushed(id, 5 << 20, false);
             }
             for a in actors {
-                self.w.send(session, Input::KillActor(a));
+                self.w.send(
+                    session,
+                    Input::KillActor(KillActor {
+                        actor: a,
+                        job: JobId(0),
+                        task: None,
+                    }),
+                );
             }
             self.route();
         }

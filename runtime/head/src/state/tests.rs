@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferray_core::{ActorOptions, Error, ObjectId, Resources, Strategy, TaskOptions};
+use ferray_core::{
+    ActorId, ActorOptions, Error, JobId, ObjectId, Resources, Strategy, TaskId, TaskOptions,
+};
 
 use super::harness::{World, address, made, opts};
 use super::{
-    Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, Outcome, Put, ResolvedArg,
-    Submit,
+    Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome, Put,
+    ResolvedArg, Submit,
 };
 
 fn value(b: &'static [u8]) -> Arg {
@@ -290,7 +292,14 @@ fn a_task_waits_while_no_node_has_room() {
     let b = w.create_actor(c, actor_opts(1.0, 0));
     assert!(w.take().starts(n).is_empty());
     assert!(matches!(w.st.actors[&b].state, super::AState::Pending));
-    w.send(c.session, Input::KillActor(a));
+    w.send(
+        c.session,
+        Input::KillActor(KillActor {
+            actor: a,
+            job: JobId(0),
+            task: None,
+        }),
+    );
     assert_eq!(
         w.take().starts(n).len(),
         1,
@@ -880,6 +889,7 @@ fn a_call_waits_for_its_arguments_and_the_calls_behind_it_wait_too() {
     w.send(
         c.session,
         Input::CallActor(CallActor {
+            job: JobId(0),
             task: c1,
             actor: a,
             method: "m".into(),
@@ -949,6 +959,7 @@ fn an_actor_that_dies_on_its_node_fails_its_waiting_calls() {
     w.send(
         c.session,
         Input::CallActor(CallActor {
+            job: JobId(0),
             task: waiting,
             actor,
             method: "m".into(),
@@ -980,7 +991,14 @@ fn killing_an_actor_stops_it_and_gives_its_resources_back() {
     let actor = w.create_actor(c, actor_opts(2.0, 3));
     w.take();
     assert_eq!(w.free_cpus(n), 0.0);
-    w.send(c.session, Input::KillActor(actor));
+    w.send(
+        c.session,
+        Input::KillActor(KillActor {
+            actor,
+            job: JobId(0),
+            task: None,
+        }),
+    );
     assert_eq!(w.take().stops(n), vec![actor]);
     assert_eq!(w.free_cpus(n), 2.0);
     let call = w.call(c, actor);
@@ -1302,4 +1320,64 @@ fn the_cluster_view_lists_the_tables() {
     assert_eq!(v.objects[0].nodes, vec![a.id]);
     let v = w.st.cluster_state("tasks");
     assert_eq!(v.tasks[0].node, Some(a.id));
+}
+
+/// Jobs are isolated: another job's actor is answered as one that does not
+/// exist — for a call and a kill, with the same error — and it lives on;
+/// a client's stated job is ignored (its session's is used).
+#[test]
+fn another_jobs_actor_is_not_found_and_lives_on() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let owner = w.client();
+    let other = w.client();
+    let a = w.create_actor(owner, actor_opts(0.0, 0));
+    assert_eq!(w.take().starts(n).len(), 1);
+    let missing = ActorId(a.0 + 1_000);
+    for actor in [a, missing] {
+        // A call, claiming to be the owner's job.
+        let t = TaskId(w.id(other.session));
+        w.send(
+            other.session,
+            Input::CallActor(CallActor {
+                job: owner.job,
+                task: t,
+                actor,
+                method: "m".into(),
+                args: Ok(vec![]),
+            }),
+        );
+        let kill = TaskId(w.id(other.session));
+        w.send(
+            other.session,
+            Input::KillActor(KillActor {
+                actor,
+                job: owner.job,
+                task: Some(kill),
+            }),
+        );
+        let sent = w.take();
+        let answers = sent.resolved(other.session);
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        for (task, result) in answers {
+            assert!([t, kill].contains(&task));
+            let e = result.expect_err("not found");
+            assert_eq!(e, Error::NotFound(format!("no {actor} in the cluster")));
+        }
+        assert!(sent.stops(n).is_empty(), "nothing stopped");
+    }
+    assert!(!matches!(w.st.actors[&a].state, super::AState::Dead(_)));
+    // Its own job kills it, and hears so.
+    let kill = TaskId(w.id(owner.session));
+    w.send(
+        owner.session,
+        Input::KillActor(KillActor {
+            actor: a,
+            job: JobId(0),
+            task: Some(kill),
+        }),
+    );
+    let sent = w.take();
+    assert!(matches!(sent.resolved(owner.session).as_slice(), [(t, Ok(_))] if *t == kill));
+    assert!(matches!(w.st.actors[&a].state, super::AState::Dead(_)));
 }

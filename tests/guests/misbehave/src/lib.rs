@@ -183,6 +183,19 @@ impl Guest for Component {
         let sum = b.iter().fold(0u64, |acc, x| acc.wrapping_add(u64::from(*x)));
         (b.len() as u32, sum)
     }
+
+    fn kill_range(first: u64, count: u32) -> u32 {
+        (first..first + u64::from(count))
+            .filter(|id| Actor::from_id(*id).kill().is_ok())
+            .count() as u32
+    }
+
+    fn poke(actor: u64) -> Result<i64, String> {
+        let r = Actor::from_id(actor)
+            .call("incr", &(1i64,))
+            .map_err(|e| format!("{e:?}"))?;
+        ferray_sdk::get(&r).map_err(|e| format!("{e:?}"))
+    }
 }
 
 export!(Component);
