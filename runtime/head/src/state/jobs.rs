@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId};
 
 use super::{
-    Dep, Effect, HEAD_HOLDER, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY, MAX_JOB_LOG_LINES,
-    Set, State, TState, TaskEntry, TaskInfo, Waiter, give_back, now_ms,
+    Dep, Effect, HEAD_HOLDER, JOB_RETENTION, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY,
+    MAX_JOB_LOG_LINES, Set, State, TState, TaskEntry, TaskInfo, Waiter, give_back, now_ms,
 };
 
 impl State {
@@ -160,6 +160,12 @@ impl State {
             self.try_ready(w);
         }
         self.jobs_ended += 1;
+        self.finished_jobs.push_back(id);
+        while self.finished_jobs.len() > JOB_RETENTION {
+            if let Some(old) = self.finished_jobs.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
         self.purge_queues();
         for (node, ids) in frees {
             if node == HEAD_HOLDER {

@@ -287,10 +287,17 @@ pub struct State {
     jobs: Map<JobId, JobEntry>,
     queues: Queues,
     history: VecDeque<TaskInfo>,
+    /// Finished jobs, oldest first: the head keeps the last
+    /// [`JOB_RETENTION`] of them (state, result, logs), then forgets them.
+    finished_jobs: VecDeque<JobId>,
     /// Jobs ended so far (a pump that saw one purges the queues).
     jobs_ended: u64,
     out: Outbox,
 }
+
+/// How many finished jobs the head keeps for `ferray job list/status/logs`
+/// (Ray keeps a bounded job history too); older ones are forgotten.
+pub const JOB_RETENTION: usize = 1_000;
 
 /// What a new session learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1381,3 +1381,24 @@ fn another_jobs_actor_is_not_found_and_lives_on() {
     assert!(matches!(sent.resolved(owner.session).as_slice(), [(t, Ok(_))] if *t == kill));
     assert!(matches!(w.st.actors[&a].state, super::AState::Dead(_)));
 }
+
+/// The head stays bounded: it keeps the last `JOB_RETENTION` finished jobs
+/// and forgets older ones; live jobs are never dropped.
+#[test]
+fn finished_jobs_are_kept_up_to_the_retention_then_forgotten() {
+    let mut w = World::new();
+    let live = w.client();
+    let mut first = None;
+    let mut last = None;
+    for _ in 0..super::JOB_RETENTION + 50 {
+        let c = w.client();
+        first.get_or_insert(c.job);
+        last = Some(c.job);
+        w.st.close_session(c.session, "done");
+    }
+    let (first, last) = (first.expect("a job"), last.expect("a job"));
+    assert!(w.st.job_info(first).is_none(), "the oldest is forgotten");
+    assert!(w.st.job_info(last).is_some_and(|j| j.state.finished()));
+    assert!(w.st.job_info(live.job).is_some_and(|j| !j.state.finished()));
+    assert_eq!(w.st.jobs.len(), super::JOB_RETENTION + 1);
+}
