@@ -894,3 +894,39 @@ fn a_job_cannot_kill_or_call_another_jobs_actors() {
         assert!(matches!(err, Error::ActorDied(_)), "{err:?}");
     });
 }
+
+/// A job asking a worker for more zero-CPU actors than its instance pool
+/// holds: those past it die with a clear error, the worker stays up, and
+/// another job's tasks still run there.
+#[test]
+fn actors_past_a_workers_instance_pool_die_clearly_and_tasks_still_run() {
+    let c = Cluster::start(1);
+    block_on(async {
+        let a = c.runtime().await;
+        let m = a.load_file(fx::MISBEHAVE).await.unwrap();
+        let mut actors = Vec::new();
+        for i in 0..1_000i64 {
+            actors.push(m.actor("tally", (i,)).spawn().await.unwrap());
+        }
+        let refs: Vec<_> = actors
+            .iter()
+            .map(|x| x.call("incr", (1i64,)).unwrap())
+            .collect();
+        let (mut ok, mut refused) = (0, 0);
+        for r in &refs {
+            match a.get::<i64>(r).await {
+                Ok(_) => ok += 1,
+                Err(Error::ActorDied(m)) if m.contains("as many actors as it can") => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((ok, refused), (875, 125), "1,000 slots, 125 kept for tasks");
+        let b = c.runtime().await;
+        let squares = b.load_file(fx::SQUARES).await.unwrap();
+        let refs: Vec<_> = (0..20i64)
+            .map(|i| squares.call("heavy-compute", (i,)).unwrap())
+            .collect();
+        let got: Vec<i64> = b.get_all(&refs).await.unwrap();
+        assert_eq!(got, (0..20).map(|i| i * i).collect::<Vec<i64>>());
+    });
+}

@@ -147,3 +147,47 @@ fn the_command_line_sets_the_ceilings() {
     ]);
     assert!(err.contains("arguments take more than 1024 bytes"), "{err}");
 }
+
+/// Actors hold an instance slot each, zero-CPU ones included: past what the
+/// node can hold they are refused with a clear error, the node stays up,
+/// and tasks still run (a share of the pool is kept for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_past_the_instance_pool_are_refused_and_tasks_still_run() {
+    let rt = builder().max_instances(64).build().await.unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let (mut made, mut refused) = (Vec::new(), 0);
+    for i in 0..300i64 {
+        match m.actor("tally", (i,)).spawn().await {
+            Ok(a) => made.push(a),
+            Err(e) => {
+                assert!(e.to_string().contains("as many actors as it can"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(made.len(), 56, "64 slots, 8 kept for tasks");
+    assert_eq!(refused, 300 - 56);
+    // Every actor that was made works.
+    let refs: Vec<_> = made
+        .iter()
+        .map(|a| a.call("incr", (1i64,)).unwrap())
+        .collect();
+    assert_eq!(rt.get_all::<i64>(&refs).await.unwrap().len(), 56);
+    // Tasks still run, many at once.
+    let squares = load(&rt, fx::SQUARES).await;
+    let refs: Vec<_> = (0..40i64)
+        .map(|i| squares.call("heavy-compute", (i,)).unwrap())
+        .collect();
+    let got: Vec<i64> = rt.get_all(&refs).await.unwrap();
+    assert_eq!(got, (0..40).map(|i| i * i).collect::<Vec<i64>>());
+    // A killed actor gives its slot back (once its loop has ended).
+    made.pop().unwrap().kill().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = m.actor("tally", (0i64,)).spawn().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot came back: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

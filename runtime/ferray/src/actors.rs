@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, Error, JobId, TaskId};
 use ferray_host::{ClassInfo, Limits, Loaded};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::objects::ObjectRef;
 use crate::runtime::{RtInner, TaskCtx};
@@ -64,6 +64,7 @@ impl RtInner {
             .ceilings
             .check(&options.resources, options.timeout, options.fuel)?;
         self.admission.check_feasible(&options.resources)?;
+        let slot = self.actor_slot()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
         self.actors.insert(
@@ -80,6 +81,7 @@ impl RtInner {
             current: None,
             status,
             on_death,
+            _slot: slot,
         };
         let ctx = TaskCtx::actor(id, job);
         let handle = self
@@ -136,6 +138,8 @@ struct ActorLoop {
     current: Option<ObjectRef>,
     status: Arc<ActorStatus>,
     on_death: Option<OnDeath>,
+    /// Its instance slot, given back when the actor ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for ActorLoop {

@@ -295,7 +295,9 @@ impl RuntimeBuilder {
             dirs: self.dirs,
             env: self.env,
             gpu,
-            pool_instances: Some(self.max_instances.unwrap_or(1000)),
+            // A few more than the slots: an actor's new instance is made
+            // while its old one still exists (a restart).
+            pool_instances: Some(self.max_instances.unwrap_or(1000) + 16),
             ..HostConfig::default()
         };
         // A connected client compiles nothing and runs no guest code.
@@ -320,6 +322,7 @@ impl RuntimeBuilder {
             default_fuel: Ceilings::cap(self.fuel, self.ceilings.fuel),
             ceilings: self.ceilings,
             max_argument_bytes: self.max_argument_bytes.unwrap_or(256 << 20),
+            max_instances: self.max_instances.unwrap_or(1000) as usize,
         };
         let inner = RtInner::new(
             host,

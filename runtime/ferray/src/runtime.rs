@@ -17,7 +17,7 @@ use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
 use ferray_store::ObjectStore;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::ActorEntry;
 use crate::backend::{Backend, Caller, Code, Local};
@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub ceilings: Ceilings,
     /// The most bytes one call's arguments may take once resolved.
     pub max_argument_bytes: u64,
+    /// Guest instances this node can hold at once (its instance pool).
+    pub max_instances: usize,
 }
 
 /// The calling task of a host call.
@@ -105,6 +107,10 @@ pub struct RtInner {
     /// Local mode: top-level tasks run one at a time, in submission order.
     pub(crate) lane: Option<mpsc::UnboundedSender<BoxFuture<'static, ()>>>,
     pub(crate) counters: Counters,
+    /// One permit per live guest instance: a task attempt waits for one,
+    /// an actor holds one for its life. Actors never take the last eighth
+    /// of [`Settings::max_instances`] (at least 8): tasks always find room.
+    pub(crate) slots: Arc<Semaphore>,
     /// Where new work goes: [`Local`] unless a cluster session attached.
     backend: OnceLock<Arc<dyn Backend>>,
 }
@@ -127,6 +133,7 @@ impl RtInner {
             });
             tx
         });
+        let slots = Arc::new(Semaphore::new(settings.max_instances));
         Arc::new_cyclic(|me| RtInner {
             me: me.clone(),
             host,
@@ -141,6 +148,7 @@ impl RtInner {
             actors: DashMap::new(),
             lane,
             counters: Counters::default(),
+            slots,
             backend: OnceLock::new(),
         })
     }
@@ -220,6 +228,34 @@ impl RtInner {
             retried: c.retried.load(Ordering::Relaxed),
             running: self.tasks.len() as u64,
         }
+    }
+
+    /// An instance slot for an actor, or a clear refusal when the node
+    /// holds as many actors as it may (the rest of its pool is kept for
+    /// tasks, so actors never starve other work).
+    pub(crate) fn actor_slot(&self) -> Result<OwnedSemaphorePermit, Error> {
+        let max = self.settings.max_instances;
+        let reserve = (max / 8).max(8).min(max);
+        if self.slots.available_permits() <= reserve {
+            return Err(Error::System(format!(
+                "this node holds as many actors as it can: {} of its {max} instance slots are \
+                 kept for tasks (`max_instances`); kill actors, or add nodes",
+                reserve
+            )));
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| Error::System(format!("no instance slot: {e}")))
+    }
+
+    /// An instance slot for a task attempt, waiting for one.
+    pub(crate) async fn task_slot(&self) -> Result<OwnedSemaphorePermit, Error> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::System(format!("no instance slot: {e}")))
     }
 
     /// This node's wasmtime host.

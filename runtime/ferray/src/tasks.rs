@@ -158,6 +158,9 @@ impl RtInner {
         let limits = self.limits(&options.resources, options.timeout, options.fuel);
         let mut attempts = 0u32;
         loop {
+            // An instance slot for the attempt (waiting while the node's
+            // pool is full), held until it ends.
+            let _slot = self.task_slot().await?;
             let run = self
                 .host()?
                 .run(comp, func, args, &limits, self.clone(), ctx.clone());
