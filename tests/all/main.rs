@@ -14,6 +14,7 @@ mod limits;
 mod objects;
 mod proposals;
 mod sandbox;
+mod tls;
 mod values;
 
 use std::path::PathBuf;

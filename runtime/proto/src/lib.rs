@@ -29,6 +29,7 @@ pub const PIN_HEADER: &str = "x-ferray-pin";
 
 mod buffers;
 mod pull;
+pub mod tls;
 mod view;
 pub use pull::{ObjectSource, ObjectsClient, ObjectsService, PULL_PATH, pull};
 pub use view::{
@@ -151,10 +152,25 @@ pub fn uri(addr: &str) -> String {
     }
 }
 
+/// `host:port` of an address, without its scheme.
+pub fn host_port(addr: &str) -> &str {
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+}
+
 /// A channel to `addr`, connected now: an unreachable address is an error
-/// within [`CONNECT_TIMEOUT`].
+/// within [`CONNECT_TIMEOUT`]. The connection is TLS when this process's
+/// setting says so ([`tls::install`]) or `addr` is `https://`, and the
+/// peer's certificate is checked against the cluster's CA.
 pub async fn connect(addr: &str) -> Result<Channel, Error> {
-    let ep = Endpoint::from_shared(uri(addr))
+    let hp = host_port(addr);
+    let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
+    let tls = tls::client_tls(addr, host)?;
+    let target = match tls {
+        Some(_) => format!("https://{hp}"),
+        None => uri(addr),
+    };
+    let mut ep = Endpoint::from_shared(target)
         .map_err(|e| Error::InvalidArgument(format!("`{addr}` is not an address: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -164,12 +180,20 @@ pub async fn connect(addr: &str) -> Result<Channel, Error> {
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
         .max_frame_size(Some(MAX_FRAME_BYTES));
+    if let Some(t) = tls {
+        ep = ep
+            .tls_config(t)
+            .map_err(|e| Error::InvalidArgument(format!("TLS for {addr}: {e}")))?;
+    }
     match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), ep.connect()).await {
         Ok(Ok(ch)) => Ok(ch),
-        Ok(Err(e)) => Err(Error::System(format!(
-            "cannot reach {addr}: {}",
-            source_chain(&e)
-        ))),
+        Ok(Err(e)) => {
+            let chain = source_chain(&e);
+            Err(match tls::explain_handshake(addr, &chain) {
+                Some(line) => Error::InvalidArgument(line),
+                None => Error::System(format!("cannot reach {addr}: {chain}")),
+            })
+        }
         Err(_) => Err(Error::System(format!(
             "cannot reach {addr}: no answer within {}s",
             CONNECT_TIMEOUT.as_secs() + 1
@@ -208,13 +232,21 @@ pub fn uploads_client(ch: Channel, token: &Token) -> UploadsClient {
 }
 
 /// A gRPC server with ferray's transport settings (no Nagle delay, large
-/// flow-control windows and frames for chunk streams).
+/// flow-control windows and frames for chunk streams), speaking TLS with
+/// this process's certificate when it has one ([`tls::install`]).
 pub fn server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+    let b = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    match tls::server_tls() {
+        // `tls::install` built this configuration once already.
+        Some(cfg) => b
+            .tls_config(cfg)
+            .expect("a TLS configuration checked by tls::install"),
+        None => b,
+    }
 }
 
 /// Connections accepted on `listener`, with Nagle's algorithm off (the

@@ -19,7 +19,7 @@ pub use ferray_core::view::{
 use ferray_core::{ComponentId, Error, ObjectId};
 use ferray_proto::v1;
 use ferray_proto::{HeadClient, id_bytes};
-pub use ferray_proto::{PROTOCOL_VERSION, Token};
+pub use ferray_proto::{PROTOCOL_VERSION, Token, host_port, tls};
 use futures::StreamExt;
 pub use node::{Joined, WorkerConfig, run_worker};
 pub use transfer::{tcp_loopback_gbps, transfer_gbps};
@@ -39,6 +39,54 @@ pub fn state_dir() -> PathBuf {
 /// The file the head writes its token to (readable only by its owner).
 pub fn token_file() -> PathBuf {
     state_dir().join("token")
+}
+
+/// Where the head keeps its TLS material (its CA and its node's certificate;
+/// the directory 0700, the files 0600): `tls` in [`state_dir`].
+pub fn tls_dir() -> PathBuf {
+    state_dir().join("tls")
+}
+
+/// A client of the head at `address`: when the address is `https://` and
+/// this process has no TLS setting yet, it speaks TLS with every node of the
+/// cluster (the head, and the holders it pulls objects from), trusting the
+/// CA of `$FERRAY_TLS_CA`, else the one the head wrote on this machine. A
+/// process talks to one TLS cluster.
+pub fn client_tls_for(address: &str) -> Result<(), Error> {
+    if !address.starts_with("https://") || ferray_proto::tls::installed().is_some() {
+        return Ok(());
+    }
+    let f = ferray_proto::tls::default_ca_file();
+    let ca = std::fs::read_to_string(&f).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "the head at {address} speaks TLS but there is no CA to check it against ({}: {e}): pass --tls-ca FILE (or set FERRAY_TLS_CA) with the cluster's CA",
+            f.display()
+        ))
+    })?;
+    // A concurrent caller may have set the same; either one serves.
+    let _ = ferray_proto::tls::install(ferray_proto::tls::Tls {
+        ca,
+        identity: None,
+        everywhere: true,
+    });
+    Ok(())
+}
+
+/// `e`, or, when this process spoke plaintext to a head that speaks TLS,
+/// one line that says so.
+pub async fn explain_plaintext(address: &str, e: Error) -> Error {
+    let tls = address.starts_with("https://")
+        || ferray_proto::tls::installed().is_some_and(|t| t.everywhere);
+    if tls || matches!(e, Error::InvalidArgument(_)) {
+        return e;
+    }
+    if ferray_proto::tls::speaks_tls(address).await {
+        let hp = ferray_proto::host_port(address);
+        return Error::InvalidArgument(format!(
+            "the head at {hp} speaks TLS and this client spoke plaintext: use --address https://{hp} (and --tls-ca FILE with the cluster's CA off the head's machine)"
+        ));
+    }
+    e
 }
 
 /// The cluster token: given, else `$FERRAY_TOKEN`, else the head's token
@@ -68,6 +116,7 @@ pub(crate) async fn connect_client(
     address: &str,
     token: Token,
 ) -> Result<(), Error> {
+    client_tls_for(address)?;
     let hello = v1::Hello {
         protocol: PROTOCOL_VERSION,
         worker: false,
@@ -76,7 +125,10 @@ pub(crate) async fn connect_client(
         name: format!("pid {}", std::process::id()),
     };
     let (session, mut down) =
-        session::Session::open(address, token, hello, rt.store.clone()).await?;
+        match session::Session::open(address, token, hello, rt.store.clone()).await {
+            Ok(s) => s,
+            Err(e) => return Err(explain_plaintext(address, e).await),
+        };
     rt.attach(Arc::new(backend::Remote(session.clone())), false)?;
     let address = address.to_string();
     tokio::spawn(async move {
@@ -123,6 +175,14 @@ impl Client {
     /// Connect to the head at `address` (an unreachable one is an error
     /// within seconds).
     pub async fn connect(address: &str, token: Token) -> Result<Client, Error> {
+        client_tls_for(address)?;
+        match Self::connect_now(address, token).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(explain_plaintext(address, e).await),
+        }
+    }
+
+    async fn connect_now(address: &str, token: Token) -> Result<Client, Error> {
         let ch = ferray_proto::connect(address).await?;
         let head = ferray_proto::head_client(ch, &token);
         let mut c = Client {
