@@ -92,6 +92,18 @@ fn a_tls_head_and_worker_on_loopback_run_a_job() {
     let back = c.home.path().join("back.bin");
     c.ok(&["get", id.trim(), "--output", back.to_str().expect("utf-8")]);
     assert_eq!(std::fs::read(&back).expect("read"), big);
+    // A client of a TLS cluster that serves objects itself (the
+    // microbenchmark's loopback transfer) speaks TLS to its own server too.
+    let out = c.ok(&[
+        "microbenchmark",
+        "--address",
+        &c.address,
+        "--scale",
+        "0.01",
+        "--filter",
+        "object_transfer",
+    ]);
+    assert!(out.contains("object_transfer_gigabytes "), "{out}");
 }
 
 #[test]

@@ -46,10 +46,20 @@ pub struct Tls {
     pub everywhere: bool,
 }
 
-static SETTING: OnceLock<Tls> = OnceLock::new();
+/// The setting, and for a process that speaks TLS everywhere without a
+/// certificate of its own, one it made for its own servers (signed by a CA
+/// of its own, trusted by itself only).
+struct Setting {
+    tls: Tls,
+    own: Option<(String, CertKey)>,
+}
+
+static SETTING: OnceLock<Setting> = OnceLock::new();
 
 /// Set this process's TLS (once; a second call is an error). A node's
-/// identity is checked here, so that its servers can be built later.
+/// identity is checked here, so that its servers can be built later. A
+/// process that speaks TLS everywhere without a certificate (a client)
+/// serves with one of its own, which only it trusts.
 pub fn install(tls: Tls) -> Result<(), Error> {
     if let Some(id) = &tls.identity {
         tonic::transport::Server::builder()
@@ -63,14 +73,21 @@ pub fn install(tls: Tls) -> Result<(), Error> {
             "the CA file holds no PEM certificate".into(),
         ));
     }
+    let own = if tls.everywhere && tls.identity.is_none() {
+        let ca = make_ca()?;
+        let id = sign_node(&ca.key, &["127.0.0.1".into(), "localhost".into()])?;
+        Some((ca.cert, id))
+    } else {
+        None
+    };
     SETTING
-        .set(tls)
+        .set(Setting { tls, own })
         .map_err(|_| Error::System("this process's TLS is already set".into()))
 }
 
 /// This process's TLS setting, if any.
 pub fn installed() -> Option<&'static Tls> {
-    SETTING.get()
+    SETTING.get().map(|s| &s.tls)
 }
 
 fn server_config(id: &CertKey) -> ServerTlsConfig {
@@ -79,9 +96,15 @@ fn server_config(id: &CertKey) -> ServerTlsConfig {
         .timeout(Duration::from_secs(10))
 }
 
-/// The server TLS of this process's servers, when it has a certificate.
+/// The server TLS of this process's servers, when it speaks TLS.
 pub(crate) fn server_tls() -> Option<ServerTlsConfig> {
-    installed()?.identity.as_ref().map(server_config)
+    let s = SETTING.get()?;
+    let id = s
+        .tls
+        .identity
+        .as_ref()
+        .or(s.own.as_ref().map(|(_, id)| id))?;
+    Some(server_config(id))
 }
 
 /// Where a client looks for the CA when none is set: `$FERRAY_TLS_CA`,
@@ -104,22 +127,29 @@ pub fn default_ca_file() -> PathBuf {
 /// The client TLS for a connection to `addr`, or `None` for plaintext.
 pub(crate) fn client_tls(addr: &str, host: &str) -> Result<Option<ClientTlsConfig>, Error> {
     let https = addr.starts_with("https://");
-    let ca = match installed() {
-        Some(t) if t.everywhere || https => t.ca.clone(),
+    let mut cas = Vec::new();
+    match SETTING.get() {
+        Some(s) if s.tls.everywhere || https => {
+            cas.push(Certificate::from_pem(&s.tls.ca));
+            if let Some((own_ca, _)) = &s.own {
+                cas.push(Certificate::from_pem(own_ca));
+            }
+        }
         _ if !https => return Ok(None),
         _ => {
             let f = default_ca_file();
-            std::fs::read_to_string(&f).map_err(|e| {
+            let ca = std::fs::read_to_string(&f).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "`{addr}` speaks TLS but there is no CA to check it against ({}: {e}): pass --tls-ca FILE (or set FERRAY_TLS_CA) with the cluster's CA",
                     f.display()
                 ))
-            })?
+            })?;
+            cas.push(Certificate::from_pem(ca));
         }
-    };
+    }
     Ok(Some(
         ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
+            .ca_certificates(cas)
             .domain_name(host.trim_start_matches('[').trim_end_matches(']'))
             .assume_http2(true)
             .timeout(Duration::from_secs(10)),
