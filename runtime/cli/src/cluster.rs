@@ -30,7 +30,7 @@ pub struct StartArgs {
     port: u16,
     /// The address this node listens on and announces.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    node_ip_address: std::net::IpAddr,
+    pub(crate) node_ip_address: std::net::IpAddr,
     #[command(flatten)]
     node: NodeArgs,
     /// The cluster token (default: FERRAY_TOKEN, else the head's token file;
@@ -50,7 +50,7 @@ pub struct StartArgs {
     #[arg(long)]
     block: bool,
     #[command(flatten)]
-    tls: TlsArgs,
+    pub(crate) tls: TlsArgs,
 }
 
 /// TLS of a node: on whenever it listens on an address other than
@@ -60,20 +60,20 @@ pub struct TlsArgs {
     /// Speak TLS even on a loopback address (a head makes a CA and a
     /// certificate in $FERRAY_HOME/tls unless given --tls-cert).
     #[arg(long)]
-    tls: bool,
+    pub(crate) tls: bool,
     /// Plaintext on an address other than loopback (a trusted network only).
     #[arg(long, conflicts_with_all = ["tls", "tls_cert", "tls_ca"])]
-    insecure: bool,
+    pub(crate) insecure: bool,
     /// This node's certificate (PEM, signed by the cluster's CA; with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// The cluster's CA (PEM) that peers' certificates are checked against
     /// (default: $FERRAY_HOME/tls/ca.pem, which the head writes).
     #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
 }
 
 /// Address and credentials of cluster commands.
@@ -118,7 +118,7 @@ impl ConnectArgs {
         let addr = self.address()?;
         let token = self.token()?;
         if let Some(f) = &self.tls_ca {
-            install_tls(read_text(f, "the CA")?, None)?;
+            crate::tls::install_tls(read_text(f, "the CA")?, None)?;
         }
         Client::connect(&addr, token)
             .await
@@ -223,7 +223,7 @@ fn nodes_dir() -> PathBuf {
     state_dir().join("nodes")
 }
 
-fn private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -235,7 +235,7 @@ fn private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Write a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(d) = path.parent() {
         private_dir(d)?;
@@ -254,136 +254,9 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String> {
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} from {}", path.display()))
-}
-
-/// This process speaks TLS on every cluster connection, trusting `ca`.
-fn install_tls(ca: String, identity: Option<ferray::cluster::tls::CertKey>) -> Result<()> {
-    ferray::cluster::tls::install(ferray::cluster::tls::Tls {
-        ca,
-        identity,
-        everywhere: true,
-    })?;
-    Ok(())
-}
-
-/// The names a node's certificate is good for.
-fn node_names(ip: std::net::IpAddr) -> Vec<String> {
-    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    if !ip.is_unspecified() {
-        names.push(ip.to_string());
-    }
-    names
-}
-
-/// The operator's certificate and key, if given.
-fn given_identity(t: &TlsArgs) -> Result<Option<ferray::cluster::tls::CertKey>> {
-    match (&t.tls_cert, &t.tls_key) {
-        (Some(c), Some(k)) => Ok(Some(ferray::cluster::tls::CertKey {
-            cert: read_text(c, "the certificate")?,
-            key: read_text(k, "the key")?,
-        })),
-        _ => Ok(None),
-    }
-}
-
-/// A head's TLS: off on loopback (unless --tls or TLS files), on elsewhere
-/// (unless --insecure). Without the operator's files, the CA in
-/// `$FERRAY_HOME/tls` (made once, kept) signs a fresh node certificate.
-/// Returns whether TLS is on.
-fn head_tls(args: &StartArgs) -> Result<bool> {
-    let t = &args.tls;
-    let on = t.tls
-        || t.tls_cert.is_some()
-        || t.tls_ca.is_some()
-        || (!args.node_ip_address.is_loopback() && !t.insecure);
-    if !on {
-        return Ok(false);
-    }
-    let dir = ferray::cluster::tls_dir();
-    private_dir(&dir)?;
-    if let Some(id) = given_identity(t)? {
-        let Some(ca) = &t.tls_ca else {
-            bail!(
-                "--tls-cert needs --tls-ca, the CA that signed it (this node's own worker checks the head against it)"
-            );
-        };
-        let ca = read_text(ca, "the CA")?;
-        // Clients and workers on this machine find the CA beside the token.
-        write_private(&dir.join("ca.pem"), &ca)?;
-        let _ = std::fs::remove_file(dir.join("ca.key"));
-        install_tls(ca, Some(id))?;
-        return Ok(true);
-    }
-    if t.tls_ca.is_some() {
-        bail!("--tls-ca on a head goes with --tls-cert and --tls-key (its own certificate)");
-    }
-    let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let ca = match (
-        std::fs::read_to_string(&ca_pem),
-        std::fs::read_to_string(&ca_key),
-    ) {
-        (Ok(cert), Ok(key)) => ferray::cluster::tls::CertKey { cert, key },
-        _ => {
-            let ca = ferray::cluster::tls::make_ca()?;
-            write_private(&ca_key, &ca.key)?;
-            write_private(&ca_pem, &ca.cert)?;
-            ca
-        }
-    };
-    let node = ferray::cluster::tls::sign_node(&ca.key, &node_names(args.node_ip_address))?;
-    write_private(&dir.join("node.key"), &node.key)?;
-    write_private(&dir.join("node.pem"), &node.cert)?;
-    install_tls(ca.cert, Some(node))?;
-    Ok(true)
-}
-
-/// A worker's TLS: on when the head's address is https://, when given TLS
-/// files or --tls, or when it listens elsewhere than loopback (unless
-/// --insecure). Its certificate is the operator's, else one signed by the
-/// CA the head wrote on this machine. Returns whether TLS is on.
-fn worker_tls(args: &StartArgs, head: &str) -> Result<bool> {
-    let t = &args.tls;
-    let on = head.starts_with("https://")
-        || t.tls
-        || t.tls_cert.is_some()
-        || t.tls_ca.is_some()
-        || (!args.node_ip_address.is_loopback() && !t.insecure);
-    if !on {
-        return Ok(false);
-    }
-    let dir = ferray::cluster::tls_dir();
-    let (ca, local_ca) = match &t.tls_ca {
-        Some(f) => (read_text(f, "the CA")?, false),
-        None => (
-            std::fs::read_to_string(dir.join("ca.pem")).map_err(|_| {
-                anyhow::anyhow!(
-                    "this worker speaks TLS and has no CA to check the head against: pass --tls-ca FILE (the head writes it to tls/ca.pem in its FERRAY_HOME), or --insecure for plaintext on a trusted network"
-                )
-            })?,
-            true,
-        ),
-    };
-    let id = match given_identity(t)? {
-        Some(id) => id,
-        None => {
-            let key = if local_ca {
-                std::fs::read_to_string(dir.join("ca.key")).ok()
-            } else {
-                None
-            };
-            let Some(key) = key else {
-                bail!(
-                    "a TLS worker serves objects with its own certificate: pass --tls-cert FILE and --tls-key FILE (signed by the cluster's CA), or start it on the head's machine"
-                );
-            };
-            ferray::cluster::tls::sign_node(&key, &node_names(args.node_ip_address))?
-        }
-    };
-    install_tls(ca, Some(id))?;
-    Ok(true)
 }
 
 pub fn start(args: StartArgs) -> Result<ExitCode> {
@@ -478,7 +351,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     };
     let tfile = token_file();
     write_private(&tfile, token.as_str())?;
-    let tls = head_tls(args)?;
+    let tls = crate::tls::head_tls(args)?;
     let exec = runtime()?;
     let bind = SocketAddr::new(args.node_ip_address, args.port);
     let listener = exec
@@ -591,7 +464,7 @@ fn run_worker_node(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         bail!("--address is required");
     };
     let token = find_token(args.token.as_deref())?;
-    let tls = worker_tls(args, address)?;
+    let tls = crate::tls::worker_tls(args, address)?;
     let rt = args.node.builder(OutputMode::Discard).build_sync()?;
     let cfg = WorkerConfig::new(
         ferray::cluster::host_port(address).to_string(),

@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod args;
 mod cluster;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

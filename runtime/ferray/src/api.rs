@@ -93,6 +93,8 @@ pub struct RuntimeBuilder {
     token: Option<String>,
     /// A connected client's runtime: no wasmtime host.
     client: bool,
+    #[cfg(feature = "testing")]
+    failing_attempts: u64,
     ceilings: Ceilings,
     max_argument_bytes: Option<u64>,
 }
@@ -183,6 +185,13 @@ impl RuntimeBuilder {
     /// the default fuel becomes this when none is set).
     pub fn max_task_fuel(mut self, fuel: u64) -> Self {
         self.ceilings.fuel = Some(fuel);
+        self
+    }
+    /// Fault injection for tests: the next `n` task attempts fail with a
+    /// system error (the `testing` feature only).
+    #[cfg(feature = "testing")]
+    pub fn fail_attempts(mut self, n: u64) -> Self {
+        self.failing_attempts = n;
         self
     }
     /// The most bytes one call's arguments may take once their objects are
@@ -323,6 +332,8 @@ impl RuntimeBuilder {
             ceilings: self.ceilings,
             max_argument_bytes: self.max_argument_bytes.unwrap_or(256 << 20),
             max_instances: self.max_instances.unwrap_or(1000) as usize,
+            #[cfg(feature = "testing")]
+            failing_attempts: Arc::new(std::sync::atomic::AtomicU64::new(self.failing_attempts)),
         };
         let inner = RtInner::new(
             host,

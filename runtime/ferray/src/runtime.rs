@@ -37,6 +37,11 @@ pub(crate) struct Settings {
     pub max_argument_bytes: u64,
     /// Guest instances this node can hold at once (its instance pool).
     pub max_instances: usize,
+    /// Fault injection: this many task attempts fail with a system error
+    /// before they run (the `testing` feature only; never in a release
+    /// build).
+    #[cfg(feature = "testing")]
+    pub failing_attempts: Arc<AtomicU64>,
 }
 
 /// The calling task of a host call.

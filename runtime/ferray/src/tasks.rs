@@ -161,25 +161,26 @@ impl RtInner {
             // An instance slot for the attempt (waiting while the node's
             // pool is full), held until it ends.
             let _slot = self.task_slot().await?;
-            let run = self
-                .host()?
-                .run(comp, func, args, &limits, self.clone(), ctx.clone());
-            // The wall-clock limit covers the whole attempt: the host stops
-            // running wasm at the deadline; this stops an attempt blocked in
-            // a host call (`get`, `wait`, a GPU wait) past it.
-            let out = match limits.timeout {
-                Some(t) => tokio::time::timeout(t + WALL_CLOCK_GRACE, run)
-                    .await
-                    .unwrap_or_else(|_| Outcome {
-                        result: Err(Error::TimeLimit(format!(
-                            "the call ran longer than {t:?} (time blocked in host calls \
-                             included) and was stopped"
-                        ))),
-                        stdout: Bytes::new(),
-                        stderr: Bytes::new(),
-                        dropped_output: 0,
-                    }),
-                None => run.await,
+            let out = if self.inject_failure() {
+                failed(Error::System("an injected system failure".into()))
+            } else {
+                let run = self
+                    .host()?
+                    .run(comp, func, args, &limits, self.clone(), ctx.clone());
+                // The wall-clock limit covers the whole attempt: the host stops
+                // running wasm at the deadline; this stops an attempt blocked in
+                // a host call (`get`, `wait`, a GPU wait) past it.
+                match limits.timeout {
+                    Some(t) => tokio::time::timeout(t + WALL_CLOCK_GRACE, run)
+                        .await
+                        .unwrap_or_else(|_| {
+                            failed(Error::TimeLimit(format!(
+                                "the call ran longer than {t:?} (time blocked in host calls \
+                                 included) and was stopped"
+                            )))
+                        }),
+                    None => run.await,
+                }
             };
             self.emit(&ctx.label, &out);
             attempts += 1;
@@ -244,6 +245,31 @@ impl RtInner {
             out.extend_from_slice(p);
         }
         Ok(out)
+    }
+}
+
+impl RtInner {
+    /// Whether this attempt fails by injection (`RuntimeBuilder::fail_attempts`,
+    /// the `testing` feature only; always `false` otherwise).
+    fn inject_failure(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self
+            .settings
+            .failing_attempts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        #[cfg(not(feature = "testing"))]
+        false
+    }
+}
+
+/// An attempt that ended before or outside the guest, with no output.
+fn failed(e: Error) -> Outcome {
+    Outcome {
+        result: Err(e),
+        stdout: Bytes::new(),
+        stderr: Bytes::new(),
+        dropped_output: 0,
     }
 }
 
