@@ -39,17 +39,23 @@ fn given_identity(t: &TlsArgs) -> Result<Option<ferray::cluster::tls::CertKey>> 
     }
 }
 
+/// Whether a node's flags ask for TLS: `--tls`, TLS files, or an address
+/// other than loopback without `--insecure`.
+fn tls_asked(args: &StartArgs) -> bool {
+    let t = &args.tls;
+    t.tls
+        || t.tls_cert.is_some()
+        || t.tls_ca.is_some()
+        || (!args.node_ip_address.is_loopback() && !t.insecure)
+}
+
 /// A head's TLS: off on loopback (unless --tls or TLS files), on elsewhere
 /// (unless --insecure). Without the operator's files, the CA in
 /// `$FERRAY_HOME/tls` (made once, kept) signs a fresh node certificate.
 /// Returns whether TLS is on.
 pub(crate) fn head_tls(args: &StartArgs) -> Result<bool> {
     let t = &args.tls;
-    let on = t.tls
-        || t.tls_cert.is_some()
-        || t.tls_ca.is_some()
-        || (!args.node_ip_address.is_loopback() && !t.insecure);
-    if !on {
+    if !tls_asked(args) {
         return Ok(false);
     }
     let dir = ferray::cluster::tls_dir();
@@ -96,12 +102,7 @@ pub(crate) fn head_tls(args: &StartArgs) -> Result<bool> {
 /// CA the head wrote on this machine. Returns whether TLS is on.
 pub(crate) fn worker_tls(args: &StartArgs, head: &str) -> Result<bool> {
     let t = &args.tls;
-    let on = head.starts_with("https://")
-        || t.tls
-        || t.tls_cert.is_some()
-        || t.tls_ca.is_some()
-        || (!args.node_ip_address.is_loopback() && !t.insecure);
-    if !on {
+    if !head.starts_with("https://") && !tls_asked(args) {
         return Ok(false);
     }
     let dir = ferray::cluster::tls_dir();

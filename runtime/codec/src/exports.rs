@@ -62,6 +62,14 @@ pub struct Role<'a> {
     pub method: bool,
 }
 
+/// Where an export goes: a class's constructor, a class's method (class,
+/// method), or the functions.
+enum Place {
+    Constructor,
+    Method(String, String),
+    Function,
+}
+
 /// `ferray-examples:counter/api@0.1.0` -> `api`
 pub fn interface_short(name: &str) -> &str {
     let after_slash = name.rsplit_once('/').map_or(name, |(_, r)| r);
@@ -91,45 +99,37 @@ impl<F> Exports<F> {
             item,
         } in found
         {
-            if let Some(class) = name.strip_prefix("[constructor]") {
-                let full = qualify(&interface, class);
-                let f = make(
-                    item,
-                    Role {
-                        full_name: &full,
-                        method: false,
-                    },
-                )?;
-                ctors.insert(full, f);
+            let (full, place) = if let Some(class) = name.strip_prefix("[constructor]") {
+                (qualify(&interface, class), Place::Constructor)
             } else if let Some(rest) = name.strip_prefix("[method]") {
                 let Some((class, method)) = rest.split_once('.') else {
                     continue;
                 };
                 let class_full = qualify(&interface, class);
-                let full = format!("{class_full}.{method}");
-                let f = make(
-                    item,
-                    Role {
-                        full_name: &full,
-                        method: true,
-                    },
-                )?;
-                methods
-                    .entry(class_full)
-                    .or_default()
-                    .insert(method.to_string(), f);
+                (
+                    format!("{class_full}.{method}"),
+                    Place::Method(class_full, method.to_string()),
+                )
             } else {
                 // Plain functions, and static functions of resources.
                 let short = name.strip_prefix("[static]").unwrap_or(&name);
-                let full = qualify(&interface, short);
-                let f = make(
-                    item,
-                    Role {
-                        full_name: &full,
-                        method: false,
-                    },
-                )?;
-                out.functions.insert(full, Arc::new(f));
+                (qualify(&interface, short), Place::Function)
+            };
+            let role = Role {
+                full_name: &full,
+                method: matches!(place, Place::Method(..)),
+            };
+            let f = make(item, role)?;
+            match place {
+                Place::Constructor => {
+                    ctors.insert(full, f);
+                }
+                Place::Method(class, method) => {
+                    methods.entry(class).or_default().insert(method, f);
+                }
+                Place::Function => {
+                    out.functions.insert(full, Arc::new(f));
+                }
             }
         }
         for (full, constructor) in ctors {
