@@ -8,7 +8,8 @@ use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId};
 
 use super::{
     Dep, Effect, HEAD_HOLDER, JOB_RETENTION, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY,
-    MAX_JOB_LOG_LINES, Set, State, TState, TaskEntry, TaskInfo, Waiter, give_back, now_ms,
+    MAX_JOB_LOG_BYTES, MAX_JOB_LOG_LINE, MAX_JOB_LOG_LINES, Set, State, TState, TaskEntry,
+    TaskInfo, Waiter, give_back, now_ms,
 };
 
 impl State {
@@ -27,6 +28,7 @@ impl State {
                 done: 0,
                 total: 0,
                 logs: VecDeque::new(),
+                logs_bytes: 0,
                 logs_dropped: 0,
                 start: now_ms(),
                 end: 0,
@@ -100,9 +102,22 @@ impl State {
         };
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
-            j.logs.push_back(format!("({label}) {line}"));
-            if j.logs.len() > MAX_JOB_LOG_LINES {
-                j.logs.pop_front();
+            let mut line = format!("({label}) {line}");
+            if line.len() > MAX_JOB_LOG_LINE {
+                let mut cut = MAX_JOB_LOG_LINE;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+                line.push_str(" [cut]");
+            }
+            j.logs_bytes += line.len();
+            j.logs.push_back(line);
+            while j.logs.len() > MAX_JOB_LOG_LINES || j.logs_bytes > MAX_JOB_LOG_BYTES {
+                let Some(old) = j.logs.pop_front() else {
+                    break;
+                };
+                j.logs_bytes -= old.len();
                 j.logs_dropped += 1;
             }
         }

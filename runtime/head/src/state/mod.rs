@@ -58,6 +58,10 @@ pub use views::TaskInfo;
 pub const HEAD_HOLDER: NodeId = NodeId(0);
 /// Log lines kept per job (older ones are dropped and counted).
 const MAX_JOB_LOG_LINES: usize = 100_000;
+/// The bytes of log lines a job keeps (the oldest go first).
+pub(crate) const MAX_JOB_LOG_BYTES: usize = 16 << 20;
+/// The longest log line kept whole; longer ones are cut.
+const MAX_JOB_LOG_LINE: usize = 64 << 10;
 /// Inline argument bytes in one assignment, at most (the rest go by holder).
 const MAX_INLINE_ARGS: usize = 1 << 20;
 /// Finished tasks kept for `ferray list tasks`.
@@ -244,6 +248,8 @@ struct JobEntry {
     done: u64,
     total: u64,
     logs: VecDeque<String>,
+    /// The bytes of `logs`.
+    logs_bytes: usize,
     logs_dropped: u64,
     start: u64,
     end: u64,

@@ -1402,3 +1402,28 @@ fn finished_jobs_are_kept_up_to_the_retention_then_forgotten() {
     assert!(w.st.job_info(live.job).is_some_and(|j| !j.state.finished()));
     assert_eq!(w.st.jobs.len(), super::JOB_RETENTION + 1);
 }
+
+/// A job's log is bounded in bytes too: the oldest lines go first, a line
+/// longer than the limit is cut, and the newest is kept.
+#[test]
+fn a_jobs_log_is_bounded_in_bytes() {
+    let mut w = World::new();
+    let c = w.client();
+    let line = "x".repeat(1 << 20);
+    for i in 0..300 {
+        let text = format!("{i} {line}\n");
+        w.st.log(c.job, "task-1", text.as_bytes());
+    }
+    w.st.log(c.job, "task-1", b"the last line\n");
+    let (lines, next) = w.st.job_logs(c.job, 0);
+    let bytes: usize = lines.iter().map(String::len).sum();
+    assert!(bytes <= super::MAX_JOB_LOG_BYTES, "{bytes}");
+    assert!(lines.iter().all(|l| l.len() <= (64 << 10) + 16));
+    assert!(lines[0].ends_with("[cut]"), "{}", &lines[0][..40]);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("(task-1) the last line")
+    );
+    assert!(lines.len() < 301, "the oldest lines were dropped");
+    assert_eq!(next, 301, "every line was counted, kept or dropped");
+}
