@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::backend::Code;
 use crate::objects::ObjectRef;
 use crate::output::{OutputLine, OutputMode, OutputSink};
-use crate::runtime::{RtInner, Settings, TaskCounts};
+use crate::runtime::{LoadedHere, RtInner, Settings, TaskCounts};
 use crate::sched::Admission;
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
@@ -434,21 +434,24 @@ impl Runtime {
         let inner = self.inner().clone();
         let bytes = Bytes::copy_from_slice(bytes);
         let b = bytes.clone();
-        let (info, loaded) = tokio::task::spawn_blocking(move || inner.load_component(&b))
+        let here = tokio::task::spawn_blocking(move || inner.load_component(&b))
             .await
             .map_err(|e| Error::System(format!("loading failed: {e}")))??;
-        let id = ComponentId::of(&bytes);
-        let publish = self.inner().backend().publish(id, bytes);
+        let publish = self.inner().backend().publish(here.id, bytes);
         self.handle()
             .spawn(publish)
             .await
             .map_err(|e| Error::System(format!("uploading failed: {e}")))??;
-        Ok(Component {
+        Ok(self.component_of(here))
+    }
+
+    fn component_of(&self, here: LoadedHere) -> Component {
+        Component {
             rt: self.clone(),
-            id,
-            info,
-            loaded,
-        })
+            id: here.id,
+            info: here.info,
+            loaded: here.loaded,
+        }
     }
 
     /// Load without an async context.
@@ -456,13 +459,7 @@ impl Runtime {
         if self.is_cluster() {
             return self.block_on(self.load_bytes(bytes));
         }
-        let (info, loaded) = self.inner().load_component(bytes)?;
-        Ok(Component {
-            rt: self.clone(),
-            id: ComponentId::of(bytes),
-            info,
-            loaded,
-        })
+        Ok(self.component_of(self.inner().load_component(bytes)?))
     }
 
     /// A component's digest, exports (with WIT signatures) and imports,

@@ -92,6 +92,15 @@ pub(crate) struct Counters {
     pub retried: AtomicU64,
 }
 
+/// A component as this process loaded it.
+pub(crate) struct LoadedHere {
+    pub id: ComponentId,
+    /// Its signatures, read from its bytes.
+    pub info: Arc<ComponentInfo>,
+    /// Compiled here; `None` on a connected client.
+    pub loaded: Option<Arc<Loaded<RtInner>>>,
+}
+
 pub struct RtInner {
     pub(crate) me: Weak<RtInner>,
     /// The wasmtime host; a connected client has none (it runs no guest
@@ -275,16 +284,9 @@ impl RtInner {
         self.host.as_ref()?.get(id)
     }
 
-    /// Compile a component here (a node's path: the embedded runtime, a
-    /// worker).
-    pub(crate) fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded<RtInner>>, Error> {
-        self.host()?.load(bytes)
-    }
-
     /// A component's export signatures, read from its bytes (once per id):
     /// what the embedding API shows and checks, and what converts WAVE text.
-    pub(crate) fn read_info(&self, bytes: &[u8]) -> Result<Arc<ComponentInfo>, Error> {
-        let id = ComponentId::of(bytes);
+    fn read_info(&self, id: ComponentId, bytes: &[u8]) -> Result<Arc<ComponentInfo>, Error> {
         if let Some(info) = self.infos.get(&id) {
             return Ok(info.clone());
         }
@@ -293,18 +295,15 @@ impl RtInner {
     }
 
     /// Read a component's signatures, and compile it when this process has
-    /// a host (not on a connected client).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn load_component(
-        &self,
-        bytes: &[u8],
-    ) -> Result<(Arc<ComponentInfo>, Option<Arc<Loaded<RtInner>>>), Error> {
-        let info = self.read_info(bytes)?;
+    /// a host (not on a connected client): the one path of every load.
+    pub(crate) fn load_component(&self, bytes: &[u8]) -> Result<LoadedHere, Error> {
+        let id = ComponentId::of(bytes);
+        let info = self.read_info(id, bytes)?;
         let loaded = match &self.host {
             Some(host) => Some(host.load(bytes)?),
             None => None,
         };
-        Ok((info, loaded))
+        Ok(LoadedHere { id, info, loaded })
     }
 
     /// The signatures of a component read here earlier.

@@ -251,12 +251,11 @@ impl Node {
         tracing::info!("compiling component {}", cid.short());
         // The signatures too: a job's driver gets WAVE arguments and gives
         // back a WAVE result.
-        tokio::task::spawn_blocking(move || {
-            rt.read_info(&bytes)?;
-            rt.load(&bytes)
-        })
-        .await
-        .map_err(|e| Error::System(format!("compiling failed: {e}")))?
+        let here = tokio::task::spawn_blocking(move || rt.load_component(&bytes))
+            .await
+            .map_err(|e| Error::System(format!("compiling failed: {e}")))??;
+        here.loaded
+            .ok_or_else(|| Error::System("a worker has a host to compile with".into()))
     }
 
     async fn run_assign(self: Arc<Self>, a: v1::Assign, cancel: Arc<Notify>) {
