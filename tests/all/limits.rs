@@ -191,3 +191,66 @@ async fn actors_past_the_instance_pool_are_refused_and_tasks_still_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The linear memories of all a node's instances together stay within the
+/// node's memory: an actor holding most of it makes a task that would grow
+/// past the rest fail as a fault of the node (never the process), and new
+/// actors are refused; once the actor is gone both work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_together_stay_within_the_nodes_memory() {
+    let rt = builder()
+        .memory(72 << 20)
+        .memory_limit(70 << 20)
+        .build()
+        .await
+        .unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let big = m.actor("tally", (0i64,)).spawn().await.unwrap();
+    assert_eq!(
+        rt.get::<u32>(&big.call("hold", (64u32,)).unwrap())
+            .await
+            .unwrap(),
+        64
+    );
+    // Each task is within its own 70 MiB cap, but not within what the node has left.
+    let err = rt
+        .get::<u32>(
+            &m.task("hog")
+                .arg(&16u32)
+                .unwrap()
+                .max_retries(1)
+                .submit()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::System(ref s) if s.contains("guest memory is all in use")),
+        "{err}"
+    );
+    let err = m.actor("tally", (1i64,)).spawn().await.unwrap_err();
+    assert!(err.to_string().contains("guest memory is taken"), "{err}");
+    // Small work still fits beside the actor.
+    assert_eq!(
+        rt.get::<u32>(&m.call("hog", (2u32,)).unwrap())
+            .await
+            .unwrap(),
+        2
+    );
+    big.kill().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match rt.get::<u32>(&m.call("hog", (16u32,)).unwrap()).await {
+            Ok(got) => {
+                assert_eq!(got, 16);
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "memory never came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    m.actor("tally", (2i64,)).spawn().await.unwrap();
+}

@@ -123,7 +123,10 @@ impl RuntimeBuilder {
         self.gpu_limits = limits;
         self
     }
-    /// Memory tasks may reserve at once (default: this machine's memory).
+    /// The node's memory (default: this machine's): what tasks may reserve
+    /// at once, and what the linear memories of all its instances may hold
+    /// together (a growth past it fails that attempt as a fault of the node;
+    /// new tasks wait for room, new actors are refused).
     pub fn memory(mut self, bytes: u64) -> Self {
         self.memory = Some(bytes);
         self
@@ -277,10 +280,11 @@ impl RuntimeBuilder {
         };
         let gpu = (num_gpus > 0.0)
             .then(|| ferray_gpu::Gpu::new(self.allow_software_gpu, self.gpu_limits));
+        let memory = self.memory.unwrap_or_else(system_memory);
         let mut total = Resources::default()
             .with_cpus(self.num_cpus.unwrap_or(cores as f64))?
             .with_gpus(num_gpus)?
-            .with_memory(self.memory.unwrap_or_else(system_memory));
+            .with_memory(memory);
         for (name, amount) in &self.resources {
             total = total.with_custom(name, *amount)?;
         }
@@ -307,6 +311,8 @@ impl RuntimeBuilder {
             // A few more than the slots: an actor's new instance is made
             // while its old one still exists (a restart).
             pool_instances: Some(self.max_instances.unwrap_or(1000) + 16),
+            // The node's memory bounds its guests' memories together.
+            guest_memory: Some(memory),
             ..HostConfig::default()
         };
         // A connected client compiles nothing and runs no guest code.
@@ -808,6 +814,12 @@ impl ActorBuilder {
 pub struct ActorHandle {
     rt: Runtime,
     id: ActorId,
+}
+
+impl std::fmt::Debug for ActorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorHandle").field("id", &self.id).finish()
+    }
 }
 
 impl ActorHandle {

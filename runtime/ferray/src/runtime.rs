@@ -25,6 +25,10 @@ use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputSink, Stream};
 use crate::sched::{Admission, Lease};
 
+/// A task attempt starts only while this much of the node's guest memory is
+/// free: about what the smallest Rust guest needs to instantiate.
+const TASK_MEMORY_HEADROOM: u64 = 2 << 20;
+
 /// Settings of a runtime that the builder fixes.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -257,19 +261,38 @@ impl RtInner {
                 reserve
             )));
         }
+        if let Some(budget) = self.host.as_ref().and_then(|h| h.memory_budget()) {
+            // An eighth of the node's guest memory is kept for tasks too.
+            let limit = budget.limit();
+            if budget.used() > limit - limit / 8 {
+                return Err(Error::System(format!(
+                    "this node's guest memory is taken: its instances hold {} MiB of {} MiB, \
+                     and the last eighth is kept for tasks; kill actors, give the node more \
+                     memory (`--memory`), or add nodes",
+                    budget.used() >> 20,
+                    limit >> 20
+                )));
+            }
+        }
         self.slots
             .clone()
             .try_acquire_owned()
             .map_err(|e| Error::System(format!("no instance slot: {e}")))
     }
 
-    /// An instance slot for a task attempt, waiting for one.
+    /// An instance slot for a task attempt, waiting for one, and then for
+    /// room in the node's guest memory.
     pub(crate) async fn task_slot(&self) -> Result<OwnedSemaphorePermit, Error> {
-        self.slots
+        let slot = self
+            .slots
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| Error::System(format!("no instance slot: {e}")))
+            .map_err(|e| Error::System(format!("no instance slot: {e}")))?;
+        if let Some(budget) = self.host.as_ref().and_then(|h| h.memory_budget()) {
+            budget.wait_for_room(TASK_MEMORY_HEADROOM).await;
+        }
+        Ok(slot)
     }
 
     /// This node's wasmtime host.

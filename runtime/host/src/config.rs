@@ -24,6 +24,9 @@ pub struct HostConfig {
     pub env: Vec<(String, String)>,
     /// The node's GPU, shared by the tasks that ask for one (`None`: no GPU).
     pub gpu: Option<ferray_gpu::Gpu>,
+    /// Bytes of linear memory all the node's instances may hold together
+    /// (`None`: no bound but each instance's own cap).
+    pub guest_memory: Option<u64>,
 }
 
 impl Default for HostConfig {
@@ -38,6 +41,7 @@ impl Default for HostConfig {
             dirs: Vec::new(),
             env: Vec::new(),
             gpu: None,
+            guest_memory: None,
         }
     }
 }

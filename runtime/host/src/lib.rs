@@ -7,6 +7,7 @@
 //! ([`ActorInstance`]); every host call of a guest goes to a [`Services`]
 //! implementation, which the runtime provides. The host schedules nothing.
 
+mod budget;
 #[cfg(test)]
 mod codec_tests;
 mod component;
@@ -34,6 +35,7 @@ use ferray_core::{ComponentId, Error};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, EngineWeak, WasmFeatures};
 
+pub use budget::MemoryBudget;
 pub use component::{ClassInfo, ComponentInfo, FuncInfo};
 pub use config::{HostConfig, Limits};
 pub use services::{CallRequest, Services};
@@ -64,6 +66,7 @@ struct Inner<S: Services> {
     loaded: DashMap<ComponentId, Arc<Loaded<S>>>,
     compiled: AtomicU64,
     disk_hits: AtomicU64,
+    memory: Option<Arc<MemoryBudget>>,
     _ticker: Ticker,
 }
 
@@ -194,6 +197,7 @@ impl<S: Services> Host<S> {
         imports::add_to_linker(&mut linker)
             .map_err(|e| wasm_err("cannot add ferray's imports", e))?;
         let ticker = start_ticker(engine.weak(), config.epoch_tick);
+        let memory = config.guest_memory.map(|b| Arc::new(MemoryBudget::new(b)));
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -202,6 +206,7 @@ impl<S: Services> Host<S> {
                 loaded: DashMap::new(),
                 compiled: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
+                memory,
                 _ticker: ticker,
             }),
         })
@@ -209,6 +214,11 @@ impl<S: Services> Host<S> {
 
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// The linear memory the node's instances hold together, and its limit.
+    pub fn memory_budget(&self) -> Option<Arc<MemoryBudget>> {
+        self.inner.memory.clone()
     }
 
     /// The node's GPU, if it has one.

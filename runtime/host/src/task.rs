@@ -10,6 +10,7 @@ use wasmtime::component::{Instance, ResourceAny, ResourceTable, Val};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+use crate::budget::Share;
 use crate::codec;
 use crate::output::Capture;
 use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
@@ -20,15 +21,19 @@ const HOSTCALL_FUEL: usize = 256 << 20;
 
 /// Memory, table and instance caps of one store. Remembers whether a memory
 /// grow was refused, so that the trap that follows reads as a memory limit.
+/// The node's memory budget is the other bound: a growth past what is left
+/// of it is refused too, and read as the node's fault (`node_full`).
 struct StoreLimiter {
     memory: usize,
     hit: bool,
+    share: Share,
+    node_full: bool,
 }
 
 impl ResourceLimiter for StoreLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -36,7 +41,16 @@ impl ResourceLimiter for StoreLimiter {
             self.hit = true;
             return Ok(false);
         }
+        if !self.share.grow(current, desired) {
+            self.node_full = true;
+            return Ok(false);
+        }
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.share.failed();
+        Ok(())
     }
 
     fn table_growing(
@@ -209,6 +223,8 @@ impl<S: Services> Host<S> {
             limiter: StoreLimiter {
                 memory: memory as usize,
                 hit: false,
+                share: Share::new(self.memory_budget()),
+                node_full: false,
             },
             services,
             ctx,
@@ -354,7 +370,7 @@ async fn instantiate<S: Services>(
     limits: &Limits,
 ) -> Result<Instance, Error> {
     comp.pre.instantiate_async(&mut *store).await.map_err(|e| {
-        if store.data().limiter.hit {
+        if store.data().limiter.hit || store.data().limiter.node_full {
             return classify(store, e, limits);
         }
         let msg = format!("{e:#}");
@@ -424,6 +440,16 @@ fn classify<S: Services>(
             .fuel
             .map_or_else(|| "its".to_string(), |f| f.to_string());
         return Error::OutOfFuel(format!("the guest used all {fuel} units of fuel"));
+    }
+    if data.limiter.node_full {
+        // Other instances hold the node's memory: a fault of this node, so
+        // the attempt may run again (here later, or elsewhere).
+        let limit = data.limiter.share.limit().unwrap_or_default();
+        return Error::System(format!(
+            "this node's guest memory is all in use ({} MiB held by its instances together); \
+             the instance could not grow ({e})",
+            limit >> 20
+        ));
     }
     if data.limiter.hit {
         return Error::MemoryLimit(format!(

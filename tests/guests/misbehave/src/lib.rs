@@ -13,12 +13,14 @@ struct Component;
 
 struct Tally {
     value: Cell<i64>,
+    held: std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
 impl GuestTally for Tally {
     fn new(start: i64) -> Self {
         Tally {
             value: Cell::new(start),
+            held: Default::default(),
         }
     }
 
@@ -34,6 +36,17 @@ impl GuestTally for Tally {
 
     fn value(&self) -> i64 {
         self.value.get()
+    }
+
+    fn hold(&self, mib: u32) -> u32 {
+        // One byte per page is enough to make the memory resident.
+        let mut block = vec![0u8; mib as usize * (1 << 20)];
+        for page in block.chunks_mut(4096) {
+            page[0] = black_box(1);
+        }
+        let mut held = self.held.borrow_mut();
+        held.push(block);
+        held.iter().map(|b| (b.len() >> 20) as u32).sum()
     }
 }
 
