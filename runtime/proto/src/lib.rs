@@ -297,6 +297,39 @@ pub fn uploads_server<T: v1::uploads_server::Uploads>(
 /// 2 MiB of captured output).
 pub const BATCH_BYTES: usize = 2 << 20;
 
+/// An upward message as it may be sent: one whose encoded size is past
+/// [`MAX_MESSAGE_BYTES`] (less room for its batch) would end the session,
+/// so a task's oversized `Done` becomes that task's error instead. Every
+/// other message is bounded where it is made (names, inline arguments and
+/// error messages are capped): `None` for one that still is not, after
+/// saying so in the log.
+pub fn fit_up(msg: v1::up::Msg) -> Option<v1::up::Msg> {
+    const MAX: usize = MAX_MESSAGE_BYTES - (64 << 10);
+    // The oneof's own size; the `Up` around it adds a tag and a length.
+    let len = msg.encoded_len() + 16;
+    if len <= MAX {
+        return Some(msg);
+    }
+    match msg {
+        v1::up::Msg::Done(d) => {
+            let e = Error::Other(format!(
+                "the task's result, output and result text take {len} bytes, more than the \
+                 {MAX} bytes one message may carry"
+            ));
+            Some(v1::up::Msg::Done(v1::Done {
+                task: d.task,
+                attempt: d.attempt,
+                result: Some(v1::done::Result::Err(error_to(&e))),
+                ..Default::default()
+            }))
+        }
+        _ => {
+            tracing::error!("an upward message of {len} bytes was not sent: it is too large");
+            None
+        }
+    }
+}
+
 /// What is queued on `rx`, in batches: waits for one message, then takes
 /// whatever else is already there, up to [`BATCH_BYTES`].
 pub fn batched<T: prost::Message + Send + 'static>(
@@ -373,10 +406,23 @@ pub fn to_status(e: &Error) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// Bytes of an error's message that travel; the rest is cut (a guest's
+/// trap message or backtrace cannot make a message too large to send).
+pub const MAX_ERROR_MESSAGE: usize = 64 << 10;
+
 pub fn error_to(e: &Error) -> v1::Error {
+    let mut message = e.message();
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" [cut]");
+    }
     v1::Error {
         kind: e.kind().to_string(),
-        message: e.message(),
+        message,
     }
 }
 
@@ -544,4 +590,43 @@ where
         asm.data(&c.data);
     }
     asm.finish()
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_done_becomes_the_tasks_error() {
+        let done = v1::Done {
+            task: 7,
+            attempt: 2,
+            stdout: Bytes::from(vec![b'x'; MAX_MESSAGE_BYTES]),
+            ..Default::default()
+        };
+        let Some(v1::up::Msg::Done(d)) = fit_up(v1::up::Msg::Done(done)) else {
+            panic!("a Done stays a Done");
+        };
+        assert_eq!((d.task, d.attempt), (7, 2));
+        assert!(d.stdout.is_empty());
+        let Some(v1::done::Result::Err(e)) = d.result else {
+            panic!("the task fails");
+        };
+        assert!(e.message.contains("more than"), "{}", e.message);
+        // A small one is sent as it is.
+        let small = v1::up::Msg::Done(v1::Done {
+            task: 1,
+            stdout: Bytes::from_static(b"hi"),
+            ..Default::default()
+        });
+        assert_eq!(fit_up(small.clone()), Some(small));
+    }
+
+    #[test]
+    fn error_messages_are_cut_to_what_may_travel() {
+        let e = error_to(&Error::Trap("é".repeat(MAX_ERROR_MESSAGE)));
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE + 8);
+        assert!(e.message.ends_with("[cut]"));
+        assert_eq!(e.kind, "trap");
+    }
 }

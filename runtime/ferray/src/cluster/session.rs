@@ -119,7 +119,9 @@ impl Session {
     }
 
     pub fn send(&self, msg: up::Msg) {
-        let _ = self.up.send(v1::Up { msg: Some(msg) });
+        if let Some(msg) = ferray_proto::fit_up(msg) {
+            let _ = self.up.send(v1::Up { msg: Some(msg) });
+        }
     }
 
     fn next_id(&self) -> u64 {
