@@ -254,3 +254,36 @@ async fn instances_together_stay_within_the_nodes_memory() {
     }
     m.actor("tally", (2i64,)).spawn().await.unwrap();
 }
+
+/// A dynamic call makes one wasmtime value per list element: the host
+/// counts that memory against the node's before decoding, so a large
+/// `list<u8>` argument is refused with a clear error on a small node, and
+/// passes on one with room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_arguments_count_against_the_nodes_memory() {
+    let rt = builder().memory(64 << 20).build().await.unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let big = vec![7u8; 4 << 20];
+    let err = rt
+        .get::<Vec<u8>>(&m.call("echo-bytes", (big.clone(),)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref s) if s.contains("as an object")),
+        "{err}"
+    );
+    // Smaller arguments still pass there, and large ones on a node with room.
+    let small = vec![3u8; 256 << 10];
+    let got = rt
+        .get::<Vec<u8>>(&m.call("echo-bytes", (small.clone(),)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, small);
+    let rt = builder().memory(1 << 30).build().await.unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let got = rt
+        .get::<Vec<u8>>(&m.call("echo-bytes", (big.clone(),)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, big);
+}

@@ -114,6 +114,10 @@ impl Share {
         self.held += std::mem::take(&mut self.pending);
     }
 
+    pub(crate) fn budget(&self) -> Option<std::sync::Arc<MemoryBudget>> {
+        self.budget.clone()
+    }
+
     pub(crate) fn limit(&self) -> Option<u64> {
         self.budget.as_ref().map(|b| b.limit())
     }

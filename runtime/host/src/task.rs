@@ -10,7 +10,7 @@ use wasmtime::component::{Instance, ResourceAny, ResourceTable, Val};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use crate::budget::Share;
+use crate::budget::{MemoryBudget, Share};
 use crate::codec;
 use crate::output::Capture;
 use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
@@ -291,7 +291,7 @@ impl<S: Services> Host<S> {
         ctx: S::Ctx,
         output: &Output,
     ) -> Result<Vec<u8>, Error> {
-        let params = decode_args(func, args)?;
+        let (params, _held) = decode_args(func, args, self.memory_budget())?;
         let mut store = self.new_store(comp.id, limits, services, ctx, output)?;
         store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
         let instance = instantiate(&mut store, comp, limits).await?;
@@ -311,7 +311,7 @@ impl<S: Services> Host<S> {
     ) -> (Result<ActorInstance<S>, Error>, Outcome) {
         let output = Output::new(self.config().max_output_bytes);
         let made = async {
-            let params = decode_args(&class.constructor, args)?;
+            let (params, _held) = decode_args(&class.constructor, args, self.memory_budget())?;
             let mut store = self.new_store(comp.id, limits, services, ctx, &output)?;
             store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
             let instance = instantiate(&mut store, &comp, limits).await?;
@@ -355,7 +355,54 @@ impl<S: Services> Host<S> {
     }
 }
 
-fn decode_args(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
+/// Arguments of at least this many bytes count their decoded values against
+/// the node's memory budget.
+const COUNTED_ARGS: usize = 64 << 10;
+
+/// The call's arguments as wasmtime values, and the share of the node's
+/// memory they hold until the call has them in the guest. A dynamic call
+/// needs one `Val` per list element (wasmtime's only untyped call API takes
+/// values, not bytes): about 32 host bytes per byte of a `list<u8>`, counted
+/// before anything is allocated, so large arguments cannot take the host's
+/// memory beyond what the node has.
+fn decode_args(
+    func: &FuncInfo,
+    args: &[u8],
+    budget: Option<Arc<MemoryBudget>>,
+) -> Result<(Vec<Val>, Share), Error> {
+    let mut share = Share::new(None);
+    if args.len() >= COUNTED_ARGS
+        && let Some(budget) = budget
+    {
+        // At most one value per byte (every element takes one on the wire).
+        let need = args.len().saturating_mul(std::mem::size_of::<Val>());
+        let (used, limit) = (budget.used(), budget.limit());
+        if need as u64 > limit {
+            return Err(Error::InvalidArgument(format!(
+                "arguments of {} bytes would take up to {} MiB of host memory as values, more \
+                 than this node's {} MiB; pass large data as an object the guest gets (`get`)",
+                args.len(),
+                need >> 20,
+                limit >> 20
+            )));
+        }
+        share = Share::new(Some(budget));
+        if !share.grow(0, need) {
+            return Err(Error::System(format!(
+                "arguments of {} bytes would take up to {} MiB of host memory as values; this \
+                 node has {} MiB of its {} MiB free now",
+                args.len(),
+                need >> 20,
+                limit.saturating_sub(used) >> 20,
+                limit >> 20
+            )));
+        }
+    }
+    let vals = decode_vals(func, args)?;
+    Ok((vals, share))
+}
+
+fn decode_vals(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
     codec::decode_all::<codec::Vals>(func.param_types(), args).map_err(|e| {
         Error::InvalidArgument(format!(
             "arguments do not match `{}`: {e}",
@@ -496,7 +543,8 @@ impl<S: Services> ActorInstance<S> {
                     names.join(", ")
                 ))
             })?;
-            let params = decode_args(func, args)?;
+            let budget = self.store.data().limiter.share.budget();
+            let (params, _held) = decode_args(func, args, budget)?;
             let data = self.store.data_mut();
             data.deadline = self.limits.timeout.map(|t| Instant::now() + t);
             data.timed_out = false;
