@@ -287,3 +287,72 @@ async fn decoded_arguments_count_against_the_nodes_memory() {
         .unwrap();
     assert_eq!(got, big);
 }
+
+/// What one job may hold is capped by whoever runs the runtime: tasks in
+/// flight, live actors and bytes put. Past a cap the submission is refused
+/// with `invalid-argument`, and the job's other work goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_held_to_its_caps() {
+    let rt = builder()
+        .job_caps(ferray::JobCaps {
+            tasks: Some(2),
+            actors: Some(1),
+            put_bytes: Some(1000),
+            log_bytes: None,
+        })
+        .build()
+        .await
+        .unwrap();
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let spins: Vec<_> = (0..2)
+        .map(|_| {
+            m.task("spin")
+                .timeout(Duration::from_secs(60))
+                .submit()
+                .unwrap()
+        })
+        .collect();
+    let err = m.call("leaf", (1u64,)).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref s) if s.contains("2 tasks in flight")),
+        "{err}"
+    );
+    for s in &spins {
+        rt.cancel(s).unwrap();
+        assert!(rt.get::<u64>(s).await.is_err());
+    }
+    // Once they are gone, tasks run again. A guest's submissions count too:
+    // `nest` is one task in flight, its first leaf a second, its next refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        match m.call("leaf", (1u64,)) {
+            Ok(r) => break r,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(rt.get::<u64>(&r).await.unwrap(), 2);
+    let err = rt
+        .get::<u64>(&m.call("nest", (4u32,)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tasks in flight"), "{err}");
+
+    let a = m.actor("tally", (0i64,)).spawn().await.unwrap();
+    let err = m.actor("tally", (1i64,)).spawn().await.unwrap_err();
+    assert!(err.to_string().contains("1 live actors"), "{err}");
+    a.kill().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = m.actor("tally", (2i64,)).spawn().await {
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    rt.put(&vec![1u8; 600]).await.unwrap();
+    let err = rt.put(&vec![1u8; 600]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref s) if s.contains("1000 bytes of puts")),
+        "{err}"
+    );
+    rt.put(&vec![1u8; 100]).await.unwrap();
+}

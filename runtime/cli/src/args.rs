@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferray::{OutputMode, Resources, Runtime, RuntimeBuilder, parse_duration, parse_size};
+use ferray::{JobCaps, OutputMode, Resources, Runtime, RuntimeBuilder, parse_duration, parse_size};
 
 pub(crate) fn size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
@@ -57,7 +57,8 @@ pub(crate) struct NodeArgs {
     /// Custom resources, as JSON: '{"tpu": 2}'.
     #[arg(long, value_name = "JSON", value_parser = custom)]
     pub resources: Option<Custom>,
-    /// Memory tasks may reserve at once, like 8GiB (default: this machine's).
+    /// The node's memory, like 8GiB (default: this machine's): what tasks
+    /// may reserve at once, and what all its guests' memories may hold.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub memory: Option<u64>,
     /// Bytes of objects kept in memory before spilling to disk.
@@ -78,6 +79,19 @@ pub(crate) struct NodeArgs {
     /// (default 256MiB).
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_argument_bytes: Option<u64>,
+    /// The most tasks one job may have in flight (submitted, not finished).
+    #[arg(long, value_name = "N")]
+    pub max_job_tasks: Option<u64>,
+    /// The most live actors one job may have.
+    #[arg(long, value_name = "N")]
+    pub max_job_actors: Option<u64>,
+    /// The most bytes one job may put over its life, like 10GiB.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_job_put_bytes: Option<u64>,
+    /// The most bytes of a job's log the head keeps (default 16MiB; the
+    /// oldest lines go first).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_job_log_bytes: Option<u64>,
 }
 
 impl NodeArgs {
@@ -113,7 +127,17 @@ impl NodeArgs {
         if let Some(n) = self.max_argument_bytes {
             b = b.max_argument_bytes(n);
         }
-        b
+        b.job_caps(self.job_caps())
+    }
+
+    /// The per-job caps these flags set.
+    pub(crate) fn job_caps(&self) -> JobCaps {
+        JobCaps {
+            tasks: self.max_job_tasks,
+            actors: self.max_job_actors,
+            put_bytes: self.max_job_put_bytes,
+            log_bytes: self.max_job_log_bytes,
+        }
     }
 }
 

@@ -59,9 +59,81 @@ impl Ceilings {
     }
 }
 
+/// What one job may hold, set by whoever runs the node or the cluster
+/// (`--max-job-*`, `RuntimeBuilder::job_caps`). `None`: no cap. Past a cap,
+/// the submission, actor or put that would cross it is refused with
+/// `invalid-argument`; the job's other work goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCaps {
+    /// Tasks and actor calls submitted and not yet finished.
+    pub tasks: Option<u64>,
+    /// Actors created and not yet dead.
+    pub actors: Option<u64>,
+    /// Bytes of objects put over the job's life.
+    pub put_bytes: Option<u64>,
+    /// Bytes of the job's log the head keeps (the oldest lines go first).
+    pub log_bytes: Option<u64>,
+}
+
+impl JobCaps {
+    /// Refuse one more task while `in_flight` are.
+    pub fn check_task(&self, in_flight: u64) -> Result<(), Error> {
+        match self.tasks {
+            Some(cap) if in_flight >= cap => Err(Error::InvalidArgument(format!(
+                "the job has {in_flight} tasks in flight, its cap (`--max-job-tasks`); \
+                 wait for some to finish"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse one more actor while `live` are.
+    pub fn check_actor(&self, live: u64) -> Result<(), Error> {
+        match self.actors {
+            Some(cap) if live >= cap => Err(Error::InvalidArgument(format!(
+                "the job has {live} live actors, its cap (`--max-job-actors`); kill some first"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse `more` bytes of puts after `so_far`.
+    pub fn check_put(&self, so_far: u64, more: u64) -> Result<(), Error> {
+        match self.put_bytes {
+            Some(cap) if so_far.saturating_add(more) > cap => Err(Error::InvalidArgument(format!(
+                "putting {more} bytes more would take the job past its {cap} bytes of puts \
+                 (`--max-job-put-bytes`); it has put {so_far}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_caps_refuse_what_crosses_them() {
+        let caps = JobCaps {
+            tasks: Some(2),
+            actors: Some(1),
+            put_bytes: Some(100),
+            log_bytes: None,
+        };
+        assert!(caps.check_task(1).is_ok());
+        assert!(
+            matches!(caps.check_task(2), Err(Error::InvalidArgument(m)) if m.contains("2 tasks"))
+        );
+        assert!(caps.check_actor(0).is_ok());
+        assert!(caps.check_actor(1).is_err());
+        assert!(caps.check_put(60, 40).is_ok());
+        assert!(caps.check_put(60, 41).is_err());
+        let none = JobCaps::default();
+        assert!(none.check_task(u64::MAX).is_ok());
+        assert!(none.check_actor(u64::MAX).is_ok());
+        assert!(none.check_put(u64::MAX, u64::MAX).is_ok());
+    }
 
     #[test]
     fn asking_for_more_than_a_ceiling_is_refused() {

@@ -12,7 +12,7 @@ mod resources;
 pub mod view;
 
 pub use call::Arg;
-pub use ceilings::Ceilings;
+pub use ceilings::{Ceilings, JobCaps};
 pub use error::{Error, Result};
 pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
 pub use options::{ActorOptions, AttemptEnd, Strategy, TaskOptions, retry_backoff};

@@ -3,7 +3,7 @@
 //! `max_restarts`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, Error, JobId, TaskId};
@@ -16,6 +16,22 @@ use crate::runtime::{RtInner, TaskCtx};
 
 /// Hears why an actor died for good (a cluster's worker tells the head).
 pub(crate) type OnDeath = Box<dyn FnOnce(String) + Send>;
+
+/// One live actor in [`RtInner::live_actors`], until its loop ends.
+struct Live(Arc<AtomicU64>);
+
+impl Live {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub(crate) struct ActorEntry {
     tx: mpsc::UnboundedSender<ActorCall>,
@@ -64,7 +80,7 @@ impl RtInner {
             .ceilings
             .check(&options.resources, options.timeout, options.fuel)?;
         self.admission.check_feasible(&options.resources)?;
-        let slot = self.actor_slot()?;
+        let slot = (self.actor_slot()?, Live::new(&self.live_actors));
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
         self.actors.insert(
@@ -138,8 +154,9 @@ struct ActorLoop {
     current: Option<ObjectRef>,
     status: Arc<ActorStatus>,
     on_death: Option<OnDeath>,
-    /// Its instance slot, given back when the actor ends.
-    _slot: OwnedSemaphorePermit,
+    /// Its instance slot and its place among the live actors, given back
+    /// when the actor ends.
+    _slot: (OwnedSemaphorePermit, Live),
 }
 
 impl Drop for ActorLoop {

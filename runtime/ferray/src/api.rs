@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_codec::{ComponentInfo, Inspection};
 use ferray_core::{
-    ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, Resources, TaskOptions,
+    ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, JobCaps, Resources, TaskOptions,
 };
 use ferray_gpu::{GpuLimits, GpuStats};
 use ferray_host::{Host, HostConfig, HostStats, Loaded};
@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::Code;
-use crate::objects::ObjectRef;
+use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputLine, OutputMode, OutputSink};
 use crate::runtime::{LoadedHere, RtInner, Settings, TaskCounts};
 use crate::sched::Admission;
@@ -96,6 +96,7 @@ pub struct RuntimeBuilder {
     #[cfg(feature = "testing")]
     failing_attempts: u64,
     ceilings: Ceilings,
+    job_caps: JobCaps,
     max_argument_bytes: Option<u64>,
 }
 
@@ -195,6 +196,14 @@ impl RuntimeBuilder {
     #[cfg(feature = "testing")]
     pub fn fail_attempts(mut self, n: u64) -> Self {
         self.failing_attempts = n;
+        self
+    }
+    /// What this runtime's job may hold: tasks in flight, live actors,
+    /// bytes put (an embedded runtime is one job; on a cluster the head
+    /// applies its own caps to each job). Past a cap the submission, actor
+    /// or put is refused with `invalid-argument`.
+    pub fn job_caps(mut self, caps: JobCaps) -> Self {
+        self.job_caps = caps;
         self
     }
     /// The most bytes one call's arguments may take once their objects are
@@ -336,6 +345,7 @@ impl RuntimeBuilder {
             default_timeout: Ceilings::cap(self.timeout, self.ceilings.timeout),
             default_fuel: Ceilings::cap(self.fuel, self.ceilings.fuel),
             ceilings: self.ceilings,
+            job_caps: self.job_caps,
             max_argument_bytes: self.max_argument_bytes.unwrap_or(256 << 20),
             max_instances: self.max_instances.unwrap_or(1000) as usize,
             #[cfg(feature = "testing")]
@@ -491,8 +501,13 @@ impl Runtime {
     }
 
     /// Store a value (`ray.put`); the reference is ready at once.
+    /// Refused with `invalid-argument` past the job's put cap.
     pub async fn put<T: Serialize + ?Sized>(&self, value: &T) -> Result<ObjectRef, Error> {
-        Ok(self.put_encoded(Bytes::from(encode(value)?)))
+        let r = self.put_encoded(Bytes::from(encode(value)?));
+        match r.state() {
+            SlotState::Failed(e) => Err(e),
+            _ => Ok(r),
+        }
     }
 
     /// Store bytes that are already a canonically encoded value.

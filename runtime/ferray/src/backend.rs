@@ -9,6 +9,7 @@
 //! asks which backend it has.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferray_core::{
@@ -142,6 +143,20 @@ pub(crate) struct Local;
 
 impl Backend for Local {
     fn put(&self, rt: &RtInner, _: Caller, bytes: Bytes) -> ObjectRef {
+        let len = bytes.len() as u64;
+        let caps = &rt.settings.job_caps;
+        let taken = rt
+            .put_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |so_far| {
+                caps.check_put(so_far, len).ok().map(|()| so_far + len)
+            });
+        if let Err(so_far) = taken {
+            let r = ObjectRef::pending(TaskId(rt.next_id()), rt.store.clone());
+            if let Err(e) = caps.check_put(so_far, len) {
+                r.fail(e);
+            }
+            return r;
+        }
         let id = rt.store.put(bytes);
         ObjectRef::ready(id, rt.store.clone())
     }
@@ -155,6 +170,7 @@ impl Backend for Local {
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
+        rt.settings.job_caps.check_task(rt.tasks.len() as u64)?;
         rt.submit_here(code.load(rt)?, function, args, options)
     }
 
@@ -167,6 +183,9 @@ impl Backend for Local {
         args: Vec<Arg<ObjectRef>>,
         options: ActorOptions,
     ) -> Result<ActorId, Error> {
+        rt.settings
+            .job_caps
+            .check_actor(rt.live_actors.load(Ordering::Acquire))?;
         let comp = code.load(rt)?;
         let id = ActorId(rt.next_id());
         rt.start_actor(id, comp, class, args, options, None, None)?;

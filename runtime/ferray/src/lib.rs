@@ -40,8 +40,8 @@ pub use api::{
 };
 pub use ferray_codec::{ClassInfo, ComponentInfo, FuncInfo, Inspection};
 pub use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,
-    TaskId, TaskOptions, parse_duration, parse_size,
+    ActorId, ActorOptions, ComponentId, Error, JobCaps, JobId, NodeId, ObjectId, Resources,
+    Strategy, TaskId, TaskOptions, parse_duration, parse_size,
 };
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
 pub use ferray_host::HostStats;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use ferray_codec::ComponentInfo;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
-use ferray_core::{Ceilings, Resources, TaskOptions};
+use ferray_core::{Ceilings, JobCaps, Resources, TaskOptions};
 use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
 use ferray_store::ObjectStore;
 use futures::future::BoxFuture;
@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub default_fuel: Option<u64>,
     /// The operator's ceilings: more is refused at submit.
     pub ceilings: Ceilings,
+    /// What the job may hold (an embedded runtime is one job).
+    pub job_caps: JobCaps,
     /// The most bytes one call's arguments may take once resolved.
     pub max_argument_bytes: u64,
     /// Guest instances this node can hold at once (its instance pool).
@@ -129,6 +131,10 @@ pub struct RtInner {
     /// an actor holds one for its life. Actors never take the last eighth
     /// of [`Settings::max_instances`] (at least 8): tasks always find room.
     pub(crate) slots: Arc<Semaphore>,
+    /// Bytes this runtime's job has put (for [`JobCaps::put_bytes`]).
+    pub(crate) put_bytes: AtomicU64,
+    /// Actors whose mailbox loop runs (for [`JobCaps::actors`]).
+    pub(crate) live_actors: Arc<AtomicU64>,
     /// Where new work goes: [`Local`] unless a cluster session attached.
     backend: OnceLock<Arc<dyn Backend>>,
 }
@@ -167,6 +173,8 @@ impl RtInner {
             lane,
             counters: Counters::default(),
             slots,
+            put_bytes: AtomicU64::new(0),
+            live_actors: Arc::default(),
             backend: OnceLock::new(),
         })
     }
