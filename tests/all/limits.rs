@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferray::{Error, Runtime};
 
 use crate::both::scenarios;
-use crate::{builder, ferray_err, fx, load};
+use crate::{builder, eventually, ferray_err, fx, load};
 
 scenarios![
     an_object_passed_many_times_is_refused_and_the_node_goes_on,
@@ -182,14 +182,7 @@ async fn actors_past_the_instance_pool_are_refused_and_tasks_still_run() {
     assert_eq!(got, (0..40).map(|i| i * i).collect::<Vec<i64>>());
     // A killed actor gives its slot back (once its loop has ended).
     made.pop().unwrap().kill().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = m.actor("tally", (0i64,)).spawn().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no slot came back: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a slot coming back", || m.actor("tally", (0i64,)).spawn()).await;
 }
 
 /// The linear memories of all a node's instances together stay within the
@@ -238,20 +231,11 @@ async fn instances_together_stay_within_the_nodes_memory() {
         2
     );
     big.kill().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match rt.get::<u32>(&m.call("hog", (16u32,)).unwrap()).await {
-            Ok(got) => {
-                assert_eq!(got, 16);
-                break;
-            }
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "memory never came back: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let got = eventually("memory coming back", || async {
+        rt.get::<u32>(&m.call("hog", (16u32,))?).await
+    })
+    .await;
+    assert_eq!(got, 16);
     m.actor("tally", (2i64,)).spawn().await.unwrap();
 }
 
@@ -323,14 +307,7 @@ async fn a_job_is_held_to_its_caps() {
     }
     // Once they are gone, tasks run again. A guest's submissions count too:
     // `nest` is one task in flight, its first leaf a second, its next refused.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let r = loop {
-        match m.call("leaf", (1u64,)) {
-            Ok(r) => break r,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let r = eventually("a place for a task", || async { m.call("leaf", (1u64,)) }).await;
     assert_eq!(rt.get::<u64>(&r).await.unwrap(), 2);
     let err = rt
         .get::<u64>(&m.call("nest", (4u32,)).unwrap())
@@ -342,11 +319,7 @@ async fn a_job_is_held_to_its_caps() {
     let err = m.actor("tally", (1i64,)).spawn().await.unwrap_err();
     assert!(err.to_string().contains("1 live actors"), "{err}");
     a.kill().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = m.actor("tally", (2i64,)).spawn().await {
-        assert!(std::time::Instant::now() < deadline, "{e}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("a place for an actor", || m.actor("tally", (2i64,)).spawn()).await;
 
     rt.put(&vec![1u8; 600]).await.unwrap();
     let err = rt.put(&vec![1u8; 600]).await.unwrap_err();

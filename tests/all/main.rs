@@ -32,6 +32,26 @@ fn cache_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// What `attempt` gives once it succeeds, trying again every 10 ms for up
+/// to 30 s (for what frees itself asynchronously: a killed actor's slot, a
+/// cancelled task's place). Fails the test with the last error.
+async fn eventually<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never happened: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The `ferray` binary, with its cache in this run's temp dir.
 fn ferray() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferray"));

@@ -9,6 +9,7 @@ mod ids;
 mod options;
 mod parse;
 mod resources;
+mod text;
 pub mod view;
 
 pub use call::Arg;
@@ -18,3 +19,4 @@ pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
 pub use options::{ActorOptions, AttemptEnd, Strategy, TaskOptions, retry_backoff};
 pub use parse::{parse_duration, parse_size};
 pub use resources::{ResourceSet, Resources};
+pub use text::cut_text;

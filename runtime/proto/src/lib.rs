@@ -412,14 +412,7 @@ pub const MAX_ERROR_MESSAGE: usize = 64 << 10;
 
 pub fn error_to(e: &Error) -> v1::Error {
     let mut message = e.message();
-    if message.len() > MAX_ERROR_MESSAGE {
-        let mut end = MAX_ERROR_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str(" [cut]");
-    }
+    ferray_core::cut_text(&mut message, MAX_ERROR_MESSAGE);
     v1::Error {
         kind: e.kind().to_string(),
         message,

@@ -103,14 +103,7 @@ impl State {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
             let mut line = format!("({label}) {line}");
-            if line.len() > MAX_JOB_LOG_LINE {
-                let mut cut = MAX_JOB_LOG_LINE;
-                while !line.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                line.truncate(cut);
-                line.push_str(" [cut]");
-            }
+            ferray_core::cut_text(&mut line, MAX_JOB_LOG_LINE);
             j.logs_bytes += line.len();
             j.logs.push_back(line);
             while j.logs.len() > MAX_JOB_LOG_LINES || j.logs_bytes > MAX_JOB_LOG_BYTES {
