@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,7 +54,111 @@ pub struct HeadConfig {
     pub store: ferray_store::StoreConfig,
 }
 
-type DownTx = mpsc::UnboundedSender<v1::Down>;
+/// The bytes of messages a session's downward stream may have queued and
+/// not yet sent. A session past it cannot keep up and is disconnected (its
+/// node declared dead, a client's job ended), rather than buffered without
+/// end. A healthy worker never comes near it: what is sent to it in one go
+/// is its backlog of assignments (at most 8 per CPU, each with at most
+/// 1 MiB of inline arguments and usually far less), so even a 64-CPU node
+/// whose every argument travels inline at the cap stays under it; results
+/// (at most 64 KiB inline), frees and cancellations are small and follow
+/// the pace of the work, and the stream drains in 2 MiB batches.
+const DOWN_QUEUE_BYTES: usize = 512 << 20;
+
+/// A session's downward stream: unbounded in messages, bounded in bytes
+/// (`cap`, [`DOWN_QUEUE_BYTES`] unless a test says otherwise). Sending
+/// never waits, so the head sends under its lock.
+struct DownTx {
+    tx: mpsc::UnboundedSender<v1::Down>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+/// The session could not keep up: its queue is full.
+struct Full;
+
+impl DownTx {
+    /// Queue a message, or say that the queue is full. A message to a
+    /// stream that is gone is dropped: its session is closing already.
+    fn try_send(&self, msg: v1::Down) -> Result<(), Full> {
+        let len = ferray_proto::encoded_len(&msg);
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        // One message always fits an empty queue, however large.
+        if before > 0 && before + len > self.cap {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(Full);
+        }
+        let _ = self.tx.send(msg);
+        Ok(())
+    }
+}
+
+/// The receiving end of a session's channel (tests read it as a plain
+/// receiver; the session's stream takes it in batches, [`DownRx::batches`]).
+struct DownRx {
+    rx: mpsc::UnboundedReceiver<v1::Down>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for DownRx {
+    type Target = mpsc::UnboundedReceiver<v1::Down>;
+    fn deref(&self) -> &Self::Target {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for DownRx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.rx
+    }
+}
+
+fn down_channel(cap: usize) -> (DownTx, DownRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        DownTx {
+            tx,
+            queued: queued.clone(),
+            cap,
+        },
+        DownRx { rx, queued },
+    )
+}
+
+impl DownRx {
+    /// The messages in batches of up to [`ferray_proto::BATCH_BYTES`]:
+    /// one waited for, then whatever else is already there.
+    fn batches(self) -> impl Stream<Item = Vec<v1::Down>> + Send + 'static {
+        let DownRx { rx, queued } = self;
+        // The state keeps a message that did not fit for the next batch.
+        futures::stream::unfold((rx, None::<v1::Down>), move |(mut rx, held)| {
+            let queued = queued.clone();
+            async move {
+                let first = match held {
+                    Some(m) => m,
+                    None => rx.recv().await?,
+                };
+                let mut bytes = ferray_proto::encoded_len(&first);
+                let mut batch = vec![first];
+                let mut next = None;
+                while let Ok(m) = rx.try_recv() {
+                    let len = ferray_proto::encoded_len(&m);
+                    if bytes + len > ferray_proto::BATCH_BYTES {
+                        next = Some(m);
+                        break;
+                    }
+                    bytes += len;
+                    batch.push(m);
+                }
+                // What leaves no longer counts (a held message still does,
+                // until it leaves with the next batch).
+                queued.fetch_sub(bytes, Ordering::AcqRel);
+                Some((batch, (rx, next)))
+            }
+        })
+    }
+}
 
 /// What the head's lock guards: the state machine, and what carries out
 /// its effects (the sessions' channels, the head's store, the waiters on
@@ -67,6 +172,8 @@ struct Core {
     object_waits: HashMap<ObjectId, Arc<Notify>>,
     /// `WatchJob` streams following a job.
     job_waits: HashMap<JobId, Arc<Notify>>,
+    /// The bytes a session's channel may queue ([`DOWN_QUEUE_BYTES`]).
+    down_queue_bytes: usize,
 }
 
 impl Core {
@@ -74,17 +181,39 @@ impl Core {
     /// messages go to their sessions (a closed one's channel is dropped, which
     /// ends its stream), the head's store lets go of freed objects, and
     /// waiters on changed objects and jobs wake up.
+    ///
+    /// A session whose channel is full cannot keep up: its channel is
+    /// dropped (its stream ends) and the state closes it as a broken
+    /// connection, whose effects are carried out in turn. Nothing here waits.
     fn flush(&mut self) {
-        let out = self.state.outbox();
-        for (session, e) in out.sent.drain(..) {
-            if let Effect::Close = e {
-                self.sessions.remove(&session);
-            } else if let Some(tx) = self.sessions.get(&session)
-                && let Some(msg) = wire::down(e)
-            {
-                let _ = tx.send(msg);
+        loop {
+            let sent = std::mem::take(&mut self.state.outbox().sent);
+            let mut lagging = Vec::new();
+            for (session, e) in sent {
+                if let Effect::Close = e {
+                    self.sessions.remove(&session);
+                } else if let Some(tx) = self.sessions.get(&session)
+                    && let Some(msg) = wire::down(e)
+                    && tx.try_send(msg).is_err()
+                {
+                    self.sessions.remove(&session);
+                    lagging.push(session);
+                }
+            }
+            if lagging.is_empty() {
+                break;
+            }
+            for session in lagging {
+                tracing::warn!(
+                    "session {session} could not keep up with its messages \
+                     (over {} bytes queued): disconnected",
+                    self.down_queue_bytes
+                );
+                self.state
+                    .close_session(session, "it could not keep up with its messages");
             }
         }
+        let out = self.state.outbox();
         for id in out.head_frees.drain(..) {
             self.store.decref(&id);
         }
@@ -158,6 +287,7 @@ impl Head {
             store: store.clone(),
             object_waits: HashMap::new(),
             job_waits: HashMap::new(),
+            down_queue_bytes: DOWN_QUEUE_BYTES,
         };
         Ok(Head {
             core: Arc::new(Mutex::new(core)),
@@ -226,16 +356,16 @@ impl Head {
     }
 
     /// A session opens: the state's welcome is its first message down.
-    fn open(&self, hello: &v1::Hello) -> Result<(u64, mpsc::UnboundedReceiver<v1::Down>), Status> {
+    fn open(&self, hello: &v1::Hello) -> Result<(u64, DownRx), Status> {
         let hello = wire::hello(hello).map_err(|e| to_status(&e))?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut core = self.core.lock();
+        let (tx, rx) = down_channel(core.down_queue_bytes);
         let welcome = core
             .state
             .open_session(&hello, Instant::now())
             .map_err(|e| to_status(&e))?;
         let session = welcome.session;
-        let _ = tx.send(v1::Down {
+        let _ = tx.try_send(v1::Down {
             msg: Some(v1::down::Msg::Welcome(v1::Welcome {
                 session,
                 node: welcome.node.map_or(0, |n| n.0),
@@ -323,7 +453,7 @@ impl v1::head_server::Head for Head {
             head.with(|st| st.close_session(session, &why));
         });
         Ok(Response::new(Box::pin(
-            ferray_proto::batched(rx).map(|msgs| Ok(v1::DownBatch { msgs })),
+            rx.batches().map(|msgs| Ok(v1::DownBatch { msgs })),
         )))
     }
 
@@ -335,7 +465,10 @@ impl v1::head_server::Head for Head {
             .await
             .map_err(|e| to_status(&e))?;
         let cid = ComponentId::from_bytes(*id.as_bytes());
-        self.core.lock().state.components.insert(cid, bytes);
+        self.core
+            .lock()
+            .state
+            .upload_component(cid, bytes, Instant::now());
         tracing::info!("component {} uploaded", cid.short());
         Ok(Response::new(v1::ObjectKey { id: id_bytes(&id) }))
     }
@@ -542,5 +675,65 @@ pub fn advertised(addr: SocketAddr) -> String {
         format!("127.0.0.1:{}", addr.port())
     } else {
         addr.to_string()
+    }
+}
+
+#[cfg(test)]
+mod down_tests {
+    use super::*;
+
+    /// A session that does not read its messages is disconnected once its
+    /// channel is full, as a broken connection: its stream ends and its
+    /// client's job is over (a worker's node would be declared dead).
+    #[tokio::test]
+    async fn a_session_that_cannot_keep_up_is_disconnected() {
+        let config = HeadConfig {
+            token: Token::new("test-token").expect("a token"),
+            node_timeout: Duration::from_secs(5),
+            store: ferray_store::StoreConfig::default(),
+        };
+        let head = Head::new(config, "head:1".into()).expect("a head");
+        head.core.lock().down_queue_bytes = 4 << 10;
+        let hello = v1::Hello {
+            protocol: PROTOCOL_VERSION,
+            worker: false,
+            resources: None,
+            object_address: String::new(),
+            name: "slow".into(),
+        };
+        let (client, mut rx) = head.open(&hello).expect("a client");
+        let welcome = match rx.try_recv() {
+            Ok(v1::Down {
+                msg: Some(v1::down::Msg::Welcome(w)),
+            }) => w,
+            other => panic!("{other:?}"),
+        };
+        // Each submission of a component the head lacks is answered with
+        // an error down the session, which nobody reads.
+        let sent = 200;
+        for i in 1..=sent {
+            let submit = v1::Submit {
+                task: welcome.id_base | i,
+                job: welcome.job,
+                component: Bytes::from(vec![7; 32]),
+                function: "f".into(),
+                args: vec![],
+                options: None,
+            };
+            head.handle(
+                client,
+                vec![v1::Up {
+                    msg: Some(v1::up::Msg::Submit(submit)),
+                }],
+            );
+        }
+        assert!(!head.core.lock().sessions.contains_key(&client));
+        let info = head.job_info(JobId(welcome.job)).expect("the job");
+        assert_ne!(info.state, "RUNNING", "the client's job ended");
+        let mut got = 0;
+        while rx.recv().await.is_some() {
+            got += 1;
+        }
+        assert!(got > 0 && got < sent, "{got} messages queued");
     }
 }

@@ -54,6 +54,10 @@ impl NodeRes {
 pub struct Scheduler {
     nodes: BTreeMap<NodeId, NodeRes>,
     cursor: u64,
+    /// Something changed that may let a waiting demand in (a node came
+    /// or went, resources or a backlog place were given back): the head
+    /// runs its placement pass only then ([`Scheduler::take_changed`]).
+    changed: bool,
 }
 
 impl Scheduler {
@@ -62,6 +66,7 @@ impl Scheduler {
     }
 
     pub fn add_node(&mut self, id: NodeId, total: Resources) {
+        self.changed = true;
         let max_backlog = ((total.num_cpus() * 8.0).ceil() as u32).max(4);
         self.nodes.insert(
             id,
@@ -74,7 +79,14 @@ impl Scheduler {
     }
 
     pub fn remove_node(&mut self, id: NodeId) {
+        self.changed = true;
         self.nodes.remove(&id);
+    }
+
+    /// Whether something changed since the last call that may let a
+    /// waiting demand be placed (or make one infeasible); clears it.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     pub fn len(&self) -> usize {
@@ -101,6 +113,7 @@ impl Scheduler {
     /// Give back what a placement took.
     pub fn release(&mut self, id: NodeId, demand: &Resources) {
         if let Some(n) = self.nodes.get_mut(&id) {
+            self.changed = true;
             n.set.release(demand);
         }
     }
@@ -194,6 +207,8 @@ impl Scheduler {
     pub fn started(&mut self, id: NodeId, demand: &Resources) -> bool {
         match self.nodes.get_mut(&id) {
             Some(n) => {
+                // A backlog place is free again.
+                self.changed = true;
                 n.backlog = n.backlog.saturating_sub(1);
                 n.set.try_acquire(demand)
             }
@@ -204,6 +219,7 @@ impl Scheduler {
     /// An assigned task ended before it started.
     pub fn unassign(&mut self, id: NodeId) {
         if let Some(n) = self.nodes.get_mut(&id) {
+            self.changed = true;
             n.backlog = n.backlog.saturating_sub(1);
         }
     }

@@ -330,6 +330,12 @@ pub fn fit_up(msg: v1::up::Msg) -> Option<v1::up::Msg> {
     }
 }
 
+/// A message's encoded size in bytes (what it weighs in a session's queue;
+/// the head bounds its sessions' queues by it without knowing protobuf).
+pub fn encoded_len(msg: &impl prost::Message) -> usize {
+    msg.encoded_len()
+}
+
 /// What is queued on `rx`, in batches: waits for one message, then takes
 /// whatever else is already there, up to [`BATCH_BYTES`].
 pub fn batched<T: prost::Message + Send + 'static>(

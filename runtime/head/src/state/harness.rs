@@ -60,13 +60,22 @@ impl World {
     pub fn new() -> World {
         let mut st = State::new("head:1".into());
         let comp = ComponentId::of(b"component");
-        st.components.insert(comp, Bytes::from_static(b"component"));
+        let now = Instant::now();
+        st.upload_component(comp, Bytes::from_static(b"component"), now);
         World {
             st,
-            now: Instant::now(),
+            now,
             comp,
             next_ids: BTreeMap::new(),
         }
+    }
+
+    /// The component is uploaded (again), as a client does before it
+    /// submits.
+    pub fn upload(&mut self) {
+        let comp = self.comp;
+        self.st
+            .upload_component(comp, Bytes::from_static(b"component"), self.now);
     }
 
     /// A worker with `cpus` joins.

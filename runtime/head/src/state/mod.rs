@@ -35,7 +35,7 @@ mod tests;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 #[cfg(test)]
 use std::hash::BuildHasherDefault;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferray_core::{
@@ -298,7 +298,42 @@ pub struct State {
     finished_jobs: VecDeque<JobId>,
     /// Jobs ended so far (a pump that saw one purges the queues).
     jobs_ended: u64,
+    /// A waiter was queued since the last placement pass (the scheduler
+    /// keeps its own flag for resources and nodes): see [`State::pump`].
+    dirty: bool,
+    /// Placement passes run (tests count them).
+    passes: u64,
+    /// Nodes declared dead, oldest first, with when the heartbeat check
+    /// first saw them dead: each is forgotten [`State::dead_node_window`]
+    /// after that.
+    dead_nodes: VecDeque<(NodeId, Option<Instant>)>,
+    /// How long a dead node stays listed (as dead) before it is forgotten.
+    pub dead_node_window: Duration,
+    /// When each component the head holds was last uploaded or seen in
+    /// use, and the session counter at its upload while no job has used it
+    /// yet (see `sweep_components`).
+    component_use: Map<ComponentId, ComponentUse>,
+    /// How long a component nothing refers to is kept.
+    pub component_grace: Duration,
     out: Outbox,
+}
+
+/// How long a dead node stays in `ferray list nodes` (as dead) before the
+/// head forgets it.
+pub const DEAD_NODE_WINDOW: Duration = Duration::from_secs(300);
+/// How long the head keeps a component that no live job, task or actor
+/// uses: long enough for a client that uploads and then submits (a client
+/// whose session was open at the upload keeps it while it stays open).
+pub const COMPONENT_GRACE: Duration = Duration::from_secs(120);
+
+/// What the head knows of a component's use.
+#[derive(Clone, Copy, Debug)]
+struct ComponentUse {
+    /// Uploaded, or last seen in use, at.
+    seen: Instant,
+    /// While nothing has used it since its upload: the sessions opened
+    /// before the upload (ids below this) may still use it.
+    before_session: Option<u64>,
 }
 
 /// How many finished jobs the head keeps for `ferray job list/status/logs`
@@ -321,6 +356,8 @@ impl State {
             next_node: 1,
             next_job: 1,
             next_head_task: 1,
+            dead_node_window: DEAD_NODE_WINDOW,
+            component_grace: COMPONENT_GRACE,
             ..State::default()
         }
     }

@@ -1,11 +1,14 @@
 //! Objects: puts, where each object is, `locate`, and rebuilding lost ones
 //! by re-running the task that made them (lineage).
 
-use ferray_core::{Error, ObjectId, TaskId};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferray_core::{ComponentId, Error, ObjectId, TaskId};
 
 use super::{
-    Effect, HEAD_HOLDER, INLINE_MAX, Kind, ObjectLoc, Put, State, TState, Waiter, lost_made,
-    lost_put,
+    ComponentUse, Effect, HEAD_HOLDER, INLINE_MAX, Kind, ObjectLoc, Put, Set, State, TState,
+    Waiter, lost_made, lost_put,
 };
 
 impl State {
@@ -165,6 +168,83 @@ impl State {
         };
         for w in ws {
             self.try_ready(w);
+        }
+    }
+}
+
+/// Components uploaded to the head: kept while something uses them, then
+/// dropped, so that the head's memory does not grow with every component
+/// ever submitted.
+impl State {
+    /// A component's bytes arrived (`UploadComponent`). Until a job, task
+    /// or actor uses it, it is kept for [`State::component_grace`], and as
+    /// long as a client whose session was open at the upload stays
+    /// connected (it uploads once, and may submit much later).
+    pub fn upload_component(&mut self, id: ComponentId, bytes: Bytes, now: Instant) {
+        self.components.insert(id, bytes);
+        self.component_use.insert(
+            id,
+            ComponentUse {
+                seen: now,
+                before_session: Some(self.next_session),
+            },
+        );
+    }
+
+    /// Components that no live job's task (its driver included) nor live
+    /// actor uses, and have not been used or uploaded for
+    /// [`State::component_grace`], are dropped. Tasks and actors stay in
+    /// the tables until their job ends, so a component lives as long as a
+    /// job that used it, lineage re-runs included. A submission naming a
+    /// dropped component is refused as one never uploaded.
+    pub(super) fn sweep_components(&mut self, now: Instant) {
+        if self.component_use.len() != self.components.len() {
+            // Bytes put in place without an upload (tests) count from now.
+            for id in self.components.keys() {
+                self.component_use.entry(*id).or_insert(ComponentUse {
+                    seen: now,
+                    before_session: None,
+                });
+            }
+            let components = &self.components;
+            self.component_use
+                .retain(|id, _| components.contains_key(id));
+        }
+        let grace = self.component_grace;
+        let due = |u: &ComponentUse| now.saturating_duration_since(u.seen) >= grace;
+        if !self.component_use.values().any(due) {
+            return;
+        }
+        let mut used: Set<ComponentId> = Set::default();
+        for t in self.tasks.values() {
+            if let Kind::Task { component, .. } | Kind::Driver { component, .. } = &t.kind {
+                used.insert(*component);
+            }
+        }
+        for a in self.actors.values() {
+            used.insert(a.component);
+        }
+        let oldest_client = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.job.is_some())
+            .map(|(id, _)| *id)
+            .min();
+        let mut gone = Vec::new();
+        for (id, u) in self.component_use.iter_mut() {
+            if used.contains(id) {
+                u.seen = now;
+                u.before_session = None;
+            } else if due(u)
+                && !matches!((u.before_session, oldest_client), (Some(b), Some(c)) if c < b)
+            {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            self.component_use.remove(&id);
+            self.components.remove(&id);
+            tracing::info!("component {} dropped: nothing uses it", id.short());
         }
     }
 }

@@ -43,6 +43,7 @@ impl State {
         let Some((demand, strategy)) = self.demand_of(w) else {
             return;
         };
+        self.dirty = true;
         if matches!(strategy, Strategy::Default) && matches!(w, Waiter::Task(_)) {
             match self.queues.groups.iter_mut().find(|(d, _)| *d == demand) {
                 Some((_, g)) => g.push_back(w),
@@ -92,8 +93,21 @@ impl State {
     /// outside one). A group of equal default demands stops at its first
     /// that finds no room (no node has room for any of them), so a pass
     /// costs what it places.
+    ///
+    /// The pass runs only when something changed that can make a placement
+    /// possible since the last one: a waiter was queued (a submission, a
+    /// retry, a dependency that became ready, an actor to restart), or the
+    /// scheduler's view changed (a node joined or left, resources or a
+    /// backlog place were given back). A batch of heartbeats changes
+    /// neither, and costs no pass.
     pub fn pump(&mut self) {
+        let changed = self.sched.take_changed();
+        if !std::mem::take(&mut self.dirty) && !changed {
+            return;
+        }
+        self.passes += 1;
         let ended = self.jobs_ended;
+        let mut settled = false;
         for _ in 0..8 {
             let mut q = std::mem::take(&mut self.queues);
             for (demand, group) in q.groups.iter_mut() {
@@ -131,6 +145,7 @@ impl State {
                 self.enqueue(w);
             }
             if !more {
+                settled = true;
                 break;
             }
         }
@@ -138,6 +153,10 @@ impl State {
             // A job ended while its entries were out of the queues.
             self.purge_queues();
         }
+        // What this pass queued and took is settled; a pass cut short with
+        // arrivals left over runs again next time.
+        self.dirty = !settled;
+        self.sched.take_changed();
     }
 
     /// The argument bytes each node holds (objects that travel inline do

@@ -80,8 +80,37 @@ impl State {
     }
 
     /// Nodes silent for longer than `timeout` are declared dead, and their
-    /// sessions closed (the worker learns it when its stream ends).
+    /// sessions closed (the worker learns it when its stream ends). Also the
+    /// head's periodic housekeeping: dead nodes past their window are
+    /// forgotten, and components nothing uses are dropped.
     pub fn check_heartbeats(&mut self, now: Instant, timeout: Duration) {
+        self.declare_late_dead(now, timeout);
+        self.forget_dead_nodes(now);
+        self.sweep_components(now);
+    }
+
+    /// Dead nodes stay listed (as dead) for [`State::dead_node_window`]
+    /// from the first check that saw them dead, then leave the tables.
+    /// Nothing points at a dead node by then: its tasks, actors and copies
+    /// of objects were taken from it when it died, and the scheduler
+    /// dropped it then.
+    fn forget_dead_nodes(&mut self, now: Instant) {
+        for (_, since) in self.dead_nodes.iter_mut() {
+            since.get_or_insert(now);
+        }
+        while let Some(&(id, Some(since))) = self.dead_nodes.front() {
+            if now.saturating_duration_since(since) < self.dead_node_window {
+                break;
+            }
+            self.dead_nodes.pop_front();
+            if self.nodes.get(&id).is_some_and(|n| !n.alive) {
+                self.nodes.remove(&id);
+                tracing::debug!("{id} forgotten");
+            }
+        }
+    }
+
+    fn declare_late_dead(&mut self, now: Instant, timeout: Duration) {
         let late: Vec<(NodeId, u64)> = self
             .nodes
             .iter()
@@ -112,6 +141,7 @@ impl State {
             return;
         }
         node.alive = false;
+        self.dead_nodes.push_back((id, None));
         let running: Vec<TaskId> = node.running.drain().collect();
         let actors: Vec<ActorId> = node.actors.drain().collect();
         self.sched.remove_node(id);

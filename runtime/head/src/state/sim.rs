@@ -230,8 +230,13 @@ impl Drop for Report {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        let mut w = World::new();
+        // Short enough that dead nodes are forgotten and idle components
+        // dropped many times in a run.
+        w.st.dead_node_window = Duration::from_secs(20);
+        w.st.component_grace = Duration::from_secs(10);
         Sim {
-            w: World::new(),
+            w,
             rng: Rng(seed),
             step: 0,
             nodes: Vec::new(),
@@ -320,7 +325,14 @@ impl Sim {
         }
         if self.step.is_multiple_of(5) {
             let now = self.w.now;
+            let before = (self.w.st.nodes.len(), self.w.st.components.len());
             self.w.st.check_heartbeats(now, Duration::from_secs(5));
+            if self.w.st.nodes.len() < before.0 {
+                self.count("dead node forgotten");
+            }
+            if self.w.st.components.len() < before.1 {
+                self.count("component dropped");
+            }
         }
         match self.rng.below(100) {
             0..=39 => self.deliver(),
@@ -883,6 +895,7 @@ impl Sim {
                 if running >= 3 {
                     return;
                 }
+                self.w.upload();
                 let job = self.w.st.submit_job(JobRequest {
                     component: self.w.comp,
                     function: "main".into(),
@@ -929,6 +942,8 @@ impl Sim {
 
     fn new_client(&mut self) {
         let client = self.w.client();
+        // A client uploads what it loads once, and may use it much later.
+        self.w.upload();
         self.client_at.insert(client.session, self.clients.len());
         self.clients.push(SimClient {
             client,
@@ -1167,6 +1182,9 @@ impl Sim {
     /// The head placed all it could: another pump now places nothing (no
     /// change was left without one).
     fn check_nothing_left_to_place(&mut self) {
+        // A full pass, as if something had changed: what a change left
+        // placeable without marking the state dirty would be placed now.
+        self.w.st.dirty = true;
         self.w.st.pump();
         let sent = std::mem::take(&mut self.w.st.out.sent);
         assert!(
@@ -1369,6 +1387,8 @@ impl Sim {
 
     fn check(&self) {
         self.check_nodes();
+        self.check_dead_nodes();
+        self.check_components();
         self.check_tasks();
         self.check_actors();
         self.check_objects();
@@ -1457,6 +1477,72 @@ impl Sim {
             assert_eq!(expect.free(), free, "{id}: free resources");
             assert!(n.total.covers(free));
             assert_eq!(st.sched.backlog(*id), Some(backlog), "{id}: backlog");
+        }
+    }
+
+    /// Dead nodes are listed for their window, then forgotten; nothing
+    /// points at a node that is dead or forgotten: no object's holders, no
+    /// actor, no running task, not the scheduler.
+    fn check_dead_nodes(&self) {
+        let st = &self.w.st;
+        let live = |n: &NodeId| st.nodes.get(n).is_some_and(|n| n.alive);
+        for (id, o) in &st.objects {
+            for h in &o.holders {
+                assert!(*h == HEAD_HOLDER || live(h), "{id:?} held by dead {h}");
+            }
+        }
+        for (a, actor) in &st.actors {
+            if let AState::Alive(n) = actor.state {
+                assert!(live(&n), "{a} lives on dead {n}");
+            }
+        }
+        for (t, task) in &st.tasks {
+            if let TState::Running(n) = task.state {
+                assert!(live(&n), "{t} runs on dead {n}");
+            }
+        }
+        for sn in &self.nodes {
+            let id = sn.node.id;
+            match st.nodes.get(&id) {
+                Some(n) if n.alive => assert!(st.sched.free(id).is_some()),
+                Some(_) => {
+                    assert!(st.sched.free(id).is_none(), "dead {id} is scheduled");
+                    assert!(
+                        st.dead_nodes.iter().any(|(d, _)| *d == id),
+                        "dead {id} will never be forgotten"
+                    );
+                }
+                None => {
+                    assert!(st.sched.free(id).is_none(), "forgotten {id} is scheduled");
+                    assert!(sn.life != Life::Live, "live {id} was forgotten");
+                }
+            }
+        }
+        for (id, since) in &st.dead_nodes {
+            if let Some(since) = since {
+                // Forgotten at the first heartbeat check past the window.
+                assert!(
+                    self.w.now.saturating_duration_since(*since)
+                        <= st.dead_node_window + Duration::from_secs(1),
+                    "dead {id} outstayed its window"
+                );
+            }
+        }
+    }
+
+    /// What live jobs' tasks and actors use is still there.
+    fn check_components(&self) {
+        let st = &self.w.st;
+        for (t, task) in &st.tasks {
+            if let Kind::Task { component, .. } | Kind::Driver { component, .. } = &task.kind {
+                assert!(st.components.contains_key(component), "{t}: its component");
+            }
+        }
+        for (a, actor) in &st.actors {
+            assert!(
+                st.components.contains_key(&actor.component),
+                "{a}: its component"
+            );
         }
     }
 

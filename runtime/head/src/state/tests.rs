@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferray_core::{
-    ActorId, ActorOptions, Error, JobId, ObjectId, Resources, Strategy, TaskId, TaskOptions,
+    ActorId, ActorOptions, Error, JobId, NodeId, ObjectId, Resources, Strategy, TaskId, TaskOptions,
 };
 
 use super::harness::{World, address, made, opts};
 use super::{
     Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome, Put,
-    ResolvedArg, Submit,
+    ResolvedArg, Submit, TState,
 };
 
 fn value(b: &'static [u8]) -> Arg {
@@ -1426,4 +1426,145 @@ fn a_jobs_log_is_bounded_in_bytes() {
     );
     assert!(lines.len() < 301, "the oldest lines were dropped");
     assert_eq!(next, 301, "every line was counted, kept or dropped");
+}
+
+// ----- a bounded head -----
+
+/// The placement pass runs only after a change that can make a placement
+/// possible: a batch of heartbeats costs none.
+#[test]
+fn a_heartbeat_only_batch_runs_no_placement_pass() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    // A backlog of 8 on a 1-CPU node: the ninth task waits for a place.
+    let tasks: Vec<TaskId> = (0..9).map(|_| w.submit(c, vec![], opts(1.0, 3))).collect();
+    assert_eq!(w.take().assigns(n).len(), 8);
+    assert_eq!(w.task_state(tasks[8]), Some("PENDING_NODE_ASSIGNMENT"));
+    let passes = w.st.passes;
+    for _ in 0..3 {
+        w.st.touch(n.session, w.now);
+        w.send(n.session, Input::Heartbeat);
+        w.send(c.session, Input::Heartbeat);
+    }
+    w.st.check_heartbeats(w.now, Duration::from_secs(5));
+    assert_eq!(w.st.passes, passes, "heartbeats ran a placement pass");
+    assert!(w.take().is_empty());
+    // A start frees a backlog place: the pass runs and places the ninth.
+    w.started(n, tasks[0]);
+    assert_eq!(w.st.passes, passes + 1);
+    assert_eq!(w.take().assign(n), (tasks[8], 1));
+    // Nothing changed since: no pass.
+    w.send(n.session, Input::Heartbeat);
+    assert_eq!(w.st.passes, passes + 1);
+    // A submission is a change.
+    w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.st.passes, passes + 2);
+}
+
+#[test]
+fn a_dead_node_is_listed_for_its_window_then_forgotten() {
+    let mut w = World::new();
+    w.st.dead_node_window = Duration::from_secs(60);
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit_as(
+        c.session,
+        c.job,
+        vec![],
+        TaskOptions {
+            strategy: Strategy::Node {
+                node: b.id.0,
+                soft: true,
+            },
+            ..opts(1.0, 3)
+        },
+    );
+    assert_eq!(w.take().assign(b), (t, 1));
+    w.kill(b);
+    // Its task went elsewhere; it is listed, dead.
+    assert_eq!(w.take().assign(a), (t, 2));
+    let start = w.now;
+    let no_timeout = Duration::from_secs(3600);
+    w.st.check_heartbeats(start, no_timeout);
+    let listed = |w: &World| -> Vec<(NodeId, bool)> {
+        let v = w.st.cluster_state("nodes");
+        v.nodes.iter().map(|n| (n.id, n.alive)).collect()
+    };
+    assert_eq!(listed(&w), vec![(a.id, true), (b.id, false)]);
+    w.st.check_heartbeats(start + Duration::from_secs(59), no_timeout);
+    assert_eq!(listed(&w), vec![(a.id, true), (b.id, false)]);
+    w.st.check_heartbeats(start + Duration::from_secs(61), no_timeout);
+    assert_eq!(listed(&w), vec![(a.id, true)]);
+    assert!(!w.st.nodes.contains_key(&b.id));
+    assert!(w.st.sched.free(b.id).is_none());
+    assert!(w.st.dead_nodes.is_empty());
+    // Nothing points at it.
+    assert!(
+        w.st.tasks
+            .values()
+            .all(|t| t.state != TState::Running(b.id))
+    );
+    assert!(w.st.objects.values().all(|o| !o.holders.contains(&b.id)));
+}
+
+#[test]
+fn a_component_nothing_uses_is_dropped_after_its_grace() {
+    let mut w = World::new();
+    w.st.component_grace = Duration::from_secs(60);
+    let n = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    w.run(n, t, 1, b"x", false);
+    let start = w.now;
+    let no_timeout = Duration::from_secs(3600);
+    let at = |s: u64| start + Duration::from_secs(s);
+    // The client's job lives, and its task (finished) used it.
+    w.st.check_heartbeats(at(120), no_timeout);
+    assert!(w.st.components.contains_key(&w.comp));
+    w.st.close_session(c.session, "it left");
+    // Seen in use at 120 s: kept for its grace after that.
+    w.st.check_heartbeats(at(150), no_timeout);
+    assert!(w.st.components.contains_key(&w.comp));
+    w.st.check_heartbeats(at(181), no_timeout);
+    assert!(!w.st.components.contains_key(&w.comp));
+    // What names it now is refused, clearly.
+    let c2 = w.client();
+    w.take();
+    let t2 = w.submit(c2, vec![], opts(1.0, 0));
+    let e = w.take().error_of(c2.session, t2);
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    assert!(e.to_string().contains("was not uploaded"), "{e}");
+    let job = w.st.submit_job(JobRequest {
+        component: w.comp,
+        function: "main".into(),
+        args: vec![],
+        entrypoint: Resources::default(),
+    });
+    assert!(matches!(job, Err(Error::NotFound(_))), "{job:?}");
+    // Uploaded again, it serves again.
+    w.upload();
+    let t3 = w.submit(c2, vec![], opts(1.0, 0));
+    assert_eq!(w.take().assign(n), (t3, 1));
+}
+
+/// A client uploads what it loads once and may use it much later: an
+/// upload nothing uses yet stays while a client connected before it stays.
+#[test]
+fn an_unused_upload_stays_while_a_client_that_saw_it_stays() {
+    let mut w = World::new();
+    w.st.component_grace = Duration::from_secs(60);
+    let c = w.client();
+    w.upload();
+    let later = w.client();
+    let start = w.now;
+    let no_timeout = Duration::from_secs(3600);
+    w.st.check_heartbeats(start + Duration::from_secs(600), no_timeout);
+    assert!(w.st.components.contains_key(&w.comp));
+    w.st.close_session(c.session, "it left");
+    // `later` connected after the upload: it does not keep it.
+    w.st.check_heartbeats(start + Duration::from_secs(601), no_timeout);
+    assert!(!w.st.components.contains_key(&w.comp));
+    let _ = later;
 }
