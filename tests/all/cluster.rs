@@ -221,7 +221,12 @@ fn a_thousand_task_job_survives_kill_9_of_a_worker() {
     });
     assert_eq!(status.state, JobState::Succeeded, "{status:?}");
     let want: Vec<String> = (0..1000i64).map(|i| (i * i).to_string()).collect();
-    assert_eq!(status.result, format!("[{}]", want.join(", ")));
+    let want = format!("[{}]", want.join(", "));
+    // A list cuts a long result; `job status` shows it whole.
+    let kept = status.result.strip_suffix(" [cut]").expect("cut in a list");
+    assert!(want.starts_with(kept));
+    let shown = c.ok(&["job", "status", &job]);
+    assert!(shown.contains(&format!("  result: {want}\n")), "{shown}");
     // A worker that comes back joins as a new node.
     let again = c.add_worker(&[]);
     assert!(again > victim);
@@ -928,5 +933,80 @@ fn actors_past_a_workers_instance_pool_die_clearly_and_tasks_still_run() {
             .collect();
         let got: Vec<i64> = b.get_all(&refs).await.unwrap();
         assert_eq!(got, (0..20).map(|i| i * i).collect::<Vec<i64>>());
+    });
+}
+
+/// The cluster's state comes in pages: `ferray list jobs`, `ferray job
+/// list` and `ferray status` page through it and show every job once, in
+/// order, when there are more jobs than fit one page (pages of 2 here).
+#[test]
+fn lists_page_through_more_jobs_than_one_page() {
+    let c = Cluster::start(1);
+    let mut jobs: Vec<String> = (0..7)
+        .map(|i| {
+            let n = i.to_string();
+            let out = c.ok(&["submit", "--no-wait", fx::SQUARES, "heavy-compute", &n]);
+            out.trim().to_string()
+        })
+        .collect();
+    jobs.sort_by_key(|j| j.trim_start_matches("job-").parse::<u64>().unwrap_or(0));
+    let small = |args: &[&str]| {
+        let out = c
+            .cmd()
+            .env("FERRAY_TESTING_PAGE_SIZE", "2")
+            .args(args)
+            .output()
+            .expect("run ferray");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    for args in [&["list", "jobs"][..], &["job", "list"][..]] {
+        let out = small(args);
+        let listed: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(listed, jobs, "{args:?}:\n{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("JOB")).count(), 1);
+    }
+    let status = small(&["status"]);
+    assert!(status.contains("jobs: 7 ("), "{status}");
+    // The protocol: a page holds at most what was asked, and its `next`
+    // leads on until every job was seen once.
+    block_on(async {
+        let token = ferray_proto::Token::new(&c.token).expect("token");
+        let ch = ferray_proto::connect(&c.address).await.expect("connect");
+        let mut head = ferray_proto::head_client(ch, &token);
+        let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let page = head
+                .cluster(ferray_proto::v1::ClusterRequest {
+                    what: "jobs".into(),
+                    limit: 3,
+                    after: std::mem::take(&mut after),
+                })
+                .await
+                .expect("a page")
+                .into_inner();
+            assert!(page.jobs.len() <= 3);
+            seen.extend(page.jobs.iter().map(|j| format!("job-{}", j.job)));
+            pages += 1;
+            if page.next.is_empty() {
+                break;
+            }
+            after = page.next;
+        }
+        assert_eq!(seen, jobs);
+        assert_eq!(pages, 3);
+        let bad = head
+            .cluster(ferray_proto::v1::ClusterRequest {
+                what: "jobs".into(),
+                limit: 3,
+                after: "not-a-cursor".into(),
+            })
+            .await
+            .expect_err("a bad cursor is refused");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     });
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ferray::OutputMode;
 use ferray::cluster::{
-    Client, JobEvent, JobInfo, JobState, Token, WorkerConfig, find_token, state_dir, token_file,
+    Client, ClusterView, JobEvent, JobInfo, JobState, Token, WorkerConfig, find_token, state_dir,
+    token_file,
 };
 use ferray::{NodeId, Resources};
 
@@ -446,8 +447,11 @@ fn node_cell(id: Option<NodeId>) -> String {
     id.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
-fn print_jobs(jobs: &[JobInfo]) {
+fn print_jobs_header() {
     outln!("{:<8} {:<10} {:>13}  ENTRYPOINT", "JOB", "STATE", "TASKS");
+}
+
+fn print_jobs(jobs: &[JobInfo]) {
     for j in jobs {
         outln!(
             "{:<8} {:<10} {:>13}  {}",
@@ -634,7 +638,9 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
         match cmd {
             JobCommand::List(c) => {
                 let mut c = c.client().await?;
-                print_jobs(&c.state("jobs").await?.jobs);
+                // Page by page, printed as they come.
+                print_jobs_header();
+                c.state_pages("jobs", |page| print_jobs(&page.jobs)).await?;
                 Ok(ExitCode::SUCCESS)
             }
             JobCommand::Status(a) => {
@@ -729,9 +735,14 @@ pub fn status(c: ConnectArgs) -> Result<ExitCode> {
         for (s, n) in states {
             outln!("  {s}: {n}");
         }
-        let jobs = client.state("jobs").await?.jobs;
-        let running = jobs.iter().filter(|j| !j.state.finished()).count();
-        outln!("jobs: {} ({} running)", jobs.len(), running);
+        let (mut jobs, mut running) = (0, 0);
+        client
+            .state_pages("jobs", |page| {
+                jobs += page.jobs.len();
+                running += page.jobs.iter().filter(|j| !j.state.finished()).count();
+            })
+            .await?;
+        outln!("jobs: {jobs} ({running} running)");
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -740,111 +751,123 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
     let exec = runtime()?;
     exec.block_on(async {
         let mut c = a.connect.client().await?;
-        let st = c.state(&a.what).await?;
-        match a.what.as_str() {
-            "nodes" => {
-                outln!(
-                    "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  NAME",
-                    "NODE",
-                    "STATE",
-                    "ADDRESS",
-                    "CPUS",
-                    "GPUS",
-                    "RUNNING"
-                );
-                for n in st.nodes {
-                    let (tc, tg, _) = res(&n.total);
-                    outln!(
-                        "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  {}",
-                        n.id.to_string(),
-                        alive(n.alive),
-                        n.address,
-                        tc,
-                        tg,
-                        n.running,
-                        n.name
-                    );
-                }
-            }
-            "tasks" => {
-                outln!(
-                    "{:<16} {:<8} {:<26} {:<10} {:>8}  FUNCTION",
-                    "TASK",
-                    "JOB",
-                    "STATE",
-                    "NODE",
-                    "ATTEMPTS"
-                );
-                for t in st.tasks {
-                    let node = node_cell(t.node);
-                    outln!(
-                        "{:<16} {:<8} {:<26} {:<10} {:>8}  {}",
-                        t.id.to_string(),
-                        t.job.to_string(),
-                        t.state,
-                        node,
-                        t.attempts,
-                        t.function
-                    );
-                }
-            }
-            "actors" => {
-                outln!(
-                    "{:<16} {:<8} {:<8} {:<10} {:>8}  CLASS",
-                    "ACTOR",
-                    "JOB",
-                    "STATE",
-                    "NODE",
-                    "RESTARTS"
-                );
-                for x in st.actors {
-                    let node = node_cell(x.node);
-                    outln!(
-                        "{:<16} {:<8} {:<8} {:<10} {:>8}  {}",
-                        x.id.to_string(),
-                        x.job.to_string(),
-                        x.state,
-                        node,
-                        x.restarts,
-                        x.class
-                    );
-                }
-            }
-            "objects" => {
-                outln!(
-                    "{:<64} {:>12} {:<7} {:<16} NODES",
-                    "OBJECT",
-                    "SIZE",
-                    "INLINE",
-                    "MADE BY"
-                );
-                for o in st.objects {
-                    let nodes: Vec<String> = o
-                        .nodes
-                        .iter()
-                        .map(|n| {
-                            if n.0 == 0 {
-                                "head".into()
-                            } else {
-                                n.to_string()
-                            }
-                        })
-                        .collect();
-                    outln!(
-                        "{:<64} {:>12} {:<7} {:<16} {}",
-                        o.id,
-                        o.size,
-                        if o.inline { "yes" } else { "no" },
-                        o.made_by
-                            .map_or_else(|| "put".to_string(), |t| t.to_string()),
-                        nodes.join(",")
-                    );
-                }
-            }
-            _ => print_jobs(&st.jobs),
-        }
+        // Page by page (in id order), printed as they come.
+        list_header(&a.what);
+        c.state_pages(&a.what, |page| list_rows(&a.what, page))
+            .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn list_header(what: &str) {
+    match what {
+        "nodes" => outln!(
+            "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  NAME",
+            "NODE",
+            "STATE",
+            "ADDRESS",
+            "CPUS",
+            "GPUS",
+            "RUNNING"
+        ),
+        "tasks" => outln!(
+            "{:<16} {:<8} {:<26} {:<10} {:>8}  FUNCTION",
+            "TASK",
+            "JOB",
+            "STATE",
+            "NODE",
+            "ATTEMPTS"
+        ),
+        "actors" => outln!(
+            "{:<16} {:<8} {:<8} {:<10} {:>8}  CLASS",
+            "ACTOR",
+            "JOB",
+            "STATE",
+            "NODE",
+            "RESTARTS"
+        ),
+        "objects" => outln!(
+            "{:<64} {:>12} {:<7} {:<16} NODES",
+            "OBJECT",
+            "SIZE",
+            "INLINE",
+            "MADE BY"
+        ),
+        _ => print_jobs_header(),
+    }
+}
+
+fn list_rows(what: &str, st: ClusterView) {
+    match what {
+        "nodes" => {
+            for n in st.nodes {
+                let (tc, tg, _) = res(&n.total);
+                outln!(
+                    "{:<10} {:<6} {:<22} {:>6} {:>6} {:>8}  {}",
+                    n.id.to_string(),
+                    alive(n.alive),
+                    n.address,
+                    tc,
+                    tg,
+                    n.running,
+                    n.name
+                );
+            }
+        }
+        "tasks" => {
+            for t in st.tasks {
+                let node = node_cell(t.node);
+                outln!(
+                    "{:<16} {:<8} {:<26} {:<10} {:>8}  {}",
+                    t.id.to_string(),
+                    t.job.to_string(),
+                    t.state,
+                    node,
+                    t.attempts,
+                    t.function
+                );
+            }
+        }
+        "actors" => {
+            for x in st.actors {
+                let node = node_cell(x.node);
+                outln!(
+                    "{:<16} {:<8} {:<8} {:<10} {:>8}  {}",
+                    x.id.to_string(),
+                    x.job.to_string(),
+                    x.state,
+                    node,
+                    x.restarts,
+                    x.class
+                );
+            }
+        }
+        "objects" => {
+            for o in st.objects {
+                let nodes: Vec<String> = o
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        if n.0 == 0 {
+                            "head".into()
+                        } else {
+                            n.to_string()
+                        }
+                    })
+                    .collect();
+                outln!(
+                    "{:<64} {:>12} {:<7} {:<16} {}",
+                    o.id,
+                    o.size,
+                    if o.inline { "yes" } else { "no" },
+                    o.made_by
+                        .map_or_else(|| "put".to_string(), |t| t.to_string()),
+                    nodes.join(",")
+                );
+            }
+        }
+        _ => print_jobs(&st.jobs),
+    }
 }
 
 pub fn put(a: PutArgs) -> Result<ExitCode> {

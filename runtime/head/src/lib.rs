@@ -380,10 +380,17 @@ impl Head {
         Ok((session, rx))
     }
 
-    /// The scheduler's view, for tests and `ferray status`.
-    pub fn cluster_state(&self, what: &str) -> v1::ClusterState {
-        let view = self.core.lock().state.cluster_state(what);
-        ferray_proto::cluster_view_to(view)
+    /// A page of the cluster's state (`ferray status`, `ferray list`):
+    /// `what` to list, at most `limit` entries (capped by the head) after
+    /// the cursor `after` (the previous page's `next`).
+    pub fn cluster_state(
+        &self,
+        what: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<v1::ClusterState, Error> {
+        let page = self.core.lock().state.cluster_page(what, after, limit)?;
+        Ok(ferray_proto::cluster_view_to(page.view, page.next))
     }
 
     fn job_info(&self, job: JobId) -> Option<v1::JobInfo> {
@@ -574,7 +581,11 @@ impl v1::head_server::Head for Head {
         &self,
         req: Request<v1::ClusterRequest>,
     ) -> Result<Response<v1::ClusterState>, Status> {
-        Ok(Response::new(self.cluster_state(&req.get_ref().what)))
+        let r = req.get_ref();
+        let page = self
+            .cluster_state(&r.what, &r.after, r.limit as usize)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(page))
     }
 }
 

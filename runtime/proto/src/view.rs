@@ -72,8 +72,11 @@ fn node(id: u64) -> Option<NodeId> {
     (id != 0).then_some(NodeId(id))
 }
 
-pub fn cluster_view_to(v: ClusterView) -> v1::ClusterState {
+/// A page of the cluster's state; `next` is the cursor of the page after
+/// it (`None`: it was the last).
+pub fn cluster_view_to(v: ClusterView, next: Option<String>) -> v1::ClusterState {
     v1::ClusterState {
+        next: next.unwrap_or_default(),
         head_version: v.head_version,
         nodes: v
             .nodes
@@ -131,8 +134,11 @@ pub fn cluster_view_to(v: ClusterView) -> v1::ClusterState {
     }
 }
 
-pub fn cluster_view_from(v: v1::ClusterState) -> Result<ClusterView, Error> {
-    Ok(ClusterView {
+/// A page of the cluster's state, and the cursor of the page after it
+/// (`None`: it was the last).
+pub fn cluster_view_from(v: v1::ClusterState) -> Result<(ClusterView, Option<String>), Error> {
+    let next = (!v.next.is_empty()).then_some(v.next);
+    let view = ClusterView {
         head_version: v.head_version,
         nodes: v
             .nodes
@@ -192,7 +198,8 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<ClusterView, Error> {
             .map(job_info_from)
             .collect::<Result<_, Error>>()?,
         task_states: v.task_states.into_iter().collect(),
-    })
+    };
+    Ok((view, next))
 }
 
 #[cfg(test)]
@@ -261,7 +268,10 @@ mod tests {
             task_states: [("RUNNING".to_string(), 1)].into_iter().collect(),
             head_version: "0.1.0".into(),
         };
-        let back = cluster_view_from(cluster_view_to(view.clone())).expect("decodes");
+        let back =
+            cluster_view_from(cluster_view_to(view.clone(), Some("7".into()))).expect("decodes");
+        assert_eq!(back.1.as_deref(), Some("7"));
+        let back = back.0;
         assert_eq!(back, view);
         let e = JobEvent::Finished(job);
         assert_eq!(

@@ -282,17 +282,66 @@ impl Client {
     }
 
     /// The cluster's state: `what` is nodes, tasks, actors, objects, jobs,
-    /// or empty for a summary.
+    /// or empty for a summary (with the jobs). Every page joined: see
+    /// [`Client::state_pages`].
     pub async fn state(&mut self, what: &str) -> Result<ClusterView, Error> {
-        let fut = self.head.cluster(v1::ClusterRequest {
-            what: what.to_string(),
-        });
-        match tokio::time::timeout(Duration::from_secs(10), fut).await {
-            Ok(r) => ferray_proto::cluster_view_from(r.map_err(status("the head"))?.into_inner()),
-            Err(_) => Err(Error::System(format!(
-                "the head at {} did not answer within 10s",
-                self.address
-            ))),
+        let mut all = ClusterView::default();
+        self.state_pages(what, |page| {
+            if all.head_version.is_empty() {
+                all.head_version = page.head_version;
+                all.task_states = page.task_states;
+            }
+            all.nodes.extend(page.nodes);
+            all.tasks.extend(page.tasks);
+            all.actors.extend(page.actors);
+            all.objects.extend(page.objects);
+            all.jobs.extend(page.jobs);
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// The cluster's state a page at a time, in id order, as the head
+    /// sends it (up to 1,000 entries a page): `each` sees every page,
+    /// the first with the summary (the live nodes unless listing nodes,
+    /// the tasks by state). Long text in lists (a job's result) is cut;
+    /// [`Client::watch_job`] gives a job's whole result.
+    pub async fn state_pages(
+        &mut self,
+        what: &str,
+        mut each: impl FnMut(ClusterView),
+    ) -> Result<(), Error> {
+        // Tests make pages small with FERRAY_TESTING_PAGE_SIZE=N (the
+        // `testing` feature only); else the head's cap.
+        #[cfg(feature = "testing")]
+        let limit = std::env::var("FERRAY_TESTING_PAGE_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        #[cfg(not(feature = "testing"))]
+        let limit = 0;
+        let mut after = String::new();
+        loop {
+            let fut = self.head.cluster(v1::ClusterRequest {
+                what: what.to_string(),
+                limit,
+                after: std::mem::take(&mut after),
+            });
+            let page = match tokio::time::timeout(Duration::from_secs(10), fut).await {
+                Ok(r) => r.map_err(status("the head"))?.into_inner(),
+                Err(_) => {
+                    return Err(Error::System(format!(
+                        "the head at {} did not answer within 10s",
+                        self.address
+                    )));
+                }
+            };
+            let (view, next) = ferray_proto::cluster_view_from(page)?;
+            each(view);
+            match next {
+                Some(n) => after = n,
+                None => return Ok(()),
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use ferray_core::{
 };
 
 use super::harness::{World, address, made, opts};
+use super::views::{LIST_TEXT_MAX, MAX_PAGE};
 use super::{
     Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome, Put,
     ResolvedArg, Submit, TState,
@@ -1567,4 +1568,118 @@ fn an_unused_upload_stays_while_a_client_that_saw_it_stays() {
     w.st.check_heartbeats(start + Duration::from_secs(601), no_timeout);
     assert!(!w.st.components.contains_key(&w.comp));
     let _ = later;
+}
+
+/// Pages of the cluster's state cover every entry exactly once, in id
+/// order, up to the head's cap per page.
+#[test]
+fn the_cluster_state_comes_in_pages_that_cover_every_job_once() {
+    let mut w = World::new();
+    w.node(1.0);
+    let total = 2 * MAX_PAGE + 17;
+    let mut jobs: Vec<JobId> = (0..total)
+        .map(|_| {
+            w.st.submit_job(JobRequest {
+                component: w.comp,
+                function: "main".into(),
+                args: vec![],
+                entrypoint: Resources::default(),
+            })
+            .expect("a job")
+        })
+        .collect();
+    jobs.sort();
+    let walk = |w: &World, limit: usize| -> (Vec<JobId>, usize) {
+        let (mut seen, mut pages, mut after) = (Vec::new(), 0, String::new());
+        loop {
+            let p = w.st.cluster_page("jobs", &after, limit).expect("a page");
+            let cap = if limit == 0 {
+                MAX_PAGE
+            } else {
+                limit.min(MAX_PAGE)
+            };
+            assert!(p.view.jobs.len() <= cap);
+            seen.extend(p.view.jobs.iter().map(|j| j.job));
+            pages += 1;
+            match p.next {
+                Some(n) => after = n,
+                None => return (seen, pages),
+            }
+        }
+    };
+    assert_eq!(walk(&w, 0), (jobs.clone(), 3));
+    assert_eq!(walk(&w, 5_000), (jobs.clone(), 3), "the cap holds");
+    let (seen, pages) = walk(&w, 7);
+    assert_eq!(seen, jobs);
+    assert_eq!(pages, total.div_ceil(7));
+    // A job that comes between pages comes last (ids only grow).
+    let first = w.st.cluster_page("jobs", "", 10).expect("a page");
+    let newer =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    let after = first.next.expect("more");
+    let rest = w.st.cluster_page("jobs", &after, 0).expect("a page");
+    assert_eq!(rest.view.jobs[0].job, jobs[10]);
+    // A bad cursor is refused.
+    let bad = w.st.cluster_page("jobs", "job-3", 0);
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        w.st.cluster_page("things", "", 0),
+        Err(Error::InvalidArgument(_))
+    ));
+    let all = w.st.cluster_state("jobs");
+    assert_eq!(all.jobs.last().map(|j| j.job), Some(newer));
+    assert_eq!(all.jobs.len(), total + 1);
+}
+
+/// Tasks page over the finished tasks of ended jobs and the live ones.
+#[test]
+fn task_pages_cover_past_and_live_tasks_once() {
+    let mut w = World::new();
+    let n = w.node(4.0);
+    let old = w.client();
+    let mut ids: Vec<TaskId> = Vec::new();
+    for _ in 0..5 {
+        let t = w.submit(old, vec![], opts(0.0, 0));
+        ids.push(t);
+    }
+    w.st.close_session(old.session, "it left");
+    let c = w.client();
+    for _ in 0..6 {
+        ids.push(w.submit(c, vec![], opts(0.0, 0)));
+    }
+    let _ = n;
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let p = w.st.cluster_page("tasks", &after, 3).expect("a page");
+        seen.extend(p.view.tasks.iter().map(|t| t.id));
+        match p.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+/// A list cuts long text; a job's own information keeps it whole.
+#[test]
+fn a_list_cuts_a_jobs_long_result() {
+    let mut w = World::new();
+    let c = w.client();
+    let long = "é".repeat(5_000);
+    if let Some(j) = w.st.jobs.get_mut(&c.job) {
+        j.result = long.clone();
+    }
+    let listed = &w.st.cluster_state("jobs").jobs[0];
+    assert!(listed.result.len() <= LIST_TEXT_MAX + " [cut]".len());
+    let kept = listed.result.strip_suffix(" [cut]").expect("marked as cut");
+    assert!(kept.len() > LIST_TEXT_MAX - 2 && long.starts_with(kept));
+    assert_eq!(w.st.job_info(c.job).expect("the job").result, long);
 }

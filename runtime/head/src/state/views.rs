@@ -1,92 +1,257 @@
 //! What the head shows: `ferray status` and `list` (the cluster's state),
 //! jobs' information and logs for their watchers.
 
-use ferray_core::JobId;
 pub use ferray_core::view::{ActorInfo, ClusterView, JobInfo, NodeInfo, ObjectInfo, TaskInfo};
+use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId, cut_text};
 
-use super::{AState, State};
+use super::{AState, NodeEntry, State, TaskEntry};
+
+/// The most entries of one list in one page of the cluster's state (a
+/// request may ask for fewer): a page stays well under the protocol's
+/// message cap.
+pub const MAX_PAGE: usize = 1_000;
+/// The longest text of one field (a job's entrypoint, result or error, a
+/// function's or class's name) in a list; longer text is cut (`ferray job
+/// status` shows a job's whole result).
+pub const LIST_TEXT_MAX: usize = 1_024;
+
+/// A page of the cluster's state, and the cursor of the next (`None`: this
+/// was the last).
+pub struct ClusterPage {
+    pub view: ClusterView,
+    pub next: Option<String>,
+}
+
+/// `text` cut to [`LIST_TEXT_MAX`] bytes (at a character boundary, marked
+/// as cut); only what is kept is copied.
+fn clip(text: &str) -> String {
+    if text.len() <= LIST_TEXT_MAX {
+        return text.to_string();
+    }
+    let mut end = LIST_TEXT_MAX + 1;
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    let mut kept = text[..end].to_string();
+    cut_text(&mut kept, LIST_TEXT_MAX);
+    kept
+}
+
+/// The first `limit` entries past `after` in key order, and the key to
+/// continue after when more remain. Entries are references until they are
+/// chosen, so a page costs a pass over the table, not a copy of it.
+fn page<K: Ord + Copy, R>(
+    entries: impl Iterator<Item = (K, R)>,
+    after: Option<K>,
+    limit: usize,
+) -> (Vec<(K, R)>, Option<K>) {
+    let mut v: Vec<(K, R)> = entries
+        .filter(|(k, _)| after.is_none_or(|a| *k > a))
+        .collect();
+    let more = v.len() > limit;
+    if more {
+        v.select_nth_unstable_by_key(limit, |(k, _)| *k);
+        v.truncate(limit);
+    }
+    v.sort_unstable_by_key(|(k, _)| *k);
+    let next = if more {
+        v.last().map(|(k, _)| *k)
+    } else {
+        None
+    };
+    (v, next)
+}
+
+/// A counter id's cursor (what a previous page's `next` said).
+fn counter(after: &str) -> Result<Option<u64>, Error> {
+    if after.is_empty() {
+        return Ok(None);
+    }
+    after
+        .parse()
+        .map(Some)
+        .map_err(|_| Error::InvalidArgument(format!("`{after}` is not a cursor of this list")))
+}
 
 impl State {
-    /// `what`: nodes, tasks, actors, objects, jobs, or empty for a summary.
-    pub fn cluster_state(&self, what: &str) -> ClusterView {
+    /// One page of the cluster's state. `what`: nodes, tasks, actors,
+    /// objects, jobs, or empty for a summary (the live nodes and the tasks
+    /// by state, with a page of the jobs). Entries come in id order;
+    /// `after` is the previous page's `next` (empty for the first page);
+    /// `limit` is capped at [`MAX_PAGE`] (0: that many).
+    pub fn cluster_page(
+        &self,
+        what: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<ClusterPage, Error> {
+        let limit = if limit == 0 {
+            MAX_PAGE
+        } else {
+            limit.min(MAX_PAGE)
+        };
         let mut out = ClusterView {
             head_version: env!("CARGO_PKG_VERSION").to_string(),
             ..ClusterView::default()
         };
-        let mut nodes: Vec<_> = self.nodes.iter().collect();
-        nodes.sort_by_key(|(id, _)| **id);
-        for (id, n) in nodes {
-            if !n.alive && what != "nodes" {
-                continue;
+        let next = match what {
+            "nodes" => {
+                let after = counter(after)?.map(NodeId);
+                let (nodes, next) = page(self.nodes.iter().map(|(k, n)| (*k, n)), after, limit);
+                out.nodes = nodes
+                    .into_iter()
+                    .map(|(id, n)| self.node_info(id, n))
+                    .collect();
+                next.map(|k| k.0.to_string())
             }
-            out.nodes.push(NodeInfo {
-                id: *id,
-                address: n.address.clone(),
-                name: n.name.clone(),
-                alive: n.alive,
-                total: n.total.clone(),
-                available: self.sched.free(*id).cloned(),
-                running: n.running.len() as u64,
-            });
-        }
-        for task in self.tasks.values() {
-            *out.task_states
-                .entry(task.state_name().to_string())
-                .or_default() += 1;
-        }
-        if what == "tasks" {
-            out.tasks.extend(self.history.iter().cloned());
-            let mut live: Vec<_> = self.tasks.iter().collect();
-            live.sort_by_key(|(id, _)| **id);
-            for (id, task) in live {
-                out.tasks.push(TaskInfo {
-                    id: *id,
-                    job: task.job,
-                    function: task.name(),
-                    state: task.state_name().into(),
-                    node: task.ran_on,
-                    attempts: task.attempts,
-                });
+            "tasks" => {
+                let after = counter(after)?.map(TaskId);
+                // Finished tasks of ended jobs (the history) and the live
+                // ones: an id is in one or the other.
+                enum T<'a> {
+                    Past(&'a TaskInfo),
+                    Live(&'a TaskEntry),
+                }
+                let past = self.history.iter().map(|t| (t.id, T::Past(t)));
+                let live = self.tasks.iter().map(|(id, t)| (*id, T::Live(t)));
+                let (tasks, next) = page(past.chain(live), after, limit);
+                out.tasks = tasks
+                    .into_iter()
+                    .map(|(id, t)| match t {
+                        T::Past(info) => TaskInfo {
+                            function: clip(&info.function),
+                            ..info.clone()
+                        },
+                        T::Live(task) => TaskInfo {
+                            id,
+                            job: task.job,
+                            function: clip(&task.name()),
+                            state: task.state_name().into(),
+                            node: task.ran_on,
+                            attempts: task.attempts,
+                        },
+                    })
+                    .collect();
+                next.map(|k| k.0.to_string())
             }
-        }
-        if what == "actors" {
-            let mut actors: Vec<_> = self.actors.iter().collect();
-            actors.sort_by_key(|(id, _)| **id);
-            for (id, a) in actors {
-                let (state, node) = match &a.state {
-                    AState::Pending => ("PENDING", None),
-                    AState::Alive(n) => ("ALIVE", Some(*n)),
-                    AState::Dead(_) => ("DEAD", None),
+            "actors" => {
+                let after = counter(after)?.map(ActorId);
+                let (actors, next) = page(self.actors.iter().map(|(k, a)| (*k, a)), after, limit);
+                out.actors = actors
+                    .into_iter()
+                    .map(|(id, a)| {
+                        let (state, node) = match &a.state {
+                            AState::Pending => ("PENDING", None),
+                            AState::Alive(n) => ("ALIVE", Some(*n)),
+                            AState::Dead(_) => ("DEAD", None),
+                        };
+                        ActorInfo {
+                            id,
+                            job: a.job,
+                            class: clip(&a.class),
+                            state: state.into(),
+                            node,
+                            restarts: a.restarts,
+                        }
+                    })
+                    .collect();
+                next.map(|k| k.0.to_string())
+            }
+            "objects" => {
+                let after = if after.is_empty() {
+                    None
+                } else {
+                    Some(after.parse::<ObjectId>().map_err(|_| {
+                        Error::InvalidArgument(format!("`{after}` is not a cursor of this list"))
+                    })?)
                 };
-                out.actors.push(ActorInfo {
-                    id: *id,
-                    job: a.job,
-                    class: a.class.clone(),
-                    state: state.into(),
-                    node,
-                    restarts: a.restarts,
-                });
+                let (objs, next) = page(self.objects.iter().map(|(k, o)| (*k, o)), after, limit);
+                out.objects = objs
+                    .into_iter()
+                    .map(|(id, o)| ObjectInfo {
+                        id,
+                        size: o.size,
+                        nodes: o.holders.iter().copied().collect(),
+                        inline: o.inline.is_some(),
+                        made_by: o.producer,
+                    })
+                    .collect();
+                next.map(|k| k.to_hex())
+            }
+            "jobs" | "" => {
+                let after = counter(after)?.map(JobId);
+                let (jobs, next) = page(self.jobs.keys().map(|k| (*k, ())), after, limit);
+                out.jobs = jobs
+                    .into_iter()
+                    .filter_map(|(id, ())| self.job_info(id))
+                    .map(|j| JobInfo {
+                        entrypoint: clip(&j.entrypoint),
+                        result: clip(&j.result),
+                        error: clip(&j.error),
+                        ..j
+                    })
+                    .collect();
+                next.map(|k| k.0.to_string())
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot list `{other}`: expected nodes, tasks, actors, objects or jobs"
+                )));
+            }
+        };
+        // The first page also carries the summary: the live nodes (when
+        // not listing nodes) and the tasks by state.
+        if after.is_empty() {
+            if what != "nodes" {
+                let mut nodes: Vec<_> = self.nodes.iter().filter(|(_, n)| n.alive).collect();
+                nodes.sort_by_key(|(id, _)| **id);
+                out.nodes = nodes
+                    .into_iter()
+                    .map(|(id, n)| self.node_info(*id, n))
+                    .collect();
+            }
+            for task in self.tasks.values() {
+                *out.task_states
+                    .entry(task.state_name().to_string())
+                    .or_default() += 1;
             }
         }
-        if what == "objects" {
-            let mut objs: Vec<_> = self.objects.iter().collect();
-            objs.sort_by_key(|(id, _)| **id);
-            for (id, o) in objs {
-                out.objects.push(ObjectInfo {
-                    id: *id,
-                    size: o.size,
-                    nodes: o.holders.iter().copied().collect(),
-                    inline: o.inline.is_some(),
-                    made_by: o.producer,
-                });
+        Ok(ClusterPage { view: out, next })
+    }
+
+    /// The whole of one list (or the summary), every page joined (tests).
+    #[cfg(test)]
+    pub fn cluster_state(&self, what: &str) -> ClusterView {
+        let mut all = ClusterView::default();
+        let mut after = String::new();
+        loop {
+            let p = self.cluster_page(what, &after, 0).expect("a page");
+            if after.is_empty() {
+                all.task_states = p.view.task_states;
+                all.head_version = p.view.head_version;
+            }
+            all.nodes.extend(p.view.nodes);
+            all.tasks.extend(p.view.tasks);
+            all.actors.extend(p.view.actors);
+            all.objects.extend(p.view.objects);
+            all.jobs.extend(p.view.jobs);
+            match p.next {
+                Some(n) => after = n,
+                None => return all,
             }
         }
-        if what == "jobs" || what.is_empty() {
-            let mut jobs: Vec<_> = self.jobs.keys().copied().collect();
-            jobs.sort();
-            out.jobs = jobs.into_iter().filter_map(|j| self.job_info(j)).collect();
+    }
+
+    fn node_info(&self, id: NodeId, n: &NodeEntry) -> NodeInfo {
+        NodeInfo {
+            id,
+            address: n.address.clone(),
+            name: clip(&n.name),
+            alive: n.alive,
+            total: n.total.clone(),
+            available: self.sched.free(id).cloned(),
+            running: n.running.len() as u64,
         }
-        out
     }
 
     pub fn job_info(&self, id: JobId) -> Option<JobInfo> {
