@@ -235,10 +235,16 @@ impl State {
             if used.contains(id) {
                 u.seen = now;
                 u.before_session = None;
-            } else if due(u)
-                && !matches!((u.before_session, oldest_client), (Some(b), Some(c)) if c < b)
-            {
-                gone.push(*id);
+            } else if due(u) {
+                let awaited =
+                    matches!((u.before_session, oldest_client), (Some(b), Some(c)) if c < b);
+                if awaited {
+                    // Kept for a client that may use it yet: looked at
+                    // again after another grace, not at every sweep.
+                    u.seen = now;
+                } else {
+                    gone.push(*id);
+                }
             }
         }
         for id in gone {

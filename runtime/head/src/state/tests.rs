@@ -1564,8 +1564,11 @@ fn an_unused_upload_stays_while_a_client_that_saw_it_stays() {
     w.st.check_heartbeats(start + Duration::from_secs(600), no_timeout);
     assert!(w.st.components.contains_key(&w.comp));
     w.st.close_session(c.session, "it left");
-    // `later` connected after the upload: it does not keep it.
+    // `later` connected after the upload: it does not keep it; it goes
+    // within a grace of the last look.
     w.st.check_heartbeats(start + Duration::from_secs(601), no_timeout);
+    assert!(w.st.components.contains_key(&w.comp));
+    w.st.check_heartbeats(start + Duration::from_secs(661), no_timeout);
     assert!(!w.st.components.contains_key(&w.comp));
     let _ = later;
 }
