@@ -882,7 +882,11 @@ fn decode_val<B: Build + ?Sized>(
             let set = names
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
+                // Past 32 names no bit is left: those flags are never set.
+                .filter(|&(i, _)| {
+                    1u32.checked_shl(i as u32)
+                        .is_some_and(|bit| mask & bit != 0)
+                })
                 .map(|(_, name)| name.as_ref())
                 .collect();
             B::flags(ty, set).map_err(wave_error)?
@@ -1015,5 +1019,29 @@ fn write_type<T: WasmType>(s: &mut String, ty: &T, depth: usize) {
         other => {
             let _ = write!(s, "{other}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_wave::value::{Type, Value};
+
+    /// A type of more than 32 flags (no validated component has one) decodes
+    /// its first 32 from the mask and never sets the others; found by the
+    /// fuzzer (`fuzz/regressions/codec/`).
+    #[test]
+    fn flags_past_32_are_never_set() {
+        let names: Vec<String> = (0..35).map(|i| format!("f{i}")).collect();
+        let ty = Type::flags(names).expect("flags");
+        let mut bytes = Vec::new();
+        put_varint(&mut bytes, u64::from(u32::MAX));
+        let vals =
+            decode_all::<Checked<Value>>(std::slice::from_ref(&ty), &bytes).expect("decodes");
+        assert_eq!(vals[0].unwrap_flags().count(), 32);
+        assert!(vals[0].unwrap_flags().all(|n| n != "f32"));
+        let mut out = Vec::new();
+        encode::<Checked<Value>>(&vals[0], &ty, &mut out).expect("encodes");
+        assert_eq!(out, bytes);
     }
 }
