@@ -175,6 +175,23 @@ fn frames(
 #[derive(Clone)]
 pub struct ObjectsClient(pub(crate) Authed);
 
+impl ObjectsClient {
+    /// Parses a `Pull` response body given as its data frames, as [`pull`]
+    /// does, expecting object `expect` (any object when `None`). Only for
+    /// the fuzzer (`fuzz/`): it reaches the parser without a server.
+    #[doc(hidden)]
+    pub fn parse_frames(
+        expect: Option<ObjectId>,
+        frames: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(ObjectId, Bytes), Error> {
+        let mut parser = Parser::new(Assembler::new(expect, crate::MAX_OBJECT_BYTES));
+        for frame in frames {
+            parser.feed(frame)?;
+        }
+        parser.finish()
+    }
+}
+
 /// Pull object `id` from the object server behind `client`, checked against
 /// the id (`addr` names the server in errors).
 pub async fn pull(client: &mut ObjectsClient, addr: &str, id: ObjectId) -> Result<Bytes, Error> {
