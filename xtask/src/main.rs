@@ -8,10 +8,13 @@
 //! - `cargo xtask tidy`: the dependency rules and code map of ARCHITECTURE.md.
 //! - `cargo xtask examples`: build every guest example with cargo-component.
 //! - `cargo xtask bench`: `ferray microbenchmark` in release mode.
+//! - `cargo xtask fuzz [TARGET] [--runs N]`: the fuzz targets of `fuzz/`
+//!   under libFuzzer (nightly, cargo-fuzz), `N` executions each.
 //!
 //! An expected failure (a command that failed, a missing tool) prints one
 //! line, `error: ...`, and exits 1.
 
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -235,8 +238,9 @@ fn main() -> ExitCode {
         "examples" => build_examples_with_cargo_component()
             .map(|p| eprintln!("components in {}", p.display())),
         "bench" => bench(),
+        "fuzz" => fuzz::fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask demo | test | tidy | examples | bench"
+            "usage: cargo xtask demo | test | tidy | examples | bench | fuzz [TARGET] [--runs N]"
         )),
     };
     match out {
