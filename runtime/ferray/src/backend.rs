@@ -31,17 +31,6 @@ pub(crate) enum Caller {
     Actor { job: Option<JobId>, actor: ActorId },
 }
 
-impl Caller {
-    /// The job the call belongs to, when it is not this runtime's own.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub(crate) fn job(self) -> Option<JobId> {
-        match self {
-            Caller::Driver => None,
-            Caller::Task { job, .. } | Caller::Actor { job, .. } => job,
-        }
-    }
-}
-
 /// The code of a new task or actor: loaded in this process (a driver's
 /// `Component`), or named by digest (a guest's call).
 pub(crate) enum Code {
@@ -120,7 +109,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         actor: ActorId,
     ) -> BoxFuture<'static, Result<(), Error>>;
 
-    fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error>;
+    fn cancel(&self, rt: &RtInner, caller: Caller, r: &ObjectRef) -> Result<(), Error>;
 
     /// The bytes of an object this node's store does not hold; `None` when
     /// there is nowhere else to look.
@@ -212,7 +201,7 @@ impl Backend for Local {
         Box::pin(std::future::ready(rt.kill_actor_here(actor)))
     }
 
-    fn cancel(&self, rt: &RtInner, r: &ObjectRef) -> Result<(), Error> {
+    fn cancel(&self, rt: &RtInner, _: Caller, r: &ObjectRef) -> Result<(), Error> {
         match r.name() {
             RefName::Task(id) => {
                 rt.cancel_here(id);

@@ -436,7 +436,7 @@ impl RtInner {
     }
 
     pub(crate) fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
-        self.backend().cancel(self, r)
+        self.backend().cancel(self, Caller::Driver, r)
     }
 
     /// Wait for `refs`: the indexes of at most `num_returns` ready ones, in
@@ -570,8 +570,8 @@ impl Services for RtInner {
         })
     }
 
-    fn cancel(&self, _ctx: &TaskCtx, r: &ObjectRef) -> Result<(), Error> {
-        RtInner::cancel(self, r)
+    fn cancel(&self, ctx: &TaskCtx, r: &ObjectRef) -> Result<(), Error> {
+        self.backend().cancel(self, ctx.caller, r)
     }
 
     fn create_actor(

@@ -725,7 +725,7 @@ mod down_tests {
         for i in 1..=sent {
             let submit = v1::Submit {
                 task: welcome.id_base | i,
-                job: welcome.job,
+                acting: None,
                 component: Bytes::from(vec![7; 32]),
                 function: "f".into(),
                 args: vec![],

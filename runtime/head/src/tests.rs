@@ -78,7 +78,7 @@ async fn a_task_travels_from_client_to_worker_and_back() {
         client,
         up(up::Msg::Submit(v1::Submit {
             task,
-            job: w.job,
+            acting: None,
             component: Bytes::copy_from_slice(comp.as_bytes()),
             function: "f".into(),
             args: vec![v1::Arg {
@@ -126,7 +126,7 @@ async fn a_task_travels_from_client_to_worker_and_back() {
         client,
         up(up::Msg::Submit(v1::Submit {
             task: task + 1,
-            job: w.job,
+            acting: None,
             component: Bytes::from_static(b"short"),
             ..Default::default()
         })),
@@ -159,14 +159,14 @@ async fn a_silent_workers_stream_ends() {
 async fn locate_waits_for_a_pushed_object_and_leaves_no_waiter() {
     let head = head();
     let (client, mut crx) = head.open(&hello(false)).expect("a client");
-    let w = welcome(&mut crx);
+    welcome(&mut crx);
     let id = ObjectId::of(b"large");
     head.handle(
         client,
         up(up::Msg::Put(v1::PutObject {
             id: id_bytes(&id),
             size: 5 << 20,
-            job: w.job,
+            acting: None,
             inline: None,
             uploading: true,
         })),
@@ -208,7 +208,7 @@ async fn locate_waits_for_a_pushed_object_and_leaves_no_waiter() {
         up(up::Msg::Put(v1::PutObject {
             id: id_bytes(&other),
             size: 5 << 20,
-            job: w.job,
+            acting: None,
             inline: None,
             uploading: true,
         })),
@@ -231,13 +231,13 @@ async fn locate_waits_for_a_pushed_object_and_leaves_no_waiter() {
 async fn a_failed_upload_ends_a_locate_at_once() {
     let head = head();
     let (client, mut crx) = head.open(&hello(false)).expect("a client");
-    let w = welcome(&mut crx);
+    welcome(&mut crx);
     let id = ObjectId::of(b"large");
     let put = |uploading| {
         up(up::Msg::Put(v1::PutObject {
             id: id_bytes(&id),
             size: 5 << 20,
-            job: w.job,
+            acting: None,
             inline: None,
             uploading,
         }))
@@ -295,7 +295,7 @@ async fn watch_job_follows_the_jobs_log_and_progress_until_it_ends() {
         client,
         up(up::Msg::Submit(v1::Submit {
             task,
-            job: w.job,
+            acting: None,
             component: Bytes::copy_from_slice(comp.as_bytes()),
             function: "f".into(),
             ..Default::default()

@@ -4,12 +4,12 @@
 //! message where it checks everything else.
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ComponentId, Error, JobId, TaskId};
+use ferray_core::{ActorId, ComponentId, Error, TaskId};
 use ferray_proto::v1::{self, down, up};
 use ferray_proto::{error_from, error_to, id_bytes, object_id};
 
 use crate::state::{
-    Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, KillActor, Made,
+    Acting, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, KillActor, Made,
     ObjectLoc, Outcome, Put, ResolvedArg, Submit, WorkerHello,
 };
 
@@ -41,7 +41,7 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
         up::Msg::Heartbeat(_) => Input::Heartbeat,
         up::Msg::Submit(s) => Input::Submit(Submit {
             task: TaskId(s.task),
-            job: JobId(s.job),
+            acting: acting(s.acting),
             component: component(&s.component),
             function: s.function,
             options: ferray_proto::task_options_from(s.options),
@@ -49,7 +49,7 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
         }),
         up::Msg::CreateActor(c) => Input::CreateActor(CreateActor {
             actor: ActorId(c.actor),
-            job: JobId(c.job),
+            acting: acting(c.acting),
             component: component(&c.component),
             class: c.class,
             options: ferray_proto::actor_options_from(c.options),
@@ -57,21 +57,24 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
         }),
         up::Msg::CallActor(c) => Input::CallActor(CallActor {
             task: TaskId(c.task),
-            job: JobId(c.job),
+            acting: acting(c.acting),
             actor: ActorId(c.actor),
             method: c.method,
             args: args(c.args),
         }),
         up::Msg::KillActor(k) => Input::KillActor(KillActor {
             actor: ActorId(k.actor),
-            job: JobId(k.job),
+            acting: acting(k.acting),
             task: (k.task != 0).then_some(TaskId(k.task)),
         }),
-        up::Msg::Cancel(c) => Input::Cancel(TaskId(c.task)),
+        up::Msg::Cancel(c) => Input::Cancel {
+            task: TaskId(c.task),
+            acting: acting(c.acting),
+        },
         up::Msg::Put(p) => Input::Put(Put {
             id: object_id(&p.id)?,
             size: p.size,
-            job: JobId(p.job),
+            acting: acting(p.acting),
             inline: p.inline,
             uploading: p.uploading,
         }),
@@ -91,6 +94,16 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
             error: error_from(d.error),
         }),
     }))
+}
+
+/// For whom a worker sends a request (a client names no one).
+fn acting(a: Option<v1::Acting>) -> Acting {
+    use v1::acting::Who;
+    match a.and_then(|a| a.who) {
+        Some(Who::Task(t)) => Acting::Task(TaskId(t)),
+        Some(Who::Actor(a)) => Acting::Actor(ActorId(a)),
+        None => Acting::Session,
+    }
 }
 
 fn component(bytes: &[u8]) -> Result<ComponentId, Error> {

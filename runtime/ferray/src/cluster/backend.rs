@@ -7,6 +7,8 @@ use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, ObjectId, TaskId, TaskOptions};
 use futures::future::BoxFuture;
 
+use ferray_proto::v1;
+
 use super::session::Session;
 use crate::backend::{Backend, Caller, Code};
 use crate::objects::ObjectRef;
@@ -15,17 +17,22 @@ use crate::runtime::RtInner;
 /// A session with the head as a runtime's backend.
 pub(crate) struct Remote(pub Arc<Session>);
 
-impl Remote {
-    /// The job a call is made for: the caller's, else this session's own
-    /// (a connected client's job).
-    fn job(&self, caller: Caller) -> u64 {
-        caller.job().map_or(self.0.job, |j| j.0)
-    }
+/// For whom a call is made, as the head hears it: the task or actor of a
+/// job whose guest made it (the head takes the job from that assignment), or
+/// nobody for this process's own driver (a client's job is its session's).
+fn acting(caller: Caller) -> Option<v1::Acting> {
+    use v1::acting::Who;
+    let who = match caller {
+        Caller::Driver => return None,
+        Caller::Task { task, .. } => Who::Task(task.0),
+        Caller::Actor { actor, .. } => Who::Actor(actor.0),
+    };
+    Some(v1::Acting { who: Some(who) })
 }
 
 impl Backend for Remote {
     fn put(&self, _: &RtInner, caller: Caller, bytes: Bytes) -> ObjectRef {
-        self.0.put(self.job(caller), bytes)
+        self.0.put(acting(caller), bytes)
     }
 
     fn submit(
@@ -43,7 +50,7 @@ impl Backend for Remote {
             c.info.function(function)?;
         }
         self.0
-            .submit(self.job(caller), code.id(), function, args, &options)
+            .submit(acting(caller), code.id(), function, args, &options)
     }
 
     fn create_actor(
@@ -59,7 +66,7 @@ impl Backend for Remote {
             c.info.class(class)?;
         }
         self.0
-            .create_actor(self.job(caller), code.id(), class, args, &options)
+            .create_actor(acting(caller), code.id(), class, args, &options)
     }
 
     fn call_actor(
@@ -70,7 +77,7 @@ impl Backend for Remote {
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
-        self.0.call_actor(self.job(caller), actor, method, args)
+        self.0.call_actor(acting(caller), actor, method, args)
     }
 
     fn kill_actor(
@@ -79,11 +86,11 @@ impl Backend for Remote {
         caller: Caller,
         actor: ActorId,
     ) -> BoxFuture<'static, Result<(), Error>> {
-        self.0.kill_actor(self.job(caller), actor)
+        self.0.kill_actor(acting(caller), actor)
     }
 
-    fn cancel(&self, _: &RtInner, r: &ObjectRef) -> Result<(), Error> {
-        self.0.cancel(r)
+    fn cancel(&self, _: &RtInner, caller: Caller, r: &ObjectRef) -> Result<(), Error> {
+        self.0.cancel(acting(caller), r)
     }
 
     fn fetch(&self, id: ObjectId) -> Option<BoxFuture<'static, Result<Bytes, Error>>> {

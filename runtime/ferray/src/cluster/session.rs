@@ -37,8 +37,6 @@ pub(crate) struct Session {
     up: mpsc::UnboundedSender<v1::Up>,
     next_id: AtomicU64,
     pub node: Option<NodeId>,
-    /// A client's job (workers' tasks name their own job).
-    pub job: u64,
     worker: bool,
     store: Arc<ObjectStore>,
     pending: DashMap<u64, ObjectRef>,
@@ -102,7 +100,6 @@ impl Session {
             up: tx,
             next_id: AtomicU64::new(w.id_base + 1),
             node: (w.node != 0).then_some(NodeId(w.node)),
-            job: w.job,
             worker,
             store,
             pending: DashMap::new(),
@@ -220,7 +217,7 @@ impl Session {
     }
 
     /// A put: kept here (a worker serves it) or sent to the head (a client).
-    pub fn put(&self, job: u64, bytes: Bytes) -> ObjectRef {
+    pub fn put(&self, acting: Option<v1::Acting>, bytes: Bytes) -> ObjectRef {
         let id = self.store.put(bytes.clone());
         let r = ObjectRef::ready(id, self.store.clone());
         let size = bytes.len() as u64;
@@ -230,7 +227,7 @@ impl Session {
             self.send(up::Msg::Put(v1::PutObject {
                 id: id_bytes(&id),
                 size,
-                job,
+                acting,
                 inline,
                 uploading: false,
             }));
@@ -240,7 +237,7 @@ impl Session {
         self.send(up::Msg::Put(v1::PutObject {
             id: id_bytes(&id),
             size,
-            job,
+            acting: None,
             inline,
             uploading,
         }));
@@ -255,7 +252,7 @@ impl Session {
                         msg: Some(up::Msg::Put(v1::PutObject {
                             id: id_bytes(&id),
                             size,
-                            job,
+                            acting: None,
                             inline: None,
                             uploading: false,
                         })),
@@ -401,28 +398,28 @@ impl Session {
 
     /// Arguments for a message: values inline up to [`MAX_INLINE_ARG`] bytes
     /// in all, the rest as put objects.
-    fn args_to(&self, job: u64, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
+    fn args_to(&self, acting: &Option<v1::Acting>, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
         let mut budget = MAX_INLINE_ARG;
         args.into_iter()
             .map(|a| match a {
                 Arg::Value(v) if v.len() <= budget => {
                     budget -= v.len();
-                    self.arg_to(job, Arg::Value(v))
+                    self.arg_to(acting, Arg::Value(v))
                 }
                 Arg::Value(v) => {
-                    let r = self.put(job, Bytes::from(v));
-                    self.arg_to(job, Arg::Ref(r))
+                    let r = self.put(acting.clone(), Bytes::from(v));
+                    self.arg_to(acting, Arg::Ref(r))
                 }
-                r => self.arg_to(job, r),
+                r => self.arg_to(acting, r),
             })
             .collect()
     }
 
-    fn arg_to(&self, job: u64, a: Arg<ObjectRef>) -> v1::Arg {
+    fn arg_to(&self, acting: &Option<v1::Acting>, a: Arg<ObjectRef>) -> v1::Arg {
         use v1::arg::Kind;
         let kind = match a {
             Arg::Value(v) if v.len() > MAX_INLINE_ARG => {
-                let r = self.put(job, Bytes::from(v));
+                let r = self.put(acting.clone(), Bytes::from(v));
                 match r.content_id() {
                     Some(id) => Kind::Object(id_bytes(&id)),
                     None => Kind::Value(Bytes::new()),
@@ -453,7 +450,7 @@ impl Session {
 
     pub fn submit(
         &self,
-        job: u64,
+        acting: Option<v1::Acting>,
         component: ComponentId,
         function: &str,
         args: Vec<Arg<ObjectRef>>,
@@ -461,10 +458,10 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(job, args);
+        let args = self.args_to(&acting, args);
         self.send(up::Msg::Submit(v1::Submit {
             task: t,
-            job,
+            acting,
             component: Bytes::copy_from_slice(component.as_bytes()),
             function: function.to_string(),
             args,
@@ -475,7 +472,7 @@ impl Session {
 
     pub fn create_actor(
         &self,
-        job: u64,
+        acting: Option<v1::Acting>,
         component: ComponentId,
         class: &str,
         args: Vec<Arg<ObjectRef>>,
@@ -483,10 +480,10 @@ impl Session {
     ) -> Result<ActorId, Error> {
         self.check_alive()?;
         let a = self.next_id();
-        let args = self.args_to(job, args);
+        let args = self.args_to(&acting, args);
         self.send(up::Msg::CreateActor(v1::CreateActor {
             actor: a,
-            job,
+            acting,
             component: Bytes::copy_from_slice(component.as_bytes()),
             class: class.to_string(),
             args,
@@ -497,17 +494,17 @@ impl Session {
 
     pub fn call_actor(
         &self,
-        job: u64,
+        acting: Option<v1::Acting>,
         actor: ActorId,
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(job, args);
+        let args = self.args_to(&acting, args);
         self.send(up::Msg::CallActor(v1::CallActor {
             task: t,
-            job,
+            acting,
             actor: actor.0,
             method,
             args,
@@ -515,9 +512,13 @@ impl Session {
         Ok(r)
     }
 
-    /// Kill an actor of `job`: sent at once; the head answers on a reply id
+    /// Kill an actor of the caller's job: sent at once; the head answers on a reply id
     /// (done, or not-found for a missing actor or another job's).
-    pub fn kill_actor(&self, job: u64, actor: ActorId) -> BoxFuture<'static, Result<(), Error>> {
+    pub fn kill_actor(
+        &self,
+        acting: Option<v1::Acting>,
+        actor: ActorId,
+    ) -> BoxFuture<'static, Result<(), Error>> {
         let t = self.next_id();
         let reply = match self.pending_ref(t) {
             Ok(r) => r,
@@ -525,16 +526,16 @@ impl Session {
         };
         self.send(up::Msg::KillActor(v1::KillActor {
             actor: actor.0,
-            job,
+            acting,
             task: t,
         }));
         Box::pin(async move { reply.ready_id().await.map(|_| ()) })
     }
 
-    pub fn cancel(&self, r: &ObjectRef) -> Result<(), Error> {
+    pub fn cancel(&self, acting: Option<v1::Acting>, r: &ObjectRef) -> Result<(), Error> {
         match r.name() {
             RefName::Task(t) => {
-                self.send(up::Msg::Cancel(v1::Cancel { task: t.0 }));
+                self.send(up::Msg::Cancel(v1::Cancel { task: t.0, acting }));
                 Ok(())
             }
             RefName::Put(_) => Err(Error::InvalidArgument(

@@ -19,13 +19,20 @@ impl State {
             return;
         }
         let CreateActor {
-            job,
+            acting,
             component,
             class,
             options,
             args,
             ..
         } = c;
+        let job = match self.acting_job(session, acting) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!("session {session}: refused to create {a}: {e}");
+                return;
+            }
+        };
         let made = (|| {
             let job = self.live_job(job)?;
             let component = self.component_of(component)?;
@@ -146,7 +153,10 @@ impl State {
             Err(e) => return self.reply_err(session, t, e),
         };
         // Another job's actor is answered as one that does not exist.
-        let job = self.acting_job(session, c.job);
+        let job = match self.acting_job(session, c.acting) {
+            Ok(job) => job,
+            Err(e) => return self.reply_err(session, t, e),
+        };
         let Some(actor) = self.actors.get_mut(&a).filter(|x| x.job == job) else {
             return self.reply_err(session, t, no_actor(a));
         };
@@ -301,9 +311,10 @@ impl State {
     /// A session's `KillActor`: only an actor of the caller's job; another
     /// job's is answered as one that does not exist.
     pub(super) fn kill_for(&mut self, session: u64, k: KillActor) {
-        let job = self.acting_job(session, k.job);
-        let result = match self.actors.get(&k.actor) {
-            Some(actor) if actor.job == job => self.kill_actor(k.actor, "by its owner"),
+        let job = self.acting_job(session, k.acting);
+        let result = match (job, self.actors.get(&k.actor)) {
+            (Ok(job), Some(actor)) if actor.job == job => self.kill_actor(k.actor, "by its owner"),
+            (Err(e), _) => Err(e),
             _ => Err(no_actor(k.actor)),
         };
         if let Some(t) = k.task {

@@ -12,8 +12,8 @@ use ferray_core::{
 };
 
 use super::{
-    ActorCall, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input, Made, ObjectLoc,
-    Outcome, Put, StartActor, State, Submit, WorkerHello,
+    Acting, ActorCall, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input, Made,
+    ObjectLoc, Outcome, Put, StartActor, State, Submit, WorkerHello,
 };
 
 /// A worker node.
@@ -134,13 +134,31 @@ impl World {
     }
 
     pub fn submit(&mut self, c: Client, args: Vec<Arg>, options: TaskOptions) -> TaskId {
-        self.submit_as(c.session, c.job, args, options)
+        self.submit_as(c.session, Acting::Session, args, options)
+    }
+
+    /// A task of `c`'s job running on `n`, for a worker's requests to act
+    /// for: it takes no CPU and is not retried, and its assignment and start
+    /// are drained here.
+    pub fn task_on(&mut self, n: Node, c: Client) -> Acting {
+        let options = TaskOptions {
+            strategy: ferray_core::Strategy::Node {
+                node: n.id.0,
+                soft: false,
+            },
+            ..opts(0.0, 0)
+        };
+        let t = self.submit(c, vec![], options);
+        assert_eq!(self.take().assign(n), (t, 1));
+        self.started(n, t);
+        self.take();
+        Acting::Task(t)
     }
 
     pub fn submit_as(
         &mut self,
         session: u64,
-        job: JobId,
+        acting: Acting,
         args: Vec<Arg>,
         options: TaskOptions,
     ) -> TaskId {
@@ -150,7 +168,7 @@ impl World {
             session,
             Input::Submit(Submit {
                 task,
-                job,
+                acting,
                 component: Ok(comp),
                 function: "f".into(),
                 options: Ok(options),
@@ -167,7 +185,7 @@ impl World {
             c.session,
             Input::CreateActor(CreateActor {
                 actor,
-                job: c.job,
+                acting: Acting::Session,
                 component: Ok(comp),
                 class: "counter".into(),
                 options: Ok(options),
@@ -183,7 +201,7 @@ impl World {
             c.session,
             Input::CallActor(CallActor {
                 task,
-                job: JobId(0),
+                acting: Acting::Session,
                 actor,
                 method: "add".into(),
                 args: Ok(vec![]),
@@ -192,14 +210,14 @@ impl World {
         task
     }
 
-    pub fn put(&mut self, session: u64, job: JobId, bytes: &[u8], inline: bool) -> ObjectId {
+    pub fn put(&mut self, session: u64, acting: Acting, bytes: &[u8], inline: bool) -> ObjectId {
         let id = ObjectId::of(bytes);
         self.send(
             session,
             Input::Put(Put {
                 id,
                 size: bytes.len() as u64,
-                job,
+                acting,
                 inline: inline.then(|| Bytes::copy_from_slice(bytes)),
                 uploading: false,
             }),

@@ -38,11 +38,22 @@ pub struct WorkerHello {
     pub object_address: String,
 }
 
+/// For whom a session sends a request. A client acts for itself (its own
+/// job); a worker for a task attempt or an actor the head placed on it, and
+/// the request's job is that assignment's: the sender never names a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acting {
+    #[default]
+    Session,
+    Task(TaskId),
+    Actor(ActorId),
+}
+
 /// A task submitted by a session (ids come from the session's range).
 #[derive(Clone, Debug)]
 pub struct Submit {
     pub task: TaskId,
-    pub job: JobId,
+    pub acting: Acting,
     pub component: Result<ComponentId, Error>,
     pub function: String,
     pub options: Result<TaskOptions, Error>,
@@ -52,7 +63,7 @@ pub struct Submit {
 #[derive(Clone, Debug)]
 pub struct CreateActor {
     pub actor: ActorId,
-    pub job: JobId,
+    pub acting: Acting,
     pub component: Result<ComponentId, Error>,
     pub class: String,
     pub options: Result<ActorOptions, Error>,
@@ -62,9 +73,7 @@ pub struct CreateActor {
 #[derive(Clone, Debug)]
 pub struct CallActor {
     pub task: TaskId,
-    /// The caller's job as the sender states it (a client's is its own,
-    /// whatever it states).
-    pub job: JobId,
+    pub acting: Acting,
     pub actor: ActorId,
     pub method: String,
     pub args: Result<Vec<Arg>, Error>,
@@ -74,7 +83,7 @@ pub struct CallActor {
 #[derive(Clone, Debug)]
 pub struct KillActor {
     pub actor: ActorId,
-    pub job: JobId,
+    pub acting: Acting,
     pub task: Option<TaskId>,
 }
 
@@ -84,8 +93,7 @@ pub struct KillActor {
 pub struct Put {
     pub id: ObjectId,
     pub size: u64,
-    /// `JobId(0)`: kept until the head stops.
-    pub job: JobId,
+    pub acting: Acting,
     pub inline: Option<Bytes>,
     pub uploading: bool,
 }
@@ -139,7 +147,11 @@ pub enum Input {
     CreateActor(CreateActor),
     CallActor(CallActor),
     KillActor(KillActor),
-    Cancel(TaskId),
+    /// Cancel a task of the sender's job.
+    Cancel {
+        task: TaskId,
+        acting: Acting,
+    },
     Put(Put),
     /// A task waits in get or wait (its CPUs are given back) or resumes.
     Blocked {

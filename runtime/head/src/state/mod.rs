@@ -48,7 +48,7 @@ use crate::sched::Scheduler;
 
 pub use ferray_core::view::JobState;
 pub use io::{
-    ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input,
+    Acting, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input,
     JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
@@ -379,7 +379,13 @@ impl State {
             Input::CreateActor(c) => self.create_actor(session, c),
             Input::CallActor(c) => self.call_actor(session, c),
             Input::KillActor(k) => self.kill_for(session, k),
-            Input::Cancel(t) => self.cancel(t),
+            Input::Cancel { task, acting } => {
+                // Another job's task is ignored, as one that does not exist.
+                let job = self.acting_job(session, acting);
+                if job.is_ok_and(|job| self.tasks.get(&task).is_some_and(|t| t.job == job)) {
+                    self.cancel(task);
+                }
+            }
             Input::Put(p) => {
                 if let Err(e) = self.put(session, p) {
                     tracing::warn!("session {session}: a put was refused: {e}");

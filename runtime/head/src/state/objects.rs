@@ -21,7 +21,19 @@ impl State {
             return Err(Error::Corrupt { id: id.to_hex() });
         }
         let node = self.node_of(session);
-        let live = self.jobs.get(&p.job).is_some_and(|j| !j.state.finished());
+        let job = match self.acting_job(session, p.acting) {
+            Ok(job) => job,
+            Err(e) => {
+                // The worker keeps nothing the head does not know of.
+                if let Some(n) = node
+                    && !self.objects.contains_key(&id)
+                {
+                    self.send_node(n, Effect::Free(vec![id]));
+                }
+                return Err(e);
+            }
+        };
+        let live = self.jobs.get(&job).is_some_and(|j| !j.state.finished());
         let o = self.objects.entry(id).or_default();
         o.size = p.size;
         if let Some(b) = p.inline {
@@ -39,12 +51,10 @@ impl State {
             gave_up = true;
         }
         if live {
-            o.jobs.insert(p.job);
-            if let Some(j) = self.jobs.get_mut(&p.job) {
+            o.jobs.insert(job);
+            if let Some(j) = self.jobs.get_mut(&job) {
                 j.objects.insert(id);
             }
-        } else if p.job.0 == 0 {
-            o.pinned = true;
         } else if o.jobs.is_empty() && !o.pinned {
             // A put into a job that has ended: nobody can refer to it.
             let waiters = std::mem::take(&mut o.waiters);

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use ferray_core::{ActorId, AttemptEnd, Error, JobId, NodeId, Resources, TaskId, TaskOptions};
 
 use super::{
-    Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter, Welcome,
+    AState, Acting, Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter,
+    Welcome,
 };
 
 impl State {
@@ -170,14 +171,40 @@ impl State {
         self.pump();
     }
 
-    /// The job a session acts for: a client's own, whatever a message
-    /// states; a worker's as it states it, from the assignment of the task
-    /// or actor it acts for (a guest never chooses it).
-    pub(super) fn acting_job(&self, session: u64, stated: JobId) -> JobId {
-        self.sessions
-            .get(&session)
-            .and_then(|s| s.job)
-            .unwrap_or(stated)
+    /// The job a request belongs to: a client's own job, whatever it names;
+    /// for a worker, the job of the task attempt or the actor it says it
+    /// acts for, which must be one the head placed on that worker. Anything
+    /// else is `not-found`: a worker cannot act for a job it runs nothing of.
+    pub(super) fn acting_job(&self, session: u64, acting: Acting) -> Result<JobId, Error> {
+        let Some(s) = self.sessions.get(&session) else {
+            return Err(Error::NotFound(format!("no session {session}")));
+        };
+        if let Some(job) = s.job {
+            return Ok(job);
+        }
+        let node = s.node;
+        let job = match acting {
+            Acting::Session => None,
+            Acting::Task(t) => self
+                .tasks
+                .get(&t)
+                .filter(|x| node.is_some() && x.ran_on == node)
+                .map(|x| x.job),
+            Acting::Actor(a) => self
+                .actors
+                .get(&a)
+                .filter(|x| matches!(x.state, AState::Alive(n) if Some(n) == node))
+                .map(|x| x.job),
+        };
+        job.ok_or_else(|| {
+            Error::NotFound(match acting {
+                Acting::Session => {
+                    "a worker's request must name the task or actor it is for".into()
+                }
+                Acting::Task(t) => format!("{t} does not run on this node"),
+                Acting::Actor(a) => format!("{a} does not live on this node"),
+            })
+        })
     }
 
     /// An attempt's node died under it.

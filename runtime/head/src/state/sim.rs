@@ -24,7 +24,7 @@ use ferray_core::{
 
 use super::harness::{Client, Node, World, made};
 use super::{
-    AState, Arg, CallActor, CreateActor, Dep, Done, Effect, HEAD_HOLDER, Input, JobRequest,
+    AState, Acting, Arg, CallActor, CreateActor, Dep, Done, Effect, HEAD_HOLDER, Input, JobRequest,
     KillActor, Kind, Outcome, Put, ResolvedArg, Submit, TState, Waiter,
 };
 
@@ -587,7 +587,12 @@ impl Sim {
     /// A task running on the node puts an object into its job.
     fn node_put(&mut self, i: usize) {
         let n = &self.nodes[i];
-        let Some(job) = n.attempts.iter().find(|a| a.started).map(|a| a.job) else {
+        let Some((job, task)) = n
+            .attempts
+            .iter()
+            .find(|a| a.started)
+            .map(|a| (a.job, a.task))
+        else {
             return;
         };
         let bytes = format!("put {} by {}", self.step, n.node.id);
@@ -597,7 +602,7 @@ impl Sim {
         n.outbox.push_back(Input::Put(Put {
             id,
             size: 1 << 20,
-            job,
+            acting: Acting::Task(task),
             inline: None,
             uploading: false,
         }));
@@ -607,17 +612,17 @@ impl Sim {
 
     /// A driver running on the node submits a task of its job.
     fn nested_submit(&mut self, i: usize) {
-        let Some(job) = self.nodes[i]
+        let Some((job, driver)) = self.nodes[i]
             .attempts
             .iter()
             .find(|a| a.started && a.driver)
-            .map(|a| a.job)
+            .map(|a| (a.job, a.task))
         else {
             return;
         };
         let session = self.nodes[i].node.session;
         let task = TaskId(self.w.id(session));
-        let submit = self.random_submit(task, job);
+        let submit = self.random_submit(task, job, Acting::Task(driver));
         self.resolutions.insert((session, task), 0);
         self.nodes[i].outbox.push_back(Input::Submit(submit));
         self.note(format!("{task} submitted by a driver"));
@@ -684,14 +689,14 @@ impl Sim {
         }
     }
 
-    fn random_submit(&mut self, task: TaskId, job: JobId) -> Submit {
+    fn random_submit(&mut self, task: TaskId, job: JobId, acting: Acting) -> Submit {
         let args = self.random_args(job);
         self.tasks.push(task);
         self.job_tasks.entry(job).or_default().push(task);
         let options = self.random_options();
         Submit {
             task,
-            job,
+            acting,
             component: Ok(self.w.comp),
             function: "f".into(),
             options: Ok(options),
@@ -714,7 +719,7 @@ impl Sim {
                     return;
                 }
                 let task = TaskId(self.w.id(c.session));
-                let submit = self.random_submit(task, c.job);
+                let submit = self.random_submit(task, c.job, Acting::Session);
                 self.note(format!("{task} submitted: {:?}", submit.args));
                 self.resolutions.insert((c.session, task), 0);
                 self.clients[i].tasks.push(task);
@@ -722,8 +727,9 @@ impl Sim {
             }
             45..=52 => {
                 let bytes = format!("client put {}", self.step);
-                let job = if self.rng.pct(10) { JobId(0) } else { c.job };
-                let id = self.w.put(c.session, job, bytes.as_bytes(), true);
+                let id = self
+                    .w
+                    .put(c.session, Acting::Session, bytes.as_bytes(), true);
                 self.objects.push(id);
                 self.job_objects.entry(c.job).or_default().push(id);
             }
@@ -734,7 +740,7 @@ impl Sim {
                     Input::Put(Put {
                         id,
                         size: 5 << 20,
-                        job: c.job,
+                        acting: Acting::Session,
                         inline: None,
                         uploading: true,
                     }),
@@ -755,7 +761,7 @@ impl Sim {
                         Input::Put(Put {
                             id,
                             size: 5 << 20,
-                            job: c.job,
+                            acting: Acting::Session,
                             inline: None,
                             uploading: false,
                         }),
@@ -786,7 +792,7 @@ impl Sim {
                     c.session,
                     Input::CreateActor(CreateActor {
                         actor,
-                        job: c.job,
+                        acting: Acting::Session,
                         component: Ok(comp),
                         class: "k".into(),
                         options: Ok(options),
@@ -814,7 +820,7 @@ impl Sim {
                     c.session,
                     Input::CallActor(CallActor {
                         task,
-                        job: JobId(0),
+                        acting: Acting::Session,
                         actor,
                         method: "m".into(),
                         args: Ok(args),
@@ -832,7 +838,7 @@ impl Sim {
                     c.session,
                     Input::KillActor(KillActor {
                         actor,
-                        job: JobId(0),
+                        acting: Acting::Session,
                         task: None,
                     }),
                 );
@@ -844,7 +850,13 @@ impl Sim {
                 }
                 let t = tasks[self.rng.below(tasks.len())];
                 self.note(format!("{t} cancelled"));
-                self.w.send(c.session, Input::Cancel(t));
+                self.w.send(
+                    c.session,
+                    Input::Cancel {
+                        task: t,
+                        acting: Acting::Session,
+                    },
+                );
             }
             87..=96 => {
                 if self.objects.is_empty() {
@@ -1225,7 +1237,7 @@ impl Sim {
                     session,
                     Input::KillActor(KillActor {
                         actor: a,
-                        job: JobId(0),
+                        acting: Acting::Session,
                         task: None,
                     }),
                 );

@@ -35,7 +35,7 @@ impl State {
     pub(super) fn submit(&mut self, session: u64, s: Submit) {
         let Submit {
             task: t,
-            job,
+            acting,
             component,
             function,
             options,
@@ -43,7 +43,7 @@ impl State {
         } = s;
         let made = (|| {
             check_id(session, t.0)?;
-            let job = self.live_job(job)?;
+            let job = self.live_job(self.acting_job(session, acting)?)?;
             let component = self.component_of(component)?;
             let options = options?;
             let args = args?;
@@ -84,12 +84,14 @@ impl State {
         );
     }
 
-    /// What an argument is now (a lost result is rebuilt).
-    fn arg_state(&mut self, a: &Arg) -> ArgNow {
+    /// What an argument of a task or actor of `job` is now (a lost result
+    /// is rebuilt). Another job's task or object is answered as one that
+    /// does not exist.
+    fn arg_state(&mut self, a: &Arg, job: JobId) -> ArgNow {
         match a {
             Arg::Value(_) => ArgNow::Ready,
             Arg::Task(t) => {
-                let Some(task) = self.tasks.get(t) else {
+                let Some(task) = self.tasks.get(t).filter(|x| x.job == job) else {
                     return ArgNow::Failed(Error::TaskFailed(format!(
                         "its argument {t} is not a task of a live job"
                     )));
@@ -116,6 +118,7 @@ impl State {
             Arg::Object(oid) => match self
                 .objects
                 .get(oid)
+                .filter(|o| o.pinned || o.jobs.contains(&job))
                 .map(|o| (o.available(), o.uploading, o.producer))
             {
                 Some((true, _, _)) => ArgNow::Ready,
@@ -177,9 +180,16 @@ impl State {
         if !self.waits_for_args(w) {
             return;
         }
+        let job = match w {
+            Waiter::Task(t) => self.tasks.get(&t).map(|x| x.job),
+            Waiter::Actor(a) => self.actors.get(&a).map(|x| x.job),
+        };
+        let Some(job) = job else {
+            return;
+        };
         let mut i = 0;
         while let Some(a) = self.args_of(w).get(i).cloned() {
-            match self.arg_state(&a) {
+            match self.arg_state(&a, job) {
                 ArgNow::Ready => i += 1,
                 ArgNow::Failed(e) => {
                     match w {

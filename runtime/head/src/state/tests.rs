@@ -11,8 +11,8 @@ use ferray_core::{
 use super::harness::{World, address, made, opts};
 use super::views::{LIST_TEXT_MAX, MAX_PAGE};
 use super::{
-    Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome, Put,
-    ResolvedArg, Submit, TState,
+    Acting, Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome,
+    Put, ResolvedArg, Submit, TState,
 };
 
 fn value(b: &'static [u8]) -> Arg {
@@ -297,7 +297,7 @@ fn a_task_waits_while_no_node_has_room() {
         c.session,
         Input::KillActor(KillActor {
             actor: a,
-            job: JobId(0),
+            acting: Acting::Session,
             task: None,
         }),
     );
@@ -358,10 +358,10 @@ fn submissions_are_checked() {
     let c = w.client();
     let other = w.client();
     let comp = w.comp;
-    let submit = |task: u64, job, component, args| {
+    let submit = |task: u64, component, args| {
         Input::Submit(Submit {
             task: ferray_core::TaskId(task),
-            job,
+            acting: Acting::Session,
             component,
             function: "f".into(),
             options: Ok(TaskOptions::default()),
@@ -370,37 +370,37 @@ fn submissions_are_checked() {
     };
     // Not in the session's range.
     let foreign = (other.session << 32) | 1;
-    w.send(c.session, submit(foreign, c.job, Ok(comp), Ok(vec![])));
+    w.send(c.session, submit(foreign, Ok(comp), Ok(vec![])));
     let e = w.take().error_of(c.session, ferray_core::TaskId(foreign));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     // A component the head does not have.
     let id = w.id(c.session);
     let unknown = Ok(ferray_core::ComponentId::of(b"nope"));
-    w.send(c.session, submit(id, c.job, unknown, Ok(vec![])));
+    w.send(c.session, submit(id, unknown, Ok(vec![])));
     let e = w.take().error_of(c.session, ferray_core::TaskId(id));
     assert!(matches!(e, Error::NotFound(_)), "{e}");
     // Arguments that did not decode.
     let id = w.id(c.session);
     let bad = Err(Error::InvalidArgument("an argument without a kind".into()));
-    w.send(c.session, submit(id, c.job, Ok(comp), bad));
+    w.send(c.session, submit(id, Ok(comp), bad));
     let e = w.take().error_of(c.session, ferray_core::TaskId(id));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     // Twice.
     let t = w.submit(c, vec![], opts(1.0, 3));
     w.take();
-    w.send(c.session, submit(t.0, c.job, Ok(comp), Ok(vec![])));
+    w.send(c.session, submit(t.0, Ok(comp), Ok(vec![])));
     let e = w.take().error_of(c.session, t);
     assert!(
         matches!(&e, Error::InvalidArgument(m) if m.contains("twice")),
         "{e}"
     );
-    // Into a job that has ended.
+    // Into a job that has ended (its session is still open).
     w.st.stop_job(other.job).expect("stop");
     let t = w.submit(c, vec![], opts(1.0, 3));
     w.take();
-    let id = w.id(c.session);
-    w.send(c.session, submit(id, other.job, Ok(comp), Ok(vec![])));
-    let e = w.take().error_of(c.session, ferray_core::TaskId(id));
+    let id = w.id(other.session);
+    w.send(other.session, submit(id, Ok(comp), Ok(vec![])));
+    let e = w.take().error_of(other.session, ferray_core::TaskId(id));
     assert!(matches!(e, Error::Cancelled(_)), "{e}");
     assert!(w.st.tasks.contains_key(&t));
 }
@@ -467,11 +467,23 @@ fn cancel_fails_a_waiting_task_and_stops_a_running_one() {
     let running = w.submit(c, vec![], opts(1.0, 3));
     let waiting = w.submit(c, vec![Arg::Task(running)], opts(1.0, 3));
     w.take();
-    w.send(c.session, Input::Cancel(waiting));
+    w.send(
+        c.session,
+        Input::Cancel {
+            task: waiting,
+            acting: Acting::Session,
+        },
+    );
     let e = w.take().error_of(c.session, waiting);
     assert!(matches!(e, Error::Cancelled(_)), "{e}");
     w.started(n, running);
-    w.send(c.session, Input::Cancel(running));
+    w.send(
+        c.session,
+        Input::Cancel {
+            task: running,
+            acting: Acting::Session,
+        },
+    );
     let sent = w.take();
     assert_eq!(sent.cancels(n), vec![running]);
     assert!(sent.resolved(c.session).is_empty());
@@ -494,7 +506,13 @@ fn a_cancelled_task_whose_node_dies_is_cancelled_not_retried() {
     let c = w.client();
     let t = w.submit(c, vec![], opts(1.0, 3));
     assert_eq!(w.take().assign(a), (t, 1));
-    w.send(c.session, Input::Cancel(t));
+    w.send(
+        c.session,
+        Input::Cancel {
+            task: t,
+            acting: Acting::Session,
+        },
+    );
     w.take();
     w.kill(a);
     let sent = w.take();
@@ -540,7 +558,7 @@ fn messages_from_a_dead_nodes_session_are_not_heard() {
     assert_eq!(w.take().assign(b), (t, 2));
     // The dead node's late messages: its result, a put, a located.
     let late = w.ok(a, t, 1, b"late", true);
-    let put = w.put(a.session, c.job, b"put", false);
+    let put = w.put(a.session, Acting::Session, b"put", false);
     w.send(a.session, Input::Located(late));
     let sent = w.take();
     assert!(sent.is_empty(), "{sent:?}");
@@ -681,7 +699,8 @@ fn a_lost_put_cannot_be_rebuilt() {
     let a = w.node(1.0);
     w.node(1.0);
     let c = w.client();
-    let p = w.put(a.session, c.job, b"a worker's put", false);
+    let acting = w.task_on(a, c);
+    let p = w.put(a.session, acting, b"a worker's put", false);
     assert!(w.st.objects[&p].holders.contains(&a.id));
     w.kill(a);
     w.take();
@@ -702,7 +721,8 @@ fn a_rebuild_that_fails_at_once_fails_its_dependents() {
     w.node(1.0);
     let c = w.client();
     // t1's argument is a put held by `a` alone, and so is t1's result.
-    let p = w.put(a.session, c.job, b"only on a", false);
+    let acting = w.task_on(a, c);
+    let p = w.put(a.session, acting, b"only on a", false);
     let t1 = w.submit(c, vec![Arg::Object(p)], opts(1.0, 3));
     assert_eq!(w.take().assign(a), (t1, 1));
     w.run(a, t1, 1, b"also only on a", true);
@@ -732,7 +752,7 @@ fn a_corrupt_put_is_refused_and_leaves_nothing() {
         Input::Put(Put {
             id,
             size: 9,
-            job: c.job,
+            acting: Acting::Session,
             inline: Some(Bytes::from_static(b"other bytes")),
             uploading: false,
         }),
@@ -746,17 +766,14 @@ fn a_put_into_an_ended_job_is_not_kept() {
     let mut w = World::new();
     let n = w.node(1.0);
     let c = w.client();
-    let other = w.client();
+    let acting = w.task_on(n, c);
     w.st.stop_job(c.job).expect("stop");
     w.take();
-    let p = w.put(n.session, c.job, b"too late", false);
+    let p = w.put(n.session, acting, b"too late", false);
     assert_eq!(w.take().frees(n), vec![p]);
     assert!(!w.st.objects.contains_key(&p));
-    let q = w.put(other.session, c.job, b"too late, inline", true);
+    let q = w.put(c.session, Acting::Session, b"too late, inline", true);
     assert!(!w.st.objects.contains_key(&q));
-    // Job 0: kept until the head stops.
-    let kept = w.put(other.session, ferray_core::JobId(0), b"pinned", true);
-    assert!(w.st.objects[&kept].pinned);
 }
 
 #[test]
@@ -769,7 +786,7 @@ fn an_upload_is_waited_for_and_then_found_at_the_head() {
         Input::Put(Put {
             id,
             size: 5 << 20,
-            job: c.job,
+            acting: Acting::Session,
             inline: None,
             uploading,
         })
@@ -811,7 +828,7 @@ fn an_upload_that_arrives_before_its_put_goes_with_its_job() {
         Input::Put(Put {
             id,
             size: 5 << 20,
-            job: c.job,
+            acting: Acting::Session,
             inline: None,
             uploading: true,
         }),
@@ -835,7 +852,7 @@ fn a_failed_upload_fails_what_waits_for_it() {
         Input::Put(Put {
             id,
             size: 5 << 20,
-            job: c.job,
+            acting: Acting::Session,
             inline: None,
             uploading,
         })
@@ -890,7 +907,7 @@ fn a_call_waits_for_its_arguments_and_the_calls_behind_it_wait_too() {
     w.send(
         c.session,
         Input::CallActor(CallActor {
-            job: JobId(0),
+            acting: Acting::Session,
             task: c1,
             actor: a,
             method: "m".into(),
@@ -960,7 +977,7 @@ fn an_actor_that_dies_on_its_node_fails_its_waiting_calls() {
     w.send(
         c.session,
         Input::CallActor(CallActor {
-            job: JobId(0),
+            acting: Acting::Session,
             task: waiting,
             actor,
             method: "m".into(),
@@ -996,7 +1013,7 @@ fn killing_an_actor_stops_it_and_gives_its_resources_back() {
         c.session,
         Input::KillActor(KillActor {
             actor,
-            job: JobId(0),
+            acting: Acting::Session,
             task: None,
         }),
     );
@@ -1020,7 +1037,7 @@ fn an_actor_that_cannot_be_created_fails_its_calls_with_the_reason() {
         c.session,
         Input::CreateActor(super::CreateActor {
             actor,
-            job: c.job,
+            acting: Acting::Session,
             component: Ok(ferray_core::ComponentId::of(b"missing")),
             class: "k".into(),
             options: Ok(ActorOptions::default()),
@@ -1036,12 +1053,12 @@ fn an_actor_that_cannot_be_created_fails_its_calls_with_the_reason() {
     // One for a job that has ended is not kept at all.
     let ended = w.client();
     w.st.stop_job(ended.job).expect("stop");
-    let late = ferray_core::ActorId(w.id(c.session));
+    let late = ferray_core::ActorId(w.id(ended.session));
     w.send(
-        c.session,
+        ended.session,
         Input::CreateActor(super::CreateActor {
             actor: late,
-            job: ended.job,
+            acting: Acting::Session,
             component: Ok(w.comp),
             class: "k".into(),
             options: Ok(ActorOptions::default()),
@@ -1067,7 +1084,7 @@ fn a_clients_end_ends_its_job_cancels_kills_and_frees() {
     w.started(n, running);
     let waiting = w.submit(c, vec![Arg::Task(running)], opts(1.0, 3));
     let actor = w.create_actor(c, actor_opts(1.0, 0));
-    let inline = w.put(c.session, c.job, b"inline", true);
+    let inline = w.put(c.session, Acting::Session, b"inline", true);
     w.take();
     assert_eq!(w.free_cpus(n), 2.0);
     w.st.close_session(c.session, "its session ended");
@@ -1101,12 +1118,21 @@ fn stopping_a_job_tells_its_submitter_and_forgets_its_waiters() {
     let keep = w.client();
     let stop = w.client();
     let long = w.submit(keep, vec![], opts(1.0, 3));
-    // A task of the stopped job waits on a task of the other job.
-    let waiting = w.submit(stop, vec![Arg::Task(long)], opts(1.0, 3));
-    assert_eq!(w.st.tasks[&long].waiters.len(), 1);
+    // Another job's task is no argument: it fails at once, as one that
+    // does not exist, and waits on nothing.
+    let foreign = w.submit(stop, vec![Arg::Task(long)], opts(1.0, 3));
+    let e = w.take().error_of(stop.session, foreign);
+    assert!(
+        matches!(&e, Error::TaskFailed(m) if m.contains("not a task of a live job")),
+        "{e}"
+    );
+    assert!(w.st.tasks[&long].waiters.is_empty());
+    // A task of the stopped job waits on another of its own.
     let queued: Vec<_> = (0..10)
         .map(|_| w.submit(stop, vec![], opts(1.0, 3)))
         .collect();
+    let waiting = w.submit(stop, vec![Arg::Task(queued[0])], opts(1.0, 3));
+    assert_eq!(w.st.tasks[&queued[0]].waiters.len(), 1);
     w.take();
     w.st.stop_job(stop.job).expect("stop");
     let sent = w.take();
@@ -1136,9 +1162,11 @@ fn objects_another_job_refers_to_outlive_a_job() {
     let n = w.node(1.0);
     let c1 = w.client();
     let c2 = w.client();
-    let p = w.put(n.session, c1.job, b"both", false);
-    w.put(n.session, c2.job, b"both", false);
-    let pinned = w.put(n.session, ferray_core::JobId(0), b"forever", false);
+    let (a1, a2) = (w.task_on(n, c1), w.task_on(n, c2));
+    let p = w.put(n.session, a1, b"both", false);
+    w.put(n.session, a2, b"both", false);
+    let pinned = ObjectId::of(b"forever");
+    w.st.pushed(pinned, 7, true);
     w.st.close_session(c1.session, "done");
     assert!(w.take().frees(n).is_empty());
     assert!(w.st.objects.contains_key(&p));
@@ -1171,7 +1199,7 @@ fn a_driver_runs_its_job_and_its_result_ends_the_job() {
         (JobState::Running, "main 1 2")
     );
     // The driver submits a task of its job from its node's session.
-    let nested = w.submit_as(n.session, job, vec![], opts(0.5, 3));
+    let nested = w.submit_as(n.session, Acting::Task(a.task), vec![], opts(0.5, 3));
     w.run(n, nested, 1, b"nested", false);
     assert_eq!(w.take().resolved(n.session).len(), 1);
     w.send(
@@ -1341,7 +1369,7 @@ fn another_jobs_actor_is_not_found_and_lives_on() {
         w.send(
             other.session,
             Input::CallActor(CallActor {
-                job: owner.job,
+                acting: Acting::Session,
                 task: t,
                 actor,
                 method: "m".into(),
@@ -1353,7 +1381,7 @@ fn another_jobs_actor_is_not_found_and_lives_on() {
             other.session,
             Input::KillActor(KillActor {
                 actor,
-                job: owner.job,
+                acting: Acting::Session,
                 task: Some(kill),
             }),
         );
@@ -1374,7 +1402,7 @@ fn another_jobs_actor_is_not_found_and_lives_on() {
         owner.session,
         Input::KillActor(KillActor {
             actor: a,
-            job: JobId(0),
+            acting: Acting::Session,
             task: Some(kill),
         }),
     );
@@ -1472,7 +1500,7 @@ fn a_dead_node_is_listed_for_its_window_then_forgotten() {
     let c = w.client();
     let t = w.submit_as(
         c.session,
-        c.job,
+        Acting::Session,
         vec![],
         TaskOptions {
             strategy: Strategy::Node {
@@ -1685,4 +1713,73 @@ fn a_list_cuts_a_jobs_long_result() {
     let kept = listed.result.strip_suffix(" [cut]").expect("marked as cut");
     assert!(kept.len() > LIST_TEXT_MAX - 2 && long.starts_with(kept));
     assert_eq!(w.st.job_info(c.job).expect("the job").result, long);
+}
+
+// ----- acting for a job -----
+
+/// A worker's request belongs to the job of the task or actor it acts for,
+/// which must run on that worker; a worker naming anything else (or no
+/// one) is refused as not found, and another job's tasks and objects are no
+/// arguments, exactly as if they did not exist.
+#[test]
+fn a_worker_acts_only_for_what_runs_on_it() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let b = w.node(2.0);
+    let c1 = w.client();
+    let c2 = w.client();
+    let on_a = w.task_on(a, c1);
+    // For the task it runs: the submission joins that task's job.
+    let nested = w.submit_as(a.session, on_a, vec![], opts(0.0, 0));
+    assert_eq!(w.st.tasks[&nested].job, c1.job);
+    w.take();
+    // The same task named by another worker, an unknown task, or no one.
+    for (session, acting) in [
+        (b.session, on_a),
+        (a.session, Acting::Task(TaskId(12345))),
+        (a.session, Acting::Actor(ferray_core::ActorId(777))),
+        (a.session, Acting::Session),
+    ] {
+        let t = w.submit_as(session, acting, vec![], opts(0.0, 0));
+        let e = w.take().error_of(session, t);
+        assert!(matches!(e, Error::NotFound(_)), "{acting:?}: {e}");
+        assert!(!w.st.tasks.contains_key(&t));
+    }
+    // A put for a task it does not run is not kept, and the worker frees it.
+    let p = w.put(b.session, on_a, b"not b's", false);
+    assert_eq!(w.take().frees(b), vec![p]);
+    assert!(!w.st.objects.contains_key(&p));
+    // Another job's task and put objects are no arguments.
+    let theirs = w.submit(c2, vec![], opts(1.0, 3));
+    let their_put = w.put(c2.session, Acting::Session, b"c2's", true);
+    w.take();
+    for arg in [Arg::Task(theirs), Arg::Object(their_put)] {
+        let t = w.submit_as(a.session, on_a, vec![arg.clone()], opts(0.0, 0));
+        let e = w.take().error_of(a.session, t);
+        assert!(
+            matches!(&e, Error::TaskFailed(m) | Error::ObjectLost(m)
+                if m.contains("not a task of a live job") || m.contains("not in the cluster")),
+            "{arg:?}: {e}"
+        );
+    }
+    assert!(w.st.tasks[&theirs].waiters.is_empty());
+    // Nor can it cancel another job's task.
+    w.send(
+        a.session,
+        Input::Cancel {
+            task: theirs,
+            acting: on_a,
+        },
+    );
+    assert!(!w.st.tasks[&theirs].cancelled);
+    assert!(w.take().resolved(c2.session).is_empty());
+    // Its own job's task it can.
+    w.send(
+        a.session,
+        Input::Cancel {
+            task: nested,
+            acting: on_a,
+        },
+    );
+    assert!(w.st.tasks.get(&nested).is_none_or(|t| t.cancelled));
 }
