@@ -1010,3 +1010,25 @@ fn lists_page_through_more_jobs_than_one_page() {
         assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     });
 }
+
+/// The head holds each job to the operator's caps (`ferray start --head
+/// --max-job-*`): a driver whose guest submits past its job's cap of tasks
+/// in flight gets a clear error and its job fails; the next job, within the
+/// cap, runs on the same cluster.
+#[test]
+fn the_head_holds_each_job_to_its_caps() {
+    let c = Cluster::start_with(1, &["--max-job-tasks", "2"]);
+    let out = c
+        .cmd()
+        .args(["submit", fx::MISBEHAVE, "nest", "8"])
+        .output()
+        .expect("submit");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("tasks and actor calls in flight"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.ok(&["submit", fx::MISBEHAVE, "nest", "1"]);
+    assert_eq!(out.trim(), "1");
+}

@@ -297,7 +297,7 @@ async fn a_job_is_held_to_its_caps() {
         .collect();
     let err = m.call("leaf", (1u64,)).unwrap_err();
     assert!(
-        matches!(err, Error::InvalidArgument(ref s) if s.contains("2 tasks in flight")),
+        matches!(err, Error::InvalidArgument(ref s) if s.contains("2 tasks and actor calls in flight")),
         "{err}"
     );
     for s in &spins {

@@ -368,6 +368,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
                 memory_capacity: args.node.object_store_memory.unwrap_or(2 << 30),
                 spill_dir: None,
             },
+            job_caps: args.node.job_caps(),
         },
         address.clone(),
     )?;

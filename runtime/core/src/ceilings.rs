@@ -76,12 +76,12 @@ pub struct JobCaps {
 }
 
 impl JobCaps {
-    /// Refuse one more task while `in_flight` are.
+    /// Refuse one more task or actor call while `in_flight` are.
     pub fn check_task(&self, in_flight: u64) -> Result<(), Error> {
         match self.tasks {
             Some(cap) if in_flight >= cap => Err(Error::InvalidArgument(format!(
-                "the job has {in_flight} tasks in flight, its cap (`--max-job-tasks`); \
-                 wait for some to finish"
+                "the job has {in_flight} tasks and actor calls in flight, its cap \
+                 (`--max-job-tasks`); wait for some to finish"
             ))),
             _ => Ok(()),
         }

@@ -3,7 +3,7 @@
 //! `max_restarts`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, Error, JobId, TaskId};
@@ -12,26 +12,10 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::objects::ObjectRef;
-use crate::runtime::{RtInner, TaskCtx};
+use crate::runtime::{Counted, RtInner, TaskCtx};
 
 /// Hears why an actor died for good (a cluster's worker tells the head).
 pub(crate) type OnDeath = Box<dyn FnOnce(String) + Send>;
-
-/// One live actor in [`RtInner::live_actors`], until its loop ends.
-struct Live(Arc<AtomicU64>);
-
-impl Live {
-    fn new(count: &Arc<AtomicU64>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Live(count.clone())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 pub(crate) struct ActorEntry {
     tx: mpsc::UnboundedSender<ActorCall>,
@@ -59,6 +43,8 @@ struct ActorCall {
     method: String,
     args: Vec<Arg<ObjectRef>>,
     result: ObjectRef,
+    /// Its place among the calls in flight, until it is answered.
+    _in_flight: Counted,
 }
 
 impl RtInner {
@@ -80,7 +66,7 @@ impl RtInner {
             .ceilings
             .check(&options.resources, options.timeout, options.fuel)?;
         self.admission.check_feasible(&options.resources)?;
-        let slot = (self.actor_slot()?, Live::new(&self.live_actors));
+        let slot = (self.actor_slot()?, Counted::new(&self.live_actors));
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
         self.actors.insert(
@@ -125,6 +111,7 @@ impl RtInner {
             method,
             args,
             result: result.clone(),
+            _in_flight: Counted::new(&self.in_flight),
         };
         if entry.tx.send(call).is_err() {
             result.fail(Error::ActorDied(entry.status.reason(actor)));
@@ -156,7 +143,7 @@ struct ActorLoop {
     on_death: Option<OnDeath>,
     /// Its instance slot and its place among the live actors, given back
     /// when the actor ends.
-    _slot: (OwnedSemaphorePermit, Live),
+    _slot: (OwnedSemaphorePermit, Counted),
 }
 
 impl Drop for ActorLoop {

@@ -159,7 +159,9 @@ impl Backend for Local {
         args: Vec<Arg<ObjectRef>>,
         options: TaskOptions,
     ) -> Result<ObjectRef, Error> {
-        rt.settings.job_caps.check_task(rt.tasks.len() as u64)?;
+        rt.settings
+            .job_caps
+            .check_task(rt.in_flight.load(Ordering::Acquire))?;
         rt.submit_here(code.load(rt)?, function, args, options)
     }
 
@@ -189,6 +191,9 @@ impl Backend for Local {
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
+        rt.settings
+            .job_caps
+            .check_task(rt.in_flight.load(Ordering::Acquire))?;
         rt.call_actor_here(actor, method, args)
     }
 

@@ -25,6 +25,23 @@ use crate::objects::{ObjectRef, SlotState};
 use crate::output::{OutputSink, Stream};
 use crate::sched::{Admission, Lease};
 
+/// One of a counted set (tasks and actor calls in flight, live actors)
+/// while it lives.
+pub(crate) struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    pub(crate) fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A task attempt starts only while this much of the node's guest memory is
 /// free: about what the smallest Rust guest needs to instantiate.
 const TASK_MEMORY_HEADROOM: u64 = 2 << 20;
@@ -135,6 +152,9 @@ pub struct RtInner {
     pub(crate) put_bytes: AtomicU64,
     /// Actors whose mailbox loop runs (for [`JobCaps::actors`]).
     pub(crate) live_actors: Arc<AtomicU64>,
+    /// Tasks and actor calls submitted here and not yet ended (for
+    /// [`JobCaps::tasks`]).
+    pub(crate) in_flight: Arc<AtomicU64>,
     /// Where new work goes: [`Local`] unless a cluster session attached.
     backend: OnceLock<Arc<dyn Backend>>,
 }
@@ -175,6 +195,7 @@ impl RtInner {
             slots,
             put_bytes: AtomicU64::new(0),
             live_actors: Arc::default(),
+            in_flight: Arc::default(),
             backend: OnceLock::new(),
         })
     }

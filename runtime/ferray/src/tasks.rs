@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::objects::ObjectRef;
-use crate::runtime::{RtInner, TaskCtx};
+use crate::runtime::{Counted, RtInner, TaskCtx};
 use crate::sched::Lease;
 
 /// Fails a result that was never resolved (the task was dropped).
@@ -70,6 +70,7 @@ impl RtInner {
         let cancel = Arc::new(Notify::new());
         self.tasks.insert(id, cancel.clone());
         let rt = self.clone();
+        let counted = Counted::new(&self.in_flight);
         let guard = FailOnDrop(
             result.clone(),
             "the task was dropped: the runtime shut down",
@@ -84,6 +85,7 @@ impl RtInner {
                 _ = rt.clone().run_task(id, comp, func, args, options, guard.0.clone()) => {}
             }
             rt.tasks.remove(&id);
+            drop(counted);
         };
         Ok((result, Box::pin(fut)))
     }

@@ -52,6 +52,9 @@ pub struct HeadConfig {
     pub node_timeout: Duration,
     /// The head's own store (clients' large puts).
     pub store: ferray_store::StoreConfig,
+    /// What one job may hold: tasks and actor calls in flight, live actors,
+    /// bytes put, bytes of log kept.
+    pub job_caps: ferray_core::JobCaps,
 }
 
 /// The bytes of messages a session's downward stream may have queued and
@@ -281,8 +284,10 @@ impl Head {
     /// A head whose object server is reachable at `address`.
     pub fn new(config: HeadConfig, address: String) -> Result<Head, Error> {
         let store = Arc::new(ObjectStore::new(config.store.clone())?);
+        let mut state = State::new(address);
+        state.job_caps = config.job_caps;
         let core = Core {
-            state: State::new(address),
+            state,
             sessions: HashMap::new(),
             store: store.clone(),
             object_waits: HashMap::new(),
@@ -702,6 +707,7 @@ mod down_tests {
             token: Token::new("test-token").expect("a token"),
             node_timeout: Duration::from_secs(5),
             store: ferray_store::StoreConfig::default(),
+            job_caps: Default::default(),
         };
         let head = Head::new(config, "head:1".into()).expect("a head");
         head.core.lock().down_queue_bytes = 4 << 10;

@@ -20,6 +20,7 @@ fn head() -> Head {
         token: Token::new("test-token").expect("a token"),
         node_timeout: Duration::from_secs(5),
         store: ferray_store::StoreConfig::default(),
+        job_caps: Default::default(),
     };
     Head::new(config, "head:1".into()).expect("a head")
 }

@@ -398,7 +398,7 @@ impl Session {
 
     /// Arguments for a message: values inline up to [`MAX_INLINE_ARG`] bytes
     /// in all, the rest as put objects.
-    fn args_to(&self, acting: &Option<v1::Acting>, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
+    fn args_to(&self, acting: Option<v1::Acting>, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
         let mut budget = MAX_INLINE_ARG;
         args.into_iter()
             .map(|a| match a {
@@ -407,7 +407,7 @@ impl Session {
                     self.arg_to(acting, Arg::Value(v))
                 }
                 Arg::Value(v) => {
-                    let r = self.put(acting.clone(), Bytes::from(v));
+                    let r = self.put(acting, Bytes::from(v));
                     self.arg_to(acting, Arg::Ref(r))
                 }
                 r => self.arg_to(acting, r),
@@ -415,11 +415,11 @@ impl Session {
             .collect()
     }
 
-    fn arg_to(&self, acting: &Option<v1::Acting>, a: Arg<ObjectRef>) -> v1::Arg {
+    fn arg_to(&self, acting: Option<v1::Acting>, a: Arg<ObjectRef>) -> v1::Arg {
         use v1::arg::Kind;
         let kind = match a {
             Arg::Value(v) if v.len() > MAX_INLINE_ARG => {
-                let r = self.put(acting.clone(), Bytes::from(v));
+                let r = self.put(acting, Bytes::from(v));
                 match r.content_id() {
                     Some(id) => Kind::Object(id_bytes(&id)),
                     None => Kind::Value(Bytes::new()),
@@ -458,7 +458,7 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(&acting, args);
+        let args = self.args_to(acting, args);
         self.send(up::Msg::Submit(v1::Submit {
             task: t,
             acting,
@@ -480,7 +480,7 @@ impl Session {
     ) -> Result<ActorId, Error> {
         self.check_alive()?;
         let a = self.next_id();
-        let args = self.args_to(&acting, args);
+        let args = self.args_to(acting, args);
         self.send(up::Msg::CreateActor(v1::CreateActor {
             actor: a,
             acting,
@@ -501,7 +501,7 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(&acting, args);
+        let args = self.args_to(acting, args);
         self.send(up::Msg::CallActor(v1::CallActor {
             task: t,
             acting,

@@ -35,6 +35,9 @@ impl State {
         };
         let made = (|| {
             let job = self.live_job(job)?;
+            if let Some(j) = self.jobs.get(&job) {
+                self.job_caps.check_actor(j.live_actors)?;
+            }
             let component = self.component_of(component)?;
             let options = options?;
             let args = args?;
@@ -90,6 +93,9 @@ impl State {
     fn add_actor(&mut self, a: ActorId, entry: ActorEntry) {
         if let Some(j) = self.jobs.get_mut(&entry.job) {
             j.actors.insert(a);
+            if !matches!(entry.state, AState::Dead(_)) {
+                j.live_actors += 1;
+            }
         }
         self.actors.insert(a, entry);
     }
@@ -157,6 +163,9 @@ impl State {
             Ok(job) => job,
             Err(e) => return self.reply_err(session, t, e),
         };
+        if let Err(e) = self.check_task_cap(job) {
+            return self.reply_err(session, t, e);
+        }
         let Some(actor) = self.actors.get_mut(&a).filter(|x| x.job == job) else {
             return self.reply_err(session, t, no_actor(a));
         };
@@ -282,6 +291,12 @@ impl State {
         let was = std::mem::replace(&mut actor.state, AState::Dead(e.clone()));
         let calls: Vec<TaskId> = actor.calls.drain(..).collect();
         let demand = actor.options.resources.clone();
+        let job = actor.job;
+        if !matches!(was, AState::Dead(_))
+            && let Some(j) = self.jobs.get_mut(&job)
+        {
+            j.live_actors = j.live_actors.saturating_sub(1);
+        }
         if let AState::Alive(node) = was {
             self.sched.release(node, &demand);
             if let Some(n) = self.nodes.get_mut(&node) {

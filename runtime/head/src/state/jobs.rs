@@ -30,6 +30,8 @@ impl State {
                 logs: VecDeque::new(),
                 logs_bytes: 0,
                 logs_dropped: 0,
+                put_bytes: 0,
+                live_actors: 0,
                 start: now_ms(),
                 end: 0,
                 driver: None,
@@ -97,6 +99,9 @@ impl State {
         if bytes.is_empty() {
             return;
         }
+        let max_bytes = self.job_caps.log_bytes.map_or(MAX_JOB_LOG_BYTES, |b| {
+            usize::try_from(b).unwrap_or(usize::MAX)
+        });
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
@@ -106,7 +111,7 @@ impl State {
             ferray_core::cut_text(&mut line, MAX_JOB_LOG_LINE);
             j.logs_bytes += line.len();
             j.logs.push_back(line);
-            while j.logs.len() > MAX_JOB_LOG_LINES || j.logs_bytes > MAX_JOB_LOG_BYTES {
+            while j.logs.len() > MAX_JOB_LOG_LINES || j.logs_bytes > max_bytes {
                 let Some(old) = j.logs.pop_front() else {
                     break;
                 };

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, TaskId,
+    ActorId, ActorOptions, ComponentId, Error, JobCaps, JobId, NodeId, ObjectId, Resources, TaskId,
     TaskOptions,
 };
 use ferray_proto::INLINE_MAX;
@@ -251,6 +251,10 @@ struct JobEntry {
     /// The bytes of `logs`.
     logs_bytes: usize,
     logs_dropped: u64,
+    /// Bytes of objects it put (for [`JobCaps::put_bytes`]).
+    put_bytes: u64,
+    /// Its actors not dead (for [`JobCaps::actors`]).
+    live_actors: u64,
     start: u64,
     end: u64,
     driver: Option<TaskId>,
@@ -316,6 +320,8 @@ pub struct State {
     /// How long a component nothing refers to is kept.
     pub component_grace: Duration,
     out: Outbox,
+    /// What one job may hold (the operator's `--max-job-*`).
+    pub job_caps: JobCaps,
 }
 
 /// How long a dead node stays in `ferray list nodes` (as dead) before the

@@ -34,6 +34,25 @@ impl State {
             }
         };
         let live = self.jobs.get(&job).is_some_and(|j| !j.state.finished());
+        // Counted once per object and job (an upload's second `Put` is not
+        // a second put).
+        if live
+            && let Some(j) = self.jobs.get_mut(&job)
+            && !j.objects.contains(&id)
+        {
+            if let Err(e) = self.job_caps.check_put(j.put_bytes, p.size) {
+                // Not kept: the worker frees its copy, and the job hears why
+                // (a task given the object then finds it missing).
+                if let Some(n) = node
+                    && !self.objects.contains_key(&id)
+                {
+                    self.send_node(n, Effect::Free(vec![id]));
+                }
+                self.log(job, "head", format!("a put was refused: {e}\n").as_bytes());
+                return Err(e);
+            }
+            j.put_bytes += p.size;
+        }
         let o = self.objects.entry(id).or_default();
         o.size = p.size;
         if let Some(b) = p.inline {

@@ -32,6 +32,14 @@ impl State {
         }
     }
 
+    /// Refuse one more task or actor call of `job` past its cap.
+    pub(super) fn check_task_cap(&self, job: JobId) -> Result<(), Error> {
+        match self.jobs.get(&job) {
+            Some(j) => self.job_caps.check_task(j.total.saturating_sub(j.done)),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn submit(&mut self, session: u64, s: Submit) {
         let Submit {
             task: t,
@@ -44,6 +52,7 @@ impl State {
         let made = (|| {
             check_id(session, t.0)?;
             let job = self.live_job(self.acting_job(session, acting)?)?;
+            self.check_task_cap(job)?;
             let component = self.component_of(component)?;
             let options = options?;
             let args = args?;

@@ -1783,3 +1783,79 @@ fn a_worker_acts_only_for_what_runs_on_it() {
     );
     assert!(w.st.tasks.get(&nested).is_none_or(|t| t.cancelled));
 }
+
+// ----- job caps -----
+
+/// What one job may hold: tasks and actor calls in flight, live actors,
+/// bytes put, log bytes. Past a cap the request is refused with
+/// `invalid-argument`; the job's other work, and other jobs, go on.
+#[test]
+fn a_job_is_held_to_the_operators_caps() {
+    let mut w = World::new();
+    w.st.job_caps = ferray_core::JobCaps {
+        tasks: Some(2),
+        actors: Some(1),
+        put_bytes: Some(100),
+        log_bytes: Some(1000),
+    };
+    let n = w.node(1.0);
+    let c = w.client();
+    let other = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 3));
+    let t2 = w.submit(c, vec![], opts(1.0, 3));
+    let t3 = w.submit(c, vec![], opts(1.0, 3));
+    let e = w.take().error_of(c.session, t3);
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("2 tasks and actor calls in flight")),
+        "{e}"
+    );
+    assert!(!w.st.tasks.contains_key(&t3));
+    // Another job is not held to this one's count.
+    let theirs = w.submit(other, vec![], opts(1.0, 3));
+    assert!(w.st.tasks.contains_key(&theirs));
+    // A finished task makes room.
+    w.take();
+    w.run(n, t1, 1, b"one", true);
+    let t4 = w.submit(c, vec![], opts(1.0, 3));
+    assert!(w.st.tasks.contains_key(&t4));
+    let _ = t2;
+    // Actors: one live; a second is not created (its calls say why), and
+    // once the first is dead a new one is.
+    let a = w.create_actor(c, actor_opts(0.0, 0));
+    let b = w.create_actor(c, actor_opts(0.0, 0));
+    assert!(
+        matches!(&w.st.actors[&b].state, super::AState::Dead(Error::ActorDied(m)) if m.contains("1 live actors"))
+    );
+    assert!(!matches!(w.st.actors[&a].state, super::AState::Dead(_)));
+    w.send(
+        c.session,
+        Input::KillActor(KillActor {
+            actor: a,
+            acting: Acting::Session,
+            task: None,
+        }),
+    );
+    let again = w.create_actor(c, actor_opts(0.0, 0));
+    assert!(!matches!(w.st.actors[&again].state, super::AState::Dead(_)));
+    // Puts: 100 bytes over the job's life, each object counted once.
+    let p1 = w.put(c.session, Acting::Session, &[1; 60], true);
+    w.put(c.session, Acting::Session, &[1; 60], true);
+    assert!(w.st.objects.contains_key(&p1));
+    let p2 = w.put(c.session, Acting::Session, &[2; 60], true);
+    assert!(!w.st.objects.contains_key(&p2), "over the job's 100 bytes");
+    let (lines, _) = w.st.job_logs(c.job, 0);
+    assert!(
+        lines.iter().any(|l| l.contains("a put was refused")),
+        "{lines:?}"
+    );
+    let theirs = w.put(other.session, Acting::Session, &[2; 60], true);
+    assert!(w.st.objects.contains_key(&theirs));
+    // Its log keeps 1,000 bytes.
+    for i in 0..100 {
+        w.st.log(c.job, "task-1", format!("line {i}\n").as_bytes());
+    }
+    let (lines, _) = w.st.job_logs(c.job, 0);
+    let bytes: usize = lines.iter().map(String::len).sum();
+    assert!(bytes <= 1000, "{bytes}");
+    assert_eq!(lines.last().map(String::as_str), Some("(task-1) line 99"));
+}
