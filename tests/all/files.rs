@@ -126,6 +126,36 @@ fn a_cache_entry_that_is_a_symlink_is_neither_read_nor_written_through() {
 #[test]
 fn a_new_node_removes_the_spill_dirs_of_dead_processes_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    removes_stale_spill_dirs(tmp.path(), |cmd| {
+        cmd.env("TMPDIR", tmp.path());
+    });
+}
+
+/// The same under `--spill-dir`, which is made 0700 if missing.
+#[cfg(target_os = "linux")]
+#[test]
+fn spill_dir_places_a_nodes_spill_dirs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().join("spill");
+    fs::create_dir(&base).expect("mkdir");
+    removes_stale_spill_dirs(&base, |cmd| {
+        cmd.arg("--spill-dir").arg(&base);
+    });
+    let fresh = tmp.path().join("made");
+    let out = ferray()
+        .args(["run", "--spill-dir"])
+        .arg(&fresh)
+        .args([fx::SQUARES, "heavy-compute", "3"])
+        .output()
+        .expect("run ferray");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&fresh), 0o700);
+}
+
+/// A node started with spill dirs of a dead and of a live process in
+/// `base` (`configure` points it there) removes the first only.
+#[cfg(target_os = "linux")]
+fn removes_stale_spill_dirs(base: &Path, configure: impl FnOnce(&mut std::process::Command)) {
     // Above the kernel's largest pid: no process has it.
     let dead: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
         .expect("pid_max")
@@ -134,15 +164,17 @@ fn a_new_node_removes_the_spill_dirs_of_dead_processes_only() {
         .expect("pid_max")
         + 1;
     let me = std::process::id();
-    let stale = tmp.path().join(format!("ferray-spill-{dead}-0"));
-    let live = tmp.path().join(format!("ferray-spill-{me}-0"));
+    let stale = base.join(format!("ferray-spill-{dead}-0"));
+    let live = base.join(format!("ferray-spill-{me}-0"));
     for dir in [&stale, &live] {
         fs::create_dir(dir).expect("mkdir");
         fs::write(dir.join("0123"), b"object").expect("write");
     }
-    let child = ferray()
-        .env("TMPDIR", tmp.path())
-        .args(["run", fx::SQUARES, "heavy-compute", "3"])
+    let mut cmd = ferray();
+    cmd.arg("run");
+    configure(&mut cmd);
+    cmd.args([fx::SQUARES, "heavy-compute", "3"]);
+    let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -159,7 +191,7 @@ fn a_new_node_removes_the_spill_dirs_of_dead_processes_only() {
         "a live process's spill dir was touched"
     );
     // Nothing else but the node's own spill dir (0700), if it outlived it.
-    for entry in fs::read_dir(tmp.path()).expect("read") {
+    for entry in fs::read_dir(base).expect("read") {
         let entry = entry.expect("entry");
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("ferray-spill-") && entry.path() != live {

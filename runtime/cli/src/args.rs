@@ -64,6 +64,11 @@ pub(crate) struct NodeArgs {
     /// Bytes of objects kept in memory before spilling to disk.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub object_store_memory: Option<u64>,
+    /// Where each store makes its own spill directory (0700, removed when
+    /// it stops; stale ones of dead processes are removed at start-up).
+    /// Default: the temp dir.
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// The most memory one task or actor may ask for, like 512MiB (a
     /// ceiling: more is refused; the default cap becomes this).
     #[arg(long, value_name = "SIZE", value_parser = size)]
@@ -111,6 +116,9 @@ impl NodeArgs {
         }
         if let Some(m) = self.object_store_memory {
             b = b.object_store_memory(m);
+        }
+        if let Some(d) = &self.spill_dir {
+            b = b.spill_base(d);
         }
         for (k, v) in self.resources.as_ref().map_or(&[][..], |c| &c.0) {
             b = b.resource(k, *v);

@@ -367,6 +367,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             store: ferray_store::StoreConfig {
                 memory_capacity: args.node.object_store_memory.unwrap_or(2 << 30),
                 spill_dir: None,
+                spill_base: args.node.spill_dir.clone(),
             },
             job_caps: args.node.job_caps(),
         },

@@ -79,6 +79,7 @@ pub struct RuntimeBuilder {
     local_mode: bool,
     object_store_memory: Option<u64>,
     spill_dir: Option<PathBuf>,
+    spill_base: Option<PathBuf>,
     cache_dir: Option<Option<PathBuf>>,
     fuel: Option<u64>,
     timeout: Option<Duration>,
@@ -149,8 +150,16 @@ impl RuntimeBuilder {
         self.object_store_memory = Some(bytes);
         self
     }
+    /// The directory spilled objects go to (kept when the runtime stops).
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
+        self
+    }
+    /// Where the runtime makes its own spill directory, 0700, removed when
+    /// it stops (default: the temp dir); stale ones of dead processes there
+    /// are removed at start-up.
+    pub fn spill_base(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_base = Some(dir.into());
         self
     }
     /// Where compiled components are cached (`None`: no disk cache).
@@ -333,6 +342,7 @@ impl RuntimeBuilder {
         let store = Arc::new(ObjectStore::new(StoreConfig {
             memory_capacity: self.object_store_memory.unwrap_or(2 << 30),
             spill_dir: self.spill_dir,
+            spill_base: self.spill_base,
         })?);
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.worker_threads.unwrap_or(cores))

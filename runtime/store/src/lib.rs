@@ -60,6 +60,10 @@ pub struct StoreConfig {
     /// store is dropped. A given directory is created if missing and kept on
     /// drop (the store's own spill files in it are removed).
     pub spill_dir: Option<PathBuf>,
+    /// Where the fresh directory goes when `spill_dir` is `None` (default:
+    /// [`std::env::temp_dir`]); its stale `ferray-spill-*` directories of
+    /// dead processes are removed too. Created 0700 if missing.
+    pub spill_base: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +71,7 @@ impl Default for StoreConfig {
         Self {
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             spill_dir: None,
+            spill_base: None,
         }
     }
 }
@@ -169,7 +174,7 @@ impl ObjectStore {
                     .map_err(|e| io_error("create spill dir", &dir, &e))?;
                 (dir, false)
             }
-            None => (create_temp_spill_dir()?, true),
+            None => (create_temp_spill_dir(config.spill_base)?, true),
         };
         let capacity = config.memory_capacity;
         Ok(Self {
@@ -599,10 +604,19 @@ fn private_file_options() -> fs::OpenOptions {
 
 const SPILL_PREFIX: &str = "ferray-spill-";
 
-fn create_temp_spill_dir() -> Result<PathBuf> {
+fn create_temp_spill_dir(base: Option<PathBuf>) -> Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    let base = std::env::temp_dir();
+    static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let base = match base {
+        Some(base) => {
+            private_dir_builder()
+                .recursive(true)
+                .create(&base)
+                .map_err(|e| io_error("create spill base dir", &base, &e))?;
+            base
+        }
+        None => std::env::temp_dir(),
+    };
     let pid = std::process::id();
     let dir = loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -614,10 +628,13 @@ fn create_temp_spill_dir() -> Result<PathBuf> {
             Err(e) => return Err(io_error("create spill dir", &dir, &e)),
         }
     };
-    // Once per process, the first time a store makes its own directory.
-    SWEPT.call_once(|| {
+    // Once per process and base, the first time a store makes its own
+    // directory there.
+    let mut swept = SWEPT.lock();
+    if !swept.contains(&base) {
         remove_stale_spill_dirs(&base, &dir);
-    });
+        swept.push(base);
+    }
     Ok(dir)
 }
 
@@ -706,6 +723,7 @@ mod tests {
         ObjectStore::new(StoreConfig {
             memory_capacity: cap,
             spill_dir: None,
+            ..StoreConfig::default()
         })
         .expect("store")
     }
@@ -790,6 +808,7 @@ mod file_tests {
         let s = ObjectStore::new(StoreConfig {
             memory_capacity: 1000,
             spill_dir: None,
+            ..StoreConfig::default()
         })
         .expect("store");
         assert_eq!(mode(s.spill_dir()), 0o700);
@@ -815,6 +834,7 @@ mod file_tests {
         let s = ObjectStore::new(StoreConfig {
             memory_capacity: 0,
             spill_dir: Some(dir.clone()),
+            ..StoreConfig::default()
         })
         .expect("store");
         assert_eq!(mode(&dir), 0o700);

@@ -28,6 +28,7 @@ fn store_in(dir: &Path, cap: u64) -> ObjectStore {
     ObjectStore::new(StoreConfig {
         memory_capacity: cap,
         spill_dir: Some(dir.to_path_buf()),
+        ..StoreConfig::default()
     })
     .expect("store")
 }

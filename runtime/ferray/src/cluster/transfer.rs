@@ -26,6 +26,7 @@ pub async fn transfer_gbps(size: usize, secs: f64) -> Result<f64, Error> {
     let store = Arc::new(ObjectStore::new(StoreConfig {
         memory_capacity: (size as u64) * 2,
         spill_dir: None,
+        ..StoreConfig::default()
     })?);
     let mut data = vec![0u8; size];
     for (i, b) in data.iter_mut().enumerate() {
