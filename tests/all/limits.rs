@@ -311,7 +311,10 @@ async fn a_job_is_held_to_its_caps() {
     // (A finished task leaves the count just after its result is ready.)
     let nest = eventually("a place for a task", || async { m.call("nest", (4u32,)) }).await;
     let err = rt.get::<u64>(&nest).await.unwrap_err();
-    assert!(err.to_string().contains("tasks in flight"), "{err}");
+    assert!(
+        err.to_string().contains("tasks and actor calls in flight"),
+        "{err}"
+    );
 
     let a = m.actor("tally", (0i64,)).spawn().await.unwrap();
     let err = m.actor("tally", (1i64,)).spawn().await.unwrap_err();
