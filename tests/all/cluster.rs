@@ -1032,3 +1032,69 @@ fn the_head_holds_each_job_to_its_caps() {
     let out = c.ok(&["submit", fx::MISBEHAVE, "nest", "1"]);
     assert_eq!(out.trim(), "1");
 }
+
+/// A driver re-run after kill -9 of its worker does not redo finished
+/// work: its submissions equal to the earlier attempt's get the earlier
+/// tasks' results. The job's progress counts each task once, and the tasks
+/// ran once each, but for those the dead worker held.
+#[test]
+fn a_rerun_driver_does_not_redo_finished_work() {
+    let mut c = Cluster::start(2);
+    let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "200", "25"]);
+    let job = out.trim().to_string();
+    let job_info = |c: &Cluster| {
+        c.state("jobs")
+            .jobs
+            .into_iter()
+            .find(|j| j.job.to_string() == job)
+    };
+    let driver_node = wait_for("the driver to run", 60, || {
+        c.state("tasks")
+            .tasks
+            .iter()
+            .find(|t| t.function == "fan-out" && t.state == "RUNNING")
+            .and_then(|t| t.node)
+            .map(|n| n.0)
+    });
+    let done_at_kill = wait_for("40 tasks done", 120, || {
+        job_info(&c)
+            .filter(|j| j.tasks_done >= 40)
+            .map(|j| j.tasks_done)
+    });
+    c.kill_worker(driver_node);
+    assert!(done_at_kill < 200, "the job ended before the kill");
+    let status = wait_for("the job to end", 300, || {
+        job_info(&c).filter(|j| j.state.finished())
+    });
+    assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+    assert_eq!(
+        status.tasks_total, 200,
+        "every task counted once: {status:?}"
+    );
+    let shown = c.ok(&["job", "status", &job]);
+    let want: Vec<String> = (0..200i64).map(|i| (i * i).to_string()).collect();
+    assert!(
+        shown.contains(&format!("  result: [{}]\n", want.join(", "))),
+        "{shown}"
+    );
+    // Each ran once, but for what the dead node held when it died (at most
+    // its backlog: 8 per CPU on 2 CPUs) and results rebuilt after it.
+    let attempts: u32 = c
+        .state("tasks")
+        .tasks
+        .iter()
+        .filter(|t| t.function == "slow-square")
+        .map(|t| t.attempts)
+        .sum();
+    assert!(
+        attempts <= 200 + 2 * 16 + done_at_kill as u32,
+        "{attempts} attempts"
+    );
+    let tasks = c
+        .state("tasks")
+        .tasks
+        .iter()
+        .filter(|t| t.function == "slow-square")
+        .count();
+    assert_eq!(tasks, 200, "no task was made twice");
+}

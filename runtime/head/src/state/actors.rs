@@ -40,7 +40,8 @@ impl State {
             }
             let component = self.component_of(component)?;
             let options = options?;
-            let args = args?;
+            let mut args = args?;
+            self.unalias(job, &mut args);
             Ok::<_, Error>((job, component, options, args))
         })();
         let (job, component, options, args) = match made {
@@ -154,7 +155,7 @@ impl State {
                 Error::InvalidArgument(format!("{t} was submitted twice")),
             );
         }
-        let args = match c.args {
+        let mut args = match c.args {
             Ok(a) => a,
             Err(e) => return self.reply_err(session, t, e),
         };
@@ -166,6 +167,7 @@ impl State {
         if let Err(e) = self.check_task_cap(job) {
             return self.reply_err(session, t, e);
         }
+        self.unalias(job, &mut args);
         let Some(actor) = self.actors.get_mut(&a).filter(|x| x.job == job) else {
             return self.reply_err(session, t, no_actor(a));
         };

@@ -32,6 +32,7 @@ impl State {
                 logs_dropped: 0,
                 put_bytes: 0,
                 live_actors: 0,
+                replay: Default::default(),
                 start: now_ms(),
                 end: 0,
                 driver: None,

@@ -21,6 +21,7 @@ mod io;
 mod jobs;
 mod objects;
 mod placement;
+mod replay;
 mod sessions;
 mod tasks;
 mod views;
@@ -255,6 +256,8 @@ struct JobEntry {
     put_bytes: u64,
     /// Its actors not dead (for [`JobCaps::actors`]).
     live_actors: u64,
+    /// What its driver submitted, for a re-run of it.
+    replay: replay::Replay,
     start: u64,
     end: u64,
     driver: Option<TaskId>,
@@ -388,8 +391,16 @@ impl State {
             Input::Cancel { task, acting } => {
                 // Another job's task is ignored, as one that does not exist.
                 let job = self.acting_job(session, acting);
-                if job.is_ok_and(|job| self.tasks.get(&task).is_some_and(|t| t.job == job)) {
-                    self.cancel(task);
+                if let Ok(job) = job {
+                    // A re-run driver's alias stands for the earlier task.
+                    let mut ids = [Arg::Task(task)];
+                    self.unalias(job, &mut ids);
+                    let [Arg::Task(task)] = ids else {
+                        return;
+                    };
+                    if self.tasks.get(&task).is_some_and(|t| t.job == job) {
+                        self.cancel(task);
+                    }
                 }
             }
             Input::Put(p) => {

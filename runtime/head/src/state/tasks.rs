@@ -61,10 +61,20 @@ impl State {
             }
             Ok((job, component, options, args))
         })();
-        let (job, component, options, args) = match made {
+        let (job, component, options, mut args) = match made {
             Ok(v) => v,
             Err(e) => return self.reply_err(session, t, e),
         };
+        self.unalias(job, &mut args);
+        if self.replayed(
+            session,
+            acting,
+            job,
+            t,
+            (&component, &function, &options, &args),
+        ) {
+            return;
+        }
         self.tasks.insert(
             t,
             TaskEntry::new(
@@ -288,6 +298,9 @@ impl State {
         if first && let Some(o) = owner {
             self.reply_err(o, t, e.clone());
         }
+        if first {
+            self.answer_aliases(job, t, None, Err(e.clone()));
+        }
         if let Some(o) = made {
             // A rebuild failed: the object cannot be made again.
             self.object_changed(o);
@@ -474,6 +487,9 @@ impl State {
                     result: Ok(loc),
                 },
             );
+        }
+        if first && let Some(loc) = self.loc(&oid) {
+            self.answer_aliases(job, t, None, Ok(loc));
         }
         self.wake_object(oid);
         self.wake_task(t);

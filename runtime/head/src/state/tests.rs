@@ -1859,3 +1859,75 @@ fn a_job_is_held_to_the_operators_caps() {
     assert!(bytes <= 1000, "{bytes}");
     assert_eq!(lines.last().map(String::as_str), Some("(task-1) line 99"));
 }
+
+// ----- a re-run driver -----
+
+/// When a job's driver runs again (its node died), a submission equal to
+/// one its earlier attempt made gets the earlier task's result, finished or
+/// pending, instead of a new task; equal submissions pair up in order, and
+/// a different one is a new task.
+#[test]
+fn a_rerun_driver_gets_its_earlier_tasks_instead_of_new_ones() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    let driver = w.take().assigns(a)[0].task;
+    w.started(a, driver);
+    let by = Acting::Task(driver);
+    let v = |b: &'static [u8]| vec![value(b)];
+    let first = w.submit_as(a.session, by, v(b"1"), opts(1.0, 3));
+    let twin = w.submit_as(a.session, by, v(b"1"), opts(1.0, 3));
+    let other = w.submit_as(a.session, by, v(b"2"), opts(1.0, 3));
+    w.take();
+    // The first finishes, and its copy lives on another node too.
+    let b = w.node(2.0);
+    w.run(a, first, 1, b"one", true);
+    w.send(b.session, Input::Located(ObjectId::of(b"one")));
+    w.take();
+    assert_eq!(w.st.jobs[&job].total, 3);
+    // The driver's node dies: it runs again on b and submits the same.
+    w.kill(a);
+    let sent = w.take();
+    let again = sent
+        .assigns(b)
+        .iter()
+        .find(|x| x.task == driver)
+        .map(|x| x.attempt)
+        .expect("the driver again");
+    assert_eq!(again, 2);
+    w.started(b, driver);
+    let first2 = w.submit_as(b.session, by, v(b"1"), opts(1.0, 3));
+    let twin2 = w.submit_as(b.session, by, v(b"1"), opts(1.0, 3));
+    let third = w.submit_as(b.session, by, v(b"1"), opts(1.0, 3));
+    let other2 = w.submit_as(b.session, by, v(b"2"), opts(1.0, 3));
+    let sent = w.take();
+    // The finished one is answered at once with the earlier result.
+    let answers = sent.resolved(b.session);
+    assert!(
+        matches!(answers.as_slice(), [(t, Ok(loc))] if *t == first2 && loc.id == ObjectId::of(b"one")),
+        "{answers:?}"
+    );
+    // No new task for the twins or the other; a third equal one is new.
+    for t in [first2, twin2, other2] {
+        assert!(!w.st.tasks.contains_key(&t), "{t} was made again");
+    }
+    assert!(w.st.tasks.contains_key(&third));
+    assert_eq!(w.st.jobs[&job].total, 4);
+    // A pending earlier task (retried on b) answers its alias when it ends.
+    for (earlier, alias) in [(twin, twin2), (other, other2)] {
+        let attempt = w.st.tasks[&earlier].attempts;
+        w.run(b, earlier, attempt, b"later", false);
+        let answers = w.take().resolved(b.session);
+        assert!(
+            answers.iter().any(|(t, r)| *t == alias && r.is_ok()),
+            "{alias} for {earlier}: {answers:?}"
+        );
+    }
+}
