@@ -5,7 +5,9 @@
 //! with serde + postcard produces exactly the bytes [`encode`] produces, and
 //! [`decode`] accepts exactly what [`encode`] produces (it is stricter than
 //! postcard only in rejecting non-minimal varints, so every value has one
-//! encoding). See `docs/VALUES.md` for the full mapping.
+//! encoding). A value type with one NaN, as the component model and WAVE's
+//! `Value` have, reads every NaN's bits as that NaN, so its payload comes
+//! back canonical. See `docs/VALUES.md` for the full mapping.
 //!
 //! [`decode`] is fed bytes from untrusted guests: it never panics, bounds
 //! nesting depth ([`MAX_DEPTH`]) and never allocates more than the input's
