@@ -478,7 +478,7 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
 
 #[test]
 fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
-    let mut c = Cluster::start(2);
+    let c = Cluster::start(2);
     let victim = c.workers[1].1;
     let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "80", "50"]);
     let job: u64 = out
@@ -513,17 +513,35 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     let want: Vec<String> = (0..80i64).map(|i| (i * i).to_string()).collect();
     assert_eq!(info.result, format!("[{}]", want.join(", ")));
-    // Woken up, it finds its session closed and exits.
+    // Woken up, it finds its session closed, drops what it ran (the head
+    // fenced it: the job's counts are those of one run of each task) and
+    // joins again as a new node.
     signal(&c.workers[1].0, Signal::CONT).expect("SIGCONT");
-    let status = wait_for("the stale worker to exit", 30, || {
-        c.workers[1].0.try_wait().ok().flatten()
+    let name = format!("worker pid {}", c.workers[1].0.id());
+    let again = wait_for("the worker to join again", 60, || {
+        c.state("nodes")
+            .nodes
+            .iter()
+            .find(|n| n.name == name && n.alive)
+            .map(|n| n.id.0)
     });
-    assert!(!status.success());
+    assert!(again > victim, "a new node: {again} after {victim}");
     assert!(
-        c.log("worker-1.log").contains("closed this node's session"),
+        c.log("worker-1.log")
+            .contains("joining the head again as a new node"),
         "{}",
         c.log("worker-1.log")
     );
+    let info = c
+        .state("jobs")
+        .jobs
+        .into_iter()
+        .find(|j| j.job == JobId(job))
+        .expect("the job");
+    assert_eq!((info.tasks_done, info.tasks_total), (80, 80), "{info:?}");
+    // The new node runs work.
+    let out = c.ok(&["submit", fx::MISBEHAVE, "fan-out", "8", "1"]);
+    assert!(out.contains("49"), "{out}");
 }
 
 #[test]

@@ -121,11 +121,39 @@ impl Cluster {
     }
 
     pub(crate) fn add_worker_with(&mut self, env: &[(&str, &str)], args: &[&str]) -> u64 {
+        self.add_worker_in(&[], env, args)
+    }
+
+    /// A worker started through `wrap` (a command that runs the rest, like
+    /// `ip netns exec NS`; empty: none).
+    pub(crate) fn add_worker_in(
+        &mut self,
+        wrap: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> u64 {
         let log = self
             .home
             .path()
             .join(format!("worker-{}.log", self.workers.len()));
         let mut cmd = node_cmd(self.home.path(), &log);
+        if let Some((program, rest)) = wrap.split_first() {
+            let ferray = cmd.get_program().to_owned();
+            let mut wrapped = Command::new(program);
+            wrapped.args(rest).arg(ferray);
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            let out = std::fs::File::create(&log).expect("log file");
+            wrapped
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("log file"))
+                .stderr(out);
+            cmd = wrapped;
+        }
         cmd.args([
             "start",
             "--address",

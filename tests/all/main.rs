@@ -12,6 +12,7 @@ mod gpu;
 mod harness;
 mod limits;
 mod objects;
+mod partition;
 mod proposals;
 mod sandbox;
 mod tls;

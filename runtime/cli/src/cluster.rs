@@ -44,6 +44,11 @@ pub struct StartArgs {
     /// A head: do not run a worker in the head's process.
     #[arg(long)]
     no_worker: bool,
+    /// A worker that loses the head (it died, the network was cut, or it
+    /// declared this node dead) joins it again as a new node, trying for
+    /// this long before it gives up (0s: exit at once).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    reconnect_timeout: Duration,
     /// Dashboard port (accepted for Ray compatibility; ferray serves none).
     #[arg(long, value_name = "PORT", hide = true)]
     dashboard_port: Option<u16>,
@@ -465,12 +470,74 @@ fn print_jobs(jobs: &[JobInfo]) {
     }
 }
 
+/// A worker node: joins the head; when it loses the head after it joined,
+/// everything it ran is dropped (the head has given that work to other
+/// nodes, and fences what this node would still send) and it joins again
+/// as a new node, trying with backoff for `--reconnect-timeout`.
 fn run_worker_node(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     let Some(address) = &args.address else {
         bail!("--address is required");
     };
     let token = find_token(args.token.as_deref())?;
     let tls = crate::tls::worker_tls(args, address)?;
+    let mut lost: Option<(Instant, anyhow::Error)> = None;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let joined = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let out = run_worker_once(args, pid_file, address, &token, tls, joined.clone());
+        let e = match out {
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+            Err(e) => e,
+        };
+        let joined = joined.load(std::sync::atomic::Ordering::Acquire);
+        let since = match (&lost, joined) {
+            // It had joined: the loss starts now.
+            (_, true) => Instant::now(),
+            (Some((since, _)), false) => *since,
+            // It never joined: a first connection that fails is an error.
+            (None, false) => return Err(e),
+        };
+        if since.elapsed() >= args.reconnect_timeout {
+            let e = match lost {
+                Some((_, first)) if !joined => first.context(format!(
+                    "gave up joining the head again after {:?} ({e:#})",
+                    args.reconnect_timeout
+                )),
+                _ => e,
+            };
+            return Err(e);
+        }
+        if joined {
+            tracing::warn!("{e:#}; joining the head again as a new node");
+            eprintln!("ferray worker: {e:#}; joining the head again as a new node");
+            backoff = Duration::from_millis(250);
+            lost = Some((since, e));
+        }
+        let rt = runtime()?;
+        let stop = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => false,
+                _ = shutdown_signal() => true,
+            }
+        });
+        if stop {
+            return Ok(ExitCode::SUCCESS);
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One membership of a worker: a fresh runtime that joins the head and
+/// serves until the session ends (`Err`) or the process is told to stop.
+fn run_worker_once(
+    args: &StartArgs,
+    pid_file: &Path,
+    address: &str,
+    token: &Token,
+    tls: bool,
+    joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let token = token.clone();
     let rt = args.node.builder(OutputMode::Discard).build_sync()?;
     let cfg = WorkerConfig::new(
         ferray::cluster::host_port(address).to_string(),
@@ -479,12 +546,13 @@ fn run_worker_node(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         format!("worker pid {}", std::process::id()),
     );
     let pid_file = pid_file.to_path_buf();
-    let addr = address.clone();
+    let addr = address.to_string();
     let total = rt.stats().resources_total;
     let out = rt.block_on(ferray::cluster::run_worker(
         &rt,
         cfg,
         move |j| {
+            joined.store(true, std::sync::atomic::Ordering::Release);
             outln!(
                 "ferray worker {} joined the head at {addr} ({} CPUs, {} GPUs; objects at {})",
                 NodeId(j.node),
@@ -502,7 +570,7 @@ fn run_worker_node(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         other => other,
     };
     out.with_context(|| format!("the worker stopped (head {address})"))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn stop() -> Result<ExitCode> {
