@@ -333,7 +333,8 @@ fn examples_built_by_cargo_component_run() {
 }
 
 /// `ferray microbenchmark` runs (briefly here: its figures are for
-/// `cargo xtask bench`, not for tests) and prints one line per metric.
+/// `cargo xtask bench`, not for tests) and prints one line per metric: the
+/// Rust guest's under Ray's names, the text component's with `_wat`.
 #[test]
 fn the_microbenchmark_runs_and_prints_its_metrics() {
     let out = ferray_ok(&[
@@ -343,14 +344,17 @@ fn the_microbenchmark_runs_and_prints_its_metrics() {
         "--filter",
         "1_1_actor_calls_sync",
     ]);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("1_1_actor_calls_sync "))
-        .unwrap_or_else(|| panic!("no metric line in: {out}"));
-    let value: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no figure in: {line}"));
-    assert!(value > 0.0, "{line}");
+    for name in ["1_1_actor_calls_sync", "1_1_actor_calls_sync_wat"] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in: {out}"));
+        let value: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure in: {line}"));
+        assert!(value > 0.0, "{line}");
+    }
+    assert_eq!(out.lines().count(), 2, "{out}");
 }

@@ -310,6 +310,10 @@ fn inspect(path: PathBuf) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The guest `ferray microbenchmark` measures: `guest-examples/bench`, built
+/// by the build script (a Rust guest made with the SDK, as users write).
+const BENCH_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.wasm"));
+
 fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
     let target = match &args.address {
         Some(a) => ferray::bench::Target::Cluster {
@@ -319,9 +323,13 @@ fn microbenchmark(args: BenchArgs) -> Result<ExitCode> {
         None => ferray::bench::Target::Embedded,
     };
     let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
-    let mut lines = ferray::bench::run_all(&target, args.scale, args.filter.as_deref(), |line| {
-        outln!("{line}")
-    })?;
+    let mut lines = ferray::bench::run_all(
+        &target,
+        args.scale,
+        args.filter.as_deref(),
+        BENCH_GUEST,
+        |line| outln!("{line}"),
+    )?;
     if wanted("scheduler_placements_100_nodes") {
         let rate = scheduler_placements(args.scale);
         outln!(

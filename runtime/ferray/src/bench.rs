@@ -2,10 +2,12 @@
 //! runtime or against a cluster, printing `NAME VALUE UNIT` lines with Ray's
 //! metric names (plus object transfer and raw TCP on loopback).
 //!
-//! The tasks and the actor are a tiny component written in WebAssembly text
-//! (no WASI, no allocation), so the figures measure ferray's own overhead:
-//! submission, scheduling, a fresh instance per task, the call, the result
-//! in the object store, and `get`.
+//! The tasks and the actor come from a Rust guest built with the SDK
+//! (`guest-examples/bench`: std, WASI), so the figures are those of what
+//! users run: submission, scheduling, a fresh instance per task, the call,
+//! the result in the object store, and `get`. The same metrics on a tiny
+//! component written in WebAssembly text (no WASI, no allocation) follow
+//! with a `_wat` suffix: ferray's own overhead.
 
 use std::time::{Duration, Instant};
 
@@ -106,40 +108,149 @@ pub fn line(name: &str, value: f64, unit: &str) -> String {
 
 /// Run every metric whose name contains `filter`, about `2 * scale` seconds
 /// each, printing lines through `print` as they come; returns how many ran.
+///
+/// Tasks and actor calls are measured on two components: `guest`, a Rust
+/// guest built with the SDK (what users run: `guest-examples/bench`; its
+/// figures carry Ray's names), and [`BENCH_COMPONENT_WAT`] (ferray's own
+/// overhead; its figures carry a `_wat` suffix). Both export `small-value`
+/// and the actor class `counter` with `small-value` and `incr`.
 pub fn run_all(
     target: &Target,
     scale: f64,
     filter: Option<&str>,
+    guest: &[u8],
     mut print: impl FnMut(String),
 ) -> Result<usize, Error> {
     let rt = target.runtime()?;
-    let comp = rt.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
-    // More drivers for multi_client_tasks_async: separate connections to a
-    // cluster, or more submitters on the embedded runtime.
-    let clients: Vec<(Runtime, crate::Component)> =
-        if filter.is_none_or(|f| "multi_client_tasks_async".contains(f)) {
-            (0..4)
-                .map(|_| {
-                    let r = match target {
-                        Target::Embedded => rt.clone(),
-                        #[cfg(feature = "cluster")]
-                        Target::Cluster { .. } => target.runtime()?,
-                    };
-                    let c = r.load_bytes_sync(BENCH_COMPONENT_WAT.as_bytes())?;
-                    Ok((r, c))
-                })
-                .collect::<Result<_, Error>>()?
-        } else {
-            Vec::new()
-        };
+    let kinds: [(&str, &[u8]); 2] = [("", guest), ("_wat", BENCH_COMPONENT_WAT.as_bytes())];
     let secs = 2.0 * scale.max(0.001);
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let mut count = 0usize;
+    for (suffix, bytes) in kinds {
+        count += component_metrics(&rt, target, bytes, suffix, secs, &wanted, &mut print)?;
+    }
+    let rt2 = rt.clone();
+    rt.block_on(async move {
+        let rt = rt2;
+        let mut emit = |name: &str, value: f64, unit: &str| {
+            print(line(name, value, unit));
+            count += 1;
+        };
+        if wanted("single_client_put_calls") {
+            let v = timeit(secs, 1.0, || async {
+                let r = rt.put(&0u64).await?;
+                drop(r);
+                Ok(())
+            })
+            .await?;
+            emit("single_client_put_calls", v, "per_second");
+        }
+        if wanted("single_client_get_calls") {
+            let r = rt.put(&0u64).await?;
+            let v = timeit(secs, 1.0, || async { rt.get::<u64>(&r).await.map(|_| ()) }).await?;
+            emit("single_client_get_calls", v, "per_second");
+        }
+        if wanted("single_client_put_gigabytes") || wanted("blake3_hash_gigabytes") {
+            // 100 MiB values, as Ray's benchmark puts large arrays.
+            let size = 100 << 20;
+            let bufs: Vec<Bytes> = (0..4u8)
+                .map(|i| {
+                    let mut v = vec![0u8; size];
+                    v[0] = i;
+                    Bytes::from(v)
+                })
+                .collect();
+            let gb = size as f64 / 1e9;
+            if wanted("single_client_put_gigabytes") {
+                let mut i = 0;
+                let v = timeit(secs, gb, || {
+                    i += 1;
+                    let b = bufs[i % bufs.len()].clone();
+                    let rt = &rt;
+                    async move {
+                        let r: ObjectRef = rt.put_encoded(b);
+                        drop(r);
+                        Ok(())
+                    }
+                })
+                .await?;
+                emit("single_client_put_gigabytes", v, "gigabytes_per_second");
+            }
+            if wanted("blake3_hash_gigabytes") {
+                let v = timeit(secs, gb, || {
+                    let h = blake3::hash(&bufs[1]);
+                    std::hint::black_box(h);
+                    async { Ok(()) }
+                })
+                .await?;
+                emit("blake3_hash_gigabytes", v, "gigabytes_per_second");
+            }
+        }
+        // Transfers between nodes are the cluster's; without it there are none.
+        #[cfg(feature = "cluster")]
+        if wanted("object_transfer_gigabytes") || wanted("tcp_loopback_gigabytes") {
+            let size = 256 << 20;
+            if wanted("tcp_loopback_gigabytes") {
+                let v = crate::cluster::tcp_loopback_gbps(size, secs).await?;
+                emit("tcp_loopback_gigabytes", v, "gigabytes_per_second");
+            }
+            if wanted("object_transfer_gigabytes") {
+                let v = crate::cluster::transfer_gbps(size, secs).await?;
+                emit("object_transfer_gigabytes", v, "gigabytes_per_second");
+            }
+        }
+        Ok::<usize, Error>(count)
+    })
+}
+
+/// The metrics that measure a component's tasks and actor calls, named with
+/// `suffix`.
+fn component_metrics(
+    rt: &Runtime,
+    target: &Target,
+    bytes: &[u8],
+    suffix: &str,
+    secs: f64,
+    wanted: &dyn Fn(&str) -> bool,
+    print: &mut dyn FnMut(String),
+) -> Result<usize, Error> {
+    let names = [
+        "single_client_tasks_sync",
+        "single_client_tasks_async",
+        "multi_client_tasks_async",
+        "1_1_actor_calls_sync",
+        "1_1_actor_calls_async",
+        "single_client_wait_1k_refs",
+        "single_client_tasks_and_get_batch",
+    ];
+    let wanted = |name: &str| wanted(&format!("{name}{suffix}"));
+    if !names.iter().any(|n| wanted(n)) {
+        return Ok(0);
+    }
+    let comp = rt.load_bytes_sync(bytes)?;
+    // More drivers for multi_client_tasks_async: separate connections to a
+    // cluster, or more submitters on the embedded runtime.
+    let clients: Vec<(Runtime, crate::Component)> = if wanted("multi_client_tasks_async") {
+        (0..4)
+            .map(|_| {
+                let r = match target {
+                    Target::Embedded => rt.clone(),
+                    #[cfg(feature = "cluster")]
+                    Target::Cluster { .. } => target.runtime()?,
+                };
+                let c = r.load_bytes_sync(bytes)?;
+                Ok((r, c))
+            })
+            .collect::<Result<_, Error>>()?
+    } else {
+        Vec::new()
+    };
     let rt2 = rt.clone();
     rt.block_on(async move {
         let rt = rt2;
         let mut count = 0usize;
         let mut emit = |name: &str, value: f64, unit: &str| {
-            print(line(name, value, unit));
+            print(line(&format!("{name}{suffix}"), value, unit));
             count += 1;
         };
 
@@ -197,56 +308,6 @@ pub fn run_all(
             .await?;
             emit("1_1_actor_calls_async", v, "per_second");
         }
-        if wanted("single_client_put_calls") {
-            let v = timeit(secs, 1.0, || async {
-                let r = rt.put(&0u64).await?;
-                drop(r);
-                Ok(())
-            })
-            .await?;
-            emit("single_client_put_calls", v, "per_second");
-        }
-        if wanted("single_client_get_calls") {
-            let r = rt.put(&0u64).await?;
-            let v = timeit(secs, 1.0, || async { rt.get::<u64>(&r).await.map(|_| ()) }).await?;
-            emit("single_client_get_calls", v, "per_second");
-        }
-        if wanted("single_client_put_gigabytes") || wanted("blake3_hash_gigabytes") {
-            // 100 MiB values, as Ray's benchmark puts large arrays.
-            let size = 100 << 20;
-            let bufs: Vec<Bytes> = (0..4u8)
-                .map(|i| {
-                    let mut v = vec![0u8; size];
-                    v[0] = i;
-                    Bytes::from(v)
-                })
-                .collect();
-            let gb = size as f64 / 1e9;
-            if wanted("single_client_put_gigabytes") {
-                let mut i = 0;
-                let v = timeit(secs, gb, || {
-                    i += 1;
-                    let b = bufs[i % bufs.len()].clone();
-                    let rt = &rt;
-                    async move {
-                        let r: ObjectRef = rt.put_encoded(b);
-                        drop(r);
-                        Ok(())
-                    }
-                })
-                .await?;
-                emit("single_client_put_gigabytes", v, "gigabytes_per_second");
-            }
-            if wanted("blake3_hash_gigabytes") {
-                let v = timeit(secs, gb, || {
-                    let h = blake3::hash(&bufs[1]);
-                    std::hint::black_box(h);
-                    async { Ok(()) }
-                })
-                .await?;
-                emit("blake3_hash_gigabytes", v, "gigabytes_per_second");
-            }
-        }
         if wanted("single_client_wait_1k_refs") {
             let v = timeit(secs, 1.0, || async {
                 let mut not_ready = (0..1000)
@@ -270,19 +331,6 @@ pub fn run_all(
             })
             .await?;
             emit("single_client_tasks_and_get_batch", v, "per_second");
-        }
-        // Transfers between nodes are the cluster's; without it there are none.
-        #[cfg(feature = "cluster")]
-        if wanted("object_transfer_gigabytes") || wanted("tcp_loopback_gigabytes") {
-            let size = 256 << 20;
-            if wanted("tcp_loopback_gigabytes") {
-                let v = crate::cluster::tcp_loopback_gbps(size, secs).await?;
-                emit("tcp_loopback_gigabytes", v, "gigabytes_per_second");
-            }
-            if wanted("object_transfer_gigabytes") {
-                let v = crate::cluster::transfer_gbps(size, secs).await?;
-                emit("object_transfer_gigabytes", v, "gigabytes_per_second");
-            }
         }
         actor.kill()?;
         Ok::<usize, Error>(count)
