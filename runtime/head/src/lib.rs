@@ -12,6 +12,7 @@
 //! `WatchJob` wait on notifications the state raises when an object or a job
 //! changes.
 
+mod http;
 pub mod sched;
 mod state;
 #[cfg(test)]
@@ -36,11 +37,15 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
+pub use http::{DEFAULT_DASHBOARD_PORT, MAX_BODY_BYTES, ROUTES};
 pub use sched::{Placement, Scheduler};
 use state::{Effect, State};
 
 /// Messages of a batch handled under one hold of the lock.
 const HANDLE_SLICE: usize = 64;
+/// How often the timings of tasks that left their phase another way
+/// (cancelled, their job or node gone) are dropped.
+const SWEEP_TIMINGS: Duration = Duration::from_secs(10);
 /// How long `Locate` waits for an object being made, pushed or rebuilt.
 const LOCATE_WAIT: Duration = Duration::from_secs(120);
 
@@ -177,6 +182,8 @@ struct Core {
     job_waits: HashMap<JobId, Arc<Notify>>,
     /// The bytes a session's channel may queue ([`DOWN_QUEUE_BYTES`]).
     down_queue_bytes: usize,
+    /// Scheduling and run times for `/metrics`, taken as messages pass.
+    timings: http::metrics::Timings,
 }
 
 impl Core {
@@ -189,10 +196,14 @@ impl Core {
     /// dropped (its stream ends) and the state closes it as a broken
     /// connection, whose effects are carried out in turn. Nothing here waits.
     fn flush(&mut self) {
+        let now = Instant::now();
         loop {
             let sent = std::mem::take(&mut self.state.outbox().sent);
             let mut lagging = Vec::new();
             for (session, e) in sent {
+                if let Effect::Assign(a) = &e {
+                    self.timings.assigned(a.task, now);
+                }
                 if let Effect::Close = e {
                     self.sessions.remove(&session);
                 } else if let Some(tx) = self.sessions.get(&session)
@@ -293,6 +304,7 @@ impl Head {
             object_waits: HashMap::new(),
             job_waits: HashMap::new(),
             down_queue_bytes: DOWN_QUEUE_BYTES,
+            timings: Default::default(),
         };
         Ok(Head {
             core: Arc::new(Mutex::new(core)),
@@ -320,9 +332,17 @@ impl Head {
             tokio::spawn(async move {
                 let timeout = head.config.node_timeout;
                 let every = (timeout / 5).max(Duration::from_millis(50));
+                let mut swept = Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
                     head.with(|st| st.check_heartbeats(Instant::now(), timeout));
+                    // The timings of tasks that left their phase another way.
+                    if swept.elapsed() >= SWEEP_TIMINGS {
+                        swept = Instant::now();
+                        let mut core = head.core.lock();
+                        let Core { state, timings, .. } = &mut *core;
+                        timings.sweep(state);
+                    }
                 }
             })
         };
@@ -345,12 +365,23 @@ impl Head {
     /// A batch of a session's messages, under one hold of the lock.
     fn handle(&self, session: u64, msgs: Vec<v1::Up>) {
         let mut core = self.core.lock();
-        let st = &mut core.state;
-        st.touch(session, Instant::now());
+        let Core {
+            state: st, timings, ..
+        } = &mut *core;
+        let now = Instant::now();
+        st.touch(session, now);
         for m in msgs {
             let Some(m) = m.msg else { continue };
             match wire::input(m) {
-                Ok(Some(input)) => st.handle(session, input),
+                Ok(Some(input)) => {
+                    match &input {
+                        state::Input::Submit(s) => timings.submitted(s.task, now),
+                        state::Input::Started(t) => timings.started(*t, now),
+                        state::Input::Done(d) => timings.done(d.task, now),
+                        _ => {}
+                    }
+                    st.handle(session, input)
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("session {session}: a put was refused: {e}"),
             }

@@ -281,3 +281,74 @@ impl State {
         (lines, j.logs_dropped + j.logs.len() as u64)
     }
 }
+
+/// The cluster in numbers, as `/metrics` shows it: read from the tables
+/// when asked (nothing is counted twice).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// The tasks `ferray list tasks` lists (the live ones and the kept
+    /// history), by state.
+    pub tasks: std::collections::BTreeMap<String, u64>,
+    /// Actors of live jobs, by state.
+    pub actors: std::collections::BTreeMap<&'static str, u64>,
+    /// Jobs the head keeps, by state.
+    pub jobs: std::collections::BTreeMap<&'static str, u64>,
+    pub nodes_alive: u64,
+    /// Dead nodes still listed.
+    pub nodes_dead: u64,
+    /// Each live node's resources: total and free.
+    pub resources: Vec<(NodeId, ferray_core::Resources, ferray_core::Resources)>,
+    /// Objects in the head's table.
+    pub objects: u64,
+    /// The bytes of the objects each holder keeps for the cluster (the
+    /// head's own store is [`super::HEAD_HOLDER`]).
+    pub object_bytes: std::collections::BTreeMap<NodeId, u64>,
+}
+
+impl State {
+    /// The cluster in numbers (`/metrics`): one pass over each table.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for t in self.tasks.values() {
+            *c.tasks.entry(t.state_name().to_string()).or_default() += 1;
+        }
+        for t in &self.history {
+            *c.tasks.entry(t.state.to_string()).or_default() += 1;
+        }
+        for a in self.actors.values() {
+            let s = match a.state {
+                AState::Pending => "PENDING",
+                AState::Alive(_) => "ALIVE",
+                AState::Dead(_) => "DEAD",
+            };
+            *c.actors.entry(s).or_default() += 1;
+        }
+        for j in self.jobs.values() {
+            *c.jobs.entry(j.state.name()).or_default() += 1;
+        }
+        let mut nodes: Vec<_> = self.nodes.iter().collect();
+        nodes.sort_by_key(|(id, _)| **id);
+        for (id, n) in nodes {
+            if !n.alive {
+                c.nodes_dead += 1;
+                continue;
+            }
+            c.nodes_alive += 1;
+            let free = self.sched.free(*id).cloned().unwrap_or_default();
+            c.resources.push((*id, n.total.clone(), free));
+        }
+        c.objects = self.objects.len() as u64;
+        for o in self.objects.values() {
+            for h in &o.holders {
+                *c.object_bytes.entry(*h).or_default() += o.size;
+            }
+        }
+        c
+    }
+
+    /// A live task's state (`None`: not in the live table), for the edge's
+    /// timing of scheduling and run time.
+    pub fn task_state(&self, id: TaskId) -> Option<&'static str> {
+        self.tasks.get(&id).map(|t| t.state_name())
+    }
+}

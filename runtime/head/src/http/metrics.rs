@@ -1,0 +1,219 @@
+//! `/metrics`: the cluster as the head sees it, in Prometheus text format
+//! (through `prometheus-client`), under Ray's metric names with a `ferray_`
+//! prefix where the meaning matches. The gauges are read from the state's
+//! tables at scrape time (`State::counts`): nothing is counted twice. The
+//! histograms are what the edge times as messages pass: a task's wait from
+//! its submission to its first assignment, and an attempt's run from
+//! `Started` to `Done`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::State as AxState;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferray_core::TaskId;
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::Head;
+use crate::state::State;
+
+/// Prometheus' text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// When tasks were submitted and attempts started, until they are assigned
+/// and done, and the histograms of those waits. Lives beside the state,
+/// under the head's lock; entries of tasks that left the phase another way
+/// (cancelled, their job ended, their node died) go at the next sweep.
+#[derive(Debug)]
+pub(crate) struct Timings {
+    submitted: HashMap<TaskId, Instant>,
+    started: HashMap<TaskId, Instant>,
+    scheduling: Histogram,
+    run: Histogram,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            submitted: HashMap::new(),
+            started: HashMap::new(),
+            // 100 µs to about 7 minutes.
+            scheduling: Histogram::new(exponential_buckets(1e-4, 4.0, 12)),
+            // 1 ms to about 3 days.
+            run: Histogram::new(exponential_buckets(1e-3, 4.0, 14)),
+        }
+    }
+}
+
+impl Timings {
+    pub(crate) fn submitted(&mut self, t: TaskId, now: Instant) {
+        self.submitted.insert(t, now);
+    }
+
+    pub(crate) fn assigned(&mut self, t: TaskId, now: Instant) {
+        if let Some(at) = self.submitted.remove(&t) {
+            self.scheduling.observe((now - at).as_secs_f64());
+        }
+    }
+
+    pub(crate) fn started(&mut self, t: TaskId, now: Instant) {
+        self.started.insert(t, now);
+    }
+
+    pub(crate) fn done(&mut self, t: TaskId, now: Instant) {
+        if let Some(at) = self.started.remove(&t) {
+            self.run.observe((now - at).as_secs_f64());
+        }
+    }
+
+    /// Forget the tasks that are no longer waiting for a node, or running.
+    pub(crate) fn sweep(&mut self, state: &State) {
+        self.submitted.retain(|t, _| {
+            matches!(
+                state.task_state(*t),
+                Some("WAITING_FOR_DEPENDENCIES" | "PENDING_NODE_ASSIGNMENT")
+            )
+        });
+        self.started
+            .retain(|t, _| state.task_state(*t) == Some("RUNNING"));
+    }
+}
+
+fn gauge_family() -> Family<Labels, Gauge> {
+    Family::default()
+}
+
+fn set(f: &Family<Labels, Gauge>, labels: Labels, v: u64) {
+    f.get_or_create(&labels)
+        .set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+/// The metrics text, read under the lock.
+pub(crate) fn render(head: &Head) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    let (c, scheduling, run) = {
+        let core = head.core.lock();
+        (
+            core.state.counts(),
+            core.timings.scheduling.clone(),
+            core.timings.run.clone(),
+        )
+    };
+    let tasks = gauge_family();
+    for (state, n) in &c.tasks {
+        set(&tasks, vec![("State", state.clone())], *n);
+    }
+    reg.register(
+        "ferray_tasks",
+        "Tasks (functions, drivers and actor calls) the head lists, by state",
+        tasks,
+    );
+    let actors = gauge_family();
+    for (state, n) in &c.actors {
+        set(&actors, vec![("State", state.to_string())], *n);
+    }
+    reg.register("ferray_actors", "Actors of live jobs, by state", actors);
+    let jobs = gauge_family();
+    for (state, n) in &c.jobs {
+        set(&jobs, vec![("State", state.to_string())], *n);
+    }
+    reg.register("ferray_jobs", "Jobs the head keeps, by state", jobs);
+    let active = Gauge::<i64>::default();
+    active.set(c.nodes_alive as i64);
+    reg.register(
+        "ferray_cluster_active_nodes",
+        "Nodes alive in the cluster",
+        active,
+    );
+    let failed = Gauge::<i64>::default();
+    failed.set(c.nodes_dead as i64);
+    reg.register(
+        "ferray_cluster_failed_nodes",
+        "Nodes declared dead and still listed",
+        failed,
+    );
+    let resources = Family::<Labels, FGauge>::default();
+    for (node, total, free) in &c.resources {
+        let put = |name: &str, total: f64, free: f64| {
+            let node = node.to_string();
+            resources
+                .get_or_create(&vec![
+                    ("Name", name.to_string()),
+                    ("State", "USED".into()),
+                    ("InstanceId", node.clone()),
+                ])
+                .set((total - free).max(0.0));
+            resources
+                .get_or_create(&vec![
+                    ("Name", name.to_string()),
+                    ("State", "AVAILABLE".into()),
+                    ("InstanceId", node),
+                ])
+                .set(free);
+        };
+        put("CPU", total.num_cpus(), free.num_cpus());
+        put("GPU", total.num_gpus(), free.num_gpus());
+        put("memory", total.memory() as f64, free.memory() as f64);
+        for (name, amount) in total.custom() {
+            let left = free
+                .custom()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, v)| v);
+            put(name, amount, left);
+        }
+    }
+    reg.register(
+        "ferray_resources",
+        "Logical resources of each live node, USED or AVAILABLE, as the scheduler counts them",
+        resources,
+    );
+    let objects = Gauge::<i64>::default();
+    objects.set(i64::try_from(c.objects).unwrap_or(i64::MAX));
+    reg.register("ferray_objects", "Objects in the head's table", objects);
+    let bytes = gauge_family();
+    for (node, n) in &c.object_bytes {
+        let holder = if *node == crate::state::HEAD_HOLDER {
+            "head".to_string()
+        } else {
+            node.to_string()
+        };
+        set(&bytes, vec![("InstanceId", holder)], *n);
+    }
+    reg.register(
+        "ferray_object_store_memory",
+        "Bytes of the cluster's objects each node holds, as the head knows them",
+        bytes,
+    );
+    reg.register(
+        "ferray_scheduling_latency_seconds",
+        "From a task's submission to its first assignment to a node",
+        scheduling,
+    );
+    reg.register(
+        "ferray_task_run_seconds",
+        "From an attempt's start on its node (resources granted) to its end",
+        run,
+    );
+    let mut out = String::new();
+    encode_registry(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// `GET /metrics`.
+pub(super) async fn scrape(AxState(head): AxState<Head>) -> Response {
+    match render(&head) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::warn!("the metrics could not be written: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The head's HTTP edge on the dashboard port (8265 by default, as Ray's):
+//! `/metrics` in Prometheus text format (`metrics.rs`) and a jobs API shaped
+//! like Ray's (`jobs.rs`, described by `docs/jobs-api.yaml`). Every request
+//! carries the cluster token as `Authorization: Bearer TOKEN` (compared in
+//! constant time; 401 without it), bodies are capped, and the server speaks
+//! TLS with the head's certificate when the cluster does.
+//!
+//! It reads and changes the head's state the way the gRPC edge does: under
+//! the head's one lock, through the state machine's methods, with the
+//! effects flushed after a change.
+
+mod jobs;
+pub(crate) mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State as AxState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferray_core::Error;
+use ferray_proto::Token;
+use ferray_proto::tls::CertKey;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use crate::Head;
+
+/// The dashboard port's default (Ray's).
+pub const DEFAULT_DASHBOARD_PORT: u16 = 8265;
+/// The largest request body: a job with its component inline (base64).
+pub const MAX_BODY_BYTES: usize = 48 << 20;
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+/// A client has this long to send a request's headers (and to finish a TLS
+/// handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every route of the router, as `METHOD PATH` (axum's `{param}` syntax,
+/// as OpenAPI writes it). `docs/jobs-api.yaml` lists the same (a test
+/// compares them, and asks the router for each).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("POST", "/api/jobs/"),
+    ("GET", "/api/jobs/"),
+    ("GET", "/api/jobs/{submission_id}"),
+    ("GET", "/api/jobs/{submission_id}/logs"),
+    ("POST", "/api/jobs/{submission_id}/stop"),
+];
+
+/// Why a request failed, as its status and a JSON body `{"error": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(m) => ApiError::NotFound(m),
+            Error::InvalidArgument(m) => ApiError::BadRequest(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// The router of the dashboard port, every route behind the token check.
+pub fn router(head: Head) -> Router {
+    let token = head.config.token.clone();
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .route("/api/jobs/", post(jobs::submit).get(jobs::list))
+        .route("/api/jobs/{submission_id}", get(jobs::info))
+        .route("/api/jobs/{submission_id}/logs", get(jobs::logs))
+        .route("/api/jobs/{submission_id}/stop", post(jobs::stop))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(head)
+        // Outermost: nothing runs, not even a 404, before the token check.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            check_token,
+        ))
+}
+
+/// Whether `sent` (an `Authorization` header) is `Bearer TOKEN`, compared
+/// in constant time.
+fn admits(token: &Token, sent: Option<&HeaderValue>) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(sent) = sent else { return false };
+    let want = format!("Bearer {}", token.as_str());
+    sent.as_bytes().ct_eq(want.as_bytes()).into()
+}
+
+async fn check_token(AxState(token): AxState<Arc<Token>>, req: Request, next: Next) -> Response {
+    if admits(&token, req.headers().get(header::AUTHORIZATION)) {
+        return next.run(req).await;
+    }
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({
+            "error": "no or wrong cluster token: send `Authorization: Bearer TOKEN` with the head's token"
+        })),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The TLS server configuration of a certificate and key (PEM).
+fn tls_acceptor(id: &CertKey) -> Result<TlsAcceptor, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::InvalidArgument(format!(
+            "the head's certificate or key is unusable for HTTPS: {e}"
+        ))
+    };
+    let certs = CertificateDer::pem_slice_iter(id.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).map_err(|e| bad(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Head {
+    /// Serve the dashboard port on `listener` until `shutdown` resolves:
+    /// HTTP/1.1, over TLS with `tls` (the head's certificate) when given.
+    pub async fn serve_http(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<&CertKey>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let acceptor = tls.map(tls_acceptor).transpose()?;
+        let service = TowerToHyperService::new(router(self));
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                p = slots.clone().acquire_owned() => p
+                    .map_err(|_| Error::System("the HTTP server's slots closed".into()))?,
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, go on.
+                        tracing::warn!("the dashboard port could not accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = service.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_connection(stream, peer, acceptor, service).await;
+            });
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    service: TowerToHyperService<Router>,
+) {
+    let _ = stream.set_nodelay(true);
+    let http = {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        b
+    };
+    let served = match acceptor {
+        Some(acceptor) => {
+            match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                Ok(Err(e)) => {
+                    tracing::debug!("dashboard port: TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("dashboard port: TLS handshake with {peer} timed out");
+                    return;
+                }
+            }
+        }
+        None => http.serve_connection(TokioIo::new(stream), service).await,
+    };
+    if let Err(e) = served {
+        tracing::debug!("dashboard port: connection with {peer}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests;
