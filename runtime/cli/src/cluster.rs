@@ -49,9 +49,14 @@ pub struct StartArgs {
     /// this long before it gives up (0s: exit at once).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
     reconnect_timeout: Duration,
-    /// Dashboard port (accepted for Ray compatibility; ferray serves none).
-    #[arg(long, value_name = "PORT", hide = true)]
+    /// A head: the port of its HTTP edge, `/metrics` and the jobs API
+    /// (0: any free port). Without it, 8265 (Ray's), and when that is
+    /// taken the head starts without one and says so.
+    #[arg(long, value_name = "PORT")]
     dashboard_port: Option<u16>,
+    /// A head: the address the dashboard port listens on.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    dashboard_host: std::net::IpAddr,
     /// Stay in the foreground until interrupted.
     #[arg(long)]
     block: bool,
@@ -378,6 +383,46 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         },
         address.clone(),
     )?;
+    // The dashboard port (HTTP: /metrics, the jobs API), TLS when the
+    // cluster speaks it.
+    let dash_bind = SocketAddr::new(
+        args.dashboard_host,
+        args.dashboard_port
+            .unwrap_or(ferray_head::DEFAULT_DASHBOARD_PORT),
+    );
+    let dashboard = match exec.block_on(tokio::net::TcpListener::bind(dash_bind)) {
+        Ok(l) => Ok(l),
+        Err(e) if args.dashboard_port.is_none() => Err(format!(
+            "none (cannot listen on {dash_bind}: {e}; pick one with --dashboard-port)"
+        )),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot listen on {dash_bind} (--dashboard-port)"));
+        }
+    };
+    let dashboard = match dashboard {
+        Ok(l) => {
+            let at = ferray_head::advertised(l.local_addr()?);
+            let url = format!("{}://{at}", if tls { "https" } else { "http" });
+            let id = if tls {
+                ferray::cluster::tls::installed().and_then(|t| t.identity.clone())
+            } else {
+                None
+            };
+            let serving = head.clone();
+            let task = exec.spawn(async move {
+                if let Err(e) = serving
+                    .serve_http(l, id.as_ref(), std::future::pending())
+                    .await
+                {
+                    tracing::error!("the dashboard port stopped: {e}");
+                }
+            });
+            write_private(&state_dir().join("dashboard-address"), &url)?;
+            Ok((url, task))
+        }
+        Err(why) => Err(why),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = exec.spawn(head.serve(listener, async {
         let _ = stop_rx.await;
@@ -415,7 +460,12 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             ferray::cluster::tls_dir().join("ca.pem").display()
         );
     }
-    outln!("  dashboard:    none (use `ferray status --address {public}`)");
+    match &dashboard {
+        Ok((url, _)) => {
+            outln!("  dashboard:    {url} (/metrics, /api/jobs/; the token as a bearer header)")
+        }
+        Err(why) => outln!("  dashboard:    {why}"),
+    }
     let out = match worker {
         Some((rt, cfg)) => {
             let pid_file = pid_file.to_path_buf();
@@ -445,6 +495,10 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     let _ = stop_tx.send(());
     let _ = exec.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     let _ = std::fs::remove_file(state_dir().join("head-address"));
+    if let Ok((_, task)) = dashboard {
+        task.abort();
+        let _ = std::fs::remove_file(state_dir().join("dashboard-address"));
+    }
     out?;
     Ok(ExitCode::SUCCESS)
 }
