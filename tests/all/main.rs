@@ -10,6 +10,7 @@ mod embed;
 mod files;
 mod gpu;
 mod harness;
+mod http;
 mod limits;
 mod objects;
 mod partition;
