@@ -421,7 +421,11 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             write_private(&state_dir().join("dashboard-address"), &url)?;
             Ok((url, task))
         }
-        Err(why) => Err(why),
+        Err(why) => {
+            // Not an earlier head's address.
+            let _ = std::fs::remove_file(state_dir().join("dashboard-address"));
+            Err(why)
+        }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = exec.spawn(head.serve(listener, async {

@@ -429,6 +429,29 @@ impl Head {
         Ok(ferray_proto::cluster_view_to(page.view, page.next))
     }
 
+    /// Submit a job (`Head.SubmitJob`, `POST /api/jobs/`), with its
+    /// component's bytes when they came with it; its driver's wait for a
+    /// node is timed from now.
+    fn submit(&self, req: state::JobRequest, bytes: Option<Bytes>) -> Result<JobId, Error> {
+        let mut core = self.core.lock();
+        let now = Instant::now();
+        if let Some(bytes) = bytes {
+            core.state.upload_component(req.component, bytes, now);
+        }
+        let job = core.state.submit_job(req);
+        if let Ok(job) = job
+            && let Some(driver) = core.state.job_driver(job)
+        {
+            core.timings.submitted(driver, now);
+        }
+        core.flush();
+        job
+    }
+
+    fn job_info_of(&self, job: JobId) -> Option<ferray_core::view::JobInfo> {
+        self.core.lock().state.job_info(job)
+    }
+
     fn job_info(&self, job: JobId) -> Option<v1::JobInfo> {
         self.core
             .lock()
@@ -572,9 +595,8 @@ impl v1::head_server::Head for Head {
         req: Request<v1::JobRequest>,
     ) -> Result<Response<v1::JobInfo>, Status> {
         let req = wire::job_request(req.into_inner()).map_err(|e| to_status(&e))?;
-        let info = self.with(|st| {
-            let job = st.submit_job(req)?;
-            st.job_info(job)
+        let info = self.submit(req, None).and_then(|job| {
+            self.job_info_of(job)
                 .ok_or_else(|| Error::System("the job vanished".into()))
         });
         Ok(Response::new(ferray_proto::job_info_to(

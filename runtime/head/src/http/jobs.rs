@@ -6,7 +6,6 @@
 //! (`ferray_codec`, no wasmtime), so a wrong one is a 400, not a failed job.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -186,17 +185,15 @@ pub(super) async fn submit(
             ));
         }
     };
-    let job = head.with(|st| {
-        if let Some(bytes) = inline {
-            st.upload_component(id, bytes, Instant::now());
-        }
-        st.submit_job(JobRequest {
+    let job = head.submit(
+        JobRequest {
             component: id,
             function: req.function,
             args: req.args,
             entrypoint: resources,
-        })
-    })?;
+        },
+        inline,
+    )?;
     tracing::info!("{job} submitted over HTTP (component {})", id.short());
     Ok(Json(SubmitResponse {
         job_id: job.to_string(),

@@ -346,6 +346,11 @@ impl State {
         c
     }
 
+    /// A job's driver task, while the head keeps the job.
+    pub fn job_driver(&self, id: JobId) -> Option<TaskId> {
+        self.jobs.get(&id).and_then(|j| j.driver)
+    }
+
     /// A live task's state (`None`: not in the live table), for the edge's
     /// timing of scheduling and run time.
     pub fn task_state(&self, id: TaskId) -> Option<&'static str> {
