@@ -408,3 +408,58 @@ fn a_tls_cluster_serves_https_checked_against_its_ca() {
         .send();
     assert!(r.is_err() || r.is_ok_and(|r| r.status() != 200));
 }
+
+#[test]
+fn a_worker_serves_its_own_metrics() {
+    let mut c = Cluster::start_with(0, &["--no-worker", "--dashboard-port", "0"]);
+    c.add_worker_with(&[], &["--metrics-export-port", "0"]);
+    let log = c.workers[0].2.clone();
+    let url = wait_for("the worker's metrics address", 30, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text.lines().find(|l| l.contains("node metrics: "))?;
+        line.split("node metrics: ")
+            .nth(1)
+            .map(|u| u.trim().to_string())
+    });
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
+    let http = reqwest::blocking::Client::new();
+    assert_eq!(http.get(&url).send().expect("GET").status(), 401);
+    let api = Api::new(&c);
+    let (status, r) = api.post_json(
+        "/api/jobs/",
+        &json!({"component_base64": base64::engine::general_purpose::STANDARD
+                    .encode(std::fs::read(fx::MISBEHAVE).expect("the component")),
+                "function": "fan-out", "args": ["6", "10"]}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let job = r["submission_id"].as_str().expect("an id").to_string();
+    assert_eq!(api.wait_job(&job)["status"], "SUCCEEDED");
+    // The node's view: the same reading as the head's /metrics.
+    let node = Api {
+        base: url.trim_end_matches("/metrics").to_string(),
+        token: c.token.clone(),
+        http,
+    };
+    let m = scrape(&node);
+    let store = by_label(&m, "ferray_object_store_memory", "Location");
+    assert!(
+        store.contains_key("IN_MEMORY") && store.contains_key("SPILLED"),
+        "{store:?}"
+    );
+    let cpus = m
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "ferray_node_resources"
+                && x.labels.get("Name") == Some("CPU")
+                && x.labels.get("State") == Some("AVAILABLE")
+        })
+        .map(|x| match x.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => -1.0,
+        });
+    assert_eq!(cpus, Some(2.0));
+}

@@ -57,6 +57,10 @@ pub struct StartArgs {
     /// A head: the address the dashboard port listens on.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     dashboard_host: std::net::IpAddr,
+    /// Serve this node's own `/metrics` (the node's view) on this port of
+    /// --node-ip-address (0: any free port), behind the cluster token.
+    #[arg(long, value_name = "PORT")]
+    metrics_export_port: Option<u16>,
     /// Stay in the foreground until interrupted.
     #[arg(long)]
     block: bool,
@@ -270,6 +274,71 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
         .with_context(|| format!("cannot read {what} from {}", path.display()))
 }
 
+/// A worker's own `/metrics` (`--metrics-export-port`): the node's view,
+/// read from its runtime at each scrape, behind the cluster token, TLS when
+/// the node speaks it. Its URL, and the server (aborted when dropped).
+fn node_metrics_server(
+    args: &StartArgs,
+    rt: &ferray::Runtime,
+    token: &Token,
+) -> Result<Option<(String, AbortOnDrop)>> {
+    let Some(port) = args.metrics_export_port else {
+        return Ok(None);
+    };
+    let bind = SocketAddr::new(args.node_ip_address, port);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(bind))
+        .with_context(|| format!("cannot listen on {bind} (--metrics-export-port)"))?;
+    let id = ferray::cluster::tls::installed().and_then(|t| t.identity.clone());
+    let url = format!(
+        "{}://{}",
+        if id.is_some() { "https" } else { "http" },
+        ferray_head::advertised(listener.local_addr()?)
+    );
+    let (stats, token) = (rt.clone(), token.clone());
+    // On the node's runtime, beside its work.
+    let exec = rt.block_on(async { tokio::runtime::Handle::current() });
+    let task = exec.spawn(async move {
+        let served = ferray_head::serve_node_metrics(
+            listener,
+            token,
+            id.as_ref(),
+            move || node_metrics(&stats.stats()),
+            std::future::pending(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::warn!("the node's metrics port stopped: {e}");
+        }
+    });
+    Ok(Some((url, AbortOnDrop(task))))
+}
+
+/// A task aborted when this goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a node's `/metrics` shows, from its runtime's figures.
+fn node_metrics(s: &ferray::RuntimeStats) -> ferray_head::NodeMetrics {
+    ferray_head::NodeMetrics {
+        object_store_bytes_in_memory: s.store.bytes_in_memory,
+        object_store_bytes_spilled: s.store.bytes_spilled,
+        objects: s.store.objects,
+        // Not in the runtime's public figures. (Nor are tasks: its
+        // counters count what is submitted here, not what the head assigns.)
+        instance_slots: None,
+        guest_memory: None,
+        resources_total: s.resources_total.clone(),
+        resources_free: s.resources_free.clone(),
+        gpu_memory_used: s.gpu.as_ref().map(|g| g.live_bytes),
+    }
+}
+
 pub fn start(args: StartArgs) -> Result<ExitCode> {
     if !args.head && args.address.is_none() {
         bail!("say --head to start a head, or --address HOST:PORT to join one");
@@ -449,7 +518,8 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             SocketAddr::new(args.node_ip_address, 0),
             format!("head pid {}", std::process::id()),
         );
-        Some((rt, cfg))
+        let metrics = node_metrics_server(args, &rt, &token)?;
+        Some((rt, cfg, metrics))
     };
     outln!("ferray head started at {public}");
     outln!("  join it:      ferray start --address {public}");
@@ -471,9 +541,10 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         Err(why) => outln!("  dashboard:    {why}"),
     }
     let out = match worker {
-        Some((rt, cfg)) => {
+        Some((rt, cfg, metrics)) => {
             let pid_file = pid_file.to_path_buf();
             let addr = address.clone();
+            let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
             rt.block_on(ferray::cluster::run_worker(
                 &rt,
                 cfg,
@@ -483,6 +554,9 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
                         NodeId(j.node),
                         j.object_address
                     );
+                    if let Some(m) = &metrics_url {
+                        outln!("  node metrics: {m}/metrics");
+                    }
                     let _ = std::io::stdout().flush();
                     let _ = write_private(&pid_file, &format!("head {addr}\n"));
                 },
@@ -597,6 +671,8 @@ fn run_worker_once(
 ) -> Result<()> {
     let token = token.clone();
     let rt = args.node.builder(OutputMode::Discard).build_sync()?;
+    let metrics = node_metrics_server(args, &rt, &token)?;
+    let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
     let cfg = WorkerConfig::new(
         ferray::cluster::host_port(address).to_string(),
         token,
@@ -618,6 +694,9 @@ fn run_worker_once(
                 total.num_gpus(),
                 j.object_address
             );
+            if let Some(m) = &metrics_url {
+                outln!("  node metrics: {m}/metrics");
+            }
             let _ = std::io::stdout().flush();
             let _ = write_private(&pid_file, &format!("worker {addr}\n"));
         },

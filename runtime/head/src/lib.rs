@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
-pub use http::{DEFAULT_DASHBOARD_PORT, MAX_BODY_BYTES, ROUTES};
+pub use http::{DEFAULT_DASHBOARD_PORT, MAX_BODY_BYTES, NodeMetrics, ROUTES, serve_node_metrics};
 pub use sched::{Placement, Scheduler};
 use state::{Effect, State};
 

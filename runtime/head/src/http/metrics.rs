@@ -207,13 +207,134 @@ pub(crate) fn render(head: &Head) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-/// `GET /metrics`.
-pub(super) async fn scrape(AxState(head): AxState<Head>) -> Response {
-    match render(&head) {
+/// Metrics text as a response (500 if it could not be written).
+pub(super) fn text_response(text: Result<String, std::fmt::Error>) -> Response {
+    match text {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::warn!("the metrics could not be written: {e}");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// `GET /metrics`.
+pub(super) async fn scrape(AxState(head): AxState<Head>) -> Response {
+    text_response(render(&head))
+}
+
+/// A worker's view of itself, for its own `/metrics` (the worker fills it
+/// from its runtime at each scrape; this crate knows no runtime).
+#[derive(Debug, Clone, Default)]
+pub struct NodeMetrics {
+    /// Bytes of the objects its store holds in memory, and on disk.
+    pub object_store_bytes_in_memory: u64,
+    pub object_store_bytes_spilled: u64,
+    /// Objects its store holds (in memory or spilled).
+    pub objects: u64,
+    /// Instance slots (one per task attempt or actor): in use, and all
+    /// (`None`: not known to the caller).
+    pub instance_slots: Option<(u64, u64)>,
+    /// Bytes of guest linear memory (and decoded arguments) held now, and
+    /// the node's limit (`None`: not known to the caller).
+    pub guest_memory: Option<(u64, u64)>,
+    /// The node's resources as its admission counts them: total and free.
+    pub resources_total: ferray_core::Resources,
+    pub resources_free: ferray_core::Resources,
+    /// Bytes of GPU buffers held by its tasks (`None`: no GPU).
+    pub gpu_memory_used: Option<u64>,
+}
+
+/// A worker's metrics text.
+pub fn render_node(m: &NodeMetrics) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    let g = |v: u64| {
+        let x = Gauge::<i64>::default();
+        x.set(i64::try_from(v).unwrap_or(i64::MAX));
+        x
+    };
+    let store = gauge_family();
+    set(
+        &store,
+        vec![("Location", "IN_MEMORY".into())],
+        m.object_store_bytes_in_memory,
+    );
+    set(
+        &store,
+        vec![("Location", "SPILLED".into())],
+        m.object_store_bytes_spilled,
+    );
+    reg.register(
+        "ferray_object_store_memory",
+        "Bytes of the objects this node's store holds, in memory or spilled to disk",
+        store,
+    );
+    reg.register(
+        "ferray_object_store_num_local_objects",
+        "Objects this node's store holds",
+        g(m.objects),
+    );
+    if let Some((used, total)) = m.instance_slots {
+        let slots = gauge_family();
+        set(&slots, vec![("State", "USED".into())], used);
+        set(
+            &slots,
+            vec![("State", "AVAILABLE".into())],
+            total.saturating_sub(used),
+        );
+        reg.register(
+            "ferray_node_instance_slots",
+            "Guest instance slots (one per task attempt or actor), USED or AVAILABLE",
+            slots,
+        );
+    }
+    if let Some((used, limit)) = m.guest_memory {
+        reg.register(
+            "ferray_node_guest_mem_used",
+            "Bytes of guest linear memory and decoded arguments held on this node",
+            g(used),
+        );
+        reg.register(
+            "ferray_node_guest_mem_limit",
+            "The node's limit on guest memory (--memory)",
+            g(limit),
+        );
+    }
+    let resources = Family::<Labels, FGauge>::default();
+    let (total, free) = (&m.resources_total, &m.resources_free);
+    let put = |name: &str, total: f64, free: f64| {
+        resources
+            .get_or_create(&vec![("Name", name.to_string()), ("State", "USED".into())])
+            .set((total - free).max(0.0));
+        resources
+            .get_or_create(&vec![
+                ("Name", name.to_string()),
+                ("State", "AVAILABLE".into()),
+            ])
+            .set(free);
+    };
+    put("CPU", total.num_cpus(), free.num_cpus());
+    put("GPU", total.num_gpus(), free.num_gpus());
+    for (name, amount) in total.custom() {
+        let left = free
+            .custom()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, v)| v);
+        put(name, amount, left);
+    }
+    reg.register(
+        "ferray_node_resources",
+        "This node's resources as its admission counts them, USED or AVAILABLE",
+        resources,
+    );
+    if let Some(bytes) = m.gpu_memory_used {
+        reg.register(
+            "ferray_node_gpus_memory_used",
+            "Bytes of GPU buffers its tasks hold",
+            g(bytes),
+        );
+    }
+    let mut out = String::new();
+    encode_registry(&mut out, &reg)?;
+    Ok(out)
 }

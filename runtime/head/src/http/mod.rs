@@ -12,6 +12,8 @@
 mod jobs;
 pub(crate) mod metrics;
 
+pub use metrics::NodeMetrics;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,35 +170,72 @@ impl Head {
         tls: Option<&CertKey>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let acceptor = tls.map(tls_acceptor).transpose()?;
-        let service = TowerToHyperService::new(router(self));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                p = slots.clone().acquire_owned() => p
-                    .map_err(|_| Error::System("the HTTP server's slots closed".into()))?,
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait, go on.
-                        tracing::warn!("the dashboard port could not accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let service = service.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                serve_connection(stream, peer, acceptor, service).await;
-            });
-        }
+        serve_router(router(self), listener, tls, shutdown).await
+    }
+}
+
+/// A worker's own `/metrics` (the node's view, [`NodeMetrics`], read by
+/// `stats` at each scrape) on `listener` until `shutdown` resolves, behind
+/// the cluster token like the head's, over TLS with `tls` when given.
+pub async fn serve_node_metrics(
+    listener: tokio::net::TcpListener,
+    token: Token,
+    tls: Option<&CertKey>,
+    stats: impl Fn() -> NodeMetrics + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let stats = Arc::new(stats);
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let stats = stats.clone();
+                async move { metrics::text_response(metrics::render_node(&stats())) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            check_token,
+        ));
+    serve_router(router, listener, tls, shutdown).await
+}
+
+/// Serve `router` over HTTP/1.1 (TLS with `tls`) on `listener`.
+async fn serve_router(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<&CertKey>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let acceptor = tls.map(tls_acceptor).transpose()?;
+    let service = TowerToHyperService::new(router);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            p = slots.clone().acquire_owned() => p
+                .map_err(|_| Error::System("the HTTP server's slots closed".into()))?,
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, go on.
+                    tracing::warn!("an HTTP port could not accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, acceptor, service).await;
+        });
     }
 }
 

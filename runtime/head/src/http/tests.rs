@@ -199,3 +199,28 @@ async fn metrics_of_an_empty_head() {
         "Prometheus text, not OpenMetrics: {text}"
     );
 }
+
+#[test]
+fn a_nodes_metrics_show_what_it_knows() {
+    let m = NodeMetrics {
+        object_store_bytes_in_memory: 10,
+        object_store_bytes_spilled: 5,
+        objects: 2,
+        instance_slots: Some((3, 1000)),
+        guest_memory: None,
+        resources_total: ferray_core::Resources::cpus(4.0),
+        resources_free: ferray_core::Resources::cpus(1.5),
+        gpu_memory_used: None,
+    };
+    let text = metrics::render_node(&m).expect("metrics");
+    for line in [
+        "ferray_object_store_memory{Location=\"IN_MEMORY\"} 10",
+        "ferray_object_store_memory{Location=\"SPILLED\"} 5",
+        "ferray_object_store_num_local_objects 2",
+        "ferray_node_instance_slots{State=\"AVAILABLE\"} 997",
+        "ferray_node_resources{Name=\"CPU\",State=\"USED\"} 2.5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("guest_mem"), "unknown, not shown: {text}");
+}
