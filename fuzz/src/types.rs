@@ -3,8 +3,8 @@
 
 use wasm_wave::value::Type;
 
-/// Types nest at most this deep (the codec's limit is far deeper; deep
-/// values come from lists of lists, not from the type).
+/// Types nest at most this deep, but for the chains of options and lists
+/// that reach past the codec's limit.
 const MAX_TYPE_DEPTH: usize = 6;
 /// At most this many type nodes in one generated type.
 const MAX_NODES: usize = 48;
@@ -89,7 +89,7 @@ fn node(input: &mut Input<'_>, depth: usize) -> Type {
     }
     let depth = depth + 1;
     let small = |input: &mut Input<'_>, max: u8| 1 + usize::from(input.byte() % max);
-    let ty = match b % 26 {
+    let ty = match b % 27 {
         k @ 0..=12 => Some(SCALARS[usize::from(k)].clone()),
         13 | 14 => Some(Type::list(node(input, depth))),
         15 => Some(Type::list(Type::U8)),
@@ -136,6 +136,21 @@ fn node(input: &mut Input<'_>, depth: usize) -> Type {
                 1 + usize::from(b % 8)
             };
             Type::flags(names(input, n))
+        }
+        26 => {
+            // Rarely: options and lists nested around the codec's depth
+            // limit (values nest as deep as their type).
+            let levels = 100 + usize::from(input.byte() % 60);
+            let shape = input.byte();
+            let mut ty = SCALARS[usize::from(shape) % SCALARS.len()].clone();
+            for level in 0..levels {
+                ty = if shape >> (level % 8) & 1 == 0 {
+                    Type::option(ty)
+                } else {
+                    Type::list(ty)
+                };
+            }
+            Some(ty)
         }
         _ => {
             // Rarely: a fixed-length list, which the codec refuses.
