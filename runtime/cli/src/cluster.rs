@@ -52,10 +52,15 @@ pub struct StartArgs {
     /// A head: the port of its HTTP edge, `/metrics` and the jobs API
     /// (0: any free port). Without it, 8265 (Ray's), and when that is
     /// taken the head starts without one and says so.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", conflicts_with = "address")]
     dashboard_port: Option<u16>,
     /// A head: the address the dashboard port listens on.
-    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        value_name = "IP",
+        default_value = "127.0.0.1",
+        conflicts_with = "address"
+    )]
     dashboard_host: std::net::IpAddr,
     /// Serve this node's own `/metrics` (the node's view) on this port of
     /// --node-ip-address (0: any free port), behind the cluster token.
