@@ -517,15 +517,7 @@ fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
     // fenced it: the job's counts are those of one run of each task) and
     // joins again as a new node.
     signal(&c.workers[1].0, Signal::CONT).expect("SIGCONT");
-    let name = format!("worker pid {}", c.workers[1].0.id());
-    let again = wait_for("the worker to join again", 60, || {
-        c.state("nodes")
-            .nodes
-            .iter()
-            .find(|n| n.name == name && n.alive)
-            .map(|n| n.id.0)
-    });
-    assert!(again > victim, "a new node: {again} after {victim}");
+    c.rejoined(1, victim);
     assert!(
         c.log("worker-1.log")
             .contains("joining the head again as a new node"),

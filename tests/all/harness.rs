@@ -197,6 +197,21 @@ impl Cluster {
         });
     }
 
+    /// Waits until worker `index` (its process still running) is alive
+    /// again as a node other than `before`; returns the new node's id.
+    pub(crate) fn rejoined(&self, index: usize, before: u64) -> u64 {
+        let name = format!("worker pid {}", self.workers[index].0.id());
+        let again = wait_for("the worker to join again", 120, || {
+            self.state("nodes")
+                .nodes
+                .iter()
+                .find(|n| n.name == name && n.alive && n.id.0 != before)
+                .map(|n| n.id.0)
+        });
+        assert!(again > before, "a new node: {again} after {before}");
+        again
+    }
+
     pub(crate) fn state(&self, what: &str) -> ferray::cluster::ClusterView {
         block_on(async {
             let token = Token::new(&self.token).expect("token");

@@ -156,15 +156,7 @@ fn a_cut_off_worker_is_replaced_fenced_and_rejoins_as_a_new_node() {
         "{shown}"
     );
     net.heal();
-    let name = format!("worker pid {}", c.workers[1].0.id());
-    let again = wait_for("the cut node to join again", 120, || {
-        c.state("nodes")
-            .nodes
-            .iter()
-            .find(|n| n.name == name && n.alive)
-            .map(|n| n.id.0)
-    });
-    assert!(again > there, "a new node: {again} after {there}");
+    c.rejoined(1, there);
     let info = job_info(&c).expect("the job");
     assert_eq!((info.tasks_done, info.tasks_total), (60, 60), "{info:?}");
     // Work still reaches both nodes.

@@ -87,6 +87,36 @@ impl Timings {
     }
 }
 
+/// Each resource of `total` as two gauges, `State` USED and AVAILABLE,
+/// labelled `Name` and `extra` (memory too when `memory`).
+fn resource_gauges(
+    family: &Family<Labels, FGauge>,
+    extra: &[(&'static str, String)],
+    total: &ferray_core::Resources,
+    free: &ferray_core::Resources,
+    memory: bool,
+) {
+    let put = |name: &str, total: f64, free: f64| {
+        for (state, v) in [("USED", (total - free).max(0.0)), ("AVAILABLE", free)] {
+            let mut labels = vec![("Name", name.to_string()), ("State", state.to_string())];
+            labels.extend(extra.iter().cloned());
+            family.get_or_create(&labels).set(v);
+        }
+    };
+    put("CPU", total.num_cpus(), free.num_cpus());
+    put("GPU", total.num_gpus(), free.num_gpus());
+    if memory {
+        put("memory", total.memory() as f64, free.memory() as f64);
+    }
+    for (name, amount) in total.custom() {
+        let left = free
+            .custom()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, v)| v);
+        put(name, amount, left);
+    }
+}
+
 fn gauge_family() -> Family<Labels, Gauge> {
     Family::default()
 }
@@ -142,33 +172,8 @@ pub(crate) fn render(head: &Head) -> Result<String, std::fmt::Error> {
     );
     let resources = Family::<Labels, FGauge>::default();
     for (node, total, free) in &c.resources {
-        let put = |name: &str, total: f64, free: f64| {
-            let node = node.to_string();
-            resources
-                .get_or_create(&vec![
-                    ("Name", name.to_string()),
-                    ("State", "USED".into()),
-                    ("InstanceId", node.clone()),
-                ])
-                .set((total - free).max(0.0));
-            resources
-                .get_or_create(&vec![
-                    ("Name", name.to_string()),
-                    ("State", "AVAILABLE".into()),
-                    ("InstanceId", node),
-                ])
-                .set(free);
-        };
-        put("CPU", total.num_cpus(), free.num_cpus());
-        put("GPU", total.num_gpus(), free.num_gpus());
-        put("memory", total.memory() as f64, free.memory() as f64);
-        for (name, amount) in total.custom() {
-            let left = free
-                .custom()
-                .find(|(n, _)| *n == name)
-                .map_or(0.0, |(_, v)| v);
-            put(name, amount, left);
-        }
+        let node = vec![("InstanceId", node.to_string())];
+        resource_gauges(&resources, &node, total, free, true);
     }
     reg.register(
         "ferray_resources",
@@ -301,27 +306,13 @@ pub fn render_node(m: &NodeMetrics) -> Result<String, std::fmt::Error> {
         );
     }
     let resources = Family::<Labels, FGauge>::default();
-    let (total, free) = (&m.resources_total, &m.resources_free);
-    let put = |name: &str, total: f64, free: f64| {
-        resources
-            .get_or_create(&vec![("Name", name.to_string()), ("State", "USED".into())])
-            .set((total - free).max(0.0));
-        resources
-            .get_or_create(&vec![
-                ("Name", name.to_string()),
-                ("State", "AVAILABLE".into()),
-            ])
-            .set(free);
-    };
-    put("CPU", total.num_cpus(), free.num_cpus());
-    put("GPU", total.num_gpus(), free.num_gpus());
-    for (name, amount) in total.custom() {
-        let left = free
-            .custom()
-            .find(|(n, _)| *n == name)
-            .map_or(0.0, |(_, v)| v);
-        put(name, amount, left);
-    }
+    resource_gauges(
+        &resources,
+        &[],
+        &m.resources_total,
+        &m.resources_free,
+        false,
+    );
     reg.register(
         "ferray_node_resources",
         "This node's resources as its admission counts them, USED or AVAILABLE",
