@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferray::{Error, Runtime};
 
 use crate::both::scenarios;
-use crate::{builder, eventually, ferray_err, fx, load};
+use crate::{builder, eventually, ferray_err, fx, load, runtime};
 
 scenarios![
     an_object_passed_many_times_is_refused_and_the_node_goes_on,
@@ -329,4 +329,38 @@ async fn a_job_is_held_to_its_caps() {
         "{err}"
     );
     rt.put(&vec![1u8; 100]).await.unwrap();
+}
+
+/// A guest may hold many more handles than wasmtime's default of 100,000:
+/// two per KiB of its memory cap (a million refs held and lent to one
+/// `wait` for the default 1 GiB). Past that, a clear trap and the runtime
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_holds_and_waits_on_hundreds_of_thousands_of_refs() {
+    let rt = runtime().await;
+    let m = load(&rt, fx::MISBEHAVE).await;
+    let held = rt
+        .get::<u32>(&m.call("hold-refs", (250_000u32,)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(held, 250_000);
+    // A smaller cap holds fewer.
+    let err = rt
+        .get::<u32>(
+            &m.task("hold-refs")
+                .arg(&150_000u32)
+                .unwrap()
+                .memory(32 << 20)
+                .submit()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("as many handles"), "{err}");
+    assert_eq!(
+        rt.get::<u32>(&m.call("hold-refs", (10u32,)).unwrap())
+            .await
+            .unwrap(),
+        10
+    );
 }

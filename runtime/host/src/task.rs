@@ -15,6 +15,9 @@ use crate::codec;
 use crate::output::Capture;
 use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
 
+/// Handles a guest may hold however small its memory cap (wasmtime's default).
+const MIN_HANDLES: usize = 100_000;
+
 /// Bytes of host memory one guest-to-host transfer may cost (wasmtime's
 /// default is 128 MiB).
 const HOSTCALL_FUEL: usize = 256 << 20;
@@ -217,9 +220,19 @@ impl<S: Services> Host<S> {
             .memory
             .unwrap_or(config.default_memory_limit)
             .min(4 << 30);
+        // Handles (object refs, GPU buffers) a guest may hold at once: two
+        // per KiB of its memory cap (2,097,152 for the default 1 GiB), so a
+        // guest can hold a million refs and lend them all to one `wait`,
+        // while what the host keeps for them (about 100 bytes each) stays a
+        // tenth of that cap.
+        let handles = usize::try_from(memory >> 9)
+            .unwrap_or(usize::MAX)
+            .max(MIN_HANDLES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(handles);
         let state = TaskState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limiter: StoreLimiter {
                 memory: memory as usize,
                 hit: false,
@@ -240,6 +253,7 @@ impl<S: Services> Host<S> {
         // Lifting a dynamic value costs about 32 host bytes per element: this
         // bounds what one call's arguments or results can make the host hold.
         store.set_hostcall_fuel(HOSTCALL_FUEL);
+        store.set_max_component_handles(handles);
         if config.fuel {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -505,10 +519,18 @@ fn classify<S: Services>(
         ));
     }
     // The trap (or the host call's error), then the guest's backtrace.
-    let what = match e.downcast_ref::<Trap>() {
+    let mut what = match e.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
         None => e.root_cause().to_string(),
     };
+    if what.contains("resource table has no free keys") || what.contains("handle limit exceeded") {
+        what = format!(
+            "the guest holds as many handles (object refs, actors' calls, GPU buffers) as its \
+             memory cap allows: {} (two per KiB of the cap, at least {MIN_HANDLES}); drop some, \
+             or ask for more memory ({what})",
+            data.table.max_capacity()
+        );
+    }
     match e.downcast_ref::<wasmtime::WasmBacktrace>() {
         Some(bt) => Error::Trap(format!("{what}\n{bt}")),
         None => Error::Trap(what),

@@ -162,6 +162,12 @@ impl Guest for Component {
         i + 1
     }
 
+    fn hold_refs(n: u32) -> u32 {
+        let refs: Vec<_> = (0..n).map(|i| ferray_sdk::put(&(i % 1000))).collect();
+        let (ready, _) = ferray_sdk::wait(&refs, refs.len(), None);
+        ready.len() as u32
+    }
+
     fn stack_overflow(n: u64) -> u64 {
         recurse(n)
     }
