@@ -109,7 +109,10 @@ impl RtInner {
         let out = match self.admit(args, &options.resources).await {
             Ok((args, lease)) => {
                 let ctx = TaskCtx::task(id, None, lease);
-                let out = self.run_attempts(&ctx, &comp, &func, &args, &options).await;
+                // Boxed: a queued task's future stays small (the attempt's,
+                // wasmtime's call included, is made only when it runs), so a
+                // node can hold a million of them.
+                let out = Box::pin(self.run_attempts(&ctx, &comp, &func, &args, &options)).await;
                 // The lease goes before the result is resolved: whoever
                 // waits on the result finds the task's resources free again.
                 drop(ctx);
