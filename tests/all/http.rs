@@ -462,4 +462,22 @@ fn a_worker_serves_its_own_metrics() {
             _ => -1.0,
         });
     assert_eq!(cpus, Some(2.0));
+    // Its instance slots and guest memory: none held after the job, the
+    // pool and the limit known.
+    let gauge = |name: &str, label: Option<(&str, &str)>| {
+        m.samples
+            .iter()
+            .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => -1.0,
+            })
+    };
+    assert_eq!(
+        gauge("ferray_node_instance_slots", Some(("State", "USED"))),
+        Some(0.0)
+    );
+    assert!(gauge("ferray_node_instance_slots", Some(("State", "AVAILABLE"))) >= Some(1000.0));
+    assert_eq!(gauge("ferray_node_guest_mem_used", None), Some(0.0));
+    assert!(gauge("ferray_node_guest_mem_limit", None) > Some(0.0));
 }

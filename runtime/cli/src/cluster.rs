@@ -334,10 +334,10 @@ fn node_metrics(s: &ferray::RuntimeStats) -> ferray_head::NodeMetrics {
         object_store_bytes_in_memory: s.store.bytes_in_memory,
         object_store_bytes_spilled: s.store.bytes_spilled,
         objects: s.store.objects,
-        // Not in the runtime's public figures. (Nor are tasks: its
-        // counters count what is submitted here, not what the head assigns.)
-        instance_slots: None,
-        guest_memory: None,
+        // (Not tasks: the runtime's counters count what is submitted here,
+        // not what the head assigns.)
+        instance_slots: Some(s.instance_slots),
+        guest_memory: s.guest_memory,
         resources_total: s.resources_total.clone(),
         resources_free: s.resources_free.clone(),
         gpu_memory_used: s.gpu.as_ref().map(|g| g.live_bytes),

@@ -408,6 +408,11 @@ pub struct RuntimeStats {
     pub resources_free: Resources,
     /// The node's GPU memory and pipelines (`None`: no GPU).
     pub gpu: Option<GpuStats>,
+    /// Instance slots (one per task attempt or actor): in use, and all.
+    pub instance_slots: (u64, u64),
+    /// Bytes of guest linear memory (and decoded arguments) its instances
+    /// hold now, and the node's limit (`None`: a client, which runs none).
+    pub guest_memory: Option<(u64, u64)>,
 }
 
 impl Runtime {
@@ -592,6 +597,16 @@ impl Runtime {
             resources_total: inner.admission.total(),
             resources_free: inner.admission.free(),
             gpu: inner.host().ok().and_then(|h| h.gpu()).map(|g| g.stats()),
+            instance_slots: {
+                let all = inner.settings.max_instances as u64;
+                let free = inner.slots.available_permits() as u64;
+                (all.saturating_sub(free), all)
+            },
+            guest_memory: inner
+                .host()
+                .ok()
+                .and_then(|h| h.memory_budget())
+                .map(|b| (b.used(), b.limit())),
         }
     }
 
