@@ -19,6 +19,17 @@ mod state;
 mod tests;
 mod wire;
 
+/// The head's state machine, for the `head_state` fuzz target
+/// (`fuzz/`) only: not part of the crate's API, and may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::state::{
+        Acting, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect,
+        HEAD_HOLDER, Hello, Input, JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put,
+        ResolvedArg, StartActor, State, Submit, Welcome, WorkerHello,
+    };
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;

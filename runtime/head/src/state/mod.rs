@@ -17,6 +17,7 @@
 //! - `views.rs`: what `ferray status` and job watchers read.
 
 mod actors;
+mod invariants;
 mod io;
 mod jobs;
 mod objects;

@@ -24,8 +24,8 @@ use ferray_core::{
 
 use super::harness::{Client, Node, World, made};
 use super::{
-    AState, Acting, Arg, CallActor, CreateActor, Dep, Done, Effect, HEAD_HOLDER, Input, JobRequest,
-    KillActor, Kind, Outcome, Put, ResolvedArg, Submit, TState, Waiter,
+    AState, Acting, Arg, CallActor, CreateActor, Done, Effect, HEAD_HOLDER, Input, JobRequest,
+    KillActor, Outcome, Put, ResolvedArg, Submit, TState,
 };
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -1397,122 +1397,22 @@ impl Sim {
 
     // ----- invariants -----
 
+    /// The state's own invariants (`invariants.rs`), then what only the
+    /// simulation knows: its nodes, what they hold and run.
     fn check(&self) {
-        self.check_nodes();
+        if let Err(e) = self.w.st.check_invariants() {
+            panic!("step {}: {e}", self.step);
+        }
         self.check_dead_nodes();
-        self.check_components();
-        self.check_tasks();
-        self.check_actors();
-        self.check_objects();
-        self.check_jobs();
-        self.check_queues();
+        self.check_holders();
         self.check_sim_nodes();
     }
 
-    fn exists(&self, w: &Waiter) -> bool {
-        match w {
-            Waiter::Task(t) => self.w.st.tasks.contains_key(t),
-            Waiter::Actor(a) => self.w.st.actors.contains_key(a),
-        }
-    }
-
-    /// A waiter waits on a dependency that will wake it.
-    fn waits_properly(&self, w: Waiter, on: Option<Dep>) {
-        let st = &self.w.st;
-        let Some(dep) = on else {
-            panic!("{w:?} waits on nothing");
-        };
-        let (pending, listed) = match dep {
-            Dep::Task(d) => match st.tasks.get(&d) {
-                Some(t) => (
-                    matches!(
-                        t.state,
-                        TState::Waiting | TState::Queued | TState::Running(_)
-                    ),
-                    t.waiters.contains(&w),
-                ),
-                None => (false, false),
-            },
-            Dep::Object(o) => match st.objects.get(&o) {
-                Some(o) => (o.uploading && !o.available(), o.waiters.contains(&w)),
-                None => (false, false),
-            },
-        };
-        assert!(
-            pending && listed,
-            "{w:?} waits on {dep:?}, which will not wake it"
-        );
-    }
-
-    fn queued_times(&self, w: Waiter) -> usize {
-        let q = &self.w.st.queues;
-        q.groups
-            .iter()
-            .flat_map(|(_, g)| g.iter())
-            .chain(q.others.iter())
-            .filter(|x| **x == w)
-            .count()
-    }
-
-    fn check_nodes(&self) {
-        let st = &self.w.st;
-        for (id, n) in &st.nodes {
-            if !n.alive {
-                assert!(
-                    n.running.is_empty() && n.actors.is_empty(),
-                    "dead {id} runs"
-                );
-                assert!(st.sched.free(*id).is_none());
-                continue;
-            }
-            let free = st.sched.free(*id).expect("a live node is scheduled");
-            // What the tables say the node holds: never past its total.
-            let mut expect = ResourceSet::new(n.total.clone());
-            let mut backlog = 0;
-            for t in &n.running {
-                let task = st.tasks.get(t).expect("a running task exists");
-                assert_eq!(task.state, TState::Running(*id), "{t} on {id}");
-                if task.started {
-                    assert!(expect.try_acquire(&task.held), "{id} overloaded by {t}");
-                } else if !matches!(task.kind, Kind::ActorCall { .. }) {
-                    backlog += 1;
-                }
-            }
-            for a in &n.actors {
-                let actor = st.actors.get(a).expect("a hosted actor exists");
-                assert!(matches!(actor.state, AState::Alive(x) if x == *id));
-                assert!(
-                    expect.try_acquire(&actor.options.resources),
-                    "{id} overloaded by {a}"
-                );
-            }
-            assert_eq!(expect.free(), free, "{id}: free resources");
-            assert!(n.total.covers(free));
-            assert_eq!(st.sched.backlog(*id), Some(backlog), "{id}: backlog");
-        }
-    }
-
-    /// Dead nodes are listed for their window, then forgotten; nothing
-    /// points at a node that is dead or forgotten: no object's holders, no
-    /// actor, no running task, not the scheduler.
+    /// Each simulated node is where the head thinks it is: live, dead
+    /// (and to be forgotten) or forgotten; a dead node is forgotten within
+    /// its window.
     fn check_dead_nodes(&self) {
         let st = &self.w.st;
-        let live = |n: &NodeId| st.nodes.get(n).is_some_and(|n| n.alive);
-        for (id, o) in &st.objects {
-            for h in &o.holders {
-                assert!(*h == HEAD_HOLDER || live(h), "{id:?} held by dead {h}");
-            }
-        }
-        for (a, actor) in &st.actors {
-            if let AState::Alive(n) = actor.state {
-                assert!(live(&n), "{a} lives on dead {n}");
-            }
-        }
-        for (t, task) in &st.tasks {
-            if let TState::Running(n) = task.state {
-                assert!(live(&n), "{t} runs on dead {n}");
-            }
-        }
         for sn in &self.nodes {
             let id = sn.node.id;
             match st.nodes.get(&id) {
@@ -1542,133 +1442,30 @@ impl Sim {
         }
     }
 
-    /// What live jobs' tasks and actors use is still there.
-    fn check_components(&self) {
+    /// A node the head lists as an object's holder still holds it; every
+    /// object belongs to a job or is pinned (the simulated clients never
+    /// upload before their `Put`); every actor's component is known.
+    fn check_holders(&self) {
         let st = &self.w.st;
-        for (t, task) in &st.tasks {
-            if let Kind::Task { component, .. } | Kind::Driver { component, .. } = &task.kind {
-                assert!(st.components.contains_key(component), "{t}: its component");
-            }
+        for (id, o) in &st.objects {
+            assert!(o.pinned || !o.jobs.is_empty(), "{id:?} belongs to no job");
         }
+        // The simulated clients create actors of uploaded components only:
+        // even a dead one's component is known.
         for (a, actor) in &st.actors {
             assert!(
                 st.components.contains_key(&actor.component),
                 "{a}: its component"
             );
         }
-    }
-
-    fn check_tasks(&self) {
-        let st = &self.w.st;
-        for (t, task) in &st.tasks {
-            let job = st.jobs.get(&task.job).expect("a task's job");
-            assert!(!job.state.finished(), "{t} of ended {} is left", task.job);
-            assert!(job.tasks.contains(t), "{t} is not its job's");
-            assert!(task.waiters.iter().all(|w| self.exists(w)), "{t}: waiters");
-            match &task.state {
-                TState::Running(n) => {
-                    assert!(st.nodes[n].alive, "{t} runs on dead {n}");
-                    assert!(st.nodes[n].running.contains(t));
-                    assert!(task.attempts >= 1);
-                }
-                TState::Waiting => self.waits_properly(Waiter::Task(*t), task.waiting_on),
-                TState::Queued => match &task.kind {
-                    Kind::ActorCall { actor, .. } => {
-                        let a = st.actors.get(actor).expect("a call's actor");
-                        assert!(a.calls.contains(t), "{t} is lost to {actor}");
-                    }
-                    _ => assert_eq!(self.queued_times(Waiter::Task(*t)), 1, "{t} queued"),
-                },
-                TState::Done(_) | TState::Failed(_) => {
-                    assert!(task.resolved, "{t} ended unresolved");
-                }
-            }
-            if let Kind::ActorCall { actor, .. } = &task.kind
-                && matches!(task.state, TState::Waiting)
-            {
-                let a = st.actors.get(actor).expect("a call's actor");
-                assert!(a.calls.contains(t), "{t} is lost to {actor}");
-            }
-        }
-    }
-
-    fn check_actors(&self) {
-        let st = &self.w.st;
-        for (a, actor) in &st.actors {
-            let job = st.jobs.get(&actor.job).expect("an actor's job");
-            assert!(!job.state.finished(), "{a} of ended {} is left", actor.job);
-            assert!(job.actors.contains(a));
-            match actor.state {
-                AState::Alive(n) => {
-                    assert!(st.nodes[&n].alive && st.nodes[&n].actors.contains(a));
-                }
-                AState::Pending if actor.queued => {
-                    assert_eq!(self.queued_times(Waiter::Actor(*a)), 1, "{a} queued");
-                }
-                AState::Pending => self.waits_properly(Waiter::Actor(*a), actor.waiting_on),
-                AState::Dead(_) => assert!(actor.calls.is_empty()),
-            }
-            for t in &actor.calls {
-                let task = st.tasks.get(t).expect("a queued call exists");
-                assert!(matches!(task.kind, Kind::ActorCall { actor: x, .. } if x == *a));
-            }
-        }
-    }
-
-    fn check_objects(&self) {
-        let st = &self.w.st;
         for (id, o) in &st.objects {
             for h in &o.holders {
                 if *h == HEAD_HOLDER {
                     continue;
                 }
-                assert!(st.nodes[h].alive, "{id:?} held by dead {h}");
                 let n = &self.nodes[self.node_at[&st.nodes[h].session]];
                 assert!(n.holds.contains(id), "{h} freed {id:?} it still holds");
             }
-            assert!(o.pinned || !o.jobs.is_empty(), "{id:?} belongs to no job");
-            for j in &o.jobs {
-                let job = &st.jobs[j];
-                assert!(!job.state.finished() && job.objects.contains(id));
-            }
-            assert!(o.waiters.iter().all(|w| self.exists(w)), "{id:?}: waiters");
-        }
-    }
-
-    fn check_jobs(&self) {
-        let st = &self.w.st;
-        for (j, job) in &st.jobs {
-            assert!(
-                job.done <= job.total,
-                "{j}: {} of {} done",
-                job.done,
-                job.total
-            );
-            if job.state.finished() {
-                assert!(job.tasks.is_empty() && job.actors.is_empty() && job.objects.is_empty());
-                continue;
-            }
-            for t in &job.tasks {
-                assert!(st.tasks.get(t).is_some_and(|x| x.job == *j), "{j}: {t}");
-            }
-            for a in &job.actors {
-                assert!(st.actors.get(a).is_some_and(|x| x.job == *j), "{j}: {a}");
-            }
-            for o in &job.objects {
-                assert!(st.objects.get(o).is_some_and(|x| x.jobs.contains(j)));
-            }
-        }
-    }
-
-    fn check_queues(&self) {
-        let q = &self.w.st.queues;
-        for w in q
-            .groups
-            .iter()
-            .flat_map(|(_, g)| g.iter())
-            .chain(q.others.iter())
-        {
-            assert!(self.exists(w), "{w:?} is queued but gone");
         }
     }
 
