@@ -203,6 +203,12 @@ impl State {
             let AState::Alive(node) = actor.state else {
                 return;
             };
+            if !self.nodes.get(&node).is_some_and(|n| n.alive) {
+                // Its node is dying (`node_died` handles its actors one
+                // after the other): the calls wait for the restart, or fail
+                // with the actor.
+                return;
+            }
             let Some(&t) = actor.calls.front() else {
                 return;
             };

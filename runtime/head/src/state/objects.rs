@@ -116,8 +116,14 @@ impl State {
         };
         match self.objects.get_mut(&id) {
             Some(o) => {
+                let was_available = o.available();
                 o.holders.insert(node);
-                self.object_changed(id);
+                if was_available {
+                    self.object_changed(id);
+                } else {
+                    // What waited for an upload may go now.
+                    self.wake_object(id);
+                }
             }
             // Freed meanwhile: the node drops its copy.
             None => self.send_node(node, Effect::Free(vec![id])),

@@ -538,7 +538,11 @@ impl State {
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
         };
-        if !matches!(task.state, TState::Running(n) if n == node) || task.started {
+        // Only assigned tasks start (an actor call takes no backlog place).
+        if !matches!(task.state, TState::Running(n) if n == node)
+            || task.started
+            || matches!(task.kind, Kind::ActorCall { .. })
+        {
             return;
         }
         task.started = true;

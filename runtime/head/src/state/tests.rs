@@ -8,7 +8,7 @@ use ferray_core::{
     ActorId, ActorOptions, Error, JobId, NodeId, ObjectId, Resources, Strategy, TaskId, TaskOptions,
 };
 
-use super::harness::{World, address, made, opts};
+use super::harness::{Client, World, address, made, opts};
 use super::views::{LIST_TEXT_MAX, MAX_PAGE};
 use super::{
     Acting, Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome,
@@ -1929,5 +1929,97 @@ fn a_rerun_driver_gets_its_earlier_tasks_instead_of_new_ones() {
             answers.iter().any(|(t, r)| *t == alias && r.is_ok()),
             "{alias} for {earlier}: {answers:?}"
         );
+    }
+}
+
+/// A node that says it holds an object still being uploaded (found by the
+/// `head_state` fuzz target) wakes what waits for it: the task is not left
+/// waiting on an object that is available, which no later event would wake
+/// if the upload then failed.
+#[test]
+fn a_located_upload_wakes_its_waiters() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let id = ObjectId::of(b"large");
+    w.send(
+        c.session,
+        Input::Put(Put {
+            id,
+            size: 5 << 20,
+            acting: Acting::Session,
+            inline: None,
+            uploading: true,
+        }),
+    );
+    let t = w.submit(c, vec![Arg::Object(id)], opts(1.0, 3));
+    assert!(w.take().assigns(n).is_empty());
+    w.send(n.session, Input::Located(id));
+    assert_eq!(w.take().assign(n), (t, 1));
+    w.st.check_invariants().expect("the invariants hold");
+}
+
+/// `Started` for an actor call (no honest node sends it; found by the
+/// `head_state` fuzz target) changes nothing: it does not free a backlog
+/// place the call never took.
+#[test]
+fn a_started_actor_call_takes_no_backlog_place() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    w.take();
+    let t = w.submit(c, vec![], opts(1.0, 3));
+    assert_eq!(w.take().assign(n), (t, 1));
+    let call = w.call(c, a);
+    assert_eq!(w.take().calls(n)[0].task, call);
+    assert_eq!(w.st.sched.backlog(n.id), Some(1));
+    w.send(n.session, Input::Started(call));
+    assert_eq!(w.st.sched.backlog(n.id), Some(1));
+    w.st.check_invariants().expect("the invariants hold");
+}
+
+/// A node with two actors dies while a call to one waits for a queued
+/// call to the other (found by the `head_state` fuzz target): the first
+/// actor's death fails its queued calls, which fails the call to the
+/// second that waited on one and lets the second's next call go; it must
+/// not be sent to the dying node (whichever actor the head handles first),
+/// but fail with its actor.
+#[test]
+fn a_dying_node_is_sent_no_calls_of_its_actors() {
+    let call_with = |w: &mut World, c: Client, actor: ActorId, args: Vec<Arg>| {
+        let task = TaskId(w.id(c.session));
+        w.send(
+            c.session,
+            Input::CallActor(CallActor {
+                task,
+                acting: Acting::Session,
+                actor,
+                method: "add".into(),
+                args: Ok(args),
+            }),
+        );
+        task
+    };
+    for flip in [false, true] {
+        let mut w = World::new();
+        let n = w.node(2.0);
+        let c = w.client();
+        let x = w.create_actor(c, actor_opts(0.0, 0));
+        let y = w.create_actor(c, actor_opts(0.0, 0));
+        let (first, second) = if flip { (y, x) } else { (x, y) };
+        let t = w.submit(c, vec![], opts(1.0, 0));
+        w.take();
+        // first: c0 waits for t, c1 behind it; second: c2 waits for c1, c3
+        // behind it.
+        call_with(&mut w, c, first, vec![Arg::Task(t)]);
+        let c1 = w.call(c, first);
+        call_with(&mut w, c, second, vec![Arg::Task(c1)]);
+        w.call(c, second);
+        assert!(w.take().calls(n).is_empty());
+        w.st.close_session(n.session, "gone");
+        let sent = w.take();
+        assert!(sent.calls(n).is_empty(), "a call sent to a dead node");
+        w.st.check_invariants().expect("the invariants hold");
     }
 }
