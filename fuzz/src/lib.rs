@@ -13,6 +13,8 @@
 //!   headers, fed a stream cut at arbitrary frame boundaries.
 //! - [`component`]: component loading (`ComponentInfo::read`, what
 //!   `ferray inspect` shows) on arbitrary bytes.
+//! - [`head_state`]: the head's state machine fed event sequences decoded
+//!   from the bytes, its invariants checked after every step.
 //!
 //! The libFuzzer binaries in `fuzz_targets/` (feature `libfuzzer`, nightly:
 //! `cargo xtask fuzz`) call these; `tests/replay.rs` replays the checked-in
@@ -26,6 +28,7 @@ use ferray_core::ObjectId;
 use wasm_wave::value::{Type, Value};
 use wasm_wave::wasm::{WasmType, WasmTypeKind, WasmValue};
 
+mod head;
 mod types;
 
 pub use types::{Input, gen_type};
@@ -39,7 +42,17 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wave", wave),
     ("pull_frames", pull_frames),
     ("component", component),
+    ("head_state", head_state),
 ];
+
+/// The head's state machine (`ferray_head::fuzzing`): one to four sessions
+/// (workers with resources, a client), then up to 200 events decoded from
+/// the bytes on a synthetic clock, each followed by a placement pass and the
+/// outbox drained; `State::check_invariants` must hold after every step,
+/// and nothing may panic.
+pub fn head_state(data: &[u8]) {
+    head::run(data);
+}
 
 type Wave = Checked<Value>;
 

@@ -118,6 +118,9 @@ fn write_seeds() {
     for (i, data) in seeds::components().into_iter().enumerate() {
         write("component", format!("seed-{i}"), &data);
     }
+    for (i, data) in seeds::events().into_iter().enumerate() {
+        write("head_state", format!("seed-{i}"), &data);
+    }
 }
 
 mod seeds {
@@ -197,6 +200,24 @@ mod seeds {
             }
         }
         out
+    }
+
+    /// Event sequences for the head's state machine: random bytes of a few
+    /// lengths (each byte picks an event or one of its parts).
+    pub fn events() -> Vec<Vec<u8>> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        [20usize, 60, 150, 300, 600]
+            .iter()
+            .cycle()
+            .take(40)
+            .map(|&len| (0..len).map(|_| next() as u8).collect())
+            .collect()
     }
 
     /// Small components, as binaries and as text.

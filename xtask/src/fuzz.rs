@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn every_target_has_a_corpus() {
         let targets = targets().expect("targets");
-        assert!(targets.len() >= 4, "{targets:?}");
+        assert!(targets.len() >= 5, "{targets:?}");
         for t in targets {
             assert!(root().join("fuzz/corpus").join(&t).is_dir(), "{t}");
         }
