@@ -54,6 +54,7 @@ impl State {
             j.put_bytes += p.size;
         }
         let o = self.objects.entry(id).or_default();
+        let was_available = o.available();
         o.size = p.size;
         if let Some(b) = p.inline {
             o.inline = Some(b);
@@ -69,6 +70,9 @@ impl State {
             o.uploading = false;
             gave_up = true;
         }
+        // Or it is here now (inline, or a worker's copy of what a client
+        // uploads): what waited for the upload goes.
+        let wake = gave_up || (!was_available && o.available());
         if live {
             o.jobs.insert(job);
             if let Some(j) = self.jobs.get_mut(&job) {
@@ -88,7 +92,7 @@ impl State {
             return Ok(());
         }
         self.object_changed(id);
-        if gave_up {
+        if wake {
             self.wake_object(id);
         }
         Ok(())

@@ -2023,3 +2023,30 @@ fn a_dying_node_is_sent_no_calls_of_its_actors() {
         w.st.check_invariants().expect("the invariants hold");
     }
 }
+
+/// A put that makes an object being uploaded available (its bytes inline,
+/// or a worker's copy of the same bytes; found by the `head_state` fuzz
+/// target) wakes what waits for the upload.
+#[test]
+fn a_put_of_an_uploading_object_wakes_its_waiters() {
+    let mut w = World::new();
+    let n = w.node(1.0);
+    let c = w.client();
+    let bytes = b"large";
+    let id = ObjectId::of(bytes);
+    let put = |inline: Option<Bytes>, uploading| {
+        Input::Put(Put {
+            id,
+            size: bytes.len() as u64,
+            acting: Acting::Session,
+            inline,
+            uploading,
+        })
+    };
+    w.send(c.session, put(None, true));
+    let t = w.submit(c, vec![Arg::Object(id)], opts(1.0, 3));
+    assert!(w.take().assigns(n).is_empty());
+    w.send(c.session, put(Some(Bytes::from_static(bytes)), false));
+    assert_eq!(w.take().assign(n), (t, 1));
+    w.st.check_invariants().expect("the invariants hold");
+}
