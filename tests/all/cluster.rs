@@ -1052,12 +1052,6 @@ fn a_rerun_driver_does_not_redo_finished_work() {
     let mut c = Cluster::start(2);
     let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "200", "25"]);
     let job = out.trim().to_string();
-    let job_info = |c: &Cluster| {
-        c.state("jobs")
-            .jobs
-            .into_iter()
-            .find(|j| j.job.to_string() == job)
-    };
     let driver_node = wait_for("the driver to run", 60, || {
         c.state("tasks")
             .tasks
@@ -1067,14 +1061,14 @@ fn a_rerun_driver_does_not_redo_finished_work() {
             .map(|n| n.0)
     });
     let done_at_kill = wait_for("40 tasks done", 120, || {
-        job_info(&c)
+        c.job(&job)
             .filter(|j| j.tasks_done >= 40)
             .map(|j| j.tasks_done)
     });
     c.kill_worker(driver_node);
     assert!(done_at_kill < 200, "the job ended before the kill");
     let status = wait_for("the job to end", 300, || {
-        job_info(&c).filter(|j| j.state.finished())
+        c.job(&job).filter(|j| j.state.finished())
     });
     assert_eq!(status.state, JobState::Succeeded, "{status:?}");
     assert_eq!(

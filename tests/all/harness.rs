@@ -212,6 +212,14 @@ impl Cluster {
         again
     }
 
+    /// A job as `ferray list jobs` shows it (`job-N`), if it is listed.
+    pub(crate) fn job(&self, job: &str) -> Option<ferray::cluster::JobInfo> {
+        self.state("jobs")
+            .jobs
+            .into_iter()
+            .find(|j| j.job.to_string() == job)
+    }
+
     pub(crate) fn state(&self, what: &str) -> ferray::cluster::ClusterView {
         block_on(async {
             let token = Token::new(&self.token).expect("token");

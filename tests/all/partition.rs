@@ -124,12 +124,6 @@ fn a_cut_off_worker_is_replaced_fenced_and_rejoins_as_a_new_node() {
     assert_ne!(here, there);
     let out = c.ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "60", "150"]);
     let job = out.trim().to_string();
-    let job_info = |c: &Cluster| {
-        c.state("jobs")
-            .jobs
-            .into_iter()
-            .find(|j| j.job.to_string() == job)
-    };
     wait_for("tasks running on the cut-off node", 60, || {
         c.state("tasks")
             .tasks
@@ -146,7 +140,7 @@ fn a_cut_off_worker_is_replaced_fenced_and_rejoins_as_a_new_node() {
             .then_some(())
     });
     let info = wait_for("the job to end on the other node", 120, || {
-        job_info(&c).filter(|j| j.state.finished())
+        c.job(&job).filter(|j| j.state.finished())
     });
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     let want: Vec<String> = (0..60i64).map(|i| (i * i).to_string()).collect();
@@ -157,7 +151,7 @@ fn a_cut_off_worker_is_replaced_fenced_and_rejoins_as_a_new_node() {
     );
     net.heal();
     c.rejoined(1, there);
-    let info = job_info(&c).expect("the job");
+    let info = c.job(&job).expect("the job");
     assert_eq!((info.tasks_done, info.tasks_total), (60, 60), "{info:?}");
     // Work still reaches both nodes.
     let out = c.ok(&["submit", fx::MISBEHAVE, "fan-out", "8", "1"]);

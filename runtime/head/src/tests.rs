@@ -15,7 +15,7 @@ use tonic::Request;
 
 use crate::{Head, HeadConfig};
 
-fn head() -> Head {
+pub(crate) fn head() -> Head {
     let config = HeadConfig {
         token: Token::new("test-token").expect("a token"),
         node_timeout: Duration::from_secs(5),

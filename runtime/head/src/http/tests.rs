@@ -2,24 +2,14 @@
 //! route, and the routes of `docs/jobs-api.yaml` against the router's.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::HeadConfig;
 
-fn head() -> Head {
-    let config = HeadConfig {
-        token: Token::new("test-token").expect("a token"),
-        node_timeout: Duration::from_secs(5),
-        store: ferray_store::StoreConfig::default(),
-        job_caps: Default::default(),
-    };
-    Head::new(config, "head:1".into()).expect("a head")
-}
+use crate::tests::head;
 
 /// A concrete path for a route (`{submission_id}` filled in).
 fn concrete(path: &str) -> String {
