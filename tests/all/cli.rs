@@ -358,3 +358,161 @@ fn the_microbenchmark_runs_and_prints_its_metrics() {
     }
     assert_eq!(out.lines().count(), 2, "{out}");
 }
+
+/// `ferray ARGS` under a pseudo-terminal (util-linux's `script`, as on CI's
+/// Debian): its exit status and what the terminal got (stdout and stderr
+/// together, escape codes and all).
+fn ferray_on_a_terminal(args: &[&str]) -> (bool, String) {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let cmd: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_ferray"))
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &cmd.join(" "), "/dev/null"])
+        .env("FERRAY_CACHE_DIR", crate::cache_dir())
+        .env_remove("FERRAY_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ferray under `script` (util-linux)");
+    (out.status.success(), crate::stdout(&out))
+}
+
+/// The lines an 80-column terminal shows after `raw` (80: what the bar
+/// assumes when, as under `script` without a terminal of its own, the
+/// pseudo-terminal has no size): a small emulator of what the bar writes
+/// (carriage returns, line feeds, the wrap at the last column, erasing a
+/// line, moving up).
+fn visible_lines(raw: &str) -> Vec<String> {
+    const WIDTH: usize = 80;
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                col = 0;
+            }
+            '\x1b' => {
+                if chars.next_if_eq(&'[').is_none() {
+                    continue;
+                }
+                let mut param = String::new();
+                let mut fin = ' ';
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        fin = c;
+                        break;
+                    }
+                    param.push(c);
+                }
+                let n: usize = param.parse().unwrap_or(0);
+                match fin {
+                    'K' if n == 2 => rows[row].clear(),
+                    'K' => rows[row].truncate(col),
+                    'A' => row = row.saturating_sub(n.max(1)),
+                    _ => {}
+                }
+            }
+            c => {
+                if col == WIDTH {
+                    row += 1;
+                    col = 0;
+                }
+                if rows.len() <= row {
+                    rows.resize(row + 1, Vec::new());
+                }
+                let line = &mut rows[row];
+                if line.len() <= col {
+                    line.resize(col + 1, ' ');
+                }
+                line[col] = c;
+                col += 1;
+            }
+        }
+        if rows.len() <= row {
+            rows.resize(row + 1, Vec::new());
+        }
+    }
+    rows.iter()
+        .map(|r| r.iter().collect::<String>().trim_end().to_string())
+        .collect()
+}
+
+/// `(done, total)` of each `DONE/TOTAL tasks` the bar drew in `raw`.
+fn bar_counts(raw: &str) -> Vec<(u64, u64)> {
+    raw.match_indices(" tasks (")
+        .filter_map(|(at, _)| {
+            let head = &raw[..at];
+            let start = head.rfind(' ').map_or(0, |i| i + 1);
+            let (done, total) = head[start..].split_once('/')?;
+            Some((done.parse().ok()?, total.parse().ok()?))
+        })
+        .collect()
+}
+
+/// On a terminal `ferray run` shows a bar of the job's tasks (done/total,
+/// elapsed, rate) that advances, prints guests' output above it, and still
+/// prints the result; off a terminal there is no bar and no escape code.
+#[test]
+fn run_shows_a_progress_bar_on_a_terminal_only() {
+    // 8 tasks of 200 ms on 2 CPUs: at least 800 ms, ticks of 100 ms.
+    let args = [
+        "run",
+        "--num-cpus",
+        "2",
+        fx::MISBEHAVE,
+        "fan-out",
+        "8",
+        "200",
+    ];
+    let squares: Vec<String> = (0..8i64).map(|i| (i * i).to_string()).collect();
+    let result = format!("[{}]", squares.join(", "));
+    let (ok, raw) = ferray_on_a_terminal(&args);
+    assert!(ok, "{raw}");
+    let counts = bar_counts(&raw);
+    // The driver's 8 tasks (the driver is not counted, as on a cluster).
+    assert!(
+        counts
+            .iter()
+            .any(|&(done, total)| total == 8 && done > 0 && done < 8),
+        "no bar advancing through 8 tasks in: {raw:?}"
+    );
+    assert!(
+        counts.windows(2).all(|w| w[0].0 <= w[1].0),
+        "the count went back: {counts:?}"
+    );
+    assert!(raw.contains("[00:00:0"), "no elapsed time: {raw:?}");
+    assert!(raw.contains("/s)"), "no rate: {raw:?}");
+    assert!(
+        visible_lines(&raw).contains(&result),
+        "no result line in: {raw:?}"
+    );
+
+    // Guests' output prints on lines of its own, not into the bar's.
+    let (ok, raw) = ferray_on_a_terminal(&["run", fx::MISBEHAVE, "shout", "\"hello\""]);
+    assert!(ok, "{raw}");
+    let lines = visible_lines(&raw);
+    let said: Vec<_> = lines.iter().filter(|l| l.contains(") hello")).collect();
+    assert_eq!(said.len(), 2, "{lines:?}");
+    for l in said {
+        assert!(
+            l.starts_with("(task-") && l.ends_with(") hello"),
+            "{lines:?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l == "\"HELLO\""), "{lines:?}");
+
+    // Not a terminal: plain output, as before.
+    let out = ferray().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(crate::stdout(&out), format!("{result}\n"));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes off a terminal: {err:?}"
+    );
+    assert!(!err.contains("tasks"), "a bar off a terminal: {err:?}");
+}

@@ -16,6 +16,7 @@ use ferray::cluster::{
 use ferray::{NodeId, Resources};
 
 use crate::args::{self, EntrypointArgs, NodeArgs};
+use crate::progress;
 
 /// `ferray start`.
 #[derive(clap::Args, Debug)]
@@ -789,32 +790,31 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         eprintln!("submitted job-{job} to {}", c.address());
-        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        // On a terminal a bar (log lines print above it); else a line of
+        // progress at most every second.
+        let bar =
+            progress::stderr_is_terminal().then(|| progress::Bar::new(&format!("job-{job} ")));
         let mut last_print = Instant::now() - Duration::from_secs(10);
-        let mut pending_progress: Option<(u64, u64)> = None;
         let info = c
             .watch_job(job, true, |e| match e {
-                JobEvent::Log(l) => {
-                    if tty && pending_progress.is_some() {
-                        eprint!("\r\x1b[K");
+                JobEvent::Log(l) => match &bar {
+                    Some(bar) => bar.println(&l),
+                    None => eprintln!("{l}"),
+                },
+                JobEvent::Progress { done, total } => match &bar {
+                    Some(bar) => bar.set(done, total),
+                    None => {
+                        if last_print.elapsed() > Duration::from_secs(1) {
+                            eprintln!("job-{job}: {done}/{total} tasks done");
+                            last_print = Instant::now();
+                        }
                     }
-                    eprintln!("{l}");
-                }
-                JobEvent::Progress { done, total } => {
-                    pending_progress = Some((done, total));
-                    if tty {
-                        eprint!("\r\x1b[Kjob-{job}: {done}/{total} tasks done");
-                    } else if last_print.elapsed() > Duration::from_secs(1) {
-                        eprintln!("job-{job}: {done}/{total} tasks done");
-                        last_print = Instant::now();
-                    }
-                }
+                },
                 JobEvent::Finished(_) => {}
             })
             .await?;
-        if tty {
-            eprint!("\r\x1b[K");
-        }
+        // The bar goes before the job's last line.
+        drop(bar);
         eprintln!(
             "job-{job} {}: {}/{} tasks done",
             info.state.name().to_lowercase(),

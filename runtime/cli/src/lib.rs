@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod args;
 mod cluster;
+mod progress;
 mod tls;
 
 use std::path::PathBuf;
@@ -132,7 +133,7 @@ pub fn main() -> ExitCode {
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
@@ -246,10 +247,14 @@ fn read_component(path: &PathBuf) -> Result<Vec<u8>> {
 
 fn run_component(args: RunArgs) -> Result<ExitCode> {
     let bytes = read_component(&args.component)?;
-    let mut b = args
-        .node
-        .builder(OutputMode::Stderr)
-        .local_mode(args.local_mode);
+    // On a terminal guests' output is collected and printed above the bar.
+    let bar = progress::stderr_is_terminal();
+    let output = if bar {
+        OutputMode::Collect
+    } else {
+        OutputMode::Stderr
+    };
+    let mut b = args.node.builder(output).local_mode(args.local_mode);
     if let Some(t) = args.timeout {
         b = b.timeout(t);
     }
@@ -273,7 +278,12 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
         resources: args.entrypoint.resources()?,
         ..ferray::TaskOptions::default()
     };
-    let out = rt.block_on(comp.call_wave(&args.function, &args.args, driver))?;
+    let call = comp.call_wave(&args.function, &args.args, driver);
+    let out = if bar {
+        with_bar(&rt, call)?
+    } else {
+        rt.block_on(call)?
+    };
     if !out.text.is_empty() {
         outln!("{}", out.text);
     }
@@ -281,6 +291,45 @@ fn run_component(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the bar of `ferray run` reads the runtime's task counters.
+const BAR_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Run `call`, the driver, on `rt` under a progress bar of the tasks it
+/// submits (the runtime's counters, less the driver itself as on a cluster,
+/// read every [`BAR_TICK`] by a thread of its own: the task path only
+/// counts). Guests' output, collected, is printed above the bar as it
+/// comes; the bar is gone when this returns.
+fn with_bar<F: std::future::Future>(rt: &ferray::Runtime, call: F) -> F::Output {
+    let bar = progress::Bar::new("");
+    let show = |bar: &progress::Bar| {
+        for l in rt.take_output() {
+            bar.println(&format!("({}) {}", l.source, l.line));
+        }
+        let c = rt.task_counts();
+        let total = c.submitted.saturating_sub(1);
+        bar.set((c.finished + c.failed).min(total), total);
+    };
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let out = std::thread::scope(|s| {
+        let (bar, show) = (&bar, &show);
+        s.spawn(move || {
+            loop {
+                show(bar);
+                match stopped.recv_timeout(BAR_TICK) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+            }
+        });
+        let out = rt.block_on(call);
+        drop(stop);
+        out
+    });
+    // The last output and counts, then the bar goes.
+    show(&bar);
+    out
 }
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {

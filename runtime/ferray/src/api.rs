@@ -588,6 +588,15 @@ impl Runtime {
         self.inner().take_output()
     }
 
+    /// Its tasks' counters alone (atomic loads, and the count of running
+    /// tasks): what a progress display reads often, without
+    /// [`Runtime::stats`]' store and host figures. The tasks its guests
+    /// submit count too; one that ended counts as `finished` or `failed`
+    /// (a cancelled one as neither).
+    pub fn task_counts(&self) -> TaskCounts {
+        self.inner().counts()
+    }
+
     pub fn stats(&self) -> RuntimeStats {
         let inner = self.inner();
         RuntimeStats {
