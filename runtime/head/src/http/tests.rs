@@ -214,3 +214,207 @@ fn a_nodes_metrics_show_what_it_knows() {
     }
     assert!(!text.contains("guest_mem"), "unknown, not shown: {text}");
 }
+
+/// The metrics a metrics text declares: each `# TYPE NAME KIND` line's name
+/// and kind.
+fn declared(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.trim().to_string()))
+        .collect()
+}
+
+/// The `ferray_` metric names in a PromQL expression, a histogram's series
+/// (`_bucket`, `_sum`, `_count`) under the histogram's own name.
+fn metric_names(
+    expr: &str,
+    metrics: &std::collections::BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = BTreeSet::new();
+    for (at, _) in expr.match_indices("ferray_") {
+        if expr[..at].chars().next_back().is_some_and(ident) {
+            continue;
+        }
+        let rest = &expr[at..];
+        let name = &rest[..rest.find(|c| !ident(c)).unwrap_or(rest.len())];
+        let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let base = name.strip_suffix(suffix)?;
+            (metrics.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+        });
+        out.insert(histogram.unwrap_or(name).to_string());
+    }
+    out
+}
+
+/// Every string under `key` anywhere in a JSON value.
+fn strings_under<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v.as_str() {
+                    Some(s) if k == key => out.push(s),
+                    _ => strings_under(v, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                strings_under(v, key, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `docs/grafana-dashboard.json` asks only for metrics that the head's or a
+/// worker's `/metrics` declares (rendered here from the code, with a
+/// worker, a job with a task and an actor, and every optional figure of a
+/// node), shows every one of them, and imports with its data source as an
+/// input.
+#[tokio::test]
+async fn the_grafana_dashboard_asks_for_the_metrics_we_serve() {
+    use ferray_proto::v1::{self, down, up};
+    let head = head();
+    let mut sessions = Vec::new();
+    for worker in [true, false] {
+        let hello = v1::Hello {
+            protocol: ferray_proto::PROTOCOL_VERSION,
+            worker,
+            resources: worker.then(|| v1::Resources {
+                cpus: 2.0,
+                ..Default::default()
+            }),
+            object_address: if worker {
+                "node:1".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        sessions.push(head.open(&hello).expect("a session"));
+    }
+    // The client (a job) submits a task and creates an actor.
+    let (client, rx) = &mut sessions[1];
+    let base = match rx.try_recv().ok().and_then(|d| d.msg) {
+        Some(down::Msg::Welcome(w)) => w.id_base,
+        other => panic!("{other:?}"),
+    };
+    let comp = ferray_core::ComponentId::of(b"component");
+    head.core
+        .lock()
+        .state
+        .components
+        .insert(comp, bytes::Bytes::from_static(b"component"));
+    let component = bytes::Bytes::copy_from_slice(comp.as_bytes());
+    let msgs = [
+        up::Msg::Submit(v1::Submit {
+            task: base + 1,
+            component: component.clone(),
+            function: "f".into(),
+            ..Default::default()
+        }),
+        up::Msg::CreateActor(v1::CreateActor {
+            actor: base + 2,
+            component,
+            class: "c".into(),
+            ..Default::default()
+        }),
+    ];
+    head.handle(
+        *client,
+        msgs.into_iter().map(|m| v1::Up { msg: Some(m) }).collect(),
+    );
+    let node = NodeMetrics {
+        object_store_bytes_in_memory: 10,
+        object_store_bytes_spilled: 5,
+        objects: 2,
+        instance_slots: Some((3, 1000)),
+        guest_memory: Some((1 << 20, 1 << 30)),
+        resources_total: ferray_core::Resources::cpus(4.0),
+        resources_free: ferray_core::Resources::cpus(1.5),
+        gpu_memory_used: Some(4096),
+    };
+    let mut served = declared(&metrics::render(&head).expect("the head's metrics"));
+    let of_node = declared(&metrics::render_node(&node).expect("a node's metrics"));
+    for (name, kind) in of_node {
+        if let Some(other) = served.get(&name) {
+            assert_eq!(*other, kind, "{name} is of two kinds");
+        }
+        served.insert(name, kind);
+    }
+    for name in [
+        "ferray_tasks",
+        "ferray_actors",
+        "ferray_jobs",
+        "ferray_node_resources",
+    ] {
+        assert!(served.contains_key(name), "no {name}: {served:?}");
+    }
+
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-dashboard.json"
+    );
+    let text = std::fs::read_to_string(file).expect("docs/grafana-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    strings_under(&dash["panels"], "expr", &mut exprs);
+    strings_under(&dash["templating"], "definition", &mut exprs);
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+    let mut shown = BTreeSet::new();
+    for expr in exprs {
+        let names = metric_names(expr, &served);
+        assert!(!names.is_empty(), "no ferray_ metric in `{expr}`");
+        for name in names {
+            assert!(
+                served.contains_key(&name),
+                "`{expr}` asks for {name}, which no /metrics serves (served: {:?})",
+                served.keys().collect::<Vec<_>>()
+            );
+            shown.insert(name);
+        }
+    }
+    let unshown: Vec<_> = served.keys().filter(|n| !shown.contains(*n)).collect();
+    assert!(
+        unshown.is_empty(),
+        "no panel of docs/grafana-dashboard.json shows {unshown:?}"
+    );
+    for histogram in served.iter().filter(|(_, k)| *k == "histogram") {
+        let quantile = format!("{}_bucket", histogram.0);
+        assert!(
+            text.contains(&quantile) && text.contains("histogram_quantile("),
+            "no quantiles of {}",
+            histogram.0
+        );
+    }
+
+    // It imports: Grafana asks for the data source its panels name.
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert_eq!(dash["__inputs"][0]["pluginId"], "prometheus");
+    let mut sources = Vec::new();
+    strings_under(&dash["panels"], "uid", &mut sources);
+    assert!(!sources.is_empty());
+    assert!(
+        sources.iter().all(|uid| *uid == "${DS_PROMETHEUS}"),
+        "{sources:?}"
+    );
+    assert!(dash["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+}
+
+#[test]
+fn metric_names_are_read_from_an_expression() {
+    let served = declared(
+        "# TYPE ferray_a histogram\nferray_a_bucket{le=\"1\"} 0\n# TYPE ferray_b_count gauge\n",
+    );
+    let names = metric_names(
+        "histogram_quantile(0.9, sum by (le) (rate(ferray_a_bucket[5m]))) + ferray_b_count \
+         + ferray_c_sum + x_ferray_d",
+        &served,
+    );
+    let want: BTreeSet<String> = ["ferray_a", "ferray_b_count", "ferray_c_sum"]
+        .map(String::from)
+        .into();
+    assert_eq!(names, want);
+}
