@@ -8,6 +8,9 @@
 //! - `cargo xtask tidy`: the dependency rules and code map of ARCHITECTURE.md.
 //! - `cargo xtask examples`: build every guest example with cargo-component.
 //! - `cargo xtask bench`: `ferray microbenchmark` in release mode.
+//! - `cargo xtask bench-dashboard`: the head's dashboard pages and API timed
+//!   on an empty cluster and with 100,000 tasks and 10,000 actors in its
+//!   tables (`cargo bench -p ferray-benches --bench dashboard`).
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: the fuzz targets of `fuzz/`
 //!   under libFuzzer (nightly, cargo-fuzz), `N` executions each.
 //!
@@ -229,6 +232,14 @@ fn bench() -> Result<()> {
     ]))
 }
 
+/// The dashboard benchmark (`benches/benches/dashboard.rs`), in the bench
+/// profile.
+fn bench_dashboard() -> Result<()> {
+    run(cargo()
+        .current_dir(root())
+        .args(["bench", "-p", "ferray-benches", "--bench", "dashboard"]))
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let out = match task.as_str() {
@@ -238,9 +249,10 @@ fn main() -> ExitCode {
         "examples" => build_examples_with_cargo_component()
             .map(|p| eprintln!("components in {}", p.display())),
         "bench" => bench(),
+        "bench-dashboard" => bench_dashboard(),
         "fuzz" => fuzz::fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask demo | test | tidy | examples | bench | fuzz [TARGET] [--runs N]"
+            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | fuzz [TARGET] [--runs N]"
         )),
     };
     match out {
