@@ -995,6 +995,7 @@ fn lists_page_through_more_jobs_than_one_page() {
                     what: "jobs".into(),
                     limit: 3,
                     after: std::mem::take(&mut after),
+                    ..Default::default()
                 })
                 .await
                 .expect("a page")
@@ -1014,6 +1015,7 @@ fn lists_page_through_more_jobs_than_one_page() {
                 what: "jobs".into(),
                 limit: 3,
                 after: "not-a-cursor".into(),
+                ..Default::default()
             })
             .await
             .expect_err("a bad cursor is refused");

@@ -14,7 +14,7 @@ use super::fx;
 use super::harness::{Cluster, block_on, wait_for};
 
 /// The dashboard address the head wrote beside `head-address`.
-fn dashboard(c: &Cluster) -> String {
+pub(crate) fn dashboard(c: &Cluster) -> String {
     let f = c.home.path().join("dashboard-address");
     wait_for("the dashboard address", 30, || {
         std::fs::read_to_string(&f)

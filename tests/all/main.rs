@@ -6,6 +6,7 @@ mod actors;
 mod both;
 mod cli;
 mod cluster;
+mod dashboard;
 mod embed;
 mod files;
 mod gpu;

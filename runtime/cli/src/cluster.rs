@@ -135,7 +135,7 @@ impl ConnectArgs {
         Ok(find_token(self.token.as_deref())?)
     }
 
-    async fn client(&self) -> Result<Client> {
+    pub(crate) async fn client(&self) -> Result<Client> {
         let addr = self.address()?;
         let token = self.token()?;
         if let Some(f) = &self.tls_ca {
@@ -224,7 +224,7 @@ pub struct GetArgs {
     connect: ConnectArgs,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -232,7 +232,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn job_id(s: &str) -> Result<u64> {
+pub(crate) fn job_id(s: &str) -> Result<u64> {
     s.trim_start_matches("job-")
         .parse()
         .map_err(|_| anyhow::anyhow!("`{s}` is not a job id (like job-3)"))
@@ -342,6 +342,8 @@ fn node_metrics(s: &ferray::RuntimeStats) -> ferray_head::NodeMetrics {
         resources_total: s.resources_total.clone(),
         resources_free: s.resources_free.clone(),
         gpu_memory_used: s.gpu.as_ref().map(|g| g.live_bytes),
+        transfer_bytes: s.transfers.as_ref().map(|t| t.0.clone()),
+        transfer_seconds: s.transfers.as_ref().map(|t| t.1.clone()),
     }
 }
 
@@ -542,7 +544,9 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     }
     match &dashboard {
         Ok((url, _)) => {
-            outln!("  dashboard:    {url} (/metrics, /api/jobs/; the token as a bearer header)")
+            outln!(
+                "  dashboard:    {url} (sign in with the token; APIs take it as a bearer header)"
+            )
         }
         Err(why) => outln!("  dashboard:    {why}"),
     }

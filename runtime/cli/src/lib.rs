@@ -21,6 +21,7 @@ macro_rules! out {
 mod args;
 mod cluster;
 mod progress;
+mod timeline;
 mod tls;
 
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ enum Command {
     Put(cluster::PutArgs),
     /// Fetch an object's bytes from the cluster.
     Get(cluster::GetArgs),
+    /// Write a job's attempts as a Chrome trace (Perfetto, chrome://tracing):
+    /// a row per node and slot, a span per attempt, failures marked.
+    Timeline(timeline::TimelineArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -211,6 +215,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(args) => cluster::list(args),
         Command::Put(args) => cluster::put(args),
         Command::Get(args) => cluster::get(args),
+        Command::Timeline(args) => timeline::timeline(args),
     }
 }
 

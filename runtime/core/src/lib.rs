@@ -5,6 +5,7 @@
 mod call;
 mod ceilings;
 mod error;
+mod histogram;
 mod ids;
 mod options;
 mod parse;
@@ -15,6 +16,7 @@ pub mod view;
 pub use call::Arg;
 pub use ceilings::{Ceilings, JobCaps};
 pub use error::{Error, Result};
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
 pub use options::{ActorOptions, AttemptEnd, Strategy, TaskOptions, retry_backoff};
 pub use parse::{parse_duration, parse_size};

@@ -413,6 +413,12 @@ pub struct RuntimeStats {
     /// Bytes of guest linear memory (and decoded arguments) its instances
     /// hold now, and the node's limit (`None`: a client, which runs none).
     pub guest_memory: Option<(u64, u64)>,
+    /// Objects this node pulled from others: their bytes, and the seconds
+    /// each pull took (`None`: the embedded runtime, which pulls nothing).
+    pub transfers: Option<(
+        ferray_core::HistogramSnapshot,
+        ferray_core::HistogramSnapshot,
+    )>,
 }
 
 impl Runtime {
@@ -616,6 +622,7 @@ impl Runtime {
                 .ok()
                 .and_then(|h| h.memory_budget())
                 .map(|b| (b.used(), b.limit())),
+            transfers: inner.backend().transfers(),
         }
     }
 

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use ferray_core::{
-    ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId, TaskOptions,
+    ActorId, ActorOptions, Arg, ComponentId, Error, HistogramSnapshot, JobId, ObjectId, TaskId,
+    TaskOptions,
 };
 use ferray_host::Loaded;
 use futures::future::BoxFuture;
@@ -125,6 +126,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether work leaves this process (a cluster).
     fn is_remote(&self) -> bool;
+
+    /// Pass on what the running task `source` (`task-N`) wrote on stdout
+    /// now; `false`: not taken (it stays for the task's end).
+    fn live_output(&self, _source: &str, _stdout: &[u8]) -> bool {
+        false
+    }
+
+    /// Objects pulled from other nodes: their bytes and the seconds each
+    /// took (`None`: nothing is pulled, the embedded runtime).
+    fn transfers(&self) -> Option<(HistogramSnapshot, HistogramSnapshot)> {
+        None
+    }
 }
 
 /// The embedded runtime: everything runs in this process.

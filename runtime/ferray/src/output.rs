@@ -62,6 +62,10 @@ impl OutputSink {
         self.buffered.store(true, Ordering::Relaxed);
     }
 
+    pub(crate) fn is_buffered(&self) -> bool {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
     /// The output a source wrote since it was last taken (stdout, stderr).
     pub(crate) fn take_source(&self, source: &str) -> (Vec<u8>, Vec<u8>) {
         self.by_source.lock().remove(source).unwrap_or_default()

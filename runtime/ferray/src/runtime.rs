@@ -230,6 +230,16 @@ impl RtInner {
         }
     }
 
+    /// Whole lines a running task wrote on stdout: on a cluster's worker
+    /// they go to the head at once (its job's live log), else where the
+    /// runtime's output goes.
+    pub(crate) fn emit_live(&self, label: &str, stdout: &[u8]) {
+        if self.output.is_buffered() && self.backend().live_output(label, stdout) {
+            return;
+        }
+        self.output.emit(label, Stream::Stdout, stdout);
+    }
+
     /// Output a task wrote elsewhere (a cluster's node), shown here.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn emit_output(&self, source: &str, stdout: &[u8], stderr: &[u8]) {
@@ -393,6 +403,7 @@ impl RtInner {
             timeout: timeout.or(self.settings.default_timeout),
             fuel: fuel.or(self.settings.default_fuel),
             num_gpus: resources.num_gpus(),
+            live_stdout: None,
         }
     }
 

@@ -160,7 +160,17 @@ impl RtInner {
         args: &[u8],
         options: &TaskOptions,
     ) -> Result<Vec<u8>, Error> {
-        let limits = self.limits(&options.resources, options.timeout, options.fuel);
+        let mut limits = self.limits(&options.resources, options.timeout, options.fuel);
+        // Its stdout as it runs: a long task's lines are seen at once (on a
+        // cluster, in its job's log), not when it ends.
+        limits.live_stdout = Some({
+            let (rt, label) = (Arc::downgrade(self), ctx.label.clone());
+            Arc::new(move |bytes: &[u8]| {
+                if let Some(rt) = rt.upgrade() {
+                    rt.emit_live(&label, bytes);
+                }
+            })
+        });
         let mut attempts = 0u32;
         loop {
             // An instance slot for the attempt (waiting while the node's

@@ -195,6 +195,8 @@ struct Core {
     down_queue_bytes: usize,
     /// Scheduling and run times for `/metrics`, taken as messages pass.
     timings: http::metrics::Timings,
+    /// The dashboard's charts: a sample of the cluster a second.
+    history: http::history::History,
 }
 
 impl Core {
@@ -316,6 +318,7 @@ impl Head {
             job_waits: HashMap::new(),
             down_queue_bytes: DOWN_QUEUE_BYTES,
             timings: Default::default(),
+            history: Default::default(),
         };
         Ok(Head {
             core: Arc::new(Mutex::new(core)),
@@ -435,8 +438,13 @@ impl Head {
         what: &str,
         after: &str,
         limit: usize,
+        filter: &ferray_core::view::ListFilter,
     ) -> Result<v1::ClusterState, Error> {
-        let page = self.core.lock().state.cluster_page(what, after, limit)?;
+        let page = self
+            .core
+            .lock()
+            .state
+            .cluster_page_where(what, after, limit, filter)?;
         Ok(ferray_proto::cluster_view_to(page.view, page.next))
     }
 
@@ -651,8 +659,13 @@ impl v1::head_server::Head for Head {
         req: Request<v1::ClusterRequest>,
     ) -> Result<Response<v1::ClusterState>, Status> {
         let r = req.get_ref();
+        let filter = ferray_core::view::ListFilter {
+            job: (r.job != 0).then_some(JobId(r.job)),
+            state: (!r.state.is_empty()).then(|| r.state.clone()),
+            function: (!r.function.is_empty()).then(|| r.function.clone()),
+        };
         let page = self
-            .cluster_state(&r.what, &r.after, r.limit as usize)
+            .cluster_state(&r.what, &r.after, r.limit as usize, &filter)
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(page))
     }

@@ -83,6 +83,10 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
             blocked: b.blocked,
         },
         up::Msg::Started(s) => Input::Started(TaskId(s.task)),
+        up::Msg::Output(o) => Input::Output {
+            task: TaskId(o.task),
+            stdout: o.stdout,
+        },
         up::Msg::Done(d) => Input::Done(done(d)),
         up::Msg::Located(l) => match object_id(&l.id) {
             Ok(id) => Input::Located(id),

@@ -46,8 +46,15 @@ impl Default for HostConfig {
     }
 }
 
+/// Where a call's stdout goes while it runs: whole lines, as they are
+/// written (a line longer than [`LIVE_CHUNK`] goes in pieces).
+pub type LiveOutput = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The most bytes of one line held back waiting for its end.
+pub const LIVE_CHUNK: usize = 64 << 10;
+
 /// The per-call limits of a task attempt or actor method call.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Limits {
     /// Memory cap in bytes (`None`: the host's default).
     pub memory: Option<u64>,
@@ -57,4 +64,20 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// GPUs the task asked for: the `gpu` imports work only when above 0.
     pub num_gpus: f64,
+    /// Its stdout as it runs (`None`: all of it with the outcome). Bounded
+    /// as the captured output is (`HostConfig::max_output_bytes`); stderr
+    /// always comes with the outcome (a trap's message takes its tail).
+    pub live_stdout: Option<LiveOutput>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("memory", &self.memory)
+            .field("timeout", &self.timeout)
+            .field("fuel", &self.fuel)
+            .field("num_gpus", &self.num_gpus)
+            .field("live_stdout", &self.live_stdout.is_some())
+            .finish()
+    }
 }

@@ -37,7 +37,7 @@ use wasmtime::{Engine, EngineWeak, WasmFeatures};
 
 pub use budget::MemoryBudget;
 pub use component::{ClassInfo, ComponentInfo, FuncInfo};
-pub use config::{HostConfig, Limits};
+pub use config::{HostConfig, LIVE_CHUNK, Limits, LiveOutput};
 pub use services::{CallRequest, Services};
 pub use task::{ActorInstance, Outcome, TaskState};
 

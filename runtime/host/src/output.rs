@@ -13,6 +13,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 struct Inner {
     buf: BytesMut,
     dropped: u64,
+    /// Bytes already passed on live (they count toward the bound).
+    sent: usize,
 }
 
 /// One guest output stream (stdout or stderr) with a byte bound.
@@ -20,6 +22,9 @@ struct Inner {
 pub struct Capture {
     capacity: usize,
     inner: Arc<Mutex<Inner>>,
+    /// Whole lines go here as they are written (the rest stays for
+    /// [`Capture::take`]).
+    live: Option<crate::config::LiveOutput>,
 }
 
 impl Capture {
@@ -27,15 +32,44 @@ impl Capture {
         Self {
             capacity,
             inner: Arc::default(),
+            live: None,
+        }
+    }
+
+    /// A capture that passes whole lines to `live` as they come.
+    pub fn live(capacity: usize, live: Option<crate::config::LiveOutput>) -> Self {
+        Self {
+            live,
+            ..Self::new(capacity)
         }
     }
 
     fn append(&self, bytes: &[u8]) {
-        let mut inner = self.inner.lock();
-        let room = self.capacity.saturating_sub(inner.buf.len());
-        let take = room.min(bytes.len());
-        inner.buf.extend_from_slice(&bytes[..take]);
-        inner.dropped += (bytes.len() - take) as u64;
+        let ready = {
+            let mut inner = self.inner.lock();
+            let room = self.capacity.saturating_sub(inner.buf.len() + inner.sent);
+            let take = room.min(bytes.len());
+            inner.buf.extend_from_slice(&bytes[..take]);
+            inner.dropped += (bytes.len() - take) as u64;
+            if self.live.is_none() {
+                return;
+            }
+            // Whole lines, or a long line's first part.
+            let cut = match inner.buf.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None if inner.buf.len() >= crate::config::LIVE_CHUNK => inner.buf.len(),
+                None => 0,
+            };
+            if cut == 0 {
+                return;
+            }
+            inner.sent += cut;
+            inner.buf.split_to(cut).freeze()
+        };
+        // Outside the lock: the receiver may take its time.
+        if let Some(live) = &self.live {
+            live(&ready);
+        }
     }
 
     /// What the guest wrote (up to the bound) and how many bytes were dropped.

@@ -287,7 +287,10 @@ impl<S: Services> Host<S> {
         services: Arc<S>,
         ctx: S::Ctx,
     ) -> Outcome {
-        let output = Output::new(self.config().max_output_bytes);
+        let output = Output {
+            stdout: Capture::live(self.config().max_output_bytes, limits.live_stdout.clone()),
+            stderr: Capture::new(self.config().max_output_bytes),
+        };
         let result = self
             .run_inner(comp, func, args, limits, services, ctx, &output)
             .await;

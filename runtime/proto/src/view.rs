@@ -2,7 +2,7 @@
 //! head writes them, clients read them, and neither side sees the other's.
 
 use ferray_core::view::{
-    ActorInfo, ClusterView, JobEvent, JobInfo, JobState, NodeInfo, ObjectInfo, TaskInfo,
+    ActorInfo, ClusterView, JobEvent, JobInfo, JobState, NodeInfo, ObjectInfo, Span, TaskInfo,
 };
 use ferray_core::{ActorId, Error, JobId, NodeId, TaskId};
 
@@ -131,6 +131,23 @@ pub fn cluster_view_to(v: ClusterView, next: Option<String>) -> v1::ClusterState
             .collect(),
         jobs: v.jobs.into_iter().map(job_info_to).collect(),
         task_states: v.task_states.into_iter().collect(),
+        spans: v
+            .spans
+            .into_iter()
+            .map(|s| v1::Span {
+                seq: s.seq,
+                task: s.task.0,
+                job: s.job.0,
+                attempt: s.attempt,
+                function: s.function,
+                node: s.node.0,
+                slot: s.slot,
+                start_unix_us: s.start_unix_us,
+                end_unix_us: s.end_unix_us,
+                outcome: s.outcome.into_owned(),
+                error: s.error,
+            })
+            .collect(),
     }
 }
 
@@ -198,6 +215,23 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<(ClusterView, Option<Str
             .map(job_info_from)
             .collect::<Result<_, Error>>()?,
         task_states: v.task_states.into_iter().collect(),
+        spans: v
+            .spans
+            .into_iter()
+            .map(|s| Span {
+                seq: s.seq,
+                task: TaskId(s.task),
+                job: JobId(s.job),
+                attempt: s.attempt,
+                function: s.function,
+                node: NodeId(s.node),
+                slot: s.slot,
+                start_unix_us: s.start_unix_us,
+                end_unix_us: s.end_unix_us,
+                outcome: s.outcome.into(),
+                error: s.error,
+            })
+            .collect(),
     };
     Ok((view, next))
 }
@@ -267,6 +301,19 @@ mod tests {
             jobs: vec![job.clone()],
             task_states: [("RUNNING".to_string(), 1)].into_iter().collect(),
             head_version: "0.1.0".into(),
+            spans: vec![Span {
+                seq: 4,
+                task: TaskId(9),
+                job: JobId(3),
+                attempt: 2,
+                function: "f".into(),
+                node: NodeId(1),
+                slot: 3,
+                start_unix_us: 10,
+                end_unix_us: 20,
+                outcome: "FAILED".into(),
+                error: "trap".into(),
+            }],
         };
         let back =
             cluster_view_from(cluster_view_to(view.clone(), Some("7".into()))).expect("decodes");

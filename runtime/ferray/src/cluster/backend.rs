@@ -109,4 +109,32 @@ impl Backend for Remote {
     fn is_remote(&self) -> bool {
         true
     }
+
+    fn live_output(&self, source: &str, stdout: &[u8]) -> bool {
+        let Some(task) = source
+            .strip_prefix("task-")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        self.0.send(ferray_proto::v1::up::Msg::Output(
+            ferray_proto::v1::TaskOutput {
+                task,
+                stdout: Bytes::copy_from_slice(stdout),
+            },
+        ));
+        true
+    }
+
+    fn transfers(
+        &self,
+    ) -> Option<(
+        ferray_core::HistogramSnapshot,
+        ferray_core::HistogramSnapshot,
+    )> {
+        Some((
+            self.0.transfer_bytes.snapshot(),
+            self.0.transfer_seconds.snapshot(),
+        ))
+    }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use ferray_core::view::{
-    ActorInfo, ClusterView, JobEvent, JobInfo, JobState, NodeInfo, ObjectInfo, TaskInfo,
+    ActorInfo, ClusterView, JobEvent, JobInfo, JobState, ListFilter, NodeInfo, ObjectInfo, Span,
+    TaskInfo, chrome_trace,
 };
 use ferray_core::{ComponentId, Error, ObjectId};
 use ferray_proto::v1;
@@ -309,6 +310,19 @@ impl Client {
     pub async fn state_pages(
         &mut self,
         what: &str,
+        each: impl FnMut(ClusterView),
+    ) -> Result<(), Error> {
+        self.state_pages_where(what, &ListFilter::default(), each)
+            .await
+    }
+
+    /// [`Client::state_pages`] of what `filter` keeps: a job's tasks,
+    /// actors or spans (`spans`: its attempts, for its timeline), tasks in
+    /// a state or of a function.
+    pub async fn state_pages_where(
+        &mut self,
+        what: &str,
+        filter: &ListFilter,
         mut each: impl FnMut(ClusterView),
     ) -> Result<(), Error> {
         // Tests make pages small with FERRAY_TESTING_PAGE_SIZE=N (the
@@ -326,6 +340,9 @@ impl Client {
                 what: what.to_string(),
                 limit,
                 after: std::mem::take(&mut after),
+                job: filter.job.map_or(0, |j| j.0),
+                state: filter.state.clone().unwrap_or_default(),
+                function: filter.function.clone().unwrap_or_default(),
             });
             let page = match tokio::time::timeout(Duration::from_secs(10), fut).await {
                 Ok(r) => r.map_err(status("the head"))?.into_inner(),

@@ -51,6 +51,10 @@ pub(crate) struct Session {
     exec: tokio::runtime::Handle,
     /// Transfers that failed their check (corrupt) and were fetched again.
     pub corrupt_transfers: AtomicU64,
+    /// Objects pulled from other nodes: their bytes, and the seconds each
+    /// pull took (`ferray_object_transfer_*` on the node's metrics).
+    pub transfer_bytes: ferray_core::Histogram,
+    pub transfer_seconds: ferray_core::Histogram,
 }
 
 impl std::fmt::Debug for Session {
@@ -111,6 +115,10 @@ impl Session {
             lost: Mutex::new(None),
             exec: tokio::runtime::Handle::current(),
             corrupt_transfers: AtomicU64::new(0),
+            // 1 KiB to 4 GiB.
+            transfer_bytes: ferray_core::Histogram::exponential(1024.0, 4.0, 12),
+            // 100 µs to about 7 minutes.
+            transfer_seconds: ferray_core::Histogram::exponential(1e-4, 4.0, 12),
         });
         Ok((session, down))
     }
@@ -378,8 +386,13 @@ impl Session {
         if let Ok(b) = self.store.get(&id) {
             return Ok(b);
         }
+        let started = std::time::Instant::now();
         let mut c = self.peer(addr).await?;
-        ferray_proto::pull(&mut c, addr, id).await
+        let bytes = ferray_proto::pull(&mut c, addr, id).await?;
+        self.transfer_bytes.observe(bytes.len() as f64);
+        self.transfer_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(bytes)
     }
 
     // ----- submissions -----

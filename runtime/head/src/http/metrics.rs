@@ -248,6 +248,46 @@ pub struct NodeMetrics {
     pub resources_free: ferray_core::Resources,
     /// Bytes of GPU buffers held by its tasks (`None`: no GPU).
     pub gpu_memory_used: Option<u64>,
+    /// Objects it pulled from other nodes: their bytes, and the seconds
+    /// each took.
+    pub transfer_bytes: Option<ferray_core::HistogramSnapshot>,
+    pub transfer_seconds: Option<ferray_core::HistogramSnapshot>,
+}
+
+/// A histogram counted elsewhere (a node's [`ferray_core::Histogram`]),
+/// written as Prometheus writes its own.
+#[derive(Debug)]
+struct Counted(ferray_core::HistogramSnapshot);
+
+impl prometheus_client::encoding::EncodeMetric for Counted {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        // The encoder sums the buckets as it writes them (Prometheus'
+        // are cumulative): give it each bucket's own count.
+        let mut below = 0;
+        let own: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .map(|(bound, n)| {
+                let mine = n.saturating_sub(below);
+                below = *n;
+                (*bound, mine)
+            })
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum,
+            self.0.count,
+            &own,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 /// A worker's metrics text.
@@ -323,6 +363,20 @@ pub fn render_node(m: &NodeMetrics) -> Result<String, std::fmt::Error> {
             "ferray_node_gpus_memory_used",
             "Bytes of GPU buffers its tasks hold",
             g(bytes),
+        );
+    }
+    if let Some(h) = &m.transfer_bytes {
+        reg.register(
+            "ferray_object_transfer_bytes",
+            "Objects this node pulled from other nodes, by size",
+            Counted(h.clone()),
+        );
+    }
+    if let Some(h) = &m.transfer_seconds {
+        reg.register(
+            "ferray_object_transfer_seconds",
+            "How long each pull of an object from another node took",
+            Counted(h.clone()),
         );
     }
     let mut out = String::new();

@@ -1,16 +1,22 @@
 //! The head's HTTP edge on the dashboard port (8265 by default, as Ray's):
-//! `/metrics` in Prometheus text format (`metrics.rs`) and a jobs API shaped
-//! like Ray's (`jobs.rs`, described by `docs/jobs-api.yaml`). Every request
-//! carries the cluster token as `Authorization: Bearer TOKEN` (compared in
-//! constant time; 401 without it), bodies are capped, and the server speaks
-//! TLS with the head's certificate when the cluster does.
+//! the dashboard's pages (`pages.rs`, charts from `history.rs`), `/metrics`
+//! in Prometheus text format (`metrics.rs`) and a jobs API shaped like
+//! Ray's (`jobs.rs`, described by `docs/jobs-api.yaml`). Every request
+//! carries the cluster token: as `Authorization: Bearer TOKEN` (compared in
+//! constant time), or as the session cookie a browser got by giving the
+//! token once to the login page (`auth.rs`). Without it an API call is a
+//! 401 and a page goes to the login page. Bodies are capped, and the
+//! server speaks TLS with the head's certificate when the cluster does.
 //!
 //! It reads and changes the head's state the way the gRPC edge does: under
 //! the head's one lock, through the state machine's methods, with the
 //! effects flushed after a change.
 
+mod auth;
+pub(crate) mod history;
 mod jobs;
 pub(crate) mod metrics;
+mod pages;
 
 pub use metrics::NodeMetrics;
 
@@ -49,6 +55,20 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// as OpenAPI writes it). `docs/jobs-api.yaml` lists the same (a test
 /// compares them, and asks the router for each).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/{job}"),
+    ("POST", "/jobs/{job}/stop"),
+    ("GET", "/jobs/{job}/timeline.json"),
+    ("GET", "/tasks"),
+    ("GET", "/tasks/{task}"),
+    ("GET", "/actors"),
+    ("GET", "/actors/{actor}"),
+    ("GET", "/nodes"),
+    ("GET", "/objects"),
+    ("GET", "/logs"),
+    ("GET", "/static/app.js"),
+    ("GET", "/static/app.css"),
     ("GET", "/metrics"),
     ("POST", "/api/jobs/"),
     ("GET", "/api/jobs/"),
@@ -93,10 +113,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router of the dashboard port, every route behind the token check.
-pub fn router(head: Head) -> Router {
-    let token = head.config.token.clone();
+/// The router of the dashboard port, every route behind the token check
+/// (session cookies marked `Secure` when it speaks TLS).
+pub fn router(head: Head, tls: bool) -> Router {
+    let auth = Arc::new(auth::Auth::new(head.config.token.clone(), tls));
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/jobs", get(pages::jobs))
+        .route("/jobs/{job}", get(pages::job))
+        .route("/jobs/{job}/stop", post(pages::stop_job))
+        .route("/jobs/{job}/timeline.json", get(pages::timeline))
+        .route("/tasks", get(pages::tasks))
+        .route("/tasks/{task}", get(pages::task))
+        .route("/actors", get(pages::actors))
+        .route("/actors/{actor}", get(pages::actor))
+        .route("/nodes", get(pages::nodes))
+        .route("/objects", get(pages::objects))
+        .route("/logs", get(pages::logs))
+        .route("/static/app.js", get(pages::app_js))
+        .route("/static/app.css", get(pages::app_css))
         .route("/metrics", get(metrics::scrape))
         .route("/api/jobs/", post(jobs::submit).get(jobs::list))
         .route("/api/jobs/{submission_id}", get(jobs::info))
@@ -105,11 +140,9 @@ pub fn router(head: Head) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(head)
-        // Outermost: nothing runs, not even a 404, before the token check.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
-            check_token,
-        ))
+        // Outermost: nothing runs, not even a 404, before the token check
+        // (the login page is the one thing it lets by).
+        .layer(axum::middleware::from_fn_with_state(auth, auth::check))
 }
 
 /// Whether `sent` (an `Authorization` header) is `Bearer TOKEN`, compared
@@ -125,6 +158,11 @@ async fn check_token(AxState(token): AxState<Arc<Token>>, req: Request, next: Ne
     if admits(&token, req.headers().get(header::AUTHORIZATION)) {
         return next.run(req).await;
     }
+    unauthorized()
+}
+
+/// The answer to a request without the token.
+fn unauthorized() -> Response {
     let mut r = (
         StatusCode::UNAUTHORIZED,
         axum::Json(serde_json::json!({
@@ -170,7 +208,9 @@ impl Head {
         tls: Option<&CertKey>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        serve_router(router(self), listener, tls, shutdown).await
+        // The charts' samples are taken while the dashboard is served.
+        let _sampling = history::start_sampling(self.clone());
+        serve_router(router(self, tls.is_some()), listener, tls, shutdown).await
     }
 }
 

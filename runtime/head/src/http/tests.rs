@@ -14,6 +14,9 @@ use crate::tests::head;
 /// A concrete path for a route (`{submission_id}` filled in).
 fn concrete(path: &str) -> String {
     path.replace("{submission_id}", "job-1")
+        .replace("{job}", "job-1")
+        .replace("{task}", "task-1")
+        .replace("{actor}", "actor-1")
 }
 
 async fn status(router: &Router, method: &str, path: &str, auth: Option<&str>) -> StatusCode {
@@ -85,7 +88,7 @@ fn the_openapi_file_lists_the_routers_routes() {
 
 #[tokio::test]
 async fn every_route_needs_the_token_and_the_router_has_them_all() {
-    let router = router(head());
+    let router = router(head(), false);
     for (method, path) in ROUTES {
         let path = concrete(path);
         for auth in [
@@ -106,8 +109,12 @@ async fn every_route_needs_the_token_and_the_router_has_them_all() {
             s != StatusCode::METHOD_NOT_ALLOWED && s != StatusCode::UNAUTHORIZED,
             "{method} {path}: {s}"
         );
-        if path.contains("job-1") {
-            assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: no job-1 yet");
+        if path.contains("-1") {
+            assert_eq!(
+                s,
+                StatusCode::NOT_FOUND,
+                "{method} {path}: no such thing yet"
+            );
         } else if method == &"POST" {
             assert_eq!(
                 s,
@@ -135,7 +142,7 @@ async fn every_route_needs_the_token_and_the_router_has_them_all() {
 
 #[tokio::test]
 async fn a_bad_submission_is_a_400_with_the_reason() {
-    let router = router(head());
+    let router = router(head(), false);
     for body in [
         "not json",
         r#"{"function": "f"}"#,
@@ -201,6 +208,14 @@ fn a_nodes_metrics_show_what_it_knows() {
         resources_total: ferray_core::Resources::cpus(4.0),
         resources_free: ferray_core::Resources::cpus(1.5),
         gpu_memory_used: None,
+        transfer_bytes: Some({
+            let h = ferray_core::Histogram::exponential(1024.0, 4.0, 2);
+            for v in [100.0, 2000.0, 3000.0, 1e9] {
+                h.observe(v);
+            }
+            h.snapshot()
+        }),
+        transfer_seconds: None,
     };
     let text = metrics::render_node(&m).expect("metrics");
     for line in [
@@ -209,6 +224,11 @@ fn a_nodes_metrics_show_what_it_knows() {
         "ferray_object_store_num_local_objects 2",
         "ferray_node_instance_slots{State=\"AVAILABLE\"} 997",
         "ferray_node_resources{Name=\"CPU\",State=\"USED\"} 2.5",
+        // Cumulative buckets: 100 B; then 2000 and 3000 under 4 KiB; 1 GB past.
+        "ferray_object_transfer_bytes_bucket{le=\"1024.0\"} 1",
+        "ferray_object_transfer_bytes_bucket{le=\"4096.0\"} 3",
+        "ferray_object_transfer_bytes_bucket{le=\"+Inf\"} 4",
+        "ferray_object_transfer_bytes_count 4",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
@@ -335,6 +355,8 @@ async fn the_grafana_dashboard_asks_for_the_metrics_we_serve() {
         resources_total: ferray_core::Resources::cpus(4.0),
         resources_free: ferray_core::Resources::cpus(1.5),
         gpu_memory_used: Some(4096),
+        transfer_bytes: Some(ferray_core::HistogramSnapshot::default()),
+        transfer_seconds: Some(ferray_core::HistogramSnapshot::default()),
     };
     let mut served = declared(&metrics::render(&head).expect("the head's metrics"));
     let of_node = declared(&metrics::render_node(&node).expect("a node's metrics"));
@@ -417,4 +439,171 @@ fn metric_names_are_read_from_an_expression() {
         .map(String::from)
         .into();
     assert_eq!(names, want);
+}
+
+/// A request with the given headers to the router, its status, headers
+/// and body as text.
+async fn send(
+    router: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = router
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).expect("a request"))
+        .await
+        .expect("an answer");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .expect("a body");
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_once_with_the_token_and_keeps_a_session() {
+    let router = router(head(), true);
+    let html = [("accept", "text/html,application/xhtml+xml")];
+    // A page without the token goes to the login page, which shows nothing
+    // of the cluster.
+    let (s, h, _) = send(&router, "GET", "/jobs?after=3", &html, "").await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"], "/login?next=%2Fjobs%3Fafter%3D3");
+    let (s, _, page) = send(&router, "GET", "/login?next=%2Fjobs", &[], "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        page.contains(r#"name="token""#) && page.contains(r#"value="/jobs""#),
+        "{page}"
+    );
+    assert!(!page.contains("Recent jobs"));
+    // An API call without it is a 401 even from a browser's fetch.
+    let (s, _, _) = send(&router, "GET", "/api/jobs/", &[], "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A wrong token: refused, no cookie.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (s, h, page) = send(&router, "POST", "/login", &form, "token=nope&next=%2Fjobs").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h.get("set-cookie").is_none());
+    assert!(page.contains("not the cluster"), "{page}");
+    // The token: a session cookie (not the token), and back where it was
+    // going; never to another site.
+    let (s, h, _) = send(
+        &router,
+        "POST",
+        "/login",
+        &form,
+        "token=test-token&next=%2F%2Fevil.example",
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h["location"], "/");
+    let cookie = h["set-cookie"].to_str().expect("text").to_string();
+    assert!(!cookie.contains("test-token"), "{cookie}");
+    for part in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let pair = cookie.split(';').next().expect("a pair").to_string();
+    let with = [("cookie", pair.as_str()), ("accept", "text/html")];
+    for path in [
+        "/",
+        "/jobs",
+        "/tasks",
+        "/actors",
+        "/nodes",
+        "/objects",
+        "/logs",
+        "/api/jobs/",
+        "/metrics",
+    ] {
+        let (s, _, body) = send(&router, "GET", path, &with, "").await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, _, page) = send(&router, "GET", "/", &with, "").await;
+    assert!(
+        page.contains("Recent jobs") && page.contains("<svg"),
+        "{page}"
+    );
+    // A forged session is nobody's.
+    let (s, _, _) = send(
+        &router,
+        "GET",
+        "/api/jobs/",
+        &[("cookie", "ferray_session=00")],
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn pages_refuse_bad_ids_and_filters_with_a_reason() {
+    let router = router(head(), false);
+    let auth = [("authorization", "Bearer test-token")];
+    for (path, want) in [
+        ("/jobs/job-x", StatusCode::BAD_REQUEST),
+        ("/jobs/0", StatusCode::BAD_REQUEST),
+        ("/jobs/job-7", StatusCode::NOT_FOUND),
+        ("/tasks/task-3", StatusCode::NOT_FOUND),
+        ("/tasks?job=banana", StatusCode::BAD_REQUEST),
+        ("/tasks?after=zz", StatusCode::BAD_REQUEST),
+        ("/actors/actor-2", StatusCode::NOT_FOUND),
+        ("/logs?job=job-9", StatusCode::NOT_FOUND),
+        ("/objects?after=nothex", StatusCode::BAD_REQUEST),
+        ("/jobs/job-4/timeline.json", StatusCode::NOT_FOUND),
+    ] {
+        let (s, _, body) = send(&router, "GET", path, &auth, "").await;
+        assert_eq!(s, want, "{path}: {body}");
+        assert!(body.contains("class=\"error\""), "{path}: {body}");
+    }
+    // Text from the cluster is escaped, never markup.
+    let (_, _, body) = send(
+        &router,
+        "GET",
+        "/tasks?function=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        &auth,
+        "",
+    )
+    .await;
+    assert!(!body.contains("<script>alert"), "{body}");
+    assert!(body.contains("&lt;script&gt;"), "{body}");
+}
+
+#[test]
+fn charts_come_from_the_heads_samples() {
+    use crate::state::SampleNumbers;
+    use history::{Point, series, svg_chart};
+    let p = |s: u64, ended: u64, bytes: u64| Point {
+        unix_ms: s * 1000,
+        n: SampleNumbers {
+            attempts_ended: ended,
+            object_bytes: bytes,
+            cpus_used: 1.0,
+            cpus_total: 4.0,
+        },
+    };
+    let (rate, obj, cpus, total) = series(&[p(1, 0, 10), p(2, 50, 20), p(4, 250, 30)]);
+    assert_eq!(rate, vec![(2000, 50.0), (4000, 100.0)]);
+    assert_eq!(obj.last(), Some(&(4000, 30.0)));
+    assert_eq!((cpus.len(), total[0].1), (3, 4.0));
+    let svg = svg_chart("tasks/s", &rate, None, |v| format!("{v:.0}/s"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains("100/s") && svg.contains("M0.0,"),
+        "{svg}"
+    );
+    let mut h = history::History::default();
+    for i in 0..history::KEEP as u64 + 5 {
+        h.push(p(i, i, i));
+    }
+    assert_eq!(h.points().len(), history::KEEP);
 }

@@ -251,6 +251,7 @@ impl State {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.running.insert(t);
             }
+            self.open_attempt(node, t);
             self.send_node(
                 node,
                 Effect::ActorCall(ActorCall {

@@ -291,7 +291,7 @@ pub(super) fn address(n: NodeId) -> String {
 pub(super) struct Sent(pub Vec<(u64, Effect)>);
 
 impl Sent {
-    fn to(&self, session: u64) -> impl Iterator<Item = &Effect> {
+    pub fn to(&self, session: u64) -> impl Iterator<Item = &Effect> {
         self.0
             .iter()
             .filter(move |(s, _)| *s == session)

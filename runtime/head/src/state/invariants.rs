@@ -95,11 +95,27 @@ impl State {
             // What the tables say the node holds: never past its total.
             let mut expect = ResourceSet::new(n.total.clone());
             let mut backlog = 0;
+            // Each attempt there holds its own slot of the timeline.
+            let mut slots = std::collections::BTreeSet::new();
+            ensure!(
+                n.slots.used() == n.running.len(),
+                "{id} has {} timeline slots in use for {} attempts",
+                n.slots.used(),
+                n.running.len()
+            );
             for t in &n.running {
                 let Some(task) = self.tasks.get(t) else {
                     return Err(format!("{t} runs on {id} but does not exist"));
                 };
                 ensure!(task.state == TState::Running(*id), "{t} on {id}");
+                let Some(open) = task.open else {
+                    return Err(format!("{t} runs on {id} with no open span"));
+                };
+                ensure!(
+                    slots.insert(open.slot),
+                    "{t} shares slot {} on {id}",
+                    open.slot
+                );
                 if task.started {
                     ensure!(expect.try_acquire(&task.held), "{id} overloaded by {t}");
                 } else if !matches!(task.kind, Kind::ActorCall { .. }) {
@@ -148,6 +164,13 @@ impl State {
             if let TState::Running(n) = task.state {
                 ensure!(live(&n), "{t} runs on dead {n}");
             }
+            // The timeline's open span is the attempt that runs.
+            ensure!(
+                task.open.is_some() == matches!(task.state, TState::Running(_)),
+                "{t} is {} with an open span: {:?}",
+                task.state_name(),
+                task.open
+            );
         }
         for (id, n) in &self.nodes {
             if !n.alive {

@@ -160,6 +160,11 @@ pub enum Input {
     },
     /// An assigned task got its resources on its node.
     Started(TaskId),
+    /// What a running task printed so far (its job's live log).
+    Output {
+        task: TaskId,
+        stdout: Bytes,
+    },
     Done(Done),
     /// The sender now holds this object (it pulled it).
     Located(ObjectId),

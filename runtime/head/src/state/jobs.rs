@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId};
 
+use super::timeline::End;
 use super::{
     Dep, Effect, HEAD_HOLDER, JOB_RETENTION, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY,
     MAX_JOB_LOG_BYTES, MAX_JOB_LOG_LINE, MAX_JOB_LOG_LINES, Set, State, TState, TaskEntry,
@@ -249,6 +250,12 @@ impl State {
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.running.remove(&t);
                 }
+                self.close_removed(
+                    node,
+                    t,
+                    &mut task,
+                    End::Cancelled(&format!("its {id} ended")),
+                );
                 self.send_node(node, Effect::Cancel(t));
             }
             if pending

@@ -25,6 +25,7 @@ mod placement;
 mod replay;
 mod sessions;
 mod tasks;
+mod timeline;
 mod views;
 
 #[cfg(test)]
@@ -54,7 +55,8 @@ pub use io::{
     JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
-pub use views::TaskInfo;
+pub use timeline::unix_us;
+pub use views::{ClusterPage, SampleNumbers, TaskInfo};
 
 /// The head's own store, a holder like a node (clients' large puts).
 pub const HEAD_HOLDER: NodeId = NodeId(0);
@@ -91,6 +93,8 @@ struct NodeEntry {
     last_seen: Instant,
     /// Tasks and actor calls sent to it and not yet done.
     running: Set<TaskId>,
+    /// The timeline's slots of what runs there.
+    slots: timeline::Slots,
     actors: Set<ActorId>,
     total: Resources,
 }
@@ -147,6 +151,8 @@ struct TaskEntry {
     made: Option<ObjectId>,
     /// The dependency whose waiters it is among (while it waits).
     waiting_on: Option<Dep>,
+    /// Its attempt that runs, for the timeline.
+    open: Option<timeline::Open>,
 }
 
 impl TaskEntry {
@@ -167,6 +173,7 @@ impl TaskEntry {
             resolved: false,
             made: None,
             waiting_on: None,
+            open: None,
         }
     }
 
@@ -174,6 +181,18 @@ impl TaskEntry {
         match &self.kind {
             Kind::Task { function, .. } | Kind::Driver { function, .. } => function.clone(),
             Kind::ActorCall { actor, method } => format!("{actor}.{method}"),
+        }
+    }
+
+    /// Whether it runs `f` (`actor-N.method` for an actor call), without
+    /// building its name.
+    fn function_is(&self, f: &str) -> bool {
+        match &self.kind {
+            Kind::Task { function, .. } | Kind::Driver { function, .. } => function == f,
+            Kind::ActorCall { actor, method } => f
+                .strip_suffix(method.as_str())
+                .and_then(|a| a.strip_suffix('.'))
+                .is_some_and(|a| a == actor.to_string()),
         }
     }
 
@@ -301,6 +320,8 @@ pub struct State {
     jobs: Map<JobId, JobEntry>,
     queues: Queues,
     history: VecDeque<TaskInfo>,
+    /// Where and when attempts ran.
+    timeline: timeline::Timeline,
     /// Finished jobs, oldest first: the head keeps the last
     /// [`JOB_RETENTION`] of them (state, result, logs), then forgets them.
     finished_jobs: VecDeque<JobId>,
@@ -411,6 +432,7 @@ impl State {
             }
             Input::Blocked { task, blocked } => self.blocked(session, task, blocked),
             Input::Started(t) => self.started(session, t),
+            Input::Output { task, stdout } => self.task_output(session, task, &stdout),
             Input::Done(d) => self.done(session, d),
             Input::Located(id) => self.located(session, id),
             Input::ActorDied(d) => self.actor_died_on_node(session, d),

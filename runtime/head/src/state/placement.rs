@@ -275,6 +275,7 @@ impl State {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.running.insert(t);
         }
+        self.open_attempt(node, t);
         if let Some(j) = self.jobs.get_mut(&job)
             && j.state == JobState::Pending
         {

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use ferray_core::{ActorId, AttemptEnd, Error, JobId, NodeId, Resources, TaskId, TaskOptions};
 
+use super::timeline::End;
 use super::{
     AState, Acting, Effect, Hello, JobState, Kind, NodeEntry, Session, Set, State, TState, Waiter,
     Welcome,
@@ -32,6 +33,7 @@ impl State {
                         alive: true,
                         last_seen: now,
                         running: Set::default(),
+                        slots: Default::default(),
                         actors: Set::default(),
                         total: w.resources.clone(),
                     },
@@ -156,6 +158,7 @@ impl State {
             self.actor_lost(a, &reason);
         }
         for t in running {
+            self.close_attempt(id, t, End::Lost(&reason));
             self.attempt_lost(t, &reason);
         }
         // Objects whose only copy was there are lost; tasks rebuild them on demand.

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use ferray_core::{AttemptEnd, ComponentId, Error, JobId, NodeId, TaskId};
 
+use super::timeline::End;
 use super::{
     ArgNow, Dep, Done, Effect, INLINE_MAX, JobState, Kind, Made, ObjEntry, Outcome, State, Submit,
     TState, TaskEntry, Waiter, check_id, give_back, lost_made, lost_put, task_demand,
@@ -327,6 +328,21 @@ impl State {
             // wanted, so the node need not keep it.
             return self.discard(node, &d.outcome);
         }
+        let failure;
+        let end = match &d.outcome {
+            Outcome::Made(_) if d.err_value => End::ErrValue,
+            Outcome::Made(_) => End::Finished,
+            Outcome::BadResult(e) => {
+                failure = format!("a bad result: {e}");
+                End::Failed(&failure)
+            }
+            Outcome::Failed(e) => {
+                failure = e.to_string();
+                End::Failed(&failure)
+            }
+            Outcome::Empty => End::Failed("an empty result"),
+        };
+        self.close_attempt(node, t, end);
         let Some((job, owner)) = self.end_attempt(t, node) else {
             return;
         };
@@ -528,6 +544,23 @@ impl State {
             TState::Running(node) => self.send_node(node, Effect::Cancel(t)),
             _ => {}
         }
+    }
+
+    /// A task running on the sender's node printed `stdout`: its job's log
+    /// (and a connected submitter) get it now. From a node that does not
+    /// run the task, it is not heard.
+    pub(super) fn task_output(&mut self, session: u64, t: TaskId, stdout: &Bytes) {
+        let Some(node) = self.node_of(session) else {
+            return;
+        };
+        let Some(task) = self.tasks.get(&t) else {
+            return;
+        };
+        if !matches!(task.state, TState::Running(n) if n == node) {
+            return;
+        }
+        let (job, owner) = (task.job, task.owner);
+        self.record_output(t, node, job, owner, stdout, &Bytes::new());
     }
 
     /// An assigned task got its resources on its node.

@@ -9,7 +9,7 @@ use ferray_core::{
 };
 
 use super::harness::{Client, World, address, made, opts};
-use super::views::{LIST_TEXT_MAX, MAX_PAGE};
+use super::views::{LIST_TEXT_MAX, ListFilter, MAX_PAGE};
 use super::{
     Acting, Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome,
     Put, ResolvedArg, Submit, TState,
@@ -2049,4 +2049,217 @@ fn a_put_of_an_uploading_object_wakes_its_waiters() {
     w.send(c.session, put(Some(Bytes::from_static(bytes)), false));
     assert_eq!(w.take().assign(n), (t, 1));
     w.st.check_invariants().expect("the invariants hold");
+}
+
+#[test]
+fn the_timeline_has_each_attempt_with_its_node_slot_and_end() {
+    let mut w = World::new();
+    let a = w.node(2.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 2));
+    let t2 = w.submit(c, vec![], opts(1.0, 2));
+    let sent = w.take();
+    let on_a: Vec<_> = sent.assigns(a).iter().map(|x| x.task).collect();
+    let on_b: Vec<_> = sent.assigns(b).iter().map(|x| x.task).collect();
+    assert_eq!(on_a.len() + on_b.len(), 2);
+    // Two attempts at once on one node take two slots; one that ends
+    // gives its slot to the next.
+    let spans = |w: &World| {
+        let p =
+            w.st.cluster_page_where(
+                "spans",
+                "",
+                0,
+                &ListFilter {
+                    job: Some(c.job),
+                    ..ListFilter::default()
+                },
+            )
+            .expect("a page");
+        p.view.spans
+    };
+    let running = spans(&w);
+    assert_eq!(running.len(), 2);
+    assert!(
+        running
+            .iter()
+            .all(|s| s.outcome == "RUNNING" && s.end_unix_us == 0)
+    );
+    let (first, node) = match (on_a.first(), on_b.first()) {
+        (Some(t), _) => (*t, a),
+        (None, Some(t)) => (*t, b),
+        _ => unreachable!(),
+    };
+    w.started(node, first);
+    w.fail(node, first, 1, Error::System("disk on fire".into()));
+    let sent = w.take();
+    let (retried, attempt) = if !sent.assigns(a).is_empty() {
+        (a, sent.assign(a))
+    } else {
+        (b, sent.assign(b))
+    };
+    assert_eq!(attempt, (first, 2));
+    w.started(retried, first);
+    w.run(retried, first, 2, b"ok", false);
+    // The other one's node dies under it.
+    let other = if first == t1 { t2 } else { t1 };
+    let other_node = w.st.tasks[&other].ran_on.expect("placed");
+    let other_node = if other_node == a.id { a } else { b };
+    w.kill(other_node);
+    let all = spans(&w);
+    let of = |t: TaskId| all.iter().filter(|s| s.task == t).collect::<Vec<_>>();
+    let f = of(first);
+    assert_eq!(f.len(), 2, "{all:?}");
+    assert_eq!((f[0].attempt, &*f[0].outcome), (1, "FAILED"));
+    assert!(f[0].error.contains("disk on fire"), "{}", f[0].error);
+    assert_eq!((f[1].attempt, &*f[1].outcome), (2, "FINISHED"));
+    assert!(f[1].end_unix_us >= f[1].start_unix_us && f[1].start_unix_us > 0);
+    let o = of(other);
+    assert_eq!(&*o[0].outcome, "LOST");
+    assert!(o[0].error.contains("died"), "{}", o[0].error);
+    // In the order they started; a task's own attempts read the same.
+    assert!(all.windows(2).all(|p| p[0].seq < p[1].seq));
+    assert_eq!(w.st.task_spans(first).len(), 2);
+    // Another job's filter sees none of them; pages of one cover them all.
+    let none =
+        w.st.cluster_page_where(
+            "spans",
+            "",
+            0,
+            &ListFilter {
+                job: Some(JobId(999)),
+                ..ListFilter::default()
+            },
+        )
+        .expect("a page");
+    assert!(none.view.spans.is_empty());
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let p =
+            w.st.cluster_page_where(
+                "spans",
+                &after,
+                1,
+                &ListFilter {
+                    job: Some(c.job),
+                    ..ListFilter::default()
+                },
+            )
+            .expect("a page");
+        paged.extend(p.view.spans);
+        match p.next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    w.st.check_invariants().expect("invariants");
+}
+
+#[test]
+fn task_lists_filter_by_job_state_and_function() {
+    let mut w = World::new();
+    let n = w.node(4.0);
+    let c = w.client();
+    let d = w.client();
+    let t1 = w.submit(c, vec![], opts(1.0, 0));
+    let t2 = w.submit(c, vec![], opts(1.0, 0));
+    let t3 = w.submit(d, vec![], opts(1.0, 0));
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    w.take();
+    let call = w.call(c, a);
+    w.take();
+    w.run(n, t1, 1, b"1", false);
+    let list = |f: ListFilter| -> Vec<TaskId> {
+        let p = w.st.cluster_page_where("tasks", "", 0, &f).expect("a page");
+        p.view.tasks.iter().map(|t| t.id).collect()
+    };
+    let mut mine = list(ListFilter {
+        job: Some(c.job),
+        ..ListFilter::default()
+    });
+    mine.sort();
+    let mut want = vec![t1, t2, call];
+    want.sort();
+    assert_eq!(mine, want);
+    assert_eq!(
+        list(ListFilter {
+            job: Some(d.job),
+            ..ListFilter::default()
+        }),
+        vec![t3]
+    );
+    assert_eq!(
+        list(ListFilter {
+            job: Some(c.job),
+            state: Some("FINISHED".into()),
+            ..ListFilter::default()
+        }),
+        vec![t1]
+    );
+    let call_name = format!("{a}.add");
+    let by_method = list(ListFilter {
+        function: Some(call_name.clone()),
+        ..ListFilter::default()
+    });
+    assert_eq!(by_method, vec![call], "{call_name}");
+    assert!(
+        list(ListFilter {
+            function: Some("nothing".into()),
+            ..ListFilter::default()
+        })
+        .is_empty()
+    );
+    let actors =
+        w.st.cluster_page_where(
+            "actors",
+            "",
+            0,
+            &ListFilter {
+                job: Some(d.job),
+                ..ListFilter::default()
+            },
+        )
+        .expect("a page");
+    assert!(actors.view.actors.is_empty());
+}
+
+#[test]
+fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    let sent = w.take();
+    let (on, other) = if sent.assigns(a).is_empty() {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    w.started(on, t);
+    w.send(
+        on.session,
+        Input::Output {
+            task: t,
+            stdout: Bytes::from_static(b"half way\n"),
+        },
+    );
+    // Another node cannot write into this task's log.
+    w.send(
+        other.session,
+        Input::Output {
+            task: t,
+            stdout: Bytes::from_static(b"forged\n"),
+        },
+    );
+    let (lines, _) = w.st.job_logs(c.job, 0);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].ends_with("half way"), "{lines:?}");
+    // The submitter hears it at once too.
+    assert!(w.take().to(c.session).any(
+        |e| matches!(e, super::Effect::Output { stdout, .. } if &stdout[..] == b"half way\n")
+    ));
 }

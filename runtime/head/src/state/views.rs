@@ -1,10 +1,12 @@
 //! What the head shows: `ferray status` and `list` (the cluster's state),
 //! jobs' information and logs for their watchers.
 
-pub use ferray_core::view::{ActorInfo, ClusterView, JobInfo, NodeInfo, ObjectInfo, TaskInfo};
+pub use ferray_core::view::{
+    ActorInfo, ClusterView, JobInfo, ListFilter, NodeInfo, ObjectInfo, TaskInfo,
+};
 use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId, cut_text};
 
-use super::{AState, NodeEntry, State, TaskEntry};
+use super::{AState, ActorEntry, NodeEntry, State, TaskEntry};
 
 /// The most entries of one list in one page of the cluster's state (a
 /// request may ask for fewer): a page stays well under the protocol's
@@ -62,6 +64,33 @@ fn page<K: Ord + Copy, R>(
     (v, next)
 }
 
+fn live_task_info(id: TaskId, task: &TaskEntry) -> TaskInfo {
+    TaskInfo {
+        id,
+        job: task.job,
+        function: task.name(),
+        state: task.state_name().into(),
+        node: task.ran_on,
+        attempts: task.attempts,
+    }
+}
+
+fn actor_info(id: ActorId, a: &ActorEntry) -> ActorInfo {
+    let (state, node) = match &a.state {
+        AState::Pending => ("PENDING", None),
+        AState::Alive(n) => ("ALIVE", Some(*n)),
+        AState::Dead(_) => ("DEAD", None),
+    };
+    ActorInfo {
+        id,
+        job: a.job,
+        class: clip(&a.class),
+        state: state.into(),
+        node,
+        restarts: a.restarts,
+    }
+}
+
 /// A counter id's cursor (what a previous page's `next` said).
 fn counter(after: &str) -> Result<Option<u64>, Error> {
     if after.is_empty() {
@@ -84,6 +113,20 @@ impl State {
         what: &str,
         after: &str,
         limit: usize,
+    ) -> Result<ClusterPage, Error> {
+        self.cluster_page_where(what, after, limit, &ListFilter::default())
+    }
+
+    /// [`State::cluster_page`] of what `filter` keeps: tasks of a job, a
+    /// state, a function; actors of a job; spans (`spans`: attempts, in
+    /// the order they started) of a job. Jobs, nodes and objects are not
+    /// filtered.
+    pub fn cluster_page_where(
+        &self,
+        what: &str,
+        after: &str,
+        limit: usize,
+        filter: &ListFilter,
     ) -> Result<ClusterPage, Error> {
         let limit = if limit == 0 {
             MAX_PAGE
@@ -112,48 +155,49 @@ impl State {
                     Past(&'a TaskInfo),
                     Live(&'a TaskEntry),
                 }
-                let past = self.history.iter().map(|t| (t.id, T::Past(t)));
-                let live = self.tasks.iter().map(|(id, t)| (*id, T::Live(t)));
+                let job_ok = |j: JobId| filter.job.is_none_or(|f| f == j);
+                let state_ok = |s: &str| filter.state.as_deref().is_none_or(|f| f == s);
+                let function_ok = |f: &str| filter.function.as_deref().is_none_or(|w| w == f);
+                let past = self
+                    .history
+                    .iter()
+                    .filter(|t| job_ok(t.job) && state_ok(&t.state) && function_ok(&t.function))
+                    .map(|t| (t.id, T::Past(t)));
+                let live = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| {
+                        job_ok(t.job)
+                            && state_ok(t.state_name())
+                            && filter.function.as_deref().is_none_or(|f| t.function_is(f))
+                    })
+                    .map(|(id, t)| (*id, T::Live(t)));
                 let (tasks, next) = page(past.chain(live), after, limit);
                 out.tasks = tasks
                     .into_iter()
-                    .map(|(id, t)| match t {
-                        T::Past(info) => TaskInfo {
+                    .map(|(id, t)| {
+                        let info = match t {
+                            T::Past(info) => info.clone(),
+                            T::Live(task) => live_task_info(id, task),
+                        };
+                        TaskInfo {
                             function: clip(&info.function),
-                            ..info.clone()
-                        },
-                        T::Live(task) => TaskInfo {
-                            id,
-                            job: task.job,
-                            function: clip(&task.name()),
-                            state: task.state_name().into(),
-                            node: task.ran_on,
-                            attempts: task.attempts,
-                        },
+                            ..info
+                        }
                     })
                     .collect();
                 next.map(|k| k.0.to_string())
             }
             "actors" => {
                 let after = counter(after)?.map(ActorId);
-                let (actors, next) = page(self.actors.iter().map(|(k, a)| (*k, a)), after, limit);
+                let mine = self
+                    .actors
+                    .iter()
+                    .filter(|(_, a)| filter.job.is_none_or(|j| j == a.job));
+                let (actors, next) = page(mine.map(|(k, a)| (*k, a)), after, limit);
                 out.actors = actors
                     .into_iter()
-                    .map(|(id, a)| {
-                        let (state, node) = match &a.state {
-                            AState::Pending => ("PENDING", None),
-                            AState::Alive(n) => ("ALIVE", Some(*n)),
-                            AState::Dead(_) => ("DEAD", None),
-                        };
-                        ActorInfo {
-                            id,
-                            job: a.job,
-                            class: clip(&a.class),
-                            state: state.into(),
-                            node,
-                            restarts: a.restarts,
-                        }
-                    })
+                    .map(|(id, a)| actor_info(id, a))
                     .collect();
                 next.map(|k| k.0.to_string())
             }
@@ -178,6 +222,17 @@ impl State {
                     .collect();
                 next.map(|k| k.to_hex())
             }
+            "spans" => {
+                let after = counter(after)?;
+                let job = filter.job;
+                let (spans, next) = page(
+                    self.spans_where(move |j, _| job.is_none_or(|f| f == j)),
+                    after,
+                    limit,
+                );
+                out.spans = spans.into_iter().map(|(_, s)| s.to_span()).collect();
+                next.map(|k| k.to_string())
+            }
             "jobs" | "" => {
                 let after = counter(after)?.map(JobId);
                 let (jobs, next) = page(self.jobs.keys().map(|k| (*k, ())), after, limit);
@@ -195,7 +250,7 @@ impl State {
             }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "cannot list `{other}`: expected nodes, tasks, actors, objects or jobs"
+                    "cannot list `{other}`: expected nodes, tasks, actors, objects, jobs or spans"
                 )));
             }
         };
@@ -355,5 +410,153 @@ impl State {
     /// timing of scheduling and run time.
     pub fn task_state(&self, id: TaskId) -> Option<&'static str> {
         self.tasks.get(&id).map(|t| t.state_name())
+    }
+}
+
+/// A node as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub info: NodeInfo,
+    /// Since its last message (a live node's heartbeat).
+    pub heartbeat_age: std::time::Duration,
+    /// Objects of the cluster it holds, and their bytes.
+    pub objects: u64,
+    pub object_bytes: u64,
+}
+
+/// The numbers of one point of the dashboard's charts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SampleNumbers {
+    /// Attempts ended since the head started.
+    pub attempts_ended: u64,
+    /// Bytes of objects held, every copy counted.
+    pub object_bytes: u64,
+    pub cpus_used: f64,
+    pub cpus_total: f64,
+}
+
+/// Why an actor died, cut.
+pub struct ActorDetail {
+    pub info: ActorInfo,
+    pub error: String,
+}
+
+impl State {
+    /// The `n` newest jobs, newest first.
+    pub fn recent_jobs(&self, n: usize) -> Vec<JobInfo> {
+        let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        if ids.len() > n {
+            ids.select_nth_unstable_by(n, |a, b| b.cmp(a));
+            ids.truncate(n);
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.into_iter().filter_map(|id| self.job_info(id)).collect()
+    }
+
+    /// One task, live or in the history.
+    pub fn task_info(&self, id: TaskId) -> Option<TaskInfo> {
+        if let Some(t) = self.tasks.get(&id) {
+            return Some(live_task_info(id, t));
+        }
+        self.history.iter().rev().find(|t| t.id == id).cloned()
+    }
+
+    /// One actor of a live job, and why it died.
+    pub fn actor_detail(&self, id: ActorId) -> Option<ActorDetail> {
+        let a = self.actors.get(&id)?;
+        let error = match &a.state {
+            AState::Dead(e) => clip(&e.to_string()),
+            _ => String::new(),
+        };
+        Some(ActorDetail {
+            info: actor_info(id, a),
+            error,
+        })
+    }
+
+    /// A job's tasks by state (live and in the history).
+    pub fn job_task_states(&self, job: JobId) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for t in self.tasks.values().filter(|t| t.job == job) {
+            *out.entry(t.state_name().to_string()).or_default() += 1;
+        }
+        for t in self.history.iter().filter(|t| t.job == job) {
+            *out.entry(t.state.to_string()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Every node the head lists, in id order, with its heartbeat's age
+    /// and the objects it holds.
+    pub fn node_rows(&self, now: std::time::Instant) -> Vec<NodeRow> {
+        let mut held: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+        for o in self.objects.values() {
+            for h in &o.holders {
+                let e = held.entry(*h).or_default();
+                e.0 += 1;
+                e.1 += o.size;
+            }
+        }
+        let mut nodes: Vec<_> = self.nodes.iter().collect();
+        nodes.sort_by_key(|(id, _)| **id);
+        nodes
+            .into_iter()
+            .map(|(id, n)| {
+                let (objects, object_bytes) = held.get(id).copied().unwrap_or_default();
+                NodeRow {
+                    info: self.node_info(*id, n),
+                    heartbeat_age: now.saturating_duration_since(n.last_seen),
+                    objects,
+                    object_bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// The numbers of a point of the dashboard's charts.
+    pub fn sample_numbers(&self) -> SampleNumbers {
+        let mut s = SampleNumbers {
+            attempts_ended: self.attempts_ended(),
+            ..SampleNumbers::default()
+        };
+        for o in self.objects.values() {
+            s.object_bytes += o.size * o.holders.len() as u64;
+        }
+        for (id, n) in &self.nodes {
+            if !n.alive {
+                continue;
+            }
+            let total = n.total.num_cpus();
+            let free = self.sched.free(*id).map_or(total, |f| f.num_cpus());
+            s.cpus_total += total;
+            s.cpus_used += (total - free).max(0.0);
+        }
+        s
+    }
+
+    /// A job's attempts the head keeps, in the order they started (its
+    /// timeline), at most [`super::timeline::MAX_SPANS`].
+    pub fn job_spans(&self, job: JobId) -> Vec<ferray_core::view::Span> {
+        let mut v: Vec<_> = self
+            .spans_where(move |j, _| j == job)
+            .map(|(_, s)| s.to_span())
+            .collect();
+        v.sort_by_key(|s| s.seq);
+        v
+    }
+
+    /// The names of the nodes the head lists (their name, else address).
+    pub fn node_names(&self) -> std::collections::BTreeMap<NodeId, String> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| {
+                let name = if n.name.is_empty() {
+                    &n.address
+                } else {
+                    &n.name
+                };
+                (*id, clip(name))
+            })
+            .collect()
     }
 }

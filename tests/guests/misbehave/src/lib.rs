@@ -192,6 +192,24 @@ impl Guest for Component {
         ferray_sdk::get_all(&refs).expect("slow-square tasks failed")
     }
 
+    fn watched(n: u32, ms: u32) -> i64 {
+        let tally = Actor::create("tally", &(0i64,)).expect("creating the tally");
+        let mut value = 0;
+        for wave in (0..n).collect::<Vec<_>>().chunks(2) {
+            let refs: Vec<_> = wave
+                .iter()
+                .map(|i| ferray_sdk::remote("slow-square", &(i64::from(*i), ms)))
+                .collect();
+            let squares: Vec<i64> = ferray_sdk::get_all(&refs).expect("slow-square tasks failed");
+            for (i, sq) in wave.iter().zip(squares) {
+                let r = tally.call("incr", &(1i64,)).expect("submitting tally.incr");
+                value = ferray_sdk::get(&r).expect("tally.incr failed");
+                println!("task {i} squared to {sq}; {value} of {n} done");
+            }
+        }
+        value
+    }
+
     fn make_bytes(n: u32, seed: u8) -> Vec<u8> {
         (0..n)
             .map(|i| ((u64::from(i) * 7 + u64::from(seed)) % 251) as u8)
