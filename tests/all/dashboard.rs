@@ -412,3 +412,47 @@ fn check_trace(c: &Cluster, trace: &Value, tasks: u64) {
         .count();
     assert!(names >= 2, "a row per node and slot: {trace}");
 }
+
+#[test]
+fn a_workers_spilled_copies_show_on_the_objects_page() {
+    // A worker whose store holds 1 MiB in memory: four 512 KiB results
+    // cannot all stay there.
+    let mut c = Cluster::start_with(0, &["--no-worker", "--dashboard-port", "0"]);
+    c.add_worker_with(&[], &["--object-store-memory", "1MiB"]);
+    let base = dashboard(&c);
+    let http = reqwest::blocking::Client::new();
+    let objects = || {
+        http.get(format!("{base}/objects"))
+            .bearer_auth(&c.token)
+            .send()
+            .expect("GET /objects")
+            .text()
+            .expect("the page")
+    };
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        let refs: Vec<_> = (0..4u8)
+            .map(|i| {
+                m.task("make-bytes")
+                    .args(&(512u32 << 10, i))
+                    .expect("args")
+                    .submit()
+                    .expect("submit")
+            })
+            .collect();
+        for r in &refs {
+            let _: Vec<u8> = rt.get(r).await.expect("make-bytes");
+        }
+        // The worker's next heartbeats tell the head which copies are on
+        // disk; the page shows them, while the job still holds them.
+        let page = tokio::task::block_in_place(|| {
+            wait_for("a spilled copy on the objects page", 30, || {
+                let p = objects();
+                p.contains(">spilled<").then_some(p)
+            })
+        });
+        assert!(page.contains("node-"), "{page}");
+        drop(refs);
+    });
+}

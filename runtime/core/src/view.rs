@@ -138,6 +138,9 @@ pub struct ObjectInfo {
     pub inline: bool,
     /// `None`: made by `put`.
     pub made_by: Option<TaskId>,
+    /// The holders whose copy is on disk (spilled), not in memory.
+    #[serde(default)]
+    pub spilled: Vec<NodeId>,
 }
 
 /// The cluster's state: what `ferray status` and `ferray list` show. Each

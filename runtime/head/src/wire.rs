@@ -38,7 +38,15 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
 pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
     Ok(Some(match m {
         up::Msg::Hello(_) => return Ok(None),
-        up::Msg::Heartbeat(_) => Input::Heartbeat,
+        up::Msg::Heartbeat(h) if h.spilled.is_empty() && h.restored.is_empty() => Input::Heartbeat,
+        up::Msg::Heartbeat(h) => Input::Spills {
+            spilled: h.spilled.iter().filter_map(|b| object_id(b).ok()).collect(),
+            restored: h
+                .restored
+                .iter()
+                .filter_map(|b| object_id(b).ok())
+                .collect(),
+        },
         up::Msg::Submit(s) => Input::Submit(Submit {
             task: TaskId(s.task),
             acting: acting(s.acting),

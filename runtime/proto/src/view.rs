@@ -127,6 +127,7 @@ pub fn cluster_view_to(v: ClusterView, next: Option<String>) -> v1::ClusterState
                     Some(t) => t.0.to_string(),
                     None => "put".into(),
                 },
+                spilled: o.spilled.iter().map(|n| n.0).collect(),
             })
             .collect(),
         jobs: v.jobs.into_iter().map(job_info_to).collect(),
@@ -206,6 +207,7 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<(ClusterView, Option<Str
                     nodes: o.nodes.into_iter().map(NodeId).collect(),
                     inline: o.inline,
                     made_by: o.made_by.parse().ok().map(TaskId),
+                    spilled: o.spilled.into_iter().map(NodeId).collect(),
                 })
             })
             .collect::<Result<_, Error>>()?,
@@ -289,6 +291,7 @@ mod tests {
                     nodes: vec![NodeId(1)],
                     inline: true,
                     made_by: Some(TaskId(9)),
+                    spilled: vec![NodeId(1)],
                 },
                 ObjectInfo {
                     id: ObjectId::of(b"y"),
@@ -296,6 +299,7 @@ mod tests {
                     nodes: vec![],
                     inline: false,
                     made_by: None,
+                    spilled: vec![],
                 },
             ],
             jobs: vec![job.clone()],

@@ -307,6 +307,15 @@ impl ObjectStore {
         spilled.then(|| self.path_of(id))
     }
 
+    /// The objects on disk now.
+    pub fn spilled_ids(&self) -> Vec<ObjectId> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(&*e.value().state.read(), State::Spilled))
+            .map(|e| *e.key())
+            .collect()
+    }
+
     /// Writes an in-memory object to disk now. `Ok(true)` if it was moved to
     /// disk, `Ok(false)` if it already was there; [`Error::ObjectLost`] if
     /// the store does not hold it, [`Error::System`] if the write failed (the
@@ -786,6 +795,8 @@ mod tests {
         assert!(s.spill_path(&id).is_none());
         assert!(s.spill_path(&small).is_some());
         assert_eq!(s.stats().bytes_in_memory, 950);
+        // What a worker's heartbeat reports: the objects on disk now.
+        assert_eq!(s.spilled_ids(), vec![small]);
     }
 }
 

@@ -77,6 +77,10 @@ struct Node {
 /// Join the cluster at `config.head` and work until the head goes away
 /// (`Err` with the reason) or `shutdown` resolves. `joined` is called once
 /// the head has welcomed the node.
+/// The most objects one heartbeat reports as spilled, and as read back
+/// (the rest go with the next ones): a heartbeat stays small.
+const MAX_SPILL_REPORT: usize = 4_096;
+
 pub async fn run_worker(
     rt: &Runtime,
     config: WorkerConfig,
@@ -120,10 +124,34 @@ pub async fn run_worker(
     );
     let beat = {
         let s = session.clone();
+        let store = inner.store.clone();
         tokio::spawn(async move {
+            // The objects the head has heard are on disk here; each beat
+            // says what changed (at most MAX_SPILL_REPORT each way).
+            let mut reported: std::collections::HashSet<ferray_core::ObjectId> = Default::default();
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                s.send(up::Msg::Heartbeat(v1::Heartbeat {}));
+                let now: std::collections::HashSet<_> = store.spilled_ids().into_iter().collect();
+                let spilled: Vec<_> = now
+                    .difference(&reported)
+                    .take(MAX_SPILL_REPORT)
+                    .copied()
+                    .collect();
+                let restored: Vec<_> = reported
+                    .difference(&now)
+                    .take(MAX_SPILL_REPORT)
+                    .copied()
+                    .collect();
+                for id in &spilled {
+                    reported.insert(*id);
+                }
+                for id in &restored {
+                    reported.remove(id);
+                }
+                s.send(up::Msg::Heartbeat(v1::Heartbeat {
+                    spilled: spilled.iter().map(ferray_proto::id_bytes).collect(),
+                    restored: restored.iter().map(ferray_proto::id_bytes).collect(),
+                }));
             }
         })
     };

@@ -723,12 +723,20 @@ pub(crate) async fn objects(AxState(head): AxState<Head>, Query(q): Query<After>
         .lock()
         .state
         .cluster_page("objects", &after, PAGE)?;
+    // The head's own copies (a client's puts): its store knows.
+    let head_spilled: std::collections::BTreeSet<ferray_core::ObjectId> = p
+        .view
+        .objects
+        .iter()
+        .filter(|o| o.nodes.iter().any(|n| n.0 == 0) && head.store.spill_path(&o.id).is_some())
+        .map(|o| o.id)
+        .collect();
     Ok(layout(
         "Objects",
         "/objects",
         html! {
             h1 { "Objects" }
-            p.note { "Objects the head knows of, by id. \"head\" holds small objects inline and a client's puts; a worker's spilling to disk is its own (its /metrics says how much)." }
+            p.note { "Objects the head knows of, by id, with the nodes that hold a copy; \"spilled\": that copy is on disk (as the node's last heartbeat said). \"head\" holds small objects inline and a client's puts." }
             table.list #objects {
                 thead { tr { th { "Object" } th { "Size" } th { "Holders" } th { "Made by" } } }
                 tbody {
@@ -739,7 +747,11 @@ pub(crate) async fn objects(AxState(head): AxState<Head>, Query(q): Query<After>
                             td {
                                 @if o.inline { "head (inline) " }
                                 @for n in &o.nodes {
-                                    @if n.0 == 0 { "head " } @else { (node_link(Some(*n))) " " }
+                                    @if n.0 == 0 { "head" } @else { (node_link(Some(*n))) }
+                                    @if o.spilled.contains(n) || (n.0 == 0 && head_spilled.contains(&o.id)) {
+                                        " " span.badge.off { "spilled" }
+                                    }
+                                    " "
                                 }
                             }
                             td { @match o.made_by { Some(t) => a href={ "/tasks/" (t) } { (t) }, None => "put" } }

@@ -154,6 +154,12 @@ impl State {
             for h in &o.holders {
                 ensure!(*h == HEAD_HOLDER || live(h), "{id:?} held by dead {h}");
             }
+            ensure!(
+                o.spilled_on.is_subset(&o.holders),
+                "{id:?} spilled on {:?}, held by {:?}",
+                o.spilled_on,
+                o.holders
+            );
         }
         for (a, actor) in &self.actors {
             if let AState::Alive(n) = actor.state {

@@ -143,6 +143,12 @@ pub struct ActorDied {
 #[derive(Clone, Debug)]
 pub enum Input {
     Heartbeat,
+    /// A heartbeat with the objects the node's store moved to disk, and
+    /// read back into memory, since the last one.
+    Spills {
+        spilled: Vec<ObjectId>,
+        restored: Vec<ObjectId>,
+    },
     Submit(Submit),
     CreateActor(CreateActor),
     CallActor(CallActor),

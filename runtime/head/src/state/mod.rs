@@ -226,6 +226,8 @@ struct ObjEntry {
     /// Kept until the head stops (`ferray put`).
     pinned: bool,
     waiters: Vec<Waiter>,
+    /// Holders whose copy is on disk (as their heartbeats say).
+    spilled_on: BTreeSet<NodeId>,
 }
 
 impl ObjEntry {
@@ -406,6 +408,7 @@ impl State {
         }
         match input {
             Input::Heartbeat => {}
+            Input::Spills { spilled, restored } => self.spills(session, &spilled, &restored),
             Input::Submit(s) => self.submit(session, s),
             Input::CreateActor(c) => self.create_actor(session, c),
             Input::CallActor(c) => self.call_actor(session, c),

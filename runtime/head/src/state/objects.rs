@@ -293,3 +293,26 @@ impl State {
         }
     }
 }
+
+impl State {
+    /// A node's store moved these objects to disk, or read them back: the
+    /// objects page shows which copies are spilled. Objects the node does
+    /// not hold are ignored.
+    pub(super) fn spills(&mut self, session: u64, spilled: &[ObjectId], restored: &[ObjectId]) {
+        let Some(node) = self.node_of(session) else {
+            return;
+        };
+        for id in spilled {
+            if let Some(o) = self.objects.get_mut(id)
+                && o.holders.contains(&node)
+            {
+                o.spilled_on.insert(node);
+            }
+        }
+        for id in restored {
+            if let Some(o) = self.objects.get_mut(id) {
+                o.spilled_on.remove(&node);
+            }
+        }
+    }
+}

@@ -164,6 +164,7 @@ impl State {
         // Objects whose only copy was there are lost; tasks rebuild them on demand.
         let mut lost_puts = Vec::new();
         for (oid, o) in self.objects.iter_mut() {
+            o.spilled_on.remove(&id);
             if o.holders.remove(&id) && !o.available() && o.producer.is_none() && !o.uploading {
                 lost_puts.push(*oid);
             }

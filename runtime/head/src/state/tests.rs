@@ -2263,3 +2263,63 @@ fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
         |e| matches!(e, super::Effect::Output { stdout, .. } if &stdout[..] == b"half way\n")
     ));
 }
+
+#[test]
+fn a_nodes_heartbeat_says_which_of_its_copies_are_on_disk() {
+    let mut w = World::new();
+    let a = w.node(1.0);
+    let b = w.node(1.0);
+    let c = w.client();
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    let sent = w.take();
+    let (on, other) = if sent.assigns(a).is_empty() {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let oid = w.run(on, t, 1, b"big", true);
+    let spilled = |w: &World| {
+        let p = w.st.cluster_page("objects", "", 0).expect("a page");
+        p.view
+            .objects
+            .iter()
+            .find(|o| o.id == oid)
+            .map(|o| o.spilled.clone())
+            .expect("listed")
+    };
+    assert!(spilled(&w).is_empty());
+    // A node that does not hold it cannot say so.
+    w.send(
+        other.session,
+        Input::Spills {
+            spilled: vec![oid],
+            restored: vec![],
+        },
+    );
+    assert!(spilled(&w).is_empty());
+    w.send(
+        on.session,
+        Input::Spills {
+            spilled: vec![oid, ObjectId::of(b"unknown")],
+            restored: vec![],
+        },
+    );
+    assert_eq!(spilled(&w), vec![on.id]);
+    w.send(
+        on.session,
+        Input::Spills {
+            spilled: vec![],
+            restored: vec![oid],
+        },
+    );
+    assert!(spilled(&w).is_empty());
+    w.send(
+        on.session,
+        Input::Spills {
+            spilled: vec![oid],
+            restored: vec![],
+        },
+    );
+    w.kill(on);
+    w.st.check_invariants().expect("invariants");
+}

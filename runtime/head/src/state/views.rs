@@ -218,6 +218,12 @@ impl State {
                         nodes: o.holders.iter().copied().collect(),
                         inline: o.inline.is_some(),
                         made_by: o.producer,
+                        spilled: o
+                            .spilled_on
+                            .iter()
+                            .filter(|n| o.holders.contains(n))
+                            .copied()
+                            .collect(),
                     })
                     .collect();
                 next.map(|k| k.to_hex())
