@@ -178,6 +178,22 @@ where
     }
 }
 
+/// Give the login page `token`.
+async fn sign_in(b: &Client, token: &str) {
+    b.find(Locator::Id("token"))
+        .await
+        .expect("the token field")
+        .send_keys(token)
+        .await
+        .expect("type");
+    b.find(Locator::Id("sign-in"))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("click");
+}
+
 /// `done/total` as the progress shows it.
 fn counts(progress: &str) -> Option<(u64, u64)> {
     let (d, t) = progress.trim().rsplit_once('/')?;
@@ -192,7 +208,7 @@ fn the_dashboard_shows_a_running_job_behind_the_token() {
     let Some(d) = driver() else { return };
     let c = Cluster::start_with(2, &["--no-worker", "--dashboard-port", "0"]);
     let base = dashboard(&c);
-    let tasks = 60;
+    let tasks = 90;
     let job = c
         .ok(&[
             "submit",
@@ -215,32 +231,10 @@ fn the_dashboard_shows_a_running_job_behind_the_token() {
         assert!(!source.contains("watched"), "{source}");
         shot(&b, "login").await;
         // A wrong token is refused.
-        b.find(Locator::Id("token"))
-            .await
-            .expect("the token field")
-            .send_keys("not-the-token")
-            .await
-            .expect("type");
-        b.find(Locator::Id("sign-in"))
-            .await
-            .expect("the button")
-            .click()
-            .await
-            .expect("click");
+        sign_in(&b, "not-the-token").await;
         assert!(text(&b, "#login-error").await.contains("not the cluster"));
         // The token: back to the job's page.
-        b.find(Locator::Id("token"))
-            .await
-            .expect("the token field")
-            .send_keys(&c.token)
-            .await
-            .expect("type");
-        b.find(Locator::Id("sign-in"))
-            .await
-            .expect("the button")
-            .click()
-            .await
-            .expect("click");
+        sign_in(&b, &c.token).await;
         until("the job's page", 30, || async {
             (b.current_url().await.ok()?.path() == format!("/jobs/{job}")).then_some(())
         })
@@ -276,7 +270,7 @@ fn the_dashboard_shows_a_running_job_behind_the_token() {
             text(&b, "#log").await.contains("squared to").then_some(())
         })
         .await;
-        // The driver's own lines came while it runs (a 15 s job), not
+        // The driver's own lines came while it runs (a 23 s job), not
         // with its end.
         assert!(text(&b, "#job-state").await.contains("RUNNING"));
         shot(&b, "job").await;

@@ -117,12 +117,7 @@ impl Backend for Remote {
         else {
             return false;
         };
-        self.0.send(ferray_proto::v1::up::Msg::Output(
-            ferray_proto::v1::TaskOutput {
-                task,
-                stdout: Bytes::copy_from_slice(stdout),
-            },
-        ));
+        self.0.live_output(task, stdout);
         true
     }
 

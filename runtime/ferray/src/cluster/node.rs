@@ -80,6 +80,8 @@ struct Node {
 /// The most objects one heartbeat reports as spilled, and as read back
 /// (the rest go with the next ones): a heartbeat stays small.
 const MAX_SPILL_REPORT: usize = 4_096;
+/// Every this many heartbeats, a worker reports all its spilled objects again.
+const SPILL_REPORT_AGAIN: u64 = 30;
 
 pub async fn run_worker(
     rt: &Runtime,
@@ -129,8 +131,15 @@ pub async fn run_worker(
             // The objects the head has heard are on disk here; each beat
             // says what changed (at most MAX_SPILL_REPORT each way).
             let mut reported: std::collections::HashSet<ferray_core::ObjectId> = Default::default();
+            let mut beats = 0u64;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                beats += 1;
+                // Now and then all again: a report the head could not
+                // place yet (a result it has not heard of) is not lost.
+                if beats % SPILL_REPORT_AGAIN == 0 {
+                    reported.clear();
+                }
                 let now: std::collections::HashSet<_> = store.spilled_ids().into_iter().collect();
                 let spilled: Vec<_> = now
                     .difference(&reported)
@@ -152,6 +161,16 @@ pub async fn run_worker(
                     spilled: spilled.iter().map(ferray_proto::id_bytes).collect(),
                     restored: restored.iter().map(ferray_proto::id_bytes).collect(),
                 }));
+            }
+        })
+    };
+    let flusher = {
+        let s = session.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(super::session::LIVE_FLUSH);
+            loop {
+                every.tick().await;
+                s.flush_live(None);
             }
         })
     };
@@ -189,6 +208,7 @@ pub async fn run_worker(
     };
     work.abort();
     beat.abort();
+    flusher.abort();
     server.abort();
     if let Err(e) = &out {
         session.lose(e.to_string());
@@ -235,6 +255,7 @@ impl Node {
     }
 
     fn done_err(&self, task: u64, attempt: u32, e: Error) {
+        self.session.flush_live(Some(task));
         self.session.send(up::Msg::Done(v1::Done {
             task,
             attempt,
@@ -368,6 +389,8 @@ impl Node {
             }
             Err(e) => done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
         }
+        // What it printed as it ran goes first.
+        self.session.flush_live(Some(t));
         self.session.send(up::Msg::Done(done));
         drop(_lease);
     }

@@ -55,7 +55,16 @@ pub(crate) struct Session {
     /// pull took (`ferray_object_transfer_*` on the node's metrics).
     pub transfer_bytes: ferray_core::Histogram,
     pub transfer_seconds: ferray_core::Histogram,
+    /// What running tasks printed and the head has not been sent yet: sent
+    /// in one message per task every [`LIVE_FLUSH`] and before its `Done`
+    /// (a guest printing line by line costs the head a message a tick, not
+    /// a message a line). Each task's share is bounded by the host's cap on
+    /// its output.
+    live_out: Mutex<HashMap<u64, bytes::BytesMut>>,
 }
+
+/// How often a worker sends running tasks' output to the head.
+pub const LIVE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +128,7 @@ impl Session {
             transfer_bytes: ferray_core::Histogram::exponential(1024.0, 4.0, 12),
             // 100 µs to about 7 minutes.
             transfer_seconds: ferray_core::Histogram::exponential(1e-4, 4.0, 12),
+            live_out: Mutex::new(HashMap::new()),
         });
         Ok((session, down))
     }
@@ -126,6 +136,36 @@ impl Session {
     pub fn send(&self, msg: up::Msg) {
         if let Some(msg) = ferray_proto::fit_up(msg) {
             let _ = self.up.send(v1::Up { msg: Some(msg) });
+        }
+    }
+
+    /// A running task printed `stdout`: kept for the next flush.
+    pub fn live_output(&self, task: u64, stdout: &[u8]) {
+        self.live_out
+            .lock()
+            .entry(task)
+            .or_default()
+            .extend_from_slice(stdout);
+    }
+
+    /// Send what running tasks printed (one task's, or all), in order
+    /// before anything sent after (the lock is held while sending, so a
+    /// task's `Done` never overtakes its output).
+    pub fn flush_live(&self, task: Option<u64>) {
+        let mut pending = self.live_out.lock();
+        let tasks: Vec<u64> = match task {
+            Some(t) => vec![t],
+            None => pending.keys().copied().collect(),
+        };
+        for t in tasks {
+            if let Some(out) = pending.remove(&t)
+                && !out.is_empty()
+            {
+                self.send(up::Msg::Output(v1::TaskOutput {
+                    task: t,
+                    stdout: out.freeze(),
+                }));
+            }
         }
     }
 

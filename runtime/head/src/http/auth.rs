@@ -177,7 +177,7 @@ async fn login(auth: &Auth, req: Request) -> Response {
             };
             let next = safe_next(&form.next);
             if !auth.is_token(form.token.trim().as_bytes()) {
-                tracing::info!("dashboard: a login with a wrong token");
+                tracing::debug!("dashboard: a login with a wrong token");
                 return (StatusCode::UNAUTHORIZED, login_page(next, true)).into_response();
             }
             let Some(id) = auth.open_session() else {
@@ -199,8 +199,20 @@ async fn login(auth: &Auth, req: Request) -> Response {
 
 /// The dashboard port's gate: the login page, or the token, or a session.
 pub(crate) async fn check(AxState(auth): AxState<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let mut r = gate(&auth, req, next).await;
+    // No other site may frame the dashboard (clickjacking).
+    r.headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    r
+}
+
+async fn gate(auth: &Auth, req: Request, next: Next) -> Response {
     if req.uri().path() == "/login" {
-        return login(&auth, req).await;
+        return login(auth, req).await;
     }
     if auth.bearer_ok(req.headers()) || auth.cookie_ok(req.headers()) {
         return next.run(req).await;

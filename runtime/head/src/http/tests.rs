@@ -480,6 +480,7 @@ async fn a_browser_signs_in_once_with_the_token_and_keeps_a_session() {
     let (s, h, _) = send(&router, "GET", "/jobs?after=3", &html, "").await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h["location"], "/login?next=%2Fjobs%3Fafter%3D3");
+    assert_eq!(h["x-frame-options"], "DENY");
     let (s, _, page) = send(&router, "GET", "/login?next=%2Fjobs", &[], "").await;
     assert_eq!(s, StatusCode::OK);
     assert!(

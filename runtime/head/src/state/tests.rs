@@ -8,7 +8,7 @@ use ferray_core::{
     ActorId, ActorOptions, Error, JobId, NodeId, ObjectId, Resources, Strategy, TaskId, TaskOptions,
 };
 
-use super::harness::{Client, World, address, made, opts};
+use super::harness::{Client, Node, World, address, made, opts};
 use super::views::{LIST_TEXT_MAX, ListFilter, MAX_PAGE};
 use super::{
     Acting, Arg, CallActor, Done, HEAD_HOLDER, Input, JobRequest, JobState, KillActor, Outcome,
@@ -2226,8 +2226,9 @@ fn task_lists_filter_by_job_state_and_function() {
     assert!(actors.view.actors.is_empty());
 }
 
-#[test]
-fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
+/// Two nodes, a client, and its task assigned to one of them: the world,
+/// the client, the task, the node it runs on and the other.
+fn one_task_on_one_of_two_nodes() -> (World, Client, TaskId, Node, Node) {
     let mut w = World::new();
     let a = w.node(1.0);
     let b = w.node(1.0);
@@ -2239,6 +2240,12 @@ fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
     } else {
         (a, b)
     };
+    (w, c, t, on, other)
+}
+
+#[test]
+fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
+    let (mut w, c, t, on, other) = one_task_on_one_of_two_nodes();
     w.started(on, t);
     w.send(
         on.session,
@@ -2266,17 +2273,7 @@ fn a_running_tasks_output_goes_to_its_jobs_log_as_it_comes() {
 
 #[test]
 fn a_nodes_heartbeat_says_which_of_its_copies_are_on_disk() {
-    let mut w = World::new();
-    let a = w.node(1.0);
-    let b = w.node(1.0);
-    let c = w.client();
-    let t = w.submit(c, vec![], opts(1.0, 0));
-    let sent = w.take();
-    let (on, other) = if sent.assigns(a).is_empty() {
-        (b, a)
-    } else {
-        (a, b)
-    };
+    let (mut w, _, t, on, other) = one_task_on_one_of_two_nodes();
     let oid = w.run(on, t, 1, b"big", true);
     let spilled = |w: &World| {
         let p = w.st.cluster_page("objects", "", 0).expect("a page");

@@ -12,9 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferray_core::view::Span;
 use ferray_core::{JobId, NodeId, TaskId, cut_text};
 
+use super::views::clip;
 use super::{NodeEntry, State, TaskEntry};
 
-/// Closed spans the head keeps (about 200 bytes each with their text).
+/// Closed spans the head keeps: each is about 100 bytes with its function
+/// (cut to 1 KiB), and a failure's error (cut to 1 KiB).
 pub const MAX_SPANS: usize = 100_000;
 /// The longest error a span keeps.
 const MAX_SPAN_ERROR: usize = 1_024;
@@ -138,7 +140,7 @@ impl Timeline {
             task: t,
             job: task.job,
             attempt: task.attempts,
-            function: task.name(),
+            function: clip(&task.name()),
             node: node_id,
             slot: open.slot,
             start_unix_us: open.start_us,
@@ -159,7 +161,7 @@ fn open_span(t: TaskId, task: &TaskEntry, open: Open, node: NodeId) -> Span {
         task: t,
         job: task.job,
         attempt: task.attempts,
-        function: task.name(),
+        function: clip(&task.name()),
         node,
         slot: open.slot,
         start_unix_us: open.start_us,

@@ -26,7 +26,7 @@ pub struct ClusterPage {
 
 /// `text` cut to [`LIST_TEXT_MAX`] bytes (at a character boundary, marked
 /// as cut); only what is kept is copied.
-fn clip(text: &str) -> String {
+pub(super) fn clip(text: &str) -> String {
     if text.len() <= LIST_TEXT_MAX {
         return text.to_string();
     }

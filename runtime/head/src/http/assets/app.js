@@ -56,6 +56,7 @@
       fetch(url + '?from=' + from, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
         .then(function (r) {
           if (r.status === 401) { stop(); return null; }
+          if (r.status === 404) { clearInterval(timer); return null; }
           return r.ok ? r.json() : null;
         })
         .then(function (j) {
@@ -71,6 +72,6 @@
         .finally(function () { busy = false; });
     }
     poll();
-    setInterval(poll, 1000);
+    var timer = setInterval(poll, 1000);
   });
 })();
