@@ -137,7 +137,7 @@ pub async fn run_worker(
                 beats += 1;
                 // Now and then all again: a report the head could not
                 // place yet (a result it has not heard of) is not lost.
-                if beats % SPILL_REPORT_AGAIN == 0 {
+                if beats.is_multiple_of(SPILL_REPORT_AGAIN) {
                     reported.clear();
                 }
                 let now: std::collections::HashSet<_> = store.spilled_ids().into_iter().collect();
