@@ -408,7 +408,7 @@ impl Driver<'_> {
 
     /// One event; returns its name (for the panic message).
     fn step(&mut self) -> &'static str {
-        match self.byte() % 24 {
+        match self.byte() % 26 {
             0 | 1 => {
                 let s = self.any_session();
                 self.st.touch(s, self.now);
@@ -638,6 +638,33 @@ impl Driver<'_> {
                 self.st
                     .upload_component(self.comps[i], Bytes::from_static(bytes), self.now);
                 "upload component"
+            }
+            23 => {
+                // A running task's live output, from its node or another.
+                let (session, task) = match self.pick(&self.work.clone()) {
+                    Some(w) if !self.byte().is_multiple_of(4) => (w.session, w.task),
+                    _ => (self.any_session(), self.task()),
+                };
+                self.st.handle(
+                    session,
+                    Input::Output {
+                        task,
+                        stdout: Bytes::from_static(b"a line\n"),
+                    },
+                );
+                "output"
+            }
+            24 => {
+                // A heartbeat naming spilled and restored objects.
+                let s = self.any_session();
+                let (a, b) = (self.object(), self.object());
+                let (spilled, restored) = if self.byte().is_multiple_of(2) {
+                    (vec![a], vec![b])
+                } else {
+                    (vec![a, b], vec![])
+                };
+                self.st.handle(s, Input::Spills { spilled, restored });
+                "spills"
             }
             _ => {
                 // A message from a session that should not send it.
