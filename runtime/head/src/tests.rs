@@ -25,7 +25,7 @@ pub(crate) fn head() -> Head {
     Head::new(config, "head:1".into()).expect("a head")
 }
 
-fn hello(worker: bool) -> v1::Hello {
+pub(crate) fn hello(worker: bool) -> v1::Hello {
     v1::Hello {
         protocol: PROTOCOL_VERSION,
         worker,

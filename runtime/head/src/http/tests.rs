@@ -299,20 +299,7 @@ async fn the_grafana_dashboard_asks_for_the_metrics_we_serve() {
     let head = head();
     let mut sessions = Vec::new();
     for worker in [true, false] {
-        let hello = v1::Hello {
-            protocol: ferray_proto::PROTOCOL_VERSION,
-            worker,
-            resources: worker.then(|| v1::Resources {
-                cpus: 2.0,
-                ..Default::default()
-            }),
-            object_address: if worker {
-                "node:1".into()
-            } else {
-                String::new()
-            },
-            ..Default::default()
-        };
+        let hello = crate::tests::hello(worker);
         sessions.push(head.open(&hello).expect("a session"));
     }
     // The client (a job) submits a task and creates an actor.
