@@ -68,6 +68,7 @@ fn main() {
             node_timeout: Duration::from_secs(5),
             store: ferray_store::StoreConfig::default(),
             job_caps: ferray_core::JobCaps::default(),
+            state_db: None,
         },
         address.clone(),
     )

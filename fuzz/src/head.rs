@@ -699,6 +699,7 @@ impl Driver<'_> {
         out.head_frees.clear();
         out.objects.clear();
         out.jobs.clear();
+        out.saves.clear();
         for (session, e) in sent {
             match e {
                 Effect::Assign(a) => push(

@@ -19,6 +19,8 @@ pub(crate) struct Cluster {
     pub(crate) address: String,
     pub(crate) token: String,
     pub(crate) head: Child,
+    /// The head's own arguments (after `--port`), to start it again.
+    head_args: Vec<String>,
     /// Each worker's process, node id and log file.
     pub(crate) workers: Vec<(Child, u64, PathBuf)>,
 }
@@ -67,6 +69,33 @@ where
     })
 }
 
+/// A head process (`ferray start --head --block`) on `port`; returns once
+/// it wrote its address.
+fn start_head(home: &std::path::Path, port: &str, args: &[String], log: &str) -> (Child, String) {
+    let head = node_cmd(home, &home.join(log))
+        .args([
+            "start",
+            "--head",
+            "--port",
+            port,
+            "--block",
+            "--num-cpus",
+            "2",
+            "--node-timeout",
+            "3s",
+        ])
+        .args(args)
+        .spawn()
+        .expect("start the head");
+    let addr_file = home.join("head-address");
+    let address = wait_for("the head", 60, || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    });
+    (head, address.trim().to_string())
+}
+
 impl Cluster {
     /// A head without a worker of its own, plus `workers` workers of 2 CPUs.
     pub(crate) fn start(workers: usize) -> Cluster {
@@ -75,40 +104,38 @@ impl Cluster {
 
     pub(crate) fn start_with(workers: usize, head_args: &[&str]) -> Cluster {
         let home = tempfile::tempdir().expect("temp dir");
-        let log = home.path().join("head.log");
-        let head = node_cmd(home.path(), &log)
-            .args([
-                "start",
-                "--head",
-                "--port",
-                "0",
-                "--block",
-                "--num-cpus",
-                "2",
-                "--node-timeout",
-                "3s",
-            ])
-            .args(head_args)
-            .spawn()
-            .expect("start the head");
-        let addr_file = home.path().join("head-address");
-        let address = wait_for("the head", 60, || {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-        });
+        let head_args: Vec<String> = head_args.iter().map(|s| s.to_string()).collect();
+        let (head, address) = start_head(home.path(), "0", &head_args, "head.log");
         let token = std::fs::read_to_string(home.path().join("token")).expect("token file");
         let mut c = Cluster {
             home,
-            address: address.trim().to_string(),
+            address,
             token: token.trim().to_string(),
             head,
+            head_args,
             workers: Vec::new(),
         };
         for _ in 0..workers {
             c.add_worker(&[]);
         }
         c
+    }
+
+    /// kill -9 the head, then start it again at once on the same port,
+    /// home and database (its log goes to `head-N.log`).
+    pub(crate) fn restart_head(&mut self, n: usize) {
+        self.head.kill().expect("kill -9 the head");
+        let _ = self.head.wait();
+        let _ = std::fs::remove_file(self.home.path().join("head-address"));
+        let port = self.address.rsplit(':').next().expect("a port").to_string();
+        let (head, address) = start_head(
+            self.home.path(),
+            &port,
+            &self.head_args,
+            &format!("head-{n}.log"),
+        );
+        assert_eq!(address, self.address, "the head came back at its address");
+        self.head = head;
     }
 
     pub(crate) fn log(&self, name: &str) -> String {

@@ -16,6 +16,7 @@ mod limits;
 mod objects;
 mod partition;
 mod proposals;
+mod restart;
 mod sandbox;
 mod tls;
 mod values;

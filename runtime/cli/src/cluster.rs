@@ -45,6 +45,11 @@ pub struct StartArgs {
     /// A head: do not run a worker in the head's process.
     #[arg(long)]
     no_worker: bool,
+    /// A head: the database that keeps jobs, components, `ferray put`
+    /// objects and id counters, so that a head started again on it (after
+    /// a crash) takes them back (default: $FERRAY_HOME/head.redb).
+    #[arg(long, value_name = "FILE", conflicts_with = "address")]
+    state_db: Option<PathBuf>,
     /// A worker that loses the head (it died, the network was cut, or it
     /// declared this node dead) joins it again as a new node, trying for
     /// this long before it gives up (0s: exit at once).
@@ -428,6 +433,10 @@ async fn shutdown_signal() {
 }
 
 fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
+    let state_db = args
+        .state_db
+        .clone()
+        .unwrap_or_else(|| state_dir().join("head.redb"));
     let token = match args
         .token
         .as_deref()
@@ -435,6 +444,12 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         .or_else(|| std::env::var("FERRAY_TOKEN").ok())
     {
         Some(t) => Token::new(&t)?,
+        // A head started again on its database keeps the cluster's token,
+        // so that its workers and clients can come back.
+        None if state_db.exists() && token_file().exists() => {
+            let t = std::fs::read_to_string(token_file()).context("cannot read the token file")?;
+            Token::new(t.trim())?
+        }
         None => Token::generate()?,
     };
     let tfile = token_file();
@@ -457,6 +472,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
                 spill_base: args.node.spill_dir.clone(),
             },
             job_caps: args.node.job_caps(),
+            state_db: Some(state_db),
         },
         address.clone(),
     )?;
@@ -505,7 +521,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = exec.spawn(head.serve(listener, async {
+    let server = exec.spawn(head.clone().serve(listener, async {
         let _ = stop_rx.await;
     }));
     // What clients are told: https:// when the head speaks TLS (nodes of
@@ -580,6 +596,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             Ok(())
         }
     };
+    head.close();
     let _ = stop_tx.send(());
     let _ = exec.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     let _ = std::fs::remove_file(state_dir().join("head-address"));

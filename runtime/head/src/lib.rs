@@ -12,6 +12,7 @@
 //! `WatchJob` wait on notifications the state raises when an object or a job
 //! changes.
 
+mod db;
 mod http;
 pub mod sched;
 mod state;
@@ -71,6 +72,10 @@ pub struct HeadConfig {
     /// What one job may hold: tasks and actor calls in flight, live actors,
     /// bytes put, bytes of log kept.
     pub job_caps: ferray_core::JobCaps,
+    /// The database that keeps jobs, components, `ferray put` objects and
+    /// id counters across a restart of the head (`None`: nothing is kept,
+    /// a restarted head is a new cluster).
+    pub state_db: Option<std::path::PathBuf>,
 }
 
 /// The bytes of messages a session's downward stream may have queued and
@@ -197,6 +202,8 @@ struct Core {
     timings: http::metrics::Timings,
     /// The dashboard's charts: a sample of the cluster a second.
     history: http::history::History,
+    /// Where what survives a restart is written.
+    db: Option<Arc<db::Db>>,
 }
 
 impl Core {
@@ -241,6 +248,12 @@ impl Core {
             }
         }
         let out = self.state.outbox();
+        if !out.saves.is_empty() {
+            let saves = std::mem::take(&mut out.saves);
+            if let Some(db) = &self.db {
+                db.save(saves);
+            }
+        }
         for id in out.head_frees.drain(..) {
             self.store.decref(&id);
         }
@@ -310,6 +323,29 @@ impl Head {
         let store = Arc::new(ObjectStore::new(config.store.clone())?);
         let mut state = State::new(address);
         state.job_caps = config.job_caps;
+        let db = match &config.state_db {
+            Some(path) => {
+                let (db, mut saved) = db::Db::open(path)?;
+                let pinned = std::mem::take(&mut saved.pinned);
+                if !saved.jobs.is_empty() || !saved.components.is_empty() || !pinned.is_empty() {
+                    tracing::info!(
+                        "the head takes back {} jobs, {} components and {} put objects from {}",
+                        saved.jobs.len(),
+                        saved.components.len(),
+                        pinned.len(),
+                        path.display()
+                    );
+                }
+                state.restore(saved, Instant::now());
+                for (id, bytes) in pinned {
+                    let size = bytes.len() as u64;
+                    store.put_with_id(id, bytes)?;
+                    state.pushed(id, size, true);
+                }
+                Some(Arc::new(db))
+            }
+            None => None,
+        };
         let core = Core {
             state,
             sessions: HashMap::new(),
@@ -319,12 +355,27 @@ impl Head {
             down_queue_bytes: DOWN_QUEUE_BYTES,
             timings: Default::default(),
             history: Default::default(),
+            db,
         };
+        // What the restore changed (jobs ended, drivers queued) is saved.
+        let mut core = core;
+        core.flush();
         Ok(Head {
             core: Arc::new(Mutex::new(core)),
             store,
             config: Arc::new(config),
         })
+    }
+
+    /// The head stops: jobs that have not ended are stopped (a head
+    /// started again on the same database does not run them again), and
+    /// what the database was sent is committed before this returns.
+    pub fn close(&self) {
+        self.with(|st| st.stop_all_jobs("the head was stopped"));
+        let db = self.core.lock().db.clone();
+        if let Some(db) = db {
+            db.sync();
+        }
     }
 
     /// Change the state under the lock, then carry out its effects.
@@ -349,7 +400,10 @@ impl Head {
                 let mut swept = Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
-                    head.with(|st| st.check_heartbeats(Instant::now(), timeout));
+                    head.with(|st| {
+                        st.check_heartbeats(Instant::now(), timeout);
+                        st.save_changed_jobs();
+                    });
                     // The timings of tasks that left their phase another way.
                     if swept.elapsed() >= SWEEP_TIMINGS {
                         swept = Instant::now();
@@ -753,8 +807,11 @@ impl v1::uploads_server::Uploads for HeadObjects {
         if !held {
             self.0
                 .store
-                .put_with_id(id, bytes)
+                .put_with_id(id, bytes.clone())
                 .map_err(|e| to_status(&e))?;
+        }
+        if pin && let Some(db) = &self.0.core.lock().db {
+            db.save_pinned(id, bytes);
         }
         self.0.with(|st| st.pushed(id, size, pin));
         Ok(Response::new(v1::ObjectKey { id: id_bytes(&id) }))
@@ -785,6 +842,7 @@ mod down_tests {
             node_timeout: Duration::from_secs(5),
             store: ferray_store::StoreConfig::default(),
             job_caps: Default::default(),
+            state_db: None,
         };
         let head = Head::new(config, "head:1".into()).expect("a head");
         head.core.lock().down_queue_bytes = 4 << 10;

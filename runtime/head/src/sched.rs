@@ -58,9 +58,21 @@ pub struct Scheduler {
     /// or went, resources or a backlog place were given back): the head
     /// runs its placement pass only then ([`Scheduler::take_changed`]).
     changed: bool,
+    /// Nodes are expected (a restarted head waits for its workers to join
+    /// again): while there is none, demands wait instead of being
+    /// infeasible.
+    awaiting_nodes: bool,
 }
 
 impl Scheduler {
+    /// While `on` and no node is live, placements wait for one.
+    pub fn await_nodes(&mut self, on: bool) {
+        if self.awaiting_nodes != on {
+            self.awaiting_nodes = on;
+            self.changed = true;
+        }
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -157,6 +169,9 @@ impl Scheduler {
         strategy: Strategy,
         locality: &[(NodeId, u64)],
     ) -> Placement {
+        if self.awaiting_nodes && self.nodes.is_empty() {
+            return Placement::Wait;
+        }
         if let Err(why) = self.feasible_for(demand, strategy) {
             return Placement::Infeasible(why);
         }
@@ -276,6 +291,9 @@ impl Scheduler {
         strategy: Strategy,
         locality: &[(NodeId, u64)],
     ) -> Placement {
+        if self.awaiting_nodes && self.nodes.is_empty() {
+            return Placement::Wait;
+        }
         if let Strategy::Node { node, soft } = strategy {
             let id = NodeId(node);
             match self.nodes.get(&id) {

@@ -21,6 +21,7 @@ pub(crate) fn head() -> Head {
         node_timeout: Duration::from_secs(5),
         store: ferray_store::StoreConfig::default(),
         job_caps: Default::default(),
+        state_db: None,
     };
     Head::new(config, "head:1".into()).expect("a head")
 }

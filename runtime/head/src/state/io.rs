@@ -282,4 +282,7 @@ pub struct Outbox {
     pub objects: Vec<ObjectId>,
     /// Jobs that logged, progressed or changed state.
     pub jobs: Vec<JobId>,
+    /// What the head keeps across a restart changed (the edge writes it
+    /// to the head's database).
+    pub saves: Vec<super::Save>,
 }

@@ -13,35 +13,39 @@ use super::{
     TaskInfo, Waiter, give_back, now_ms,
 };
 
+impl JobEntry {
+    pub(super) fn new(entrypoint: String, component: String) -> JobEntry {
+        JobEntry {
+            entrypoint,
+            component,
+            state: JobState::Pending,
+            result: String::new(),
+            error: String::new(),
+            err_value: false,
+            done: 0,
+            total: 0,
+            logs: VecDeque::new(),
+            logs_bytes: 0,
+            logs_dropped: 0,
+            put_bytes: 0,
+            live_actors: 0,
+            replay: Default::default(),
+            start: now_ms(),
+            end: 0,
+            driver: None,
+            tasks: Set::default(),
+            actors: Set::default(),
+            objects: Set::default(),
+        }
+    }
+}
+
 impl State {
     pub(super) fn new_job(&mut self, entrypoint: String, component: String) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
-        self.jobs.insert(
-            id,
-            JobEntry {
-                entrypoint,
-                component,
-                state: JobState::Pending,
-                result: String::new(),
-                error: String::new(),
-                err_value: false,
-                done: 0,
-                total: 0,
-                logs: VecDeque::new(),
-                logs_bytes: 0,
-                logs_dropped: 0,
-                put_bytes: 0,
-                live_actors: 0,
-                replay: Default::default(),
-                start: now_ms(),
-                end: 0,
-                driver: None,
-                tasks: Set::default(),
-                actors: Set::default(),
-                objects: Set::default(),
-            },
-        );
+        self.jobs.insert(id, JobEntry::new(entrypoint, component));
+        self.save_counters();
         id
     }
 
@@ -75,6 +79,7 @@ impl State {
             j.driver = Some(t);
             j.tasks.insert(t);
         }
+        self.save_job(job);
         self.enqueue(Waiter::Task(t));
         self.pump();
         Ok(job)
@@ -141,6 +146,20 @@ impl State {
         Ok(())
     }
 
+    /// Every job that has not ended is stopped (the head stops).
+    pub fn stop_all_jobs(&mut self, why: &str) {
+        let mut live: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.state.finished())
+            .map(|(id, _)| *id)
+            .collect();
+        live.sort();
+        for id in live {
+            self.finish_job(id, JobState::Stopped, String::new(), why.into(), false);
+        }
+    }
+
     /// A job ends: its tasks are cancelled, its actors killed, its objects
     /// freed on every node (unless another job refers to them).
     pub(super) fn finish_job(
@@ -162,6 +181,10 @@ impl State {
         j.error = error;
         j.err_value = err_value;
         j.end = now_ms();
+        self.save_job(id);
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let tasks: Vec<TaskId> = j.tasks.drain().collect();
         let actors: Vec<ActorId> = j.actors.drain().collect();
         let objects: Vec<ObjectId> = j.objects.drain().collect();
@@ -179,6 +202,8 @@ impl State {
         while self.finished_jobs.len() > JOB_RETENTION {
             if let Some(old) = self.finished_jobs.pop_front() {
                 self.jobs.remove(&old);
+                self.jobs_unsaved.remove(&old);
+                self.out.saves.push(super::Save::ForgetJob(old));
             }
         }
         self.purge_queues();

@@ -23,6 +23,7 @@ mod jobs;
 mod objects;
 mod placement;
 mod replay;
+mod saved;
 mod sessions;
 mod tasks;
 mod timeline;
@@ -55,6 +56,7 @@ pub use io::{
     JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
+pub use saved::{Counters, JobRecord, Save, Saved};
 pub use timeline::unix_us;
 pub use views::{ClusterPage, SampleNumbers, TaskInfo};
 
@@ -347,6 +349,11 @@ pub struct State {
     /// How long a component nothing refers to is kept.
     pub component_grace: Duration,
     out: Outbox,
+    /// Jobs whose progress or log changed since they were last saved.
+    jobs_unsaved: Set<JobId>,
+    /// A restarted head waits this long for its workers to join again
+    /// before work with no node to go to is infeasible.
+    awaiting_nodes_until: Option<Instant>,
     /// What one job may hold (the operator's `--max-job-*`).
     pub job_caps: JobCaps,
 }
@@ -470,6 +477,7 @@ impl State {
     fn job_changed(&mut self, job: JobId) {
         if self.out.jobs.last() != Some(&job) {
             self.out.jobs.push(job);
+            self.jobs_unsaved.insert(job);
         }
     }
 

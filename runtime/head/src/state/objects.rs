@@ -220,7 +220,8 @@ impl State {
     /// long as a client whose session was open at the upload stays
     /// connected (it uploads once, and may submit much later).
     pub fn upload_component(&mut self, id: ComponentId, bytes: Bytes, now: Instant) {
-        self.components.insert(id, bytes);
+        self.components.insert(id, bytes.clone());
+        self.out.saves.push(super::Save::Component(id, bytes));
         self.component_use.insert(
             id,
             ComponentUse {
@@ -289,6 +290,7 @@ impl State {
         for id in gone {
             self.component_use.remove(&id);
             self.components.remove(&id);
+            self.out.saves.push(super::Save::ForgetComponent(id));
             tracing::info!("component {} dropped: nothing uses it", id.short());
         }
     }

@@ -281,6 +281,7 @@ impl State {
         {
             j.state = JobState::Running;
             self.job_changed(job);
+            self.save_job(job);
         }
         self.send_node(node, Effect::Assign(assign));
     }

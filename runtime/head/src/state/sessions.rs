@@ -23,6 +23,7 @@ impl State {
                 }
                 let id = NodeId(self.next_node);
                 self.next_node += 1;
+                self.save_counters();
                 self.sched.add_node(id, w.resources.clone());
                 self.nodes.insert(
                     id,
@@ -46,6 +47,7 @@ impl State {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.state = JobState::Running;
                 }
+                self.save_job(job);
                 (None, Some(job))
             }
         };
@@ -88,6 +90,7 @@ impl State {
     /// forgotten, and components nothing uses are dropped.
     pub fn check_heartbeats(&mut self, now: Instant, timeout: Duration) {
         self.declare_late_dead(now, timeout);
+        self.end_node_wait(now);
         self.forget_dead_nodes(now);
         self.sweep_components(now);
     }

@@ -977,6 +977,7 @@ impl Sim {
             self.w.st.out.objects.clear();
             self.w.st.out.jobs.clear();
             self.w.st.out.head_frees.clear();
+            self.w.st.out.saves.clear();
             if sent.is_empty() {
                 return;
             }

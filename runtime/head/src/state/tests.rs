@@ -2320,3 +2320,164 @@ fn a_nodes_heartbeat_says_which_of_its_copies_are_on_disk() {
     w.kill(on);
     w.st.check_invariants().expect("invariants");
 }
+
+/// What the state saved, applied to a map as the database applies it.
+fn saved_of(st: &mut super::State, into: &mut super::Saved) {
+    use super::Save;
+    for s in std::mem::take(&mut st.outbox().saves) {
+        match s {
+            Save::Job(id, r) => {
+                into.jobs.retain(|(j, _)| *j != id);
+                into.jobs.push((id, *r));
+            }
+            Save::ForgetJob(id) => into.jobs.retain(|(j, _)| *j != id),
+            Save::Component(id, b) => {
+                into.components.retain(|(c, _)| *c != id);
+                into.components.push((id, b));
+            }
+            Save::ForgetComponent(id) => into.components.retain(|(c, _)| *c != id),
+            Save::Counters(c) => into.counters = c,
+        }
+    }
+}
+
+/// A head that comes back on its saved tables: a finished job is listed as
+/// it ended (result, log tail, progress); a job whose driver was running
+/// runs it again on the first node, and ends with the re-run's result; a
+/// client's job ends as failed; ids go on after the earlier head's; the
+/// component is still there.
+#[test]
+fn a_restarted_head_takes_back_its_jobs_components_and_ids() {
+    let mut w = World::new();
+    let mut kept = super::Saved::default();
+    let n = w.node(1.0);
+    let request = |w: &World, f: &str| JobRequest {
+        component: w.comp,
+        function: f.into(),
+        args: vec!["7".into()],
+        entrypoint: Resources::default(),
+    };
+    let first = w.st.submit_job(request(&w, "first")).expect("a job");
+    let a = w.take().assigns(n)[0].clone();
+    w.send(
+        n.session,
+        Input::Output {
+            task: a.task,
+            stdout: Bytes::from_static(b"hello from the first\n"),
+        },
+    );
+    w.send(
+        n.session,
+        Input::Done(Done {
+            task: a.task,
+            attempt: 1,
+            outcome: Outcome::Made(made(b"ok(7)", false)),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: "ok(7)".into(),
+            err_value: false,
+        }),
+    );
+    let second = w.st.submit_job(request(&w, "second")).expect("a job");
+    let b = w.take().assigns(n)[0].clone();
+    let nested = w.submit_as(n.session, Acting::Task(b.task), vec![], opts(0.5, 3));
+    w.run(n, nested, 1, b"nested", false);
+    let client = w.client();
+    w.st.save_changed_jobs();
+    saved_of(&mut w.st, &mut kept);
+    assert_eq!(kept.jobs.len(), 3);
+    let before = w.st.job_info(first).expect("first");
+
+    // The head dies; a new one starts on what was kept.
+    let mut st = super::State::new("head:2".into());
+    st.restore(kept.clone(), w.now);
+    let after = st.job_info(first).expect("the finished job is listed");
+    assert_eq!(after, before);
+    let logs = st.job_logs(first, 0).0;
+    assert!(
+        logs.iter().any(|l| l.contains("hello from the first")),
+        "{logs:?}"
+    );
+    let again = st.job_info(second).expect("the running job is listed");
+    assert_eq!(again.state, JobState::Pending, "{}", again.error);
+    let logs = st.job_logs(second, 0).0;
+    assert!(
+        logs.iter().any(|l| l.contains("driver runs again")),
+        "{logs:?}"
+    );
+    let lost = st.job_info(client.job).expect("the client's job");
+    assert_eq!(lost.state, JobState::Failed);
+    assert!(lost.error.contains("head restarted"), "{}", lost.error);
+    assert!(st.components.contains_key(&w.comp));
+    assert!(st.next_session > client.session && st.next_job > client.job.0);
+    st.check_invariants().expect("invariants");
+
+    // A worker joins the new head: the driver runs there, again from the
+    // start, and its result ends the job.
+    let mut w2 = World::new();
+    w2.st = st;
+    let m = w2.node(1.0);
+    assert!(m.id.0 > n.id.0, "node ids go on");
+    let sent = w2.take();
+    let d = &sent.assigns(m)[0];
+    assert!(d.driver && d.function == "second" && d.wave_args == vec!["7".to_string()]);
+    w2.send(
+        m.session,
+        Input::Done(Done {
+            task: d.task,
+            attempt: 1,
+            outcome: Outcome::Made(made(b"ok(8)", false)),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: "ok(8)".into(),
+            err_value: false,
+        }),
+    );
+    let done = w2.st.job_info(second).expect("job");
+    assert_eq!(
+        (done.state, done.result.as_str()),
+        (JobState::Succeeded, "ok(8)")
+    );
+    let third = w2.st.submit_job(request(&w2, "third")).expect("a job");
+    assert!(third.0 > client.job.0, "job ids go on");
+    w2.st.check_invariants().expect("invariants");
+
+    // A head that stops ends its jobs as stopped (they do not run again).
+    let fourth = w2.st.submit_job(request(&w2, "fourth")).expect("a job");
+    w2.st.stop_all_jobs("the head was stopped");
+    let mut kept2 = kept;
+    saved_of(&mut w2.st, &mut kept2);
+    let mut st3 = super::State::new("head:3".into());
+    st3.restore(kept2, w2.now);
+    for j in [third, fourth] {
+        assert_eq!(st3.job_info(j).expect("listed").state, JobState::Stopped);
+    }
+    assert_eq!(st3.job_info(second).expect("listed").result, "ok(8)");
+}
+
+/// A restarted head's re-run drivers wait for a node for the workers'
+/// reconnect window, then are infeasible like any work with no node.
+#[test]
+fn a_restarted_heads_drivers_wait_for_a_node_then_fail() {
+    let mut w = World::new();
+    let mut kept = super::Saved::default();
+    w.node(1.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    saved_of(&mut w.st, &mut kept);
+    let mut st = super::State::new("head:2".into());
+    st.restore(kept, w.now);
+    st.pump();
+    st.check_heartbeats(w.now + Duration::from_secs(30), Duration::from_secs(5));
+    assert_eq!(st.job_info(job).expect("job").state, JobState::Pending);
+    st.check_heartbeats(w.now + super::saved::RESTART_GRACE, Duration::from_secs(5));
+    let info = st.job_info(job).expect("job");
+    assert_eq!(info.state, JobState::Failed);
+    assert!(info.error.contains("no worker nodes"), "{}", info.error);
+}
