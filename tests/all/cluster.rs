@@ -447,7 +447,15 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
     let mut c = Cluster::start(1);
     let mut submit = c
         .cmd()
-        .args(["submit", fx::MISBEHAVE, "fan-out", "200", "50"])
+        .args([
+            "submit",
+            "--reconnect-timeout",
+            "1s",
+            fx::MISBEHAVE,
+            "fan-out",
+            "200",
+            "50",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -474,6 +482,7 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
         .read_to_string(&mut err)
         .expect("read");
     assert!(err.contains("lost the head"), "{err}");
+    assert!(err.contains("gave up connecting again after 1s"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! A head that comes back: kill -9 of the head in the middle of a job, and
 //! a new head started on the same port and database (`~/.ferray/head.redb`).
 
+use std::process::Stdio;
+
 use ferray::cluster::JobState;
 
 use super::fx;
@@ -27,10 +29,20 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
         c.job(&earlier).filter(|j| j.state.finished())
     });
     assert_eq!(first.state, JobState::Succeeded, "{first:?}");
-    let job = c
-        .ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "1000", "5"])
-        .trim()
-        .to_string();
+    // Followed by a submitter, which waits through the restart.
+    let submit = c
+        .cmd()
+        .args(["submit", fx::MISBEHAVE, "fan-out", "1000", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("submit");
+    let job = wait_for("the job", 60, || {
+        let jobs = c.state("jobs").jobs;
+        jobs.iter()
+            .find(|j| j.entrypoint.starts_with("fan-out 1000"))
+            .map(|j| j.job.to_string())
+    });
     let at_kill = wait_for("50 tasks done", 120, || {
         c.job(&job).filter(|j| j.tasks_done >= 50)
     });
@@ -51,6 +63,12 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
         status.contains(&format!("result: {}\n", squares(1000))),
         "{status}"
     );
+    // The submitter connected again and printed the job's result.
+    let out = submit.wait_with_output().expect("the submitter ends");
+    let (stdout, stderr) = (super::stdout(&out), super::stderr(&out));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), squares(1000));
+    assert!(stderr.contains("connecting again"), "{stderr}");
 
     // The earlier job is listed as it ended, with its result and log.
     let list = c.ok(&["job", "list"]);

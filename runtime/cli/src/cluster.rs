@@ -159,6 +159,10 @@ pub struct SubmitArgs {
     /// Print the job id and return at once.
     #[arg(long)]
     no_wait: bool,
+    /// While following the job, a lost head is connected to again for this
+    /// long (a head started again keeps its jobs); 0s: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    reconnect_timeout: Duration,
     #[command(flatten)]
     entrypoint: EntrypointArgs,
     /// The component (.wasm).
@@ -816,23 +820,29 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         let bar =
             progress::stderr_is_terminal().then(|| progress::Bar::new(&format!("job-{job} ")));
         let mut last_print = Instant::now() - Duration::from_secs(10);
+        let reconnect = args.reconnect_timeout;
         let info = c
-            .watch_job(job, true, |e| match e {
-                JobEvent::Log(l) => match &bar {
-                    Some(bar) => bar.println(&l),
-                    None => eprintln!("{l}"),
-                },
-                JobEvent::Progress { done, total } => match &bar {
-                    Some(bar) => bar.set(done, total),
-                    None => {
-                        if last_print.elapsed() > Duration::from_secs(1) {
-                            eprintln!("job-{job}: {done}/{total} tasks done");
-                            last_print = Instant::now();
+            .follow_job(
+                job,
+                reconnect,
+                |lost| eprintln!("ferray: {lost}; connecting again for up to {reconnect:?}"),
+                |e| match e {
+                    JobEvent::Log(l) => match &bar {
+                        Some(bar) => bar.println(&l),
+                        None => eprintln!("{l}"),
+                    },
+                    JobEvent::Progress { done, total } => match &bar {
+                        Some(bar) => bar.set(done, total),
+                        None => {
+                            if last_print.elapsed() > Duration::from_secs(1) {
+                                eprintln!("job-{job}: {done}/{total} tasks done");
+                                last_print = Instant::now();
+                            }
                         }
-                    }
+                    },
+                    JobEvent::Finished(_) => {}
                 },
-                JobEvent::Finished(_) => {}
-            })
+            )
             .await?;
         // The bar goes before the job's last line.
         drop(bar);

@@ -685,12 +685,13 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job = job_key(req.get_ref());
         let follow = req.get_ref().follow;
+        let from = req.get_ref().from_line;
         if self.job_info(job).is_none() {
             return Err(Status::not_found(format!("no {job}")));
         }
         let (tx, rx) = mpsc::channel(64);
         let head = self.clone();
-        tokio::spawn(async move { head.follow_job(job, follow, tx).await });
+        tokio::spawn(async move { head.follow_job(job, follow, from, tx).await });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -733,6 +734,7 @@ impl Head {
         &self,
         job: JobId,
         follow: bool,
+        from: u64,
         tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
     ) {
         let waiting = Waiting {
@@ -740,7 +742,7 @@ impl Head {
             key: job,
             table: |c| &mut c.job_waits,
         };
-        let mut cursor = 0u64;
+        let mut cursor = from;
         let mut last = (u64::MAX, u64::MAX);
         loop {
             let (lines, info, changed) = {

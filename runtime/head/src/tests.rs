@@ -277,6 +277,7 @@ async fn watch_job_follows_the_jobs_log_and_progress_until_it_ends() {
         .watch_job(Request::new(v1::JobKey {
             job: w.job,
             follow: true,
+            from_line: 0,
         }))
         .await
         .expect("a watch")

@@ -168,6 +168,22 @@ pub struct Client {
     head: HeadClient,
 }
 
+/// How following a job stopped without its end.
+enum Watch {
+    /// The head went away (it may come back).
+    Lost(Error),
+    /// The head answered with an error.
+    Failed(Error),
+}
+
+impl Watch {
+    fn into_error(self) -> Error {
+        match self {
+            Watch::Lost(e) | Watch::Failed(e) => e,
+        }
+    }
+}
+
 fn status(what: &str) -> impl FnOnce(tonic::Status) -> Error + '_ {
     move |s| ferray_proto::from_status(what, s)
 }
@@ -242,32 +258,95 @@ impl Client {
         follow: bool,
         mut on_event: impl FnMut(JobEvent),
     ) -> Result<JobInfo, Error> {
-        let mut stream = self
-            .head
-            .watch_job(v1::JobKey { job, follow })
+        self.watch_from(job, follow, 0, &mut on_event)
             .await
-            .map_err(status("watching the job"))?
-            .into_inner();
+            .map_err(Watch::into_error)
+    }
+
+    /// Follow a job to its end, as [`Client::watch_job`], through losses of
+    /// the head: for up to `reconnect` after a loss, connect again with
+    /// backoff (a head started again on its database still has the job)
+    /// and go on from the log line where it was. `on_lost` hears each loss.
+    pub async fn follow_job(
+        &mut self,
+        job: u64,
+        reconnect: Duration,
+        mut on_lost: impl FnMut(&Error),
+        mut on_event: impl FnMut(JobEvent),
+    ) -> Result<JobInfo, Error> {
+        let mut seen = 0u64;
+        loop {
+            let from = seen;
+            let mut count = |e: JobEvent| {
+                if matches!(e, JobEvent::Log(_)) {
+                    seen += 1;
+                }
+                on_event(e)
+            };
+            let lost = match self.watch_from(job, true, from, &mut count).await {
+                Ok(info) => return Ok(info),
+                Err(Watch::Failed(e)) => return Err(e),
+                Err(Watch::Lost(e)) => e,
+            };
+            if reconnect.is_zero() {
+                return Err(lost);
+            }
+            on_lost(&lost);
+            let since = std::time::Instant::now();
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                if since.elapsed() >= reconnect {
+                    return Err(Error::System(format!(
+                        "{lost}; gave up connecting again after {reconnect:?}"
+                    )));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if let Ok(c) = Self::connect_now(&self.address, self.token.clone()).await {
+                    *self = c;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn watch_from(
+        &mut self,
+        job: u64,
+        follow: bool,
+        from_line: u64,
+        on_event: &mut impl FnMut(JobEvent),
+    ) -> Result<JobInfo, Watch> {
+        let lost = |why: String| {
+            Watch::Lost(Error::System(format!(
+                "lost the head at {} while following job-{job}{why}",
+                self.address
+            )))
+        };
+        let mut stream = match self
+            .head
+            .watch_job(v1::JobKey {
+                job,
+                follow,
+                from_line,
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                return Err(lost(format!(": {}", s.message())));
+            }
+            Err(s) => return Err(Watch::Failed(status("watching the job")(s))),
+        };
         loop {
             match stream.next().await {
-                Some(Ok(e)) => match ferray_proto::job_event_from(e)? {
+                Some(Ok(e)) => match ferray_proto::job_event_from(e).map_err(Watch::Failed)? {
                     Some(JobEvent::Finished(info)) => return Ok(info),
                     Some(e) => on_event(e),
                     None => {}
                 },
-                Some(Err(s)) => {
-                    return Err(Error::System(format!(
-                        "lost the head at {} while following job-{job}: {}",
-                        self.address,
-                        s.message()
-                    )));
-                }
-                None => {
-                    return Err(Error::System(format!(
-                        "lost the head at {} while following job-{job}",
-                        self.address
-                    )));
-                }
+                Some(Err(s)) => return Err(lost(format!(": {}", s.message()))),
+                None => return Err(lost(String::new())),
             }
         }
     }
@@ -275,7 +354,11 @@ impl Client {
     pub async fn stop_job(&mut self, job: u64) -> Result<JobInfo, Error> {
         let info = self
             .head
-            .stop_job(v1::JobKey { job, follow: false })
+            .stop_job(v1::JobKey {
+                job,
+                follow: false,
+                from_line: 0,
+            })
             .await
             .map_err(status("stopping the job"))?
             .into_inner();
