@@ -404,6 +404,7 @@ fn calls_without_the_token_are_refused_and_unreachable_heads_fail_fast() {
         let ch = ferray_proto::connect(&c.address).await.expect("connect");
         let mut head = ferray_proto::head_client(ch, &token);
         let hello = ferray_proto::v1::Up {
+            seq: 0,
             msg: Some(ferray_proto::v1::up::Msg::Hello(ferray_proto::v1::Hello {
                 protocol: ferray_proto::PROTOCOL_VERSION + 1,
                 worker: true,

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod embed;
+mod faults;
 mod files;
 mod gpu;
 mod harness;

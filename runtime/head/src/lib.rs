@@ -117,6 +117,84 @@ impl DownTx {
     }
 }
 
+/// Acknowledge a session's upward messages after this many, at the latest
+/// (and at every heartbeat check).
+const ACK_EVERY: u64 = 64;
+
+/// A session's downward side across its streams: the messages it was sent
+/// and has not acknowledged (sent again when it resumes on a new stream),
+/// the stream it has now, and how many of its upward messages were
+/// handled.
+struct Link {
+    /// The stream it has now (`None` while it has none).
+    tx: Option<DownTx>,
+    /// Which of its streams is the current one: an older stream's reader
+    /// that ends does not detach a newer one.
+    generation: u64,
+    next_seq: u64,
+    unacked: std::collections::VecDeque<v1::Down>,
+    unacked_bytes: usize,
+    /// Upward messages handled, in order, and the count last acknowledged.
+    up_seen: u64,
+    up_acked: u64,
+    /// When its stream broke (while it has none).
+    detached: Option<Instant>,
+}
+
+impl Link {
+    fn new(tx: DownTx) -> Link {
+        Link {
+            tx: Some(tx),
+            generation: 0,
+            next_seq: 0,
+            unacked: Default::default(),
+            unacked_bytes: 0,
+            up_seen: 0,
+            up_acked: 0,
+            detached: None,
+        }
+    }
+
+    /// Send a message, numbered and kept until acknowledged; `Full` when
+    /// what is kept would pass `cap` (one message always fits).
+    fn send(&mut self, mut msg: v1::Down, cap: usize) -> Result<(), Full> {
+        msg.seq = self.next_seq + 1;
+        let len = ferray_proto::encoded_len(&msg);
+        if !self.unacked.is_empty() && self.unacked_bytes + len > cap {
+            return Err(Full);
+        }
+        self.next_seq += 1;
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(msg.clone());
+        }
+        self.unacked_bytes += len;
+        self.unacked.push_back(msg);
+        Ok(())
+    }
+
+    /// The session got its messages up to `seen`.
+    fn acked(&mut self, seen: u64) {
+        while self.unacked.front().is_some_and(|m| m.seq <= seen) {
+            if let Some(m) = self.unacked.pop_front() {
+                self.unacked_bytes -= ferray_proto::encoded_len(&m);
+            }
+        }
+    }
+
+    /// Acknowledge the upward messages handled, if there are new ones.
+    fn ack(&mut self) {
+        if self.up_seen > self.up_acked
+            && let Some(tx) = &self.tx
+        {
+            self.up_acked = self.up_seen;
+            let _ = tx.try_send(v1::Down {
+                seq: 0,
+                msg: Some(v1::down::Msg::Ack(v1::Ack { seen: self.up_seen })),
+            });
+        }
+    }
+}
+
 /// The receiving end of a session's channel (tests read it as a plain
 /// receiver; the session's stream takes it in batches, [`DownRx::batches`]).
 struct DownRx {
@@ -189,8 +267,8 @@ impl DownRx {
 /// objects and jobs).
 struct Core {
     state: State,
-    /// Each open session's downward stream.
-    sessions: HashMap<u64, DownTx>,
+    /// Each open session's downward side.
+    sessions: HashMap<u64, Link>,
     store: Arc<ObjectStore>,
     /// `Locate` calls waiting for an object.
     object_waits: HashMap<ObjectId, Arc<Notify>>,
@@ -226,9 +304,9 @@ impl Core {
                 }
                 if let Effect::Close = e {
                     self.sessions.remove(&session);
-                } else if let Some(tx) = self.sessions.get(&session)
+                } else if let Some(link) = self.sessions.get_mut(&session)
                     && let Some(msg) = wire::down(e)
-                    && tx.try_send(msg).is_err()
+                    && link.send(msg, self.down_queue_bytes).is_err()
                 {
                     self.sessions.remove(&session);
                     lagging.push(session);
@@ -404,6 +482,7 @@ impl Head {
                         st.check_heartbeats(Instant::now(), timeout);
                         st.save_changed_jobs();
                     });
+                    head.tick_links(timeout);
                     // The timings of tasks that left their phase another way.
                     if swept.elapsed() >= SWEEP_TIMINGS {
                         swept = Instant::now();
@@ -432,14 +511,49 @@ impl Head {
 
     /// A batch of a session's messages, under one hold of the lock.
     fn handle(&self, session: u64, msgs: Vec<v1::Up>) {
+        use v1::up;
         let mut core = self.core.lock();
         let Core {
-            state: st, timings, ..
+            state: st,
+            timings,
+            sessions,
+            ..
         } = &mut *core;
         let now = Instant::now();
         st.touch(session, now);
         for m in msgs {
+            let Some(link) = sessions.get_mut(&session) else {
+                // Closed (by the head, or by its own `Bye`).
+                break;
+            };
+            if m.seq != 0 {
+                if m.seq <= link.up_seen {
+                    // Got before the stream broke, sent again.
+                    continue;
+                }
+                if m.seq != link.up_seen + 1 {
+                    tracing::warn!(
+                        "session {session}: message {} after {}: closed",
+                        m.seq,
+                        link.up_seen
+                    );
+                    st.close_session(session, "its messages arrived out of order");
+                    break;
+                }
+                link.up_seen = m.seq;
+            }
             let Some(m) = m.msg else { continue };
+            match m {
+                up::Msg::Ack(a) => {
+                    link.acked(a.seen);
+                    continue;
+                }
+                up::Msg::Bye(_) => {
+                    st.close_session(session, "it left");
+                    break;
+                }
+                _ => {}
+            }
             match wire::input(m) {
                 Ok(Some(input)) => {
                     match &input {
@@ -454,30 +568,121 @@ impl Head {
                 Err(e) => tracing::warn!("session {session}: a put was refused: {e}"),
             }
         }
+        if let Some(link) = sessions.get_mut(&session)
+            && link.up_seen >= link.up_acked + ACK_EVERY
+        {
+            link.ack();
+        }
         // Once per batch: what the messages freed or added is placed now.
         st.pump();
         core.flush();
+    }
+
+    /// The session's stream `generation` broke (or ended without `Bye`):
+    /// the session waits, with what it was sent kept, to be resumed on a
+    /// new stream within the node timeout.
+    fn detach(&self, session: u64, generation: u64) {
+        let mut core = self.core.lock();
+        if let Some(link) = core.sessions.get_mut(&session)
+            && link.generation == generation
+        {
+            link.tx = None;
+            link.detached = Some(Instant::now());
+        }
+    }
+
+    /// Every heartbeat check: sessions acknowledge what they got, and one
+    /// whose stream broke longer than `timeout` ago is over.
+    fn tick_links(&self, timeout: Duration) {
+        let mut core = self.core.lock();
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (id, link) in core.sessions.iter_mut() {
+            link.ack();
+            if link
+                .detached
+                .is_some_and(|t| now.saturating_duration_since(t) > timeout)
+            {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            core.state.close_session(
+                id,
+                "its connection broke and it did not come back within the node timeout",
+            );
+        }
+        core.flush();
+    }
+
+    /// A session resumes on a new stream: its welcome says how many of its
+    /// messages the head got, then what it was sent and did not get
+    /// follows, in order. Refused when the session is over.
+    fn resume(&self, hello: &v1::Hello) -> Result<(u64, u64, DownRx), Status> {
+        let mut core = self.core.lock();
+        let session = hello.resume;
+        let timeout = self.config.node_timeout;
+        let over = || {
+            Status::failed_precondition(format!(
+                "session {session} is over (the head closed it or does not know it): join as new"
+            ))
+        };
+        let welcome = core.state.session_welcome(session).ok_or_else(over)?;
+        let Core {
+            sessions, state, ..
+        } = &mut *core;
+        let link = sessions.get_mut(&session).ok_or_else(over)?;
+        let (tx, rx) = down_channel(usize::MAX);
+        let _ = tx.try_send(v1::Down {
+            seq: 0,
+            msg: Some(v1::down::Msg::Welcome(v1::Welcome {
+                session,
+                node: welcome.node.map_or(0, |n| n.0),
+                id_base: session << 32,
+                job: welcome.job.map_or(0, |j| j.0),
+                resumed: true,
+                up_seen: link.up_seen,
+                resume_window_ms: timeout.as_millis() as u64,
+            })),
+        });
+        link.up_acked = link.up_seen;
+        link.acked(hello.down_seen);
+        for m in &link.unacked {
+            let _ = tx.try_send(m.clone());
+        }
+        link.tx = Some(tx);
+        link.generation += 1;
+        link.detached = None;
+        let generation = link.generation;
+        state.touch(session, Instant::now());
+        tracing::info!("session {session} resumed on a new stream");
+        Ok((session, generation, rx))
     }
 
     /// A session opens: the state's welcome is its first message down.
     fn open(&self, hello: &v1::Hello) -> Result<(u64, DownRx), Status> {
         let hello = wire::hello(hello).map_err(|e| to_status(&e))?;
         let mut core = self.core.lock();
-        let (tx, rx) = down_channel(core.down_queue_bytes);
+        // The link bounds what is queued and not acknowledged.
+        let (tx, rx) = down_channel(usize::MAX);
         let welcome = core
             .state
             .open_session(&hello, Instant::now())
             .map_err(|e| to_status(&e))?;
         let session = welcome.session;
         let _ = tx.try_send(v1::Down {
+            seq: 0,
             msg: Some(v1::down::Msg::Welcome(v1::Welcome {
                 session,
                 node: welcome.node.map_or(0, |n| n.0),
                 id_base: session << 32,
                 job: welcome.job.map_or(0, |j| j.0),
+                resumed: false,
+                up_seen: 0,
+                resume_window_ms: self.config.node_timeout.as_millis() as u64,
             })),
         });
-        core.sessions.insert(session, tx);
+        core.sessions.insert(session, Link::new(tx));
         // Queued work may go to the new node now that it is welcomed.
         core.state.pump();
         core.flush();
@@ -565,7 +770,12 @@ impl v1::head_server::Head for Head {
                 hello.protocol
             )));
         }
-        let (session, rx) = self.open(&hello)?;
+        let (session, generation, rx) = if hello.resume != 0 {
+            self.resume(&hello)?
+        } else {
+            let (session, rx) = self.open(&hello)?;
+            (session, 0, rx)
+        };
         let head = self.clone();
         if !first.is_empty() {
             head.handle(session, first);
@@ -585,11 +795,14 @@ impl v1::head_server::Head for Head {
                         }
                         head.handle(session, msgs);
                     }
-                    Ok(None) => break "its session ended".to_string(),
+                    // Without a `Bye` first (which closes the session
+                    // at once): the stream broke.
+                    Ok(None) => break "its stream ended".to_string(),
                     Err(e) => break format!("its connection broke: {}", e.message()),
                 }
             };
-            head.with(|st| st.close_session(session, &why));
+            tracing::debug!("session {session}: {why}");
+            head.detach(session, generation);
         });
         Ok(Response::new(Box::pin(
             rx.batches().map(|msgs| Ok(v1::DownBatch { msgs })),
@@ -854,11 +1067,14 @@ mod down_tests {
             resources: None,
             object_address: String::new(),
             name: "slow".into(),
+            resume: 0,
+            down_seen: 0,
         };
         let (client, mut rx) = head.open(&hello).expect("a client");
         let welcome = match rx.try_recv() {
             Ok(v1::Down {
                 msg: Some(v1::down::Msg::Welcome(w)),
+                ..
             }) => w,
             other => panic!("{other:?}"),
         };
@@ -877,6 +1093,7 @@ mod down_tests {
             head.handle(
                 client,
                 vec![v1::Up {
+                    seq: 0,
                     msg: Some(v1::up::Msg::Submit(submit)),
                 }],
             );

@@ -40,11 +40,16 @@ pub(crate) fn hello(worker: bool) -> v1::Hello {
             String::new()
         },
         name: "test".into(),
+        resume: 0,
+        down_seen: 0,
     }
 }
 
 fn up(msg: up::Msg) -> Vec<v1::Up> {
-    vec![v1::Up { msg: Some(msg) }]
+    vec![v1::Up {
+        seq: 0,
+        msg: Some(msg),
+    }]
 }
 
 /// The next message down a session (there must be one).
@@ -329,4 +334,86 @@ async fn watch_job_follows_the_jobs_log_and_progress_until_it_ends() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(head.core.lock().job_waits.is_empty());
     let _ = wrx.try_recv();
+}
+
+/// A session outlives its stream: numbered messages sent twice (before and
+/// after a break) are handled once, what the head sent and was not
+/// acknowledged comes again on the new stream with its number, an
+/// acknowledged one does not, and a session whose stream stays broken past
+/// the node timeout is over (a resume is refused).
+#[tokio::test]
+async fn a_session_resumes_on_a_new_stream_with_nothing_lost_or_twice() {
+    let head = head();
+    let comp = ComponentId::of(b"component");
+    head.core
+        .lock()
+        .state
+        .components
+        .insert(comp, Bytes::from_static(b"component"));
+    let (client, mut crx) = head.open(&hello(false)).expect("a client");
+    let w = welcome(&mut crx);
+    assert!(!w.resumed && w.resume_window_ms == 5_000);
+    let (worker, mut wrx) = head.open(&hello(true)).expect("a worker");
+    welcome(&mut wrx);
+    let submit = |seq: u64, n: u64| v1::Up {
+        seq,
+        msg: Some(up::Msg::Submit(v1::Submit {
+            task: w.id_base + n,
+            acting: None,
+            component: Bytes::copy_from_slice(comp.as_bytes()),
+            function: "f".into(),
+            args: vec![],
+            options: None,
+        })),
+    };
+    head.handle(client, vec![submit(1, 1), submit(2, 2)]);
+    let first = wrx.try_recv().expect("an assignment");
+    assert!(matches!(first.msg, Some(down::Msg::Assign(_))));
+    assert_eq!(first.seq, 1);
+    let second = wrx.try_recv().expect("an assignment");
+    assert_eq!(second.seq, 2);
+
+    // The client's stream breaks; it resumes having got nothing down.
+    head.detach(client, 0);
+    let mut hello_again = hello(false);
+    hello_again.resume = client;
+    let (_, generation, mut crx2) = head.resume(&hello_again).expect("resumed");
+    assert_eq!(generation, 1);
+    let w2 = welcome(&mut crx2);
+    assert!(w2.resumed);
+    assert_eq!((w2.session, w2.up_seen, w2.job), (client, 2, w.job));
+    // It sends again from 2 (it did not know the head got it), then 3.
+    head.handle(client, vec![submit(2, 2), submit(3, 3)]);
+    let job = head.job_info(ferray_core::JobId(w.job)).expect("its job");
+    assert_eq!(job.tasks_total, 3, "task 2 counted once");
+    // An older stream's end does not detach the new one.
+    head.detach(client, 0);
+    assert!(head.core.lock().sessions[&client].tx.is_some());
+
+    // The worker acknowledged the first assignment, then its stream broke:
+    // the second comes again, with its number; the third follows.
+    head.handle(worker, up(up::Msg::Ack(v1::Ack { seen: 1 })));
+    head.detach(worker, 0);
+    let mut hello_w = hello(true);
+    hello_w.resume = worker;
+    hello_w.down_seen = 1;
+    let (_, _, mut wrx2) = head.resume(&hello_w).expect("resumed");
+    assert!(welcome(&mut wrx2).resumed);
+    let again: Vec<u64> = std::iter::from_fn(|| wrx2.try_recv().ok())
+        .filter(|d| matches!(d.msg, Some(down::Msg::Assign(_))))
+        .map(|d| d.seq)
+        .collect();
+    assert_eq!(again, vec![2, 3]);
+
+    // A stream that stays broken past the node timeout ends the session.
+    head.detach(client, 1);
+    head.tick_links(Duration::ZERO);
+    assert!(!head.core.lock().sessions.contains_key(&client));
+    let refused = head.resume(&hello_again).err().expect("refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let job = head.job_info(ferray_core::JobId(w.job)).expect("its job");
+    assert_ne!(job.state, "RUNNING", "the client's job ended");
+    // A goodbye ends a session at once.
+    head.handle(worker, up(up::Msg::Bye(v1::Bye {})));
+    assert!(!head.core.lock().sessions.contains_key(&worker));
 }

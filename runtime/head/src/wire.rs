@@ -37,7 +37,8 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
 /// again, a `Located` with a malformed id); `Err`: a put that is refused.
 pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
     Ok(Some(match m {
-        up::Msg::Hello(_) => return Ok(None),
+        // A hello again; acks and goodbyes are the edge's (`Head::handle`).
+        up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) => return Ok(None),
         up::Msg::Heartbeat(h) if h.spilled.is_empty() && h.restored.is_empty() => Input::Heartbeat,
         up::Msg::Heartbeat(h) => Input::Spills {
             spilled: h.spilled.iter().filter_map(|b| object_id(b).ok()).collect(),
@@ -237,7 +238,10 @@ pub(crate) fn down(e: Effect) -> Option<v1::Down> {
         }),
         Effect::Close => return None,
     };
-    Some(v1::Down { msg: Some(msg) })
+    Some(v1::Down {
+        seq: 0,
+        msg: Some(msg),
+    })
 }
 
 pub(crate) fn loc(l: ObjectLoc) -> v1::ObjectLoc {

@@ -37,7 +37,7 @@ pub use view::{
 };
 
 /// The protocol a worker and a client announce; the head refuses others.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.
@@ -162,7 +162,18 @@ pub fn host_port(addr: &str) -> &str {
 /// within [`CONNECT_TIMEOUT`]. The connection is TLS when this process's
 /// setting says so ([`tls::install`]) or `addr` is `https://`, and the
 /// peer's certificate is checked against the cluster's CA.
-pub async fn connect(addr: &str) -> Result<Channel, Error> {
+///
+/// Boxed, so that its future is `Send` wherever it is awaited (tonic's
+/// connect future borrows its endpoint, which spawned callers cannot
+/// always prove `Send` for).
+pub fn connect(
+    addr: &str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Channel, Error>> + Send + 'static>> {
+    let addr = addr.to_string();
+    Box::pin(async move { connect_to(&addr).await })
+}
+
+async fn connect_to(addr: &str) -> Result<Channel, Error> {
     let hp = host_port(addr);
     let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
     let tls = tls::client_tls(addr, host)?;

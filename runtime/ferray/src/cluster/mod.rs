@@ -4,6 +4,8 @@
 //! `ferray-head`.
 
 mod backend;
+#[cfg(feature = "testing")]
+mod faults;
 mod node;
 pub(crate) mod session;
 mod transfer;
@@ -124,6 +126,8 @@ pub(crate) async fn connect_client(
         resources: None,
         object_address: String::new(),
         name: format!("pid {}", std::process::id()),
+        resume: 0,
+        down_seen: 0,
     };
     let (session, mut down) =
         match session::Session::open(address, token, hello, rt.store.clone()).await {
@@ -131,24 +135,19 @@ pub(crate) async fn connect_client(
             Err(e) => return Err(explain_plaintext(address, e).await),
         };
     rt.attach(Arc::new(backend::Remote(session.clone())), false)?;
-    let address = address.to_string();
     tokio::spawn(async move {
         let why = loop {
-            match down.next().await {
-                Some(Ok(v1::Down {
+            match session.recv(&mut down).await {
+                Ok(v1::Down {
                     msg: Some(v1::down::Msg::Resolved(r)),
-                })) => session.resolved(r),
-                Some(Ok(v1::Down {
+                    ..
+                }) => session.resolved(r),
+                Ok(v1::Down {
                     msg: Some(v1::down::Msg::Output(o)),
-                })) => rt.emit_output(&o.source, &o.stdout, &o.stderr),
-                Some(Ok(_)) => {}
-                None => break format!("the head at {address} closed the connection"),
-                Some(Err(s)) => {
-                    break format!(
-                        "lost the connection to the head at {address}: {}",
-                        s.message()
-                    );
-                }
+                    ..
+                }) => rt.emit_output(&o.source, &o.stdout, &o.stderr),
+                Ok(_) => {}
+                Err(why) => break why,
             }
         };
         // Pending results fail with the reason; a process that is exiting

@@ -15,7 +15,6 @@ use ferray_core::{ActorId, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
 use ferray_host::Loaded;
 use ferray_proto::v1::{self, down, up};
 use ferray_proto::{INLINE_MAX, MAX_OBJECT_BYTES, PROTOCOL_VERSION, Token, id_bytes};
-use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
 use super::backend::Remote;
@@ -104,6 +103,8 @@ pub async fn run_worker(
         resources: Some(ferray_proto::resources_to(&total)),
         object_address: object_address.clone(),
         name: config.name.clone(),
+        resume: 0,
+        down_seen: 0,
     };
     let (session, mut down) = Session::open(
         &config.head,
@@ -186,19 +187,12 @@ pub async fn run_worker(
         load: tokio::sync::Mutex::new(()),
     });
     // On the runtime's threads, next to the tasks it starts.
-    let head = config.head.clone();
     let mut work = tokio::spawn(async move {
         loop {
-            match down.next().await {
-                Some(Ok(v1::Down { msg: Some(m) })) => node.handle(m),
-                Some(Ok(_)) => {}
-                None => break format!("the head at {head} closed this node's session"),
-                Some(Err(s)) => {
-                    break format!(
-                        "lost the head at {head}: {}",
-                        ferray_proto::from_status("the session", s)
-                    );
-                }
+            match node.session.recv(&mut down).await {
+                Ok(v1::Down { msg: Some(m), .. }) => node.handle(m),
+                Ok(_) => {}
+                Err(why) => break why,
             }
         }
     });
@@ -206,6 +200,12 @@ pub async fn run_worker(
         why = &mut work => Err(Error::System(why.unwrap_or_else(|e| format!("the node's session task failed: {e}")))),
         _ = shutdown => Ok(()),
     };
+    if out.is_ok() {
+        // Leaving on purpose: the head closes the session at once (and
+        // the stream ends) instead of waiting for it to come back.
+        session.bye();
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut work).await;
+    }
     work.abort();
     beat.abort();
     flusher.abort();
@@ -219,7 +219,7 @@ pub async fn run_worker(
 impl Node {
     fn handle(self: &Arc<Self>, m: down::Msg) {
         match m {
-            down::Msg::Welcome(_) => {}
+            down::Msg::Welcome(_) | down::Msg::Ack(_) => {}
             down::Msg::Resolved(r) => self.session.resolved(r),
             down::Msg::Assign(a) => {
                 // Registered before the task runs, so that a cancel right

@@ -22,6 +22,8 @@ use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "testing")]
+use super::faults;
 use crate::objects::{ObjectRef, RefName};
 
 /// Argument values beyond this many bytes per call travel as objects, not
@@ -34,7 +36,15 @@ pub(crate) struct Session {
     pub head_address: String,
     pub token: Token,
     pub head: HeadClient,
-    up: mpsc::UnboundedSender<v1::Up>,
+    /// The session's id at the head.
+    id: u64,
+    /// Its hello (sent again, with `resume`, on a new stream).
+    hello: v1::Hello,
+    /// How long the head keeps the session when its stream breaks.
+    resume_window: Duration,
+    link: Arc<Mutex<UpLink>>,
+    #[cfg(feature = "testing")]
+    faults: Option<Arc<faults::Faults>>,
     next_id: AtomicU64,
     pub node: Option<NodeId>,
     worker: bool,
@@ -63,6 +73,121 @@ pub(crate) struct Session {
     live_out: Mutex<HashMap<u64, bytes::BytesMut>>,
 }
 
+/// The upward side of a session across its streams: the messages sent and
+/// not yet acknowledged by the head (sent again on a new stream), the
+/// stream it has now, and how many downward messages came in order.
+struct UpLink {
+    tx: Option<mpsc::UnboundedSender<v1::Up>>,
+    next_seq: u64,
+    unacked: std::collections::VecDeque<v1::Up>,
+    down_seen: u64,
+    down_acked: u64,
+}
+
+impl UpLink {
+    /// Send a message, numbered and kept until the head acknowledges it.
+    fn send(&mut self, msg: up::Msg) -> v1::Up {
+        self.next_seq += 1;
+        let m = v1::Up {
+            seq: self.next_seq,
+            msg: Some(msg),
+        };
+        self.unacked.push_back(m.clone());
+        m
+    }
+
+    fn acked(&mut self, seen: u64) {
+        while self.unacked.front().is_some_and(|m| m.seq <= seen) {
+            self.unacked.pop_front();
+        }
+    }
+
+    /// Acknowledge what came down, if something new did.
+    fn ack(&mut self) {
+        if self.down_seen > self.down_acked
+            && let Some(tx) = &self.tx
+        {
+            self.down_acked = self.down_seen;
+            let _ = tx.send(v1::Up {
+                seq: 0,
+                msg: Some(up::Msg::Ack(v1::Ack {
+                    seen: self.down_seen,
+                })),
+            });
+        }
+    }
+}
+
+/// How often a session acknowledges what came down (at most).
+const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A stream of a session: its sender, its downward messages, the head's
+/// welcome, and the client that opened it.
+struct Stream {
+    head: HeadClient,
+    tx: mpsc::UnboundedSender<v1::Up>,
+    down: DownStream,
+    welcome: v1::Welcome,
+}
+
+/// Open a session stream at `address` with `hello` (the first message).
+async fn open_stream(address: String, token: Token, hello: v1::Hello) -> Result<Stream, Error> {
+    {
+        let address = address.as_str();
+        let ch = ferray_proto::connect(address).await?;
+        let head = ferray_proto::head_client(ch, &token);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(v1::Up {
+            seq: 0,
+            msg: Some(up::Msg::Hello(hello)),
+        });
+        let ups = ferray_proto::batched(rx).map(|msgs| v1::UpBatch { msgs });
+        #[cfg(feature = "testing")]
+        let ups = faults::delayed(Box::pin(ups));
+        let resp = head
+            .clone()
+            .session(ups)
+            .await
+            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
+        let mut down = ferray_proto::unbatch_down(resp.into_inner());
+        let first = tokio::time::timeout(Duration::from_secs(10), down.next())
+            .await
+            .map_err(|_| Error::System(format!("the head at {address} did not answer")))?
+            .transpose()
+            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
+        let Some(v1::Down {
+            msg: Some(v1::down::Msg::Welcome(welcome)),
+            ..
+        }) = first
+        else {
+            return Err(Error::System(format!(
+                "the head at {address} did not welcome this session"
+            )));
+        };
+        Ok(Stream {
+            head,
+            tx,
+            down,
+            welcome,
+        })
+    }
+}
+
+/// [`open_stream`] from a task that must be `Send`: tonic's future of a
+/// bidirectional call is not provably `Send` there (a higher-ranked
+/// lifetime limitation of the compiler), so it runs on a blocking thread of
+/// this runtime, which waits for it (a resume is rare).
+async fn open_stream_from_task(
+    address: String,
+    token: Token,
+    hello: v1::Hello,
+) -> Result<Stream, Error> {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(open_stream(address, token, hello)))
+        .await
+        .map_err(|e| Error::System(format!("opening a session stream failed: {e}")))?
+}
+
 /// How often a worker sends running tasks' output to the head.
 pub const LIVE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -80,37 +205,42 @@ impl Session {
         hello: v1::Hello,
         store: Arc<ObjectStore>,
     ) -> Result<(Arc<Session>, DownStream), Error> {
-        let ch = ferray_proto::connect(address).await?;
-        let mut head = ferray_proto::head_client(ch, &token);
         let worker = hello.worker;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(v1::Up {
-            msg: Some(up::Msg::Hello(hello)),
-        });
-        let ups = ferray_proto::batched(rx).map(|msgs| v1::UpBatch { msgs });
-        let resp = head
-            .session(ups)
-            .await
-            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
-        let mut down = ferray_proto::unbatch_down(resp.into_inner());
-        let first = tokio::time::timeout(Duration::from_secs(10), down.next())
-            .await
-            .map_err(|_| Error::System(format!("the head at {address} did not answer")))?
-            .transpose()
-            .map_err(|s| ferray_proto::from_status(&format!("the head at {address}"), s))?;
-        let Some(v1::Down {
-            msg: Some(v1::down::Msg::Welcome(w)),
-        }) = first
-        else {
-            return Err(Error::System(format!(
-                "the head at {address} did not welcome this session"
-            )));
-        };
+        let Stream {
+            head,
+            tx,
+            down,
+            welcome: w,
+        } = open_stream_from_task(address.to_string(), token.clone(), hello.clone()).await?;
+        let link = Arc::new(Mutex::new(UpLink {
+            tx: Some(tx),
+            next_seq: 0,
+            unacked: Default::default(),
+            down_seen: 0,
+            down_acked: 0,
+        }));
+        // Acknowledge what came down, now and then, while the session lives.
+        {
+            let link = Arc::downgrade(&link);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(ACK_INTERVAL);
+                loop {
+                    every.tick().await;
+                    let Some(link) = link.upgrade() else { return };
+                    link.lock().ack();
+                }
+            });
+        }
         let session = Arc::new(Session {
             head_address: address.to_string(),
             token,
             head,
-            up: tx,
+            id: w.session,
+            hello,
+            resume_window: Duration::from_millis(w.resume_window_ms),
+            link,
+            #[cfg(feature = "testing")]
+            faults: faults::Faults::from_env().map(Arc::new),
             next_id: AtomicU64::new(w.id_base + 1),
             node: (w.node != 0).then_some(NodeId(w.node)),
             worker,
@@ -135,7 +265,140 @@ impl Session {
 
     pub fn send(&self, msg: up::Msg) {
         if let Some(msg) = ferray_proto::fit_up(msg) {
-            let _ = self.up.send(v1::Up { msg: Some(msg) });
+            #[cfg(feature = "testing")]
+            let fault = self.faults.as_ref().and_then(|f| f.on_up(&msg));
+            let mut link = self.link.lock();
+            let m = link.send(msg);
+            #[cfg(feature = "testing")]
+            if let Some(f) = fault {
+                // Lost with the stream, or sent and then the stream breaks:
+                // either way it stays kept, and goes again on the next one.
+                if f == faults::Fault::Request {
+                    link.tx = None;
+                    return;
+                }
+                if let Some(tx) = &link.tx {
+                    let _ = tx.send(m);
+                }
+                link.tx = None;
+                return;
+            }
+            if let Some(tx) = &link.tx {
+                let _ = tx.send(m);
+            }
+        }
+    }
+
+    /// The session ends on purpose: the head closes it at once (a stream
+    /// that breaks without this leaves it open for the node timeout).
+    pub fn bye(&self) {
+        let mut link = self.link.lock();
+        let m = link.send(up::Msg::Bye(v1::Bye {}));
+        if let Some(tx) = &link.tx {
+            let _ = tx.send(m);
+        }
+    }
+
+    /// The session's next message from the head, through breaks of its
+    /// stream: a stream that breaks is replaced by a new one that resumes
+    /// the session (within the head's window), and what the head sends
+    /// again is not seen twice. `Err` with the reason when the session is
+    /// over (the head closed it, or it could not be resumed).
+    pub async fn recv(&self, down: &mut DownStream) -> Result<v1::Down, String> {
+        loop {
+            let broke = match down.next().await {
+                Some(Ok(m)) => {
+                    if let Some(v1::down::Msg::Ack(a)) = &m.msg {
+                        self.link.lock().acked(a.seen);
+                        continue;
+                    }
+                    if m.seq != 0 {
+                        let mut link = self.link.lock();
+                        if m.seq <= link.down_seen {
+                            continue;
+                        }
+                        if m.seq != link.down_seen + 1 {
+                            return Err(format!(
+                                "the head at {} sent message {} after {}",
+                                self.head_address, m.seq, link.down_seen
+                            ));
+                        }
+                        #[cfg(feature = "testing")]
+                        if let Some(f) = self.faults.as_ref().and_then(|f| f.on_down(&m)) {
+                            if f != faults::Fault::Request {
+                                link.down_seen = m.seq;
+                            }
+                            link.tx = None;
+                            drop(link);
+                            *down = Box::pin(futures::stream::empty());
+                            if f == faults::Fault::Request {
+                                continue;
+                            }
+                            return Ok(m);
+                        }
+                        link.down_seen = m.seq;
+                    }
+                    return Ok(m);
+                }
+                None if self.link.lock().tx.is_none() => {
+                    "its stream was broken on purpose (a test's fault)".to_string()
+                }
+                None => {
+                    return Err(format!(
+                        "the head at {} closed this session",
+                        self.head_address
+                    ));
+                }
+                Some(Err(s)) => ferray_proto::from_status("the session", s).to_string(),
+            };
+            *down = self.resume(broke).await?;
+        }
+    }
+
+    /// Open a new stream that resumes this session: what the head did not
+    /// get goes again, in order, before anything new.
+    async fn resume(&self, why: String) -> Result<DownStream, String> {
+        self.link.lock().tx = None;
+        let lost = format!("lost the head at {}: {why}", self.head_address);
+        if self.resume_window.is_zero() {
+            return Err(lost);
+        }
+        tracing::info!("{}; resuming the session", lost);
+        let since = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let mut hello = self.hello.clone();
+            hello.resume = self.id;
+            hello.down_seen = self.link.lock().down_seen;
+            match open_stream_from_task(self.head_address.clone(), self.token.clone(), hello).await
+            {
+                Ok(s) if s.welcome.resumed => {
+                    let mut link = self.link.lock();
+                    link.acked(s.welcome.up_seen);
+                    for m in &link.unacked {
+                        let _ = s.tx.send(m.clone());
+                    }
+                    link.tx = Some(s.tx);
+                    link.down_acked = 0;
+                    drop(link);
+                    drop(s.head);
+                    return Ok(s.down);
+                }
+                Ok(_) => return Err(format!("{}; the head did not resume the session", lost)),
+                Err(e @ Error::InvalidArgument(_)) => {
+                    return Err(format!("{}; {e}", lost));
+                }
+                Err(e) => {
+                    if since.elapsed() >= self.resume_window {
+                        return Err(format!(
+                            "{}; could not resume the session within {:?}: {e}",
+                            lost, self.resume_window
+                        ));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
         }
     }
 
@@ -291,20 +554,22 @@ impl Session {
         }));
         if uploading {
             let (addr, token) = (self.head_address.clone(), self.token.clone());
-            let up = self.up.clone();
+            let link = self.link.clone();
             self.exec.spawn(async move {
                 if let Err(e) = push(&addr, &token, id, bytes, false).await {
                     tracing::warn!("the upload of object {} failed: {e}", id.short());
                     // The head fails what waits for it instead of waiting on.
-                    let _ = up.send(v1::Up {
-                        msg: Some(up::Msg::Put(v1::PutObject {
-                            id: id_bytes(&id),
-                            size,
-                            acting: None,
-                            inline: None,
-                            uploading: false,
-                        })),
-                    });
+                    let mut link = link.lock();
+                    let m = link.send(up::Msg::Put(v1::PutObject {
+                        id: id_bytes(&id),
+                        size,
+                        acting: None,
+                        inline: None,
+                        uploading: false,
+                    }));
+                    if let Some(tx) = &link.tx {
+                        let _ = tx.send(m);
+                    }
                 }
             });
         }

@@ -331,7 +331,12 @@ async fn the_grafana_dashboard_asks_for_the_metrics_we_serve() {
     ];
     head.handle(
         *client,
-        msgs.into_iter().map(|m| v1::Up { msg: Some(m) }).collect(),
+        msgs.into_iter()
+            .map(|m| v1::Up {
+                seq: 0,
+                msg: Some(m),
+            })
+            .collect(),
     );
     let node = NodeMetrics {
         object_store_bytes_in_memory: 10,

@@ -75,6 +75,15 @@ impl State {
         }
     }
 
+    /// What an open session was welcomed with (it resumes on a new stream).
+    pub fn session_welcome(&self, session: u64) -> Option<Welcome> {
+        self.sessions.get(&session).map(|s| Welcome {
+            session,
+            node: s.node,
+            job: s.job,
+        })
+    }
+
     /// The session was heard from.
     pub fn touch(&mut self, session: u64, now: Instant) {
         if let Some(node) = self.node_of(session)
