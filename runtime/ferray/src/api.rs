@@ -385,6 +385,10 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // A connected runtime's job ends now (its session says goodbye).
+        self.inner
+            .backend()
+            .leave(std::time::Duration::from_millis(500));
         if let Some(exec) = self.exec.take() {
             exec.shutdown_background();
         }

@@ -68,6 +68,11 @@ impl Code {
 
 /// Where a runtime's new tasks, actors, calls and objects go.
 pub(crate) trait Backend: Send + Sync + 'static {
+    /// The runtime goes away: a cluster's session ends now (waiting at most
+    /// `within` for the head to close it) rather than when the head
+    /// notices that the connection is gone.
+    fn leave(&self, _within: std::time::Duration) {}
+
     /// Store bytes; the reference is ready at once.
     fn put(&self, rt: &RtInner, caller: Caller, bytes: Bytes) -> ObjectRef;
 

@@ -282,6 +282,41 @@ struct Core {
     history: http::history::History,
     /// Where what survives a restart is written.
     db: Option<Arc<db::Db>>,
+    /// Jobs by the key of the request that submitted them, for a
+    /// submission sent again.
+    submissions: Submissions,
+}
+
+/// The keys of the latest job submissions (at most [`SUBMISSION_KEYS`]).
+#[derive(Default)]
+struct Submissions {
+    jobs: HashMap<String, JobId>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// How many submissions' keys the head remembers.
+const SUBMISSION_KEYS: usize = 10_000;
+
+impl Submissions {
+    fn get(&self, key: &str) -> Option<JobId> {
+        if key.is_empty() {
+            return None;
+        }
+        self.jobs.get(key).copied()
+    }
+
+    fn insert(&mut self, key: String, job: JobId) {
+        if key.is_empty() || self.jobs.contains_key(&key) {
+            return;
+        }
+        self.jobs.insert(key.clone(), job);
+        self.order.push_back(key);
+        while self.order.len() > SUBMISSION_KEYS {
+            if let Some(old) = self.order.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
+    }
 }
 
 impl Core {
@@ -434,6 +469,7 @@ impl Head {
             timings: Default::default(),
             history: Default::default(),
             db,
+            submissions: Default::default(),
         };
         // What the restore changed (jobs ended, drivers queued) is saved.
         let mut core = core;
@@ -880,8 +916,20 @@ impl v1::head_server::Head for Head {
         &self,
         req: Request<v1::JobRequest>,
     ) -> Result<Response<v1::JobInfo>, Status> {
-        let req = wire::job_request(req.into_inner()).map_err(|e| to_status(&e))?;
-        let info = self.submit(req, None).and_then(|job| {
+        let req = req.into_inner();
+        let key = req.key.clone();
+        if let Some(job) = self.core.lock().submissions.get(&key) {
+            let info = self
+                .job_info_of(job)
+                .ok_or_else(|| Status::not_found(format!("no {job}")))?;
+            return Ok(Response::new(ferray_proto::job_info_to(info)));
+        }
+        let req = wire::job_request(req).map_err(|e| to_status(&e))?;
+        let job = self.submit(req, None);
+        if let Ok(job) = &job {
+            self.core.lock().submissions.insert(key, *job);
+        }
+        let info = job.and_then(|job| {
             self.job_info_of(job)
                 .ok_or_else(|| Error::System("the job vanished".into()))
         });

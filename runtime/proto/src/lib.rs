@@ -28,6 +28,8 @@ pub use tonic;
 pub const PIN_HEADER: &str = "x-ferray-pin";
 
 mod buffers;
+#[cfg(feature = "testing")]
+pub mod faults;
 mod pull;
 pub mod tls;
 mod view;
@@ -139,7 +141,109 @@ impl Interceptor for AddToken {
     }
 }
 
-pub type Authed = InterceptedService<Channel, AddToken>;
+/// 128 random bits as hex (a request's own key), or, without randomness,
+/// this process and the time.
+pub fn random_key() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    hex_encode(&b)
+}
+
+pub type Authed = InterceptedService<Faulty, AddToken>;
+
+/// Every client's channel. With the `testing` feature and
+/// `FERRAY_TESTING_RPC_FAILURE` or `FERRAY_TESTING_RPC_DELAY_MS` set, calls
+/// fail before or after their server handled them, and wait, at random
+/// ([`faults`]); otherwise (and always in a release build) it is the
+/// channel itself.
+#[derive(Clone)]
+pub struct Faulty {
+    inner: Channel,
+    #[cfg(feature = "testing")]
+    faults: Option<std::sync::Arc<faults::Faults>>,
+}
+
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Faulty {
+    fn new(inner: Channel) -> Faulty {
+        Faulty {
+            inner,
+            #[cfg(feature = "testing")]
+            faults: faults::Faults::from_env().map(std::sync::Arc::new),
+        }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Faulty {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        #[cfg(feature = "testing")]
+        if let Some(f) = self.faults.clone() {
+            // `/ferray.v1.Head/Locate` is `Head.Locate`. Opening a session
+            // is spared: a session is resumed by opening one.
+            let path = req.uri().path().trim_start_matches('/');
+            let (service, method) = path.split_once('/').unwrap_or((path, ""));
+            let service = service.rsplit('.').next().unwrap_or(service).to_string();
+            if !(service == "Head" && method == "Session") {
+                let fault = f.on_call(&service, method);
+                let delay = f.delay();
+                let what = format!("{service}.{method}");
+                if let Some(fault) = fault {
+                    tracing::info!("testing: injecting a {fault:?} failure into {what}");
+                }
+                let lost = move |when: &str| {
+                    Status::unavailable(format!("testing: {what} failed {when}")).into_http()
+                };
+                return match fault {
+                    Some(faults::Fault::Request) => Box::pin(async move {
+                        tokio::time::sleep(delay).await;
+                        Ok(lost("before it was sent"))
+                    }),
+                    Some(faults::Fault::Response) => {
+                        let call = tower::Service::call(&mut self.inner, req);
+                        Box::pin(async move {
+                            tokio::time::sleep(delay).await;
+                            // Handled (or streaming), then the answer is lost.
+                            let _ = call.await;
+                            Ok(lost("after its server had it"))
+                        })
+                    }
+                    None => {
+                        let call = tower::Service::call(&mut self.inner, req);
+                        Box::pin(async move {
+                            tokio::time::sleep(delay).await;
+                            call.await
+                        })
+                    }
+                };
+            }
+        }
+        Box::pin(tower::Service::call(&mut self.inner, req))
+    }
+}
 pub type HeadClient = v1::head_client::HeadClient<Authed>;
 pub type UploadsClient = v1::uploads_client::UploadsClient<Authed>;
 
@@ -227,17 +331,20 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub fn head_client(ch: Channel, token: &Token) -> HeadClient {
-    v1::head_client::HeadClient::with_interceptor(ch, AddToken(token.clone()))
+    v1::head_client::HeadClient::with_interceptor(Faulty::new(ch), AddToken(token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
-    ObjectsClient(InterceptedService::new(ch, AddToken(token.clone())))
+    ObjectsClient(InterceptedService::new(
+        Faulty::new(ch),
+        AddToken(token.clone()),
+    ))
 }
 
 pub fn uploads_client(ch: Channel, token: &Token) -> UploadsClient {
-    v1::uploads_client::UploadsClient::with_interceptor(ch, AddToken(token.clone()))
+    v1::uploads_client::UploadsClient::with_interceptor(Faulty::new(ch), AddToken(token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

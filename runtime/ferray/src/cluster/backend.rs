@@ -31,6 +31,14 @@ fn acting(caller: Caller) -> Option<v1::Acting> {
 }
 
 impl Backend for Remote {
+    fn leave(&self, within: std::time::Duration) {
+        self.0.bye();
+        let until = std::time::Instant::now() + within;
+        while !self.0.is_lost() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn put(&self, _: &RtInner, caller: Caller, bytes: Bytes) -> ObjectRef {
         self.0.put(acting(caller), bytes)
     }

@@ -4,8 +4,6 @@
 //! `ferray-head`.
 
 mod backend;
-#[cfg(feature = "testing")]
-mod faults;
 mod node;
 pub(crate) mod session;
 mod transfer;
@@ -167,6 +165,35 @@ pub struct Client {
     head: HeadClient,
 }
 
+/// Calls that fail as the system's fault (a peer unreachable, a call or
+/// its answer lost) are tried this many times in all.
+const CALL_TRIES: u32 = 5;
+
+/// `call`, tried again with backoff (20 ms, doubling, at most 1 s) while it
+/// fails as the system's fault, up to [`CALL_TRIES`] times; other errors
+/// (refused, not found, invalid, corrupt) are answers and come back at
+/// once. Every call it wraps is idempotent: a read, an upload or push by
+/// content id, or a job submission with its own key.
+pub(crate) async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Duration::from_millis(20);
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(Error::System(e)) if tries < CALL_TRIES => {
+                tracing::debug!("{what}: {e}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How following a job stopped without its end.
 enum Watch {
     /// The head went away (it may come back).
@@ -218,10 +245,16 @@ impl Client {
     /// Upload a component (content addressed: once per head).
     pub async fn upload(&mut self, bytes: Bytes) -> Result<ComponentId, Error> {
         let id = ObjectId::of(&bytes);
-        self.head
-            .upload_component(ferray_proto::chunks(id, bytes))
-            .await
-            .map_err(status("uploading the component"))?;
+        retry("uploading the component", || {
+            let mut head = self.head.clone();
+            let bytes = bytes.clone();
+            async move {
+                head.upload_component(ferray_proto::chunks(id, bytes))
+                    .await
+                    .map_err(status("uploading the component"))
+            }
+        })
+        .await?;
         Ok(ComponentId::from_bytes(*id.as_bytes()))
     }
 
@@ -234,18 +267,27 @@ impl Client {
         args: Vec<String>,
         entrypoint: &ferray_core::Resources,
     ) -> Result<JobInfo, Error> {
-        let info = self
-            .head
-            .submit_job(v1::JobRequest {
-                component: Bytes::copy_from_slice(component.as_bytes()),
-                function: function.to_string(),
-                args,
-                name: String::new(),
-                entrypoint: Some(ferray_proto::resources_to(entrypoint)),
-            })
-            .await
-            .map_err(status("submitting the job"))?
-            .into_inner();
+        // Sent again after a lost answer, the same key gets the same job.
+        let key = ferray_proto::random_key();
+        let req = v1::JobRequest {
+            component: Bytes::copy_from_slice(component.as_bytes()),
+            function: function.to_string(),
+            args,
+            name: String::new(),
+            entrypoint: Some(ferray_proto::resources_to(entrypoint)),
+            key,
+        };
+        let info = retry("submitting the job", || {
+            let mut head = self.head.clone();
+            let req = req.clone();
+            async move {
+                head.submit_job(req)
+                    .await
+                    .map_err(status("submitting the job"))
+            }
+        })
+        .await?
+        .into_inner();
         ferray_proto::job_info_from(info)
     }
 
@@ -351,16 +393,20 @@ impl Client {
     }
 
     pub async fn stop_job(&mut self, job: u64) -> Result<JobInfo, Error> {
-        let info = self
-            .head
-            .stop_job(v1::JobKey {
-                job,
-                follow: false,
-                from_line: 0,
-            })
-            .await
-            .map_err(status("stopping the job"))?
-            .into_inner();
+        let info = retry("stopping the job", || {
+            let mut head = self.head.clone();
+            async move {
+                head.stop_job(v1::JobKey {
+                    job,
+                    follow: false,
+                    from_line: 0,
+                })
+                .await
+                .map_err(status("stopping the job"))
+            }
+        })
+        .await?
+        .into_inner();
         ferray_proto::job_info_from(info)
     }
 
@@ -418,23 +464,28 @@ impl Client {
         let limit = 0;
         let mut after = String::new();
         loop {
-            let fut = self.head.cluster(v1::ClusterRequest {
+            let req = v1::ClusterRequest {
                 what: what.to_string(),
                 limit,
                 after: std::mem::take(&mut after),
                 job: filter.job.map_or(0, |j| j.0),
                 state: filter.state.clone().unwrap_or_default(),
                 function: filter.function.clone().unwrap_or_default(),
-            });
-            let page = match tokio::time::timeout(Duration::from_secs(10), fut).await {
-                Ok(r) => r.map_err(status("the head"))?.into_inner(),
-                Err(_) => {
-                    return Err(Error::System(format!(
-                        "the head at {} did not answer within 10s",
-                        self.address
-                    )));
-                }
             };
+            let page = retry("reading the cluster's state", || {
+                let mut head = self.head.clone();
+                let req = req.clone();
+                let address = &self.address;
+                async move {
+                    match tokio::time::timeout(Duration::from_secs(10), head.cluster(req)).await {
+                        Ok(r) => Ok(r.map_err(status("the head"))?.into_inner()),
+                        Err(_) => Err(Error::System(format!(
+                            "the head at {address} did not answer within 10s"
+                        ))),
+                    }
+                }
+            })
+            .await?;
             let (view, next) = ferray_proto::cluster_view_from(page)?;
             each(view);
             match next {
@@ -453,12 +504,16 @@ impl Client {
 
     /// An object's bytes, pulled from a holder and checked against the id.
     pub async fn get(&mut self, id: ObjectId) -> Result<Bytes, Error> {
-        let loc = self
-            .head
-            .locate(v1::ObjectKey { id: id_bytes(&id) })
-            .await
-            .map_err(status("locating the object"))?
-            .into_inner();
+        let loc = retry("locating the object", || {
+            let mut head = self.head.clone();
+            async move {
+                head.locate(v1::ObjectKey { id: id_bytes(&id) })
+                    .await
+                    .map_err(status("locating the object"))
+            }
+        })
+        .await?
+        .into_inner();
         if let Some(b) = loc.inline {
             if !id.matches(&b) {
                 return Err(Error::Corrupt { id: id.to_hex() });
@@ -467,11 +522,11 @@ impl Client {
         }
         let mut last = Error::ObjectLost(format!("object {} has no holder", id.short()));
         for addr in loc.holders {
-            let pulled = async {
+            let pulled = retry("pulling the object", || async {
                 let ch = ferray_proto::connect(&addr).await?;
                 let mut c = ferray_proto::objects_client(ch, &self.token);
                 ferray_proto::pull(&mut c, &addr, id).await
-            };
+            });
             match pulled.await {
                 Ok(b) => return Ok(b),
                 Err(e) => last = e,

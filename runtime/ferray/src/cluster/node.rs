@@ -289,13 +289,18 @@ impl Node {
         if let Some(c) = self.rt.loaded(&cid) {
             return Ok(c);
         }
-        let mut head = self.session.head.clone();
-        let stream = head
-            .fetch_component(v1::ObjectKey { id: id_bytes(&oid) })
-            .await
-            .map_err(|s| ferray_proto::from_status("fetching the component", s))?
-            .into_inner();
-        let (_, bytes) = ferray_proto::assemble(stream, Some(oid), MAX_OBJECT_BYTES).await?;
+        let (_, bytes) = super::retry("fetching the component", || {
+            let mut head = self.session.head.clone();
+            async move {
+                let stream = head
+                    .fetch_component(v1::ObjectKey { id: id_bytes(&oid) })
+                    .await
+                    .map_err(|s| ferray_proto::from_status("fetching the component", s))?
+                    .into_inner();
+                ferray_proto::assemble(stream, Some(oid), MAX_OBJECT_BYTES).await
+            }
+        })
+        .await?;
         let rt = self.rt.clone();
         tracing::info!("compiling component {}", cid.short());
         // The signatures too: a job's driver gets WAVE arguments and gives

@@ -22,9 +22,9 @@ use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-#[cfg(feature = "testing")]
-use super::faults;
 use crate::objects::{ObjectRef, RefName};
+#[cfg(feature = "testing")]
+use ferray_proto::faults;
 
 /// Argument values beyond this many bytes per call travel as objects, not
 /// inside a message (the head refuses more than 2 MiB inline).
@@ -443,6 +443,11 @@ impl Session {
         }
     }
 
+    /// The session is over (the head closed it or is gone).
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().is_some()
+    }
+
     /// The head is gone: every pending result fails with the reason.
     pub fn lose(&self, why: String) {
         *self.lost.lock() = Some(why.clone());
@@ -672,12 +677,16 @@ impl Session {
     /// Ask the head where an object is (it waits while the object is being
     /// made, pushed or rebuilt).
     async fn locate(&self, id: ObjectId) -> Result<Located, Error> {
-        let mut head = self.head.clone();
-        let loc = head
-            .locate(v1::ObjectKey { id: id_bytes(&id) })
-            .await
-            .map_err(|s| ferray_proto::from_status("locating an object", s))?
-            .into_inner();
+        let loc = super::retry("locating an object", || {
+            let mut head = self.head.clone();
+            async move {
+                head.locate(v1::ObjectKey { id: id_bytes(&id) })
+                    .await
+                    .map_err(|s| ferray_proto::from_status("locating an object", s))
+            }
+        })
+        .await?
+        .into_inner();
         if let Some(b) = loc.inline {
             if !id.matches(&b) {
                 return Err(Error::Corrupt { id: id.to_hex() });
@@ -692,8 +701,11 @@ impl Session {
             return Ok(b);
         }
         let started = std::time::Instant::now();
-        let mut c = self.peer(addr).await?;
-        let bytes = ferray_proto::pull(&mut c, addr, id).await?;
+        let bytes = super::retry("pulling an object", || async {
+            let mut c = self.peer(addr).await?;
+            ferray_proto::pull(&mut c, addr, id).await
+        })
+        .await?;
         self.transfer_bytes.observe(bytes.len() as f64);
         self.transfer_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -758,10 +770,16 @@ impl Session {
             return Ok(());
         }
         let oid = ObjectId::from_bytes(*id.as_bytes());
-        let mut head = self.head.clone();
-        head.upload_component(ferray_proto::chunks(oid, bytes))
-            .await
-            .map_err(|s| ferray_proto::from_status("uploading the component", s))?;
+        super::retry("uploading the component", || {
+            let mut head = self.head.clone();
+            let bytes = bytes.clone();
+            async move {
+                head.upload_component(ferray_proto::chunks(oid, bytes))
+                    .await
+                    .map_err(|s| ferray_proto::from_status("uploading the component", s))
+            }
+        })
+        .await?;
         self.uploaded.insert(id, ());
         Ok(())
     }
@@ -883,17 +901,24 @@ pub(crate) async fn push(
     bytes: Bytes,
     pin: bool,
 ) -> Result<(), Error> {
-    let ch = ferray_proto::connect(addr).await?;
-    let mut c = ferray_proto::uploads_client(ch, token);
-    let mut req = tonic::Request::new(ferray_proto::chunks(id, bytes));
-    if pin {
-        req.metadata_mut().insert(
-            ferray_proto::PIN_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-    }
-    c.push(req)
-        .await
-        .map_err(|s| ferray_proto::from_status("uploading an object", s))?;
-    Ok(())
+    // By content id: a push sent again lands on the same object.
+    super::retry("uploading an object", || {
+        let bytes = bytes.clone();
+        async move {
+            let ch = ferray_proto::connect(addr).await?;
+            let mut c = ferray_proto::uploads_client(ch, token);
+            let mut req = tonic::Request::new(ferray_proto::chunks(id, bytes));
+            if pin {
+                req.metadata_mut().insert(
+                    ferray_proto::PIN_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+            }
+            c.push(req)
+                .await
+                .map_err(|s| ferray_proto::from_status("uploading an object", s))?;
+            Ok(())
+        }
+    })
+    .await
 }

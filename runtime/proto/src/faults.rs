@@ -1,47 +1,56 @@
-//! Fault injection in sessions, for tests only (the `testing` feature; a
-//! release build has none of it). As Ray's `RAY_testing_rpc_failure`:
+//! Fault injection in calls and sessions, for tests only (the `testing`
+//! feature; a release build has none of it). As Ray's
+//! `RAY_testing_rpc_failure`:
 //!
-//! - `FERRAY_TESTING_RPC_FAILURE="METHOD=REQ:RESP:INFLIGHT,..."`: for each
-//!   session message of kind METHOD (`Session.Submit`, `Session.Done`,
-//!   `Session.Assign`, `Session.Resolved`, ... in either direction;
-//!   `Session.*`, or `*` for all), the probability that the connection
-//!   breaks with the message lost (REQ), just after the message got
-//!   through (RESP), or with it in flight (INFLIGHT: either, at random).
-//!   The most specific rule applies. Hellos, acks and goodbyes are spared.
-//! - `FERRAY_TESTING_RPC_DELAY_MS=N`: each batch of a session's upward
-//!   messages waits up to N ms, at random.
+//! - `FERRAY_TESTING_RPC_FAILURE="METHOD=REQ:RESP:INFLIGHT,..."`: the
+//!   probability that a call fails before it reaches its server (REQ),
+//!   after the server handled it (RESP: the answer is lost), or either at
+//!   random (INFLIGHT). METHOD is a call, `Head.Locate`, `Objects.Pull`,
+//!   `Uploads.Push`, `Head.SubmitJob`, ... (`Service.*` for all of a
+//!   service), or a session message of either direction, `Session.Submit`,
+//!   `Session.Done`, `Session.Assign`, `Session.Resolved`, ...
+//!   (`Session.*`), or `*` for everything. The most specific rule applies.
+//!   For a session message a failure breaks the session's stream, with the
+//!   message lost or just after it got through. Hellos, acks and goodbyes
+//!   are spared, and so is opening a session (a session is resumed by
+//!   opening one).
+//! - `FERRAY_TESTING_RPC_DELAY_MS=N`: each call, and each batch of a
+//!   session's upward messages, waits up to N ms, at random.
 //!
-//! A broken stream is what a network fault does: the session resumes on a
-//! new one, and what was lost is sent again (`session.rs`).
+//! Clients apply it to what they send (the `Faulty` layer of every channel
+//! and `ferray`'s session); callers retry with backoff, and a session
+//! resumes on a new stream, sending again what was lost.
 
 use std::time::Duration;
 
-use ferray_proto::v1::{self, down, up};
+use crate::v1::{self, down, up};
 use futures::{Stream, StreamExt};
-use parking_lot::Mutex;
+use std::sync::Mutex;
 
 /// What happens to a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// The connection breaks with the message lost.
     Request,
     /// The message gets through, then the connection breaks.
     Response,
 }
 
-pub(crate) struct Faults {
+pub struct Faults {
     /// (method, [request, response, in-flight]).
     rules: Vec<(String, [f64; 3])>,
+    max_delay_ms: u64,
     rng: Mutex<u64>,
 }
 
 impl Faults {
     /// The rules of `FERRAY_TESTING_RPC_FAILURE`, if set (a malformed rule
     /// is reported and skipped).
-    pub(crate) fn from_env() -> Option<Faults> {
-        let spec = std::env::var("FERRAY_TESTING_RPC_FAILURE").ok()?;
-        let f = Faults::parse(&spec, seed());
-        (!f.rules.is_empty()).then_some(f)
+    pub fn from_env() -> Option<Faults> {
+        let spec = std::env::var("FERRAY_TESTING_RPC_FAILURE").unwrap_or_default();
+        let mut f = Faults::parse(&spec, seed());
+        f.max_delay_ms = max_delay_ms();
+        (!f.rules.is_empty() || f.max_delay_ms > 0).then_some(f)
     }
 
     fn parse(spec: &str, seed: u64) -> Faults {
@@ -66,19 +75,34 @@ impl Faults {
         }
         Faults {
             rules,
+            max_delay_ms: 0,
             rng: Mutex::new(seed | 1),
         }
     }
 
-    fn probs(&self, kind: &str) -> Option<[f64; 3]> {
-        let exact = format!("Session.{kind}");
-        [exact.as_str(), "Session.*", "*"]
+    fn probs(&self, service: &str, method: &str) -> Option<[f64; 3]> {
+        let exact = format!("{service}.{method}");
+        let all = format!("{service}.*");
+        [exact.as_str(), all.as_str(), "*"]
             .iter()
             .find_map(|m| self.rules.iter().find(|(r, _)| r == m).map(|(_, p)| *p))
     }
 
+    /// What happens to a call of `service.method`.
+    pub fn on_call(&self, service: &str, method: &str) -> Option<Fault> {
+        self.decide_for(service, method)
+    }
+
+    /// A random wait of up to `FERRAY_TESTING_RPC_DELAY_MS`.
+    pub fn delay(&self) -> Duration {
+        if self.max_delay_ms == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis((self.roll() * self.max_delay_ms as f64) as u64)
+    }
+
     fn roll(&self) -> f64 {
-        let mut s = self.rng.lock();
+        let mut s = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         // xorshift64*
         *s ^= *s >> 12;
         *s ^= *s << 25;
@@ -87,7 +111,11 @@ impl Faults {
     }
 
     fn decide(&self, kind: &str) -> Option<Fault> {
-        let [req, resp, inflight] = self.probs(kind)?;
+        self.decide_for("Session", kind)
+    }
+
+    fn decide_for(&self, service: &str, method: &str) -> Option<Fault> {
+        let [req, resp, inflight] = self.probs(service, method)?;
         let r = self.roll();
         if r < req {
             Some(Fault::Request)
@@ -104,7 +132,7 @@ impl Faults {
         }
     }
 
-    pub(crate) fn on_up(&self, msg: &up::Msg) -> Option<Fault> {
+    pub fn on_up(&self, msg: &up::Msg) -> Option<Fault> {
         let kind = match msg {
             up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) => return None,
             up::Msg::Heartbeat(_) => "Heartbeat",
@@ -124,7 +152,7 @@ impl Faults {
         self.decide(kind)
     }
 
-    pub(crate) fn on_down(&self, msg: &v1::Down) -> Option<Fault> {
+    pub fn on_down(&self, msg: &v1::Down) -> Option<Fault> {
         let kind = match msg.msg.as_ref()? {
             down::Msg::Welcome(_) | down::Msg::Ack(_) => return None,
             down::Msg::Resolved(_) => "Resolved",
@@ -140,6 +168,13 @@ impl Faults {
     }
 }
 
+fn max_delay_ms() -> u64 {
+    std::env::var("FERRAY_TESTING_RPC_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 fn seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -149,13 +184,10 @@ fn seed() -> u64 {
 }
 
 /// Batches of upward messages, each held up to `FERRAY_TESTING_RPC_DELAY_MS`.
-pub(crate) fn delayed(
+pub fn delayed(
     s: std::pin::Pin<Box<dyn Stream<Item = v1::UpBatch> + Send + Sync>>,
 ) -> std::pin::Pin<Box<dyn Stream<Item = v1::UpBatch> + Send + Sync>> {
-    let max = std::env::var("FERRAY_TESTING_RPC_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let max = max_delay_ms();
     if max == 0 {
         return s;
     }
@@ -182,6 +214,10 @@ mod tests {
         assert_eq!(f.rules.len(), 3);
         assert_eq!(f.decide("Done"), Some(Fault::Request));
         assert_eq!(f.decide("Submit"), Some(Fault::Response));
+        let calls = Faults::parse("Head.*=1:0:0,Head.Locate=0:1:0", 7);
+        assert_eq!(calls.on_call("Head", "Locate"), Some(Fault::Response));
+        assert_eq!(calls.on_call("Head", "SubmitJob"), Some(Fault::Request));
+        assert_eq!(calls.on_call("Objects", "Pull"), None);
         let none = Faults::parse("Session.Done=0:0:0", 7);
         assert_eq!(none.decide("Done"), None);
         assert_eq!(none.decide("Submit"), None);
