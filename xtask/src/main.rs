@@ -13,10 +13,14 @@
 //!   tables (`cargo bench -p ferray-benches --bench dashboard`).
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: the fuzz targets of `fuzz/`
 //!   under libFuzzer (nightly, cargo-fuzz), `N` executions each.
+//! - `cargo xtask chaos [--minutes N] [--seed S] [--failure P]`: a mixed
+//!   workload on a local cluster while workers and the head are killed and
+//!   calls fail at random, every result checked (`chaos.rs`).
 //!
 //! An expected failure (a command that failed, a missing tool) prints one
 //! line, `error: ...`, and exits 1.
 
+mod chaos;
 mod fuzz;
 mod tidy;
 
@@ -251,8 +255,9 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-dashboard" => bench_dashboard(),
         "fuzz" => fuzz::fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "chaos" => chaos::chaos(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | fuzz [TARGET] [--runs N]"
+            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | fuzz [TARGET] [--runs N] | chaos [--minutes N] [--seed S] [--failure P]"
         )),
     };
     match out {

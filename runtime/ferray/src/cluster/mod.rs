@@ -166,8 +166,8 @@ pub struct Client {
 }
 
 /// Calls that fail as the system's fault (a peer unreachable, a call or
-/// its answer lost) are tried this many times in all.
-const CALL_TRIES: u32 = 5;
+/// its answer lost) are tried this many times in all (over about 3 s).
+const CALL_TRIES: u32 = 8;
 
 /// `call`, tried again with backoff (20 ms, doubling, at most 1 s) while it
 /// fails as the system's fault, up to [`CALL_TRIES`] times; other errors
