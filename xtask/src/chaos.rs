@@ -256,11 +256,11 @@ pub(crate) fn chaos(args: &[String]) -> Result<()> {
         submitters.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 let case = &cases[rng.below(cases.len() as u64) as usize];
-                let (mut cmd, address) = {
+                let (mut cmd, address, home) = {
                     let c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-                    (c.cmd(), c.address())
+                    (c.cmd(), c.address(), c.home.clone())
                 };
-                let outcome = submit(&mut cmd, &address, case);
+                let outcome = submit(&mut cmd, &address, case, &home);
                 let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
                 let t = t.entry(case.name).or_default();
                 match outcome {
@@ -381,7 +381,7 @@ enum Outcome {
     Hung,
 }
 
-fn submit(cmd: &mut Command, address: &str, case: &Case) -> Outcome {
+fn submit(cmd: &mut Command, address: &str, case: &Case, home: &Path) -> Outcome {
     cmd.args([
         "submit",
         "--address",
@@ -416,6 +416,9 @@ fn submit(cmd: &mut Command, address: &str, case: &Case) -> Outcome {
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        // Kept whole for a look afterwards.
+        let n = std::fs::read_dir(home).map(|d| d.count()).unwrap_or(0);
+        let _ = std::fs::write(home.join(format!("failed-{n}.log")), err.as_bytes());
         let line = err
             .lines()
             .rev()

@@ -918,7 +918,9 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<v1::JobInfo>, Status> {
         let req = req.into_inner();
         let key = req.key.clone();
-        if let Some(job) = self.core.lock().submissions.get(&key) {
+        // (The lock is let go before the job is read.)
+        let seen = self.core.lock().submissions.get(&key);
+        if let Some(job) = seen {
             let info = self
                 .job_info_of(job)
                 .ok_or_else(|| Status::not_found(format!("no {job}")))?;
@@ -1073,7 +1075,8 @@ impl v1::uploads_server::Uploads for HeadObjects {
                 .put_with_id(id, bytes.clone())
                 .map_err(|e| to_status(&e))?;
         }
-        if pin && let Some(db) = &self.0.core.lock().db {
+        let db = self.0.core.lock().db.clone();
+        if pin && let Some(db) = db {
             db.save_pinned(id, bytes);
         }
         self.0.with(|st| st.pushed(id, size, pin));

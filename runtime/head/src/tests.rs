@@ -417,3 +417,39 @@ async fn a_session_resumes_on_a_new_stream_with_nothing_lost_or_twice() {
     head.handle(worker, up(up::Msg::Bye(v1::Bye {})));
     assert!(!head.core.lock().sessions.contains_key(&worker));
 }
+
+/// A job submission sent again with its key (its answer was lost) gets the
+/// job of the first; another key, or none, makes a new job.
+#[tokio::test]
+async fn a_submission_sent_again_with_its_key_gets_the_same_job() {
+    let head = head();
+    let comp = ComponentId::of(b"component");
+    head.core
+        .lock()
+        .state
+        .components
+        .insert(comp, Bytes::from_static(b"component"));
+    let request = |key: &str| v1::JobRequest {
+        component: Bytes::copy_from_slice(comp.as_bytes()),
+        function: "main".into(),
+        key: key.into(),
+        ..Default::default()
+    };
+    let submit = async |key: &str| {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            head.submit_job(Request::new(request(key))),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("a job")
+        .into_inner()
+        .job
+    };
+    let first = submit("k1").await;
+    assert_eq!(submit("k1").await, first);
+    let other = submit("k2").await;
+    assert_ne!(other, first);
+    assert_ne!(submit("").await, submit("").await);
+    assert_eq!(submit("k2").await, other);
+}

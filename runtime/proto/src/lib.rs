@@ -512,7 +512,8 @@ pub fn from_status(what: &str, s: Status) -> Error {
         Code::DataLoss => Error::Corrupt {
             id: s.message().to_string(),
         },
-        Code::Unavailable => Error::System(format!("{what}: unreachable: {}", s.message())),
+        // With the transport's own reason ("http2 error" alone says little).
+        Code::Unavailable => Error::System(format!("{what}: unreachable: {}", source_chain(&s))),
         _ => Error::System(format!("{what}: {}", s.message())),
     }
 }
