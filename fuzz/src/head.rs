@@ -19,7 +19,7 @@ use ferray_core::{
 };
 use ferray_head::fuzzing::{
     Acting, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
-    KillActor, Made, Outcome, Put, State, Submit, WorkerHello,
+    KillActor, Made, Outcome, Put, Save, Saved, State, Submit, WorkerHello,
 };
 
 use crate::Input as Bytes8;
@@ -62,6 +62,26 @@ struct Driver<'a> {
     objects: Vec<(ObjectId, u64)>,
     jobs: Vec<JobId>,
     work: Vec<Work>,
+    /// What the head saved so far, as its database holds it (a restarted
+    /// head takes it back).
+    saved: Saved,
+}
+
+/// A change the head saved, applied as the database applies it.
+fn apply(saved: &mut Saved, s: Save) {
+    match s {
+        Save::Job(id, r) => {
+            saved.jobs.retain(|(j, _)| *j != id);
+            saved.jobs.push((id, *r));
+        }
+        Save::ForgetJob(id) => saved.jobs.retain(|(j, _)| *j != id),
+        Save::Component(id, b) => {
+            saved.components.retain(|(c, _)| *c != id);
+            saved.components.push((id, b));
+        }
+        Save::ForgetComponent(id) => saved.components.retain(|(c, _)| *c != id),
+        Save::Counters(c) => saved.counters = c,
+    }
 }
 
 fn push<T>(pool: &mut Vec<T>, x: T) {
@@ -91,6 +111,7 @@ pub fn run(data: &[u8]) {
         objects: Vec::new(),
         jobs: Vec::new(),
         work: Vec::new(),
+        saved: Saved::default(),
     };
     let workers = 1 + d.byte() % 3;
     for _ in 0..workers {
@@ -408,7 +429,7 @@ impl Driver<'_> {
 
     /// One event; returns its name (for the panic message).
     fn step(&mut self) -> &'static str {
-        match self.byte() % 26 {
+        match self.byte() % 27 {
             0 | 1 => {
                 let s = self.any_session();
                 self.st.touch(s, self.now);
@@ -666,6 +687,25 @@ impl Driver<'_> {
                 self.st.handle(s, Input::Spills { spilled, restored });
                 "spills"
             }
+            26 => {
+                // The head dies and a new one starts on what it saved:
+                // every session is gone (the pools keep the old ids, which
+                // the new head must refuse or ignore), workers and a
+                // client join it again.
+                let mut st = State::new("head:2".into());
+                st.restore(self.saved.clone(), self.now);
+                self.st = st;
+                for s in self.sessions.iter_mut() {
+                    s.open = false;
+                }
+                self.work.clear();
+                self.hosted.clear();
+                for _ in 0..1 + self.byte() % 3 {
+                    self.join();
+                }
+                self.connect();
+                "the head restarts"
+            }
             _ => {
                 // A message from a session that should not send it.
                 let s = u64::from(self.byte() % 8);
@@ -699,7 +739,9 @@ impl Driver<'_> {
         out.head_frees.clear();
         out.objects.clear();
         out.jobs.clear();
-        out.saves.clear();
+        for s in std::mem::take(&mut out.saves) {
+            apply(&mut self.saved, s);
+        }
         for (session, e) in sent {
             match e {
                 Effect::Assign(a) => push(

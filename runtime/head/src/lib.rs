@@ -27,7 +27,7 @@ pub mod fuzzing {
     pub use crate::state::{
         Acting, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect,
         HEAD_HOLDER, Hello, Input, JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put,
-        ResolvedArg, StartActor, State, Submit, Welcome, WorkerHello,
+        ResolvedArg, Save, Saved, StartActor, State, Submit, Welcome, WorkerHello,
     };
 }
 
