@@ -70,8 +70,14 @@ struct Node {
     session: Arc<Session>,
     running: DashMap<u64, Arc<Notify>>,
     actors: DashMap<u64, mpsc::UnboundedSender<v1::ActorCall>>,
+    /// Why actors that could not start here died (a call the head sent
+    /// before it heard gets that reason); at most [`MAX_DEAD_KEPT`].
+    could_not_start: DashMap<u64, String>,
     load: tokio::sync::Mutex<()>,
 }
+
+/// How many reasons of actors that could not start a node keeps.
+const MAX_DEAD_KEPT: usize = 10_000;
 
 /// Join the cluster at `config.head` and work until the head goes away
 /// (`Err` with the reason) or `shutdown` resolves. `joined` is called once
@@ -184,6 +190,7 @@ pub async fn run_worker(
         session: session.clone(),
         running: DashMap::new(),
         actors: DashMap::new(),
+        could_not_start: DashMap::new(),
         load: tokio::sync::Mutex::new(()),
     });
     // On the runtime's threads, next to the tasks it starts.
@@ -234,11 +241,14 @@ impl Node {
                 Some(tx) => {
                     let _ = tx.send(c);
                 }
-                None => self.done_err(
-                    c.task,
-                    1,
-                    Error::ActorDied(format!("actor-{} is not on this node", c.actor)),
-                ),
+                None => {
+                    let why = self
+                        .could_not_start
+                        .get(&c.actor)
+                        .map(|w| w.clone())
+                        .unwrap_or_else(|| format!("actor-{} is not on this node", c.actor));
+                    self.done_err(c.task, 1, Error::ActorDied(why))
+                }
             },
             down::Msg::StopActor(s) => {
                 self.actors.remove(&s.actor);
@@ -442,6 +452,11 @@ impl Node {
             };
             if let Err(e) = made.await {
                 tracing::warn!("{a} could not start: {e}");
+                if me.could_not_start.len() >= MAX_DEAD_KEPT {
+                    me.could_not_start.clear();
+                }
+                me.could_not_start
+                    .insert(s.actor, format!("{a} could not start: {e}"));
                 me.actors.remove(&s.actor);
                 me.session.send(up::Msg::ActorDied(v1::ActorDied {
                     actor: a.0,
