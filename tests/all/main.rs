@@ -79,7 +79,8 @@ fn ferray_ok(args: &[&str]) -> String {
     let out = ferray().args(args).output().expect("run ferray");
     assert!(
         out.status.success(),
-        "ferray {args:?} failed: {}{}",
+        "ferray {args:?} failed ({}): {}{}",
+        out.status,
         stdout(&out),
         stderr(&out)
     );
