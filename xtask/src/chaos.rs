@@ -4,9 +4,9 @@
 //! random and calls fail at random, every job's result checked against
 //! the embedded runtime's.
 //!
-//! - Workload: jobs drawn at random from a set (actor calls from many
-//!   tasks, independent tasks, a DAG through object arguments, nested
-//!   tasks, a Monte Carlo estimate), two submitters at a time, each a
+//! - Workload: jobs drawn at random from a set (a driver's actor calls,
+//!   independent tasks, a DAG through object arguments, nested tasks, a
+//!   Monte Carlo estimate), two submitters at a time, each a
 //!   `ferray submit` that follows its job through head restarts.
 //! - Chaos, every 8 to 25 s: kill -9 a worker and start it again; SIGSTOP
 //!   a worker past the node timeout, then SIGCONT; or kill -9 the head and
@@ -470,7 +470,12 @@ fn build_cases(exe: &Path) -> Result<Vec<Case>> {
         |dir: &Path, name: &str| dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"));
     let text = "\"the quick brown fox jumps over the lazy dog the fox the dog\"";
     let specs: Vec<(&'static str, PathBuf, Vec<&str>)> = vec![
-        ("counter", wasm(&examples, "counter"), vec!["run", "150"]),
+        // Actor calls from the driver: exactly once, whatever fails (a
+        // call run twice or lost shows in the sum). (The `counter` example
+        // calls its actor from tasks, and a task retried after its node
+        // died calls it again: at least once, as in Ray, so its sum is no
+        // check here.)
+        ("actor-sum", wasm(&guests, "misbehave"), vec!["actor-sum", "300", "8"]),
         ("squares", wasm(&examples, "squares"), vec!["run", "60"]),
         (
             "wordcount",

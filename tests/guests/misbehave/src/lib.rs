@@ -192,6 +192,22 @@ impl Guest for Component {
         ferray_sdk::get_all(&refs).expect("slow-square tasks failed")
     }
 
+    fn actor_sum(n: u32, width: u32) -> i64 {
+        let tally = Actor::create("tally", &(0i64,)).expect("creating the tally");
+        let all: Vec<i64> = (1..=i64::from(n)).collect();
+        for wave in all.chunks(width.max(1) as usize) {
+            let refs: Vec<_> = wave
+                .iter()
+                .map(|i| tally.call("incr", &(*i,)).expect("submitting tally.incr"))
+                .collect();
+            let _: Vec<i64> = ferray_sdk::get_all(&refs).expect("tally.incr failed");
+        }
+        let value = tally.call("value", &()).expect("submitting tally.value");
+        let value: i64 = ferray_sdk::get(&value).expect("tally.value failed");
+        let _ = tally.kill();
+        value
+    }
+
     fn watched(n: u32, ms: u32) -> i64 {
         let tally = Actor::create("tally", &(0i64,)).expect("creating the tally");
         let mut value = 0;
