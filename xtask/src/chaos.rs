@@ -475,7 +475,11 @@ fn build_cases(exe: &Path) -> Result<Vec<Case>> {
         // calls its actor from tasks, and a task retried after its node
         // died calls it again: at least once, as in Ray, so its sum is no
         // check here.)
-        ("actor-sum", wasm(&guests, "misbehave"), vec!["actor-sum", "300", "8"]),
+        (
+            "actor-sum",
+            wasm(&guests, "misbehave"),
+            vec!["actor-sum", "300", "8"],
+        ),
         ("squares", wasm(&examples, "squares"), vec!["run", "60"]),
         (
             "wordcount",
