@@ -19,7 +19,7 @@ use ferray_core::{
 };
 use ferray_head::fuzzing::{
     Acting, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
-    KillActor, Made, Outcome, Put, Save, Saved, State, Submit, WorkerHello,
+    KillActor, Made, Outcome, Put, Saved, State, Submit, WorkerHello,
 };
 
 use crate::Input as Bytes8;
@@ -65,23 +65,6 @@ struct Driver<'a> {
     /// What the head saved so far, as its database holds it (a restarted
     /// head takes it back).
     saved: Saved,
-}
-
-/// A change the head saved, applied as the database applies it.
-fn apply(saved: &mut Saved, s: Save) {
-    match s {
-        Save::Job(id, r) => {
-            saved.jobs.retain(|(j, _)| *j != id);
-            saved.jobs.push((id, *r));
-        }
-        Save::ForgetJob(id) => saved.jobs.retain(|(j, _)| *j != id),
-        Save::Component(id, b) => {
-            saved.components.retain(|(c, _)| *c != id);
-            saved.components.push((id, b));
-        }
-        Save::ForgetComponent(id) => saved.components.retain(|(c, _)| *c != id),
-        Save::Counters(c) => saved.counters = c,
-    }
 }
 
 fn push<T>(pool: &mut Vec<T>, x: T) {
@@ -740,7 +723,7 @@ impl Driver<'_> {
         out.objects.clear();
         out.jobs.clear();
         for s in std::mem::take(&mut out.saves) {
-            apply(&mut self.saved, s);
+            self.saved.apply(s);
         }
         for (session, e) in sent {
             match e {

@@ -117,6 +117,23 @@ impl DownTx {
     }
 }
 
+/// A session's welcome, its first message down on each of its streams:
+/// `resumed` with the upward messages the head got, for a resumed one.
+fn welcome_down(w: &state::Welcome, resumed: Option<u64>, window: Duration) -> v1::Down {
+    v1::Down {
+        seq: 0,
+        msg: Some(v1::down::Msg::Welcome(v1::Welcome {
+            session: w.session,
+            node: w.node.map_or(0, |n| n.0),
+            id_base: w.session << 32,
+            job: w.job.map_or(0, |j| j.0),
+            resumed: resumed.is_some(),
+            up_seen: resumed.unwrap_or(0),
+            resume_window_ms: window.as_millis() as u64,
+        })),
+    }
+}
+
 /// Acknowledge a session's upward messages after this many, at the latest
 /// (and at every heartbeat check).
 const ACK_EVERY: u64 = 64;
@@ -669,18 +686,7 @@ impl Head {
         } = &mut *core;
         let link = sessions.get_mut(&session).ok_or_else(over)?;
         let (tx, rx) = down_channel(usize::MAX);
-        let _ = tx.try_send(v1::Down {
-            seq: 0,
-            msg: Some(v1::down::Msg::Welcome(v1::Welcome {
-                session,
-                node: welcome.node.map_or(0, |n| n.0),
-                id_base: session << 32,
-                job: welcome.job.map_or(0, |j| j.0),
-                resumed: true,
-                up_seen: link.up_seen,
-                resume_window_ms: timeout.as_millis() as u64,
-            })),
-        });
+        let _ = tx.try_send(welcome_down(&welcome, Some(link.up_seen), timeout));
         link.up_acked = link.up_seen;
         link.acked(hello.down_seen);
         for m in &link.unacked {
@@ -706,18 +712,7 @@ impl Head {
             .open_session(&hello, Instant::now())
             .map_err(|e| to_status(&e))?;
         let session = welcome.session;
-        let _ = tx.try_send(v1::Down {
-            seq: 0,
-            msg: Some(v1::down::Msg::Welcome(v1::Welcome {
-                session,
-                node: welcome.node.map_or(0, |n| n.0),
-                id_base: session << 32,
-                job: welcome.job.map_or(0, |j| j.0),
-                resumed: false,
-                up_seen: 0,
-                resume_window_ms: self.config.node_timeout.as_millis() as u64,
-            })),
-        });
+        let _ = tx.try_send(welcome_down(&welcome, None, self.config.node_timeout));
         core.sessions.insert(session, Link::new(tx));
         // Queued work may go to the new node now that it is welcomed.
         core.state.pump();

@@ -60,20 +60,25 @@ impl State {
         }
         let entry = format!("{} {}", req.function, req.args.join(" "));
         let job = self.new_job(entry.trim().to_string(), component.to_hex());
-        let t = TaskId(self.next_head_task);
-        self.next_head_task += 1;
-        let task = TaskEntry::new(
+        self.queue_driver(
             job,
-            None,
             Kind::Driver {
                 component,
                 function: req.function,
                 wave_args: req.args,
                 resources: req.entrypoint,
             },
-            Vec::new(),
-            TState::Queued,
         );
+        self.pump();
+        Ok(job)
+    }
+
+    /// The job's driver (a `Kind::Driver`) is queued for a node, and the
+    /// job saved with it.
+    pub(super) fn queue_driver(&mut self, job: JobId, driver: Kind) {
+        let t = TaskId(self.next_head_task);
+        self.next_head_task += 1;
+        let task = TaskEntry::new(job, None, driver, Vec::new(), TState::Queued);
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
             j.driver = Some(t);
@@ -81,8 +86,6 @@ impl State {
         }
         self.save_job(job);
         self.enqueue(Waiter::Task(t));
-        self.pump();
-        Ok(job)
     }
 
     /// A task the job's progress counts.

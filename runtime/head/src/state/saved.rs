@@ -16,7 +16,7 @@ use bytes::Bytes;
 use ferray_core::{ComponentId, JobId, Resources};
 use serde::{Deserialize, Serialize};
 
-use super::{ComponentUse, JobEntry, JobState, Kind, State, TState, TaskEntry, Waiter};
+use super::{ComponentUse, JobEntry, JobState, Kind, State, TaskEntry};
 
 /// The log lines a saved job keeps (its tail), at most.
 pub const SAVED_LOG_LINES: usize = 1_000;
@@ -85,6 +85,26 @@ pub struct Saved {
     pub counters: Counters,
     /// Objects of `ferray put` (the edge puts them in the head's store).
     pub pinned: Vec<(ferray_core::ObjectId, Bytes)>,
+}
+
+impl Saved {
+    /// A change the head saved, applied as its database applies it (the
+    /// tests and the fuzz target keep what a head saved this way).
+    pub fn apply(&mut self, s: Save) {
+        match s {
+            Save::Job(id, r) => {
+                self.jobs.retain(|(j, _)| *j != id);
+                self.jobs.push((id, *r));
+            }
+            Save::ForgetJob(id) => self.jobs.retain(|(j, _)| *j != id),
+            Save::Component(id, b) => {
+                self.components.retain(|(c, _)| *c != id);
+                self.components.push((id, b));
+            }
+            Save::ForgetComponent(id) => self.components.retain(|(c, _)| *c != id),
+            Save::Counters(c) => self.counters = c,
+        }
+    }
 }
 
 impl State {
@@ -262,30 +282,20 @@ impl State {
             "head",
             b"the head restarted while this job ran: its driver runs again",
         );
-        let t = super::TaskId(self.next_head_task);
-        self.next_head_task += 1;
-        let task = TaskEntry::new(
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.state = JobState::Pending;
+            // A re-run counts its tasks again, from none.
+            j.done = 0;
+            j.total = 0;
+        }
+        self.queue_driver(
             id,
-            None,
             Kind::Driver {
                 component: d.component,
                 function: d.function,
                 wave_args: d.args,
                 resources: d.resources,
             },
-            Vec::new(),
-            TState::Queued,
         );
-        self.tasks.insert(t, task);
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.state = JobState::Pending;
-            j.driver = Some(t);
-            j.tasks.insert(t);
-            // A re-run counts its tasks again, from none.
-            j.done = 0;
-            j.total = 0;
-        }
-        self.enqueue(Waiter::Task(t));
-        self.save_job(id);
     }
 }

@@ -2321,23 +2321,10 @@ fn a_nodes_heartbeat_says_which_of_its_copies_are_on_disk() {
     w.st.check_invariants().expect("invariants");
 }
 
-/// What the state saved, applied to a map as the database applies it.
+/// What the state saved, kept as the database keeps it.
 fn saved_of(st: &mut super::State, into: &mut super::Saved) {
-    use super::Save;
     for s in std::mem::take(&mut st.outbox().saves) {
-        match s {
-            Save::Job(id, r) => {
-                into.jobs.retain(|(j, _)| *j != id);
-                into.jobs.push((id, *r));
-            }
-            Save::ForgetJob(id) => into.jobs.retain(|(j, _)| *j != id),
-            Save::Component(id, b) => {
-                into.components.retain(|(c, _)| *c != id);
-                into.components.push((id, b));
-            }
-            Save::ForgetComponent(id) => into.components.retain(|(c, _)| *c != id),
-            Save::Counters(c) => into.counters = c,
-        }
+        into.apply(s);
     }
 }
 
