@@ -170,38 +170,43 @@ fn read(db: &Database, path: &Path) -> Result<Saved, Error> {
             Err(e) => tracing::warn!("job-{} in {} is unreadable: {e}", k.value(), path.display()),
         }
     }
-    let components = r.open_table(COMPONENTS).map_err(|e| db_err(path, e))?;
-    for row in components.iter().map_err(|e| db_err(path, e))? {
-        let (k, v) = row.map_err(|e| db_err(path, e))?;
-        let id = ComponentId::from_bytes(*k.value());
-        let bytes = v.value();
-        // Checked as every component is: the id is the bytes' hash.
-        if id.matches(bytes) {
-            saved.components.push((id, Bytes::copy_from_slice(bytes)));
-        } else {
-            tracing::warn!(
-                "component {} in {} is corrupt: dropped",
-                id.short(),
-                path.display()
-            );
-        }
-    }
-    let pinned_t = r.open_table(PINNED).map_err(|e| db_err(path, e))?;
-    for row in pinned_t.iter().map_err(|e| db_err(path, e))? {
-        let (k, v) = row.map_err(|e| db_err(path, e))?;
-        let id = ObjectId::from_bytes(*k.value());
-        let bytes = v.value();
-        if id.matches(bytes) {
-            saved.pinned.push((id, Bytes::copy_from_slice(bytes)));
-        } else {
-            tracing::warn!(
-                "object {} in {} is corrupt: dropped",
-                id.short(),
-                path.display()
-            );
-        }
-    }
+    saved.components = blobs(&r, COMPONENTS, path, "component")?
+        .into_iter()
+        .map(|(k, b)| (ComponentId::from_bytes(k), b))
+        .collect();
+    saved.pinned = blobs(&r, PINNED, path, "object")?
+        .into_iter()
+        .map(|(k, b)| (ObjectId::from_bytes(k), b))
+        .collect();
     Ok(saved)
+}
+
+/// The rows of a table of bytes by content id, each checked as every
+/// component and object is (the id is the bytes' blake3); a corrupt one is
+/// dropped with a warning.
+fn blobs(
+    r: &redb::ReadTransaction,
+    table: TableDefinition<'static, &[u8; 32], &[u8]>,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<([u8; 32], Bytes)>, Error> {
+    let t = r.open_table(table).map_err(|e| db_err(path, e))?;
+    let mut out = Vec::new();
+    for row in t.iter().map_err(|e| db_err(path, e))? {
+        let (k, v) = row.map_err(|e| db_err(path, e))?;
+        let key = *k.value();
+        let id = ObjectId::from_bytes(key);
+        if id.matches(v.value()) {
+            out.push((key, Bytes::copy_from_slice(v.value())));
+        } else {
+            tracing::warn!(
+                "{what} {} in {} is corrupt: dropped",
+                id.short(),
+                path.display()
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The writer thread: commits what queued, one transaction per wake-up,

@@ -85,8 +85,8 @@ struct UpLink {
 }
 
 impl UpLink {
-    /// Send a message, numbered and kept until the head acknowledges it.
-    fn send(&mut self, msg: up::Msg) -> v1::Up {
+    /// Number a message and keep it until the head acknowledges it.
+    fn keep(&mut self, msg: up::Msg) -> v1::Up {
         self.next_seq += 1;
         let m = v1::Up {
             seq: self.next_seq,
@@ -94,6 +94,14 @@ impl UpLink {
         };
         self.unacked.push_back(m.clone());
         m
+    }
+
+    /// Send a message now (numbered and kept), on the stream there is.
+    fn push(&mut self, msg: up::Msg) {
+        let m = self.keep(msg);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(m);
+        }
     }
 
     fn acked(&mut self, seen: u64) {
@@ -268,35 +276,26 @@ impl Session {
             #[cfg(feature = "testing")]
             let fault = self.faults.as_ref().and_then(|f| f.on_up(&msg));
             let mut link = self.link.lock();
-            let m = link.send(msg);
             #[cfg(feature = "testing")]
             if let Some(f) = fault {
                 // Lost with the stream, or sent and then the stream breaks:
                 // either way it stays kept, and goes again on the next one.
                 if f == faults::Fault::Request {
-                    link.tx = None;
-                    return;
-                }
-                if let Some(tx) = &link.tx {
-                    let _ = tx.send(m);
+                    link.keep(msg);
+                } else {
+                    link.push(msg);
                 }
                 link.tx = None;
                 return;
             }
-            if let Some(tx) = &link.tx {
-                let _ = tx.send(m);
-            }
+            link.push(msg);
         }
     }
 
     /// The session ends on purpose: the head closes it at once (a stream
     /// that breaks without this leaves it open for the node timeout).
     pub fn bye(&self) {
-        let mut link = self.link.lock();
-        let m = link.send(up::Msg::Bye(v1::Bye {}));
-        if let Some(tx) = &link.tx {
-            let _ = tx.send(m);
-        }
+        self.link.lock().push(up::Msg::Bye(v1::Bye {}));
     }
 
     /// The session's next message from the head, through breaks of its
@@ -564,17 +563,13 @@ impl Session {
                 if let Err(e) = push(&addr, &token, id, bytes, false).await {
                     tracing::warn!("the upload of object {} failed: {e}", id.short());
                     // The head fails what waits for it instead of waiting on.
-                    let mut link = link.lock();
-                    let m = link.send(up::Msg::Put(v1::PutObject {
+                    link.lock().push(up::Msg::Put(v1::PutObject {
                         id: id_bytes(&id),
                         size,
                         acting: None,
                         inline: None,
                         uploading: false,
                     }));
-                    if let Some(tx) = &link.tx {
-                        let _ = tx.send(m);
-                    }
                 }
             });
         }
