@@ -314,6 +314,7 @@ impl Driver<'_> {
                 resources,
                 object_address: format!("http://n{n}:1"),
             }),
+            in_head: false,
         };
         if let Ok(w) = self.st.open_session(&hello, self.now) {
             self.sessions.push(Sess {
@@ -328,6 +329,7 @@ impl Driver<'_> {
         let hello = Hello {
             name: "client".into(),
             worker: None,
+            in_head: false,
         };
         if let Ok(w) = self.st.open_session(&hello, self.now) {
             self.sessions.push(Sess {

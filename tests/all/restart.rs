@@ -6,7 +6,7 @@ use std::process::Stdio;
 use ferray::cluster::JobState;
 
 use super::fx;
-use super::harness::{Cluster, wait_for};
+use super::harness::{Cluster, block_on, wait_for};
 
 /// The squares of 0..n as `fan-out` prints them.
 fn squares(n: i64) -> String {
@@ -14,13 +14,15 @@ fn squares(n: i64) -> String {
     format!("[{}]", v.join(", "))
 }
 
-/// The head is killed while a 1,000-task job runs and started again at
-/// once: the worker joins it again, the job ends with the result a clean
-/// run gives, and the jobs that ended before the crash are still listed
-/// with their results and logs; ids go on after the earlier head's.
+/// The head is killed while a 1,000-task job and a job calling an actor
+/// run, and started again at once: the workers come back to it with what
+/// they run, so the drivers go on (they are not run again) and the actor
+/// keeps its state; both jobs end with the results a clean run gives, and
+/// the jobs that ended before the crash are still listed with their
+/// results and logs; ids go on after the earlier head's.
 #[test]
 fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
-    let mut c = Cluster::start(1);
+    let mut c = Cluster::start(2);
     let earlier = c
         .ok(&["submit", "--no-wait", fx::MISBEHAVE, "fan-out", "5", "1"])
         .trim()
@@ -29,6 +31,19 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
         c.job(&earlier).filter(|j| j.state.finished())
     });
     assert_eq!(first.state, JobState::Succeeded, "{first:?}");
+    // A job whose driver calls an actor after each pair of tasks: the
+    // tally it returns counts every call exactly once.
+    let watched = c
+        .ok(&["submit", "--no-wait", fx::MISBEHAVE, "watched", "200", "40"])
+        .trim()
+        .to_string();
+    wait_for("the actor's job to get going", 120, || {
+        c.ok(&["job", "logs", &watched])
+            .contains("4 of 200 done")
+            .then_some(())
+    });
+    // The head saves jobs' logs once a second: the first lines are kept.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     // Followed by a submitter, which waits through the restart.
     let submit = c
         .cmd()
@@ -48,6 +63,26 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
     });
     c.restart_head(1);
     assert!(!at_kill.state.finished(), "the job ended before the kill");
+    let tally = wait_for("the actor's job to end", 300, || {
+        c.job(&watched).filter(|j| j.state.finished())
+    });
+    let logs = c.ok(&["job", "logs", &watched]);
+    assert_eq!(
+        (tally.state, tally.result.as_str()),
+        (JobState::Succeeded, "200"),
+        "{tally:?}\n{logs}\n{}",
+        c.log("head-1.log")
+    );
+    assert!(logs.contains("its driver went on"), "{logs}");
+    assert_eq!(
+        logs.matches("task 0 squared").count(),
+        1,
+        "the driver ran once: {logs}\n{}\n{}\n{}\n{}",
+        c.log("head-0.log"),
+        c.log("head-1.log"),
+        c.log("worker-0.log"),
+        c.log("worker-1.log")
+    );
     let done = wait_for("the job to end after the restart", 300, || {
         c.job(&job).filter(|j| j.state.finished())
     });
@@ -57,7 +92,6 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
         "{done:?}\n{}",
         c.log("head-1.log")
     );
-    assert_eq!((done.tasks_done, done.tasks_total), (1000, 1000));
     let status = c.ok(&["job", "status", &job]);
     assert!(
         status.contains(&format!("result: {}\n", squares(1000))),
@@ -84,6 +118,7 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
     );
     let logs = c.ok(&["job", "logs", &job]);
     assert!(logs.contains("the head restarted"), "{logs}");
+    assert!(!logs.contains("runs again"), "{logs}");
     // The worker is a node of the new head, and new ids go on.
     assert!(c.state("nodes").nodes.iter().any(|n| n.alive));
     let next = c
@@ -96,4 +131,54 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
             .expect("a job id")
     };
     assert!(id(&next) > id(&job), "{next} after {job}");
+}
+
+/// A program connected with `Runtime::connect` outlives a restart of the
+/// head: its session comes back with the node's actor, so the actor keeps
+/// its state, a task submitted before the crash gives its result after,
+/// and new work runs.
+#[test]
+fn a_connected_program_keeps_its_actor_through_a_restart_of_the_head() {
+    let mut c = Cluster::start(1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        let tally = m.actor("tally", (100i64,)).spawn().await.expect("tally");
+        let first: i64 = rt
+            .get(&tally.call("incr", (5i64,)).expect("call"))
+            .await
+            .expect("incr");
+        assert_eq!(first, 105);
+        // Running across the crash: a task that takes 3 s.
+        let slow = m
+            .task("slow-square")
+            .args(&(12i64, 3000u32))
+            .expect("args")
+            .submit()
+            .expect("submit");
+        c.restart_head(1);
+        let sq: i64 = rt
+            .get(&slow)
+            .await
+            .unwrap_or_else(|e| panic!("the slow task: {e}\n{}", c.log("head-1.log")));
+        assert_eq!(sq, 144);
+        let after: i64 = rt
+            .get(&tally.call("incr", (1i64,)).expect("call"))
+            .await
+            .expect("incr after the restart");
+        assert_eq!(after, 106, "the actor kept its state");
+        let more: i64 = rt
+            .get(
+                &m.task("slow-square")
+                    .args(&(3i64, 0u32))
+                    .expect("args")
+                    .submit()
+                    .expect("submit"),
+            )
+            .await
+            .expect("new work");
+        assert_eq!(more, 9);
+    });
+    let logs = c.log("head-1.log");
+    assert!(logs.contains("came back"), "{logs}");
 }

@@ -540,12 +540,13 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         None
     } else {
         let rt = args.node.builder(OutputMode::Discard).build_sync()?;
-        let cfg = WorkerConfig::new(
+        let mut cfg = WorkerConfig::new(
             address.clone(),
             token.clone(),
             SocketAddr::new(args.node_ip_address, 0),
             format!("head pid {}", std::process::id()),
         );
+        cfg.in_head = true;
         let metrics = node_metrics_server(args, &rt, &token)?;
         Some((rt, cfg, metrics))
     };
@@ -704,12 +705,13 @@ fn run_worker_once(
     let rt = args.node.builder(OutputMode::Discard).build_sync()?;
     let metrics = node_metrics_server(args, &rt, &token)?;
     let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
-    let cfg = WorkerConfig::new(
+    let mut cfg = WorkerConfig::new(
         ferray::cluster::host_port(address).to_string(),
         token,
         SocketAddr::new(args.node_ip_address, 0),
         format!("worker pid {}", std::process::id()),
     );
+    cfg.reconnect = args.reconnect_timeout;
     let pid_file = pid_file.to_path_buf();
     let addr = address.to_string();
     let total = rt.stats().resources_total;

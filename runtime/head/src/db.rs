@@ -19,7 +19,7 @@ use bytes::Bytes;
 use ferray_core::{ComponentId, Error, JobId, ObjectId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::state::{Counters, JobRecord, Save, Saved};
+use crate::state::{Counters, JobRecord, Save, Saved, SessionRecord};
 
 /// Jobs by id, as JSON records.
 const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
@@ -27,6 +27,8 @@ const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
 const COMPONENTS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("components");
 /// Objects of `ferray put`, by content id.
 const PINNED: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("pinned");
+/// Open sessions by id (a restarted head takes them back), as JSON records.
+const SESSIONS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("sessions");
 /// Counters and other single values.
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
@@ -151,6 +153,7 @@ fn read(db: &Database, path: &Path) -> Result<Saved, Error> {
         w.open_table(JOBS).map_err(|e| db_err(path, e))?;
         w.open_table(COMPONENTS).map_err(|e| db_err(path, e))?;
         w.open_table(PINNED).map_err(|e| db_err(path, e))?;
+        w.open_table(SESSIONS).map_err(|e| db_err(path, e))?;
     }
     w.commit().map_err(|e| db_err(path, e))?;
 
@@ -168,6 +171,18 @@ fn read(db: &Database, path: &Path) -> Result<Saved, Error> {
             Ok(rec) => saved.jobs.push((JobId(k.value()), rec)),
             // One bad record costs that job, not the cluster.
             Err(e) => tracing::warn!("job-{} in {} is unreadable: {e}", k.value(), path.display()),
+        }
+    }
+    let sessions = r.open_table(SESSIONS).map_err(|e| db_err(path, e))?;
+    for row in sessions.iter().map_err(|e| db_err(path, e))? {
+        let (k, v) = row.map_err(|e| db_err(path, e))?;
+        match serde_json::from_slice::<SessionRecord>(v.value()) {
+            Ok(rec) => saved.sessions.push((k.value(), rec)),
+            Err(e) => tracing::warn!(
+                "session {} in {} is unreadable: {e}",
+                k.value(),
+                path.display()
+            ),
         }
     }
     saved.components = blobs(&r, COMPONENTS, path, "component")?
@@ -238,6 +253,7 @@ fn commit(
         let mut components = w.open_table(COMPONENTS)?;
         let mut pinned = w.open_table(PINNED)?;
         let mut meta = w.open_table(META)?;
+        let mut sessions = w.open_table(SESSIONS)?;
         for item in batch {
             match item {
                 Write::Saves(saves) => {
@@ -257,6 +273,14 @@ fn commit(
                             }
                             Save::ForgetComponent(id) => {
                                 components.remove(id.as_bytes())?;
+                            }
+                            Save::Session(id, rec) => {
+                                if let Ok(v) = serde_json::to_vec(&rec) {
+                                    sessions.insert(id, v.as_slice())?;
+                                }
+                            }
+                            Save::ForgetSession(id) => {
+                                sessions.remove(id)?;
                             }
                             Save::Counters(c) => {
                                 if let Ok(v) = serde_json::to_vec(&c) {
@@ -282,6 +306,14 @@ mod tests {
     use super::*;
     use crate::state::Saved;
     use ferray_core::view::JobState;
+
+    fn session(node: Option<u64>) -> crate::state::SessionRecord {
+        crate::state::SessionRecord {
+            node,
+            job: None,
+            name: "w".into(),
+        }
+    }
 
     fn record(state: JobState, result: &str) -> JobRecord {
         JobRecord {
@@ -327,12 +359,16 @@ mod tests {
                 session: 9,
                 node: 4,
                 job: 3,
+                head_task: 7,
             }),
+            Save::Session(5, session(Some(2))),
+            Save::Session(6, session(None)),
         ]);
         db.save(vec![
             Save::Job(JobId(1), Box::new(record(JobState::Succeeded, "ok(1)"))),
             Save::ForgetJob(JobId(2)),
             Save::ForgetComponent(gone),
+            Save::ForgetSession(6),
         ]);
         db.save_pinned(oid, obj.clone());
         // Bytes that are not what their id says.
@@ -350,9 +386,11 @@ mod tests {
             Counters {
                 session: 9,
                 node: 4,
-                job: 3
+                job: 3,
+                head_task: 7,
             }
         );
+        assert_eq!(saved.sessions, vec![(5, session(Some(2)))]);
         assert_eq!(saved.pinned, vec![(oid, obj)]);
     }
 

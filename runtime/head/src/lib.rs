@@ -130,6 +130,7 @@ fn welcome_down(w: &state::Welcome, resumed: Option<u64>, window: Duration) -> v
             resumed: resumed.is_some(),
             up_seen: resumed.unwrap_or(0),
             resume_window_ms: window.as_millis() as u64,
+            rejoin: false,
         })),
     }
 }
@@ -467,6 +468,12 @@ impl Head {
                     );
                 }
                 state.restore(saved, Instant::now());
+                if state.rejoining() {
+                    tracing::info!(
+                        "the head waits up to {:?} for the earlier head's workers and clients",
+                        state::REJOIN_WINDOW
+                    );
+                }
                 for (id, bytes) in pinned {
                     let size = bytes.len() as u64;
                     store.put_with_id(id, bytes)?;
@@ -605,6 +612,10 @@ impl Head {
                     st.close_session(session, "it left");
                     break;
                 }
+                up::Msg::Rejoin(r) => {
+                    st.rejoined(session, wire::rejoined(r));
+                    continue;
+                }
                 _ => {}
             }
             match wire::input(m) {
@@ -680,6 +691,9 @@ impl Head {
                 "session {session} is over (the head closed it or does not know it): join as new"
             ))
         };
+        if !core.sessions.contains_key(&session) && core.state.rejoining() {
+            return self.rejoin(&mut core, hello);
+        }
         let welcome = core.state.session_welcome(session).ok_or_else(over)?;
         let Core {
             sessions, state, ..
@@ -699,6 +713,33 @@ impl Head {
         state.touch(session, Instant::now());
         tracing::info!("session {session} resumed on a new stream");
         Ok((session, generation, rx))
+    }
+
+    /// A session of the earlier head comes back to this restarted one: its
+    /// welcome says so (`rejoin`), and its numbering starts again; its
+    /// report of what it had comes first.
+    fn rejoin(&self, core: &mut Core, hello: &v1::Hello) -> Result<(u64, u64, DownRx), Status> {
+        let session = hello.resume;
+        let h = wire::hello(hello).map_err(|e| to_status(&e))?;
+        let welcome = core
+            .state
+            .rejoin_session(session, &h, Instant::now())
+            .map_err(|e| match e {
+                Error::NotFound(_) => Status::failed_precondition(format!(
+                    "session {session} is over (the head closed it or does not know it): join as new"
+                )),
+                e => to_status(&e),
+            })?;
+        let (tx, rx) = down_channel(usize::MAX);
+        let mut down = welcome_down(&welcome, None, self.config.node_timeout);
+        if let Some(v1::down::Msg::Welcome(w)) = &mut down.msg {
+            w.rejoin = true;
+        }
+        let _ = tx.try_send(down);
+        core.sessions.insert(session, Link::new(tx));
+        core.flush();
+        tracing::info!("session {session} of the earlier head came back");
+        Ok((session, 0, rx))
     }
 
     /// A session opens: the state's welcome is its first message down.
@@ -1115,6 +1156,7 @@ mod down_tests {
             name: "slow".into(),
             resume: 0,
             down_seen: 0,
+            in_head: false,
         };
         let (client, mut rx) = head.open(&hello).expect("a client");
         let welcome = match rx.try_recv() {

@@ -231,6 +231,26 @@ impl Scheduler {
         }
     }
 
+    /// What a node that came back to a restarted head runs: `demand`
+    /// taken when it `started` (or its actor lives there; `true` when it
+    /// was), else a place in its backlog. A report at odds with what the
+    /// node offers takes nothing (and gives nothing back later).
+    pub fn adopt(&mut self, id: NodeId, demand: &Resources, started: bool) -> bool {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        self.changed = true;
+        if !started {
+            n.backlog += 1;
+            return false;
+        }
+        let taken = n.set.try_acquire(demand);
+        if !taken {
+            tracing::warn!("{id} came back running more than it offers");
+        }
+        taken
+    }
+
     /// An assigned task ended before it started.
     pub fn unassign(&mut self, id: NodeId) {
         if let Some(n) = self.nodes.get_mut(&id) {

@@ -42,6 +42,7 @@ pub(crate) fn hello(worker: bool) -> v1::Hello {
         name: "test".into(),
         resume: 0,
         down_seen: 0,
+        in_head: false,
     }
 }
 

@@ -9,8 +9,9 @@ use ferray_proto::v1::{self, down, up};
 use ferray_proto::{error_from, error_to, id_bytes, object_id};
 
 use crate::state::{
-    Acting, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, KillActor, Made,
-    ObjectLoc, Outcome, Put, ResolvedArg, Submit, WorkerHello,
+    Acting, Arg, Attempted, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
+    KillActor, LiveActor, Made, ObjectLoc, Outcome, Put, Rejoined, ResolvedArg, RunningAttempt,
+    Submit, WorkerHello,
 };
 
 /// Argument bytes a submission may carry inline.
@@ -30,7 +31,97 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
     Ok(Hello {
         name: h.name.clone(),
         worker,
+        in_head: h.in_head,
     })
+}
+
+/// What a session that came back to a restarted head had. What does not
+/// decode is left out (the head then does not know it, as if it had
+/// ended); the node is told to drop it when it reports it again.
+pub(crate) fn rejoined(r: v1::Rejoin) -> Rejoined {
+    let mut out = Rejoined::default();
+    for o in r.objects {
+        if let Ok(id) = object_id(&o.id) {
+            out.objects.push((id, o.size));
+        }
+    }
+    for a in r.actors {
+        let made = (|| {
+            Ok::<_, Error>(LiveActor {
+                actor: ActorId(a.actor),
+                job: ferray_core::JobId(a.job),
+                incarnation: a.incarnation,
+                component: component(&a.component)?,
+                class: a.class,
+                args: a
+                    .args
+                    .into_iter()
+                    .map(resolved_arg)
+                    .collect::<Result<_, _>>()?,
+                options: ferray_proto::actor_options_from(a.options)?,
+            })
+        })();
+        match made {
+            Ok(a) => out.actors.push(a),
+            Err(e) => tracing::warn!("a rejoining node's actor-{} is left out: {e}", a.actor),
+        }
+    }
+    for at in r.running {
+        let Some(a) = at.assign else { continue };
+        let task = a.task;
+        let made = (|| {
+            let what = if at.actor != 0 {
+                Attempted::Call {
+                    actor: ActorId(at.actor),
+                    method: a.function,
+                }
+            } else if a.driver {
+                Attempted::Driver {
+                    component: component(&a.component)?,
+                    function: a.function,
+                    wave_args: a.wave_args,
+                    resources: ferray_proto::task_options_from(a.options)?.resources,
+                }
+            } else {
+                Attempted::Task {
+                    component: component(&a.component)?,
+                    function: a.function,
+                    options: ferray_proto::task_options_from(a.options)?,
+                }
+            };
+            Ok::<_, Error>(RunningAttempt {
+                task: TaskId(a.task),
+                job: ferray_core::JobId(a.job),
+                attempt: a.attempt,
+                started: at.started,
+                ended: at.ended,
+                what,
+                args: a
+                    .args
+                    .into_iter()
+                    .map(resolved_arg)
+                    .collect::<Result<_, _>>()?,
+            })
+        })();
+        match made {
+            Ok(r) => out.running.push(r),
+            Err(e) => tracing::warn!("a rejoining node's task-{task} is left out: {e}"),
+        }
+    }
+    out
+}
+
+/// An argument as a node got it, as the head keeps it.
+fn resolved_arg(a: v1::ResolvedArg) -> Result<Arg, Error> {
+    match a.kind {
+        Some(v1::resolved_arg::Kind::Value(b)) => Ok(Arg::Value(b)),
+        Some(v1::resolved_arg::Kind::Object(loc)) => match loc.inline {
+            // Small objects travel inline: kept as the value they are.
+            Some(b) => Ok(Arg::Value(b)),
+            None => Ok(Arg::Object(object_id(&loc.id)?)),
+        },
+        None => Err(Error::InvalidArgument("an argument without a kind".into())),
+    }
 }
 
 /// A session's message for the state; `Ok(None)`: nothing to do (a hello
@@ -38,7 +129,9 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
 pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
     Ok(Some(match m {
         // A hello again; acks and goodbyes are the edge's (`Head::handle`).
-        up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) => return Ok(None),
+        up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) | up::Msg::Rejoin(_) => {
+            return Ok(None);
+        }
         up::Msg::Heartbeat(h) if h.spilled.is_empty() && h.restored.is_empty() => Input::Heartbeat,
         up::Msg::Heartbeat(h) => Input::Spills {
             spilled: h.spilled.iter().filter_map(|b| object_id(b).ok()).collect(),

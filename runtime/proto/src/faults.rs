@@ -134,7 +134,9 @@ impl Faults {
 
     pub fn on_up(&self, msg: &up::Msg) -> Option<Fault> {
         let kind = match msg {
-            up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) => return None,
+            up::Msg::Hello(_) | up::Msg::Ack(_) | up::Msg::Bye(_) | up::Msg::Rejoin(_) => {
+                return None;
+            }
             up::Msg::Heartbeat(_) => "Heartbeat",
             up::Msg::Submit(_) => "Submit",
             up::Msg::CreateActor(_) => "CreateActor",

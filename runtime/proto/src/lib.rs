@@ -39,7 +39,7 @@ pub use view::{
 };
 
 /// The protocol a worker and a client announce; the head refuses others.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.

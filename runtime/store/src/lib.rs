@@ -272,6 +272,12 @@ impl ObjectStore {
             .map(|slot| slot.refs.load(Ordering::Relaxed))
     }
 
+    /// The object's size in bytes, `None` if it is not stored (nothing is
+    /// read, even for a spilled object).
+    pub fn size(&self, id: &ObjectId) -> Option<u64> {
+        self.entries.get(id).map(|slot| slot.size)
+    }
+
     /// Whether the store holds the object (in memory or on disk).
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.entries.contains_key(id)

@@ -126,9 +126,12 @@ pub(crate) async fn connect_client(
         name: format!("pid {}", std::process::id()),
         resume: 0,
         down_seen: 0,
+        in_head: false,
     };
     let (session, mut down) =
-        match session::Session::open(address, token, hello, rt.store.clone()).await {
+        match session::Session::open(address, token, hello, rt.store.clone(), session::RECONNECT)
+            .await
+        {
             Ok(s) => s,
             Err(e) => return Err(explain_plaintext(address, e).await),
         };

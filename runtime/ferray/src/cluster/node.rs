@@ -33,6 +33,11 @@ pub struct WorkerConfig {
     pub bind: SocketAddr,
     /// A name shown in `ferray list nodes`.
     pub name: String,
+    /// It runs in the head's own process (it never outlives the head).
+    pub in_head: bool,
+    /// How long it tries to reach a head that went away (a head that
+    /// comes back on its database within it takes the node back).
+    pub reconnect: Duration,
     /// Fault injection for tests: corrupt this many outgoing transfers
     /// (only with the `testing` feature; never in a release build).
     #[cfg(feature = "testing")]
@@ -47,6 +52,8 @@ impl WorkerConfig {
             token,
             bind,
             name,
+            in_head: false,
+            reconnect: super::session::RECONNECT,
             // Tests make a node corrupt its first transfers with
             // FERRAY_TESTING_CORRUPT_TRANSFERS=N (the `testing` feature only).
             #[cfg(feature = "testing")]
@@ -68,13 +75,30 @@ pub struct Joined {
 struct Node {
     rt: Arc<RtInner>,
     session: Arc<Session>,
-    running: DashMap<u64, Arc<Notify>>,
+    running: DashMap<u64, Running>,
     actors: DashMap<u64, mpsc::UnboundedSender<v1::ActorCall>>,
+    /// How its actors were started, and the calls they run (for a
+    /// restarted head).
+    actor_starts: DashMap<u64, v1::StartActor>,
+    calls: DashMap<u64, v1::Attempt>,
+    /// The last attempts that ended here (a restarted head is told of
+    /// those whose `Done` the earlier one may not have got).
+    finished: parking_lot::Mutex<std::collections::VecDeque<(u64, v1::Attempt)>>,
     /// Why actors that could not start here died (a call the head sent
     /// before it heard gets that reason); at most [`MAX_DEAD_KEPT`].
     could_not_start: DashMap<u64, String>,
     load: tokio::sync::Mutex<()>,
 }
+
+/// A task attempt that runs here.
+struct Running {
+    cancel: Arc<Notify>,
+    assign: v1::Assign,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How many ended attempts a node remembers for a restarted head.
+const FINISHED_KEPT: usize = 4_096;
 
 /// How many reasons of actors that could not start a node keeps.
 const MAX_DEAD_KEPT: usize = 10_000;
@@ -111,12 +135,14 @@ pub async fn run_worker(
         name: config.name.clone(),
         resume: 0,
         down_seen: 0,
+        in_head: config.in_head,
     };
     let (session, mut down) = Session::open(
         &config.head,
         config.token.clone(),
         hello,
         inner.store.clone(),
+        config.reconnect,
     )
     .await?;
     inner.attach(Arc::new(Remote(session.clone())), true)?;
@@ -190,9 +216,19 @@ pub async fn run_worker(
         session: session.clone(),
         running: DashMap::new(),
         actors: DashMap::new(),
+        actor_starts: DashMap::new(),
+        calls: DashMap::new(),
+        finished: Default::default(),
         could_not_start: DashMap::new(),
         load: tokio::sync::Mutex::new(()),
     });
+    {
+        let weak = Arc::downgrade(&node);
+        session.set_reporter(Box::new(move |dones| match weak.upgrade() {
+            Some(n) => n.report(dones),
+            None => Default::default(),
+        }));
+    }
     // On the runtime's threads, next to the tasks it starts.
     let mut work = tokio::spawn(async move {
         loop {
@@ -232,13 +268,43 @@ impl Node {
                 // Registered before the task runs, so that a cancel right
                 // behind the assignment finds it.
                 let cancel = Arc::new(Notify::new());
-                self.running.insert(a.task, cancel.clone());
+                let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut kept = a.clone();
+                // A driver's arguments are its WAVE text.
+                if kept.driver {
+                    kept.args.clear();
+                }
+                self.running.insert(
+                    a.task,
+                    Running {
+                        cancel: cancel.clone(),
+                        assign: kept,
+                        started: started.clone(),
+                    },
+                );
                 let me = self.clone();
-                tokio::spawn(async move { me.run_assign(a, cancel).await });
+                tokio::spawn(async move { me.run_assign(a, cancel, started).await });
             }
             down::Msg::StartActor(s) => self.start_actor(s),
             down::Msg::ActorCall(c) => match self.actors.get(&c.actor) {
                 Some(tx) => {
+                    let job = self.actor_starts.get(&c.actor).map_or(0, |s| s.job);
+                    self.calls.insert(
+                        c.task,
+                        v1::Attempt {
+                            assign: Some(v1::Assign {
+                                task: c.task,
+                                job,
+                                attempt: 1,
+                                function: c.method.clone(),
+                                args: c.args.clone(),
+                                ..Default::default()
+                            }),
+                            actor: c.actor,
+                            started: true,
+                            ended: false,
+                        },
+                    );
                     let _ = tx.send(c);
                 }
                 None => {
@@ -252,16 +318,62 @@ impl Node {
             },
             down::Msg::StopActor(s) => {
                 self.actors.remove(&s.actor);
+                self.actor_starts.remove(&s.actor);
                 let _ = self.rt.kill_actor_here(ActorId(s.actor));
             }
             down::Msg::Cancel(c) => {
                 if let Some(n) = self.running.get(&c.task) {
-                    n.notify_one();
+                    n.cancel.notify_one();
                 }
             }
             down::Msg::Free(f) => self.session.free(&f.ids),
             down::Msg::Output(_) => {}
         }
+    }
+
+    /// What it runs and its actors, for a restarted head; `dones`: tasks
+    /// whose `Done` the earlier head may not have got.
+    fn report(
+        &self,
+        dones: &std::collections::HashSet<u64>,
+    ) -> (Vec<v1::Attempt>, Vec<v1::StartActor>) {
+        let mut running: Vec<v1::Attempt> = self
+            .running
+            .iter()
+            .map(|r| v1::Attempt {
+                assign: Some(r.assign.clone()),
+                actor: 0,
+                started: r.started.load(std::sync::atomic::Ordering::Acquire),
+                ended: false,
+            })
+            .collect();
+        running.extend(self.calls.iter().map(|c| c.value().clone()));
+        running.extend(
+            self.finished
+                .lock()
+                .iter()
+                .filter(|(t, _)| dones.contains(t))
+                .map(|(_, a)| v1::Attempt {
+                    ended: true,
+                    ..a.clone()
+                }),
+        );
+        let actors = self
+            .actor_starts
+            .iter()
+            .filter(|s| self.actors.contains_key(s.key()))
+            .map(|s| s.value().clone())
+            .collect();
+        (running, actors)
+    }
+
+    /// An attempt ended: remembered a while for a restarted head.
+    fn ended(&self, task: u64, attempt: v1::Attempt) {
+        let mut f = self.finished.lock();
+        if f.len() >= FINISHED_KEPT {
+            f.pop_front();
+        }
+        f.push_back((task, attempt));
     }
 
     fn done_err(&self, task: u64, attempt: u32, e: Error) {
@@ -322,7 +434,12 @@ impl Node {
             .ok_or_else(|| Error::System("a worker has a host to compile with".into()))
     }
 
-    async fn run_assign(self: Arc<Self>, a: v1::Assign, cancel: Arc<Notify>) {
+    async fn run_assign(
+        self: Arc<Self>,
+        a: v1::Assign,
+        cancel: Arc<Notify>,
+        started: Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let t = a.task;
         let work = async {
             let comp = self.component(&a.component).await?;
@@ -357,6 +474,7 @@ impl Node {
             }
             let (args, lease) = self.rt.admit(args, &options.resources).await?;
             // The head takes the resources in its view now.
+            started.store(true, std::sync::atomic::Ordering::Release);
             self.session.send(up::Msg::Started(v1::Started { task: t }));
             let ctx = TaskCtx::task(TaskId(t), Some(JobId(a.job)), lease.clone());
             let out = self
@@ -370,7 +488,17 @@ impl Node {
             _ = cancel.notified() => Err(Error::Cancelled(format!("task-{t} was cancelled"))),
             r = work => r,
         };
-        self.running.remove(&t);
+        if let Some((_, r)) = self.running.remove(&t) {
+            self.ended(
+                t,
+                v1::Attempt {
+                    assign: Some(r.assign),
+                    actor: 0,
+                    started: r.started.load(std::sync::atomic::Ordering::Acquire),
+                    ended: true,
+                },
+            );
+        }
         let (stdout, stderr) = self.rt.take_output_of(&TaskId(t).to_string());
         let mut done = v1::Done {
             task: t,
@@ -413,6 +541,7 @@ impl Node {
     fn start_actor(self: &Arc<Self>, s: v1::StartActor) {
         let (tx, mut rx) = mpsc::unbounded_channel::<v1::ActorCall>();
         self.actors.insert(s.actor, tx);
+        self.actor_starts.insert(s.actor, s.clone());
         let me = self.clone();
         tokio::spawn(async move {
             let a = ActorId(s.actor);
@@ -428,7 +557,11 @@ impl Node {
                     .collect::<Result<Vec<_>, _>>()?;
                 let session = me.session.clone();
                 let incarnation = s.incarnation;
+                let node = Arc::downgrade(&me);
                 let on_death = Box::new(move |reason: String| {
+                    if let Some(n) = node.upgrade() {
+                        n.actor_starts.remove(&a.0);
+                    }
                     session.send(up::Msg::ActorDied(v1::ActorDied {
                         actor: a.0,
                         incarnation,
@@ -458,6 +591,7 @@ impl Node {
                 me.could_not_start
                     .insert(s.actor, format!("{a} could not start: {e}"));
                 me.actors.remove(&s.actor);
+                me.actor_starts.remove(&s.actor);
                 me.session.send(up::Msg::ActorDied(v1::ActorDied {
                     actor: a.0,
                     incarnation: s.incarnation,
@@ -497,6 +631,9 @@ impl Node {
                         Ok(bytes) => v1::done::Result::Ok(me2.result_loc(bytes)),
                         Err(e) => v1::done::Result::Err(ferray_proto::error_to(&e)),
                     };
+                    if let Some((_, call)) = me2.calls.remove(&c.task) {
+                        me2.ended(c.task, call);
+                    }
                     me2.session.send(up::Msg::Done(v1::Done {
                         task: c.task,
                         attempt: 1,

@@ -32,6 +32,24 @@ const MAX_INLINE_ARG: usize = 1 << 20;
 
 type Pull = Shared<BoxFuture<'static, Result<Bytes, Error>>>;
 
+/// A worker's report of what it runs, for a restarted head.
+pub(crate) type Reporter = Box<
+    dyn Fn(&std::collections::HashSet<u64>) -> (Vec<v1::Attempt>, Vec<v1::StartActor>)
+        + Send
+        + Sync,
+>;
+
+/// How long a worker or client tries to reach a head that went away.
+pub const RECONNECT: Duration = Duration::from_secs(60);
+
+/// A message sent again to a restarted head, with the references among
+/// its arguments that were pending results (resolved since, they go as
+/// their objects).
+struct Spec {
+    msg: up::Msg,
+    refs: Vec<ObjectRef>,
+}
+
 pub(crate) struct Session {
     pub head_address: String,
     pub token: Token,
@@ -42,7 +60,20 @@ pub(crate) struct Session {
     hello: v1::Hello,
     /// How long the head keeps the session when its stream breaks.
     resume_window: Duration,
+    /// How long it tries to reach a head that went away, which may come
+    /// back on its database and take the session back (Ray's
+    /// `gcs_rpc_server_reconnect_timeout_s`).
+    reconnect: Duration,
     link: Arc<Mutex<UpLink>>,
+    /// What it sent that has no answer yet (submissions, calls, kills), by
+    /// the id the answer comes on, and the actors it created: sent again,
+    /// in the order they were made, to a restarted head that takes the
+    /// session back.
+    specs: Mutex<std::collections::BTreeMap<u64, Spec>>,
+    /// A worker's part of what it tells a restarted head: the attempts it
+    /// runs (and those whose `Done` is among the given unacknowledged
+    /// tasks), and its actors.
+    reporter: Mutex<Option<Reporter>>,
     #[cfg(feature = "testing")]
     faults: Option<Arc<faults::Faults>>,
     next_id: AtomicU64,
@@ -212,6 +243,7 @@ impl Session {
         token: Token,
         hello: v1::Hello,
         store: Arc<ObjectStore>,
+        reconnect: Duration,
     ) -> Result<(Arc<Session>, DownStream), Error> {
         let worker = hello.worker;
         let Stream {
@@ -246,7 +278,10 @@ impl Session {
             id: w.session,
             hello,
             resume_window: Duration::from_millis(w.resume_window_ms),
+            reconnect,
             link,
+            specs: Mutex::new(Default::default()),
+            reporter: Mutex::new(None),
             #[cfg(feature = "testing")]
             faults: faults::Faults::from_env().map(Arc::new),
             next_id: AtomicU64::new(w.id_base + 1),
@@ -371,6 +406,15 @@ impl Session {
             hello.down_seen = self.link.lock().down_seen;
             match open_stream_from_task(self.head_address.clone(), self.token.clone(), hello).await
             {
+                Ok(s) if s.welcome.rejoin => {
+                    self.rejoin(s.tx);
+                    drop(s.head);
+                    tracing::info!(
+                        "a restarted head at {} took the session back",
+                        self.head_address
+                    );
+                    return Ok(s.down);
+                }
                 Ok(s) if s.welcome.resumed => {
                     let mut link = self.link.lock();
                     link.acked(s.welcome.up_seen);
@@ -388,10 +432,13 @@ impl Session {
                     return Err(format!("{}; {e}", lost));
                 }
                 Err(e) => {
-                    if since.elapsed() >= self.resume_window {
+                    // A head that comes back on its database takes the
+                    // session back: it is tried for the reconnect window.
+                    let window = self.resume_window.max(self.reconnect);
+                    if since.elapsed() >= window {
                         return Err(format!(
                             "{}; could not resume the session within {:?}: {e}",
-                            lost, self.resume_window
+                            lost, window
                         ));
                     }
                     tokio::time::sleep(backoff).await;
@@ -399,6 +446,82 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A restarted head took the session back on the stream `tx`: the
+    /// numbering starts again, and the head gets what this session had
+    /// (`Rejoin`), then what the earlier head may not have got, then what
+    /// it sent that has no answer yet, in the order it was made.
+    fn rejoin(&self, tx: mpsc::UnboundedSender<v1::Up>) {
+        let mut link = self.link.lock();
+        let old: Vec<v1::Up> = link.unacked.drain(..).collect();
+        let dones: std::collections::HashSet<u64> = old
+            .iter()
+            .filter_map(|m| match &m.msg {
+                Some(up::Msg::Done(d)) => Some(d.task),
+                _ => None,
+            })
+            .collect();
+        let (running, actors) = match &*self.reporter.lock() {
+            Some(r) => r(&dones),
+            None => Default::default(),
+        };
+        let objects = self
+            .held
+            .iter()
+            .filter_map(|e| {
+                let id = *e.key();
+                self.store.size(&id).map(|size| v1::HeldObject {
+                    id: id_bytes(&id),
+                    size,
+                })
+            })
+            .collect();
+        link.next_seq = 0;
+        link.down_seen = 0;
+        link.down_acked = 0;
+        link.tx = Some(tx);
+        link.push(up::Msg::Rejoin(v1::Rejoin {
+            running,
+            actors,
+            objects,
+        }));
+        for m in old {
+            match m.msg {
+                // Sent again from `specs` (those still without an answer).
+                Some(
+                    up::Msg::Submit(_)
+                    | up::Msg::CallActor(_)
+                    | up::Msg::CreateActor(_)
+                    | up::Msg::KillActor(_)
+                    | up::Msg::Hello(_)
+                    | up::Msg::Ack(_)
+                    | up::Msg::Rejoin(_),
+                )
+                | None => {}
+                Some(m) => link.push(m),
+            }
+        }
+        for spec in self.specs.lock().values() {
+            link.push(spec.again());
+        }
+    }
+
+    /// The worker's part of what a restarted head is told.
+    pub fn set_reporter(&self, r: Reporter) {
+        *self.reporter.lock() = Some(r);
+    }
+
+    /// Remember a message until its answer comes (or for good: an actor's
+    /// creation, until it is killed).
+    fn remember(&self, id: u64, msg: &up::Msg, refs: Vec<ObjectRef>) {
+        self.specs.lock().insert(
+            id,
+            Spec {
+                msg: msg.clone(),
+                refs,
+            },
+        );
     }
 
     /// A running task printed `stdout`: kept for the next flush.
@@ -450,6 +573,7 @@ impl Session {
     /// The head is gone: every pending result fails with the reason.
     pub fn lose(&self, why: String) {
         *self.lost.lock() = Some(why.clone());
+        self.specs.lock().clear();
         let keys: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
         for k in keys {
             if let Some((_, r)) = self.pending.remove(&k) {
@@ -461,6 +585,7 @@ impl Session {
     // ----- results -----
 
     pub fn resolved(&self, r: v1::Resolved) {
+        self.specs.lock().remove(&r.task);
         let Some((_, slot)) = self.pending.remove(&r.task) else {
             return;
         };
@@ -789,15 +914,18 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(acting, args);
-        self.send(up::Msg::Submit(v1::Submit {
+        let refs = task_refs(&args);
+        let wire = self.args_to(acting, args);
+        let msg = up::Msg::Submit(v1::Submit {
             task: t,
             acting,
             component: Bytes::copy_from_slice(component.as_bytes()),
             function: function.to_string(),
-            args,
+            args: wire,
             options: Some(ferray_proto::task_options_to(options)),
-        }));
+        });
+        self.remember(t, &msg, refs);
+        self.send(msg);
         Ok(r)
     }
 
@@ -811,15 +939,18 @@ impl Session {
     ) -> Result<ActorId, Error> {
         self.check_alive()?;
         let a = self.next_id();
-        let args = self.args_to(acting, args);
-        self.send(up::Msg::CreateActor(v1::CreateActor {
+        let refs = task_refs(&args);
+        let wire = self.args_to(acting, args);
+        let msg = up::Msg::CreateActor(v1::CreateActor {
             actor: a,
             acting,
             component: Bytes::copy_from_slice(component.as_bytes()),
             class: class.to_string(),
-            args,
+            args: wire,
             options: Some(ferray_proto::actor_options_to(options)),
-        }));
+        });
+        self.remember(a, &msg, refs);
+        self.send(msg);
         Ok(ActorId(a))
     }
 
@@ -832,14 +963,17 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
-        let args = self.args_to(acting, args);
-        self.send(up::Msg::CallActor(v1::CallActor {
+        let refs = task_refs(&args);
+        let wire = self.args_to(acting, args);
+        let msg = up::Msg::CallActor(v1::CallActor {
             task: t,
             acting,
             actor: actor.0,
             method,
-            args,
-        }));
+            args: wire,
+        });
+        self.remember(t, &msg, refs);
+        self.send(msg);
         Ok(r)
     }
 
@@ -855,11 +989,15 @@ impl Session {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        self.send(up::Msg::KillActor(v1::KillActor {
+        // Killed: a restarted head is not asked to create it again.
+        self.specs.lock().remove(&actor.0);
+        let msg = up::Msg::KillActor(v1::KillActor {
             actor: actor.0,
             acting,
             task: t,
-        }));
+        });
+        self.remember(t, &msg, Vec::new());
+        self.send(msg);
         Box::pin(async move { reply.ready_id().await.map(|_| ()) })
     }
 
@@ -879,6 +1017,43 @@ impl Session {
         if task != 0 {
             self.send(up::Msg::Blocked(v1::Blocked { task, blocked }));
         }
+    }
+}
+
+/// The arguments that are pending results (see [`Spec`]).
+fn task_refs(args: &[Arg<ObjectRef>]) -> Vec<ObjectRef> {
+    args.iter()
+        .filter_map(|a| match a {
+            Arg::Ref(r) if matches!(r.name(), RefName::Task(_)) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Spec {
+    /// The message as it goes again: an argument that was a pending result
+    /// and is resolved now goes as its object (a restarted head does not
+    /// know the task that made it).
+    fn again(&self) -> up::Msg {
+        let mut msg = self.msg.clone();
+        let args = match &mut msg {
+            up::Msg::Submit(s) => &mut s.args,
+            up::Msg::CallActor(c) => &mut c.args,
+            up::Msg::CreateActor(c) => &mut c.args,
+            _ => return msg,
+        };
+        for a in args.iter_mut() {
+            if let Some(v1::arg::Kind::Task(t)) = a.kind
+                && let Some(id) = self
+                    .refs
+                    .iter()
+                    .find(|r| r.name() == RefName::Task(TaskId(t)))
+                    .and_then(ObjectRef::content_id)
+            {
+                a.kind = Some(v1::arg::Kind::Object(id_bytes(&id)));
+            }
+        }
+        msg
     }
 }
 

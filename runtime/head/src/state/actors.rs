@@ -14,8 +14,13 @@ use super::{
 impl State {
     pub(super) fn create_actor(&mut self, session: u64, c: CreateActor) {
         let a = c.actor;
-        if check_id(session, a.0).is_err() || self.actors.contains_key(&a) {
-            tracing::warn!("session {session}: refused to create {a} (not its id, or taken)");
+        if check_id(session, a.0).is_err() {
+            tracing::warn!("session {session}: refused to create {a} (not its id)");
+            return;
+        }
+        if self.actors.contains_key(&a) {
+            // Sent again by a session that came back to a restarted head,
+            // which knows the actor from its node.
             return;
         }
         let CreateActor {
@@ -147,6 +152,9 @@ impl State {
         let a = c.actor;
         if let Err(e) = check_id(session, t.0) {
             return self.reply_err(session, t, e);
+        }
+        if self.sent_again(session, t) {
+            return;
         }
         if self.tasks.contains_key(&t) {
             return self.reply_err(

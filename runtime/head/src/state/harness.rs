@@ -91,6 +91,7 @@ impl World {
                 resources,
                 object_address: address(NodeId(n)),
             }),
+            in_head: false,
         };
         let w = self
             .st
@@ -108,6 +109,7 @@ impl World {
         let hello = Hello {
             name: "client".into(),
             worker: None,
+            in_head: false,
         };
         let w = self
             .st

@@ -29,6 +29,9 @@ pub struct Hello {
     pub name: String,
     /// A worker offers resources and serves objects; a client does neither.
     pub worker: Option<WorkerHello>,
+    /// It runs in the head's own process, so it never outlives the head
+    /// (a restarted head does not wait for it).
+    pub in_head: bool,
 }
 
 #[derive(Clone, Debug)]

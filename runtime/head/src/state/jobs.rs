@@ -78,6 +78,7 @@ impl State {
     pub(super) fn queue_driver(&mut self, job: JobId, driver: Kind) {
         let t = TaskId(self.next_head_task);
         self.next_head_task += 1;
+        self.save_counters();
         let task = TaskEntry::new(job, None, driver, Vec::new(), TState::Queued);
         self.tasks.insert(t, task);
         if let Some(j) = self.jobs.get_mut(&job) {
@@ -101,6 +102,9 @@ impl State {
     pub(super) fn count_done(&mut self, job: JobId) {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.done += 1;
+            // A restarted head's saved count may lag behind what was
+            // submitted (it is saved once a second).
+            j.total = j.total.max(j.done);
             self.job_changed(job);
         }
     }

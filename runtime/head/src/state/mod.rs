@@ -22,6 +22,7 @@ mod io;
 mod jobs;
 mod objects;
 mod placement;
+mod rejoin;
 mod replay;
 mod saved;
 mod sessions;
@@ -56,6 +57,7 @@ pub use io::{
     JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
+pub use rejoin::{Attempted, LiveActor, REJOIN_WINDOW, Rejoined, RunningAttempt, SessionRecord};
 pub use saved::{Counters, JobRecord, Save, Saved};
 pub use timeline::unix_us;
 pub use views::{ClusterPage, SampleNumbers, TaskInfo};
@@ -356,6 +358,8 @@ pub struct State {
     awaiting_nodes_until: Option<Instant>,
     /// What one job may hold (the operator's `--max-job-*`).
     pub job_caps: JobCaps,
+    /// A restarted head's wait for the earlier head's sessions.
+    rejoin: rejoin::Rejoining,
 }
 
 /// How long a dead node stays in `ferray list nodes` (as dead) before the
@@ -411,6 +415,11 @@ impl State {
     /// declared dead) are not heard any more.
     pub fn handle(&mut self, session: u64, input: Input) {
         if !self.sessions.contains_key(&session) {
+            return;
+        }
+        if self.rejoining() {
+            // Handled once what the earlier head's sessions had is back.
+            self.rejoin.held.push((session, input));
             return;
         }
         match input {

@@ -101,6 +101,10 @@ impl State {
     /// backlog place were given back). A batch of heartbeats changes
     /// neither, and costs no pass.
     pub fn pump(&mut self) {
+        if self.rejoining() {
+            // Nothing is placed until the earlier head's sessions are back.
+            return;
+        }
         let changed = self.sched.take_changed();
         if !std::mem::take(&mut self.dirty) && !changed {
             return;

@@ -64,6 +64,9 @@ pub struct Counters {
     pub session: u64,
     pub node: u64,
     pub job: u64,
+    /// Drivers' task ids.
+    #[serde(default)]
+    pub head_task: u64,
 }
 
 /// A change to what the head keeps, in the order the state made it.
@@ -75,6 +78,10 @@ pub enum Save {
     Component(ComponentId, Bytes),
     ForgetComponent(ComponentId),
     Counters(Counters),
+    /// A session opened (or came back).
+    Session(u64, super::SessionRecord),
+    /// A session ended.
+    ForgetSession(u64),
 }
 
 /// What a head kept, read back at its start.
@@ -85,6 +92,8 @@ pub struct Saved {
     pub counters: Counters,
     /// Objects of `ferray put` (the edge puts them in the head's store).
     pub pinned: Vec<(ferray_core::ObjectId, Bytes)>,
+    /// Sessions open when the head went.
+    pub sessions: Vec<(u64, super::SessionRecord)>,
 }
 
 impl Saved {
@@ -103,6 +112,11 @@ impl Saved {
             }
             Save::ForgetComponent(id) => self.components.retain(|(c, _)| *c != id),
             Save::Counters(c) => self.counters = c,
+            Save::Session(id, r) => {
+                self.sessions.retain(|(s, _)| *s != id);
+                self.sessions.push((id, r));
+            }
+            Save::ForgetSession(id) => self.sessions.retain(|(s, _)| *s != id),
         }
     }
 }
@@ -186,6 +200,7 @@ impl State {
             session: self.next_session,
             node: self.next_node,
             job: self.next_job,
+            head_task: self.next_head_task,
         }));
     }
 
@@ -202,6 +217,7 @@ impl State {
         self.next_session = self.next_session.max(c.session);
         self.next_node = self.next_node.max(c.node);
         self.next_job = self.next_job.max(c.job);
+        self.next_head_task = self.next_head_task.max(c.head_task);
         for (id, bytes) in saved.components {
             self.components.insert(id, bytes);
             self.component_use.insert(
@@ -241,14 +257,14 @@ impl State {
         // drivers wait for a node instead of being infeasible.
         self.sched.await_nodes(true);
         self.awaiting_nodes_until = Some(now + RESTART_GRACE);
-        for (id, driver) in rerun {
-            self.resume_job(id, driver);
-        }
         self.save_counters();
+        // Sessions of the earlier head come back with what they run; the
+        // jobs whose driver does not come back run it again.
+        self.await_sessions(saved.sessions, rerun, now);
     }
 
     /// A job that had not ended when the earlier head went.
-    fn resume_job(&mut self, id: JobId, driver: Option<DriverRecord>) {
+    pub(super) fn resume_job(&mut self, id: JobId, driver: Option<DriverRecord>) {
         let Some(d) = driver else {
             self.log(
                 id,

@@ -52,6 +52,9 @@ impl State {
             }
         };
         self.sessions.insert(session, Session { node, job });
+        if !hello.in_head {
+            self.save_session(session, &hello.name);
+        }
         Ok(Welcome { session, node, job })
     }
 
@@ -60,6 +63,7 @@ impl State {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        self.out.saves.push(super::Save::ForgetSession(session));
         self.out.sent.push((session, Effect::Close));
         if let Some(node) = s.node {
             self.node_died(node, why);
@@ -99,6 +103,7 @@ impl State {
     /// forgotten, and components nothing uses are dropped.
     pub fn check_heartbeats(&mut self, now: Instant, timeout: Duration) {
         self.declare_late_dead(now, timeout);
+        self.end_rejoin_at(now);
         self.end_node_wait(now);
         self.forget_dead_nodes(now);
         self.sweep_components(now);
@@ -135,6 +140,7 @@ impl State {
         for (id, session) in late {
             tracing::warn!("{id} sent no heartbeat for {timeout:?}: declared dead");
             if let Some(s) = self.sessions.remove(&session) {
+                self.out.saves.push(super::Save::ForgetSession(session));
                 self.out.sent.push((session, Effect::Close));
                 if let Some(node) = s.node {
                     self.node_died(

@@ -50,6 +50,9 @@ impl State {
             options,
             args,
         } = s;
+        if self.sent_again(session, t) {
+            return;
+        }
         let made = (|| {
             check_id(session, t.0)?;
             let job = self.live_job(self.acting_job(session, acting)?)?;
@@ -92,6 +95,28 @@ impl State {
         );
         self.count_in_job(job, t);
         self.try_ready(Waiter::Task(t));
+    }
+
+    /// A submission its session sent again after a restart of the head
+    /// (it had no result yet) that this head already knows: its attempt
+    /// came back with a node. The result goes to the session again when
+    /// it is there already.
+    pub(super) fn sent_again(&mut self, session: u64, t: TaskId) -> bool {
+        let Some(task) = self.tasks.get(&t) else {
+            return false;
+        };
+        if task.owner != Some(session) {
+            return false;
+        }
+        let result = match &task.state {
+            TState::Done(oid) => self
+                .loc(oid)
+                .ok_or_else(|| Error::ObjectLost(format!("the result of {t} was freed"))),
+            TState::Failed(e) => Err(e.clone()),
+            _ => return true,
+        };
+        self.send(session, Effect::Resolved { task: t, result });
+        true
     }
 
     pub(super) fn reply_err(&mut self, session: u64, t: TaskId, e: Error) {

@@ -385,15 +385,16 @@ fn submissions_are_checked() {
     w.send(c.session, submit(id, Ok(comp), bad));
     let e = w.take().error_of(c.session, ferray_core::TaskId(id));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-    // Twice.
+    // Twice from its session (one that came back to a restarted head
+    // sends again what has no answer): not run twice, not refused.
     let t = w.submit(c, vec![], opts(1.0, 3));
     w.take();
     w.send(c.session, submit(t.0, Ok(comp), Ok(vec![])));
-    let e = w.take().error_of(c.session, t);
-    assert!(
-        matches!(&e, Error::InvalidArgument(m) if m.contains("twice")),
-        "{e}"
-    );
+    assert!(w.take().is_empty(), "sent again: nothing to do");
+    // Another session's id is refused.
+    w.send(other.session, submit(t.0, Ok(comp), Ok(vec![])));
+    let e = w.take().error_of(other.session, t);
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     // Into a job that has ended (its session is still open).
     w.st.stop_job(other.job).expect("stop");
     let t = w.submit(c, vec![], opts(1.0, 3));
@@ -2378,6 +2379,9 @@ fn a_restarted_head_takes_back_its_jobs_components_and_ids() {
     // The head dies; a new one starts on what was kept.
     let mut st = super::State::new("head:2".into());
     st.restore(kept.clone(), w.now);
+    // The node and the client do not come back: the head stops waiting
+    // for them after the window.
+    st.check_heartbeats(w.now + super::REJOIN_WINDOW, Duration::from_secs(3600));
     let after = st.job_info(first).expect("the finished job is listed");
     assert_eq!(after, before);
     let logs = st.job_logs(first, 0).0;
@@ -2467,4 +2471,274 @@ fn a_restarted_heads_drivers_wait_for_a_node_then_fail() {
     let info = st.job_info(job).expect("job");
     assert_eq!(info.state, JobState::Failed);
     assert!(info.error.contains("no worker nodes"), "{}", info.error);
+}
+
+/// Sessions come back to a restarted head with what they had: the node
+/// keeps its id, its driver goes on (it is not run again), its running
+/// task's and actor call's ends reach their submitter, its actor takes new
+/// calls, a submission sent again is not run twice, and its objects are
+/// held there again. Until every earlier session is back, nothing is
+/// placed.
+#[test]
+fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
+    use super::{Attempted, CreateActor, LiveActor, Rejoined, RunningAttempt};
+    let mut w = World::new();
+    let mut kept = super::Saved::default();
+    let n = w.node(4.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec!["1".into()],
+            entrypoint: Resources::cpus(1.0),
+        })
+        .expect("a job");
+    let d = w.take().assigns(n)[0].clone();
+    w.started(n, d.task);
+    let driver = Acting::Task(d.task);
+    // A task that ended on the node, whose end the head did not get.
+    let t0 = w.submit_as(n.session, driver, vec![], opts(1.0, 0));
+    assert_eq!(w.take().assign(n), (t0, 1));
+    w.started(n, t0);
+    let t1 = w.submit_as(n.session, driver, vec![], opts(1.0, 0));
+    assert_eq!(w.take().assign(n), (t1, 1));
+    w.started(n, t1);
+    let actor = ActorId(w.id(n.session));
+    w.send(
+        n.session,
+        Input::CreateActor(CreateActor {
+            actor,
+            acting: driver,
+            component: Ok(w.comp),
+            class: "counter".into(),
+            options: Ok(actor_opts(1.0, 0)),
+            args: Ok(vec![]),
+        }),
+    );
+    let call = |w: &mut World, task: TaskId| {
+        w.send(
+            n.session,
+            Input::CallActor(CallActor {
+                task,
+                acting: driver,
+                actor,
+                method: "add".into(),
+                args: Ok(vec![]),
+            }),
+        );
+    };
+    let c1 = TaskId(w.id(n.session));
+    call(&mut w, c1);
+    let sent = w.take();
+    let start = sent.starts(n)[0].clone();
+    assert_eq!(sent.calls(n)[0].task, c1);
+    let held = w.put(n.session, driver, b"kept on the node", false);
+    w.st.save_changed_jobs();
+    saved_of(&mut w.st, &mut kept);
+    assert_eq!(kept.sessions.len(), 1, "the node's session is kept");
+
+    // The head dies; a new one waits for the node.
+    let mut st = super::State::new("head:2".into());
+    st.restore(kept, w.now);
+    assert!(st.rejoining());
+    let hello = super::Hello {
+        name: "n".into(),
+        worker: Some(super::WorkerHello {
+            resources: Resources::cpus(4.0),
+            object_address: address(n.id),
+        }),
+        in_head: false,
+    };
+    let welcome = st.rejoin_session(n.session, &hello, w.now).expect("back");
+    assert_eq!(welcome.node, Some(n.id), "the node keeps its id");
+    assert!(st.rejoin_session(n.session, &hello, w.now).is_err(), "once");
+    // A message before its report is held, not refused.
+    st.handle(n.session, Input::Started(TaskId(12345)));
+    let task_attempt = |t: TaskId, what: Attempted, started: bool| RunningAttempt {
+        task: t,
+        job,
+        attempt: 1,
+        started,
+        ended: false,
+        what,
+        args: vec![],
+    };
+    st.rejoined(
+        n.session,
+        Rejoined {
+            running: vec![
+                RunningAttempt {
+                    ended: true,
+                    ..task_attempt(
+                        t0,
+                        Attempted::Task {
+                            component: w.comp,
+                            function: "f".into(),
+                            options: opts(1.0, 0),
+                        },
+                        true,
+                    )
+                },
+                task_attempt(
+                    d.task,
+                    Attempted::Driver {
+                        component: w.comp,
+                        function: "main".into(),
+                        wave_args: vec!["1".into()],
+                        resources: Resources::cpus(1.0),
+                    },
+                    true,
+                ),
+                task_attempt(
+                    t1,
+                    Attempted::Task {
+                        component: w.comp,
+                        function: "f".into(),
+                        options: opts(1.0, 0),
+                    },
+                    true,
+                ),
+                task_attempt(
+                    c1,
+                    Attempted::Call {
+                        actor,
+                        method: "add".into(),
+                    },
+                    true,
+                ),
+            ],
+            actors: vec![LiveActor {
+                actor,
+                job,
+                incarnation: start.incarnation,
+                component: w.comp,
+                class: "counter".into(),
+                args: vec![],
+                options: actor_opts(1.0, 0),
+            }],
+            objects: vec![(held, 16)],
+        },
+    );
+    assert!(!st.rejoining(), "every session is back");
+    st.check_invariants().expect("invariants");
+    let mut w2 = World::new();
+    w2.st = st;
+    let info = w2.st.job_info(job).expect("the job");
+    assert_eq!(info.state, JobState::Running);
+    let logs = w2.st.job_logs(job, 0).0;
+    assert!(logs.iter().any(|l| l.contains("went on")), "{logs:?}");
+    assert!(
+        !logs.iter().any(|l| l.contains("runs again")),
+        "the driver is not run again: {logs:?}"
+    );
+    assert_eq!(w2.free_cpus(n), 1.0, "driver, task and actor hold theirs");
+    let sent = w2.take();
+    assert!(sent.assigns(n).is_empty(), "nothing runs twice");
+
+    // The driver sends its submission again: not run twice.
+    w2.send(
+        n.session,
+        Input::Submit(Submit {
+            task: t1,
+            acting: driver,
+            component: Ok(w2.comp),
+            function: "f".into(),
+            options: Ok(opts(1.0, 0)),
+            args: Ok(vec![]),
+        }),
+    );
+    assert!(
+        w2.take().is_empty(),
+        "a submission sent again is not answered"
+    );
+    // Ends reach the submitter; the one that had ended gives nothing back.
+    w2.done(n, t0, 1, Outcome::Made(made(b"t0", false)));
+    assert_eq!(w2.free_cpus(n), 1.0);
+    w2.done(n, t1, 1, Outcome::Made(made(b"t1", false)));
+    w2.done(n, c1, 1, Outcome::Made(made(b"c1", false)));
+    let sent = w2.take();
+    let resolved: Vec<TaskId> = sent.resolved(n.session).iter().map(|(t, _)| *t).collect();
+    assert_eq!(resolved, vec![t0, t1, c1]);
+    assert_eq!(w2.free_cpus(n), 2.0);
+    // The actor takes new calls; a new task runs.
+    let c2 = TaskId((n.session << 32) | 100);
+    call(&mut w2, c2);
+    let t2 = TaskId((n.session << 32) | 101);
+    w2.send(
+        n.session,
+        Input::Submit(Submit {
+            task: t2,
+            acting: driver,
+            component: Ok(w2.comp),
+            function: "f".into(),
+            options: Ok(opts(1.0, 0)),
+            args: Ok(vec![Arg::Object(held)]),
+        }),
+    );
+    let sent = w2.take();
+    assert_eq!(sent.calls(n)[0].task, c2);
+    let a2 = &sent.assigns(n)[0];
+    assert_eq!(a2.task, t2);
+    assert!(
+        matches!(&a2.args[0], ResolvedArg::Object(loc) if loc.id == held),
+        "the object is held on the node again"
+    );
+    w2.st.check_invariants().expect("invariants");
+    // The driver ends its job.
+    w2.send(
+        n.session,
+        Input::Done(Done {
+            task: d.task,
+            attempt: 1,
+            outcome: Outcome::Made(made(b"ok(1)", false)),
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: "ok(1)".into(),
+            err_value: false,
+        }),
+    );
+    assert_eq!(w2.st.job_info(job).expect("job").state, JobState::Succeeded);
+    w2.st.check_invariants().expect("invariants");
+}
+
+/// A session that does not come back within the window is not waited for:
+/// the job whose driver it ran runs the driver again, and held messages of
+/// the sessions that did come back are handled then.
+#[test]
+fn a_restarted_head_stops_waiting_after_the_rejoin_window() {
+    let mut w = World::new();
+    let mut kept = super::Saved::default();
+    let n = w.node(2.0);
+    let job =
+        w.st.submit_job(JobRequest {
+            component: w.comp,
+            function: "main".into(),
+            args: vec![],
+            entrypoint: Resources::default(),
+        })
+        .expect("a job");
+    w.take();
+    saved_of(&mut w.st, &mut kept);
+    let mut st = super::State::new("head:2".into());
+    st.restore(kept, w.now);
+    assert!(st.rejoining());
+    st.check_heartbeats(w.now + Duration::from_secs(1), Duration::from_secs(5));
+    assert!(st.rejoining());
+    st.check_heartbeats(w.now + super::REJOIN_WINDOW, Duration::from_secs(5));
+    assert!(!st.rejoining());
+    let logs = st.job_logs(job, 0).0;
+    assert!(logs.iter().any(|l| l.contains("runs again")), "{logs:?}");
+    let hello = super::Hello {
+        name: "n".into(),
+        worker: Some(super::WorkerHello {
+            resources: Resources::cpus(2.0),
+            object_address: address(n.id),
+        }),
+        in_head: false,
+    };
+    assert!(
+        st.rejoin_session(n.session, &hello, w.now).is_err(),
+        "too late: it joins as a new node"
+    );
+    st.check_invariants().expect("invariants");
 }
