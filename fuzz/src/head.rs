@@ -18,8 +18,9 @@ use ferray_core::{
     TaskOptions,
 };
 use ferray_head::fuzzing::{
-    Acting, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
-    KillActor, Made, Outcome, Put, Saved, State, Submit, WorkerHello,
+    Acting, ActorDied, Arg, Attempted, CallActor, CreateActor, Done, Effect, Hello, Input,
+    JobRequest, KillActor, LiveActor, Made, Outcome, Put, Rejoined, RunningAttempt, Saved, State,
+    Submit, WorkerHello,
 };
 
 use crate::Input as Bytes8;
@@ -303,6 +304,92 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// What a session that comes back to a restarted head says it had:
+    /// the work and actors the earlier head gave it, with a job from the
+    /// pool (right or not), and sometimes an attempt or object that never
+    /// was.
+    fn report(&mut self, session: u64, work: &[Work], hosted: &[(u64, ActorId, u32)]) -> Rejoined {
+        let mut r = Rejoined::default();
+        let mine: Vec<Work> = work
+            .iter()
+            .filter(|w| w.session == session)
+            .copied()
+            .collect();
+        for w in mine {
+            let job = self.pick(&self.jobs.clone()).unwrap_or(JobId(1));
+            let what = match w.call {
+                Some(actor) => Attempted::Call {
+                    actor,
+                    method: "add".into(),
+                },
+                None if self.byte().is_multiple_of(8) => Attempted::Driver {
+                    component: self.comps[0],
+                    function: "main".into(),
+                    wave_args: vec![],
+                    resources: self.resources(2),
+                },
+                None => Attempted::Task {
+                    component: self.comps[0],
+                    function: "f".into(),
+                    options: self.task_options().unwrap_or_default(),
+                },
+            };
+            let started = self.byte().is_multiple_of(2);
+            let ended = self.byte().is_multiple_of(4);
+            let args = self.args().unwrap_or_default();
+            r.running.push(RunningAttempt {
+                task: w.task,
+                job,
+                attempt: w.attempt,
+                started,
+                ended,
+                what,
+                args,
+            });
+        }
+        if self.byte().is_multiple_of(4) {
+            let task = self.task();
+            let job = self.pick(&self.jobs.clone()).unwrap_or(JobId(1));
+            r.running.push(RunningAttempt {
+                task,
+                job,
+                attempt: 1,
+                started: true,
+                ended: false,
+                what: Attempted::Task {
+                    component: self.comps[0],
+                    function: "f".into(),
+                    options: TaskOptions::default(),
+                },
+                args: vec![],
+            });
+        }
+        let mine: Vec<(ActorId, u32)> = hosted
+            .iter()
+            .filter(|h| h.0 == session)
+            .map(|h| (h.1, h.2))
+            .collect();
+        for (actor, incarnation) in mine {
+            let job = self.pick(&self.jobs.clone()).unwrap_or(JobId(1));
+            let options = self.actor_options().unwrap_or_default();
+            let args = self.args().unwrap_or_default();
+            r.actors.push(LiveActor {
+                actor,
+                job,
+                incarnation,
+                component: self.comps[0],
+                class: "counter".into(),
+                args,
+                options,
+            });
+        }
+        for _ in 0..self.byte() % 4 {
+            let o = self.object();
+            r.objects.push((o, u64::from(self.u16())));
+        }
+        r
     }
 
     fn join(&mut self) {
@@ -680,15 +767,55 @@ impl Driver<'_> {
                 let mut st = State::new("head:2".into());
                 st.restore(self.saved.clone(), self.now);
                 self.st = st;
-                for s in self.sessions.iter_mut() {
-                    s.open = false;
+                // Some sessions come back with what they run (and
+                // sometimes more, or what never was), the others are gone.
+                let old = std::mem::take(&mut self.sessions);
+                let mut work = std::mem::take(&mut self.work);
+                let mut hosted = std::mem::take(&mut self.hosted);
+                for mut s in old {
+                    if !s.open || self.byte().is_multiple_of(3) {
+                        s.open = false;
+                        work.retain(|w| w.session != s.session);
+                        hosted.retain(|h| h.0 != s.session);
+                        self.sessions.push(s);
+                        continue;
+                    }
+                    let hello = if s.worker {
+                        let resources = self.resources(16);
+                        Hello {
+                            name: "back".into(),
+                            worker: Some(WorkerHello {
+                                resources,
+                                object_address: format!("http://back{}:1", s.session),
+                            }),
+                            in_head: false,
+                        }
+                    } else {
+                        Hello {
+                            name: "back".into(),
+                            worker: None,
+                            in_head: false,
+                        }
+                    };
+                    s.open = self.st.rejoin_session(s.session, &hello, self.now).is_ok();
+                    if !s.open {
+                        work.retain(|w| w.session != s.session);
+                        hosted.retain(|h| h.0 != s.session);
+                    } else if !self.byte().is_multiple_of(8) {
+                        // Its report comes now (else never).
+                        let report = self.report(s.session, &work, &hosted);
+                        self.st.rejoined(s.session, report);
+                    }
+                    self.sessions.push(s);
                 }
-                self.work.clear();
-                self.hosted.clear();
-                for _ in 0..1 + self.byte() % 3 {
+                self.work = work;
+                self.hosted = hosted;
+                for _ in 0..self.byte() % 3 {
                     self.join();
                 }
-                self.connect();
+                if self.byte().is_multiple_of(2) {
+                    self.connect();
+                }
                 "the head restarts"
             }
             _ => {

@@ -5,10 +5,11 @@
 //! edge writes them to the head's database (`db.rs`) off the lock, and a
 //! restarted head reads them back with [`State::restore`].
 //!
-//! What is not kept: tasks, actors, objects other than `ferray put`'s
-//! (which the edge keeps itself) and nodes. Workers join a restarted head
-//! as new nodes; a job that had not ended when the head went runs its
-//! driver again (see [`State::restore`]).
+//! Also the open sessions: a restarted head takes them back with what
+//! their workers run (`rejoin.rs`). Tasks, actors and objects other than
+//! `ferray put`'s (which the edge keeps itself) are not kept: they come
+//! back with their nodes; a job whose driver does not come back runs it
+//! again (see [`State::restore`]).
 
 use std::time::{Duration, Instant};
 
@@ -207,11 +208,11 @@ impl State {
     /// Take back what an earlier head of this cluster kept, before any
     /// session opens. Ids continue after the earlier head's. Components
     /// are kept as if uploaded now. Finished jobs are listed as they
-    /// ended. A job that had not ended runs its driver again from the start
-    /// (its tasks, actors and objects went with the earlier head; a
-    /// re-run driver submits them again), counted as a new attempt in its
-    /// log; a client's job, whose client lost its session with the
-    /// earlier head, ends as failed.
+    /// ended. The earlier head's sessions are waited for (`rejoin.rs`);
+    /// when the wait ends, a job that had not ended and whose driver did
+    /// not come back runs its driver again from the start (a re-run
+    /// driver submits its tasks and actors again), and a client's job
+    /// whose client did not come back ends as failed.
     pub fn restore(&mut self, saved: Saved, now: Instant) {
         let c = saved.counters;
         self.next_session = self.next_session.max(c.session);
