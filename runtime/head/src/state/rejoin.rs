@@ -258,6 +258,7 @@ impl State {
         for a in report.actors {
             if !live(self, a.job)
                 || self.actors.contains_key(&a.actor)
+                || !self.components.contains_key(&a.component)
                 || !self.sched.adopt(node, &a.options.resources, true)
             {
                 self.send_node(node, Effect::StopActor(a.actor));
@@ -290,7 +291,13 @@ impl State {
         }
         for r in report.running {
             let call = matches!(r.what, Attempted::Call { .. });
-            if !live(self, r.job) || self.tasks.contains_key(&r.task) {
+            let known = match &r.what {
+                Attempted::Task { component, .. } | Attempted::Driver { component, .. } => {
+                    self.components.contains_key(component)
+                }
+                Attempted::Call { .. } => true,
+            };
+            if !known || !live(self, r.job) || self.tasks.contains_key(&r.task) {
                 if !call {
                     self.send_node(node, Effect::Cancel(r.task));
                 }
