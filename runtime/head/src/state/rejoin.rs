@@ -297,7 +297,12 @@ impl State {
                 }
                 Attempted::Call { .. } => true,
             };
-            if !known || !live(self, r.job) || self.tasks.contains_key(&r.task) {
+            // Drivers' ids are the head's own (the range of session 0);
+            // others are in their submitter's range.
+            let head_id = r.task.0 >> 32 == 0;
+            let id_ok = head_id == matches!(r.what, Attempted::Driver { .. })
+                && r.task.0 & 0xffff_ffff != 0;
+            if !id_ok || !known || !live(self, r.job) || self.tasks.contains_key(&r.task) {
                 if !call {
                     self.send_node(node, Effect::Cancel(r.task));
                 }
