@@ -92,6 +92,8 @@ pub struct RuntimeBuilder {
     max_instances: Option<u32>,
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     token: Option<String>,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    reconnect_timeout: Option<Duration>,
     /// A connected client's runtime: no wasmtime host.
     client: bool,
     #[cfg(feature = "testing")]
@@ -265,6 +267,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a connected runtime tries to reach a head that went away
+    /// before its pending results fail (default 60 s, as Ray's
+    /// `gcs_rpc_server_reconnect_timeout_s`): a head started again on its
+    /// database within it takes the connection back, with its job, its
+    /// pending work and its actors.
+    #[cfg(feature = "cluster")]
+    pub fn reconnect_timeout(mut self, d: Duration) -> Self {
+        self.reconnect_timeout = Some(d);
+        self
+    }
+
     /// Connect to a cluster's head (`ray.init(address=...)`): tasks, actors
     /// and objects then live on the cluster; the API works as it does
     /// locally. The connection is this process's job; its objects and
@@ -277,13 +290,18 @@ impl RuntimeBuilder {
             ));
         }
         let token = crate::cluster::find_token(self.token.as_deref())?;
+        let reconnect = self
+            .reconnect_timeout
+            .unwrap_or(crate::cluster::RECONNECT_TIMEOUT);
         let mut client = self.num_cpus(0.0).num_gpus(0.0);
         client.client = true;
         let rt = client.build_sync()?;
         let inner = rt.inner().clone();
         let addr = address.to_string();
         rt.handle()
-            .spawn(async move { crate::cluster::connect_client(inner, &addr, token).await })
+            .spawn(
+                async move { crate::cluster::connect_client(inner, &addr, token, reconnect).await },
+            )
             .await
             .map_err(|e| Error::System(format!("connecting failed: {e}")))??;
         Ok(rt)

@@ -23,6 +23,11 @@ use ferray_proto::{HeadClient, id_bytes};
 pub use ferray_proto::{PROTOCOL_VERSION, Token, host_port, tls};
 use futures::StreamExt;
 pub use node::{Joined, WorkerConfig, run_worker};
+
+/// How long a worker or connected client tries to reach a head that went
+/// away (Ray's `gcs_rpc_server_reconnect_timeout_s`): a head started again
+/// on its database within it takes the session back.
+pub const RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 pub use transfer::{tcp_loopback_gbps, transfer_gbps};
 
 /// Where this machine keeps a cluster's token, logs and process files:
@@ -116,6 +121,7 @@ pub(crate) async fn connect_client(
     rt: Arc<crate::runtime::RtInner>,
     address: &str,
     token: Token,
+    reconnect: Duration,
 ) -> Result<(), Error> {
     client_tls_for(address)?;
     let hello = v1::Hello {
@@ -129,9 +135,7 @@ pub(crate) async fn connect_client(
         in_head: false,
     };
     let (session, mut down) =
-        match session::Session::open(address, token, hello, rt.store.clone(), session::RECONNECT)
-            .await
-        {
+        match session::Session::open(address, token, hello, rt.store.clone(), reconnect).await {
             Ok(s) => s,
             Err(e) => return Err(explain_plaintext(address, e).await),
         };

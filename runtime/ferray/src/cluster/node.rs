@@ -53,7 +53,7 @@ impl WorkerConfig {
             bind,
             name,
             in_head: false,
-            reconnect: super::session::RECONNECT,
+            reconnect: super::RECONNECT_TIMEOUT,
             // Tests make a node corrupt its first transfers with
             // FERRAY_TESTING_CORRUPT_TRANSFERS=N (the `testing` feature only).
             #[cfg(feature = "testing")]

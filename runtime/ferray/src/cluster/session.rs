@@ -39,9 +39,6 @@ pub(crate) type Reporter = Box<
         + Sync,
 >;
 
-/// How long a worker or client tries to reach a head that went away.
-pub const RECONNECT: Duration = Duration::from_secs(60);
-
 /// A message sent again to a restarted head, with the references among
 /// its arguments that were pending results (resolved since, they go as
 /// their objects).
