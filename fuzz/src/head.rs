@@ -802,9 +802,15 @@ impl Driver<'_> {
                         work.retain(|w| w.session != s.session);
                         hosted.retain(|h| h.0 != s.session);
                     } else if !self.byte().is_multiple_of(8) {
-                        // Its report comes now (else never).
-                        let report = self.report(s.session, &work, &hosted);
+                        // Its report comes now (else never), sometimes
+                        // in two parts (or only the first of them).
+                        let mut report = self.report(s.session, &work, &hosted);
+                        report.more = self.byte().is_multiple_of(4);
+                        let more = report.more;
                         self.st.rejoined(s.session, report);
+                        if more && !self.byte().is_multiple_of(4) {
+                            self.st.rejoined(s.session, Rejoined::default());
+                        }
                     }
                     self.sessions.push(s);
                 }

@@ -39,7 +39,10 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
 /// decode is left out (the head then does not know it, as if it had
 /// ended); the node is told to drop it when it reports it again.
 pub(crate) fn rejoined(r: v1::Rejoin) -> Rejoined {
-    let mut out = Rejoined::default();
+    let mut out = Rejoined {
+        more: r.more,
+        ..Rejoined::default()
+    };
     for o in r.objects {
         if let Ok(id) = object_id(&o.id) {
             out.objects.push((id, o.size));

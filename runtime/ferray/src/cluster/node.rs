@@ -348,11 +348,17 @@ impl Node {
             })
             .collect();
         running.extend(self.calls.iter().map(|c| c.value().clone()));
+        // An ended attempt of a task that runs here again (a retry) is not
+        // reported: the running one stands for the task.
         running.extend(
             self.finished
                 .lock()
                 .iter()
-                .filter(|(t, _)| dones.contains(t))
+                .filter(|(t, _)| {
+                    dones.contains(t)
+                        && !self.running.contains_key(t)
+                        && !self.calls.contains_key(t)
+                })
                 .map(|(_, a)| v1::Attempt {
                     ended: true,
                     ..a.clone()
@@ -367,8 +373,12 @@ impl Node {
         (running, actors)
     }
 
-    /// An attempt ended: remembered a while for a restarted head.
-    fn ended(&self, task: u64, attempt: v1::Attempt) {
+    /// An attempt ended: remembered a while for a restarted head (without
+    /// its arguments, which only a retry would need).
+    fn ended(&self, task: u64, mut attempt: v1::Attempt) {
+        if let Some(a) = &mut attempt.assign {
+            a.args = Vec::new();
+        }
         let mut f = self.finished.lock();
         if f.len() >= FINISHED_KEPT {
             f.pop_front();
@@ -488,17 +498,6 @@ impl Node {
             _ = cancel.notified() => Err(Error::Cancelled(format!("task-{t} was cancelled"))),
             r = work => r,
         };
-        if let Some((_, r)) = self.running.remove(&t) {
-            self.ended(
-                t,
-                v1::Attempt {
-                    assign: Some(r.assign),
-                    actor: 0,
-                    started: r.started.load(std::sync::atomic::Ordering::Acquire),
-                    ended: true,
-                },
-            );
-        }
         let (stdout, stderr) = self.rt.take_output_of(&TaskId(t).to_string());
         let mut done = v1::Done {
             task: t,
@@ -534,7 +533,20 @@ impl Node {
         }
         // What it printed as it ran goes first.
         self.session.flush_live(Some(t));
-        self.session.send(up::Msg::Done(done));
+        // It ends here as its `Done` goes (see `Session::send_after`).
+        self.session.send_after(up::Msg::Done(done), || {
+            if let Some((_, r)) = self.running.remove(&t) {
+                self.ended(
+                    t,
+                    v1::Attempt {
+                        assign: Some(r.assign),
+                        actor: 0,
+                        started: r.started.load(std::sync::atomic::Ordering::Acquire),
+                        ended: true,
+                    },
+                );
+            }
+        });
         drop(_lease);
     }
 
@@ -600,6 +612,7 @@ impl Node {
                     )))),
                 }));
                 while let Some(c) = rx.recv().await {
+                    me.calls.remove(&c.task);
                     me.done_err(
                         c.task,
                         1,
@@ -631,17 +644,19 @@ impl Node {
                         Ok(bytes) => v1::done::Result::Ok(me2.result_loc(bytes)),
                         Err(e) => v1::done::Result::Err(ferray_proto::error_to(&e)),
                     };
-                    if let Some((_, call)) = me2.calls.remove(&c.task) {
-                        me2.ended(c.task, call);
-                    }
-                    me2.session.send(up::Msg::Done(v1::Done {
+                    let done = up::Msg::Done(v1::Done {
                         task: c.task,
                         attempt: 1,
                         result: Some(result),
                         stdout: stdout.into(),
                         stderr: stderr.into(),
                         ..Default::default()
-                    }));
+                    });
+                    me2.session.send_after(done, || {
+                        if let Some((_, call)) = me2.calls.remove(&c.task) {
+                            me2.ended(c.task, call);
+                        }
+                    });
                 });
             }
         });

@@ -304,10 +304,19 @@ impl Session {
     }
 
     pub fn send(&self, msg: up::Msg) {
+        self.send_after(msg, || {});
+    }
+
+    /// Send a message, running `before` first under the same hold of the
+    /// session's lock: a restarted head's report ([`Session::rejoin`], which
+    /// holds that lock) sees the world either before both or after both
+    /// (an attempt that ends moves to the ended ones as its `Done` is sent).
+    pub fn send_after(&self, msg: up::Msg, before: impl FnOnce()) {
         if let Some(msg) = ferray_proto::fit_up(msg) {
             #[cfg(feature = "testing")]
             let fault = self.faults.as_ref().and_then(|f| f.on_up(&msg));
             let mut link = self.link.lock();
+            before();
             #[cfg(feature = "testing")]
             if let Some(f) = fault {
                 // Lost with the stream, or sent and then the stream breaks:
@@ -478,11 +487,10 @@ impl Session {
         link.down_seen = 0;
         link.down_acked = 0;
         link.tx = Some(tx);
-        link.push(up::Msg::Rejoin(v1::Rejoin {
-            running,
-            actors,
-            objects,
-        }));
+        for part in rejoin_parts(running, actors, objects) {
+            link.push(up::Msg::Rejoin(part));
+        }
+        let mut cancels = Vec::new();
         for m in old {
             match m.msg {
                 // Sent again from `specs` (those still without an answer).
@@ -496,11 +504,17 @@ impl Session {
                     | up::Msg::Rejoin(_),
                 )
                 | None => {}
+                // After the submissions they cancel.
+                Some(m @ up::Msg::Cancel(_)) => cancels.push(m),
+                // Puts first: a submission may name their objects.
                 Some(m) => link.push(m),
             }
         }
         for spec in self.specs.lock().values() {
             link.push(spec.again());
+        }
+        for m in cancels {
+            link.push(m);
         }
     }
 
@@ -582,7 +596,18 @@ impl Session {
     // ----- results -----
 
     pub fn resolved(&self, r: v1::Resolved) {
-        self.specs.lock().remove(&r.task);
+        {
+            let mut specs = self.specs.lock();
+            // A call's answer says its actor was made (its node reports it
+            // to a restarted head) or is dead: it is not made again.
+            if let Some(Spec {
+                msg: up::Msg::CallActor(c),
+                ..
+            }) = specs.remove(&r.task)
+            {
+                specs.remove(&c.actor);
+            }
+        }
         let Some((_, slot)) = self.pending.remove(&r.task) else {
             return;
         };
@@ -1017,6 +1042,51 @@ impl Session {
     }
 }
 
+/// The most bytes of one part of a rejoin report.
+const REJOIN_PART: usize = 2 << 20;
+
+/// A report for a restarted head in parts of at most about
+/// [`REJOIN_PART`] bytes (one item may make a part larger), the last with
+/// `more` unset.
+fn rejoin_parts(
+    running: Vec<v1::Attempt>,
+    actors: Vec<v1::StartActor>,
+    objects: Vec<v1::HeldObject>,
+) -> Vec<v1::Rejoin> {
+    let mut parts = vec![v1::Rejoin::default()];
+    let mut size = 0usize;
+    let mut room = |len: usize, parts: &mut Vec<v1::Rejoin>| {
+        if size > 0 && size + len > REJOIN_PART {
+            parts.push(v1::Rejoin::default());
+            size = 0;
+        }
+        size += len;
+    };
+    for a in running {
+        room(ferray_proto::encoded_len(&a), &mut parts);
+        if let Some(p) = parts.last_mut() {
+            p.running.push(a);
+        }
+    }
+    for a in actors {
+        room(ferray_proto::encoded_len(&a), &mut parts);
+        if let Some(p) = parts.last_mut() {
+            p.actors.push(a);
+        }
+    }
+    for o in objects {
+        room(ferray_proto::encoded_len(&o), &mut parts);
+        if let Some(p) = parts.last_mut() {
+            p.objects.push(o);
+        }
+    }
+    let n = parts.len();
+    for (i, p) in parts.iter_mut().enumerate() {
+        p.more = i + 1 < n;
+    }
+    parts
+}
+
 /// The arguments that are pending results (see [`Spec`]).
 fn task_refs(args: &[Arg<ObjectRef>]) -> Vec<ObjectRef> {
     args.iter()
@@ -1088,4 +1158,56 @@ pub(crate) async fn push(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large report goes in parts of about two MiB, every item once, in
+    /// order, and only the last part says that none follows.
+    #[test]
+    fn a_rejoin_report_goes_in_bounded_parts() {
+        let attempt = |t: u64| v1::Attempt {
+            assign: Some(v1::Assign {
+                task: t,
+                args: vec![v1::ResolvedArg {
+                    kind: Some(v1::resolved_arg::Kind::Value(Bytes::from(vec![
+                        7u8;
+                        300 << 10
+                    ]))),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let running: Vec<_> = (1..=20).map(attempt).collect();
+        let objects: Vec<_> = (0..5000u64)
+            .map(|i| v1::HeldObject {
+                id: Bytes::from(i.to_le_bytes().repeat(4)),
+                size: i,
+            })
+            .collect();
+        let parts = rejoin_parts(running, Vec::new(), objects);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(ferray_proto::encoded_len(p) <= REJOIN_PART + (400 << 10));
+            assert_eq!(p.more, i + 1 < parts.len());
+        }
+        let tasks: Vec<u64> = parts
+            .iter()
+            .flat_map(|p| p.running.iter())
+            .filter_map(|a| a.assign.as_ref().map(|a| a.task))
+            .collect();
+        assert_eq!(tasks, (1..=20).collect::<Vec<_>>());
+        let sizes: Vec<u64> = parts
+            .iter()
+            .flat_map(|p| p.objects.iter().map(|o| o.size))
+            .collect();
+        assert_eq!(sizes, (0..5000).collect::<Vec<_>>());
+        // Nothing to say: one empty part, the last.
+        let empty = rejoin_parts(Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(empty.len(), 1);
+        assert!(!empty[0].more);
+    }
 }

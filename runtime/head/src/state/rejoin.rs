@@ -48,7 +48,13 @@ pub struct Rejoined {
     pub actors: Vec<LiveActor>,
     /// Objects it keeps, with their sizes.
     pub objects: Vec<(ObjectId, u64)>,
+    /// More parts of the report follow.
+    pub more: bool,
 }
+
+/// The attempts a node may report for a task (more is a report at odds
+/// with any retry policy).
+const MAX_REPORTED_ATTEMPT: u32 = 1_000;
 
 /// An attempt a node runs (or ran, and its end may not have reached the
 /// earlier head).
@@ -203,14 +209,18 @@ impl State {
     /// What a session that came back had; the wait ends once every
     /// earlier session is back with its report.
     pub fn rejoined(&mut self, session: u64, report: Rejoined) {
-        if !self.rejoin.reports_due.remove(&session) {
+        if !self.rejoin.reports_due.contains(&session) {
             return;
         }
+        let last = !report.more;
         if let Some(node) = self.node_of(session) {
             self.take_back(node, report);
         }
-        if self.rejoin.awaiting.is_empty() && self.rejoin.reports_due.is_empty() {
-            self.end_rejoin();
+        if last {
+            self.rejoin.reports_due.remove(&session);
+            if self.rejoin.awaiting.is_empty() && self.rejoin.reports_due.is_empty() {
+                self.end_rejoin();
+            }
         }
     }
 
@@ -298,12 +308,22 @@ impl State {
                 Attempted::Call { .. } => true,
             };
             // Drivers' ids are the head's own (the range of session 0);
-            // others are in their submitter's range.
-            let head_id = r.task.0 >> 32 == 0;
+            // others are in the range of a session the earlier head had.
+            let owner_session = r.task.0 >> 32;
+            let head_id = owner_session == 0;
             let id_ok = head_id == matches!(r.what, Attempted::Driver { .. })
-                && r.task.0 & 0xffff_ffff != 0;
-            if !id_ok || !known || !live(self, r.job) || self.tasks.contains_key(&r.task) {
-                if !call {
+                && r.task.0 & 0xffff_ffff != 0
+                && owner_session < self.next_session;
+            let attempt_ok = (1..=MAX_REPORTED_ATTEMPT).contains(&r.attempt);
+            if !id_ok
+                || !attempt_ok
+                || !known
+                || !live(self, r.job)
+                || self.tasks.contains_key(&r.task)
+            {
+                // One that runs is stopped; one that ended holds nothing
+                // (and its task may run again there, as a later attempt).
+                if !call && !r.ended {
                     self.send_node(node, Effect::Cancel(r.task));
                 }
                 continue;
@@ -380,7 +400,14 @@ impl State {
     /// placement starts.
     fn end_rejoin(&mut self) {
         self.rejoin.until = None;
-        self.rejoin.reports_due.clear();
+        // Sessions back without their whole report: this head does not know
+        // what they run, so they are closed (a worker joins again as a new
+        // node, dropping what it ran).
+        let mut unreported: Vec<u64> = self.rejoin.reports_due.drain().collect();
+        unreported.sort_unstable();
+        for s in unreported {
+            self.close_session(s, "it came back but did not say what it runs in time");
+        }
         let gone = self.rejoin.awaiting.len();
         if gone > 0 {
             tracing::warn!("{gone} sessions of the earlier head did not come back");
@@ -389,6 +416,10 @@ impl State {
             self.out.saves.push(Save::ForgetSession(id));
         }
         for (job, driver) in std::mem::take(&mut self.rejoin.unfinished) {
+            if !self.jobs.get(&job).is_some_and(|j| !j.state.finished()) {
+                // Ended meanwhile (stopped, or its driver failed).
+                continue;
+            }
             let driver_back = self
                 .jobs
                 .get(&job)

@@ -2617,6 +2617,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                 options: actor_opts(1.0, 0),
             }],
             objects: vec![(held, 16)],
+            more: false,
         },
     );
     assert!(!st.rejoining(), "every session is back");
@@ -2702,32 +2703,56 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
 }
 
 /// A session that does not come back within the window is not waited for:
-/// the job whose driver it ran runs the driver again, and held messages of
-/// the sessions that did come back are handled then.
+/// the job whose driver it ran runs the driver again. One that came back
+/// but did not say what it runs is closed (the head cannot know its work).
+/// A job stopped during the wait stays stopped.
 #[test]
 fn a_restarted_head_stops_waiting_after_the_rejoin_window() {
     let mut w = World::new();
     let mut kept = super::Saved::default();
     let n = w.node(2.0);
-    let job =
-        w.st.submit_job(JobRequest {
-            component: w.comp,
-            function: "main".into(),
-            args: vec![],
-            entrypoint: Resources::default(),
-        })
-        .expect("a job");
+    let m = w.node(2.0);
+    let request = |w: &World| JobRequest {
+        component: w.comp,
+        function: "main".into(),
+        args: vec![],
+        entrypoint: Resources::default(),
+    };
+    let job = w.st.submit_job(request(&w)).expect("a job");
+    let stopped = w.st.submit_job(request(&w)).expect("a job");
     w.take();
     saved_of(&mut w.st, &mut kept);
     let mut st = super::State::new("head:2".into());
     st.restore(kept, w.now);
     assert!(st.rejoining());
+    let hello = super::Hello {
+        name: "m".into(),
+        worker: Some(super::WorkerHello {
+            resources: Resources::cpus(2.0),
+            object_address: address(m.id),
+        }),
+        in_head: false,
+    };
+    st.rejoin_session(m.session, &hello, w.now).expect("back");
+    st.stop_job(stopped).expect("stopped during the wait");
     st.check_heartbeats(w.now + Duration::from_secs(1), Duration::from_secs(5));
     assert!(st.rejoining());
-    st.check_heartbeats(w.now + super::REJOIN_WINDOW, Duration::from_secs(5));
+    st.outbox().sent.clear();
+    st.check_heartbeats(w.now + super::REJOIN_WINDOW, Duration::from_secs(3600));
     assert!(!st.rejoining());
+    assert!(
+        st.outbox()
+            .sent
+            .iter()
+            .any(|(s, e)| *s == m.session && matches!(e, super::Effect::Close)),
+        "the session without a report is closed"
+    );
     let logs = st.job_logs(job, 0).0;
     assert!(logs.iter().any(|l| l.contains("runs again")), "{logs:?}");
+    let info = st.job_info(stopped).expect("listed");
+    assert_eq!(info.state, JobState::Stopped);
+    let logs = st.job_logs(stopped, 0).0;
+    assert!(!logs.iter().any(|l| l.contains("runs again")), "{logs:?}");
     let hello = super::Hello {
         name: "n".into(),
         worker: Some(super::WorkerHello {
