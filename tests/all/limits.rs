@@ -147,31 +147,25 @@ fn the_command_line_sets_the_ceilings() {
     assert!(err.contains("arguments take more than 1024 bytes"), "{err}");
 }
 
-/// Actors hold an instance slot each, zero-CPU ones included: past what the
-/// node can hold they are refused with a clear error, the node stays up,
-/// and tasks still run (a share of the pool is kept for them).
+/// Actors take instance slots of the pool until only the share kept for
+/// tasks is left; past that, their instances are allocated on demand, so a
+/// node with a pool of 64 holds hundreds of actors, each with its own
+/// state, and tasks still run (their share of the pool is kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actors_past_the_instance_pool_are_refused_and_tasks_still_run() {
+async fn actors_past_the_instance_pool_are_allocated_on_demand_and_tasks_still_run() {
     let rt = builder().max_instances(64).build().await.unwrap();
     let m = load(&rt, fx::MISBEHAVE).await;
-    let (mut made, mut refused) = (Vec::new(), 0);
+    let mut made = Vec::new();
     for i in 0..300i64 {
-        match m.actor("tally", (i,)).spawn().await {
-            Ok(a) => made.push(a),
-            Err(e) => {
-                assert!(e.to_string().contains("as many actors as it can"), "{e}");
-                refused += 1;
-            }
-        }
+        made.push(m.actor("tally", (i * 10,)).spawn().await.unwrap());
     }
-    assert_eq!(made.len(), 56, "64 slots, 8 kept for tasks");
-    assert_eq!(refused, 300 - 56);
-    // Every actor that was made works.
+    // Every actor works and keeps its own state.
     let refs: Vec<_> = made
         .iter()
         .map(|a| a.call("incr", (1i64,)).unwrap())
         .collect();
-    assert_eq!(rt.get_all::<i64>(&refs).await.unwrap().len(), 56);
+    let got: Vec<i64> = rt.get_all(&refs).await.unwrap();
+    assert_eq!(got, (0..300).map(|i| i * 10 + 1).collect::<Vec<i64>>());
     // Tasks still run, many at once.
     let squares = load(&rt, fx::SQUARES).await;
     let refs: Vec<_> = (0..40i64)
@@ -179,8 +173,17 @@ async fn actors_past_the_instance_pool_are_refused_and_tasks_still_run() {
         .collect();
     let got: Vec<i64> = rt.get_all(&refs).await.unwrap();
     assert_eq!(got, (0..40).map(|i| i * i).collect::<Vec<i64>>());
-    // A killed actor gives its slot back (once its loop has ended).
-    made.pop().unwrap().kill().unwrap();
+    // An actor on demand traps like any other: the call fails, the node goes on.
+    let last = made.last().unwrap();
+    let err = rt
+        .get::<i64>(&last.call("crash", ()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Trap(_)), "{err}");
+    for a in made.drain(..) {
+        a.kill().unwrap();
+    }
+    // The pool's slots come back: new actors start.
     eventually("a slot coming back", || m.actor("tally", (0i64,)).spawn()).await;
 }
 

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, Arg, Error, JobId, TaskId};
 use ferray_host::{ClassInfo, Limits, Loaded};
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use crate::objects::ObjectRef;
-use crate::runtime::{Counted, RtInner, TaskCtx};
+use crate::runtime::{ActorSlot, Counted, RtInner, TaskCtx};
 
 /// Hears why an actor died for good (a cluster's worker tells the head).
 pub(crate) type OnDeath = Box<dyn FnOnce(String) + Send>;
@@ -83,7 +83,7 @@ impl RtInner {
             current: None,
             status,
             on_death,
-            _slot: slot,
+            slot,
         };
         let ctx = TaskCtx::actor(id, job);
         let handle = self
@@ -143,7 +143,7 @@ struct ActorLoop {
     on_death: Option<OnDeath>,
     /// Its instance slot and its place among the live actors, given back
     /// when the actor ends.
-    _slot: (OwnedSemaphorePermit, Counted),
+    slot: (ActorSlot, Counted),
 }
 
 impl Drop for ActorLoop {
@@ -185,11 +185,12 @@ impl ActorLoop {
         };
         let _lease = rt.admission.lease(options.resources.clone()).await;
         let limits = rt.limits(&options.resources, options.timeout, options.fuel);
-        let mut instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx).await
-        {
-            Ok(i) => i,
-            Err(e) => return self.die(format!("died in its constructor: {e}")),
-        };
+        let pooled = self.slot.0.pooled();
+        let mut instance =
+            match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx, pooled).await {
+                Ok(i) => i,
+                Err(e) => return self.die(format!("died in its constructor: {e}")),
+            };
         let mut restarts = 0u32;
         while let Some(call) = self.rx.recv().await {
             if self.status.killed.load(Ordering::Relaxed) {
@@ -221,14 +222,16 @@ impl ActorLoop {
                     }
                     restarts += 1;
                     tracing::info!(actor = %self.id, "restarting ({restarts}/{}) after: {e}", options.max_restarts);
-                    instance = match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx)
-                        .await
-                    {
-                        Ok(i) => i,
-                        Err(e) => {
-                            return self.die(format!("died in its constructor on restart: {e}"));
-                        }
-                    };
+                    instance =
+                        match start_instance(&rt, &comp, &class, &ctor_args, &limits, &ctx, pooled)
+                            .await
+                        {
+                            Ok(i) => i,
+                            Err(e) => {
+                                return self
+                                    .die(format!("died in its constructor on restart: {e}"));
+                            }
+                        };
                 }
             }
         }
@@ -242,6 +245,7 @@ async fn start_instance(
     ctor_args: &[u8],
     limits: &Limits,
     ctx: &TaskCtx,
+    pooled: bool,
 ) -> Result<ferray_host::ActorInstance<RtInner>, Error> {
     let (made, out) = rt
         .host()?
@@ -252,6 +256,7 @@ async fn start_instance(
             limits,
             rt.clone(),
             ctx.clone(),
+            pooled,
         )
         .await;
     rt.emit(&ctx.label, &out);

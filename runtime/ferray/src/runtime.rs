@@ -42,6 +42,25 @@ impl Drop for Counted {
     }
 }
 
+/// Where an actor's instance lives, held for its life.
+pub(crate) enum ActorSlot {
+    /// A slot of the pool.
+    Pooled(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Allocated on demand, past the pool.
+    PastPool(#[allow(dead_code)] Counted),
+}
+
+impl ActorSlot {
+    pub(crate) fn pooled(&self) -> bool {
+        matches!(self, ActorSlot::Pooled(_))
+    }
+}
+
+/// Actors a node holds past its pool, at most. Each instance on demand
+/// reserves its memory's 4 GiB of address space (and a guard), so this
+/// many stay well inside the 128 TiB a process can map.
+pub(crate) const MAX_ACTORS_PAST_POOL: u64 = 16_384;
+
 /// A task attempt starts only while this much of the node's guest memory is
 /// free: about what the smallest Rust guest needs to instantiate.
 const TASK_MEMORY_HEADROOM: u64 = 2 << 20;
@@ -152,6 +171,8 @@ pub struct RtInner {
     pub(crate) put_bytes: AtomicU64,
     /// Actors whose mailbox loop runs (for [`JobCaps::actors`]).
     pub(crate) live_actors: Arc<AtomicU64>,
+    /// Actors whose instance lives past the pool (allocated on demand).
+    pub(crate) actors_past_pool: Arc<AtomicU64>,
     /// Tasks and actor calls submitted here and not yet ended (for
     /// [`JobCaps::tasks`]).
     pub(crate) in_flight: Arc<AtomicU64>,
@@ -194,6 +215,7 @@ impl RtInner {
             counters: Counters::default(),
             slots,
             put_bytes: AtomicU64::new(0),
+            actors_past_pool: Arc::new(AtomicU64::new(0)),
             live_actors: Arc::default(),
             in_flight: Arc::default(),
             backend: OnceLock::new(),
@@ -287,17 +309,27 @@ impl RtInner {
         }
     }
 
-    /// An instance slot for an actor, or a clear refusal when the node
-    /// holds as many actors as it may (the rest of its pool is kept for
-    /// tasks, so actors never starve other work).
-    pub(crate) fn actor_slot(&self) -> Result<OwnedSemaphorePermit, Error> {
+    /// Where an actor's instance goes: a slot of the pool while the pool
+    /// has room past the part kept for tasks (so actors never starve other
+    /// work), else allocated on demand (an idle actor then costs only the
+    /// memory it touched), up to [`MAX_ACTORS_PAST_POOL`]; or a clear
+    /// refusal when the node holds as many actors as it may.
+    pub(crate) fn actor_slot(&self) -> Result<ActorSlot, Error> {
         let max = self.settings.max_instances;
         let reserve = (max / 8).max(8).min(max);
-        if self.slots.available_permits() <= reserve {
+        let past_pool = self.host.as_ref().is_some_and(|h| h.has_overflow());
+        let pool_full = self.slots.available_permits() <= reserve;
+        let past = self.actors_past_pool.load(Ordering::Acquire);
+        if pool_full && (!past_pool || past >= MAX_ACTORS_PAST_POOL) {
             return Err(Error::System(format!(
-                "this node holds as many actors as it can: {} of its {max} instance slots are \
-                 kept for tasks (`max_instances`); kill actors, or add nodes",
-                reserve
+                "this node holds as many actors as it can: its {max} instance slots but {} \
+                 (kept for tasks, `max_instances`){}; kill actors, or add nodes",
+                reserve,
+                if past_pool {
+                    format!(", and {MAX_ACTORS_PAST_POOL} more past them")
+                } else {
+                    String::new()
+                }
             )));
         }
         if let Some(budget) = self.host.as_ref().and_then(|h| h.memory_budget()) {
@@ -313,10 +345,15 @@ impl RtInner {
                 )));
             }
         }
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|e| Error::System(format!("no instance slot: {e}")))
+        if !pool_full && let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(ActorSlot::Pooled(p));
+        }
+        if past_pool {
+            return Ok(ActorSlot::PastPool(Counted::new(&self.actors_past_pool)));
+        }
+        Err(Error::System(
+            "no instance slot: the pool filled meanwhile".into(),
+        ))
     }
 
     /// An instance slot for a task attempt, waiting for one, and then for

@@ -46,6 +46,10 @@ pub struct Loaded<S: Services> {
     pub id: ComponentId,
     pub info: ComponentInfo,
     pub(crate) pre: InstancePre<TaskState<S>>,
+    /// The compiled component, read into the on-demand engine once an
+    /// instance of it goes there ([`Host::overflow_pre`]).
+    component: Component,
+    overflow: std::sync::OnceLock<(InstancePre<TaskState<S>>, ComponentInfo)>,
     /// Size of the component's bytes.
     pub size: usize,
 }
@@ -62,6 +66,9 @@ pub struct HostStats {
 struct Inner<S: Services> {
     engine: Engine,
     linker: Linker<TaskState<S>>,
+    /// Instances past the pool (`None` without a pool, or when the two
+    /// engines' code differs).
+    overflow: Option<Overflow<S>>,
     config: HostConfig,
     loaded: DashMap<ComponentId, Arc<Loaded<S>>>,
     compiled: AtomicU64,
@@ -114,106 +121,164 @@ fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
     Ticker { stop }
 }
 
+/// The engine's configuration: every proposal guests do not use off, and
+/// with `pool`, the pooling allocator for that many instances (else
+/// instances are allocated on demand).
+fn engine_config(config: &HostConfig, pool: Option<u32>) -> wasmtime::Config {
+    let mut wc = wasmtime::Config::new();
+    wc.wasm_component_model(true);
+    // Every WebAssembly proposal the guests (Rust, wasm32-wasip2) do not
+    // use is off, so a component that uses one is refused when it is
+    // compiled: less of wasmtime for a tenant to reach. The `tests/all`
+    // `proposals` tests load a component using each and expect the refusal.
+    // (Those whose `Config` method needs a wasmtime crate feature ferray
+    // does not build, `gc` or `threads`, are named by their flag.)
+    wc
+        // GC (struct, array, i31 and the other GC types): not built
+        // either (no `gc` crate feature); off until wasmtime 48.0.9's fixes.
+        .wasm_gc(false)
+        // Typed function references (`(ref $t)`, `call_ref`, `ref.as_non_null`).
+        .wasm_features(WasmFeatures::FUNCTION_REFERENCES, false)
+        // Exception handling (`tag`, `throw`, `try_table`), and its legacy form.
+        .wasm_features(WasmFeatures::EXCEPTIONS, false)
+        .wasm_features(WasmFeatures::LEGACY_EXCEPTIONS, false)
+        // Threads: shared memories and atomics; a task is one thread.
+        .wasm_features(WasmFeatures::THREADS, false)
+        .wasm_shared_everything_threads(false)
+        // 64-bit memories and tables.
+        .wasm_memory64(false)
+        // More than one memory in a core module.
+        .wasm_multi_memory(false)
+        // Stack switching (continuations).
+        .wasm_stack_switching(false)
+        // Tail calls (`return_call`).
+        .wasm_tail_call(false)
+        // Wide arithmetic (`i64.add128` and the like).
+        .wasm_wide_arithmetic(false)
+        // Memories with a page size other than 64 KiB.
+        .wasm_custom_page_sizes(false)
+        // Relaxed SIMD (results that differ between hosts); SIMD stays.
+        .wasm_relaxed_simd(false)
+        // The component model's async ABI, streams, futures, error
+        // contexts, threads and the other additions past its MVP: guests
+        // use the synchronous ABI of WASI 0.2.
+        .wasm_features(WasmFeatures::CM_ASYNC, false)
+        .wasm_features(WasmFeatures::CM_ASYNC_STACKFUL, false)
+        .wasm_features(WasmFeatures::CM_MORE_ASYNC_BUILTINS, false)
+        .wasm_features(WasmFeatures::CM_THREADING, false)
+        .wasm_features(WasmFeatures::CM_ERROR_CONTEXT, false)
+        .wasm_component_model_gc(false)
+        .wasm_component_model_map(false)
+        .wasm_component_model_memory64(false)
+        .wasm_component_model_fixed_length_lists(false)
+        .wasm_component_model_implements(false);
+    wc.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .max_wasm_stack(1 << 20)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(24))
+        .async_stack_size(2 << 20);
+    if let Some(n) = pool {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(4 << 30)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_core_instance_size(1 << 20)
+            .max_component_instance_size(1 << 20)
+            .table_elements(100_000)
+            // A freed slot is reset for its next instance without
+            // `madvise` where it can be: the kernel's PAGEMAP_SCAN
+            // (Linux 6.7+, off elsewhere) finds the pages an instance
+            // dirtied and they are zeroed in place up to 1 MiB of memory
+            // and 16 KiB of each table (a Rust guest's function table),
+            // so instantiation pays no page faults and the machine no
+            // TLB shootdowns. Measured with `ferray microbenchmark`
+            // (release, this 2-core VM): a Rust guest's
+            // single_client_tasks_async went from about 20,000 to about
+            // 115,000 per second; each part alone gave at most 44,000.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(16 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        wc.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    wc
+}
+
+/// A linker with WASI and ferray's imports.
+fn new_linker<S: Services>(engine: &Engine) -> Result<Linker<TaskState<S>>, Error> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| wasm_err("cannot add WASI to the linker", e))?;
+    imports::add_to_linker(&mut linker).map_err(|e| wasm_err("cannot add ferray's imports", e))?;
+    Ok(linker)
+}
+
+/// A second engine, allocating instances on demand, for actors past what
+/// the pool holds: an idle actor then costs only the memory it touched,
+/// and a node holds as many as its memory allows. Its compiled code is the
+/// pooled engine's (the two are configured alike but for the allocator, so
+/// their code is compatible, which is checked), read into it once per
+/// component.
+struct Overflow<S: Services> {
+    engine: Engine,
+    linker: Linker<TaskState<S>>,
+    _ticker: Ticker,
+}
+
+impl<S: Services> Overflow<S> {
+    fn new(config: &HostConfig, pooled: &Engine) -> Result<Option<Self>, Error> {
+        let engine = Engine::new(&engine_config(config, None))
+            .map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
+        if compatibility(&engine) != compatibility(pooled) {
+            tracing::warn!(
+                "the on-demand engine's code is not the pooled engine's: no actors past the pool"
+            );
+            return Ok(None);
+        }
+        let linker = new_linker(&engine)?;
+        let ticker = start_ticker(engine.weak(), config.epoch_tick);
+        Ok(Some(Overflow {
+            engine,
+            linker,
+            _ticker: ticker,
+        }))
+    }
+}
+
+/// A hash of what an engine's compiled code depends on.
+fn compatibility(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.finish()
+}
+
 fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
     Error::Other(format!("{context}: {e:#}"))
 }
 
 impl<S: Services> Host<S> {
     pub fn new(config: HostConfig) -> Result<Self, Error> {
-        let mut wc = wasmtime::Config::new();
-        wc.wasm_component_model(true);
-        // Every WebAssembly proposal the guests (Rust, wasm32-wasip2) do not
-        // use is off, so a component that uses one is refused when it is
-        // compiled: less of wasmtime for a tenant to reach. The `tests/all`
-        // `proposals` tests load a component using each and expect the refusal.
-        // (Those whose `Config` method needs a wasmtime crate feature ferray
-        // does not build, `gc` or `threads`, are named by their flag.)
-        wc
-            // GC (struct, array, i31 and the other GC types): not built
-            // either (no `gc` crate feature); off until wasmtime 48.0.9's fixes.
-            .wasm_gc(false)
-            // Typed function references (`(ref $t)`, `call_ref`, `ref.as_non_null`).
-            .wasm_features(WasmFeatures::FUNCTION_REFERENCES, false)
-            // Exception handling (`tag`, `throw`, `try_table`), and its legacy form.
-            .wasm_features(WasmFeatures::EXCEPTIONS, false)
-            .wasm_features(WasmFeatures::LEGACY_EXCEPTIONS, false)
-            // Threads: shared memories and atomics; a task is one thread.
-            .wasm_features(WasmFeatures::THREADS, false)
-            .wasm_shared_everything_threads(false)
-            // 64-bit memories and tables.
-            .wasm_memory64(false)
-            // More than one memory in a core module.
-            .wasm_multi_memory(false)
-            // Stack switching (continuations).
-            .wasm_stack_switching(false)
-            // Tail calls (`return_call`).
-            .wasm_tail_call(false)
-            // Wide arithmetic (`i64.add128` and the like).
-            .wasm_wide_arithmetic(false)
-            // Memories with a page size other than 64 KiB.
-            .wasm_custom_page_sizes(false)
-            // Relaxed SIMD (results that differ between hosts); SIMD stays.
-            .wasm_relaxed_simd(false)
-            // The component model's async ABI, streams, futures, error
-            // contexts, threads and the other additions past its MVP: guests
-            // use the synchronous ABI of WASI 0.2.
-            .wasm_features(WasmFeatures::CM_ASYNC, false)
-            .wasm_features(WasmFeatures::CM_ASYNC_STACKFUL, false)
-            .wasm_features(WasmFeatures::CM_MORE_ASYNC_BUILTINS, false)
-            .wasm_features(WasmFeatures::CM_THREADING, false)
-            .wasm_features(WasmFeatures::CM_ERROR_CONTEXT, false)
-            .wasm_component_model_gc(false)
-            .wasm_component_model_map(false)
-            .wasm_component_model_memory64(false)
-            .wasm_component_model_fixed_length_lists(false)
-            .wasm_component_model_implements(false);
-        wc.epoch_interruption(true)
-            .consume_fuel(config.fuel)
-            .max_wasm_stack(1 << 20)
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(24))
-            .async_stack_size(2 << 20);
-        if let Some(n) = config.pool_instances {
-            let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_component_instances(n)
-                .total_core_instances(n * 8)
-                .total_memories(n * 2)
-                .total_tables(n * 4)
-                .total_stacks(n)
-                .max_memory_size(4 << 30)
-                .max_core_instances_per_component(64)
-                .max_memories_per_component(8)
-                .max_tables_per_component(16)
-                .max_core_instance_size(1 << 20)
-                .max_component_instance_size(1 << 20)
-                .table_elements(100_000)
-                // A freed slot is reset for its next instance without
-                // `madvise` where it can be: the kernel's PAGEMAP_SCAN
-                // (Linux 6.7+, off elsewhere) finds the pages an instance
-                // dirtied and they are zeroed in place up to 1 MiB of memory
-                // and 16 KiB of each table (a Rust guest's function table),
-                // so instantiation pays no page faults and the machine no
-                // TLB shootdowns. Measured with `ferray microbenchmark`
-                // (release, this 2-core VM): a Rust guest's
-                // single_client_tasks_async went from about 20,000 to about
-                // 115,000 per second; each part alone gave at most 44,000.
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(16 << 10)
-                .pagemap_scan(wasmtime::Enabled::Auto);
-            wc.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
+        let wc = engine_config(&config, config.pool_instances);
         let engine =
             Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| wasm_err("cannot add WASI to the linker", e))?;
-        imports::add_to_linker(&mut linker)
-            .map_err(|e| wasm_err("cannot add ferray's imports", e))?;
+        let linker = new_linker(&engine)?;
         let ticker = start_ticker(engine.weak(), config.epoch_tick);
+        let overflow = match config.pool_instances {
+            Some(_) => Overflow::new(&config, &engine)?,
+            None => None,
+        };
         let memory = config.guest_memory.map(|b| Arc::new(MemoryBudget::new(b)));
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                overflow,
                 config,
                 loaded: DashMap::new(),
                 compiled: AtomicU64::new(0),
@@ -269,6 +334,8 @@ impl<S: Services> Host<S> {
             id,
             info,
             pre,
+            component,
+            overflow: std::sync::OnceLock::new(),
             size: bytes.len(),
         });
         Ok(self
@@ -397,6 +464,51 @@ impl<S: Services> Host<S> {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Whether instances can live past the pool (allocated on demand).
+    pub fn has_overflow(&self) -> bool {
+        self.inner.overflow.is_some()
+    }
+
+    /// The engine of instances past the pool, and `comp` ready to
+    /// instantiate there, with its exports' indices there (its code read
+    /// into that engine once).
+    pub(crate) fn overflow_pre<'a>(
+        &'a self,
+        comp: &'a Loaded<S>,
+    ) -> Result<(&'a Engine, &'a InstancePre<TaskState<S>>, &'a ComponentInfo), Error> {
+        let o = self
+            .inner
+            .overflow
+            .as_ref()
+            .ok_or_else(|| Error::System("this node has no instances past its pool".into()))?;
+        if let Some((pre, info)) = comp.overflow.get() {
+            return Ok((&o.engine, pre, info));
+        }
+        let code = comp
+            .component
+            .serialize()
+            .map_err(|e| wasm_err("cannot serialize the component", e))?;
+        // SAFETY: `Component::deserialize` requires bytes made by
+        // `Component::serialize` for an engine whose code is compatible.
+        // These bytes were made just above, in this process, from a
+        // component of the pooled engine, and `Overflow::new` checked that
+        // the two engines' `precompile_compatibility_hash`es are equal.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&o.engine, &code) }
+            .map_err(|e| wasm_err("cannot read the component into the on-demand engine", e))?;
+        let info = component::exports_of(&o.engine, &component)?;
+        let pre = o
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| wasm_err("cannot link the component in the on-demand engine", e))?;
+        let _ = comp.overflow.set((pre, info));
+        let (pre, info) = comp
+            .overflow
+            .get()
+            .ok_or_else(|| Error::System("the on-demand instance-pre was not kept".into()))?;
+        Ok((&o.engine, pre, info))
     }
 }
 

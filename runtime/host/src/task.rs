@@ -189,6 +189,7 @@ fn describe(d: Duration) -> String {
 impl<S: Services> Host<S> {
     fn new_store(
         &self,
+        engine: &wasmtime::Engine,
         component: ComponentId,
         limits: &Limits,
         services: Arc<S>,
@@ -248,7 +249,7 @@ impl<S: Services> Host<S> {
             gpu_asked: limits.num_gpus > 0.0,
             gpu_session: None,
         };
-        let mut store = Store::new(self.engine(), state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         // Lifting a dynamic value costs about 32 host bytes per element: this
         // bounds what one call's arguments or results can make the host hold.
@@ -309,14 +310,17 @@ impl<S: Services> Host<S> {
         output: &Output,
     ) -> Result<Vec<u8>, Error> {
         let (params, _held) = decode_args(func, args, self.memory_budget())?;
-        let mut store = self.new_store(comp.id, limits, services, ctx, output)?;
+        let mut store = self.new_store(self.engine(), comp.id, limits, services, ctx, output)?;
         store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
-        let instance = instantiate(&mut store, comp, limits).await?;
+        let instance = instantiate(&mut store, &comp.pre, limits).await?;
         call(&mut store, &instance, func, None, params, limits).await
     }
 
     /// Create an actor: a store of its own, the component instantiated in it,
-    /// and the constructor of `class` run with `args`.
+    /// and the constructor of `class` run with `args`. `pooled`: in one of
+    /// the pool's slots (the caller holds one), else allocated on demand
+    /// ([`Host::has_overflow`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_actor(
         &self,
         comp: Arc<Loaded<S>>,
@@ -325,13 +329,27 @@ impl<S: Services> Host<S> {
         limits: &Limits,
         services: Arc<S>,
         ctx: S::Ctx,
+        pooled: bool,
     ) -> (Result<ActorInstance<S>, Error>, Outcome) {
         let output = Output::new(self.config().max_output_bytes);
         let made = async {
+            // The class as the engine that runs it knows it (its exports'
+            // indices are that engine's component's).
+            let (engine, pre, class) = if pooled {
+                (self.engine(), &comp.pre, class)
+            } else {
+                let (engine, pre, info) = self.overflow_pre(&comp)?;
+                let class = info
+                    .classes
+                    .values()
+                    .find(|c| c.name == class.name)
+                    .ok_or_else(|| Error::NotFound(format!("class `{}`", class.name)))?;
+                (engine, pre, class)
+            };
             let (params, _held) = decode_args(&class.constructor, args, self.memory_budget())?;
-            let mut store = self.new_store(comp.id, limits, services, ctx, &output)?;
+            let mut store = self.new_store(engine, comp.id, limits, services, ctx, &output)?;
             store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
-            let instance = instantiate(&mut store, &comp, limits).await?;
+            let instance = instantiate(&mut store, pre, limits).await?;
             let f = instance
                 .get_func(&mut store, class.constructor.index)
                 .ok_or_else(|| Error::NotFound(format!("constructor of `{}`", class.name)))?;
@@ -430,10 +448,10 @@ fn decode_vals(func: &FuncInfo, args: &[u8]) -> Result<Vec<Val>, Error> {
 
 async fn instantiate<S: Services>(
     store: &mut Store<TaskState<S>>,
-    comp: &Loaded<S>,
+    pre: &wasmtime::component::InstancePre<TaskState<S>>,
     limits: &Limits,
 ) -> Result<Instance, Error> {
-    comp.pre.instantiate_async(&mut *store).await.map_err(|e| {
+    pre.instantiate_async(&mut *store).await.map_err(|e| {
         if store.data().limiter.hit || store.data().limiter.node_full {
             return classify(store, e, limits);
         }

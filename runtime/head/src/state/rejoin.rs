@@ -416,7 +416,7 @@ impl State {
             self.out.saves.push(Save::ForgetSession(id));
         }
         for (job, driver) in std::mem::take(&mut self.rejoin.unfinished) {
-            if !self.jobs.get(&job).is_some_and(|j| !j.state.finished()) {
+            if self.jobs.get(&job).is_none_or(|j| j.state.finished()) {
                 // Ended meanwhile (stopped, or its driver failed).
                 continue;
             }
