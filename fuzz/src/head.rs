@@ -18,9 +18,9 @@ use ferray_core::{
     TaskOptions,
 };
 use ferray_head::fuzzing::{
-    Acting, ActorDied, Arg, Attempted, CallActor, CreateActor, Done, Effect, Hello, Input,
-    JobRequest, KillActor, LiveActor, Made, Outcome, Put, Rejoined, RunningAttempt, Saved, State,
-    Submit, WorkerHello,
+    Acting, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
+    KillActor, Kind, LiveActor, Made, Outcome, Put, Rejoined, RunningAttempt, Saved, State, Submit,
+    WorkerHello,
 };
 
 use crate::Input as Bytes8;
@@ -320,17 +320,17 @@ impl Driver<'_> {
         for w in mine {
             let job = self.pick(&self.jobs.clone()).unwrap_or(JobId(1));
             let what = match w.call {
-                Some(actor) => Attempted::Call {
+                Some(actor) => Kind::ActorCall {
                     actor,
                     method: "add".into(),
                 },
-                None if self.byte().is_multiple_of(8) => Attempted::Driver {
+                None if self.byte().is_multiple_of(8) => Kind::Driver {
                     component: self.comps[0],
                     function: "main".into(),
                     wave_args: vec![],
                     resources: self.resources(2),
                 },
-                None => Attempted::Task {
+                None => Kind::Task {
                     component: self.comps[0],
                     function: "f".into(),
                     options: self.task_options().unwrap_or_default(),
@@ -358,7 +358,7 @@ impl Driver<'_> {
                 attempt: 1,
                 started: true,
                 ended: false,
-                what: Attempted::Task {
+                what: Kind::Task {
                     component: self.comps[0],
                     function: "f".into(),
                     options: TaskOptions::default(),

@@ -9,9 +9,9 @@ use ferray_proto::v1::{self, down, up};
 use ferray_proto::{error_from, error_to, id_bytes, object_id};
 
 use crate::state::{
-    Acting, Arg, Attempted, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
-    KillActor, LiveActor, Made, ObjectLoc, Outcome, Put, Rejoined, ResolvedArg, RunningAttempt,
-    Submit, WorkerHello,
+    Acting, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest, KillActor, Kind,
+    LiveActor, Made, ObjectLoc, Outcome, Put, Rejoined, ResolvedArg, RunningAttempt, Submit,
+    WorkerHello,
 };
 
 /// Argument bytes a submission may carry inline.
@@ -74,19 +74,19 @@ pub(crate) fn rejoined(r: v1::Rejoin) -> Rejoined {
         let task = a.task;
         let made = (|| {
             let what = if at.actor != 0 {
-                Attempted::Call {
+                Kind::ActorCall {
                     actor: ActorId(at.actor),
                     method: a.function,
                 }
             } else if a.driver {
-                Attempted::Driver {
+                Kind::Driver {
                     component: component(&a.component)?,
                     function: a.function,
                     wave_args: a.wave_args,
                     resources: ferray_proto::task_options_from(a.options)?.resources,
                 }
             } else {
-                Attempted::Task {
+                Kind::Task {
                     component: component(&a.component)?,
                     function: a.function,
                     options: ferray_proto::task_options_from(a.options)?,

@@ -57,7 +57,7 @@ pub use io::{
     JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
     WorkerHello,
 };
-pub use rejoin::{Attempted, LiveActor, REJOIN_WINDOW, Rejoined, RunningAttempt, SessionRecord};
+pub use rejoin::{LiveActor, REJOIN_WINDOW, Rejoined, RunningAttempt, SessionRecord};
 pub use saved::{Counters, JobRecord, Save, Saved};
 pub use timeline::unix_us;
 pub use views::{ClusterPage, SampleNumbers, TaskInfo};
@@ -103,8 +103,9 @@ struct NodeEntry {
     total: Resources,
 }
 
+/// What a task runs: a function, a job's driver, or an actor's method.
 #[derive(Clone, Debug)]
-enum Kind {
+pub enum Kind {
     Task {
         component: ComponentId,
         function: String,

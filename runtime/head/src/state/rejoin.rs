@@ -15,16 +15,13 @@
 
 use std::time::{Duration, Instant};
 
-use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, TaskId,
-    TaskOptions,
-};
+use ferray_core::{ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use super::saved::DriverRecord;
 use super::{
-    AState, ActorEntry, Arg, Effect, Hello, Input, JobState, Kind, NodeEntry, Save, Session, Set,
-    State, TState, TaskEntry, Welcome,
+    AState, ActorEntry, Arg, Effect, Hello, Input, JobState, Kind, Save, Session, Set, State,
+    TState, TaskEntry, Welcome,
 };
 
 /// How long a restarted head waits for the sessions of the earlier one
@@ -66,27 +63,9 @@ pub struct RunningAttempt {
     pub started: bool,
     /// It ended on the node (its `Done` follows): it holds nothing there.
     pub ended: bool,
-    pub what: Attempted,
+    /// What it runs (an actor call's `method` is its method).
+    pub what: Kind,
     pub args: Vec<Arg>,
-}
-
-#[derive(Clone, Debug)]
-pub enum Attempted {
-    Task {
-        component: ComponentId,
-        function: String,
-        options: TaskOptions,
-    },
-    Driver {
-        component: ComponentId,
-        function: String,
-        wave_args: Vec<String>,
-        resources: Resources,
-    },
-    Call {
-        actor: ActorId,
-        method: String,
-    },
 }
 
 /// An actor that lives on a node, as it was started there.
@@ -184,21 +163,7 @@ impl State {
         let node = record.node.map(NodeId);
         let job = record.job.map(JobId);
         if let (Some(id), Some(w)) = (node, &hello.worker) {
-            self.sched.add_node(id, w.resources.clone());
-            self.nodes.insert(
-                id,
-                NodeEntry {
-                    session,
-                    address: w.object_address.clone(),
-                    name: hello.name.clone(),
-                    alive: true,
-                    last_seen: now,
-                    running: Set::default(),
-                    slots: Default::default(),
-                    actors: Set::default(),
-                    total: w.resources.clone(),
-                },
-            );
+            self.add_node(id, session, &hello.name, w, now);
             tracing::info!("{id} came back from {} ({})", w.object_address, hello.name);
         }
         self.sessions.insert(session, Session { node, job });
@@ -300,18 +265,18 @@ impl State {
             }
         }
         for r in report.running {
-            let call = matches!(r.what, Attempted::Call { .. });
+            let call = matches!(r.what, Kind::ActorCall { .. });
             let known = match &r.what {
-                Attempted::Task { component, .. } | Attempted::Driver { component, .. } => {
+                Kind::Task { component, .. } | Kind::Driver { component, .. } => {
                     self.components.contains_key(component)
                 }
-                Attempted::Call { .. } => true,
+                Kind::ActorCall { .. } => true,
             };
             // Drivers' ids are the head's own (the range of session 0);
             // others are in the range of a session the earlier head had.
             let owner_session = r.task.0 >> 32;
             let head_id = owner_session == 0;
-            let id_ok = head_id == matches!(r.what, Attempted::Driver { .. })
+            let id_ok = head_id == matches!(r.what, Kind::Driver { .. })
                 && r.task.0 & 0xffff_ffff != 0
                 && owner_session < self.next_session;
             let attempt_ok = (1..=MAX_REPORTED_ATTEMPT).contains(&r.attempt);
@@ -328,38 +293,8 @@ impl State {
                 }
                 continue;
             }
-            let (kind, demand) = match r.what {
-                Attempted::Task {
-                    component,
-                    function,
-                    options,
-                } => {
-                    let demand = options.resources.clone();
-                    let kind = Kind::Task {
-                        component,
-                        function,
-                        options,
-                    };
-                    (kind, demand)
-                }
-                Attempted::Driver {
-                    component,
-                    function,
-                    wave_args,
-                    resources,
-                } => {
-                    let kind = Kind::Driver {
-                        component,
-                        function,
-                        wave_args,
-                        resources: resources.clone(),
-                    };
-                    (kind, resources)
-                }
-                Attempted::Call { actor, method } => {
-                    (Kind::ActorCall { actor, method }, Resources::default())
-                }
-            };
+            let demand = super::task_demand(&r.what);
+            let kind = r.what;
             let driver = matches!(kind, Kind::Driver { .. });
             // A task's submitter is the session whose range its id is in;
             // a driver is the head's.

@@ -24,21 +24,7 @@ impl State {
                 let id = NodeId(self.next_node);
                 self.next_node += 1;
                 self.save_counters();
-                self.sched.add_node(id, w.resources.clone());
-                self.nodes.insert(
-                    id,
-                    NodeEntry {
-                        session,
-                        address: w.object_address.clone(),
-                        name: hello.name.clone(),
-                        alive: true,
-                        last_seen: now,
-                        running: Set::default(),
-                        slots: Default::default(),
-                        actors: Set::default(),
-                        total: w.resources.clone(),
-                    },
-                );
+                self.add_node(id, session, &hello.name, w, now);
                 tracing::info!("{id} joined from {} ({})", w.object_address, hello.name);
                 (Some(id), None)
             }
@@ -56,6 +42,32 @@ impl State {
             self.save_session(session, &hello.name);
         }
         Ok(Welcome { session, node, job })
+    }
+
+    /// A worker's node, alive and running nothing yet.
+    pub(super) fn add_node(
+        &mut self,
+        id: NodeId,
+        session: u64,
+        name: &str,
+        w: &super::WorkerHello,
+        now: Instant,
+    ) {
+        self.sched.add_node(id, w.resources.clone());
+        self.nodes.insert(
+            id,
+            NodeEntry {
+                session,
+                address: w.object_address.clone(),
+                name: name.to_string(),
+                alive: true,
+                last_seen: now,
+                running: Set::default(),
+                slots: Default::default(),
+                actors: Set::default(),
+                total: w.resources.clone(),
+            },
+        );
     }
 
     /// A session's stream ended: a worker's node is dead, a client's job is over.

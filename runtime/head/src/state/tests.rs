@@ -2323,6 +2323,18 @@ fn a_nodes_heartbeat_says_which_of_its_copies_are_on_disk() {
 }
 
 /// What the state saved, kept as the database keeps it.
+/// The hello of a worker that comes back to a restarted head.
+fn back_hello(n: Node, cpus: f64) -> super::Hello {
+    super::Hello {
+        name: "back".into(),
+        worker: Some(super::WorkerHello {
+            resources: Resources::cpus(cpus),
+            object_address: address(n.id),
+        }),
+        in_head: false,
+    }
+}
+
 fn saved_of(st: &mut super::State, into: &mut super::Saved) {
     for s in std::mem::take(&mut st.outbox().saves) {
         into.apply(s);
@@ -2481,7 +2493,7 @@ fn a_restarted_heads_drivers_wait_for_a_node_then_fail() {
 /// placed.
 #[test]
 fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
-    use super::{Attempted, CreateActor, LiveActor, Rejoined, RunningAttempt};
+    use super::{CreateActor, Kind, LiveActor, Rejoined, RunningAttempt};
     let mut w = World::new();
     let mut kept = super::Saved::default();
     let n = w.node(4.0);
@@ -2541,20 +2553,13 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
     let mut st = super::State::new("head:2".into());
     st.restore(kept, w.now);
     assert!(st.rejoining());
-    let hello = super::Hello {
-        name: "n".into(),
-        worker: Some(super::WorkerHello {
-            resources: Resources::cpus(4.0),
-            object_address: address(n.id),
-        }),
-        in_head: false,
-    };
+    let hello = back_hello(n, 4.0);
     let welcome = st.rejoin_session(n.session, &hello, w.now).expect("back");
     assert_eq!(welcome.node, Some(n.id), "the node keeps its id");
     assert!(st.rejoin_session(n.session, &hello, w.now).is_err(), "once");
     // A message before its report is held, not refused.
     st.handle(n.session, Input::Started(TaskId(12345)));
-    let task_attempt = |t: TaskId, what: Attempted, started: bool| RunningAttempt {
+    let task_attempt = |t: TaskId, what: Kind, started: bool| RunningAttempt {
         task: t,
         job,
         attempt: 1,
@@ -2571,7 +2576,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                     ended: true,
                     ..task_attempt(
                         t0,
-                        Attempted::Task {
+                        Kind::Task {
                             component: w.comp,
                             function: "f".into(),
                             options: opts(1.0, 0),
@@ -2581,7 +2586,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                 },
                 task_attempt(
                     d.task,
-                    Attempted::Driver {
+                    Kind::Driver {
                         component: w.comp,
                         function: "main".into(),
                         wave_args: vec!["1".into()],
@@ -2591,7 +2596,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                 ),
                 task_attempt(
                     t1,
-                    Attempted::Task {
+                    Kind::Task {
                         component: w.comp,
                         function: "f".into(),
                         options: opts(1.0, 0),
@@ -2600,7 +2605,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                 ),
                 task_attempt(
                     c1,
-                    Attempted::Call {
+                    Kind::ActorCall {
                         actor,
                         method: "add".into(),
                     },
@@ -2725,14 +2730,7 @@ fn a_restarted_head_stops_waiting_after_the_rejoin_window() {
     let mut st = super::State::new("head:2".into());
     st.restore(kept, w.now);
     assert!(st.rejoining());
-    let hello = super::Hello {
-        name: "m".into(),
-        worker: Some(super::WorkerHello {
-            resources: Resources::cpus(2.0),
-            object_address: address(m.id),
-        }),
-        in_head: false,
-    };
+    let hello = back_hello(m, 2.0);
     st.rejoin_session(m.session, &hello, w.now).expect("back");
     st.stop_job(stopped).expect("stopped during the wait");
     st.check_heartbeats(w.now + Duration::from_secs(1), Duration::from_secs(5));
@@ -2753,14 +2751,7 @@ fn a_restarted_head_stops_waiting_after_the_rejoin_window() {
     assert_eq!(info.state, JobState::Stopped);
     let logs = st.job_logs(stopped, 0).0;
     assert!(!logs.iter().any(|l| l.contains("runs again")), "{logs:?}");
-    let hello = super::Hello {
-        name: "n".into(),
-        worker: Some(super::WorkerHello {
-            resources: Resources::cpus(2.0),
-            object_address: address(n.id),
-        }),
-        in_head: false,
-    };
+    let hello = back_hello(n, 2.0);
     assert!(
         st.rejoin_session(n.session, &hello, w.now).is_err(),
         "too late: it joins as a new node"
