@@ -2568,21 +2568,19 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
         what,
         args: vec![],
     };
+    // The tasks `t0` and `t1` run `f` with one CPU.
+    let f = Kind::Task {
+        component: w.comp,
+        function: "f".into(),
+        options: opts(1.0, 0),
+    };
     st.rejoined(
         n.session,
         Rejoined {
             running: vec![
                 RunningAttempt {
                     ended: true,
-                    ..task_attempt(
-                        t0,
-                        Kind::Task {
-                            component: w.comp,
-                            function: "f".into(),
-                            options: opts(1.0, 0),
-                        },
-                        true,
-                    )
+                    ..task_attempt(t0, f.clone(), true)
                 },
                 task_attempt(
                     d.task,
@@ -2594,15 +2592,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                     },
                     true,
                 ),
-                task_attempt(
-                    t1,
-                    Kind::Task {
-                        component: w.comp,
-                        function: "f".into(),
-                        options: opts(1.0, 0),
-                    },
-                    true,
-                ),
+                task_attempt(t1, f, true),
                 task_attempt(
                     c1,
                     Kind::ActorCall {
