@@ -173,8 +173,16 @@ async fn actors_past_the_instance_pool_are_allocated_on_demand_and_tasks_still_r
         .collect();
     let got: Vec<i64> = rt.get_all(&refs).await.unwrap();
     assert_eq!(got, (0..40).map(|i| i * i).collect::<Vec<i64>>());
-    // An actor on demand traps like any other: the call fails, the node goes on.
+    // An actor on demand grows its memory past what it reserved to grow
+    // into (32 MiB): its memory moves, and its state stays.
     let last = made.last().unwrap();
+    let held: u32 = rt.get(&last.call("hold", (48u32,)).unwrap()).await.unwrap();
+    assert_eq!(held, 48);
+    let held: u32 = rt.get(&last.call("hold", (40u32,)).unwrap()).await.unwrap();
+    assert_eq!(held, 88);
+    let v: i64 = rt.get(&last.call("value", ()).unwrap()).await.unwrap();
+    assert_eq!(v, 2991);
+    // An actor on demand traps like any other: the call fails, the node goes on.
     let err = rt
         .get::<i64>(&last.call("crash", ()).unwrap())
         .await

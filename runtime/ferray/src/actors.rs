@@ -247,8 +247,16 @@ async fn start_instance(
     ctx: &TaskCtx,
     pooled: bool,
 ) -> Result<ferray_host::ActorInstance<RtInner>, Error> {
-    let (made, out) = rt
-        .host()?
+    let host = rt.host()?;
+    if !pooled {
+        // Its code for the on-demand engine is compiled once, off the
+        // runtime's threads.
+        let (h, c) = (host.clone(), comp.clone());
+        tokio::task::spawn_blocking(move || h.prepare_past_pool(&c))
+            .await
+            .map_err(|e| Error::System(format!("the compilation stopped: {e}")))??;
+    }
+    let (made, out) = host
         .create_actor(
             comp.clone(),
             class,

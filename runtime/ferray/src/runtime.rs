@@ -56,12 +56,6 @@ impl ActorSlot {
     }
 }
 
-/// Actors a node holds past its pool, at most. Each instance on demand
-/// reserves its memory's 4 GiB of address space (and a guard): on the 2-core
-/// test VM, mapping failed (ENOMEM) at about 8,400 of them (42 TiB mapped
-/// with the pool's own), so the cap stays at half that.
-pub(crate) const MAX_ACTORS_PAST_POOL: u64 = 4_096;
-
 /// A task attempt starts only while this much of the node's guest memory is
 /// free: about what the smallest Rust guest needs to instantiate.
 const TASK_MEMORY_HEADROOM: u64 = 2 << 20;
@@ -174,6 +168,8 @@ pub struct RtInner {
     pub(crate) live_actors: Arc<AtomicU64>,
     /// Actors whose instance lives past the pool (allocated on demand).
     pub(crate) actors_past_pool: Arc<AtomicU64>,
+    /// How many may (`Host::past_pool_capacity`, read once).
+    past_pool: u64,
     /// Tasks and actor calls submitted here and not yet ended (for
     /// [`JobCaps::tasks`]).
     pub(crate) in_flight: Arc<AtomicU64>,
@@ -200,6 +196,7 @@ impl RtInner {
             tx
         });
         let slots = Arc::new(Semaphore::new(settings.max_instances));
+        let past_pool = host.as_ref().map_or(0, |h| h.past_pool_capacity());
         Arc::new_cyclic(|me| RtInner {
             me: me.clone(),
             host,
@@ -217,6 +214,7 @@ impl RtInner {
             slots,
             put_bytes: AtomicU64::new(0),
             actors_past_pool: Arc::new(AtomicU64::new(0)),
+            past_pool,
             live_actors: Arc::default(),
             in_flight: Arc::default(),
             backend: OnceLock::new(),
@@ -313,21 +311,24 @@ impl RtInner {
     /// Where an actor's instance goes: a slot of the pool while the pool
     /// has room past the part kept for tasks (so actors never starve other
     /// work), else allocated on demand (an idle actor then costs only the
-    /// memory it touched), up to [`MAX_ACTORS_PAST_POOL`]; or a clear
+    /// memory it touched), up to `Host::past_pool_capacity`; or a clear
     /// refusal when the node holds as many actors as it may.
     pub(crate) fn actor_slot(&self) -> Result<ActorSlot, Error> {
         let max = self.settings.max_instances;
         let reserve = (max / 8).max(8).min(max);
-        let past_pool = self.host.as_ref().is_some_and(|h| h.has_overflow());
+        let past_pool = self.past_pool;
         let pool_full = self.slots.available_permits() <= reserve;
         let past = self.actors_past_pool.load(Ordering::Acquire);
-        if pool_full && (!past_pool || past >= MAX_ACTORS_PAST_POOL) {
+        if pool_full && past >= past_pool {
             return Err(Error::System(format!(
                 "this node holds as many actors as it can: its {max} instance slots but {} \
                  (kept for tasks, `max_instances`){}; kill actors, or add nodes",
                 reserve,
-                if past_pool {
-                    format!(", and {MAX_ACTORS_PAST_POOL} more past them")
+                if past_pool > 0 {
+                    format!(
+                        ", and {past_pool} more past them (what the kernel's \
+                         vm.max_map_count allows)"
+                    )
                 } else {
                     String::new()
                 }
@@ -349,7 +350,7 @@ impl RtInner {
         if !pool_full && let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(ActorSlot::Pooled(p));
         }
-        if past_pool {
+        if past_pool > 0 {
             return Ok(ActorSlot::PastPool(Counted::new(&self.actors_past_pool)));
         }
         Err(Error::System(

@@ -46,10 +46,14 @@ pub struct Loaded<S: Services> {
     pub id: ComponentId,
     pub info: ComponentInfo,
     pub(crate) pre: InstancePre<TaskState<S>>,
-    /// The compiled component, read into the on-demand engine once an
-    /// instance of it goes there ([`Host::overflow_pre`]).
-    component: Component,
+    /// The component's bytes, compiled for the on-demand engine once an
+    /// instance of it goes there ([`Host::overflow_pre`]); kept only on a
+    /// host that has that engine.
+    bytes: Option<Arc<[u8]>>,
     overflow: std::sync::OnceLock<(InstancePre<TaskState<S>>, ComponentInfo)>,
+    /// Held while it is compiled for that engine: once, however many actors
+    /// wait for it.
+    compiling: std::sync::Mutex<()>,
     /// Size of the component's bytes.
     pub size: usize,
 }
@@ -220,42 +224,56 @@ fn new_linker<S: Services>(engine: &Engine) -> Result<Linker<TaskState<S>>, Erro
 
 /// A second engine, allocating instances on demand, for actors past what
 /// the pool holds: an idle actor then costs only the memory it touched,
-/// and a node holds as many as its memory allows. Its compiled code is the
-/// pooled engine's (the two are configured alike but for the allocator, so
-/// their code is compatible, which is checked), read into it once per
-/// component.
+/// and a node holds as many as its memory allows.
+///
+/// Its linear memories reserve only what they use plus room to grow
+/// ([`OVERFLOW_GROWTH`]), not the pool's 4 GiB each: ten thousand actors
+/// then take tens of GiB of address space, not tens of TiB (which the
+/// kernel refused at about 9,000). Their code checks bounds explicitly,
+/// so it is compiled for this engine (once per component, cached on disk
+/// like the pooled engine's).
 struct Overflow<S: Services> {
     engine: Engine,
     linker: Linker<TaskState<S>>,
     _ticker: Ticker,
 }
 
+/// Memory mappings one instance past the pool takes ([`Host::past_pool_capacity`]).
+const MAPS_PER_INSTANCE: u64 = 4;
+/// Memory mappings kept for the rest of the process: its threads, its
+/// allocator, the pool and the instances of tasks.
+const MAPS_KEPT: u64 = 16 << 10;
+/// Linux's default `vm.max_map_count`, where it cannot be read.
+const DEFAULT_MAX_MAPS: u64 = 65_530;
+/// Instances past the pool, at most, however many mappings the kernel allows.
+const MAX_PAST_POOL: u64 = 1 << 20;
+
+/// Address space a memory of an actor past the pool reserves to grow into
+/// before it is moved (copied) to a larger reservation.
+const OVERFLOW_GROWTH: u64 = 32 << 20;
+
 impl<S: Services> Overflow<S> {
-    fn new(config: &HostConfig, pooled: &Engine) -> Result<Option<Self>, Error> {
-        let engine = Engine::new(&engine_config(config, None))
-            .map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
-        if compatibility(&engine) != compatibility(pooled) {
-            tracing::warn!(
-                "the on-demand engine's code is not the pooled engine's: no actors past the pool"
-            );
-            return Ok(None);
-        }
+    fn new(config: &HostConfig) -> Result<Self, Error> {
+        let mut wc = engine_config(config, None);
+        wc.memory_reservation(0)
+            .memory_reservation_for_growth(OVERFLOW_GROWTH)
+            .memory_guard_size(64 << 10)
+            .guard_before_linear_memory(false)
+            // Data segments are copied in, not mapped from a memory image:
+            // an image costs each memory two more mappings (the kernel's
+            // vm.max_map_count, 65,530 by default, is what bounds how many
+            // actors a node holds), and copying a guest's few KiB is cheap.
+            .memory_init_cow(false);
+        let engine =
+            Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
         let linker = new_linker(&engine)?;
         let ticker = start_ticker(engine.weak(), config.epoch_tick);
-        Ok(Some(Overflow {
+        Ok(Overflow {
             engine,
             linker,
             _ticker: ticker,
-        }))
+        })
     }
-}
-
-/// A hash of what an engine's compiled code depends on.
-fn compatibility(engine: &Engine) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    h.finish()
 }
 
 fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
@@ -270,7 +288,7 @@ impl<S: Services> Host<S> {
         let linker = new_linker(&engine)?;
         let ticker = start_ticker(engine.weak(), config.epoch_tick);
         let overflow = match config.pool_instances {
-            Some(_) => Overflow::new(&config, &engine)?,
+            Some(_) => Some(Overflow::new(&config)?),
             None => None,
         };
         let memory = config.guest_memory.map(|b| Arc::new(MemoryBudget::new(b)));
@@ -323,7 +341,7 @@ impl<S: Services> Host<S> {
             return Ok(l);
         }
         ferray_codec::check_header(bytes)?;
-        let component = self.compile_cached(&id, bytes)?;
+        let component = self.compile_cached(&self.inner.engine, &id, bytes)?;
         let info = component::exports_of(&self.inner.engine, &component)?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             Error::InvalidArgument(format!(
@@ -334,8 +352,9 @@ impl<S: Services> Host<S> {
             id,
             info,
             pre,
-            component,
+            bytes: self.inner.overflow.as_ref().map(|_| Arc::from(bytes)),
             overflow: std::sync::OnceLock::new(),
+            compiling: std::sync::Mutex::new(()),
             size: bytes.len(),
         });
         Ok(self
@@ -347,36 +366,45 @@ impl<S: Services> Host<S> {
             .clone())
     }
 
-    fn cache_dir(&self) -> Option<PathBuf> {
+    /// The directory of `engine`'s compiled code: one per compatibility
+    /// hash, so the two engines' code never mixes.
+    fn cache_dir(&self, engine: &Engine) -> Option<PathBuf> {
         let base = self.inner.config.cache_dir.as_ref()?;
         let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.inner
-                .engine
-                .precompile_compatibility_hash()
-                .hash(&mut h);
+            engine.precompile_compatibility_hash().hash(&mut h);
             h.finish()
         };
         Some(base.join("components").join(format!("{hash:016x}")))
     }
 
-    fn compile_cached(&self, id: &ComponentId, bytes: &[u8]) -> Result<Component, Error> {
-        let dir = self.cache_dir().filter(|dir| match open_private_dir(dir) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(
-                    "not using the compiled-code cache in {}: {e}",
-                    dir.display()
-                );
-                false
-            }
-        });
-        if let Some(c) = dir.as_deref().and_then(|dir| self.read_cache(dir, id)) {
+    fn compile_cached(
+        &self,
+        engine: &Engine,
+        id: &ComponentId,
+        bytes: &[u8],
+    ) -> Result<Component, Error> {
+        let dir = self
+            .cache_dir(engine)
+            .filter(|dir| match open_private_dir(dir) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        "not using the compiled-code cache in {}: {e}",
+                        dir.display()
+                    );
+                    false
+                }
+            });
+        if let Some(c) = dir
+            .as_deref()
+            .and_then(|dir| self.read_cache(engine, dir, id))
+        {
             self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c);
         }
-        let component = Component::new(&self.inner.engine, bytes).map_err(|e| {
+        let component = Component::new(engine, bytes).map_err(|e| {
             Error::InvalidArgument(format!("not a valid WebAssembly component: {e:#}"))
         })?;
         self.inner.compiled.fetch_add(1, Ordering::Relaxed);
@@ -392,7 +420,7 @@ impl<S: Services> Host<S> {
         Ok(component)
     }
 
-    fn read_cache(&self, dir: &Path, id: &ComponentId) -> Option<Component> {
+    fn read_cache(&self, engine: &Engine, dir: &Path, id: &ComponentId) -> Option<Component> {
         let path = dir.join(format!("{id}.cwasm"));
         let data = read_nofollow(&path).ok()?;
         // The file is `blake3(code) || code`; anything else is ignored and recompiled.
@@ -414,8 +442,9 @@ impl<S: Services> Host<S> {
         // owned by this user and closed to others (`open_private_dir`), read
         // without following a symlink, and their blake3 digest matches the one
         // recorded when they were written, so they are those bytes unchanged.
+        // (`engine` is the one whose hash names `dir`: `compile_cached`.)
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.inner.engine, code) };
+        let component = unsafe { Component::deserialize(engine, code) };
         match component {
             Ok(c) => {
                 tracing::debug!(component = %id.short(), "loaded from the compiled-code cache");
@@ -466,38 +495,56 @@ impl<S: Services> Host<S> {
         &self.inner.engine
     }
 
-    /// Whether instances can live past the pool (allocated on demand).
-    pub fn has_overflow(&self) -> bool {
-        self.inner.overflow.is_some()
+    /// How many instances may live past the pool (allocated on demand): 0
+    /// without that engine. What bounds them is the kernel's count of
+    /// memory mappings per process (`vm.max_map_count`, 65,530 by
+    /// default): each takes about [`MAPS_PER_INSTANCE`] (its memory, the
+    /// guard after it, its fiber stack and that stack's guard page), and
+    /// [`MAPS_KEPT`] are left for everything else. Measured with `cargo
+    /// bench -p ferray-benches --bench actors`: 4.0 per actor.
+    pub fn past_pool_capacity(&self) -> u64 {
+        if self.inner.overflow.is_none() {
+            return 0;
+        }
+        let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_MAPS);
+        (max_maps.saturating_sub(MAPS_KEPT) / MAPS_PER_INSTANCE).min(MAX_PAST_POOL)
+    }
+
+    /// Compile `comp` for instances past the pool, if not yet done: a
+    /// blocking call (a compilation), for a blocking thread, before the
+    /// first such actor of it.
+    pub fn prepare_past_pool(&self, comp: &Loaded<S>) -> Result<(), Error> {
+        self.overflow_pre(comp).map(|_| ())
     }
 
     /// The engine of instances past the pool, and `comp` ready to
-    /// instantiate there, with its exports' indices there (its code read
-    /// into that engine once).
+    /// instantiate there, with its exports' indices there (compiled for
+    /// that engine once).
     pub(crate) fn overflow_pre<'a>(
         &'a self,
         comp: &'a Loaded<S>,
     ) -> Result<(&'a Engine, &'a InstancePre<TaskState<S>>, &'a ComponentInfo), Error> {
-        let o = self
+        let (o, bytes) = self
             .inner
             .overflow
             .as_ref()
+            .zip(comp.bytes.as_deref())
             .ok_or_else(|| Error::System("this node has no instances past its pool".into()))?;
         if let Some((pre, info)) = comp.overflow.get() {
             return Ok((&o.engine, pre, info));
         }
-        let code = comp
-            .component
-            .serialize()
-            .map_err(|e| wasm_err("cannot serialize the component", e))?;
-        // SAFETY: `Component::deserialize` requires bytes made by
-        // `Component::serialize` for an engine whose code is compatible.
-        // These bytes were made just above, in this process, from a
-        // component of the pooled engine, and `Overflow::new` checked that
-        // the two engines' `precompile_compatibility_hash`es are equal.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&o.engine, &code) }
-            .map_err(|e| wasm_err("cannot read the component into the on-demand engine", e))?;
+        // One compilation: whoever comes while it runs waits, then finds it.
+        let _one = comp
+            .compiling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((pre, info)) = comp.overflow.get() {
+            return Ok((&o.engine, pre, info));
+        }
+        let component = self.compile_cached(&o.engine, &comp.id, bytes)?;
         let info = component::exports_of(&o.engine, &component)?;
         let pre = o
             .linker

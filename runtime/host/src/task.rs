@@ -319,7 +319,7 @@ impl<S: Services> Host<S> {
     /// Create an actor: a store of its own, the component instantiated in it,
     /// and the constructor of `class` run with `args`. `pooled`: in one of
     /// the pool's slots (the caller holds one), else allocated on demand
-    /// ([`Host::has_overflow`]).
+    /// ([`Host::past_pool_capacity`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn create_actor(
         &self,
