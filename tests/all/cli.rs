@@ -359,6 +359,25 @@ fn the_microbenchmark_runs_and_prints_its_metrics() {
     assert_eq!(out.lines().count(), 2, "{out}");
 }
 
+/// The whole workloads the microbenchmark times (and `benches/ray/bench.py`
+/// runs on Ray in the same shapes) give their known results, run here
+/// smaller: a guest driver's independent tasks, a chain through object
+/// arguments, and a tree of nested tasks that wait for their children.
+#[test]
+fn the_benchmark_guests_workloads_give_their_results() {
+    for (args, want) in [
+        (&["fan-in", "300"][..], "2100"),
+        (&["chain", "60"][..], "60"),
+        (&["chain", "1"][..], "1"),
+        (&["tree", "3", "3"][..], "40"),
+        (&["tree", "0", "4"][..], "1"),
+    ] {
+        let mut all = vec!["run", fx::BENCH];
+        all.extend_from_slice(args);
+        assert_eq!(ferray_ok(&all).trim(), want, "{args:?}");
+    }
+}
+
 /// `ferray ARGS` under a pseudo-terminal (util-linux's `script`, as on CI's
 /// Debian): its exit status and what the terminal got (stdout and stderr
 /// together, escape codes and all).

@@ -101,7 +101,7 @@ struct Tally {
     errors: BTreeMap<String, u64>,
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     exe: PathBuf,
     home: PathBuf,
     port: u16,
@@ -113,7 +113,41 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn cmd(&self) -> Command {
+    /// A cluster of `exe` in `home`, not started; `env` for every process.
+    pub(crate) fn new(exe: PathBuf, home: PathBuf, env: Vec<(String, String)>) -> Result<Cluster> {
+        Ok(Cluster {
+            exe,
+            home,
+            port: 0,
+            env,
+            head: Command::new("true").spawn()?,
+            workers: Vec::new(),
+            heads_started: 0,
+            workers_started: 0,
+        })
+    }
+
+    /// Start the head, then `workers` workers.
+    pub(crate) fn start(&mut self, workers: usize) -> Result<()> {
+        self.head = self.start_head()?;
+        for _ in 0..workers {
+            let w = self.start_worker()?;
+            self.workers.push(w);
+        }
+        Ok(())
+    }
+
+    /// Kill every process of the cluster.
+    pub(crate) fn stop(&mut self) {
+        for w in self.workers.iter_mut() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.head.kill();
+        let _ = self.head.wait();
+    }
+
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.env("FERRAY_HOME", &self.home)
             .env_remove("FERRAY_TOKEN")
@@ -177,7 +211,7 @@ impl Cluster {
             .context("starting a worker")
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }
@@ -221,21 +255,8 @@ pub(crate) fn chaos(args: &[String]) -> Result<()> {
         ),
         ("FERRAY_TESTING_RPC_DELAY_MS".to_string(), "2".to_string()),
     ];
-    let mut c = Cluster {
-        exe,
-        home: home.clone(),
-        port: 0,
-        env,
-        head: Command::new("true").spawn()?,
-        workers: Vec::new(),
-        heads_started: 0,
-        workers_started: 0,
-    };
-    c.head = c.start_head()?;
-    for _ in 0..3 {
-        let w = c.start_worker()?;
-        c.workers.push(w);
-    }
+    let mut c = Cluster::new(exe, home.clone(), env)?;
+    c.start(3)?;
     std::thread::sleep(Duration::from_secs(2));
     eprintln!(
         "chaos: cluster at {} (logs in {})",
@@ -326,12 +347,7 @@ pub(crate) fn chaos(args: &[String]) -> Result<()> {
     }
     {
         let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-        for w in c.workers.iter_mut() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        let _ = c.head.kill();
-        let _ = c.head.wait();
+        c.stop();
     }
 
     let tally = tally.lock().unwrap_or_else(|e| e.into_inner());

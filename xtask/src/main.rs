@@ -11,6 +11,9 @@
 //! - `cargo xtask bench-dashboard`: the head's dashboard pages and API timed
 //!   on an empty cluster and with 100,000 tasks and 10,000 actors in its
 //!   tables (`cargo bench -p ferray-benches --bench dashboard`).
+//! - `cargo xtask bench-ray [--no-ray]`: ferray's microbenchmark embedded
+//!   and on a local cluster next to Ray 2.60's figures, in one sitting, as
+//!   one table (`vs_ray.rs`, `benches/ray/bench.py`).
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: the fuzz targets of `fuzz/`
 //!   under libFuzzer (nightly, cargo-fuzz), `N` executions each.
 //! - `cargo xtask chaos [--minutes N] [--seed S] [--failure P]`: a mixed
@@ -23,6 +26,7 @@
 mod chaos;
 mod fuzz;
 mod tidy;
+mod vs_ray;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -254,10 +258,11 @@ fn main() -> ExitCode {
             .map(|p| eprintln!("components in {}", p.display())),
         "bench" => bench(),
         "bench-dashboard" => bench_dashboard(),
+        "bench-ray" => vs_ray::vs_ray(&std::env::args().skip(2).collect::<Vec<_>>()),
         "fuzz" => fuzz::fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
         "chaos" => chaos::chaos(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | fuzz [TARGET] [--runs N] | chaos [--minutes N] [--seed S] [--failure P]"
+            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | bench-ray [--no-ray] | fuzz [TARGET] [--runs N] | chaos [--minutes N] [--seed S] [--failure P]"
         )),
     };
     match out {

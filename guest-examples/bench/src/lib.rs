@@ -1,11 +1,13 @@
 //! ferray example: the tasks and the actor that `ferray microbenchmark` measures, a real
 //! Rust guest (std, WASI, the SDK) rather than a hand-written component.
 //!
-//! `ferray run bench.wasm fan-in 100` prints `700`.
+//! `ferray run bench.wasm fan-in 100` prints `700`; `chain 2000` prints `2000`; `tree 5 4`
+//! prints `1365`.
 
 use std::cell::Cell;
 
 use exports::ferray_examples::bench::api::{Guest as ApiGuest, GuestCounter};
+use ferray_sdk::Task;
 
 wit_bindgen::generate!({ path: "wit", world: "bench" });
 
@@ -48,6 +50,35 @@ impl Guest for Component {
             .collect();
         let values: Vec<u32> = ferray_sdk::get_all(&refs).expect("small-value tasks failed");
         values.iter().map(|v| u64::from(*v)).sum()
+    }
+
+    fn add_one(x: u64) -> u64 {
+        x + 1
+    }
+
+    fn chain(n: u32) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let mut last = ferray_sdk::remote("add-one", &(0u64,));
+        for _ in 1..n {
+            last = Task::new("add-one")
+                .arg_ref(&last)
+                .submit()
+                .expect("add-one submission failed");
+        }
+        ferray_sdk::get(&last).expect("the chain failed")
+    }
+
+    fn tree(depth: u32, width: u32) -> u64 {
+        if depth == 0 {
+            return 1;
+        }
+        let children: Vec<_> = (0..width)
+            .map(|_| ferray_sdk::remote("tree", &(depth - 1, width)))
+            .collect();
+        let counts: Vec<u64> = ferray_sdk::get_all(&children).expect("a subtree failed");
+        1 + counts.iter().sum::<u64>()
     }
 }
 

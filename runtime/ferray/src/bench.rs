@@ -129,6 +129,7 @@ pub fn run_all(
     for (suffix, bytes) in kinds {
         count += component_metrics(&rt, target, bytes, suffix, secs, &wanted, &mut print)?;
     }
+    count += workloads(&rt, guest, &wanted, &mut print)?;
     let rt2 = rt.clone();
     rt.block_on(async move {
         let rt = rt2;
@@ -198,6 +199,76 @@ pub fn run_all(
                 let v = crate::cluster::transfer_gbps(size, secs).await?;
                 emit("object_transfer_gigabytes", v, "gigabytes_per_second");
             }
+        }
+        Ok::<usize, Error>(count)
+    })
+}
+
+/// Whole workloads whose driver is a task of the guest, each timed once (after
+/// a smaller warm-up run), in seconds: what `benches/ray/workloads.py` runs on
+/// Ray with the same shapes.
+///
+/// - `workload_independent_tasks_20000`: the driver submits 20,000 tasks and
+///   gets them all (`fan-in`);
+/// - `workload_chain_2000`: 2,000 tasks, each taking the previous one's result
+///   as an object argument (`chain`);
+/// - `workload_tree_1365`: a tree of nested tasks, depth 5 and width 4, each
+///   waiting for its children (`tree`).
+fn workloads(
+    rt: &Runtime,
+    guest: &[u8],
+    wanted: &dyn Fn(&str) -> bool,
+    print: &mut dyn FnMut(String),
+) -> Result<usize, Error> {
+    type Shape = (&'static str, &'static str, (u32, u32), (u32, u32), u64);
+    // (metric, export, warm-up arguments, arguments, expected result); a
+    // second argument of 0 is not passed.
+    let shapes: [Shape; 3] = [
+        (
+            "workload_independent_tasks_20000",
+            "fan-in",
+            (1000, 0),
+            (20_000, 0),
+            140_000,
+        ),
+        ("workload_chain_2000", "chain", (100, 0), (2000, 0), 2000),
+        ("workload_tree_1365", "tree", (3, 4), (5, 4), 1365),
+    ];
+    if !shapes.iter().any(|s| wanted(s.0)) {
+        return Ok(0);
+    }
+    let comp = rt.load_bytes_sync(guest)?;
+    let rt2 = rt.clone();
+    rt.block_on(async move {
+        let rt = rt2;
+        let mut count = 0;
+        for (name, export, warm, args, expect) in shapes {
+            if !wanted(name) {
+                continue;
+            }
+            let run = |(a, b): (u32, u32)| {
+                let comp = &comp;
+                let rt = &rt;
+                async move {
+                    let r = if export == "tree" {
+                        comp.call(export, (a, b))?
+                    } else {
+                        comp.call(export, (a,))?
+                    };
+                    rt.get::<u64>(&r).await
+                }
+            };
+            run(warm).await?;
+            let start = Instant::now();
+            let got = run(args).await?;
+            let secs = start.elapsed().as_secs_f64();
+            if got != expect {
+                return Err(Error::Other(format!(
+                    "{name}: `{export}` returned {got}, not {expect}"
+                )));
+            }
+            print(line(name, secs, "seconds"));
+            count += 1;
         }
         Ok::<usize, Error>(count)
     })

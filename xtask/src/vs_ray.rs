@@ -1,0 +1,108 @@
+//! `cargo xtask bench-ray`: ferray's microbenchmark, embedded and on a local
+//! cluster (a head with its own worker and one more worker, 2 CPUs each, on
+//! 127.0.0.1), and Ray 2.60 on the same metrics and workloads
+//! (`benches/ray/bench.py`), all in one sitting, printed as one table with
+//! the ratio of each ferray figure to Ray's.
+//!
+//! Needs Ray (`pip install "ray[default]==2.60.0" numpy`); `--no-ray` skips
+//! it and prints ferray's columns alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::chaos::Cluster;
+use crate::{cargo, root, run};
+
+/// `NAME VALUE UNIT` lines of a command's stdout, by name (other lines are
+/// ignored).
+type Figures = BTreeMap<String, (f64, String)>;
+
+fn figures(cmd: &mut Command) -> Result<Figures> {
+    eprintln!("+ {cmd:?}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}:\n{text}", out.status);
+    }
+    let mut f = Figures::new();
+    for line in text.lines() {
+        if let [name, value, unit] = line.split_whitespace().collect::<Vec<_>>()[..]
+            && let Ok(v) = value.parse::<f64>()
+        {
+            f.insert(name.to_string(), (v, unit.to_string()));
+        }
+    }
+    Ok(f)
+}
+
+pub(crate) fn vs_ray(args: &[String]) -> Result<()> {
+    let with_ray = !args.iter().any(|a| a == "--no-ray");
+    if let Some(a) = args.iter().find(|a| *a != "--no-ray") {
+        bail!("unknown argument {a}; usage: cargo xtask bench-ray [--no-ray]");
+    }
+    run(cargo()
+        .current_dir(root())
+        .args(["build", "--release", "--bin", "ferray"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let exe = target.join("release/ferray");
+
+    let embedded = figures(Command::new(&exe).arg("microbenchmark"))?;
+
+    let home = std::env::temp_dir().join(format!("ferray-bench-ray-{}", std::process::id()));
+    std::fs::create_dir_all(&home)?;
+    let mut c = Cluster::new(exe, home.clone(), Vec::new())?;
+    c.start(1)?;
+    // The second worker joins within a heartbeat.
+    std::thread::sleep(Duration::from_secs(3));
+    let cluster = figures(c.cmd().args(["microbenchmark", "--address", &c.address()]));
+    c.stop();
+    let cluster = cluster?;
+    let _ = std::fs::remove_dir_all(&home);
+
+    let ray = if with_ray {
+        figures(Command::new("python3").arg(root().join("benches/ray/bench.py")))?
+    } else {
+        Figures::new()
+    };
+
+    println!(
+        "\n{:<36} {:>12} {:>12} {:>12}  {:>9} {:>9}  unit",
+        "metric", "embedded", "cluster", "ray", "emb/ray", "clu/ray"
+    );
+    let show = |v: Option<&(f64, String)>| match v {
+        Some((v, _)) if *v >= 100.0 => format!("{v:.0}"),
+        Some((v, _)) => format!("{v:.3}"),
+        None => "-".into(),
+    };
+    for (name, (_, unit)) in &embedded {
+        let r = ray.get(name);
+        // A rate is better higher, a time lower: the ratio is ferray's
+        // advantage either way.
+        let ratio = |f: Option<&(f64, String)>| match (f, r) {
+            (Some((f, _)), Some((r, _))) if *f > 0.0 && *r > 0.0 => {
+                let x = if unit == "seconds" { r / f } else { f / r };
+                format!("{x:.1}x")
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "{:<36} {:>12} {:>12} {:>12}  {:>9} {:>9}  {unit}",
+            name,
+            show(embedded.get(name)),
+            show(cluster.get(name)),
+            show(r),
+            ratio(embedded.get(name)),
+            ratio(cluster.get(name)),
+        );
+    }
+    Ok(())
+}
