@@ -501,7 +501,7 @@ impl<S: Services> Host<S> {
     /// default): each takes about [`MAPS_PER_INSTANCE`] (its memory, the
     /// guard after it, its fiber stack and that stack's guard page), and
     /// [`MAPS_KEPT`] are left for everything else. Measured with `cargo
-    /// bench -p ferray-benches --bench actors`: 4.0 per actor.
+    /// bench -p ferray-benches --bench scale`: 4.0 per actor.
     pub fn past_pool_capacity(&self) -> u64 {
         if self.inner.overflow.is_none() {
             return 0;
