@@ -59,24 +59,29 @@ fn main() {
     });
 }
 
-async fn runtime() -> Runtime {
-    Runtime::builder()
+/// A runtime from `builder` with the `misbehave` guest loaded and one of its
+/// tasks run (its compiled code and the runtime's own memory are then in
+/// every baseline).
+async fn misbehave(builder: ferray::RuntimeBuilder) -> (Runtime, ferray::Component) {
+    let rt = builder
         .output(ferray::OutputMode::Discard)
         .build()
         .await
-        .expect("a runtime")
-}
-
-async fn hold_refs(n: u32) {
-    let rt = runtime().await;
+        .expect("a runtime");
     let m = rt
         .load_file(ferray_test_fixtures::MISBEHAVE)
         .await
         .expect("load misbehave");
-    let _: u32 = rt
-        .get(&m.call("hold-refs", (10u32,)).expect("call"))
+    let two: u64 = rt
+        .get(&m.call("leaf", (1u64,)).expect("call"))
         .await
-        .expect("hold-refs");
+        .expect("the warm-up task");
+    assert_eq!(two, 2);
+    (rt, m)
+}
+
+async fn hold_refs(n: u32) {
+    let (rt, m) = misbehave(Runtime::builder()).await;
     let before = reset_peak();
     let start = Instant::now();
     let held: u32 = rt
@@ -97,15 +102,7 @@ async fn hold_refs(n: u32) {
 }
 
 async fn queued_tasks(n: u32) {
-    let rt = runtime().await;
-    let m = rt
-        .load_file(ferray_test_fixtures::MISBEHAVE)
-        .await
-        .expect("load misbehave");
-    let _: u64 = rt
-        .get(&m.call("nest", (10u32,)).expect("call"))
-        .await
-        .expect("nest");
+    let (rt, m) = misbehave(Runtime::builder()).await;
     let before = reset_peak();
     // The most tasks queued at once (submitted, not yet ended), sampled.
     let most = Arc::new(AtomicU64::new(0));
@@ -145,18 +142,8 @@ async fn queued_tasks(n: u32) {
 }
 
 async fn live_actors(n: usize) {
-    let rt = Runtime::builder()
-        .num_cpus(0.0)
-        .output(ferray::OutputMode::Discard)
-        .build()
-        .await
-        .expect("a runtime");
-    let m = rt
-        .load_file(ferray_test_fixtures::MISBEHAVE)
-        .await
-        .expect("load misbehave");
-    // One actor first, so the component's compiled code and the
-    // runtime's own memory are in the baseline.
+    let (rt, m) = misbehave(Runtime::builder().num_cpus(0.0)).await;
+    // One actor first, so the actors' code is in the baseline too.
     let first = m.actor("tally", (0i64,)).spawn().await.expect("an actor");
     let one: i64 = rt
         .get(&first.call("incr", (1i64,)).expect("call"))
