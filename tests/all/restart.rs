@@ -44,6 +44,14 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
     });
     // The head saves jobs' logs once a second: the first lines are kept.
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The actor's job's log is followed, through the restart too.
+    let follower = c
+        .cmd()
+        .args(["job", "logs", "--follow", &watched])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("job logs --follow");
     // Followed by a submitter, which waits through the restart.
     let submit = c
         .cmd()
@@ -74,6 +82,24 @@ fn a_head_killed_during_a_job_comes_back_with_its_jobs() {
         c.log("head-1.log")
     );
     assert!(logs.contains("its driver went on"), "{logs}");
+    // The follower connected again and ended with the job: it showed every
+    // line the head has now, in its order, and did not show again the
+    // lines from before the crash that the head kept. (Lines the crashed
+    // head had not saved come again after its restart line when their
+    // worker sends them again: shown again there, as the log has them.)
+    let out = follower.wait_with_output().expect("the follower ends");
+    let (followed, stderr) = (super::stdout(&out), super::stderr(&out));
+    assert!(out.status.success(), "{followed}{stderr}");
+    assert!(stderr.contains("connecting again"), "{stderr}");
+    let mut rest = followed.lines();
+    for line in logs.lines() {
+        assert!(
+            rest.any(|l| l == line),
+            "{line} is missing or out of order\nfollowed:\n{followed}\nlogs:\n{logs}"
+        );
+    }
+    let kept = "task 3 squared to 9; 4 of 200 done";
+    assert_eq!(followed.matches(kept).count(), 1, "{followed}");
     assert_eq!(
         logs.matches("task 0 squared").count(),
         1,

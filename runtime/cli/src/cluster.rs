@@ -159,10 +159,8 @@ pub struct SubmitArgs {
     /// Print the job id and return at once.
     #[arg(long)]
     no_wait: bool,
-    /// While following the job, a lost head is connected to again for this
-    /// long (a head started again keeps its jobs); 0s: fail at once.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
-    reconnect_timeout: Duration,
+    #[command(flatten)]
+    follow: FollowArgs,
     #[command(flatten)]
     entrypoint: EntrypointArgs,
     /// The component (.wasm).
@@ -172,6 +170,35 @@ pub struct SubmitArgs {
     /// Arguments in WAVE text, typed by the function's signature.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// How a command that follows a job rides out a lost head.
+#[derive(clap::Args, Debug)]
+pub struct FollowArgs {
+    /// While following the job, a lost head is connected to again for this
+    /// long (a head started again keeps its jobs); 0s: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::duration)]
+    reconnect_timeout: Duration,
+}
+
+impl FollowArgs {
+    /// Follow `job` on `c` to its end through losses of the head, each one
+    /// said on stderr.
+    async fn follow(
+        &self,
+        c: &mut Client,
+        job: u64,
+        on_event: impl FnMut(JobEvent),
+    ) -> Result<JobInfo> {
+        let reconnect = self.reconnect_timeout;
+        Ok(c.follow_job(
+            job,
+            reconnect,
+            |lost| eprintln!("ferray: {lost}; connecting again for up to {reconnect:?}"),
+            on_event,
+        )
+        .await?)
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -201,6 +228,8 @@ pub struct JobLogsArgs {
     /// Keep following until the job ends.
     #[arg(long, short)]
     follow: bool,
+    #[command(flatten)]
+    reconnect: FollowArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -822,29 +851,24 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
         let bar =
             progress::stderr_is_terminal().then(|| progress::Bar::new(&format!("job-{job} ")));
         let mut last_print = Instant::now() - Duration::from_secs(10);
-        let reconnect = args.reconnect_timeout;
-        let info = c
-            .follow_job(
-                job,
-                reconnect,
-                |lost| eprintln!("ferray: {lost}; connecting again for up to {reconnect:?}"),
-                |e| match e {
-                    JobEvent::Log(l) => match &bar {
-                        Some(bar) => bar.println(&l),
-                        None => eprintln!("{l}"),
-                    },
-                    JobEvent::Progress { done, total } => match &bar {
-                        Some(bar) => bar.set(done, total),
-                        None => {
-                            if last_print.elapsed() > Duration::from_secs(1) {
-                                eprintln!("job-{job}: {done}/{total} tasks done");
-                                last_print = Instant::now();
-                            }
-                        }
-                    },
-                    JobEvent::Finished(_) => {}
+        let info = args
+            .follow
+            .follow(&mut c, job, |e| match e {
+                JobEvent::Log(l) => match &bar {
+                    Some(bar) => bar.println(&l),
+                    None => eprintln!("{l}"),
                 },
-            )
+                JobEvent::Progress { done, total } => match &bar {
+                    Some(bar) => bar.set(done, total),
+                    None => {
+                        if last_print.elapsed() > Duration::from_secs(1) {
+                            eprintln!("job-{job}: {done}/{total} tasks done");
+                            last_print = Instant::now();
+                        }
+                    }
+                },
+                JobEvent::Finished(_) => {}
+            })
             .await?;
         // The bar goes before the job's last line.
         drop(bar);
@@ -906,12 +930,16 @@ pub fn job(cmd: JobCommand) -> Result<ExitCode> {
             JobCommand::Logs(a) => {
                 let id = job_id(&a.job)?;
                 let mut c = a.connect.client().await?;
-                c.watch_job(id, a.follow, |e| {
+                let print = |e: JobEvent| {
                     if let JobEvent::Log(l) = e {
                         outln!("{l}");
                     }
-                })
-                .await?;
+                };
+                if a.follow {
+                    a.reconnect.follow(&mut c, id, print).await?;
+                } else {
+                    c.watch_job(id, false, print).await?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             JobCommand::Stop(a) => {

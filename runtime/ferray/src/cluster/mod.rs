@@ -314,7 +314,12 @@ impl Client {
     /// Follow a job to its end, as [`Client::watch_job`], through losses of
     /// the head: for up to `reconnect` after a loss, connect again with
     /// backoff (a head started again on its database still has the job)
-    /// and go on from the log line where it was. `on_lost` hears each loss.
+    /// and go on from the log line where it was. A head that crashed may
+    /// have lost the last lines it had (it saves them once a second): the
+    /// lines shown last are asked for again and compared, and where the
+    /// head's differ, its lines from there on are shown, so no line is
+    /// shown twice and none of the new ones is skipped. `on_lost` hears each
+    /// loss.
     pub async fn follow_job(
         &mut self,
         job: u64,
@@ -322,14 +327,12 @@ impl Client {
         mut on_lost: impl FnMut(&Error),
         mut on_event: impl FnMut(JobEvent),
     ) -> Result<JobInfo, Error> {
-        let mut seen = 0u64;
+        let mut shown = ShownLines::default();
         loop {
-            let from = seen;
-            let mut count = |e: JobEvent| {
-                if matches!(e, JobEvent::Log(_)) {
-                    seen += 1;
-                }
-                on_event(e)
+            let from = shown.resume_from();
+            let mut count = |e: JobEvent| match &e {
+                JobEvent::Log(line) if !shown.is_new(line) => {}
+                _ => on_event(e),
             };
             let lost = match self.watch_from(job, true, from, &mut count).await {
                 Ok(info) => return Ok(info),
@@ -540,5 +543,88 @@ impl Client {
             }
         }
         Err(last)
+    }
+}
+
+/// The log lines a follower showed: how many in all, the last of them, and
+/// where the head's stream stands against them after a resume.
+#[derive(Default)]
+struct ShownLines {
+    /// Lines shown: the head's index of the next one.
+    count: u64,
+    /// The last lines shown (at most [`ShownLines::KEEP`]).
+    last: std::collections::VecDeque<String>,
+    /// The head's index of the next line its stream sends.
+    at: u64,
+}
+
+impl ShownLines {
+    const KEEP: usize = 1024;
+
+    /// Where a resumed stream starts: at the last lines shown, to compare.
+    fn resume_from(&mut self) -> u64 {
+        self.at = self.count - self.last.len() as u64;
+        self.at
+    }
+
+    /// Whether the stream's next line is new (to show), recording it.
+    fn is_new(&mut self, line: &str) -> bool {
+        let index = self.at;
+        self.at += 1;
+        if index < self.count {
+            let k = (index - (self.count - self.last.len() as u64)) as usize;
+            if self.last.get(k).is_some_and(|l| l == line) {
+                return false;
+            }
+            // The head lost the lines from here on: its own follow.
+            self.last.truncate(k);
+            self.count = index;
+        }
+        self.count += 1;
+        self.last.push_back(line.to_string());
+        if self.last.len() > Self::KEEP {
+            self.last.pop_front();
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::ShownLines;
+
+    fn shown(stream: &[&str], lines: &mut ShownLines) -> Vec<String> {
+        stream
+            .iter()
+            .filter(|l| lines.is_new(l))
+            .map(|l| l.to_string())
+            .collect()
+    }
+
+    /// A resumed stream's lines that were shown already are not shown
+    /// again; where a restarted head lost lines, its new ones are shown and
+    /// its numbering is followed from there.
+    #[test]
+    fn a_resumed_follow_shows_each_new_line_once() {
+        let mut lines = ShownLines::default();
+        assert_eq!(lines.resume_from(), 0);
+        assert_eq!(
+            shown(&["a", "b", "c", "d"], &mut lines),
+            ["a", "b", "c", "d"]
+        );
+        // The same head again: from the kept lines, only the new one shows.
+        assert_eq!(lines.resume_from(), 0);
+        assert_eq!(shown(&["a", "b", "c", "d", "e"], &mut lines), ["e"]);
+        // A head that lost `d` and `e`: its `x` is new, and so is what follows.
+        assert_eq!(lines.resume_from(), 0);
+        assert_eq!(shown(&["a", "b", "c", "x", "y"], &mut lines), ["x", "y"]);
+        assert_eq!(lines.count, 5);
+        // Past what is kept, a resume starts at the oldest line kept.
+        let mut lines = ShownLines::default();
+        let many: Vec<String> = (0..ShownLines::KEEP + 10).map(|i| i.to_string()).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(shown(&refs, &mut lines).len(), many.len());
+        assert_eq!(lines.resume_from(), 10);
+        assert_eq!(shown(&refs[10..], &mut lines), Vec::<String>::new());
     }
 }
