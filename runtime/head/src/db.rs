@@ -317,6 +317,7 @@ mod tests {
 
     fn record(state: JobState, result: &str) -> JobRecord {
         JobRecord {
+            key: "key-1".into(),
             entrypoint: "main 1".into(),
             component: "c".into(),
             state,

@@ -301,41 +301,6 @@ struct Core {
     history: http::history::History,
     /// Where what survives a restart is written.
     db: Option<Arc<db::Db>>,
-    /// Jobs by the key of the request that submitted them, for a
-    /// submission sent again.
-    submissions: Submissions,
-}
-
-/// The keys of the latest job submissions (at most [`SUBMISSION_KEYS`]).
-#[derive(Default)]
-struct Submissions {
-    jobs: HashMap<String, JobId>,
-    order: std::collections::VecDeque<String>,
-}
-
-/// How many submissions' keys the head remembers.
-const SUBMISSION_KEYS: usize = 10_000;
-
-impl Submissions {
-    fn get(&self, key: &str) -> Option<JobId> {
-        if key.is_empty() {
-            return None;
-        }
-        self.jobs.get(key).copied()
-    }
-
-    fn insert(&mut self, key: String, job: JobId) {
-        if key.is_empty() || self.jobs.contains_key(&key) {
-            return;
-        }
-        self.jobs.insert(key.clone(), job);
-        self.order.push_back(key);
-        while self.order.len() > SUBMISSION_KEYS {
-            if let Some(old) = self.order.pop_front() {
-                self.jobs.remove(&old);
-            }
-        }
-    }
 }
 
 impl Core {
@@ -494,7 +459,6 @@ impl Head {
             timings: Default::default(),
             history: Default::default(),
             db,
-            submissions: Default::default(),
         };
         // What the restore changed (jobs ended, drivers queued) is saved.
         let mut core = core;
@@ -781,15 +745,21 @@ impl Head {
     }
 
     /// Submit a job (`Head.SubmitJob`, `POST /api/jobs/`), with its
-    /// component's bytes when they came with it; its driver's wait for a
-    /// node is timed from now.
-    fn submit(&self, req: state::JobRequest, bytes: Option<Bytes>) -> Result<JobId, Error> {
+    /// component's bytes when they came with it and the submitter's key
+    /// (empty: none; a key seen before gets its job again); its driver's
+    /// wait for a node is timed from now.
+    fn submit(
+        &self,
+        req: state::JobRequest,
+        key: &str,
+        bytes: Option<Bytes>,
+    ) -> Result<JobId, Error> {
         let mut core = self.core.lock();
         let now = Instant::now();
         if let Some(bytes) = bytes {
             core.state.upload_component(req.component, bytes, now);
         }
-        let job = core.state.submit_job(req);
+        let job = core.state.submit_job_keyed(req, key);
         if let Ok(job) = job
             && let Some(driver) = core.state.job_driver(job)
         {
@@ -955,19 +925,8 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<v1::JobInfo>, Status> {
         let req = req.into_inner();
         let key = req.key.clone();
-        // (The lock is let go before the job is read.)
-        let seen = self.core.lock().submissions.get(&key);
-        if let Some(job) = seen {
-            let info = self
-                .job_info_of(job)
-                .ok_or_else(|| Status::not_found(format!("no {job}")))?;
-            return Ok(Response::new(ferray_proto::job_info_to(info)));
-        }
         let req = wire::job_request(req).map_err(|e| to_status(&e))?;
-        let job = self.submit(req, None);
-        if let Ok(job) = &job {
-            self.core.lock().submissions.insert(key, *job);
-        }
+        let job = self.submit(req, &key, None);
         let info = job.and_then(|job| {
             self.job_info_of(job)
                 .ok_or_else(|| Error::System("the job vanished".into()))

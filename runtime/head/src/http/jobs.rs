@@ -192,6 +192,7 @@ pub(super) async fn submit(
             args: req.args,
             entrypoint: resources,
         },
+        "",
         inline,
     )?;
     tracing::info!("{job} submitted over HTTP (component {})", id.short());

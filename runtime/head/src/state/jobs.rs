@@ -16,6 +16,7 @@ use super::{
 impl JobEntry {
     pub(super) fn new(entrypoint: String, component: String) -> JobEntry {
         JobEntry {
+            key: String::new(),
             entrypoint,
             component,
             state: JobState::Pending,
@@ -51,6 +52,16 @@ impl State {
 
     /// A job: its driver is queued for a node.
     pub fn submit_job(&mut self, req: JobRequest) -> Result<JobId, Error> {
+        self.submit_job_keyed(req, "")
+    }
+
+    /// A job submitted by a request with the submitter's `key` (empty: none):
+    /// a request whose key the head knows gets the job that key made (while
+    /// the head keeps it, across a restart too), and nothing new runs.
+    pub fn submit_job_keyed(&mut self, req: JobRequest, key: &str) -> Result<JobId, Error> {
+        if let Some(job) = self.job_keys.get(key) {
+            return Ok(*job);
+        }
         let component = req.component;
         if !self.components.contains_key(&component) {
             return Err(Error::NotFound(format!(
@@ -60,6 +71,12 @@ impl State {
         }
         let entry = format!("{} {}", req.function, req.args.join(" "));
         let job = self.new_job(entry.trim().to_string(), component.to_hex());
+        if !key.is_empty()
+            && let Some(j) = self.jobs.get_mut(&job)
+        {
+            j.key = key.to_string();
+            self.job_keys.insert(key.to_string(), job);
+        }
         self.queue_driver(
             job,
             Kind::Driver {
@@ -208,7 +225,9 @@ impl State {
         self.finished_jobs.push_back(id);
         while self.finished_jobs.len() > JOB_RETENTION {
             if let Some(old) = self.finished_jobs.pop_front() {
-                self.jobs.remove(&old);
+                if let Some(j) = self.jobs.remove(&old) {
+                    self.job_keys.remove(&j.key);
+                }
                 self.jobs_unsaved.remove(&old);
                 self.out.saves.push(super::Save::ForgetJob(old));
             }

@@ -267,6 +267,8 @@ struct ActorEntry {
 }
 
 struct JobEntry {
+    /// The key of the request that submitted it (empty: none).
+    key: String,
     entrypoint: String,
     component: String,
     state: JobState,
@@ -325,6 +327,10 @@ pub struct State {
     tasks: Map<TaskId, TaskEntry>,
     actors: Map<ActorId, ActorEntry>,
     jobs: Map<JobId, JobEntry>,
+    /// Jobs by the key of the request that submitted them: a request sent
+    /// again (its answer lost, to this head or to the one before a restart)
+    /// gets the job it made, never a second one.
+    job_keys: HashMap<String, JobId>,
     queues: Queues,
     history: VecDeque<TaskInfo>,
     /// Where and when attempts ran.

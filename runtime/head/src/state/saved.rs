@@ -31,6 +31,10 @@ pub const RESTART_GRACE: Duration = Duration::from_secs(60);
 /// A job as the head keeps it across a restart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
+    /// The key of the request that submitted it (empty: none; absent in
+    /// databases of earlier heads).
+    #[serde(default)]
+    pub key: String,
     pub entrypoint: String,
     pub component: String,
     pub state: JobState,
@@ -179,6 +183,7 @@ impl State {
         logs.reverse();
         let dropped = j.logs_dropped + (j.logs.len() - logs.len()) as u64;
         let record = JobRecord {
+            key: j.key.clone(),
             entrypoint: j.entrypoint.clone(),
             component: j.component.clone(),
             state: j.state,
@@ -246,6 +251,10 @@ impl State {
             entry.logs_bytes = r.logs.iter().map(String::len).sum();
             entry.logs = r.logs.into();
             entry.logs_dropped = r.logs_dropped;
+            if !r.key.is_empty() {
+                self.job_keys.insert(r.key.clone(), id);
+                entry.key = r.key;
+            }
             let finished = entry.state.finished();
             self.jobs.insert(id, entry);
             if finished {

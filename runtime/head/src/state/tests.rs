@@ -2341,6 +2341,45 @@ fn saved_of(st: &mut super::State, into: &mut super::Saved) {
     }
 }
 
+/// A job submission sent again with its key (its answer lost) gets the job
+/// that key made, from the same head and from one restarted on what it
+/// kept, and no second driver is queued; other keys and no key make jobs.
+#[test]
+fn a_submission_key_keeps_its_job_across_a_restart() {
+    let mut w = World::new();
+    let mut kept = super::Saved::default();
+    let n = w.node(1.0);
+    let request = |w: &World| JobRequest {
+        component: w.comp,
+        function: "main".into(),
+        args: vec![],
+        entrypoint: Resources::default(),
+    };
+    let job = w.st.submit_job_keyed(request(&w), "key-a").expect("a job");
+    assert_eq!(w.take().assigns(n).len(), 1);
+    assert_eq!(
+        w.st.submit_job_keyed(request(&w), "key-a")
+            .expect("the job"),
+        job
+    );
+    assert!(w.take().assigns(n).is_empty(), "a second driver ran");
+    w.st.save_changed_jobs();
+    saved_of(&mut w.st, &mut kept);
+
+    let mut st = super::State::new("head:2".into());
+    st.restore(kept, w.now);
+    assert_eq!(
+        st.submit_job_keyed(request(&w), "key-a").expect("the job"),
+        job
+    );
+    assert_eq!(st.job_info(job).map(|j| j.job), Some(job));
+    let other = st.submit_job_keyed(request(&w), "key-b").expect("a job");
+    assert_ne!(other, job);
+    let none = st.submit_job_keyed(request(&w), "").expect("a job");
+    assert_ne!(st.submit_job_keyed(request(&w), "").expect("a job"), none);
+    st.check_invariants().expect("the invariants hold");
+}
+
 /// A head that comes back on its saved tables: a finished job is listed as
 /// it ended (result, log tail, progress); a job whose driver was running
 /// runs it again on the first node, and ends with the re-run's result; a
