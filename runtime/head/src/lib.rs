@@ -782,6 +782,9 @@ impl Head {
     }
 }
 
+/// The longest key of a job submission (`JobRequest.key`).
+const MAX_SUBMISSION_KEY: usize = 256;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn job_key(k: &v1::JobKey) -> JobId {
@@ -925,6 +928,14 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<v1::JobInfo>, Status> {
         let req = req.into_inner();
         let key = req.key.clone();
+        // A key is kept with its job for the job's life in the head's
+        // tables and database: a few dozen bytes of randomness, not data.
+        if key.len() > MAX_SUBMISSION_KEY {
+            return Err(Status::invalid_argument(format!(
+                "a job submission's key has at most {MAX_SUBMISSION_KEY} bytes, not {}",
+                key.len()
+            )));
+        }
         let req = wire::job_request(req).map_err(|e| to_status(&e))?;
         let job = self.submit(req, &key, None);
         let info = job.and_then(|job| {

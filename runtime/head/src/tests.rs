@@ -453,4 +453,11 @@ async fn a_submission_sent_again_with_its_key_gets_the_same_job() {
     assert_ne!(other, first);
     assert_ne!(submit("").await, submit("").await);
     assert_eq!(submit("k2").await, other);
+    // A key past the limit is refused, not kept.
+    let long = "k".repeat(257);
+    let refused = head
+        .submit_job(Request::new(request(&long)))
+        .await
+        .expect_err("a key too long");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
 }
