@@ -357,6 +357,13 @@ fn the_microbenchmark_runs_and_prints_its_metrics() {
         assert!(value > 0.0, "{line}");
     }
     assert_eq!(out.lines().count(), 2, "{out}");
+    // A whole workload (the smallest: a tree of 1,365 nested tasks) prints
+    // its time in seconds, once its result is checked.
+    let out = ferray_ok(&["microbenchmark", "--filter", "workload_tree"]);
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{out}");
+    assert_eq!((fields[0], fields[2]), ("workload_tree_1365", "seconds"));
+    assert!(fields[1].parse::<f64>().is_ok_and(|v| v > 0.0), "{out}");
 }
 
 /// The whole workloads the microbenchmark times (and `benches/ray/bench.py`

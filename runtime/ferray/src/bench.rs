@@ -205,7 +205,7 @@ pub fn run_all(
 }
 
 /// Whole workloads whose driver is a task of the guest, each timed once (after
-/// a smaller warm-up run), in seconds: what `benches/ray/workloads.py` runs on
+/// a smaller warm-up run), in seconds: what `benches/ray/bench.py` runs on
 /// Ray with the same shapes.
 ///
 /// - `workload_independent_tasks_20000`: the driver submits 20,000 tasks and
@@ -220,19 +220,24 @@ fn workloads(
     wanted: &dyn Fn(&str) -> bool,
     print: &mut dyn FnMut(String),
 ) -> Result<usize, Error> {
-    type Shape = (&'static str, &'static str, (u32, u32), (u32, u32), u64);
-    // (metric, export, warm-up arguments, arguments, expected result); a
-    // second argument of 0 is not passed.
+    type Shape = (
+        &'static str,
+        &'static str,
+        &'static [u32],
+        &'static [u32],
+        u64,
+    );
+    // (metric, export, warm-up arguments, arguments, expected result)
     let shapes: [Shape; 3] = [
         (
             "workload_independent_tasks_20000",
             "fan-in",
-            (1000, 0),
-            (20_000, 0),
+            &[1000],
+            &[20_000],
             140_000,
         ),
-        ("workload_chain_2000", "chain", (100, 0), (2000, 0), 2000),
-        ("workload_tree_1365", "tree", (3, 4), (5, 4), 1365),
+        ("workload_chain_2000", "chain", &[100], &[2000], 2000),
+        ("workload_tree_1365", "tree", &[3, 4], &[5, 4], 1365),
     ];
     if !shapes.iter().any(|s| wanted(s.0)) {
         return Ok(0);
@@ -246,14 +251,14 @@ fn workloads(
             if !wanted(name) {
                 continue;
             }
-            let run = |(a, b): (u32, u32)| {
+            let run = |args: &'static [u32]| {
                 let comp = &comp;
                 let rt = &rt;
                 async move {
-                    let r = if export == "tree" {
-                        comp.call(export, (a, b))?
-                    } else {
-                        comp.call(export, (a,))?
+                    let r = match *args {
+                        [a] => comp.call(export, (a,))?,
+                        [a, b] => comp.call(export, (a, b))?,
+                        _ => return Err(Error::Other(format!("{name}: arguments {args:?}"))),
                     };
                     rt.get::<u64>(&r).await
                 }
