@@ -94,7 +94,7 @@ impl<S: Services> Clone for Host<S> {
     }
 }
 
-/// Advances the engine's epoch on a thread of its own until dropped.
+/// Advances the engines' epochs on one thread of its own until dropped.
 struct Ticker {
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -105,7 +105,7 @@ impl Drop for Ticker {
     }
 }
 
-fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
+fn start_ticker(engines: Vec<EngineWeak>, tick: std::time::Duration) -> Ticker {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let spawned = std::thread::Builder::new()
@@ -113,9 +113,11 @@ fn start_ticker(engine: EngineWeak, tick: std::time::Duration) -> Ticker {
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
-                match engine.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+                for engine in &engines {
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
                 }
             }
         });
@@ -235,7 +237,6 @@ fn new_linker<S: Services>(engine: &Engine) -> Result<Linker<TaskState<S>>, Erro
 struct Overflow<S: Services> {
     engine: Engine,
     linker: Linker<TaskState<S>>,
-    _ticker: Ticker,
 }
 
 /// Memory mappings one instance past the pool takes ([`Host::past_pool_capacity`]).
@@ -264,16 +265,16 @@ impl<S: Services> Overflow<S> {
             // vm.max_map_count, 65,530 by default, is what bounds how many
             // actors a node holds), and copying a guest's few KiB is cheap.
             .memory_init_cow(false);
-        let engine =
-            Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
-        let linker = new_linker(&engine)?;
-        let ticker = start_ticker(engine.weak(), config.epoch_tick);
-        Ok(Overflow {
-            engine,
-            linker,
-            _ticker: ticker,
-        })
+        let (engine, linker) = new_engine(&wc)?;
+        Ok(Overflow { engine, linker })
     }
+}
+
+/// An engine configured by `wc`, and its linker.
+fn new_engine<S: Services>(wc: &wasmtime::Config) -> Result<(Engine, Linker<TaskState<S>>), Error> {
+    let engine = Engine::new(wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
+    let linker = new_linker(&engine)?;
+    Ok((engine, linker))
 }
 
 fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
@@ -282,15 +283,17 @@ fn wasm_err(context: &str, e: wasmtime::Error) -> Error {
 
 impl<S: Services> Host<S> {
     pub fn new(config: HostConfig) -> Result<Self, Error> {
-        let wc = engine_config(&config, config.pool_instances);
-        let engine =
-            Engine::new(&wc).map_err(|e| wasm_err("cannot create the wasmtime engine", e))?;
-        let linker = new_linker(&engine)?;
-        let ticker = start_ticker(engine.weak(), config.epoch_tick);
+        let (engine, linker) = new_engine(&engine_config(&config, config.pool_instances))?;
         let overflow = match config.pool_instances {
             Some(_) => Some(Overflow::new(&config)?),
             None => None,
         };
+        // One thread advances both engines' epochs.
+        let engines = std::iter::once(&engine)
+            .chain(overflow.as_ref().map(|o| &o.engine))
+            .map(Engine::weak)
+            .collect();
+        let ticker = start_ticker(engines, config.epoch_tick);
         let memory = config.guest_memory.map(|b| Arc::new(MemoryBudget::new(b)));
         Ok(Self {
             inner: Arc::new(Inner {
