@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobId, ObjectId, Resources, Strategy, TaskId,
-    TaskOptions,
+    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, Strategy,
+    TaskId, TaskOptions,
 };
 use ferray_head::fuzzing::{
-    Acting, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input, JobRequest,
-    KillActor, Kind, LiveActor, Made, Outcome, Put, Rejoined, RunningAttempt, Saved, State, Submit,
-    WorkerHello,
+    Acting, ActorAt, ActorDied, Arg, CallActor, CreateActor, Done, Effect, Hello, Input,
+    JobRequest, KillActor, Kind, LiveActor, Made, Outcome, Put, Rejoined, RunningAttempt, Saved,
+    State, Submit, WorkerHello,
 };
 
 use crate::Input as Bytes8;
@@ -176,6 +176,17 @@ impl Driver<'_> {
         match self.pick(&self.tasks.clone()) {
             Some(t) if !self.byte().is_multiple_of(8) => t,
             _ => TaskId((u64::from(self.byte() % 8) << 32) | u64::from(self.byte() % 8)),
+        }
+    }
+
+    /// Where a caller believes `actor` lives (often wrong).
+    fn actor_at(&mut self, actor: ActorId) -> ActorAt {
+        ActorAt {
+            actor,
+            incarnation: u32::from(self.byte() % 3),
+            node: NodeId(u64::from(self.byte() % 6)),
+            address: "http://n:1".into(),
+            job: JobId(u64::from(self.byte() % 4)),
         }
     }
 
@@ -484,6 +495,7 @@ impl Driver<'_> {
         };
         let outcome = self.outcome();
         let err_value = self.byte().is_multiple_of(8);
+        let direct = self.byte().is_multiple_of(4);
         self.st.handle(
             session,
             Input::Done(Done {
@@ -494,6 +506,7 @@ impl Driver<'_> {
                 stderr: Bytes::new(),
                 wave: String::new(),
                 err_value,
+                direct,
             }),
         );
         "done"
@@ -501,7 +514,7 @@ impl Driver<'_> {
 
     /// One event; returns its name (for the panic message).
     fn step(&mut self) -> &'static str {
-        match self.byte() % 27 {
+        match self.byte() % 28 {
             0 | 1 => {
                 let s = self.any_session();
                 self.st.touch(s, self.now);
@@ -561,12 +574,15 @@ impl Driver<'_> {
                 let s = self.any_session();
                 let task = TaskId(self.id(s));
                 let acting = self.acting(s);
+                let actor = self.actor();
+                let direct = self.byte().is_multiple_of(2).then(|| self.actor_at(actor));
                 let c = CallActor {
                     task,
                     acting,
-                    actor: self.actor(),
+                    actor,
                     method: "incr".into(),
                     args: self.args(),
+                    direct,
                 };
                 push(&mut self.tasks, task);
                 self.st.handle(s, Input::CallActor(c));
@@ -824,6 +840,27 @@ impl Driver<'_> {
                 }
                 "the head restarts"
             }
+            27 => {
+                // A caller lost the answers of direct calls, or sends back
+                // calls that did not run.
+                let s = self.any_session();
+                let tasks = (0..self.byte() % 3).map(|_| self.task()).collect();
+                let unsent = (0..self.byte() % 3)
+                    .map(|_| {
+                        let actor = self.actor();
+                        CallActor {
+                            task: self.task(),
+                            acting: self.acting(s),
+                            actor,
+                            method: "incr".into(),
+                            args: self.args(),
+                            direct: None,
+                        }
+                    })
+                    .collect();
+                self.st.handle(s, Input::DirectLost { tasks, unsent });
+                "direct calls lost"
+            }
             _ => {
                 // A message from a session that should not send it.
                 let s = u64::from(self.byte() % 8);
@@ -901,7 +938,11 @@ impl Driver<'_> {
                     self.work.retain(|w| w.session != session);
                     self.hosted.retain(|h| h.0 != session);
                 }
-                Effect::Resolved { .. } | Effect::Free(_) | Effect::Output { .. } => {}
+                Effect::Resolved { .. }
+                | Effect::Free(_)
+                | Effect::Output { .. }
+                | Effect::ActorAt(_)
+                | Effect::CheckCalls(_) => {}
             }
         }
         if let Err(e) = self.st.check_invariants() {

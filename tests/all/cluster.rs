@@ -486,6 +486,120 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
     assert!(err.contains("gave up connecting again after 1s"), "{err}");
 }
 
+/// After its first call (through the head, which then says where the actor
+/// lives), a caller's calls go straight to the actor's node: they are
+/// answered while the head is stopped, and the head hears of them after.
+#[test]
+fn actor_calls_go_straight_to_the_actors_node() {
+    let c = Cluster::start(1);
+    let worker = NodeId(c.workers[0].1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let counter = rt.load_file(fx::COUNTER).await.expect("load");
+        let a = counter
+            .actor("api.counter", (0i64,))
+            .spawn()
+            .await
+            .expect("actor");
+        let first = a.call("incr", (1i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&first).await.expect("first call"), 1);
+        signal(&c.head, Signal::STOP).expect("SIGSTOP");
+        let direct = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut last = 0;
+            for _ in 0..20 {
+                last = rt.get::<i64>(&a.call("incr", (1i64,))?).await?;
+            }
+            Ok::<_, Error>(last)
+        })
+        .await;
+        signal(&c.head, Signal::CONT).expect("SIGCONT");
+        let last = direct
+            .expect("calls answered while the head was stopped")
+            .expect("calls");
+        assert_eq!(last, 21);
+        // Many at once, in order.
+        let refs: Vec<_> = (0..200)
+            .map(|_| a.call("incr", (1i64,)).expect("call"))
+            .collect();
+        let got: Vec<i64> = rt.get_all(&refs).await.expect("calls");
+        assert_eq!(got, (22..222).collect::<Vec<i64>>());
+        // A call with an object reference among its arguments goes through
+        // the head, after the direct calls made before it.
+        let by = rt.put(&5i64).await.expect("put");
+        let before: Vec<_> = (0..50)
+            .map(|_| a.call("incr", (1i64,)).expect("call"))
+            .collect();
+        let through_head = a
+            .call_with("incr", vec![ferray_core::Arg::Ref(by)])
+            .expect("call");
+        let after = a.call("incr", (1i64,)).expect("call");
+        let got: Vec<i64> = rt.get_all(&before).await.expect("calls");
+        assert_eq!(got, (222..272).collect::<Vec<i64>>());
+        assert_eq!(rt.get::<i64>(&through_head).await.expect("call"), 276);
+        assert_eq!(rt.get::<i64>(&after).await.expect("call"), 277);
+        // The head was told of every call: it lists them as finished on the
+        // actor's node.
+        wait_for("the head to list the calls", 30, || {
+            let tasks = c.state("tasks").tasks;
+            let done = tasks
+                .iter()
+                .filter(|t| {
+                    t.function.ends_with(".incr") && t.state == "FINISHED" && t.node == Some(worker)
+                })
+                .count();
+            (done == 273).then_some(())
+        });
+    });
+}
+
+/// Direct calls in flight when the actor's node is killed end (a value, or
+/// `ActorDied`), never hang; later calls go to the actor's new incarnation.
+#[test]
+fn direct_calls_survive_the_loss_of_the_actors_node() {
+    let mut c = Cluster::start(2);
+    let (w1, w2) = (c.workers[0].1, c.workers[1].1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let counter = rt.load_file(fx::COUNTER).await.expect("load");
+        let a = counter
+            .actor("api.counter", (0i64,))
+            .max_restarts(1)
+            .strategy(Strategy::Node {
+                node: w2,
+                soft: true,
+            })
+            .spawn()
+            .await
+            .expect("actor");
+        let first = a.call("incr", (1i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&first).await.expect("first call"), 1);
+        let refs: Vec<_> = (0..3000)
+            .map(|_| a.call("incr", (1i64,)).expect("call"))
+            .collect();
+        c.kill_worker(w2);
+        // A call that ran but whose answer died with the node fails too, so
+        // the values need not be a prefix: each is what the calls before it
+        // made (in order, each once).
+        for (i, r) in refs.iter().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(30), rt.get::<i64>(r))
+                .await
+                .expect("every call ends");
+            match got {
+                Ok(v) => assert_eq!(v, i as i64 + 2, "calls ran in order"),
+                Err(e) => assert!(matches!(e, Error::ActorDied(_)), "{e}"),
+            }
+        }
+        // The restarted actor (its constructor ran again) answers.
+        let r = a.call("incr", (10i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&r).await.expect("restarted actor"), 10);
+        let r = a.call("incr", (1i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&r).await.expect("restarted actor"), 11);
+        let actors = c.state("actors").actors;
+        let info = actors.iter().find(|x| x.id == a.id()).expect("listed");
+        assert_eq!((info.node, info.restarts), (Some(NodeId(w1)), 1));
+    });
+}
+
 #[test]
 fn a_silent_worker_is_declared_dead_and_its_tasks_run_elsewhere() {
     let c = Cluster::start(2);

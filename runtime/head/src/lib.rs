@@ -25,7 +25,7 @@ mod wire;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::state::{
-        Acting, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect,
+        Acting, ActorAt, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect,
         HEAD_HOLDER, Hello, Input, JobRequest, KillActor, Kind, LiveActor, Made, ObjectLoc, Outbox,
         Outcome, Put, Rejoined, ResolvedArg, RunningAttempt, Save, Saved, StartActor, State,
         Submit, Welcome, WorkerHello,

@@ -4,7 +4,7 @@
 //! message where it checks everything else.
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ComponentId, Error, TaskId};
+use ferray_core::{ActorId, ComponentId, Error, JobId, NodeId, TaskId};
 use ferray_proto::v1::{self, down, up};
 use ferray_proto::{error_from, error_to, id_bytes, object_id};
 
@@ -160,13 +160,7 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
             options: ferray_proto::actor_options_from(c.options),
             args: args(c.args),
         }),
-        up::Msg::CallActor(c) => Input::CallActor(CallActor {
-            task: TaskId(c.task),
-            acting: acting(c.acting),
-            actor: ActorId(c.actor),
-            method: c.method,
-            args: args(c.args),
-        }),
+        up::Msg::CallActor(c) => Input::CallActor(call_actor(c)),
         up::Msg::KillActor(k) => Input::KillActor(KillActor {
             actor: ActorId(k.actor),
             acting: acting(k.acting),
@@ -202,7 +196,32 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
             incarnation: d.incarnation,
             error: error_from(d.error),
         }),
+        up::Msg::DirectLost(l) => Input::DirectLost {
+            tasks: l.tasks.into_iter().map(TaskId).collect(),
+            unsent: l.unsent.into_iter().map(call_actor).collect(),
+        },
     }))
+}
+
+fn call_actor(c: v1::CallActor) -> CallActor {
+    CallActor {
+        task: TaskId(c.task),
+        acting: acting(c.acting),
+        actor: ActorId(c.actor),
+        method: c.method,
+        args: args(c.args),
+        direct: c.direct.map(actor_at_from),
+    }
+}
+
+fn actor_at_from(a: v1::ActorAt) -> crate::state::ActorAt {
+    crate::state::ActorAt {
+        actor: ActorId(a.actor),
+        incarnation: a.incarnation,
+        node: NodeId(a.node),
+        address: a.address,
+        job: JobId(a.job),
+    }
 }
 
 /// For whom a worker sends a request (a client names no one).
@@ -266,6 +285,7 @@ fn done(d: v1::Done) -> Done {
         stderr: d.stderr,
         wave: d.wave,
         err_value: d.err_value,
+        direct: d.direct,
     }
 }
 
@@ -331,6 +351,16 @@ pub(crate) fn down(e: Effect) -> Option<v1::Down> {
             source,
             stdout,
             stderr,
+        }),
+        Effect::ActorAt(a) => down::Msg::ActorAt(v1::ActorAt {
+            actor: a.actor.0,
+            incarnation: a.incarnation,
+            node: a.node.0,
+            address: a.address,
+            job: a.job.0,
+        }),
+        Effect::CheckCalls(ts) => down::Msg::CheckCalls(v1::CheckCalls {
+            tasks: ts.iter().map(|t| t.0).collect(),
         }),
         Effect::Close => return None,
     };

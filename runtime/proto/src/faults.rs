@@ -150,6 +150,7 @@ impl Faults {
             up::Msg::ActorDied(_) => "ActorDied",
             up::Msg::Started(_) => "Started",
             up::Msg::Output(_) => "TaskOutput",
+            up::Msg::DirectLost(_) => "DirectLost",
         };
         self.decide(kind)
     }
@@ -165,6 +166,8 @@ impl Faults {
             down::Msg::Cancel(_) => "Cancel",
             down::Msg::Free(_) => "Free",
             down::Msg::Output(_) => "Output",
+            down::Msg::ActorAt(_) => "ActorAt",
+            down::Msg::CheckCalls(_) => "CheckCalls",
         };
         self.decide(kind)
     }

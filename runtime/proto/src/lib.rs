@@ -39,7 +39,7 @@ pub use view::{
 };
 
 /// The protocol a worker and a client announce; the head refuses others.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.
@@ -246,6 +246,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Faulty {
 }
 pub type HeadClient = v1::head_client::HeadClient<Authed>;
 pub type UploadsClient = v1::uploads_client::UploadsClient<Authed>;
+pub type ActorsClient = v1::actors_client::ActorsClient<Authed>;
 
 /// The `http://` URI of `host:port` (a bare address gets the scheme).
 pub fn uri(addr: &str) -> String {
@@ -343,6 +344,12 @@ pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
     ))
 }
 
+pub fn actors_client(ch: Channel, token: &Token) -> ActorsClient {
+    v1::actors_client::ActorsClient::with_interceptor(Faulty::new(ch), AddToken(token.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 pub fn uploads_client(ch: Channel, token: &Token) -> UploadsClient {
     v1::uploads_client::UploadsClient::with_interceptor(Faulty::new(ch), AddToken(token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -393,6 +400,20 @@ pub fn objects_server(
     token: &Token,
 ) -> InterceptedService<ObjectsService, CheckToken> {
     InterceptedService::new(ObjectsService::new(source), CheckToken(token.clone()))
+}
+
+/// A server of `Actors` (direct calls) behind the token check, with the
+/// message limits.
+pub fn actors_server<T: v1::actors_server::Actors>(
+    svc: T,
+    token: &Token,
+) -> InterceptedService<v1::actors_server::ActorsServer<T>, CheckToken> {
+    InterceptedService::new(
+        v1::actors_server::ActorsServer::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken(token.clone()),
+    )
 }
 
 /// A server of `Uploads` behind the token check, with the message limits.
@@ -459,25 +480,56 @@ pub fn encoded_len(msg: &impl prost::Message) -> usize {
 pub fn batched<T: prost::Message + Send + 'static>(
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = Vec<T>> + Send + 'static {
+    batched_lingering(rx, |_| false, Duration::ZERO)
+}
+
+/// [`batched`], except that a batch of only `lazy` messages (reports that
+/// nobody waits for) waits up to `linger` for more before it goes: a
+/// stream of small reports costs a frame and a wake-up per `linger`, not
+/// per report. A message that is not lazy ends the wait.
+pub fn batched_lingering<T, F>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    lazy: F,
+    linger: Duration,
+) -> impl Stream<Item = Vec<T>> + Send + 'static
+where
+    T: prost::Message + Send + 'static,
+    F: Fn(&T) -> bool + Send + Sync + 'static,
+{
+    let lazy = std::sync::Arc::new(lazy);
     // The state keeps a message that did not fit for the next batch.
-    futures::stream::unfold((rx, None::<T>), |(mut rx, held)| async move {
-        let first = match held {
-            Some(m) => m,
-            None => rx.recv().await?,
-        };
-        let mut bytes = first.encoded_len();
-        let mut batch = vec![first];
-        let mut next = None;
-        while let Ok(m) = rx.try_recv() {
-            let len = m.encoded_len();
-            if bytes + len > BATCH_BYTES {
-                next = Some(m);
-                break;
+    futures::stream::unfold((rx, None::<T>), move |(mut rx, held)| {
+        let lazy = lazy.clone();
+        async move {
+            let first = match held {
+                Some(m) => m,
+                None => rx.recv().await?,
+            };
+            let mut bytes = first.encoded_len();
+            let mut waiting = lazy(&first);
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + linger;
+            loop {
+                let m = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) if waiting && !linger.is_zero() => {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(m)) => m,
+                            _ => break,
+                        }
+                    }
+                    Err(_) => break,
+                };
+                let len = m.encoded_len();
+                if bytes + len > BATCH_BYTES {
+                    return Some((batch, (rx, Some(m))));
+                }
+                waiting &= lazy(&m);
+                bytes += len;
+                batch.push(m);
             }
-            bytes += len;
-            batch.push(m);
+            Some((batch, (rx, None)))
         }
-        Some((batch, (rx, next)))
     })
 }
 

@@ -85,7 +85,12 @@ impl Backend for Remote {
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
-        self.0.call_actor(acting(caller), actor, method, args)
+        let job = match caller {
+            Caller::Driver => None,
+            Caller::Task { job, .. } | Caller::Actor { job, .. } => job.map(|j| j.0),
+        };
+        self.0
+            .call_actor(acting(caller), job.unwrap_or(0), actor, method, args)
     }
 
     fn kill_actor(

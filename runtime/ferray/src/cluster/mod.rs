@@ -151,6 +151,10 @@ pub(crate) async fn connect_client(
                     msg: Some(v1::down::Msg::Output(o)),
                     ..
                 }) => rt.emit_output(&o.source, &o.stdout, &o.stderr),
+                Ok(v1::Down {
+                    msg: Some(v1::down::Msg::ActorAt(a)),
+                    ..
+                }) => session.actor_at(a),
                 Ok(_) => {}
                 Err(why) => break why,
             }

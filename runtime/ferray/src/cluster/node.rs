@@ -72,11 +72,21 @@ pub struct Joined {
     pub object_address: String,
 }
 
+/// Where a direct call's answer goes: the caller's `Actors.Calls` stream.
+type Reply = mpsc::UnboundedSender<Result<v1::DirectReply, tonic::Status>>;
+
+/// A call in an actor's mailbox on this node: routed by the head, or
+/// straight from its caller (`reply`).
+struct Queued {
+    call: v1::ActorCall,
+    reply: Option<Reply>,
+}
+
 struct Node {
     rt: Arc<RtInner>,
     session: Arc<Session>,
     running: DashMap<u64, Running>,
-    actors: DashMap<u64, mpsc::UnboundedSender<v1::ActorCall>>,
+    actors: DashMap<u64, mpsc::UnboundedSender<Queued>>,
     /// How its actors were started, and the calls they run (for a
     /// restarted head).
     actor_starts: DashMap<u64, v1::StartActor>,
@@ -84,10 +94,17 @@ struct Node {
     /// The last attempts that ended here (a restarted head is told of
     /// those whose `Done` the earlier one may not have got).
     finished: parking_lot::Mutex<std::collections::VecDeque<(u64, v1::Attempt)>>,
-    /// Why actors that could not start here died (a call the head sent
-    /// before it heard gets that reason); at most [`MAX_DEAD_KEPT`].
-    could_not_start: DashMap<u64, String>,
+    /// Why actors that were here are not (they could not start, died or
+    /// were killed): a call for one gets that reason; at most
+    /// [`MAX_DEAD_KEPT`].
+    gone: DashMap<u64, String>,
     load: tokio::sync::Mutex<()>,
+    /// Calls among `calls` that came straight from their callers (the head
+    /// records those from the callers' own reports, not from this node's).
+    direct: DashMap<u64, ()>,
+    /// Direct calls the head asked about that never came: refused if they
+    /// come after all (their callers were told they failed).
+    disowned: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// A task attempt that runs here.
@@ -152,9 +169,26 @@ pub async fn run_worker(
         #[cfg(feature = "testing")]
         corrupt: Arc::new(AtomicU32::new(config.corrupt_transfers)),
     };
+    let node = Arc::new(Node {
+        rt: inner.clone(),
+        session: session.clone(),
+        running: DashMap::new(),
+        actors: DashMap::new(),
+        actor_starts: DashMap::new(),
+        calls: DashMap::new(),
+        finished: Default::default(),
+        gone: DashMap::new(),
+        load: tokio::sync::Mutex::new(()),
+        direct: DashMap::new(),
+        disowned: Default::default(),
+    });
     let server = tokio::spawn(
         ferray_proto::server()
             .add_service(ferray_proto::objects_server(objects, &config.token))
+            .add_service(ferray_proto::actors_server(
+                NodeActors(node.clone()),
+                &config.token,
+            ))
             .serve_with_incoming(ferray_proto::incoming(listener)),
     );
     let beat = {
@@ -210,17 +244,6 @@ pub async fn run_worker(
     joined(Joined {
         node: node_id,
         object_address,
-    });
-    let node = Arc::new(Node {
-        rt: inner,
-        session: session.clone(),
-        running: DashMap::new(),
-        actors: DashMap::new(),
-        actor_starts: DashMap::new(),
-        calls: DashMap::new(),
-        finished: Default::default(),
-        could_not_start: DashMap::new(),
-        load: tokio::sync::Mutex::new(()),
     });
     {
         let weak = Arc::downgrade(&node);
@@ -289,34 +312,36 @@ impl Node {
             down::Msg::ActorCall(c) => match self.actors.get(&c.actor) {
                 Some(tx) => {
                     let job = self.actor_starts.get(&c.actor).map_or(0, |s| s.job);
-                    self.calls.insert(
-                        c.task,
-                        v1::Attempt {
-                            assign: Some(v1::Assign {
-                                task: c.task,
-                                job,
-                                attempt: 1,
-                                function: c.method.clone(),
-                                args: c.args.clone(),
-                                ..Default::default()
-                            }),
-                            actor: c.actor,
-                            started: true,
-                            ended: false,
-                        },
-                    );
-                    let _ = tx.send(c);
+                    self.calls.insert(c.task, call_attempt(&c, job));
+                    let _ = tx.send(Queued {
+                        call: c,
+                        reply: None,
+                    });
                 }
                 None => {
-                    let why = self
-                        .could_not_start
-                        .get(&c.actor)
-                        .map(|w| w.clone())
-                        .unwrap_or_else(|| format!("actor-{} is not on this node", c.actor));
+                    let why = self.not_here(c.actor);
                     self.done_err(c.task, 1, Error::ActorDied(why))
                 }
             },
+            down::Msg::ActorAt(a) => self.session.actor_at(a),
+            down::Msg::CheckCalls(c) => {
+                let mut disowned = self.disowned.lock();
+                for t in c.tasks {
+                    let known = self.calls.contains_key(&t)
+                        || self.finished.lock().iter().any(|(x, _)| *x == t);
+                    if !known && disowned.insert(t) {
+                        self.done_err(
+                            t,
+                            1,
+                            Error::ActorDied(format!(
+                                "task-{t}: the call never reached the actor's node"
+                            )),
+                        );
+                    }
+                }
+            }
             down::Msg::StopActor(s) => {
+                self.remember_gone(s.actor, format!("actor-{} was killed", s.actor));
                 self.actors.remove(&s.actor);
                 self.actor_starts.remove(&s.actor);
                 let _ = self.rt.kill_actor_here(ActorId(s.actor));
@@ -347,7 +372,14 @@ impl Node {
                 ended: false,
             })
             .collect();
-        running.extend(self.calls.iter().map(|c| c.value().clone()));
+        // Direct calls are the callers' to report (they send their
+        // unanswered ones to a restarted head again).
+        running.extend(
+            self.calls
+                .iter()
+                .filter(|c| !self.direct.contains_key(c.key()))
+                .map(|c| c.value().clone()),
+        );
         // An ended attempt of a task that runs here again (a retry) is not
         // reported: the running one stands for the task.
         running.extend(
@@ -392,8 +424,87 @@ impl Node {
             task,
             attempt,
             result: Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
+            direct: self.direct.contains_key(&task),
             ..Default::default()
         }));
+    }
+
+    /// Why an actor is not here any more (a call for it gets that reason).
+    fn remember_gone(&self, actor: u64, why: String) {
+        if self.gone.len() >= MAX_DEAD_KEPT {
+            self.gone.clear();
+        }
+        self.gone.insert(actor, why);
+    }
+
+    /// Why a call to an actor that is not here fails.
+    fn not_here(&self, actor: u64) -> String {
+        self.gone
+            .get(&actor)
+            .map(|w| w.clone())
+            .unwrap_or_else(|| format!("actor-{actor} is not on this node"))
+    }
+
+    /// A call straight from its caller: into the actor's mailbox when the
+    /// actor lives here as the incarnation and job the caller names;
+    /// refused otherwise. Either way the head hears of it (`Done`).
+    fn direct_call(self: &Arc<Self>, c: v1::DirectCall, reply: &Reply) {
+        let t = c.task;
+        // Not run: its caller has the head route it (the head hears of
+        // it from the caller).
+        let refuse = |why: String| {
+            let e = Error::ActorDied(why);
+            let _ = reply.send(Ok(v1::DirectReply {
+                task: t,
+                result: Some(v1::direct_reply::Result::Err(ferray_proto::error_to(&e))),
+                refused: true,
+            }));
+        };
+        let disowned = self.disowned.lock();
+        if disowned.contains(&t) {
+            // Its caller was told it failed: it must not run.
+            return;
+        }
+        let start = self
+            .actor_starts
+            .get(&c.actor)
+            .map(|s| (s.job, s.incarnation));
+        let (Some((job, incarnation)), true) = (start, self.actors.contains_key(&c.actor)) else {
+            drop(disowned);
+            return refuse(self.not_here(c.actor));
+        };
+        if job != c.job || incarnation != c.incarnation {
+            drop(disowned);
+            return refuse(if job != c.job {
+                format!("actor-{} is not on this node", c.actor)
+            } else {
+                format!(
+                    "actor-{} was restarted (incarnation {incarnation}, the call was for {})",
+                    c.actor, c.incarnation
+                )
+            });
+        }
+        let call = v1::ActorCall {
+            task: t,
+            actor: c.actor,
+            incarnation,
+            seq: 0,
+            method: c.method,
+            args: c
+                .args
+                .into_iter()
+                .map(|b| v1::ResolvedArg {
+                    kind: Some(v1::resolved_arg::Kind::Value(b)),
+                })
+                .collect(),
+        };
+        self.calls.insert(t, call_attempt(&call, job));
+        self.direct.insert(t, ());
+        drop(disowned);
+        // Straight into the actor's mailbox: its caller has no call routed
+        // by the head before it still on the way (it waits for their
+        // answers before it calls directly).
+        self.enter(call, Some(reply.clone()));
     }
 
     /// A result: kept here for the cluster, inline in the reply when small.
@@ -551,13 +662,12 @@ impl Node {
     }
 
     fn start_actor(self: &Arc<Self>, s: v1::StartActor) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<v1::ActorCall>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         self.actors.insert(s.actor, tx);
         self.actor_starts.insert(s.actor, s.clone());
         let me = self.clone();
         tokio::spawn(async move {
             let a = ActorId(s.actor);
-            let label = a.to_string();
             let made = async {
                 let comp = me.component(&s.component).await?;
                 let options = ferray_proto::actor_options_from(s.options.clone())?;
@@ -573,6 +683,7 @@ impl Node {
                 let on_death = Box::new(move |reason: String| {
                     if let Some(n) = node.upgrade() {
                         n.actor_starts.remove(&a.0);
+                        n.remember_gone(a.0, reason.clone());
                     }
                     session.send(up::Msg::ActorDied(v1::ActorDied {
                         actor: a.0,
@@ -597,11 +708,7 @@ impl Node {
             };
             if let Err(e) = made.await {
                 tracing::warn!("{a} could not start: {e}");
-                if me.could_not_start.len() >= MAX_DEAD_KEPT {
-                    me.could_not_start.clear();
-                }
-                me.could_not_start
-                    .insert(s.actor, format!("{a} could not start: {e}"));
+                me.remember_gone(s.actor, format!("{a} could not start: {e}"));
                 me.actors.remove(&s.actor);
                 me.actor_starts.remove(&s.actor);
                 me.session.send(up::Msg::ActorDied(v1::ActorDied {
@@ -611,55 +718,133 @@ impl Node {
                         "{a} could not start: {e}"
                     )))),
                 }));
-                while let Some(c) = rx.recv().await {
+                while let Some(Queued { call: c, reply }) = rx.recv().await {
                     me.calls.remove(&c.task);
-                    me.done_err(
-                        c.task,
-                        1,
-                        Error::ActorDied(format!("{a} could not start: {e}")),
-                    );
+                    let e = Error::ActorDied(format!("{a} could not start: {e}"));
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(v1::DirectReply {
+                            task: c.task,
+                            result: Some(v1::direct_reply::Result::Err(ferray_proto::error_to(&e))),
+                            refused: false,
+                        }));
+                    }
+                    me.done_err(c.task, 1, e);
+                    me.direct.remove(&c.task);
                 }
                 return;
             }
             // Calls enter the actor's mailbox in the order they arrived.
-            while let Some(c) = rx.recv().await {
-                let args = c
-                    .args
-                    .into_iter()
-                    .map(|x| me.session.arg_from(x))
-                    .collect::<Result<Vec<_>, _>>();
-                let r = args.and_then(|args| me.rt.call_actor_here(a, c.method.clone(), args));
-                let me2 = me.clone();
-                let label = label.clone();
-                tokio::spawn(async move {
-                    let out = match r {
-                        Ok(r) => match r.ready_id().await {
-                            Ok(_) => me2.rt.get_bytes(&r).await.map(|b| b.to_vec()),
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    };
-                    let (stdout, stderr) = me2.rt.take_output_of(&label);
-                    let result = match out {
-                        Ok(bytes) => v1::done::Result::Ok(me2.result_loc(bytes)),
-                        Err(e) => v1::done::Result::Err(ferray_proto::error_to(&e)),
-                    };
-                    let done = up::Msg::Done(v1::Done {
-                        task: c.task,
-                        attempt: 1,
-                        result: Some(result),
-                        stdout: stdout.into(),
-                        stderr: stderr.into(),
-                        ..Default::default()
-                    });
-                    me2.session.send_after(done, || {
-                        if let Some((_, call)) = me2.calls.remove(&c.task) {
-                            me2.ended(c.task, call);
-                        }
-                    });
-                });
+            while let Some(Queued { call: c, reply }) = rx.recv().await {
+                me.enter(c, reply);
             }
         });
+    }
+
+    /// Put a call in its actor's mailbox; its answer goes to the head
+    /// (`Done`) and, for a direct call, first to its caller.
+    fn enter(self: &Arc<Self>, c: v1::ActorCall, reply: Option<Reply>) {
+        let a = ActorId(c.actor);
+        let args = c
+            .args
+            .into_iter()
+            .map(|x| self.session.arg_from(x))
+            .collect::<Result<Vec<_>, _>>();
+        let r = args.and_then(|args| self.rt.call_actor_here(a, c.method, args));
+        let me = self.clone();
+        let task = c.task;
+        tokio::spawn(async move {
+            let out = match r {
+                Ok(r) => match r.ready_id().await {
+                    Ok(_) => me.rt.get_bytes(&r).await.map(|b| b.to_vec()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let (stdout, stderr) = me.rt.take_output_of(&a.to_string());
+            let result = match out {
+                Ok(bytes) => v1::done::Result::Ok(me.result_loc(bytes)),
+                Err(e) => v1::done::Result::Err(ferray_proto::error_to(&e)),
+            };
+            // A direct call's caller first; a large result is pulled from
+            // this node.
+            let direct = reply.is_some();
+            if let Some(r) = reply {
+                let answer = match &result {
+                    v1::done::Result::Ok(loc) => {
+                        let mut loc = loc.clone();
+                        if loc.inline.is_none() {
+                            loc.holders = vec![me.session.object_address().to_string()];
+                        }
+                        v1::direct_reply::Result::Ok(loc)
+                    }
+                    v1::done::Result::Err(e) => v1::direct_reply::Result::Err(e.clone()),
+                };
+                let _ = r.send(Ok(v1::DirectReply {
+                    task,
+                    result: Some(answer),
+                    refused: false,
+                }));
+            }
+            let done = up::Msg::Done(v1::Done {
+                task,
+                attempt: 1,
+                result: Some(result),
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+                direct,
+                ..Default::default()
+            });
+            me.session.send_after(done, || {
+                if let Some((_, call)) = me.calls.remove(&task) {
+                    me.ended(task, call);
+                }
+                me.direct.remove(&task);
+            });
+        });
+    }
+}
+
+/// An actor call as a restarted head is told of it.
+fn call_attempt(c: &v1::ActorCall, job: u64) -> v1::Attempt {
+    v1::Attempt {
+        assign: Some(v1::Assign {
+            task: c.task,
+            job,
+            attempt: 1,
+            function: c.method.clone(),
+            args: c.args.clone(),
+            ..Default::default()
+        }),
+        actor: c.actor,
+        started: true,
+        ended: false,
+    }
+}
+
+/// This node's `Actors` service: calls straight from their callers.
+struct NodeActors(Arc<Node>);
+
+#[tonic::async_trait]
+impl v1::actors_server::Actors for NodeActors {
+    type CallsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<v1::DirectReply, tonic::Status>> + Send + 'static>,
+    >;
+
+    async fn calls(
+        &self,
+        req: tonic::Request<tonic::Streaming<v1::DirectCall>>,
+    ) -> Result<tonic::Response<Self::CallsStream>, tonic::Status> {
+        let mut calls = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(c)) = calls.message().await {
+                node.direct_call(c, &tx);
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 }
 

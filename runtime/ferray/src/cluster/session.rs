@@ -93,6 +93,22 @@ pub(crate) struct Session {
     /// pull took (`ferray_object_transfer_*` on the node's metrics).
     pub transfer_bytes: ferray_core::Histogram,
     pub transfer_seconds: ferray_core::Histogram,
+    /// A client's job (0 for a worker, whose callers name theirs).
+    job: u64,
+    /// Where actors live, by (job, actor), as the head last said: their
+    /// calls go straight there ([`Session::call_actor`]).
+    actor_locs: DashMap<(u64, u64), v1::ActorAt>,
+    /// Calls that went through the head without an answer yet, by task,
+    /// and how many per (job, actor): while one is, the actor's next calls
+    /// go the same way (so they run in the order they were made).
+    head_calls: DashMap<u64, (u64, u64)>,
+    head_pending: DashMap<(u64, u64), usize>,
+    /// Streams of direct calls, by the address of the actors' node.
+    direct_links: Mutex<HashMap<String, Arc<DirectLink>>>,
+    /// Direct calls without an answer per (job, actor), and the calls
+    /// through the head that wait for them to be answered (a call that
+    /// must go through the head does not overtake direct ones before it).
+    order: Mutex<CallOrder>,
     /// What running tasks printed and the head has not been sent yet: sent
     /// in one message per task every [`LIVE_FLUSH`] and before its `Done`
     /// (a guest printing line by line costs the head a message a tick, not
@@ -154,6 +170,42 @@ impl UpLink {
     }
 }
 
+/// A stream of direct calls to one node (`Actors.Calls`) and the calls on
+/// it without an answer, by task, with their (job, actor).
+struct DirectLink {
+    tx: mpsc::UnboundedSender<v1::DirectCall>,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// Each call without an answer: its (job, actor), and the call as the
+    /// head would route it (sent to the head if it does not run there).
+    calls: HashMap<u64, ((u64, u64), v1::CallActor)>,
+    /// It broke: its calls without an answer were handed to the head.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct CallOrder {
+    direct: HashMap<(u64, u64), usize>,
+    held: HashMap<(u64, u64), std::collections::VecDeque<up::Msg>>,
+}
+
+/// How long reports that nobody waits for (direct calls made and answered,
+/// acknowledgements) wait to go up with more.
+const REPORT_LINGER: Duration = Duration::from_millis(2);
+
+/// A message that only reports to the head what happened elsewhere.
+fn is_report(m: &v1::Up) -> bool {
+    match &m.msg {
+        Some(up::Msg::CallActor(c)) => c.direct.is_some(),
+        Some(up::Msg::Done(d)) => d.direct,
+        Some(up::Msg::Ack(_)) => true,
+        _ => false,
+    }
+}
+
 /// How often a session acknowledges what came down (at most).
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -177,7 +229,8 @@ async fn open_stream(address: String, token: Token, hello: v1::Hello) -> Result<
             seq: 0,
             msg: Some(up::Msg::Hello(hello)),
         });
-        let ups = ferray_proto::batched(rx).map(|msgs| v1::UpBatch { msgs });
+        let ups = ferray_proto::batched_lingering(rx, is_report, REPORT_LINGER)
+            .map(|msgs| v1::UpBatch { msgs });
         #[cfg(feature = "testing")]
         let ups = faults::delayed(Box::pin(ups));
         let resp = head
@@ -299,6 +352,12 @@ impl Session {
             // 100 µs to about 7 minutes.
             transfer_seconds: ferray_core::Histogram::exponential(1e-4, 4.0, 12),
             live_out: Mutex::new(HashMap::new()),
+            job: w.job,
+            actor_locs: DashMap::new(),
+            head_calls: DashMap::new(),
+            head_pending: DashMap::new(),
+            direct_links: Mutex::new(HashMap::new()),
+            order: Mutex::new(CallOrder::default()),
         });
         Ok((session, down))
     }
@@ -584,6 +643,7 @@ impl Session {
     /// The head is gone: every pending result fails with the reason.
     pub fn lose(&self, why: String) {
         *self.lost.lock() = Some(why.clone());
+        self.actor_locs.clear();
         self.specs.lock().clear();
         let keys: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
         for k in keys {
@@ -596,6 +656,12 @@ impl Session {
     // ----- results -----
 
     pub fn resolved(&self, r: v1::Resolved) {
+        if let Some((_, key)) = self.head_calls.remove(&r.task) {
+            self.head_pending.remove_if_mut(&key, |_, n| {
+                *n -= 1;
+                *n == 0
+            });
+        }
         {
             let mut specs = self.specs.lock();
             // A call's answer says its actor was made (its node reports it
@@ -976,15 +1042,59 @@ impl Session {
         Ok(ActorId(a))
     }
 
+    /// Call an actor of `job`: straight to its node when the head told
+    /// where it lives, no call of this session to it waits for the head,
+    /// and its arguments are values; else through the head.
     pub fn call_actor(
-        &self,
+        self: &Arc<Self>,
         acting: Option<v1::Acting>,
+        job: u64,
         actor: ActorId,
         method: String,
         args: Vec<Arg<ObjectRef>>,
     ) -> Result<ObjectRef, Error> {
+        let job = if job == 0 { self.job } else { job };
         let t = self.next_id();
         let r = self.pending_ref(t)?;
+        let key = (job, actor.0);
+        if let Some(at) = self.direct_route(key, &args) {
+            let values: Vec<Bytes> = args
+                .into_iter()
+                .filter_map(|a| match a {
+                    Arg::Value(v) => Some(Bytes::from(v)),
+                    Arg::Ref(_) => None,
+                })
+                .collect();
+            // The head records it (its arguments are the node's to know).
+            let msg = up::Msg::CallActor(v1::CallActor {
+                task: t,
+                acting,
+                actor: actor.0,
+                method: method.clone(),
+                args: Vec::new(),
+                direct: Some(at.clone()),
+            });
+            self.remember(t, &msg, Vec::new());
+            self.send(msg);
+            *self.order.lock().direct.entry(key).or_default() += 1;
+            let whole = v1::CallActor {
+                task: t,
+                acting,
+                actor: actor.0,
+                method,
+                args: values
+                    .into_iter()
+                    .map(|b| v1::Arg {
+                        kind: Some(v1::arg::Kind::Value(b)),
+                    })
+                    .collect(),
+                direct: None,
+            };
+            if let Some(whole) = self.send_direct(&at, key, whole) {
+                self.direct_refused(key, whole);
+            }
+            return Ok(r);
+        }
         let refs = task_refs(&args);
         let wire = self.args_to(acting, args);
         let msg = up::Msg::CallActor(v1::CallActor {
@@ -993,10 +1103,256 @@ impl Session {
             actor: actor.0,
             method,
             args: wire,
+            direct: None,
         });
+        self.head_calls.insert(t, key);
+        *self.head_pending.entry(key).or_default() += 1;
         self.remember(t, &msg, refs);
-        self.send(msg);
+        let mut order = self.order.lock();
+        if order.direct.contains_key(&key) || order.held.contains_key(&key) {
+            // Sent once the direct calls before it are answered.
+            order.held.entry(key).or_default().push_back(msg);
+        } else {
+            self.send(msg);
+        }
         Ok(r)
+    }
+
+    /// A direct call to `key` was answered (or handed to the head): once
+    /// none is left, the calls held behind them go to the head, in order.
+    fn direct_answered(&self, key: (u64, u64)) {
+        let mut order = self.order.lock();
+        let left = order.direct.get_mut(&key).map(|n| {
+            *n -= 1;
+            *n
+        });
+        if left == Some(0) {
+            order.direct.remove(&key);
+            for m in order.held.remove(&key).into_iter().flatten() {
+                self.send(m);
+            }
+        }
+    }
+
+    /// Where a call to the actor `key` may go straight to, if it may.
+    fn direct_route(&self, key: (u64, u64), args: &[Arg<ObjectRef>]) -> Option<v1::ActorAt> {
+        if self.head_pending.contains_key(&key) {
+            return None;
+        }
+        let at = self.actor_locs.get(&key)?.clone();
+        let mut total = 0usize;
+        for a in args {
+            match a {
+                Arg::Value(v) => total += v.len(),
+                Arg::Ref(_) => return None,
+            }
+        }
+        (total <= MAX_INLINE_ARG).then_some(at)
+    }
+
+    /// The head says where an actor lives now.
+    pub fn actor_at(&self, a: v1::ActorAt) {
+        if !self.is_lost() {
+            self.actor_locs.insert((a.job, a.actor), a);
+        }
+    }
+
+    /// The address this node serves objects and actor calls on (empty for
+    /// a client).
+    pub fn object_address(&self) -> &str {
+        &self.hello.object_address
+    }
+
+    /// Send a direct call on the stream to the actor's node (opened when
+    /// there is none); the call back when it could not be handed to one.
+    fn send_direct(
+        self: &Arc<Self>,
+        at: &v1::ActorAt,
+        key: (u64, u64),
+        whole: v1::CallActor,
+    ) -> Option<v1::CallActor> {
+        let addr = at.address.as_str();
+        let call = v1::DirectCall {
+            task: whole.task,
+            actor: whole.actor,
+            incarnation: at.incarnation,
+            job: key.0,
+            method: whole.method.clone(),
+            args: whole
+                .args
+                .iter()
+                .filter_map(|a| match &a.kind {
+                    Some(v1::arg::Kind::Value(b)) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect(),
+        };
+        for _ in 0..2 {
+            let link = {
+                let mut links = self.direct_links.lock();
+                match links.get(addr) {
+                    Some(l) if !l.state.lock().closed => l.clone(),
+                    _ => {
+                        let l = self.open_link(addr.to_string());
+                        links.insert(addr.to_string(), l.clone());
+                        l
+                    }
+                }
+            };
+            let mut st = link.state.lock();
+            if st.closed {
+                continue;
+            }
+            st.calls.insert(call.task, (key, whole));
+            // A stream that has ended keeps the call among its own: the
+            // head answers it when the stream's end is handled.
+            let _ = link.tx.send(call);
+            return None;
+        }
+        Some(whole)
+    }
+
+    /// A stream of direct calls to the node at `addr`: answers go to their
+    /// callers; when it breaks, the calls without an answer go to the head.
+    fn open_link(self: &Arc<Self>, addr: String) -> Arc<DirectLink> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(DirectLink {
+            tx,
+            state: Mutex::new(LinkState::default()),
+        });
+        let me = Arc::downgrade(self);
+        let token = self.token.clone();
+        let l = link.clone();
+        self.exec.spawn(async move {
+            // Whether the node got the stream: before, no call ran there.
+            let mut reached = false;
+            let run = async {
+                let ch = ferray_proto::connect(&addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut client = ferray_proto::actors_client(ch, &token);
+                let mut replies = client
+                    .calls(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                    .into_inner();
+                reached = true;
+                while let Some(r) = replies
+                    .message()
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                {
+                    let call = l.state.lock().calls.remove(&r.task);
+                    if let (Some((key, whole)), Some(s)) = (call, me.upgrade()) {
+                        if r.refused {
+                            s.direct_refused(key, whole);
+                        } else {
+                            s.direct_reply(key, r);
+                        }
+                    }
+                }
+                Ok::<_, String>(())
+            };
+            let why = match run.await {
+                Ok(()) => "the node ended the stream".to_string(),
+                Err(e) => e,
+            };
+            let lost: Vec<((u64, u64), v1::CallActor)> = {
+                let mut st = l.state.lock();
+                st.closed = true;
+                let mut calls: Vec<_> = st.calls.drain().collect();
+                calls.sort_by_key(|(t, _)| *t);
+                calls.into_iter().map(|(_, c)| c).collect()
+            };
+            if let Some(s) = me.upgrade() {
+                s.direct_broke(&addr, &l, lost, reached, &why);
+            }
+        });
+        link
+    }
+
+    /// A direct call did not run (its node refused it: the actor does not
+    /// live there as the caller believed, or could not be reached): sent
+    /// again to the head, which routes it to where the actor lives now.
+    fn direct_refused(&self, key: (u64, u64), whole: v1::CallActor) {
+        self.actor_locs.remove(&key);
+        let t = whole.task;
+        // A restarted head gets it whole, as a call it routes.
+        self.remember(t, &up::Msg::CallActor(whole.clone()), Vec::new());
+        // Later calls go through the head until it answers this one.
+        self.head_calls.insert(t, key);
+        *self.head_pending.entry(key).or_default() += 1;
+        self.send(up::Msg::DirectLost(v1::DirectLost {
+            tasks: Vec::new(),
+            unsent: vec![whole],
+        }));
+        self.direct_answered(key);
+    }
+
+    /// A direct call's answer from the actor's node.
+    fn direct_reply(&self, key: (u64, u64), r: v1::DirectReply) {
+        self.specs.lock().remove(&r.task);
+        self.direct_answered(key);
+        let Some((_, slot)) = self.pending.remove(&r.task) else {
+            return;
+        };
+        match r.result {
+            Some(v1::direct_reply::Result::Ok(loc)) => match self.accept_loc(loc) {
+                Ok((id, true)) => slot.resolve(id),
+                Ok((id, false)) => slot.resolve_remote(id),
+                Err(e) => slot.fail(e),
+            },
+            Some(v1::direct_reply::Result::Err(e)) => {
+                let e = ferray_proto::error_from(Some(e));
+                if matches!(e, Error::ActorDied(_)) {
+                    // The head knows where it lives now, if it does.
+                    self.actor_locs.remove(&key);
+                }
+                slot.fail(e);
+            }
+            None => slot.fail(Error::System("a node sent an empty answer".into())),
+        }
+    }
+
+    /// The stream to `addr` broke: the actors there are reached through
+    /// the head again, which answers the calls that had no answer.
+    fn direct_broke(
+        &self,
+        addr: &str,
+        link: &Arc<DirectLink>,
+        lost: Vec<((u64, u64), v1::CallActor)>,
+        reached: bool,
+        why: &str,
+    ) {
+        self.actor_locs.retain(|_, a| a.address != addr);
+        {
+            let mut links = self.direct_links.lock();
+            if links.get(addr).is_some_and(|l| Arc::ptr_eq(l, link)) {
+                links.remove(addr);
+            }
+        }
+        if lost.is_empty() || self.is_lost() {
+            return;
+        }
+        if !reached {
+            // None of them ran: the head routes them.
+            tracing::info!("actor calls to {addr} go through the head: {why}");
+            for (key, whole) in lost {
+                self.direct_refused(key, whole);
+            }
+            return;
+        }
+        tracing::warn!(
+            "the stream of actor calls to {addr} broke ({why}); the head answers its {} calls",
+            lost.len()
+        );
+        self.send(up::Msg::DirectLost(v1::DirectLost {
+            tasks: lost.iter().map(|(_, c)| c.task).collect(),
+            unsent: Vec::new(),
+        }));
+        for (key, _) in lost {
+            self.direct_answered(key);
+        }
     }
 
     /// Kill an actor of the caller's job: sent at once; the head answers on a reply id
@@ -1013,6 +1369,7 @@ impl Session {
         };
         // Killed: a restarted head is not asked to create it again.
         self.specs.lock().remove(&actor.0);
+        self.actor_locs.retain(|k, _| k.1 != actor.0);
         let msg = up::Msg::KillActor(v1::KillActor {
             actor: actor.0,
             acting,

@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use ferray_core::{ActorId, ActorOptions, ComponentId, Error, NodeId, ObjectId, TaskId};
 
+use super::timeline::End;
 use super::{
-    AState, ActorCall, ActorDied, ActorEntry, CallActor, CreateActor, Effect, KillActor, Kind,
-    ObjectLoc, StartActor, State, TState, TaskEntry, Waiter, check_id,
+    AState, ActorAt, ActorCall, ActorDied, ActorEntry, CallActor, CreateActor, Effect, KillActor,
+    Kind, ObjectLoc, StartActor, State, TState, TaskEntry, Waiter, check_id,
 };
 
 impl State {
@@ -183,6 +184,9 @@ impl State {
             let e = e.clone();
             return self.reply_err(session, t, e);
         }
+        if let Some(at) = c.direct {
+            return self.direct_call(session, t, a, c.method, args, at);
+        }
         actor.calls.push_back(t);
         let job = actor.job;
         self.tasks.insert(
@@ -200,6 +204,180 @@ impl State {
         );
         self.count_in_job(job, t);
         self.try_ready(Waiter::Task(t));
+    }
+
+    /// A call its caller sent straight to the node where it believes the
+    /// actor lives (`at`): recorded as running there, answered by that
+    /// node. When the actor no longer lives there, that node refuses the
+    /// call, and the head records it as failed.
+    fn direct_call(
+        &mut self,
+        session: u64,
+        t: TaskId,
+        a: ActorId,
+        method: String,
+        args: Vec<super::Arg>,
+        at: ActorAt,
+    ) {
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        let job = actor.job;
+        let node = at.node;
+        let here = matches!(actor.state, AState::Alive(n) if n == node)
+            && actor.incarnation == at.incarnation
+            && self.nodes.get(&node).is_some_and(|n| n.alive);
+        let mut task = TaskEntry::new(
+            job,
+            Some(session),
+            Kind::ActorCall { actor: a, method },
+            args,
+            TState::Waiting,
+        );
+        task.direct = true;
+        self.tasks.insert(t, task);
+        self.count_in_job(job, t);
+        let early = self.early_dones.remove(&t);
+        if !here {
+            // That node refuses it (or cannot be reached), and its caller
+            // sends it again for the head to route (`reroute`).
+            if let Some((_, n, d)) = early {
+                self.discard(n, &d.outcome);
+            }
+            return;
+        }
+        if let Some(task) = self.tasks.get_mut(&t) {
+            task.state = TState::Running(node);
+            task.attempts = 1;
+            task.ran_on = Some(node);
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.running.insert(t);
+        }
+        self.open_attempt(node, t);
+        if let Some((s, _, d)) = early {
+            // Its node answered before its caller's report came.
+            self.done(s, d);
+        }
+    }
+
+    /// Direct calls whose answers the caller did not get: answered now when
+    /// they ended; when they still run, their node is asked to answer
+    /// those it never got (the rest answer when they end).
+    pub(super) fn direct_lost(&mut self, session: u64, tasks: &[TaskId]) {
+        let mut check: std::collections::BTreeMap<NodeId, Vec<TaskId>> = Default::default();
+        for &t in tasks {
+            if check_id(session, t.0).is_err() {
+                continue;
+            }
+            let Some(task) = self.tasks.get_mut(&t) else {
+                // Refused, or its job ended: it has no answer to give.
+                self.reply_err(
+                    session,
+                    t,
+                    Error::ActorDied(format!("the answer to the call {t} was lost")),
+                );
+                continue;
+            };
+            if task.owner != Some(session) || !task.direct {
+                continue;
+            }
+            task.direct = false;
+            match task.state {
+                TState::Done(_) | TState::Failed(_) => {
+                    self.sent_again(session, t);
+                }
+                TState::Running(node) => check.entry(node).or_default().push(t),
+                _ => {}
+            }
+        }
+        for (node, ts) in check {
+            self.send_node(node, Effect::CheckCalls(ts));
+        }
+    }
+
+    /// A direct call that did not run, sent again whole by its caller: it
+    /// joins the actor's calls as one the head routes (after the caller's
+    /// calls already queued here), and the head answers it.
+    pub(super) fn reroute(&mut self, session: u64, c: CallActor) {
+        let t = c.task;
+        let Some(task) = self.tasks.get_mut(&t) else {
+            // Its report was refused: the call is answered as a new one.
+            return self.call_actor(session, CallActor { direct: None, ..c });
+        };
+        if task.owner != Some(session) || !task.direct {
+            return;
+        }
+        task.direct = false;
+        let a = match task.kind {
+            Kind::ActorCall { actor, .. } => actor,
+            _ => return,
+        };
+        match task.state {
+            TState::Done(_) | TState::Failed(_) => {
+                self.sent_again(session, t);
+                return;
+            }
+            TState::Running(node) => {
+                self.close_attempt(node, t, End::Lost("the call did not reach the actor"));
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.running.remove(&t);
+                }
+            }
+            _ => {}
+        }
+        let args = match c.args {
+            Ok(args) => args,
+            Err(e) => return self.fail_task(t, e),
+        };
+        let job = match self.tasks.get_mut(&t) {
+            Some(task) => {
+                task.state = TState::Waiting;
+                task.attempts = 0;
+                task.ran_on = None;
+                task.job
+            }
+            None => return,
+        };
+        let mut args = args;
+        self.unalias(job, &mut args);
+        if let Some(task) = self.tasks.get_mut(&t) {
+            task.args = args;
+        }
+        match self.actors.get_mut(&a) {
+            Some(actor) if !matches!(actor.state, AState::Dead(_)) => actor.calls.push_back(t),
+            Some(actor) => {
+                let AState::Dead(e) = &actor.state else {
+                    return;
+                };
+                let e = e.clone();
+                return self.fail_task(t, e);
+            }
+            None => return self.fail_task(t, no_actor(a)),
+        }
+        self.try_ready(Waiter::Task(t));
+    }
+
+    /// Where the actor lives now, for a caller whose call it answered on
+    /// `node` (its later calls may go straight there).
+    pub(super) fn tell_actor_at(&mut self, session: u64, a: ActorId, node: NodeId) {
+        let Some(actor) = self.actors.get(&a) else {
+            return;
+        };
+        if !matches!(actor.state, AState::Alive(n) if n == node) {
+            return;
+        }
+        let Some(address) = self.holder_address(node) else {
+            return;
+        };
+        let at = ActorAt {
+            actor: a,
+            incarnation: actor.incarnation,
+            node,
+            address,
+            job: actor.job,
+        };
+        self.send(session, Effect::ActorAt(at));
     }
 
     /// Send the actor's ready calls, in submission order, while it is alive.

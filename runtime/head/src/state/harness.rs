@@ -207,6 +207,7 @@ impl World {
                 actor,
                 method: "add".into(),
                 args: Ok(vec![]),
+                direct: None,
             }),
         );
         task
@@ -242,6 +243,7 @@ impl World {
                 stderr: Bytes::new(),
                 wave: String::new(),
                 err_value: false,
+                direct: false,
             }),
         );
     }

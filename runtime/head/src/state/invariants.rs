@@ -229,6 +229,9 @@ impl State {
                     );
                     ensure!(task.attempts >= 1, "{t} runs with no attempt");
                 }
+                // A direct call sent where its actor no longer lives: it
+                // waits for its caller to send it again whole.
+                TState::Waiting if task.direct => {}
                 TState::Waiting => self.waits_properly(Waiter::Task(*t), task.waiting_on)?,
                 TState::Queued => match &task.kind {
                     Kind::ActorCall { actor, .. } => {
@@ -248,6 +251,7 @@ impl State {
             }
             if let Kind::ActorCall { actor, .. } = &task.kind
                 && matches!(task.state, TState::Waiting)
+                && !task.direct
             {
                 ensure!(
                     self.actors.get(actor).is_some_and(|a| a.calls.contains(t)),

@@ -9,7 +9,8 @@
 
 use bytes::Bytes;
 use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobId, ObjectId, Resources, TaskId, TaskOptions,
+    ActorId, ActorOptions, ComponentId, Error, JobId, NodeId, ObjectId, Resources, TaskId,
+    TaskOptions,
 };
 
 /// An argument as its submitter gives it: bytes, the result of a task, or
@@ -80,6 +81,21 @@ pub struct CallActor {
     pub actor: ActorId,
     pub method: String,
     pub args: Result<Vec<Arg>, Error>,
+    /// The caller sent the call straight to the actor's node, where it
+    /// believes the actor lives: that node answers it, and the head only
+    /// records it (and answers it when the caller asks, `DirectLost`).
+    pub direct: Option<ActorAt>,
+}
+
+/// Where an actor of a job lives: told to a caller with the answer of a
+/// call the head routed, so that its later calls may go straight there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActorAt {
+    pub actor: ActorId,
+    pub incarnation: u32,
+    pub node: NodeId,
+    pub address: String,
+    pub job: JobId,
 }
 
 /// Kill an actor of the caller's job; with `task`, answered on that id.
@@ -113,6 +129,8 @@ pub struct Done {
     pub wave: String,
     /// The result is a guest's `err(..)`.
     pub err_value: bool,
+    /// A direct actor call (its caller's report of it may come later).
+    pub direct: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +196,13 @@ pub enum Input {
     /// The sender now holds this object (it pulled it).
     Located(ObjectId),
     ActorDied(ActorDied),
+    /// Direct calls of the sender whose answers it did not get (its stream
+    /// to the actor's node broke): the head answers them; `unsent`, those
+    /// that did not run, sent again whole: the head routes them.
+    DirectLost {
+        tasks: Vec<TaskId>,
+        unsent: Vec<CallActor>,
+    },
 }
 
 /// A job submitted to the head (its driver runs on a node).
@@ -267,6 +292,11 @@ pub enum Effect {
         stdout: Bytes,
         stderr: Bytes,
     },
+    /// Where an actor lives (to a caller, before a call's answer).
+    ActorAt(ActorAt),
+    /// Direct calls the head waits for on this node (it answers those it
+    /// never got).
+    CheckCalls(Vec<TaskId>),
     /// The head drops the session (a silent node): its stream ends.
     Close,
 }

@@ -53,9 +53,9 @@ use crate::sched::Scheduler;
 
 pub use ferray_core::view::JobState;
 pub use io::{
-    Acting, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect, Hello, Input,
-    JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg, StartActor, Submit,
-    WorkerHello,
+    Acting, ActorAt, ActorCall, ActorDied, Arg, Assign, CallActor, CreateActor, Done, Effect,
+    Hello, Input, JobRequest, KillActor, Made, ObjectLoc, Outbox, Outcome, Put, ResolvedArg,
+    StartActor, Submit, WorkerHello,
 };
 pub use rejoin::{LiveActor, REJOIN_WINDOW, Rejoined, RunningAttempt, SessionRecord};
 pub use saved::{Counters, JobRecord, Save, Saved};
@@ -158,6 +158,10 @@ struct TaskEntry {
     waiting_on: Option<Dep>,
     /// Its attempt that runs, for the timeline.
     open: Option<timeline::Open>,
+    /// An actor call its caller sent straight to the actor's node, which
+    /// answers it: the head sends no `Resolved` for it unless the caller
+    /// asks (`DirectLost`).
+    direct: bool,
 }
 
 impl TaskEntry {
@@ -179,6 +183,7 @@ impl TaskEntry {
             made: None,
             waiting_on: None,
             open: None,
+            direct: false,
         }
     }
 
@@ -349,6 +354,9 @@ pub struct State {
     /// first saw them dead: each is forgotten [`State::dead_node_window`]
     /// after that.
     dead_nodes: VecDeque<(NodeId, Option<Instant>)>,
+    /// Ends of direct actor calls whose callers' reports have not come yet
+    /// (the node's session, the node, the end), at most [`MAX_EARLY_DONES`].
+    early_dones: Map<TaskId, (u64, NodeId, Done)>,
     /// How long a dead node stays listed (as dead) before it is forgotten.
     pub dead_node_window: Duration,
     /// When each component the head holds was last uploaded or seen in
@@ -398,6 +406,10 @@ pub struct Welcome {
     pub node: Option<NodeId>,
     pub job: Option<JobId>,
 }
+
+/// How many ends of direct calls the head keeps for reports still to come
+/// (a caller's report normally comes first or within milliseconds).
+const MAX_EARLY_DONES: usize = 65_536;
 
 impl State {
     pub fn new(head_address: String) -> Self {
@@ -462,6 +474,12 @@ impl State {
             Input::Done(d) => self.done(session, d),
             Input::Located(id) => self.located(session, id),
             Input::ActorDied(d) => self.actor_died_on_node(session, d),
+            Input::DirectLost { tasks, unsent } => {
+                self.direct_lost(session, &tasks);
+                for c in unsent {
+                    self.reroute(session, c);
+                }
+            }
         }
     }
 

@@ -77,6 +77,18 @@ impl State {
         };
         self.out.saves.push(super::Save::ForgetSession(session));
         self.out.sent.push((session, Effect::Close));
+        // Direct calls of this caller that it will never report.
+        let orphans: Vec<TaskId> = self
+            .early_dones
+            .keys()
+            .filter(|t| t.0 >> 32 == session)
+            .copied()
+            .collect();
+        for t in orphans {
+            if let Some((_, n, d)) = self.early_dones.remove(&t) {
+                self.discard(n, &d.outcome);
+            }
+        }
         if let Some(node) = s.node {
             self.node_died(node, why);
         }
@@ -175,6 +187,7 @@ impl State {
         }
         node.alive = false;
         self.dead_nodes.push_back((id, None));
+        self.early_dones.retain(|_, (_, n, _)| *n != id);
         let running: Vec<TaskId> = node.running.drain().collect();
         let actors: Vec<ActorId> = node.actors.drain().collect();
         self.sched.remove_node(id);

@@ -118,6 +118,7 @@ impl SimNode {
             stderr: Bytes::new(),
             wave: String::new(),
             err_value: false,
+            direct: false,
         }));
     }
     /// What an attempt that ends gives back to the node's admission.
@@ -466,6 +467,7 @@ impl Sim {
             stderr: Bytes::new(),
             wave: if a.driver { "ok".into() } else { String::new() },
             err_value,
+            direct: false,
         }));
     }
 
@@ -824,6 +826,7 @@ impl Sim {
                         actor,
                         method: "m".into(),
                         args: Ok(args),
+                        direct: None,
                     }),
                 );
             }
@@ -1176,6 +1179,21 @@ impl Sim {
                 }
             }
             Effect::Output { .. } => {}
+            // The simulated callers make no direct calls (the state tests
+            // cover them): a location is only counted.
+            Effect::ActorAt(_) => self.count("actor location"),
+            Effect::CheckCalls(ts) => {
+                let n = &mut self.nodes[i];
+                for t in ts {
+                    if !n.calls.iter().any(|(x, _)| *x == t) {
+                        n.done(
+                            t,
+                            1,
+                            Outcome::Failed(Error::ActorDied(format!("{t} never came"))),
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -1184,7 +1202,7 @@ impl Sim {
         assert!(self.clients[i].open, "{e:?} sent to a client that left");
         match e {
             Effect::Resolved { task, result } => self.resolved(session, task, &result),
-            Effect::Output { .. } => {}
+            Effect::Output { .. } | Effect::ActorAt(_) => {}
             Effect::Close => self.clients[i].open = false,
             other => panic!("a client was sent {other:?}"),
         }
@@ -1292,6 +1310,7 @@ impl Sim {
                         stderr: Bytes::new(),
                         wave: String::new(),
                         err_value: false,
+                        direct: false,
                     }));
                     moved = true;
                 }

@@ -313,6 +313,8 @@ impl State {
         task.state = TState::Failed(e.clone());
         let first = !std::mem::replace(&mut task.resolved, true);
         let (owner, job, made) = (task.owner, task.job, task.made);
+        // A direct call's node answered its caller.
+        let owner = owner.filter(|_| !task.direct);
         let driver = matches!(task.kind, Kind::Driver { .. });
         let actor = match task.kind {
             Kind::ActorCall { actor, .. } => Some(actor),
@@ -348,6 +350,15 @@ impl State {
             return;
         };
         let t = d.task;
+        if d.direct && !self.tasks.contains_key(&t) {
+            // Its caller's report comes next: kept for it.
+            if self.early_dones.len() >= super::MAX_EARLY_DONES {
+                tracing::warn!("{t}: too many direct calls reported by no caller; dropped");
+                return self.discard(node, &d.outcome);
+            }
+            self.early_dones.insert(t, (session, node, d));
+            return;
+        }
         if !self.is_current_attempt(t, node, d.attempt) {
             // A stale attempt, or a task of an ended job: its result is not
             // wanted, so the node need not keep it.
@@ -497,7 +508,12 @@ impl State {
         task.made = Some(oid);
         let first = !std::mem::replace(&mut task.resolved, true);
         let driver = matches!(task.kind, Kind::Driver { .. });
-        let owner = task.owner;
+        // A direct call's node answered its caller.
+        let owner = task.owner.filter(|_| !task.direct);
+        let call_of = match task.kind {
+            Kind::ActorCall { actor, .. } => Some(actor),
+            _ => None,
+        };
         let o = self.objects.entry(oid).or_default();
         o.size = m.size;
         o.holders.insert(node);
@@ -521,6 +537,9 @@ impl State {
             && let Some(owner) = owner
             && let Some(loc) = self.loc(&oid)
         {
+            if let Some(a) = call_of {
+                self.tell_actor_at(owner, a, node);
+            }
             self.send(
                 owner,
                 Effect::Resolved {
@@ -546,7 +565,7 @@ impl State {
 
     /// A result nobody will refer to: the node drops its copy (unless the
     /// cluster knows it holds the same object for another reason).
-    fn discard(&mut self, node: NodeId, outcome: &Outcome) {
+    pub(super) fn discard(&mut self, node: NodeId, outcome: &Outcome) {
         if let Outcome::Made(m) = outcome
             && !self
                 .objects

@@ -184,6 +184,7 @@ fn an_err_value_with_retry_exceptions_is_retried_and_its_result_freed() {
             stderr: Bytes::new(),
             wave: String::new(),
             err_value: true,
+            direct: false,
         }),
     );
     let sent = w.take();
@@ -424,6 +425,7 @@ fn output_goes_to_the_jobs_log_and_to_a_connected_client() {
             stderr: Bytes::from_static(b"oops\n"),
             wave: String::new(),
             err_value: false,
+            direct: false,
         }),
     );
     let sent = w.take();
@@ -913,6 +915,7 @@ fn a_call_waits_for_its_arguments_and_the_calls_behind_it_wait_too() {
             actor: a,
             method: "m".into(),
             args: Ok(vec![Arg::Task(t)]),
+            direct: None,
         }),
     );
     let c2 = w.call(c, a);
@@ -920,6 +923,216 @@ fn a_call_waits_for_its_arguments_and_the_calls_behind_it_wait_too() {
     w.run(n, t, 1, b"arg", false);
     let order: Vec<_> = w.take().calls(n).iter().map(|x| x.task).collect();
     assert_eq!(order, vec![c1, c2]);
+}
+
+/// A node's end of a direct call (`direct` set, as a node reports it).
+fn direct_done(w: &mut World, n: Node, t: TaskId, outcome: Outcome) {
+    w.send(
+        n.session,
+        Input::Done(Done {
+            task: t,
+            attempt: 1,
+            outcome,
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            wave: String::new(),
+            err_value: false,
+            direct: true,
+        }),
+    );
+}
+
+/// A client's report of a call it sent straight to `at`'s node (or, with
+/// `at` unset, a call sent again whole for the head to route).
+fn direct_call(w: &mut World, c: Client, a: ActorId, at: Option<&super::ActorAt>) -> TaskId {
+    let t = TaskId(w.id(c.session));
+    w.send(
+        c.session,
+        Input::CallActor(CallActor {
+            task: t,
+            acting: Acting::Session,
+            actor: a,
+            method: "add".into(),
+            args: Ok(vec![]),
+            direct: at.cloned(),
+        }),
+    );
+    t
+}
+
+#[test]
+fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_answered() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    w.take();
+    // The first call goes through the head; its answer comes after where
+    // the actor lives.
+    let first = w.call(c, a);
+    w.take();
+    w.ok(n, first, 1, b"1", false);
+    let sent = w.take();
+    let to_c: Vec<_> = sent.to(c.session).collect();
+    let at = match to_c.as_slice() {
+        [
+            super::Effect::ActorAt(at),
+            super::Effect::Resolved { task, .. },
+        ] if *task == first => at.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (
+            at.actor,
+            at.incarnation,
+            at.node,
+            at.address.as_str(),
+            at.job
+        ),
+        (a, 0, n.id, address(n.id).as_str(), c.job)
+    );
+    // A direct call: the head records it as running on the node and sends
+    // nothing (the node has it from the caller, and answers it).
+    let t = direct_call(&mut w, c, a, Some(&at));
+    let sent = w.take();
+    assert!(
+        sent.is_empty(),
+        "{:?}",
+        sent.to(c.session).collect::<Vec<_>>()
+    );
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+    direct_done(&mut w, n, t, Outcome::Made(made(b"2", false)));
+    assert!(w.take().resolved(c.session).is_empty());
+    assert_eq!(w.task_state(t), Some("FINISHED"));
+    // The node's report may come before the caller's.
+    let early = TaskId(w.id(c.session));
+    direct_done(&mut w, n, early, Outcome::Made(made(b"3", false)));
+    assert!(w.take().frees(n).is_empty(), "an early result is kept");
+    w.send(
+        c.session,
+        Input::CallActor(CallActor {
+            task: early,
+            acting: Acting::Session,
+            actor: a,
+            method: "add".into(),
+            args: Ok(vec![]),
+            direct: Some(at.clone()),
+        }),
+    );
+    assert_eq!(w.task_state(early), Some("FINISHED"));
+    assert!(w.take().resolved(c.session).is_empty());
+    // A caller that lost its answers asks the head: an ended call is
+    // answered at once; for a running one the node is asked.
+    let running = direct_call(&mut w, c, a, Some(&at));
+    w.take();
+    w.send(
+        c.session,
+        Input::DirectLost {
+            tasks: vec![t, running],
+            unsent: vec![],
+        },
+    );
+    let sent = w.take();
+    assert_eq!(sent.loc_of(c.session, t).inline.as_deref(), Some(&b"2"[..]));
+    let checks: Vec<_> = sent
+        .to(n.session)
+        .filter_map(|e| match e {
+            super::Effect::CheckCalls(ts) => Some(ts.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks, vec![vec![running]]);
+    // The node never got it: its answer fails the call, now for the caller.
+    direct_done(
+        &mut w,
+        n,
+        running,
+        Outcome::Failed(Error::ActorDied("never came".into())),
+    );
+    assert!(matches!(
+        w.take().error_of(c.session, running),
+        Error::ActorDied(_)
+    ));
+}
+
+#[test]
+fn a_direct_call_that_did_not_run_is_routed_by_the_head() {
+    let mut w = World::new();
+    let n = w.node(2.0);
+    let c = w.client();
+    let a = w.create_actor(c, actor_opts(1.0, 0));
+    w.take();
+    let first = w.call(c, a);
+    w.take();
+    w.ok(n, first, 1, b"1", false);
+    let at = w
+        .take()
+        .to(c.session)
+        .find_map(|e| match e {
+            super::Effect::ActorAt(at) => Some(at.clone()),
+            _ => None,
+        })
+        .expect("where the actor lives");
+    // The caller believes an older incarnation: the head waits for the
+    // call to come back whole.
+    let stale = super::ActorAt {
+        incarnation: 7,
+        ..at.clone()
+    };
+    let t = direct_call(&mut w, c, a, Some(&stale));
+    assert!(w.take().is_empty());
+    assert_eq!(w.task_state(t), Some("WAITING_FOR_DEPENDENCIES"));
+    let again = CallActor {
+        task: t,
+        acting: Acting::Session,
+        actor: a,
+        method: "add".into(),
+        args: Ok(vec![value(b"by")]),
+        direct: None,
+    };
+    w.send(
+        c.session,
+        Input::DirectLost {
+            tasks: vec![],
+            unsent: vec![again.clone()],
+        },
+    );
+    let calls = w.take().calls(n);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].task, t);
+    assert_eq!(
+        calls[0].args,
+        vec![ResolvedArg::Value(Bytes::from_static(b"by"))]
+    );
+    // Sent again (a restarted head's report), it is not routed twice.
+    w.send(
+        c.session,
+        Input::DirectLost {
+            tasks: vec![],
+            unsent: vec![again],
+        },
+    );
+    assert!(w.take().calls(n).is_empty());
+    w.ok(n, t, 1, b"2", false);
+    assert_eq!(
+        w.take().loc_of(c.session, t).inline.as_deref(),
+        Some(&b"2"[..])
+    );
+    // A direct call running on a node that dies fails like a routed one.
+    let running = direct_call(&mut w, c, a, Some(&at));
+    w.take();
+    w.kill(n);
+    w.send(
+        c.session,
+        Input::DirectLost {
+            tasks: vec![running],
+            unsent: vec![],
+        },
+    );
+    assert!(matches!(
+        w.take().error_of(c.session, running),
+        Error::ActorDied(_)
+    ));
 }
 
 #[test]
@@ -983,6 +1196,7 @@ fn an_actor_that_dies_on_its_node_fails_its_waiting_calls() {
             actor,
             method: "m".into(),
             args: Ok(vec![Arg::Task(t)]),
+            direct: None,
         }),
     );
     let died = |incarnation| {
@@ -1213,6 +1427,7 @@ fn a_driver_runs_its_job_and_its_result_ends_the_job() {
             stderr: Bytes::new(),
             wave: "ok(3)".into(),
             err_value: false,
+            direct: false,
         }),
     );
     let info = w.st.job_info(job).expect("job");
@@ -1375,6 +1590,7 @@ fn another_jobs_actor_is_not_found_and_lives_on() {
                 actor,
                 method: "m".into(),
                 args: Ok(vec![]),
+                direct: None,
             }),
         );
         let kill = TaskId(w.id(other.session));
@@ -1998,6 +2214,7 @@ fn a_dying_node_is_sent_no_calls_of_its_actors() {
                 actor,
                 method: "add".into(),
                 args: Ok(args),
+                direct: None,
             }),
         );
         task
@@ -2415,6 +2632,7 @@ fn a_restarted_head_takes_back_its_jobs_components_and_ids() {
             stderr: Bytes::new(),
             wave: "ok(7)".into(),
             err_value: false,
+            direct: false,
         }),
     );
     let second = w.st.submit_job(request(&w, "second")).expect("a job");
@@ -2473,6 +2691,7 @@ fn a_restarted_head_takes_back_its_jobs_components_and_ids() {
             stderr: Bytes::new(),
             wave: "ok(8)".into(),
             err_value: false,
+            direct: false,
         }),
     );
     let done = w2.st.job_info(second).expect("job");
@@ -2575,6 +2794,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
                 actor,
                 method: "add".into(),
                 args: Ok(vec![]),
+                direct: None,
             }),
         );
     };
@@ -2730,6 +2950,7 @@ fn sessions_come_back_to_a_restarted_head_with_what_they_run() {
             stderr: Bytes::new(),
             wave: "ok(1)".into(),
             err_value: false,
+            direct: false,
         }),
     );
     assert_eq!(w2.st.job_info(job).expect("job").state, JobState::Succeeded);
