@@ -946,6 +946,11 @@ fn direct_done(w: &mut World, n: Node, t: TaskId, outcome: Outcome) {
 /// `at` unset, a call sent again whole for the head to route).
 fn direct_call(w: &mut World, c: Client, a: ActorId, at: Option<&super::ActorAt>) -> TaskId {
     let t = TaskId(w.id(c.session));
+    report_call(w, c, t, a, at);
+    t
+}
+
+fn report_call(w: &mut World, c: Client, t: TaskId, a: ActorId, at: Option<&super::ActorAt>) {
     w.send(
         c.session,
         Input::CallActor(CallActor {
@@ -957,18 +962,16 @@ fn direct_call(w: &mut World, c: Client, a: ActorId, at: Option<&super::ActorAt>
             direct: at.cloned(),
         }),
     );
-    t
 }
 
-#[test]
-fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_answered() {
+/// A node, a client and its actor, whose first call went through the head:
+/// its answer came after where the actor lives.
+fn located_actor() -> (World, Node, Client, ActorId, super::ActorAt) {
     let mut w = World::new();
     let n = w.node(2.0);
     let c = w.client();
     let a = w.create_actor(c, actor_opts(1.0, 0));
     w.take();
-    // The first call goes through the head; its answer comes after where
-    // the actor lives.
     let first = w.call(c, a);
     w.take();
     w.ok(n, first, 1, b"1", false);
@@ -981,6 +984,12 @@ fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_a
         ] if *task == first => at.clone(),
         other => panic!("{other:?}"),
     };
+    (w, n, c, a, at)
+}
+
+#[test]
+fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_answered() {
+    let (mut w, n, c, a, at) = located_actor();
     assert_eq!(
         (
             at.actor,
@@ -1008,17 +1017,7 @@ fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_a
     let early = TaskId(w.id(c.session));
     direct_done(&mut w, n, early, Outcome::Made(made(b"3", false)));
     assert!(w.take().frees(n).is_empty(), "an early result is kept");
-    w.send(
-        c.session,
-        Input::CallActor(CallActor {
-            task: early,
-            acting: Acting::Session,
-            actor: a,
-            method: "add".into(),
-            args: Ok(vec![]),
-            direct: Some(at.clone()),
-        }),
-    );
+    report_call(&mut w, c, early, a, Some(&at));
     assert_eq!(w.task_state(early), Some("FINISHED"));
     assert!(w.take().resolved(c.session).is_empty());
     // A caller that lost its answers asks the head: an ended call is
@@ -1057,22 +1056,7 @@ fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_a
 
 #[test]
 fn a_direct_call_that_did_not_run_is_routed_by_the_head() {
-    let mut w = World::new();
-    let n = w.node(2.0);
-    let c = w.client();
-    let a = w.create_actor(c, actor_opts(1.0, 0));
-    w.take();
-    let first = w.call(c, a);
-    w.take();
-    w.ok(n, first, 1, b"1", false);
-    let at = w
-        .take()
-        .to(c.session)
-        .find_map(|e| match e {
-            super::Effect::ActorAt(at) => Some(at.clone()),
-            _ => None,
-        })
-        .expect("where the actor lives");
+    let (mut w, n, c, a, at) = located_actor();
     // The caller believes an older incarnation: the head waits for the
     // call to come back whole.
     let stale = super::ActorAt {
