@@ -678,13 +678,18 @@ impl Session {
             return;
         };
         match r.result {
-            Some(v1::resolved::Result::Ok(loc)) => match self.accept_loc(loc) {
-                Ok((id, true)) => slot.resolve(id),
-                Ok((id, false)) => slot.resolve_remote(id),
-                Err(e) => slot.fail(e),
-            },
+            Some(v1::resolved::Result::Ok(loc)) => self.resolve_at(&slot, loc),
             Some(v1::resolved::Result::Err(e)) => slot.fail(ferray_proto::error_from(Some(e))),
             None => slot.fail(Error::System("the head sent an empty result".into())),
+        }
+    }
+
+    /// A pending result is the object at `loc`.
+    fn resolve_at(&self, slot: &ObjectRef, loc: v1::ObjectLoc) {
+        match self.accept_loc(loc) {
+            Ok((id, true)) => slot.resolve(id),
+            Ok((id, false)) => slot.resolve_remote(id),
+            Err(e) => slot.fail(e),
         }
     }
 
@@ -1297,11 +1302,7 @@ impl Session {
             return;
         };
         match r.result {
-            Some(v1::direct_reply::Result::Ok(loc)) => match self.accept_loc(loc) {
-                Ok((id, true)) => slot.resolve(id),
-                Ok((id, false)) => slot.resolve_remote(id),
-                Err(e) => slot.fail(e),
-            },
+            Some(v1::direct_reply::Result::Ok(loc)) => self.resolve_at(&slot, loc),
             Some(v1::direct_reply::Result::Err(e)) => {
                 let e = ferray_proto::error_from(Some(e));
                 if matches!(e, Error::ActorDied(_)) {
