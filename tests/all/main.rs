@@ -19,6 +19,7 @@ mod partition;
 mod proposals;
 mod restart;
 mod sandbox;
+mod serve;
 mod tls;
 mod values;
 

@@ -21,6 +21,7 @@ macro_rules! out {
 mod args;
 mod cluster;
 mod progress;
+mod serve;
 mod timeline;
 mod tls;
 
@@ -77,6 +78,9 @@ enum Command {
     /// Write a job's attempts as a Chrome trace (Perfetto, chrome://tracing):
     /// a row per node and slot, a span per attempt, failures marked.
     Timeline(timeline::TimelineArgs),
+    /// Components as HTTP services: deployments with replicas behind a proxy.
+    #[command(subcommand)]
+    Serve(serve::ServeCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -216,6 +220,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Put(args) => cluster::put(args),
         Command::Get(args) => cluster::get(args),
         Command::Timeline(args) => timeline::timeline(args),
+        Command::Serve(cmd) => serve::serve(cmd),
     }
 }
 

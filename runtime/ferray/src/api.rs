@@ -10,7 +10,7 @@ use ferray_core::{
     ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, JobCaps, Resources, TaskOptions,
 };
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{Host, HostConfig, HostStats, Loaded};
+use ferray_host::{Host, HostConfig, HostStats, HttpBody, Loaded};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -692,6 +692,39 @@ impl Component {
             Some(l) => Code::Loaded(l.clone()),
             None => Code::Digest(self.id),
         }
+    }
+
+    /// Whether the component is an HTTP handler: it exports
+    /// `wasi:http/incoming-handler`, as components built for `wasmtime
+    /// serve` or Spin do. `false` on a connected client (nothing compiled here).
+    pub fn is_http_handler(&self) -> bool {
+        match (&self.loaded, self.rt.inner().host()) {
+            (Some(l), Ok(host)) => host.is_http_handler(l),
+            _ => false,
+        }
+    }
+
+    /// Answer one HTTP request with the component's
+    /// `wasi:http/incoming-handler`, in a fresh instance on this node with
+    /// the limits of `options` (memory, timeout, fuel), as a task of its
+    /// own. The response comes back once the guest sets it; its body
+    /// streams while the guest writes it. A trap, a time limit or a handler
+    /// that never answers is an error. Not on a connected client.
+    pub async fn handle_http<B>(
+        &self,
+        request: http::Request<B>,
+        options: &TaskOptions,
+    ) -> Result<http::Response<HttpBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(loaded) = &self.loaded else {
+            return Err(Error::InvalidArgument(
+                "a connected client cannot answer HTTP requests; a cluster's nodes do".into(),
+            ));
+        };
+        self.rt.inner().handle_http(loaded, request, options).await
     }
 
     /// Submit a call of an exported function with a tuple of arguments

@@ -44,7 +44,7 @@ pub use ferray_core::{
     Strategy, TaskId, TaskOptions, parse_duration, parse_size,
 };
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
-pub use ferray_host::HostStats;
+pub use ferray_host::{HostStats, HttpBody, INCOMING_HANDLER};
 pub use ferray_store::StoreStats;
 pub use objects::{ObjectRef, RefName};
 pub use output::{OutputLine, OutputMode, Stream};

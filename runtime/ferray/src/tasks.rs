@@ -12,6 +12,7 @@ use ferray_host::{FuncInfo, Loaded, Outcome};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
+use crate::backend::Caller;
 use crate::objects::ObjectRef;
 use crate::runtime::{Counted, RtInner, TaskCtx};
 use crate::sched::Lease;
@@ -148,6 +149,30 @@ impl RtInner {
             Some(Arc::new(self.admission.lease(demand.clone()).await))
         };
         Ok((args, lease))
+    }
+
+    /// Answer an HTTP request with `comp`'s incoming handler, in an
+    /// instance slot of this node held until the guest's call ends.
+    pub(crate) async fn handle_http<B>(
+        self: &Arc<Self>,
+        comp: &Arc<Loaded<RtInner>>,
+        request: http::Request<B>,
+        options: &TaskOptions,
+    ) -> Result<http::Response<ferray_host::HttpBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limits = self.limits(&options.resources, options.timeout, options.fuel);
+        let slot = self.task_slot().await?;
+        let ctx = TaskCtx {
+            label: Arc::from("http"),
+            lease: None,
+            caller: Caller::Driver,
+        };
+        self.host()?
+            .handle_http(comp, request, &limits, self.clone(), ctx, slot)
+            .await
     }
 
     /// Run an admitted task: attempts within the retry policy

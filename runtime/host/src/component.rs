@@ -42,22 +42,23 @@ impl FuncInfo {
         ferray_codec::codec::returns_err(&self.results, encoded)
     }
 
-    /// `heavy-compute: func(x: s64) -> s64`, for error messages.
+    /// `heavy-compute: func(x: s64) -> s64`, for error messages; handles
+    /// as the client's reading writes them (`own<resource>`).
     pub fn signature(&self) -> String {
         let params: Vec<String> = self
             .param_names
             .iter()
             .zip(&self.params)
-            .map(|(name, ty)| format!("{name}: {}", type_name(ty)))
+            .map(|(name, ty)| format!("{name}: {}", name_of(ty)))
             .collect();
         let mut s = format!("{}: func({})", self.name, params.join(", "));
         match self.results.as_slice() {
             [] => {}
             [one] => {
-                let _ = write!(s, " -> {}", type_name(one));
+                let _ = write!(s, " -> {}", name_of(one));
             }
             many => {
-                let names: Vec<String> = many.iter().map(type_name).collect();
+                let names: Vec<String> = many.iter().map(name_of).collect();
                 let _ = write!(s, " -> ({})", names.join(", "));
             }
         }
@@ -129,6 +130,19 @@ pub(crate) fn exports_of(engine: &Engine, component: &Component) -> Result<Compo
             results,
         })
     })
+}
+
+/// A type as the codec writes it, but handles (which wasmtime's value
+/// types cannot tell apart) as the client's reading of the bytes names them.
+fn name_of(ty: &wasmtime::component::Type) -> String {
+    use wasmtime::component::Type;
+    match ty {
+        Type::Own(_) => "own<resource>".into(),
+        Type::Borrow(_) => "borrow<resource>".into(),
+        Type::Future(_) => "future".into(),
+        Type::Stream(_) => "stream".into(),
+        other => type_name(other),
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod budget;
 mod codec_tests;
 mod component;
 mod config;
+mod http;
 mod imports;
 mod output;
 mod services;
@@ -38,6 +39,7 @@ use wasmtime::{Engine, EngineWeak, WasmFeatures};
 pub use budget::MemoryBudget;
 pub use component::{ClassInfo, ComponentInfo, FuncInfo};
 pub use config::{HostConfig, LIVE_CHUNK, Limits, LiveOutput};
+pub use http::{HttpBody, INCOMING_HANDLER};
 pub use services::{CallRequest, Services};
 pub use task::{ActorInstance, Outcome, TaskState};
 
@@ -54,6 +56,10 @@ pub struct Loaded<S: Services> {
     /// Held while it is compiled for that engine: once, however many actors
     /// wait for it.
     compiling: std::sync::Mutex<()>,
+    /// Its `wasi:http/incoming-handler`, or why it has none (checked once).
+    proxy: std::sync::OnceLock<
+        Result<wasmtime_wasi_http::p2::bindings::ProxyPre<TaskState<S>>, String>,
+    >,
     /// Size of the component's bytes.
     pub size: usize,
 }
@@ -220,6 +226,10 @@ fn new_linker<S: Services>(engine: &Engine) -> Result<Linker<TaskState<S>>, Erro
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| wasm_err("cannot add WASI to the linker", e))?;
+    // `wasi:http`'s types and outgoing handler, so that components of the
+    // proxy world (HTTP handlers) load; no request leaves (`DenyOutgoing`).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| wasm_err("cannot add wasi:http to the linker", e))?;
     imports::add_to_linker(&mut linker).map_err(|e| wasm_err("cannot add ferray's imports", e))?;
     Ok(linker)
 }
@@ -358,6 +368,7 @@ impl<S: Services> Host<S> {
             bytes: self.inner.overflow.as_ref().map(|_| Arc::from(bytes)),
             overflow: std::sync::OnceLock::new(),
             compiling: std::sync::Mutex::new(()),
+            proxy: std::sync::OnceLock::new(),
             size: bytes.len(),
         });
         Ok(self

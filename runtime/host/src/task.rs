@@ -15,6 +15,10 @@ use crate::codec;
 use crate::output::Capture;
 use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
 
+/// How long past its time limit a call blocked in a host call may take to
+/// stop (the store's deadline stops running wasm; the wall clock the rest).
+pub(crate) const WALL_CLOCK_GRACE: Duration = Duration::from_millis(50);
+
 /// Handles a guest may hold however small its memory cap (wasmtime's default).
 const MIN_HANDLES: usize = 100_000;
 
@@ -81,12 +85,15 @@ impl ResourceLimiter for StoreLimiter {
 pub struct TaskState<S: Services> {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// `wasi:http`'s state (used by HTTP handlers; empty otherwise).
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_hooks: crate::http::DenyOutgoing,
     limiter: StoreLimiter,
     pub(crate) services: Arc<S>,
     pub(crate) ctx: S::Ctx,
     /// The component this store runs (for `self-digest` and own-component calls).
     pub(crate) component: ComponentId,
-    deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
     timed_out: bool,
     /// The node's GPU, when this task asked for one (`num_gpus > 0`).
     pub(crate) gpu: Option<ferray_gpu::Gpu>,
@@ -116,19 +123,19 @@ pub struct Outcome {
     pub dropped_output: u64,
 }
 
-struct Output {
+pub(crate) struct Output {
     stdout: Capture,
     stderr: Capture,
 }
 
 impl Output {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             stdout: Capture::new(capacity),
             stderr: Capture::new(capacity),
         }
     }
-    fn finish(&self, result: Result<Vec<u8>, Error>) -> Outcome {
+    pub(crate) fn finish(&self, result: Result<Vec<u8>, Error>) -> Outcome {
         let (stdout, d1) = self.stdout.take();
         let (mut stderr, d2) = self.stderr.take();
         // A trap's own message is terse (`unreachable executed`); what the
@@ -187,7 +194,7 @@ fn describe(d: Duration) -> String {
 }
 
 impl<S: Services> Host<S> {
-    fn new_store(
+    pub(crate) fn new_store(
         &self,
         engine: &wasmtime::Engine,
         component: ComponentId,
@@ -234,6 +241,8 @@ impl<S: Services> Host<S> {
         let state = TaskState {
             wasi: wasi.build(),
             table,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: crate::http::DenyOutgoing,
             limiter: StoreLimiter {
                 memory: memory as usize,
                 hit: false,
@@ -505,7 +514,7 @@ async fn call<S: Services>(
     Ok(out)
 }
 
-fn classify<S: Services>(
+pub(crate) fn classify<S: Services>(
     store: &Store<TaskState<S>>,
     e: wasmtime::Error,
     limits: &Limits,

@@ -1,0 +1,207 @@
+//! ferray serve: components as HTTP services, after Ray Serve.
+//!
+//! An application file ([`App`]) names deployments; each serves a route
+//! prefix with replicas. A stateless deployment's component exports
+//! `wasi:http/incoming-handler` (as `wasmtime serve` and Spin run it) and
+//! answers every request in a fresh instance; its replicas are how many
+//! requests it takes at once (`max_ongoing_requests` each). The proxy
+//! ([`proxy`]) routes a request by the longest matching prefix to the
+//! replica with fewer ongoing requests of two picked at random, answers 503
+//! with `Retry-After` when every replica is full, 408 past the request
+//! timeout, 413 past the body limit. An autoscaling deployment's replicas
+//! follow Ray's policy ([`scale`]), down to zero and back on the next request.
+//!
+//! This crate is a client of the embedding API (`ferray::Runtime`); it
+//! knows neither wasmtime nor the cluster's protocol.
+
+pub mod app;
+mod proxy;
+pub mod scale;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use ferray::{Component, Runtime};
+use parking_lot::Mutex;
+
+pub use app::{App, AppError, Deployment, Kind, Scaling};
+pub use proxy::Server;
+
+/// Why an application did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("deployment {name:?}: {message}")]
+    Deployment { name: String, message: String },
+    #[error("cannot listen on {address}: {message}")]
+    Listen { address: String, message: String },
+}
+
+/// A replica of a stateless deployment: a share of the requests it takes
+/// at once.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) id: u64,
+    pub(crate) ongoing: AtomicU32,
+}
+
+/// A deployment as it runs: its component, its replicas, its counters.
+pub(crate) struct Running {
+    pub(crate) spec: Deployment,
+    pub(crate) component: Component,
+    pub(crate) replicas: Mutex<Vec<Arc<Replica>>>,
+    next_replica: AtomicU64,
+    pub(crate) scaler: Mutex<Option<scale::Scaler>>,
+    /// Requests answered (any status), refused for overload, failed (5xx).
+    pub(crate) requests: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// Replicas started and stopped since the application started.
+    pub(crate) started: AtomicU64,
+    pub(crate) stopped: AtomicU64,
+}
+
+impl Running {
+    fn new(spec: Deployment, component: Component) -> Arc<Running> {
+        let scaler = match &spec.scaling {
+            Scaling::Auto(a) => Some(scale::Scaler::new(a.clone())),
+            Scaling::Fixed(_) => None,
+        };
+        let running = Arc::new(Running {
+            component,
+            replicas: Mutex::new(Vec::new()),
+            next_replica: AtomicU64::new(0),
+            scaler: Mutex::new(scaler),
+            requests: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
+            spec,
+        });
+        running.scale_to(running.spec.scaling.initial());
+        running
+    }
+
+    /// Add or remove replicas to have `n`. A removed replica takes no new
+    /// request and ends its ongoing ones (they hold it): a graceful drain.
+    pub(crate) fn scale_to(&self, n: u32) {
+        let mut replicas = self.replicas.lock();
+        let n = n as usize;
+        while replicas.len() < n {
+            let id = self.next_replica.fetch_add(1, Ordering::Relaxed);
+            replicas.push(Arc::new(Replica {
+                id,
+                ongoing: AtomicU32::new(0),
+            }));
+            self.started.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(deployment = %self.spec.name, replica = id, "replica started");
+        }
+        while replicas.len() > n {
+            // The least busy goes.
+            let Some((i, _)) = replicas
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| r.ongoing.load(Ordering::Relaxed))
+            else {
+                break;
+            };
+            let gone = replicas.swap_remove(i);
+            self.stopped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(deployment = %self.spec.name, replica = gone.id, "replica stopped");
+        }
+    }
+
+    /// Requests ongoing on its replicas (the live ones).
+    pub(crate) fn ongoing(&self) -> u32 {
+        self.replicas
+            .lock()
+            .iter()
+            .map(|r| r.ongoing.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// One step of the autoscaler: record the ongoing requests (and those
+    /// refused since the last step, which wanted a replica), scale.
+    pub(crate) fn autoscale(&self, now: Instant, refused: u64) {
+        let mut scaler = self.scaler.lock();
+        let Some(s) = scaler.as_mut() else { return };
+        s.record(now, f64::from(self.ongoing()) + refused as f64);
+        let current = self.replicas.lock().len() as u32;
+        let next = s.decide(now, current);
+        drop(scaler);
+        if next != current {
+            tracing::info!(
+                deployment = %self.spec.name,
+                "autoscaling from {current} to {next} replicas"
+            );
+            self.scale_to(next);
+        }
+    }
+}
+
+/// Start an application on `rt`: load each deployment's component, check
+/// that it is what its kind needs, start its replicas and the proxy on
+/// `app.http`'s address (port 0: any free port). Stops when the returned
+/// [`Server`] is dropped or [`Server::shutdown`] is called.
+pub async fn start(rt: &Runtime, app: App) -> Result<Server, ServeError> {
+    let mut running = Vec::new();
+    for d in app.deployments {
+        let bad = |message: String| ServeError::Deployment {
+            name: d.name.clone(),
+            message,
+        };
+        let component = rt
+            .load_file(&d.component)
+            .await
+            .map_err(|e| bad(format!("cannot load {}: {e}", d.component.display())))?;
+        if d.kind == Kind::Http && !component.is_http_handler() {
+            return Err(bad(format!(
+                "{} does not export `{}`; kind = \"http\" needs an HTTP handler",
+                d.component.display(),
+                ferray::INCOMING_HANDLER
+            )));
+        }
+        running.push(Running::new(d, component));
+    }
+    proxy::Server::start(app.http, running).await
+}
+
+/// What the status endpoint (`/-/status`) says of a deployment.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DeploymentStatus {
+    pub name: String,
+    pub route_prefix: String,
+    pub replicas: u32,
+    pub ongoing_requests: u32,
+    pub requests: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub replicas_started: u64,
+    pub replicas_stopped: u64,
+}
+
+impl Running {
+    pub(crate) fn status(&self) -> DeploymentStatus {
+        let replicas = self.replicas.lock().len() as u32;
+        DeploymentStatus {
+            name: self.spec.name.clone(),
+            route_prefix: self.spec.route_prefix.clone(),
+            replicas,
+            ongoing_requests: self.ongoing(),
+            requests: self.requests.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            replicas_started: self.started.load(Ordering::Relaxed),
+            replicas_stopped: self.stopped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The address a server listens on, for messages.
+pub fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

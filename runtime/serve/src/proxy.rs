@@ -1,0 +1,408 @@
+//! The HTTP proxy: HTTP/1.1 with keep-alive (hyper), routing by the
+//! longest matching route prefix, replica choice by the power of two
+//! choices, and the answers a client can act on: 404 (no route), 413 (body
+//! too large), 503 with `Retry-After` (every replica full), 408 (past the
+//! request timeout), 500 (the handler failed, with why).
+//!
+//! Its own endpoints, as Ray's proxy has: `/-/healthz`, `/-/routes` (prefix
+//! to deployment, JSON) and `/-/status` (each deployment's replicas and
+//! counters, JSON).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferray::HttpBody;
+use http::{Request, Response, StatusCode, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::HttpOptions;
+use crate::{Replica, Running, ServeError};
+
+/// A running proxy and its deployments.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+struct Shared {
+    http: HttpOptions,
+    /// Longest route prefix first.
+    routes: Vec<Arc<Running>>,
+}
+
+type Answer = Response<HttpBody>;
+
+impl Server {
+    pub(crate) async fn start(
+        http: HttpOptions,
+        mut routes: Vec<Arc<Running>>,
+    ) -> Result<Server, ServeError> {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.route_prefix.len()));
+        let address = format!("{}:{}", http.host, http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| ServeError::Listen {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Listen {
+            address,
+            message: e.to_string(),
+        })?;
+        let shared = Arc::new(Shared { http, routes });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept(listener, shared.clone(), stopped.clone()));
+        for r in &shared.routes {
+            if r.scaler.lock().is_some() {
+                tokio::spawn(autoscale(r.clone(), stopped.clone()));
+            }
+        }
+        Ok(Server { addr, shared, stop })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Each deployment's replicas and counters.
+    pub fn status(&self) -> Vec<crate::DeploymentStatus> {
+        self.shared.routes.iter().map(|r| r.status()).collect()
+    }
+
+    /// Stop accepting connections and the autoscalers.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(shared.answer(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                // A client that sends no header for this long is dropped.
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// The autoscaler of one deployment: every metrics interval.
+async fn autoscale(running: Arc<Running>, mut stopped: watch::Receiver<bool>) {
+    let interval = match &running.spec.scaling {
+        crate::Scaling::Auto(a) => a.metrics_interval,
+        crate::Scaling::Fixed(_) => return,
+    };
+    let mut tick = tokio::time::interval(interval);
+    let mut rejected = running.rejected.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let now_rejected = running.rejected.load(Ordering::Relaxed);
+        running.autoscale(Instant::now(), now_rejected.saturating_sub(rejected));
+        rejected = now_rejected;
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Answer {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(value: &impl serde::Serialize) -> Answer {
+    let mut r = text(
+        StatusCode::OK,
+        serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Whether `path` is under `prefix`: equal, or past it at a `/`.
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+/// Counts a request as ongoing on its replica until its answer's body has
+/// been sent (or dropped).
+struct Ongoing(Arc<Replica>);
+
+impl Drop for Ongoing {
+    fn drop(&mut self) {
+        self.0.ongoing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted while it streams.
+struct Counted {
+    body: HttpBody,
+    _ongoing: Ongoing,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = ferray::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ferray::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Bytes of a refused request's body read and dropped before answering.
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Read and drop a body, up to [`DRAIN_BYTES`] and 10 s.
+async fn drain(mut body: Incoming) {
+    let read = async {
+        let mut n = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            n += frame.data_ref().map_or(0, |d| d.len());
+            if n > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+}
+
+/// A small pseudo-random number (the power of two choices needs no more).
+fn pick(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    (h.finish() % n.max(1) as u64) as usize
+}
+
+impl Running {
+    /// A replica with room for one more request, counted as ongoing on it:
+    /// the less busy of two picked at random (power of two choices), else
+    /// any with room. A deployment scaled to zero starts one (a cold start).
+    fn reserve(&self) -> Option<Ongoing> {
+        let max = self.spec.max_ongoing_requests;
+        let take = |r: &Arc<Replica>| {
+            r.ongoing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .ok()
+                .map(|_| Ongoing(r.clone()))
+        };
+        let replicas = {
+            let mut replicas = self.replicas.lock().clone();
+            if replicas.is_empty() {
+                self.scale_to(1);
+                replicas = self.replicas.lock().clone();
+            }
+            replicas
+        };
+        let n = replicas.len();
+        if n == 0 {
+            return None;
+        }
+        let a = pick(n);
+        let b = (a + 1 + pick(n.saturating_sub(1).max(1))) % n;
+        let (first, second) = {
+            let (ra, rb) = (&replicas[a], &replicas[b]);
+            if rb.ongoing.load(Ordering::Relaxed) < ra.ongoing.load(Ordering::Relaxed) {
+                (rb, ra)
+            } else {
+                (ra, rb)
+            }
+        };
+        take(first)
+            .or_else(|| take(second))
+            .or_else(|| replicas.iter().find_map(take))
+    }
+}
+
+impl Shared {
+    async fn answer(&self, req: Request<Incoming>) -> Answer {
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/-/healthz" => return text(StatusCode::OK, "success".into()),
+            "/-/routes" => {
+                let routes: std::collections::BTreeMap<_, _> = self
+                    .routes
+                    .iter()
+                    .map(|r| (r.spec.route_prefix.clone(), r.spec.name.clone()))
+                    .collect();
+                return json(&routes);
+            }
+            "/-/status" => {
+                let status: Vec<_> = self.routes.iter().map(|r| r.status()).collect();
+                return json(&status);
+            }
+            _ => {}
+        }
+        let Some(running) = self
+            .routes
+            .iter()
+            .find(|r| under(&path, &r.spec.route_prefix))
+        else {
+            let prefixes: Vec<_> = self
+                .routes
+                .iter()
+                .map(|r| r.spec.route_prefix.as_str())
+                .collect();
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no deployment serves {path}; the routes are {}\n",
+                    prefixes.join(", ")
+                ),
+            );
+        };
+        running.requests.fetch_add(1, Ordering::Relaxed);
+        let limit = self.http.max_request_body;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            // Read what the client is sending (discarded, up to a bound),
+            // so that it sees the answer rather than a reset connection.
+            drain(req.into_body()).await;
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit of {limit} bytes\n"),
+            );
+        }
+        let Some(ongoing) = running.reserve() else {
+            running.rejected.fetch_add(1, Ordering::Relaxed);
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "deployment {:?} is at capacity: every replica has {} ongoing requests \
+                     (max_ongoing_requests); retry later\n",
+                    running.spec.name, running.spec.max_ongoing_requests
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return r;
+        };
+        let req = req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX)));
+        let call = running.component.handle_http(req, &running.spec.options);
+        let result = match self.http.request_timeout {
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    running.failed.fetch_add(1, Ordering::Relaxed);
+                    return text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("the request took longer than {t:?} (request_timeout_s)\n"),
+                    );
+                }
+            },
+            None => call.await,
+        };
+        match result {
+            Ok(response) => response.map(|body| {
+                Counted {
+                    body,
+                    _ongoing: ongoing,
+                }
+                .boxed_unsync()
+            }),
+            Err(e) => {
+                running.failed.fetch_add(1, Ordering::Relaxed);
+                let status = match &e {
+                    ferray::Error::TimeLimit(_) => StatusCode::REQUEST_TIMEOUT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                // The client gets what failed; the guest's backtrace and
+                // output go to the log, not to whoever sent the request.
+                let full = e.to_string();
+                tracing::warn!(deployment = %running.spec.name, "a request failed: {full}");
+                let first = full.lines().next().unwrap_or_default();
+                text(
+                    status,
+                    format!("deployment {:?} failed: {first}\n", running.spec.name),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(under("/a", "/a"));
+        assert!(under("/a/b", "/a"));
+        assert!(!under("/ab", "/a"));
+        assert!(under("/anything", "/"));
+    }
+}

@@ -1,0 +1,364 @@
+//! `ferray serve run`: real processes, over HTTP. The examples' HTTP
+//! handler and the probe (`tests/guests/http-probe`) behind the proxy:
+//! routing, bodies both ways, the answers to a guest that traps, loops or
+//! never answers, the sandbox, 503 on overload, 413 past the body limit,
+//! autoscaling up under load and back to zero, and bad application files.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use ferray_serve::DeploymentStatus;
+
+use super::harness::wait_for;
+use super::{ferray, fx, stderr};
+
+/// A `ferray serve run` process and the address it listens on.
+struct Serve {
+    child: Child,
+    base: String,
+    http: reqwest::blocking::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// Write `app` (the components are copied beside it) and run it on a free port.
+    fn start(app: &str) -> Serve {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for (name, path) in [
+            ("hello.wasm", fx::SERVE_HELLO),
+            ("probe.wasm", fx::HTTP_PROBE),
+        ] {
+            std::fs::copy(path, dir.path().join(name)).expect("copy a component");
+        }
+        std::fs::copy(fx::SQUARES, dir.path().join("squares.wasm")).expect("copy squares");
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, app).expect("write the application file");
+        let mut child = ferray()
+            .args(["serve", "run", "--num-cpus", "2", "--port", "0"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ferray serve");
+        let out = child.stdout.take().expect("its stdout");
+        let mut lines = BufReader::new(out).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("ferray serve: listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => panic!("ferray serve ended before it listened"),
+            }
+        };
+        // Keep reading its stdout so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Serve {
+            child,
+            base,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
+            _dir: dir,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    fn status(&self, name: &str) -> DeploymentStatus {
+        let (code, body) = self.get("/-/status");
+        assert_eq!(code, 200, "{body}");
+        let all: Vec<DeploymentStatus> = serde_json::from_str(&body).expect("status JSON");
+        all.into_iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no deployment {name} in {body}"))
+    }
+}
+
+const TWO: &str = r#"
+[http]
+request_timeout_s = 3
+max_request_body = "1MiB"
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/"
+
+[[deployment]]
+name = "probe"
+component = "probe.wasm"
+num_replicas = 2
+max_ongoing_requests = 4
+memory = "64MiB"
+"#;
+
+#[test]
+fn serve_run_routes_requests_to_http_components_and_survives_bad_ones() {
+    let s = Serve::start(TWO);
+    // The example, at the root prefix: a query, a body, a path of its own.
+    assert_eq!(
+        s.get("/?name=Ada"),
+        (200, "Hello, Ada! (path /?name=Ada)\n".into())
+    );
+    assert_eq!(
+        s.post("/greet", "Grace"),
+        (200, "Hello, Grace! (path /greet)\n".into())
+    );
+    // The longest prefix wins; the path reaches the guest whole.
+    assert_eq!(
+        s.post("/probe/echo", "abc"),
+        (200, "Method::Post\nabc".into())
+    );
+    // A body streamed both ways: 512 KiB in, 3 MiB out.
+    let big = vec![b'y'; 512 << 10];
+    let (code, echoed) = s.post("/probe/echo", big.clone());
+    assert_eq!(code, 200);
+    assert_eq!(echoed.len(), "Method::Post\n".len() + big.len());
+    let (code, body) = s.get("/probe/big?kib=3072");
+    assert_eq!((code, body.len()), (200, 3072 << 10));
+    // A fresh instance per request: its memory starts anew every time.
+    assert_eq!(s.get("/probe/count"), (200, "1".into()));
+    assert_eq!(s.get("/probe/count"), (200, "1".into()));
+
+    // Bad guests get a clean error, and the next request is answered.
+    let (code, body) = s.get("/probe/trap");
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.starts_with("deployment \"probe\" failed: ") && body.contains("trap"),
+        "{body}"
+    );
+    let (code, body) = s.get("/probe/noanswer");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("without setting a response"), "{body}");
+    let (code, body) = s.get("/probe/spin");
+    assert_eq!(code, 408, "{body}");
+    assert!(body.contains("request_timeout_s"), "{body}");
+    assert_eq!(s.get("/probe/sleep?ms=10"), (200, "slept 10".into()));
+
+    // The sandbox: no request leaves, no variable, no file.
+    let (code, body) = s.get("/probe/outgoing");
+    assert_eq!(code, 200);
+    assert_eq!(body, "refused: ErrorCode::HttpRequestDenied");
+    assert_eq!(s.get("/probe/sandbox"), (200, "vars=0 files=None".into()));
+
+    // Past the body limit: 413 from the proxy when the length is declared,
+    // and a body error in the guest when it is streamed without one.
+    let (code, body) = s.post("/probe/echo", vec![b'z'; 2 << 20]);
+    assert_eq!(code, 413, "{body}");
+    let reader = ChunkReader(vec![b'z'; 2 << 20], 0);
+    let (code, body) = s.post("/probe/echo", reqwest::blocking::Body::new(reader));
+    assert_eq!(code, 413, "{body}");
+
+    // The proxy's own routes.
+    let (code, routes) = s.get("/-/routes");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&routes).expect("JSON"),
+        serde_json::json!({"/": "hello", "/probe": "probe"})
+    );
+    let probe = s.status("probe");
+    assert_eq!((probe.replicas, probe.ongoing_requests), (2, 0));
+    assert!(probe.failed >= 3, "{probe:?}");
+    assert_eq!(s.get("/-/healthz"), (200, "success".into()));
+}
+
+/// A body of unknown length (sent chunked).
+struct ChunkReader(Vec<u8>, usize);
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.0.len() - self.1).min(16 << 10);
+        buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_full_deployment_answers_503_with_retry_after() {
+    let s = Serve::start(
+        r#"
+[[deployment]]
+name = "probe"
+component = "probe.wasm"
+num_replicas = 1
+max_ongoing_requests = 2
+"#,
+    );
+    let base = s.base.clone();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = format!("{base}/probe/sleep?ms=3000");
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .get(url)
+                    .send()
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    wait_for("two ongoing requests", 30, || {
+        (s.status("probe").ongoing_requests == 2).then_some(())
+    });
+    let r = s
+        .http
+        .get(format!("{base}/probe/echo"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(
+        r.text()
+            .unwrap_or_default()
+            .contains("max_ongoing_requests")
+    );
+    for t in slow {
+        assert_eq!(t.join().expect("a request thread").expect("answered"), 200);
+    }
+    // Room again.
+    assert_eq!(s.get("/probe/sleep?ms=1"), (200, "slept 1".into()));
+    assert_eq!(s.status("probe").rejected, 1);
+}
+
+#[test]
+fn an_autoscaling_deployment_scales_up_under_load_and_back_to_zero() {
+    let s = Serve::start(
+        r#"
+[[deployment]]
+name = "probe"
+component = "probe.wasm"
+max_ongoing_requests = 2
+[deployment.autoscaling_config]
+min_replicas = 0
+max_replicas = 3
+target_ongoing_requests = 1
+upscale_delay_s = 0
+downscale_delay_s = 1
+look_back_period_s = 0.5
+metrics_interval_s = 0.1
+"#,
+    );
+    assert_eq!(s.status("probe").replicas, 0, "it starts at min_replicas");
+    // A cold start: the first request starts a replica.
+    assert_eq!(s.get("/probe/sleep?ms=1"), (200, "slept 1".into()));
+    // Load: six requests of 4 s; one replica takes two at most, so the
+    // rest are refused until the autoscaler adds replicas. The clients
+    // retry on 503, as its Retry-After asks.
+    let base = s.base.clone();
+    let load: Vec<_> = (0..6)
+        .map(|_| {
+            let url = format!("{base}/probe/sleep?ms=4000");
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for _ in 0..200 {
+                    let code = client.get(&url).send().map(|r| r.status().as_u16());
+                    match code {
+                        Ok(503) => std::thread::sleep(Duration::from_millis(50)),
+                        other => return other.ok(),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    wait_for("three replicas", 30, || {
+        (s.status("probe").replicas == 3).then_some(())
+    });
+    for t in load {
+        assert_eq!(t.join().expect("a load thread"), Some(200));
+    }
+    // Idle: back to zero after the downscale delay.
+    wait_for("zero replicas", 30, || {
+        (s.status("probe").replicas == 0).then_some(())
+    });
+    let st = s.status("probe");
+    assert!(
+        st.replicas_started >= 3 && st.replicas_stopped >= 3,
+        "{st:?}"
+    );
+    // And a cold start again.
+    assert_eq!(s.get("/probe/count"), (200, "1".into()));
+}
+
+/// `ferray serve run` on `app`, expected to fail: its stderr, and the app file's path.
+fn serve_err(app: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(fx::SQUARES, dir.path().join("squares.wasm")).expect("copy squares");
+    let file = dir.path().join("app.toml");
+    std::fs::write(&file, app).expect("write the application file");
+    let out = ferray()
+        .args(["serve", "run", "--port", "0"])
+        .arg(&file)
+        .output()
+        .expect("run ferray serve");
+    assert!(!out.status.success(), "{app}: it ran");
+    (stderr(&out), file.display().to_string())
+}
+
+#[test]
+fn a_bad_application_file_gets_one_line_naming_the_field() {
+    for (app, field) in [
+        (
+            "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmax_ongoing_requests = \"x\"\n",
+            "deployment[0].max_ongoing_requests",
+        ),
+        (
+            "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\n\
+             [deployment.autoscaling_config]\nmin_replicas = 2\nmax_replicas = 1\n",
+            "deployment[0].autoscaling_config.max_replicas",
+        ),
+        (
+            "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\nreplicas = 2\n",
+            "deployment[0].replicas",
+        ),
+    ] {
+        let (err, file) = serve_err(app);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{file}: {field}: ")),
+            "{field}: {err}"
+        );
+    }
+    // A component that is not an HTTP handler, and one that is missing.
+    let (err, _) = serve_err("[[deployment]]\nname = \"sq\"\ncomponent = \"squares.wasm\"\n");
+    assert!(
+        err.contains("deployment \"sq\"") && err.contains("wasi:http/incoming-handler"),
+        "{err}"
+    );
+    let (err, _) = serve_err("[[deployment]]\nname = \"gone\"\ncomponent = \"gone.wasm\"\n");
+    assert!(
+        err.contains("deployment \"gone\"") && err.contains("gone.wasm"),
+        "{err}"
+    );
+}
