@@ -13,6 +13,15 @@ use ferray_serve::DeploymentStatus;
 use super::harness::wait_for;
 use super::{ferray, fx, stderr};
 
+/// The components an application file may name, beside it.
+const COMPONENTS: &[(&str, &str)] = &[
+    ("hello.wasm", fx::SERVE_HELLO),
+    ("probe.wasm", fx::HTTP_PROBE),
+    ("replica.wasm", fx::SERVE_PROBE),
+    ("classifier.wasm", fx::SERVE_CLASSIFIER),
+    ("squares.wasm", fx::SQUARES),
+];
+
 /// A `ferray serve run` process and the address it listens on.
 struct Serve {
     child: Child,
@@ -32,13 +41,9 @@ impl Serve {
     /// Write `app` (the components are copied beside it) and run it on a free port.
     fn start(app: &str) -> Serve {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        for (name, path) in [
-            ("hello.wasm", fx::SERVE_HELLO),
-            ("probe.wasm", fx::HTTP_PROBE),
-        ] {
+        for (name, path) in COMPONENTS {
             std::fs::copy(path, dir.path().join(name)).expect("copy a component");
         }
-        std::fs::copy(fx::SQUARES, dir.path().join("squares.wasm")).expect("copy squares");
         let file = dir.path().join("app.toml");
         std::fs::write(&file, app).expect("write the application file");
         let mut child = ferray()
@@ -83,13 +88,20 @@ impl Serve {
     }
 
     fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
-        let r = self
-            .http
+        let r = self.post_full(path, body);
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    fn post_full(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> reqwest::blocking::Response {
+        self.http
             .post(format!("{}{path}", self.base))
             .body(body)
             .send()
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        (r.status().as_u16(), r.text().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     fn status(&self, name: &str) -> DeploymentStatus {
@@ -314,7 +326,9 @@ metrics_interval_s = 0.1
 /// `ferray serve run` on `app`, expected to fail: its stderr, and the app file's path.
 fn serve_err(app: &str) -> (String, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::copy(fx::SQUARES, dir.path().join("squares.wasm")).expect("copy squares");
+    for (name, path) in COMPONENTS {
+        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
+    }
     let file = dir.path().join("app.toml");
     std::fs::write(&file, app).expect("write the application file");
     let out = ferray()
@@ -356,9 +370,119 @@ fn a_bad_application_file_gets_one_line_naming_the_field() {
         err.contains("deployment \"sq\"") && err.contains("wasi:http/incoming-handler"),
         "{err}"
     );
+    let (err, _) =
+        serve_err("[[deployment]]\nname = \"h\"\ncomponent = \"hello.wasm\"\nkind = \"replica\"\n");
+    assert!(
+        err.contains("deployment \"h\"") && err.contains("resource `replica`"),
+        "{err}"
+    );
     let (err, _) = serve_err("[[deployment]]\nname = \"gone\"\ncomponent = \"gone.wasm\"\n");
     assert!(
         err.contains("deployment \"gone\"") && err.contains("gone.wasm"),
         "{err}"
     );
+}
+
+#[test]
+fn stateful_replicas_keep_their_state_batch_and_restart_after_a_crash() {
+    let s = Serve::start(
+        r#"
+[[deployment]]
+name = "replica"
+component = "replica.wasm"
+kind = "replica"
+max_ongoing_requests = 16
+num_cpus = 0.5
+[deployment.user_config]
+greeting = "hi"
+
+[[deployment]]
+name = "batched"
+component = "replica.wasm"
+kind = "replica"
+max_ongoing_requests = 8
+max_batch_size = 4
+batch_wait_timeout_s = 0.5
+num_cpus = 0.5
+
+[[deployment]]
+name = "iris"
+component = "classifier.wasm"
+kind = "replica"
+max_batch_size = 8
+num_cpus = 0.5
+"#,
+    );
+    // State lives in the replica across requests; its config came to its constructor.
+    for n in 1..=3 {
+        assert_eq!(s.get("/replica/count"), (200, n.to_string()));
+    }
+    assert_eq!(
+        s.get("/replica/config"),
+        (200, r#"{"greeting":"hi"}"#.into())
+    );
+    let r = s.post_full("/replica/echo", "abc");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers().get("x-probe").map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(r.text().unwrap_or_default(), "POST\nabc");
+    // What a replica answers is checked before it is sent.
+    let (code, body) = s.get("/replica/status?code=1000");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("status 1000"), "{body}");
+    let (code, body) = s.get("/replica/badheader");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("header name"), "{body}");
+    // A crash fails its request with a message; the replica is restarted
+    // (its constructor again, its state anew) and answers the next one.
+    let (code, body) = s.get("/replica/crash");
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.starts_with("deployment \"replica\" failed: "),
+        "{body}"
+    );
+    assert_eq!(s.get("/replica/count"), (200, "1".into()));
+
+    // Concurrent requests to a batching replica arrive in batches.
+    let base = s.base.clone();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let url = format!("{base}/batched/echo");
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::new()
+                    .post(url)
+                    .body(format!("r{i}"))
+                    .send()
+                    .expect("POST");
+                assert_eq!(r.status().as_u16(), 200);
+                let size: usize = r
+                    .headers()
+                    .get("x-batch-size")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .expect("x-batch-size");
+                assert_eq!(r.text().unwrap_or_default(), format!("POST\nr{i}"));
+                size
+            })
+        })
+        .collect();
+    let sizes: Vec<usize> = threads
+        .into_iter()
+        .map(|t| t.join().expect("a request thread"))
+        .collect();
+    assert!(sizes.iter().any(|&n| n > 1), "no batch: {sizes:?}");
+    assert!(sizes.iter().all(|&n| (1..=4).contains(&n)), "{sizes:?}");
+
+    // The example: a model built at construction, answering batches.
+    let (code, body) = s.post(
+        "/iris",
+        "5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n5.9,3.0,4.2,1.5\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "setosa\nvirginica\nversicolor\n");
+    let (code, body) = s.post("/iris", "5.1,3.5\n");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("expected 4 numbers"), "{body}");
 }

@@ -877,6 +877,12 @@ impl ActorBuilder {
         self.options.strategy = s;
         self
     }
+    /// All the actor's options at once.
+    pub fn options(mut self, options: ActorOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     /// Restarts after a crash, constructor re-run (default 0, as in Ray).
     pub fn max_restarts(mut self, n: u32) -> Self {
         self.options.max_restarts = n;

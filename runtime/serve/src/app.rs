@@ -77,6 +77,9 @@ struct DeploymentFile {
     memory: Option<String>,
     #[serde(default)]
     resources: BTreeMap<String, f64>,
+    /// A stateful replica's configuration (Ray's `user_config`), given to
+    /// its constructor as JSON text.
+    user_config: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,9 +162,25 @@ pub struct Deployment {
     pub route_prefix: String,
     pub scaling: Scaling,
     pub max_ongoing_requests: u32,
-    /// Each request's limits (memory, time, resources).
+    /// Each request's limits (memory, time, resources); a stateful
+    /// replica's actor holds the resources for its life.
     pub options: TaskOptions,
+    /// A stateful replica's batching (`max_batch_size` set).
+    pub batching: Option<Batching>,
+    /// A stateful replica's `user_config`, as JSON text (`{}` without one).
+    pub config: String,
 }
+
+/// Ray's `@serve.batch`: requests to one replica are gathered up to
+/// `max_batch_size`, waiting at most `batch_wait_timeout_s` after the first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batching {
+    pub max_batch_size: u32,
+    pub batch_wait_timeout: Duration,
+}
+
+/// Ray Serve's default `batch_wait_timeout_s`.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(10);
 
 /// An application: the proxy's options and its deployments.
 #[derive(Debug, Clone)]
@@ -285,27 +304,52 @@ fn check(raw: AppFile, base: &Path) -> Result<App, Bad> {
                 format!("another deployment is named {:?}", d.name),
             ));
         }
-        if d.kind == Kind::Replica {
-            return Err((
-                at("kind"),
-                "stateful replicas (kind = \"replica\") are not built yet; expected \"http\" \
-                 (a wasi:http/incoming-handler component)"
-                    .into(),
-            ));
-        }
-        if d.max_batch_size.is_some() || d.batch_wait_timeout_s.is_some() {
-            let f = if d.max_batch_size.is_some() {
-                "max_batch_size"
-            } else {
-                "batch_wait_timeout_s"
-            };
-            return Err((
-                at(f),
-                "batching needs a stateful replica's `handle-batch`; an HTTP handler \
-                 (kind = \"http\") answers one request per instance"
-                    .into(),
-            ));
-        }
+        let batching = match (d.max_batch_size, d.batch_wait_timeout_s) {
+            (None, None) => None,
+            _ if d.kind == Kind::Http => {
+                let f = if d.max_batch_size.is_some() {
+                    "max_batch_size"
+                } else {
+                    "batch_wait_timeout_s"
+                };
+                return Err((
+                    at(f),
+                    "batching needs a stateful replica (kind = \"replica\") with \
+                     `handle-batch`; an HTTP handler answers one request per instance"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    at("batch_wait_timeout_s"),
+                    "expected max_batch_size with it".into(),
+                ));
+            }
+            (Some(0), _) => {
+                return Err((at("max_batch_size"), "expected at least 1".into()));
+            }
+            (Some(n), wait) => Some(Batching {
+                max_batch_size: n,
+                batch_wait_timeout: match wait {
+                    Some(w) => positive_secs(&at("batch_wait_timeout_s"), w)?,
+                    None => DEFAULT_BATCH_WAIT,
+                },
+            }),
+        };
+        let config = match (&d.user_config, d.kind) {
+            (Some(_), Kind::Http) => {
+                return Err((
+                    at("user_config"),
+                    "a configuration goes to a stateful replica's constructor \
+                     (kind = \"replica\"); an HTTP handler has none"
+                        .into(),
+                ));
+            }
+            (Some(t), Kind::Replica) => {
+                serde_json::to_string(t).map_err(|e| (at("user_config"), e.to_string()))?
+            }
+            (None, _) => "{}".to_string(),
+        };
         let route_prefix = match d.route_prefix {
             None => format!("/{}", d.name),
             Some(p) if !p.starts_with('/') || p.contains(['?', '#', ' ']) => {
@@ -430,6 +474,8 @@ fn check(raw: AppFile, base: &Path) -> Result<App, Bad> {
             scaling,
             max_ongoing_requests,
             options,
+            batching,
+            config,
         });
     }
     Ok(App { http, deployments })
@@ -467,6 +513,44 @@ mod tests {
         assert_eq!(a.target_ongoing_requests, 2.0);
         assert_eq!(a.upscale_delay, Duration::from_secs(30));
         assert_eq!(a.downscale_delay, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_stateful_replica_takes_batching_and_its_config() {
+        let app = parse(
+            "[[deployment]]\nname = \"m\"\ncomponent = \"m.wasm\"\nkind = \"replica\"\n\
+             max_batch_size = 8\n[deployment.user_config]\nmetric = \"manhattan\"\nk = 3\n",
+        )
+        .unwrap();
+        let d = &app.deployments[0];
+        assert_eq!(d.kind, Kind::Replica);
+        assert_eq!(
+            d.batching,
+            Some(Batching {
+                max_batch_size: 8,
+                batch_wait_timeout: DEFAULT_BATCH_WAIT
+            })
+        );
+        assert_eq!(d.config, r#"{"k":3,"metric":"manhattan"}"#);
+        for (text, expected) in [
+            (
+                "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmax_batch_size = 4\n",
+                "app.toml: deployment[0].max_batch_size: batching needs a stateful replica",
+            ),
+            (
+                "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\nkind = \"replica\"\n\
+                 batch_wait_timeout_s = 0.1\n",
+                "app.toml: deployment[0].batch_wait_timeout_s: expected max_batch_size",
+            ),
+            (
+                "[[deployment]]\nname = \"a\"\ncomponent = \"a.wasm\"\n\
+                 [deployment.user_config]\nx = 1\n",
+                "app.toml: deployment[0].user_config: a configuration goes",
+            ),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.starts_with(expected), "{text:?}: got {e:?}");
+        }
     }
 
     #[test]

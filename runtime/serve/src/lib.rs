@@ -16,6 +16,7 @@
 
 pub mod app;
 mod proxy;
+mod replica;
 pub mod scale;
 
 use std::net::SocketAddr;
@@ -40,19 +41,22 @@ pub enum ServeError {
     Listen { address: String, message: String },
 }
 
-/// A replica of a stateless deployment: a share of the requests it takes
-/// at once.
-#[derive(Debug)]
+/// A replica: a share of the requests a deployment takes at once; for a
+/// stateful deployment, also the actor that answers them.
 pub(crate) struct Replica {
     pub(crate) id: u64,
     pub(crate) ongoing: AtomicU32,
+    pub(crate) actor: Option<replica::Stateful>,
 }
 
 /// A deployment as it runs: its component, its replicas, its counters.
 pub(crate) struct Running {
+    pub(crate) rt: Runtime,
     pub(crate) spec: Deployment,
     pub(crate) component: Component,
     pub(crate) replicas: Mutex<Vec<Arc<Replica>>>,
+    /// Held while replicas are added or removed (one change at a time).
+    scaling: tokio::sync::Mutex<()>,
     next_replica: AtomicU64,
     pub(crate) scaler: Mutex<Option<scale::Scaler>>,
     /// Requests answered (any status), refused for overload, failed (5xx).
@@ -65,14 +69,20 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    fn new(spec: Deployment, component: Component) -> Arc<Running> {
+    async fn new(
+        rt: Runtime,
+        spec: Deployment,
+        component: Component,
+    ) -> Result<Arc<Running>, ferray::Error> {
         let scaler = match &spec.scaling {
             Scaling::Auto(a) => Some(scale::Scaler::new(a.clone())),
             Scaling::Fixed(_) => None,
         };
         let running = Arc::new(Running {
+            rt,
             component,
             replicas: Mutex::new(Vec::new()),
+            scaling: tokio::sync::Mutex::new(()),
             next_replica: AtomicU64::new(0),
             scaler: Mutex::new(scaler),
             requests: AtomicU64::new(0),
@@ -82,37 +92,57 @@ impl Running {
             stopped: AtomicU64::new(0),
             spec,
         });
-        running.scale_to(running.spec.scaling.initial());
-        running
+        running.scale_to(running.spec.scaling.initial()).await?;
+        Ok(running)
     }
 
     /// Add or remove replicas to have `n`. A removed replica takes no new
-    /// request and ends its ongoing ones (they hold it): a graceful drain.
-    pub(crate) fn scale_to(&self, n: u32) {
-        let mut replicas = self.replicas.lock();
+    /// request and ends its ongoing ones (they hold it): a graceful drain;
+    /// a stateful one's actor is stopped once they are done.
+    pub(crate) async fn scale_to(&self, n: u32) -> Result<(), ferray::Error> {
+        let _one = self.scaling.lock().await;
         let n = n as usize;
-        while replicas.len() < n {
+        loop {
+            let have = self.replicas.lock().len();
+            if have >= n {
+                break;
+            }
             let id = self.next_replica.fetch_add(1, Ordering::Relaxed);
-            replicas.push(Arc::new(Replica {
+            let actor = match self.spec.kind {
+                Kind::Http => None,
+                Kind::Replica => Some(replica::Stateful::start(self).await?),
+            };
+            self.replicas.lock().push(Arc::new(Replica {
                 id,
                 ongoing: AtomicU32::new(0),
+                actor,
             }));
             self.started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(deployment = %self.spec.name, replica = id, "replica started");
         }
-        while replicas.len() > n {
-            // The least busy goes.
-            let Some((i, _)) = replicas
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, r)| r.ongoing.load(Ordering::Relaxed))
-            else {
-                break;
-            };
-            let gone = replicas.swap_remove(i);
-            self.stopped.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(deployment = %self.spec.name, replica = gone.id, "replica stopped");
+        let mut gone = Vec::new();
+        {
+            let mut replicas = self.replicas.lock();
+            while replicas.len() > n {
+                // The least busy goes.
+                let Some((i, _)) = replicas
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, r)| r.ongoing.load(Ordering::Relaxed))
+                else {
+                    break;
+                };
+                gone.push(replicas.swap_remove(i));
+            }
         }
+        for replica in gone {
+            self.stopped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(deployment = %self.spec.name, replica = replica.id, "replica stopped");
+            if replica.actor.is_some() {
+                tokio::spawn(replica::drain(replica));
+            }
+        }
+        Ok(())
     }
 
     /// Requests ongoing on its replicas (the live ones).
@@ -126,19 +156,24 @@ impl Running {
 
     /// One step of the autoscaler: record the ongoing requests (and those
     /// refused since the last step, which wanted a replica), scale.
-    pub(crate) fn autoscale(&self, now: Instant, refused: u64) {
-        let mut scaler = self.scaler.lock();
-        let Some(s) = scaler.as_mut() else { return };
-        s.record(now, f64::from(self.ongoing()) + refused as f64);
-        let current = self.replicas.lock().len() as u32;
-        let next = s.decide(now, current);
-        drop(scaler);
-        if next != current {
+    pub(crate) async fn autoscale(&self, now: Instant, refused: u64) {
+        let next = {
+            let mut scaler = self.scaler.lock();
+            let Some(s) = scaler.as_mut() else { return };
+            s.record(now, f64::from(self.ongoing()) + refused as f64);
+            let current = self.replicas.lock().len() as u32;
+            let next = s.decide(now, current);
+            if next == current {
+                return;
+            }
             tracing::info!(
                 deployment = %self.spec.name,
                 "autoscaling from {current} to {next} replicas"
             );
-            self.scale_to(next);
+            next
+        };
+        if let Err(e) = self.scale_to(next).await {
+            tracing::warn!(deployment = %self.spec.name, "cannot scale: {e}");
         }
     }
 }
@@ -150,22 +185,30 @@ impl Running {
 pub async fn start(rt: &Runtime, app: App) -> Result<Server, ServeError> {
     let mut running = Vec::new();
     for d in app.deployments {
+        let name = d.name.clone();
         let bad = |message: String| ServeError::Deployment {
-            name: d.name.clone(),
+            name: name.clone(),
             message,
         };
         let component = rt
             .load_file(&d.component)
             .await
             .map_err(|e| bad(format!("cannot load {}: {e}", d.component.display())))?;
-        if d.kind == Kind::Http && !component.is_http_handler() {
-            return Err(bad(format!(
-                "{} does not export `{}`; kind = \"http\" needs an HTTP handler",
-                d.component.display(),
-                ferray::INCOMING_HANDLER
-            )));
+        match d.kind {
+            Kind::Http if !component.is_http_handler() => {
+                return Err(bad(format!(
+                    "{} does not export `{}`; kind = \"http\" needs an HTTP handler",
+                    d.component.display(),
+                    ferray::INCOMING_HANDLER
+                )));
+            }
+            Kind::Http => {}
+            Kind::Replica => replica::check(&component, &d).map_err(&bad)?,
         }
-        running.push(Running::new(d, component));
+        let r = Running::new(rt.clone(), d, component)
+            .await
+            .map_err(|e| bad(format!("cannot start its replicas: {e}")))?;
+        running.push(r);
     }
     proxy::Server::start(app.http, running).await
 }

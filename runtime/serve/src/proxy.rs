@@ -142,7 +142,9 @@ async fn autoscale(running: Arc<Running>, mut stopped: watch::Receiver<bool>) {
             _ = stopped.changed() => return,
         }
         let now_rejected = running.rejected.load(Ordering::Relaxed);
-        running.autoscale(Instant::now(), now_rejected.saturating_sub(rejected));
+        running
+            .autoscale(Instant::now(), now_rejected.saturating_sub(rejected))
+            .await;
         rejected = now_rejected;
     }
 }
@@ -213,6 +215,68 @@ impl Body for Counted {
     }
 }
 
+/// A request as a stateful replica gets it: its body read whole (up to the
+/// limit), its header values as text. An answer instead when it cannot be.
+async fn read_request(
+    req: Request<Limited<Incoming>>,
+) -> Result<crate::replica::HttpRequest, Answer> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit ({e})\n"),
+            ));
+        }
+        Err(e) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}\n"),
+            ));
+        }
+    };
+    Ok(crate::replica::HttpRequest {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    })
+}
+
+/// A stateful replica's response, checked: a valid status, valid header
+/// names and values; else the replica failed.
+fn to_answer(r: crate::replica::HttpResponse) -> Result<Answer, ferray::Error> {
+    let bad = |what: String| ferray::Error::Other(format!("the replica answered {what}"));
+    let status = StatusCode::from_u16(r.status).map_err(|_| bad(format!("status {}", r.status)))?;
+    let mut answer = Response::new(
+        Full::new(Bytes::from(r.body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *answer.status_mut() = status;
+    for (name, value) in r.headers {
+        let n = header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("the header name {name:?}")))?;
+        let v = header::HeaderValue::from_str(&value)
+            .map_err(|_| bad(format!("a bad value for the header {name:?}")))?;
+        answer.headers_mut().append(n, v);
+    }
+    Ok(answer)
+}
+
 /// Bytes of a refused request's body read and dropped before answering.
 const DRAIN_BYTES: usize = 64 << 20;
 
@@ -246,7 +310,7 @@ impl Running {
     /// A replica with room for one more request, counted as ongoing on it:
     /// the less busy of two picked at random (power of two choices), else
     /// any with room. A deployment scaled to zero starts one (a cold start).
-    fn reserve(&self) -> Option<Ongoing> {
+    async fn reserve(&self) -> Option<Ongoing> {
         let max = self.spec.max_ongoing_requests;
         let take = |r: &Arc<Replica>| {
             r.ongoing
@@ -256,14 +320,13 @@ impl Running {
                 .ok()
                 .map(|_| Ongoing(r.clone()))
         };
-        let replicas = {
-            let mut replicas = self.replicas.lock().clone();
-            if replicas.is_empty() {
-                self.scale_to(1);
-                replicas = self.replicas.lock().clone();
+        let mut replicas = self.replicas.lock().clone();
+        if replicas.is_empty() {
+            if let Err(e) = self.scale_to(1).await {
+                tracing::warn!(deployment = %self.spec.name, "cannot start a replica: {e}");
             }
-            replicas
-        };
+            replicas = self.replicas.lock().clone();
+        }
         let n = replicas.len();
         if n == 0 {
             return None;
@@ -337,7 +400,7 @@ impl Shared {
                 format!("the request body is larger than the limit of {limit} bytes\n"),
             );
         }
-        let Some(ongoing) = running.reserve() else {
+        let Some(ongoing) = running.reserve().await else {
             running.rejected.fetch_add(1, Ordering::Relaxed);
             let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -352,7 +415,25 @@ impl Shared {
             return r;
         };
         let req = req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX)));
-        let call = running.component.handle_http(req, &running.spec.options);
+        let replica = ongoing.0.clone();
+        let call = async {
+            match &replica.actor {
+                None => {
+                    running
+                        .component
+                        .handle_http(req, &running.spec.options)
+                        .await
+                }
+                Some(actor) => {
+                    let request = match read_request(req).await {
+                        Ok(r) => r,
+                        Err(answer) => return Ok(answer),
+                    };
+                    let response = actor.call(&running.rt, request).await?;
+                    to_answer(response)
+                }
+            }
+        };
         let result = match self.http.request_timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
