@@ -211,7 +211,7 @@ impl RtInner {
                 // running wasm at the deadline; this stops an attempt blocked in
                 // a host call (`get`, `wait`, a GPU wait) past it.
                 match limits.timeout {
-                    Some(t) => tokio::time::timeout(t + WALL_CLOCK_GRACE, run)
+                    Some(t) => tokio::time::timeout(t + ferray_host::WALL_CLOCK_GRACE, run)
                         .await
                         .unwrap_or_else(|_| {
                             failed(Error::TimeLimit(format!(
@@ -312,10 +312,6 @@ fn failed(e: Error) -> Outcome {
         dropped_output: 0,
     }
 }
-
-/// How long after its wall-clock limit an attempt blocked in a host call is
-/// stopped (running wasm is stopped at the limit itself, by the host).
-const WALL_CLOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Arguments of `total` bytes (so far) within this node's limit.
 fn check_argument_bytes(total: u64, max: u64) -> Result<(), Error> {

@@ -41,7 +41,7 @@ pub use component::{ClassInfo, ComponentInfo, FuncInfo};
 pub use config::{HostConfig, LIVE_CHUNK, Limits, LiveOutput};
 pub use http::{HttpBody, INCOMING_HANDLER};
 pub use services::{CallRequest, Services};
-pub use task::{ActorInstance, Outcome, TaskState};
+pub use task::{ActorInstance, Outcome, TaskState, WALL_CLOCK_GRACE};
 
 /// A component compiled for this node, ready to instantiate.
 pub struct Loaded<S: Services> {

@@ -17,7 +17,7 @@ use crate::{ClassInfo, FuncInfo, Host, Limits, Loaded, Services};
 
 /// How long past its time limit a call blocked in a host call may take to
 /// stop (the store's deadline stops running wasm; the wall clock the rest).
-pub(crate) const WALL_CLOCK_GRACE: Duration = Duration::from_millis(50);
+pub const WALL_CLOCK_GRACE: Duration = Duration::from_millis(50);
 
 /// Handles a guest may hold however small its memory cap (wasmtime's default).
 const MIN_HANDLES: usize = 100_000;
