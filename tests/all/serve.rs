@@ -54,19 +54,19 @@ impl Serve {
             .spawn()
             .expect("start ferray serve");
         let out = child.stdout.take().expect("its stdout");
-        let mut lines = BufReader::new(out).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("ferray serve: listening on ") {
-                        break url.to_string();
-                    }
+        // Its stdout is read on a thread of its own (to the end, so that it
+        // never blocks on a full pipe); the address comes back from there.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("ferray serve: listening on ") {
+                    let _ = tx.send(url.to_string());
                 }
-                _ => panic!("ferray serve ended before it listened"),
             }
-        };
-        // Keep reading its stdout so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("ferray serve listening within 120 s");
         Serve {
             child,
             base,
@@ -186,8 +186,17 @@ fn serve_run_routes_requests_to_http_components_and_survives_bad_ones() {
     let (code, body) = s.post("/probe/echo", vec![b'z'; 2 << 20]);
     assert_eq!(code, 413, "{body}");
     let reader = ChunkReader(vec![b'z'; 2 << 20], 0);
-    let (code, body) = s.post("/probe/echo", reqwest::blocking::Body::new(reader));
-    assert_eq!(code, 413, "{body}");
+    let sent = s
+        .http
+        .post(format!("{}/probe/echo", s.base))
+        .body(reqwest::blocking::Body::new(reader))
+        .send();
+    match sent {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        // The rest of the body is not read: the client may see the
+        // connection reset as it still sends, never another answer.
+        Err(e) => assert!(!e.is_status() && !e.is_timeout(), "{e}"),
+    }
 
     // The proxy's own routes.
     let (code, routes) = s.get("/-/routes");
@@ -485,4 +494,45 @@ num_cpus = 0.5
     let (code, body) = s.post("/iris", "5.1,3.5\n");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("expected 4 numbers"), "{body}");
+}
+
+#[test]
+fn a_guest_whose_client_gave_up_is_stopped() {
+    // No request timeout: only the client's going away stops the loop.
+    let s = Serve::start(
+        r#"
+[[deployment]]
+name = "probe"
+component = "probe.wasm"
+max_ongoing_requests = 1
+"#,
+    );
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("an HTTP client");
+    let r = impatient.get(format!("{}/probe/spin", s.base)).send();
+    assert!(r.is_err(), "an endless loop answered: {r:?}");
+    // Its instance and its place on the replica are given back, and the
+    // loop no longer runs: the process stops using a CPU.
+    wait_for("the looping request to end", 30, || {
+        (s.status("probe").ongoing_requests == 0).then_some(())
+    });
+    wait_for("the loop to stop", 30, || {
+        let before = cpu_ticks(s.child.id());
+        std::thread::sleep(Duration::from_secs(1));
+        // Clock ticks are 1/100 s: a guest still looping uses about 100.
+        (cpu_ticks(s.child.id()) - before < 30).then_some(())
+    });
+    assert_eq!(s.get("/probe/sleep?ms=1"), (200, "slept 1".into()));
+}
+
+/// CPU time a process has used, in clock ticks (user and system).
+fn cpu_ticks(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<i64>().expect("utime") + fields[12].parse::<i64>().expect("stime")
 }

@@ -127,7 +127,7 @@ impl<S: Services> Host<S> {
             let mut view = store.data_mut().http();
             let req = view
                 .new_incoming_request(Scheme::Http, request)
-                .map_err(|e| Error::InvalidArgument(format!("bad request: {e:#}")))?;
+                .map_err(|e| Error::InvalidArgument(format!("a bad request: {e:#}")))?;
             let out = view
                 .new_response_outparam(tx)
                 .map_err(|e| Error::System(format!("cannot make the response: {e:#}")))?;
@@ -151,10 +151,19 @@ impl<S: Services> Host<S> {
             };
             output.finish(result.map(|()| Vec::new())).result
         });
+        // The guest's call is stopped when nobody waits for it any more: the
+        // caller gave up before the answer (a timeout, a client gone), or
+        // the answer's body was sent or dropped.
+        let stop = StopOnDrop(guest.abort_handle());
         match rx.await {
             Ok(Ok(response)) => Ok(response.map(|b| {
-                b.map_err(|code| Error::Trap(format!("the response body failed: {code:?}")))
-                    .boxed_unsync()
+                Stopping {
+                    body: b
+                        .map_err(|code| Error::Trap(format!("the response body failed: {code:?}")))
+                        .boxed_unsync(),
+                    _stop: stop,
+                }
+                .boxed_unsync()
             })),
             Ok(Err(code)) => Err(error_code(code)),
             // The guest dropped the response without setting it: it ended
@@ -169,6 +178,40 @@ impl<S: Services> Host<S> {
                 ))),
             },
         }
+    }
+}
+
+/// Aborts the task of a guest's call when dropped (its store yields at every
+/// epoch tick, so the abort takes effect at once, and dropping the store
+/// frees its instance).
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response body that stops its guest once it is dropped.
+struct Stopping {
+    body: HttpBody,
+    _stop: StopOnDrop,
+}
+
+impl http_body::Body for Stopping {
+    type Data = Bytes;
+    type Error = Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -100,6 +100,25 @@ impl Running {
     /// request and ends its ongoing ones (they hold it): a graceful drain;
     /// a stateful one's actor is stopped once they are done.
     pub(crate) async fn scale_to(&self, n: u32) -> Result<(), ferray::Error> {
+        self.resize(n, true).await
+    }
+
+    /// Add replicas to have at least `n` (a cold start: never removes one
+    /// that another request or the autoscaler added meanwhile).
+    pub(crate) async fn grow_to(&self, n: u32) -> Result<(), ferray::Error> {
+        self.resize(n, false).await
+    }
+
+    /// Stop every replica's actor now (the application stops).
+    pub(crate) fn stop_replicas(&self) {
+        for r in self.replicas.lock().drain(..) {
+            if let Some(actor) = &r.actor {
+                actor.stop();
+            }
+        }
+    }
+
+    async fn resize(&self, n: u32, shrink: bool) -> Result<(), ferray::Error> {
         let _one = self.scaling.lock().await;
         let n = n as usize;
         loop {
@@ -123,7 +142,7 @@ impl Running {
         let mut gone = Vec::new();
         {
             let mut replicas = self.replicas.lock();
-            while replicas.len() > n {
+            while shrink && replicas.len() > n {
                 // The least busy goes.
                 let Some((i, _)) = replicas
                     .iter()

@@ -82,9 +82,13 @@ impl Server {
         self.shared.routes.iter().map(|r| r.status()).collect()
     }
 
-    /// Stop accepting connections and the autoscalers.
+    /// Stop accepting connections and the autoscalers, and stop the
+    /// stateful replicas' actors.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+        for r in &self.shared.routes {
+            r.stop_replicas();
+        }
     }
 }
 
@@ -135,6 +139,7 @@ async fn autoscale(running: Arc<Running>, mut stopped: watch::Receiver<bool>) {
         crate::Scaling::Fixed(_) => return,
     };
     let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rejected = running.rejected.load(Ordering::Relaxed);
     loop {
         tokio::select! {
@@ -256,11 +261,25 @@ async fn read_request(
     })
 }
 
+/// Headers of the connection and the body's framing, which the proxy sets.
+const FRAMING_HEADERS: [header::HeaderName; 6] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    header::HeaderName::from_static("keep-alive"),
+    header::HeaderName::from_static("proxy-connection"),
+];
+
 /// A stateful replica's response, checked: a valid status, valid header
 /// names and values; else the replica failed.
 fn to_answer(r: crate::replica::HttpResponse) -> Result<Answer, ferray::Error> {
     let bad = |what: String| ferray::Error::Other(format!("the replica answered {what}"));
-    let status = StatusCode::from_u16(r.status).map_err(|_| bad(format!("status {}", r.status)))?;
+    // A final status; informational ones (1xx) are not an answer.
+    let status = StatusCode::from_u16(r.status)
+        .ok()
+        .filter(|s| (200..600).contains(&s.as_u16()))
+        .ok_or_else(|| bad(format!("status {}", r.status)))?;
     let mut answer = Response::new(
         Full::new(Bytes::from(r.body))
             .map_err(|e| match e {})
@@ -270,6 +289,12 @@ fn to_answer(r: crate::replica::HttpResponse) -> Result<Answer, ferray::Error> {
     for (name, value) in r.headers {
         let n = header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad(format!("the header name {name:?}")))?;
+        // The proxy frames the body and owns the connection: what a guest
+        // says of either is dropped.
+        if FRAMING_HEADERS.contains(&n) {
+            tracing::debug!("a replica's `{n}` header is dropped");
+            continue;
+        }
         let v = header::HeaderValue::from_str(&value)
             .map_err(|_| bad(format!("a bad value for the header {name:?}")))?;
         answer.headers_mut().append(n, v);
@@ -310,8 +335,28 @@ impl Running {
     /// A replica with room for one more request, counted as ongoing on it:
     /// the less busy of two picked at random (power of two choices), else
     /// any with room. A deployment scaled to zero starts one (a cold start).
-    async fn reserve(&self) -> Option<Ongoing> {
+    async fn reserve(&self) -> Result<Ongoing, String> {
         let max = self.spec.max_ongoing_requests;
+        let full = || {
+            format!(
+                "deployment {:?} is at capacity: every replica has {max} ongoing requests \
+                 (max_ongoing_requests); retry later",
+                self.spec.name
+            )
+        };
+        if self.replicas.lock().is_empty() {
+            // A cold start; another request may have made one already.
+            if let Err(e) = self.grow_to(1).await {
+                tracing::warn!(deployment = %self.spec.name, "cannot start a replica: {e}");
+                return Err(format!(
+                    "deployment {:?} has no replica and could not start one: {e}",
+                    self.spec.name
+                ));
+            }
+        }
+        // Chosen and counted under the lock, so that a replica being
+        // removed is never chosen after its drain has begun.
+        let replicas = self.replicas.lock();
         let take = |r: &Arc<Replica>| {
             r.ongoing
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -320,16 +365,9 @@ impl Running {
                 .ok()
                 .map(|_| Ongoing(r.clone()))
         };
-        let mut replicas = self.replicas.lock().clone();
-        if replicas.is_empty() {
-            if let Err(e) = self.scale_to(1).await {
-                tracing::warn!(deployment = %self.spec.name, "cannot start a replica: {e}");
-            }
-            replicas = self.replicas.lock().clone();
-        }
         let n = replicas.len();
         if n == 0 {
-            return None;
+            return Err(full());
         }
         let a = pick(n);
         let b = (a + 1 + pick(n.saturating_sub(1).max(1))) % n;
@@ -344,6 +382,7 @@ impl Running {
         take(first)
             .or_else(|| take(second))
             .or_else(|| replicas.iter().find_map(take))
+            .ok_or_else(full)
     }
 }
 
@@ -400,19 +439,15 @@ impl Shared {
                 format!("the request body is larger than the limit of {limit} bytes\n"),
             );
         }
-        let Some(ongoing) = running.reserve().await else {
-            running.rejected.fetch_add(1, Ordering::Relaxed);
-            let mut r = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "deployment {:?} is at capacity: every replica has {} ongoing requests \
-                     (max_ongoing_requests); retry later\n",
-                    running.spec.name, running.spec.max_ongoing_requests
-                ),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
+        let ongoing = match running.reserve().await {
+            Ok(o) => o,
+            Err(why) => {
+                running.rejected.fetch_add(1, Ordering::Relaxed);
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
         };
         let req = req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX)));
         let replica = ongoing.0.clone();
@@ -459,6 +494,9 @@ impl Shared {
                 running.failed.fetch_add(1, Ordering::Relaxed);
                 let status = match &e {
                     ferray::Error::TimeLimit(_) => StatusCode::REQUEST_TIMEOUT,
+                    // A request the handler's runtime could not take (no
+                    // authority, a bad URI).
+                    ferray::Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 // The client gets what failed; the guest's backtrace and

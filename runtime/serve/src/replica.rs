@@ -176,9 +176,16 @@ pub(crate) async fn drain(replica: Arc<Replica>) {
     while replica.ongoing.load(Ordering::Acquire) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Some(actor) = &replica.actor
-        && let Err(e) = actor.handle.kill()
-    {
-        tracing::debug!(replica = replica.id, "stopping the replica's actor: {e}");
+    if let Some(actor) = &replica.actor {
+        actor.stop();
+    }
+}
+
+impl Stateful {
+    /// Kill the actor (calls in flight fail with `ActorDied`).
+    pub(crate) fn stop(&self) {
+        if let Err(e) = self.handle.kill() {
+            tracing::debug!("stopping a replica's actor: {e}");
+        }
     }
 }
