@@ -156,14 +156,14 @@ impl<S: Services> Host<S> {
         // the answer's body was sent or dropped.
         let stop = StopOnDrop(guest.abort_handle());
         match rx.await {
+            // The body holds the stop: the guest ends with its answer.
             Ok(Ok(response)) => Ok(response.map(|b| {
-                Stopping {
-                    body: b
-                        .map_err(|code| Error::Trap(format!("the response body failed: {code:?}")))
-                        .boxed_unsync(),
-                    _stop: stop,
-                }
-                .boxed_unsync()
+                b.map_err(|code| Error::Trap(format!("the response body failed: {code:?}")))
+                    .map_frame(move |frame| {
+                        let _stop = &stop;
+                        frame
+                    })
+                    .boxed_unsync()
             })),
             Ok(Err(code)) => Err(error_code(code)),
             // The guest dropped the response without setting it: it ended
@@ -189,29 +189,6 @@ struct StopOnDrop(tokio::task::AbortHandle);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// A response body that stops its guest once it is dropped.
-struct Stopping {
-    body: HttpBody,
-    _stop: StopOnDrop,
-}
-
-impl http_body::Body for Stopping {
-    type Data = Bytes;
-    type Error = Error;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

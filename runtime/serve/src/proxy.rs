@@ -10,16 +10,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferray::HttpBody;
 use http::{Request, Response, StatusCode, header};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -194,29 +191,6 @@ struct Ongoing(Arc<Replica>);
 impl Drop for Ongoing {
     fn drop(&mut self) {
         self.0.ongoing.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its request counted while it streams.
-struct Counted {
-    body: HttpBody,
-    _ongoing: Ongoing,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = ferray::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ferray::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -483,11 +457,13 @@ impl Shared {
             None => call.await,
         };
         match result {
+            // The request stays counted on its replica until its answer's
+            // body has been sent or dropped.
             Ok(response) => response.map(|body| {
-                Counted {
-                    body,
-                    _ongoing: ongoing,
-                }
+                body.map_frame(move |frame| {
+                    let _counted = &ongoing;
+                    frame
+                })
                 .boxed_unsync()
             }),
             Err(e) => {
