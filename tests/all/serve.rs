@@ -536,3 +536,222 @@ fn cpu_ticks(pid: u32) -> i64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     fields[11].parse::<i64>().expect("utime") + fields[12].parse::<i64>().expect("stime")
 }
+
+/// An application for `ferray serve deploy`: a stateless handler at the
+/// root, the probe, a stateful replica whose config says `version`, and the
+/// classifier.
+fn cluster_app(version: u32) -> String {
+    format!(
+        r#"
+[http]
+port = 0
+request_timeout_s = 30
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/"
+num_replicas = 2
+num_cpus = 0.5
+
+[[deployment]]
+name = "probe"
+component = "probe.wasm"
+num_cpus = 0.5
+
+[[deployment]]
+name = "replica"
+component = "replica.wasm"
+kind = "replica"
+num_replicas = 2
+max_ongoing_requests = 16
+num_cpus = 0.5
+[deployment.user_config]
+version = {version}
+
+[[deployment]]
+name = "iris"
+component = "classifier.wasm"
+kind = "replica"
+max_batch_size = 8
+num_cpus = 0.5
+"#
+    )
+}
+
+/// The replicas' actors alive on the cluster.
+fn live_replicas(c: &super::harness::Cluster) -> usize {
+    c.state("actors")
+        .actors
+        .iter()
+        .filter(|a| a.class.ends_with("replica") && a.state.eq_ignore_ascii_case("alive"))
+        .count()
+}
+
+#[test]
+fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_a_request() {
+    let c = super::harness::Cluster::start(2);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, path) in COMPONENTS {
+        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
+    }
+    let app = dir.path().join("app.toml");
+    std::fs::write(&app, cluster_app(1)).expect("write the application file");
+    let app_s = app.to_str().expect("a UTF-8 path");
+    let out = c.ok(&["serve", "deploy", app_s]);
+    let base = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
+        .unwrap_or_else(|| panic!("no address in {out}"))
+        .to_string();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client");
+    let get = |path: &str| -> (u16, String) {
+        match http.get(format!("{base}{path}")).send() {
+            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+
+    // Stateless: each request a task on a worker, a fresh instance each time.
+    assert_eq!(
+        get("/?name=Ada"),
+        (200, "Hello, Ada! (path /?name=Ada)\n".into())
+    );
+    assert_eq!(get("/probe/count"), (200, "1".into()));
+    assert_eq!(get("/probe/count"), (200, "1".into()));
+    let big = vec![b'y'; 512 << 10];
+    let r = http
+        .post(format!("{base}/probe/echo"))
+        .body(big.clone())
+        .send()
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.text().unwrap_or_default().len(),
+        "Method::Post\n".len() + big.len()
+    );
+    let (code, body) = get("/probe/trap");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("trap"), "{body}");
+    let tasks = c.state("tasks").tasks;
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.function == ferray::HTTP_HANDLE && t.node.is_some()),
+        "no HTTP task ran on a node: {tasks:?}"
+    );
+    // Stateful: the replicas are the cluster's actors, keeping their state.
+    assert_eq!(get("/replica/config"), (200, r#"{"version":1}"#.into()));
+    let r = http
+        .post(format!("{base}/iris"))
+        .body("5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n")
+        .send()
+        .expect("POST");
+    assert_eq!(r.text().unwrap_or_default(), "setosa\nvirginica\n");
+    assert_eq!(live_replicas(&c), 3);
+
+    let status: ferray_serve::ServeStatus =
+        serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");
+    assert_eq!(status.proxy, base);
+    let names: Vec<_> = status.deployments.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let replica = status.deployments.iter().find(|d| d.name == "replica");
+    assert_eq!(
+        replica.map(|d| (d.replicas, d.kind.as_str())),
+        Some((2, "replica"))
+    );
+
+    // A rolling update under load: the new version's replicas start, new
+    // requests go to them, the old ones drain. No request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = ["/replica/config", "/?name=x"]
+        .into_iter()
+        .map(|path| {
+            let (stop, url) = (stop.clone(), format!("{base}{path}"));
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let (mut bad, mut seen) = (Vec::new(), Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(&url).send() {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            let body = r.text().unwrap_or_default();
+                            if seen.last() != Some(&body) {
+                                seen.push(body);
+                            }
+                        }
+                        Ok(r) => {
+                            bad.push(format!("{}: {}", r.status(), r.text().unwrap_or_default()))
+                        }
+                        Err(e) => bad.push(e.to_string()),
+                    }
+                }
+                (bad, seen)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&app, cluster_app(2)).expect("write the new version");
+    c.ok(&["serve", "deploy", app_s]);
+    wait_for("the new version", 60, || {
+        (get("/replica/config").1 == r#"{"version":2}"#).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let (bad, seen) = t.join().expect("a load thread");
+        assert!(bad.is_empty(), "requests failed during the update: {bad:?}");
+        assert!(!seen.is_empty());
+    }
+    // The old version's actors are gone; the unchanged deployments kept theirs.
+    wait_for("the old replicas to stop", 60, || {
+        (live_replicas(&c) == 3).then_some(())
+    });
+    let status: ferray_serve::ServeStatus =
+        serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");
+    let started = |name: &str| {
+        status
+            .deployments
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.replicas_started)
+    };
+    assert_eq!(started("hello"), Some(2), "{status:?}");
+    assert_eq!(started("replica"), Some(2), "{status:?}");
+
+    // A bad version is refused whole; the running one goes on.
+    for (bad, says) in [
+        (
+            "[http]\nport = 0\nrequest_timeout_s = 30\n\n\
+             [[deployment]]\nname = \"sq\"\ncomponent = \"squares.wasm\"\n",
+            "incoming-handler",
+        ),
+        (
+            "[http]\nport = 0\n\n[[deployment]]\nname = \"hello\"\ncomponent = \"hello.wasm\"\n",
+            "[http] options differ",
+        ),
+    ] {
+        std::fs::write(&app, bad).expect("write a bad version");
+        let out = c
+            .cmd()
+            .args(["serve", "deploy", app_s])
+            .output()
+            .expect("run ferray");
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(says), "{err}");
+        assert_eq!(get("/replica/config"), (200, r#"{"version":2}"#.into()));
+    }
+
+    // Deleted: the proxy stops, the replicas go.
+    let out = c.ok(&["serve", "delete"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(get("/").0, 0, "the proxy still answers");
+    wait_for("the replicas to stop", 60, || {
+        (live_replicas(&c) == 0).then_some(())
+    });
+    let out = c.ok(&["serve", "status"]);
+    assert!(out.contains("no application is running"), "{out}");
+}

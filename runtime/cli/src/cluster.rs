@@ -565,6 +565,14 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         address.clone()
     };
     write_private(&state_dir().join("head-address"), &public)?;
+    // `ferray serve deploy`'s applications run in this process, as a client
+    // of this head (connected on the first deploy).
+    head.set_serve(std::sync::Arc::new(crate::serve::HeadServe(
+        std::sync::Arc::new(ferray_serve::Controller::new(
+            public.clone(),
+            token.as_str().to_string(),
+        )),
+    )));
     let worker = if args.no_worker {
         None
     } else {

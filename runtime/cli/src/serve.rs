@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferray::OutputMode;
 
 use crate::args;
@@ -13,7 +13,34 @@ pub(crate) enum ServeCommand {
     /// Run an application on the embedded runtime, on this machine, until
     /// interrupted: its deployments behind the proxy on http.host:http.port
     /// (127.0.0.1:8000 unless the file or --host/--port say otherwise).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Deploy an application on a cluster: its proxy on the head's machine
+    /// (http.host:http.port), its replicas on the cluster's nodes. Deploying
+    /// again is a rolling update: changed deployments start their new
+    /// replicas, then the old ones drain; unchanged ones keep theirs.
+    Deploy(DeployArgs),
+    /// The cluster's application: its proxy and each deployment's replicas
+    /// and counters.
+    Status(StatusArgs),
+    /// Stop the cluster's application: its proxy and its replicas.
+    Delete(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    connect: crate::cluster::ConnectArgs,
+    /// The application file (TOML); its components are read beside it.
+    app: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    connect: crate::cluster::ConnectArgs,
+    /// Print JSON (`ferray_core::view::ServeStatus`) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +59,88 @@ pub(crate) struct RunArgs {
 
 pub(crate) fn serve(cmd: ServeCommand) -> Result<ExitCode> {
     match cmd {
-        ServeCommand::Run(args) => run(args),
+        ServeCommand::Run(args) => run(*args),
+        ServeCommand::Deploy(args) => deploy(args),
+        ServeCommand::Status(args) => status(args, false),
+        ServeCommand::Delete(args) => status(args, true),
+    }
+}
+
+fn deploy(args: DeployArgs) -> Result<ExitCode> {
+    // Checked here first: a bad file gets its one line before anything is sent.
+    let app = ferray_serve::App::load(&args.app)?;
+    let text = std::fs::read_to_string(&args.app)
+        .with_context(|| format!("cannot read {}", args.app.display()))?;
+    let mut components = Vec::new();
+    for d in &app.deployments {
+        let bytes = std::fs::read(&d.component).with_context(|| {
+            format!(
+                "deployment {:?}: cannot read {}",
+                d.name,
+                d.component.display()
+            )
+        })?;
+        components.push((d.name.clone(), bytes::Bytes::from(bytes)));
+    }
+    let exec = crate::cluster::runtime()?;
+    let status = exec.block_on(async {
+        let mut client = args.connect.client().await?;
+        let origin = args.app.display().to_string();
+        anyhow::Ok(client.serve_deploy(text, origin, components).await?)
+    })?;
+    print_status(&status);
+    outln!("ferray serve: deployed; listening on {}", status.proxy);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: StatusArgs, delete: bool) -> Result<ExitCode> {
+    let exec = crate::cluster::runtime()?;
+    let status = exec.block_on(async {
+        let mut client = args.connect.client().await?;
+        anyhow::Ok(if delete {
+            client.serve_delete().await?
+        } else {
+            client.serve_status().await?
+        })
+    })?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&status)?);
+    } else if status.proxy.is_empty() {
+        outln!("no application is running");
+    } else {
+        print_status(&status);
+        if delete {
+            outln!("ferray serve: deleted the application at {}", status.proxy);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(s: &ferray_core::view::ServeStatus) {
+    outln!("proxy: {}", s.proxy);
+    outln!(
+        "{:<20} {:<16} {:<8} {:>8} {:>8} {:>10} {:>9} {:>7}",
+        "DEPLOYMENT",
+        "ROUTE",
+        "KIND",
+        "REPLICAS",
+        "ONGOING",
+        "REQUESTS",
+        "REJECTED",
+        "FAILED"
+    );
+    for d in &s.deployments {
+        outln!(
+            "{:<20} {:<16} {:<8} {:>8} {:>8} {:>10} {:>9} {:>7}",
+            d.name,
+            d.route_prefix,
+            d.kind,
+            d.replicas,
+            d.ongoing_requests,
+            d.requests,
+            d.rejected,
+            d.failed
+        );
     }
 }
 
@@ -79,4 +187,24 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The head process's serve controller, as the head calls it.
+pub(crate) struct HeadServe(pub(crate) std::sync::Arc<ferray_serve::Controller>);
+
+impl ferray_head::ServeControl for HeadServe {
+    fn deploy(&self, app: ferray_core::view::ServeApp) -> ferray_head::ServeFuture {
+        let c = self.0.clone();
+        Box::pin(async move { c.deploy(app).await })
+    }
+
+    fn status(&self) -> ferray_head::ServeFuture {
+        let c = self.0.clone();
+        Box::pin(async move { Ok(c.status().await) })
+    }
+
+    fn delete(&self) -> ferray_head::ServeFuture {
+        let c = self.0.clone();
+        Box::pin(async move { Ok(c.delete().await) })
+    }
 }

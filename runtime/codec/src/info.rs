@@ -253,6 +253,25 @@ impl Exports<FuncInfo> {
         })
     }
 
+    /// Whether the component exports an HTTP handler, by the signature of
+    /// `wasi:http/incoming-handler`'s `handle` (the host checks the rest
+    /// where it compiles the component).
+    pub fn is_http_handler(&self) -> bool {
+        let handle = self
+            .functions
+            .get("incoming-handler.handle")
+            .is_some_and(|f| {
+                f.params.len() == 2
+                    && f.params.iter().all(|(_, t)| t.text.starts_with("own<"))
+                    && f.results.is_empty()
+            });
+        handle
+            && self
+                .imports
+                .iter()
+                .any(|i| i.starts_with("wasi:http/types@0.2."))
+    }
+
     /// The exports, one per line, with their WIT signatures.
     pub fn export_lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.functions.values().map(|f| f.signature()).collect();

@@ -374,3 +374,43 @@ mod tests {
         assert_eq!(x[2]["pid"], 5);
     }
 }
+
+/// A serve deployment as it runs: its replicas and counters (the proxy's
+/// `/-/status`, `ferray serve status`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServeDeployment {
+    pub name: String,
+    pub route_prefix: String,
+    /// `http` (a `wasi:http` handler) or `replica` (a stateful replica).
+    #[serde(default)]
+    pub kind: String,
+    pub replicas: u32,
+    pub ongoing_requests: u32,
+    /// Requests answered (any status), refused for overload, failed (5xx).
+    pub requests: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Replicas started and stopped since the deployment's version started.
+    pub replicas_started: u64,
+    pub replicas_stopped: u64,
+}
+
+/// A cluster's serve application: where its proxy listens and its
+/// deployments; no proxy when none runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServeStatus {
+    /// The proxy's URL (`http://host:port`); empty when no application runs.
+    pub proxy: String,
+    pub deployments: Vec<ServeDeployment>,
+}
+
+/// An application to deploy on a cluster: its file's text and, for each
+/// deployment by name, its component's bytes (uploaded before, by id).
+#[derive(Clone, Debug)]
+pub struct ServeApp {
+    /// The application file (TOML), as written.
+    pub text: String,
+    /// Where it came from, for messages (its path on the deploying machine).
+    pub origin: String,
+    pub components: BTreeMap<String, bytes::Bytes>,
+}

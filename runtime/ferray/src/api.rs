@@ -10,7 +10,7 @@ use ferray_core::{
     ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, JobCaps, Resources, TaskOptions,
 };
 use ferray_gpu::{GpuLimits, GpuStats};
-use ferray_host::{Host, HostConfig, HostStats, HttpBody, Loaded};
+use ferray_host::{Host, HostConfig, HostStats, HttpBody, INCOMING_HANDLER, Loaded};
 use ferray_store::{ObjectStore, StoreConfig, StoreStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -696,12 +696,42 @@ impl Component {
 
     /// Whether the component is an HTTP handler: it exports
     /// `wasi:http/incoming-handler`, as components built for `wasmtime
-    /// serve` or Spin do. `false` on a connected client (nothing compiled here).
+    /// serve` or Spin do: checked by the host where it is compiled here, by
+    /// its export's signature on a connected client.
     pub fn is_http_handler(&self) -> bool {
         match (&self.loaded, self.rt.inner().host()) {
             (Some(l), Ok(host)) => host.is_http_handler(l),
-            _ => false,
+            _ => self.info.is_http_handler(),
         }
+    }
+
+    /// Whether [`Component::handle_http`] can answer here (the component
+    /// is compiled in this process: not on a connected client).
+    pub fn handles_http_here(&self) -> bool {
+        self.loaded.is_some() && self.is_http_handler()
+    }
+
+    /// Answer one HTTP request, whole, with the component's
+    /// `wasi:http/incoming-handler` as a task (export [`crate::HTTP_HANDLE`]):
+    /// in a fresh instance on the node the scheduler picks (this one when
+    /// embedded), with `options`' resources and limits. The response body
+    /// is read whole, up to [`crate::MAX_HTTP_RESPONSE_BYTES`].
+    pub async fn call_http(
+        &self,
+        request: &crate::HttpRequest,
+        options: TaskOptions,
+    ) -> Result<crate::HttpResponse, Error> {
+        if !self.is_http_handler() {
+            return Err(Error::InvalidArgument(format!(
+                "the component does not export `{INCOMING_HANDLER}` (an HTTP handler)"
+            )));
+        }
+        let r = self
+            .task(crate::HTTP_HANDLE)
+            .args(&(request,))?
+            .options(options)
+            .submit()?;
+        self.rt.get(&r).await
     }
 
     /// Answer one HTTP request with the component's

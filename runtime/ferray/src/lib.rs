@@ -28,6 +28,7 @@ mod backend;
 pub mod bench;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+mod http;
 mod objects;
 mod output;
 mod runtime;
@@ -46,6 +47,7 @@ pub use ferray_core::{
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
 pub use ferray_host::{HostStats, HttpBody, INCOMING_HANDLER};
 pub use ferray_store::StoreStats;
+pub use http::{HTTP_HANDLE, HttpRequest, HttpResponse, MAX_HTTP_RESPONSE_BYTES};
 pub use objects::{ObjectRef, RefName};
 pub use output::{OutputLine, OutputMode, Stream};
 pub use runtime::TaskCounts;

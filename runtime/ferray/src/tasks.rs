@@ -204,9 +204,25 @@ impl RtInner {
             let out = if self.inject_failure() {
                 failed(Error::System("an injected system failure".into()))
             } else {
-                let run = self
-                    .host()?
-                    .run(comp, func, args, &limits, self.clone(), ctx.clone());
+                let host = self.host()?;
+                // An HTTP request as a task: the incoming handler answers it.
+                let run = if func.name == crate::http::HTTP_HANDLE && host.is_http_handler(comp) {
+                    futures::future::Either::Left(self.http_attempt(
+                        comp,
+                        args,
+                        &limits,
+                        ctx.clone(),
+                    ))
+                } else {
+                    futures::future::Either::Right(host.run(
+                        comp,
+                        func,
+                        args,
+                        &limits,
+                        self.clone(),
+                        ctx.clone(),
+                    ))
+                };
                 // The wall-clock limit covers the whole attempt: the host stops
                 // running wasm at the deadline; this stops an attempt blocked in
                 // a host call (`get`, `wait`, a GPU wait) past it.

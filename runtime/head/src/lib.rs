@@ -15,6 +15,7 @@
 mod db;
 mod http;
 pub mod sched;
+mod serve;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use http::{DEFAULT_DASHBOARD_PORT, MAX_BODY_BYTES, NodeMetrics, ROUTES, serve_node_metrics};
 pub use sched::{Placement, Scheduler};
+pub use serve::{ServeControl, ServeFuture};
 use state::{Effect, State};
 
 /// Messages of a batch handled under one hold of the lock.
@@ -412,6 +414,8 @@ pub struct Head {
     core: Arc<Mutex<Core>>,
     store: Arc<ObjectStore>,
     config: Arc<HeadConfig>,
+    /// The head process's serve controller, when it runs one.
+    serve: Arc<std::sync::OnceLock<Arc<dyn ServeControl>>>,
 }
 
 impl Head {
@@ -467,6 +471,7 @@ impl Head {
             core: Arc::new(Mutex::new(core)),
             store,
             config: Arc::new(config),
+            serve: Default::default(),
         })
     }
 
@@ -993,6 +998,27 @@ impl v1::head_server::Head for Head {
             .cluster_state(&r.what, &r.after, r.limit as usize, &filter)
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(page))
+    }
+
+    async fn serve_deploy(
+        &self,
+        req: Request<v1::ServeApp>,
+    ) -> Result<Response<v1::ServeStatus>, Status> {
+        self.deploy_app(req.into_inner()).await
+    }
+
+    async fn serve_status(
+        &self,
+        _req: Request<v1::ServeKey>,
+    ) -> Result<Response<v1::ServeStatus>, Status> {
+        self.app_status().await
+    }
+
+    async fn serve_delete(
+        &self,
+        _req: Request<v1::ServeKey>,
+    ) -> Result<Response<v1::ServeStatus>, Status> {
+        self.delete_app().await
     }
 }
 

@@ -238,6 +238,50 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<(ClusterView, Option<Str
     Ok((view, next))
 }
 
+pub fn serve_status_to(s: ferray_core::view::ServeStatus) -> v1::ServeStatus {
+    v1::ServeStatus {
+        proxy: s.proxy,
+        deployments: s
+            .deployments
+            .into_iter()
+            .map(|d| v1::ServeDeployment {
+                name: d.name,
+                route_prefix: d.route_prefix,
+                kind: d.kind,
+                replicas: d.replicas,
+                ongoing_requests: d.ongoing_requests,
+                requests: d.requests,
+                rejected: d.rejected,
+                failed: d.failed,
+                replicas_started: d.replicas_started,
+                replicas_stopped: d.replicas_stopped,
+            })
+            .collect(),
+    }
+}
+
+pub fn serve_status_from(s: v1::ServeStatus) -> ferray_core::view::ServeStatus {
+    ferray_core::view::ServeStatus {
+        proxy: s.proxy,
+        deployments: s
+            .deployments
+            .into_iter()
+            .map(|d| ferray_core::view::ServeDeployment {
+                name: d.name,
+                route_prefix: d.route_prefix,
+                kind: d.kind,
+                replicas: d.replicas,
+                ongoing_requests: d.ongoing_requests,
+                requests: d.requests,
+                rejected: d.rejected,
+                failed: d.failed,
+                replicas_started: d.replicas_started,
+                replicas_stopped: d.replicas_stopped,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

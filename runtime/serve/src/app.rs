@@ -108,7 +108,7 @@ pub enum Kind {
 }
 
 /// The proxy's options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpOptions {
     pub host: String,
     pub port: u16,
@@ -152,7 +152,7 @@ impl Scaling {
 }
 
 /// One deployment, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub name: String,
     /// The component's path (made absolute against the file's directory).

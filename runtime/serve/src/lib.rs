@@ -15,19 +15,22 @@
 //! knows neither wasmtime nor the cluster's protocol.
 
 pub mod app;
+mod controller;
 mod proxy;
 mod replica;
 pub mod scale;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferray::{Component, Runtime};
 use parking_lot::Mutex;
 
 pub use app::{App, AppError, Deployment, Kind, Scaling};
+pub use controller::Controller;
+pub use ferray_core::view::{ServeDeployment as DeploymentStatus, ServeStatus};
 pub use proxy::Server;
 
 /// Why an application did not start.
@@ -39,6 +42,8 @@ pub enum ServeError {
     Deployment { name: String, message: String },
     #[error("cannot listen on {address}: {message}")]
     Listen { address: String, message: String },
+    #[error("{0}")]
+    Http(String),
 }
 
 /// A replica: a share of the requests a deployment takes at once; for a
@@ -66,6 +71,9 @@ pub(crate) struct Running {
     /// Replicas started and stopped since the application started.
     pub(crate) started: AtomicU64,
     pub(crate) stopped: AtomicU64,
+    /// Replaced by a newer version (a rolling update) or stopped: it takes
+    /// no new request, its autoscaler stops, its replicas drain.
+    pub(crate) retired: AtomicBool,
 }
 
 impl Running {
@@ -90,6 +98,7 @@ impl Running {
             failed: AtomicU64::new(0),
             started: AtomicU64::new(0),
             stopped: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
             spec,
         });
         running.scale_to(running.spec.scaling.initial()).await?;
@@ -109,8 +118,22 @@ impl Running {
         self.resize(n, false).await
     }
 
+    /// Take no new request and drain every replica: those with requests
+    /// ongoing end them first (a rolling update's old version).
+    pub(crate) async fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        if let Err(e) = self.scale_to(0).await {
+            tracing::warn!(deployment = %self.spec.name, "cannot drain: {e}");
+        }
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Stop every replica's actor now (the application stops).
     pub(crate) fn stop_replicas(&self) {
+        self.retired.store(true, Ordering::Release);
         for r in self.replicas.lock().drain(..) {
             if let Some(actor) = &r.actor {
                 actor.stop();
@@ -120,7 +143,7 @@ impl Running {
 
     async fn resize(&self, n: u32, shrink: bool) -> Result<(), ferray::Error> {
         let _one = self.scaling.lock().await;
-        let n = n as usize;
+        let n = if self.is_retired() { 0 } else { n as usize };
         loop {
             let have = self.replicas.lock().len();
             if have >= n {
@@ -202,48 +225,90 @@ impl Running {
 /// `app.http`'s address (port 0: any free port). Stops when the returned
 /// [`Server`] is dropped or [`Server::shutdown`] is called.
 pub async fn start(rt: &Runtime, app: App) -> Result<Server, ServeError> {
-    let mut running = Vec::new();
-    for d in app.deployments {
-        let name = d.name.clone();
-        let bad = |message: String| ServeError::Deployment {
-            name: name.clone(),
-            message,
-        };
-        let component = rt
+    let mut components = Vec::new();
+    for d in &app.deployments {
+        let c = rt
             .load_file(&d.component)
             .await
-            .map_err(|e| bad(format!("cannot load {}: {e}", d.component.display())))?;
-        match d.kind {
-            Kind::Http if !component.is_http_handler() => {
-                return Err(bad(format!(
-                    "{} does not export `{}`; kind = \"http\" needs an HTTP handler",
-                    d.component.display(),
-                    ferray::INCOMING_HANDLER
-                )));
-            }
-            Kind::Http => {}
-            Kind::Replica => replica::check(&component, &d).map_err(&bad)?,
-        }
-        let r = Running::new(rt.clone(), d, component)
-            .await
-            .map_err(|e| bad(format!("cannot start its replicas: {e}")))?;
-        running.push(r);
+            .map_err(|e| ServeError::Deployment {
+                name: d.name.clone(),
+                message: format!("cannot load {}: {e}", d.component.display()),
+            })?;
+        components.push(c);
     }
+    start_loaded(rt, app, components).await
+}
+
+/// [`start`] with the deployments' components loaded (in order).
+pub async fn start_loaded(
+    rt: &Runtime,
+    app: App,
+    components: Vec<Component>,
+) -> Result<Server, ServeError> {
+    let running = prepare_all(rt, app.deployments, components, &[]).await?;
     proxy::Server::start(app.http, running).await
 }
 
-/// What the status endpoint (`/-/status`) says of a deployment.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct DeploymentStatus {
-    pub name: String,
-    pub route_prefix: String,
-    pub replicas: u32,
-    pub ongoing_requests: u32,
-    pub requests: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub replicas_started: u64,
-    pub replicas_stopped: u64,
+/// The deployments as they will run: those equal to one of `reuse` (same
+/// spec, same component) are that one; the others are checked and their
+/// replicas started. When one fails, the ones started here are retired.
+pub(crate) async fn prepare_all(
+    rt: &Runtime,
+    deployments: Vec<Deployment>,
+    components: Vec<Component>,
+    reuse: &[Arc<Running>],
+) -> Result<Vec<Arc<Running>>, ServeError> {
+    let mut out = Vec::new();
+    let mut fresh: Vec<Arc<Running>> = Vec::new();
+    for (d, component) in deployments.into_iter().zip(components) {
+        if let Some(same) = reuse
+            .iter()
+            .find(|r| r.spec == d && r.component.id() == component.id())
+        {
+            out.push(same.clone());
+            continue;
+        }
+        match prepare(rt, d, component).await {
+            Ok(r) => {
+                fresh.push(r.clone());
+                out.push(r);
+            }
+            Err(e) => {
+                for r in fresh {
+                    r.retire().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Check a deployment's component against its kind, start its replicas.
+async fn prepare(
+    rt: &Runtime,
+    d: Deployment,
+    component: Component,
+) -> Result<Arc<Running>, ServeError> {
+    let name = d.name.clone();
+    let bad = |message: String| ServeError::Deployment {
+        name: name.clone(),
+        message,
+    };
+    match d.kind {
+        Kind::Http if !component.is_http_handler() => {
+            return Err(bad(format!(
+                "{} does not export `{}`; kind = \"http\" needs an HTTP handler",
+                d.component.display(),
+                ferray::INCOMING_HANDLER
+            )));
+        }
+        Kind::Http => {}
+        Kind::Replica => replica::check(&component, &d).map_err(&bad)?,
+    }
+    Running::new(rt.clone(), d, component)
+        .await
+        .map_err(|e| bad(format!("cannot start its replicas: {e}")))
 }
 
 impl Running {
@@ -252,6 +317,11 @@ impl Running {
         DeploymentStatus {
             name: self.spec.name.clone(),
             route_prefix: self.spec.route_prefix.clone(),
+            kind: match self.spec.kind {
+                Kind::Http => "http",
+                Kind::Replica => "replica",
+            }
+            .to_string(),
             replicas,
             ongoing_requests: self.ongoing(),
             requests: self.requests.load(Ordering::Relaxed),

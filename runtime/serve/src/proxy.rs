@@ -35,8 +35,30 @@ pub struct Server {
 
 struct Shared {
     http: HttpOptions,
-    /// Longest route prefix first.
-    routes: Vec<Arc<Running>>,
+    /// Longest route prefix first; replaced whole by a rolling update.
+    routes: parking_lot::RwLock<Arc<Vec<Arc<Running>>>>,
+    /// A rolling update at a time.
+    rolling: tokio::sync::Mutex<()>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn routes(&self) -> Arc<Vec<Arc<Running>>> {
+        self.routes.read().clone()
+    }
+
+    /// Serve `routes` from now on; their autoscalers start.
+    fn set_routes(&self, mut routes: Vec<Arc<Running>>) -> Arc<Vec<Arc<Running>>> {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.route_prefix.len()));
+        let old = self.routes();
+        for r in &routes {
+            let known = old.iter().any(|o| Arc::ptr_eq(o, r));
+            if !known && r.scaler.lock().is_some() {
+                tokio::spawn(autoscale(r.clone(), self.stopped.clone()));
+            }
+        }
+        std::mem::replace(&mut *self.routes.write(), Arc::new(routes))
+    }
 }
 
 type Answer = Response<HttpBody>;
@@ -44,9 +66,8 @@ type Answer = Response<HttpBody>;
 impl Server {
     pub(crate) async fn start(
         http: HttpOptions,
-        mut routes: Vec<Arc<Running>>,
+        routes: Vec<Arc<Running>>,
     ) -> Result<Server, ServeError> {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.route_prefix.len()));
         let address = format!("{}:{}", http.host, http.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -58,15 +79,55 @@ impl Server {
             address,
             message: e.to_string(),
         })?;
-        let shared = Arc::new(Shared { http, routes });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept(listener, shared.clone(), stopped.clone()));
-        for r in &shared.routes {
-            if r.scaler.lock().is_some() {
-                tokio::spawn(autoscale(r.clone(), stopped.clone()));
+        let shared = Arc::new(Shared {
+            http,
+            routes: Default::default(),
+            rolling: Default::default(),
+            stopped: stopped.clone(),
+        });
+        shared.set_routes(routes);
+        tokio::spawn(accept(listener, shared.clone(), stopped));
+        Ok(Server { addr, shared, stop })
+    }
+
+    /// The proxy's options, as the application file gave them.
+    pub fn http(&self) -> &HttpOptions {
+        &self.shared.http
+    }
+
+    /// A rolling update to `app`'s deployments (components in order): a
+    /// deployment whose spec and component are unchanged keeps its
+    /// replicas; the others' new replicas start first, then the proxy
+    /// sends new requests to them, then the old ones drain (their ongoing
+    /// requests end) and stop. No request fails for the update. The
+    /// proxy's own options (`[http]`) cannot change this way.
+    pub async fn roll(
+        &self,
+        rt: &ferray::Runtime,
+        app: crate::App,
+        components: Vec<ferray::Component>,
+    ) -> Result<(), ServeError> {
+        if app.http != self.shared.http {
+            return Err(ServeError::Http(
+                "the application's [http] options differ from the running one's; \
+                 delete the application first to change them"
+                    .into(),
+            ));
+        }
+        let _one = self.shared.rolling.lock().await;
+        let old = self.shared.routes();
+        let next = crate::prepare_all(rt, app.deployments, components, &old).await?;
+        let old = self.shared.set_routes(next);
+        let now = self.shared.routes();
+        for o in old.iter() {
+            if !now.iter().any(|n| Arc::ptr_eq(n, o)) {
+                tracing::info!(deployment = %o.spec.name, "the old version drains");
+                let o = o.clone();
+                tokio::spawn(async move { o.retire().await });
             }
         }
-        Ok(Server { addr, shared, stop })
+        Ok(())
     }
 
     /// The address it listens on.
@@ -76,14 +137,14 @@ impl Server {
 
     /// Each deployment's replicas and counters.
     pub fn status(&self) -> Vec<crate::DeploymentStatus> {
-        self.shared.routes.iter().map(|r| r.status()).collect()
+        self.shared.routes().iter().map(|r| r.status()).collect()
     }
 
     /// Stop accepting connections and the autoscalers, and stop the
     /// stateful replicas' actors.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
-        for r in &self.shared.routes {
+        for r in self.shared.routes().iter() {
             r.stop_replicas();
         }
     }
@@ -111,6 +172,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let mut stop = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
@@ -122,7 +184,17 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
                 // A client that sends no header for this long is dropped.
                 .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            // Once the proxy stops, a connection ends after its request
+            // in flight (none waits on a kept-alive one).
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!("connection ended: {e}");
             }
         });
@@ -142,6 +214,9 @@ async fn autoscale(running: Arc<Running>, mut stopped: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopped.changed() => return,
+        }
+        if running.is_retired() {
+            return;
         }
         let now_rejected = running.rejected.load(Ordering::Relaxed);
         running
@@ -196,9 +271,7 @@ impl Drop for Ongoing {
 
 /// A request as a stateful replica gets it: its body read whole (up to the
 /// limit), its header values as text. An answer instead when it cannot be.
-async fn read_request(
-    req: Request<Limited<Incoming>>,
-) -> Result<crate::replica::HttpRequest, Answer> {
+async fn read_request(req: Request<Limited<Incoming>>) -> Result<ferray::HttpRequest, Answer> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -215,7 +288,7 @@ async fn read_request(
             ));
         }
     };
-    Ok(crate::replica::HttpRequest {
+    Ok(ferray::HttpRequest {
         method: parts.method.to_string(),
         path: parts
             .uri
@@ -247,7 +320,7 @@ const FRAMING_HEADERS: [header::HeaderName; 6] = [
 
 /// A stateful replica's response, checked: a valid status, valid header
 /// names and values; else the replica failed.
-fn to_answer(r: crate::replica::HttpResponse) -> Result<Answer, ferray::Error> {
+fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error> {
     let bad = |what: String| ferray::Error::Other(format!("the replica answered {what}"));
     // A final status; informational ones (1xx) are not an answer.
     let status = StatusCode::from_u16(r.status)
@@ -293,6 +366,14 @@ async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
 }
 
+/// Why a deployment took no request.
+enum Refused {
+    /// Every replica is full (or none could start): 503.
+    Full(String),
+    /// A rolling update replaced it: the request goes to the new version.
+    Retired,
+}
+
 /// A small pseudo-random number (the power of two choices needs no more).
 fn pick(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
@@ -309,23 +390,26 @@ impl Running {
     /// A replica with room for one more request, counted as ongoing on it:
     /// the less busy of two picked at random (power of two choices), else
     /// any with room. A deployment scaled to zero starts one (a cold start).
-    async fn reserve(&self) -> Result<Ongoing, String> {
+    async fn reserve(&self) -> Result<Ongoing, Refused> {
         let max = self.spec.max_ongoing_requests;
+        if self.is_retired() {
+            return Err(Refused::Retired);
+        }
         let full = || {
-            format!(
+            Refused::Full(format!(
                 "deployment {:?} is at capacity: every replica has {max} ongoing requests \
                  (max_ongoing_requests); retry later",
                 self.spec.name
-            )
+            ))
         };
         if self.replicas.lock().is_empty() {
             // A cold start; another request may have made one already.
             if let Err(e) = self.grow_to(1).await {
                 tracing::warn!(deployment = %self.spec.name, "cannot start a replica: {e}");
-                return Err(format!(
+                return Err(Refused::Full(format!(
                     "deployment {:?} has no replica and could not start one: {e}",
                     self.spec.name
-                ));
+                )));
             }
         }
         // Chosen and counted under the lock, so that a replica being
@@ -341,7 +425,12 @@ impl Running {
         };
         let n = replicas.len();
         if n == 0 {
-            return Err(full());
+            // Retired meanwhile (its replicas went), or scaled down.
+            return Err(if self.is_retired() {
+                Refused::Retired
+            } else {
+                full()
+            });
         }
         let a = pick(n);
         let b = (a + 1 + pick(n.saturating_sub(1).max(1))) % n;
@@ -367,25 +456,25 @@ impl Shared {
             "/-/healthz" => return text(StatusCode::OK, "success".into()),
             "/-/routes" => {
                 let routes: std::collections::BTreeMap<_, _> = self
-                    .routes
+                    .routes()
                     .iter()
                     .map(|r| (r.spec.route_prefix.clone(), r.spec.name.clone()))
                     .collect();
                 return json(&routes);
             }
             "/-/status" => {
-                let status: Vec<_> = self.routes.iter().map(|r| r.status()).collect();
+                let status: Vec<_> = self.routes().iter().map(|r| r.status()).collect();
                 return json(&status);
             }
             _ => {}
         }
-        let Some(running) = self
-            .routes
+        let routes = self.routes();
+        let Some(running) = routes
             .iter()
             .find(|r| under(&path, &r.spec.route_prefix))
+            .cloned()
         else {
-            let prefixes: Vec<_> = self
-                .routes
+            let prefixes: Vec<_> = routes
                 .iter()
                 .map(|r| r.spec.route_prefix.as_str())
                 .collect();
@@ -413,9 +502,35 @@ impl Shared {
                 format!("the request body is larger than the limit of {limit} bytes\n"),
             );
         }
-        let ongoing = match running.reserve().await {
+        // A deployment replaced by a rolling update meanwhile: its new
+        // version takes the request.
+        let mut running = running;
+        let mut reserved = running.reserve().await;
+        for _ in 0..3 {
+            if !matches!(reserved, Err(Refused::Retired)) {
+                break;
+            }
+            let Some(next) = self
+                .routes()
+                .iter()
+                .find(|r| r.spec.name == running.spec.name)
+                .cloned()
+            else {
+                break;
+            };
+            running = next;
+            reserved = running.reserve().await;
+        }
+        let ongoing = match reserved {
             Ok(o) => o,
-            Err(why) => {
+            Err(refused) => {
+                let why = match refused {
+                    Refused::Full(why) => why,
+                    Refused::Retired => format!(
+                        "deployment {:?} was removed by an update",
+                        running.spec.name
+                    ),
+                };
                 running.rejected.fetch_add(1, Ordering::Relaxed);
                 let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
                 r.headers_mut()
@@ -427,11 +542,25 @@ impl Shared {
         let replica = ongoing.0.clone();
         let call = async {
             match &replica.actor {
-                None => {
+                // Compiled here: a fresh instance on this node, bodies streamed.
+                None if running.component.handles_http_here() => {
                     running
                         .component
                         .handle_http(req, &running.spec.options)
                         .await
+                }
+                // A connected runtime: the request, whole, as a task on a
+                // node the cluster's scheduler picks. Never retried (a
+                // request need not be idempotent).
+                None => {
+                    let request = match read_request(req).await {
+                        Ok(r) => r,
+                        Err(answer) => return Ok(answer),
+                    };
+                    let mut options = running.spec.options.clone();
+                    options.max_retries = 0;
+                    let response = running.component.call_http(&request, options).await?;
+                    to_answer(response)
                 }
                 Some(actor) => {
                     let request = match read_request(req).await {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ferray::{ActorHandle, ActorOptions, Component, Error};
-use serde::{Deserialize, Serialize};
+use ferray::{ActorHandle, ActorOptions, Component, Error, HttpRequest, HttpResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{Batching, Deployment};
@@ -17,24 +16,6 @@ use crate::{Replica, Running};
 
 /// The exported resource a stateful deployment's component must have.
 pub(crate) const CLASS: &str = "serve.replica";
-
-/// `ferray:runtime/serve`'s `http-request`, fields in WIT order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct HttpRequest {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-/// `ferray:runtime/serve`'s `http-response`, as the guest answered it
-/// (checked before it is sent: `proxy::to_answer`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct HttpResponse {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
 
 type Reply = oneshot::Sender<Result<HttpResponse, Error>>;
 

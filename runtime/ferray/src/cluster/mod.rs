@@ -269,6 +269,57 @@ impl Client {
         Ok(ComponentId::from_bytes(*id.as_bytes()))
     }
 
+    /// Deploy a serve application on the cluster (`ferray serve deploy`):
+    /// each deployment's component is uploaded, then the head's serve
+    /// controller starts the application, or rolls the running one over
+    /// to it. `components` are the deployments' bytes by name.
+    pub async fn serve_deploy(
+        &mut self,
+        text: String,
+        origin: String,
+        components: Vec<(String, Bytes)>,
+    ) -> Result<ferray_core::view::ServeStatus, Error> {
+        let mut ids = std::collections::HashMap::new();
+        for (name, bytes) in components {
+            let id = self.upload(bytes).await?;
+            ids.insert(name, Bytes::copy_from_slice(id.as_bytes()));
+        }
+        let s = self
+            .head
+            .clone()
+            .serve_deploy(v1::ServeApp {
+                text,
+                origin,
+                components: ids,
+            })
+            .await
+            .map_err(status("deploying the application"))?;
+        Ok(ferray_proto::serve_status_from(s.into_inner()))
+    }
+
+    /// The cluster's serve application (`ferray serve status`).
+    pub async fn serve_status(&mut self) -> Result<ferray_core::view::ServeStatus, Error> {
+        let s = self
+            .head
+            .clone()
+            .serve_status(v1::ServeKey {})
+            .await
+            .map_err(status("asking for the application's status"))?;
+        Ok(ferray_proto::serve_status_from(s.into_inner()))
+    }
+
+    /// Stop the cluster's serve application (`ferray serve delete`): what it
+    /// was, before it stopped.
+    pub async fn serve_delete(&mut self) -> Result<ferray_core::view::ServeStatus, Error> {
+        let s = self
+            .head
+            .clone()
+            .serve_delete(v1::ServeKey {})
+            .await
+            .map_err(status("deleting the application"))?;
+        Ok(ferray_proto::serve_status_from(s.into_inner()))
+    }
+
     /// Run `function` of an uploaded component as a job's driver.
     /// `entrypoint` is what the driver holds while it runs.
     pub async fn submit_job(

@@ -1,0 +1,124 @@
+//! The serve controller a cluster's head process runs (`ferray serve
+//! deploy|status|delete`): one application at a time, its proxy on the
+//! head's machine, its replicas on the cluster. It is a client of the
+//! cluster like any driver (`Runtime::connect`, connected on the first
+//! deploy): a stateful replica is an actor placed by the head's scheduler
+//! with the deployment's resources, a stateless deployment's request a task
+//! on whichever node the scheduler picks; the autoscalers run here, beside
+//! the proxy. Deploying again is a rolling update ([`Server::roll`]).
+
+use std::path::Path;
+
+use ferray::{Error, Runtime};
+use ferray_core::view::{ServeApp, ServeStatus};
+
+use crate::{App, ServeError, Server};
+
+/// The head's serve controller.
+pub struct Controller {
+    address: String,
+    token: String,
+    rt: tokio::sync::Mutex<Option<Runtime>>,
+    /// The running application; held while one is deployed or deleted.
+    app: tokio::sync::Mutex<Option<Server>>,
+}
+
+fn to_error(e: ServeError) -> Error {
+    match e {
+        ServeError::Listen { .. } => Error::System(e.to_string()),
+        other => Error::InvalidArgument(other.to_string()),
+    }
+}
+
+impl Controller {
+    /// A controller for the cluster whose head is at `address`.
+    pub fn new(address: String, token: String) -> Controller {
+        Controller {
+            address,
+            token,
+            rt: Default::default(),
+            app: Default::default(),
+        }
+    }
+
+    async fn runtime(&self) -> Result<Runtime, Error> {
+        let mut rt = self.rt.lock().await;
+        if let Some(rt) = rt.as_ref() {
+            return Ok(rt.clone());
+        }
+        let connected = Runtime::builder()
+            .token(&self.token)
+            .connect(&self.address)
+            .await?;
+        *rt = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Deploy `app`: start it, or roll the running one over to it.
+    pub async fn deploy(&self, app: ServeApp) -> Result<ServeStatus, Error> {
+        let parsed = App::parse(&app.origin, &app.text, Path::new("."))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut running = self.app.lock().await;
+        let rt = self.runtime().await?;
+        let mut components = Vec::new();
+        for d in &parsed.deployments {
+            let bytes = app.components.get(&d.name).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "deployment {:?}: its component was not sent",
+                    d.name
+                ))
+            })?;
+            let c = rt.load_bytes(bytes).await.map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "deployment {:?}: cannot load {}: {e}",
+                    d.name,
+                    d.component.display()
+                ))
+            })?;
+            components.push(c);
+        }
+        match running.as_ref() {
+            Some(server) => server
+                .roll(&rt, parsed, components)
+                .await
+                .map_err(to_error)?,
+            None => {
+                let server = crate::start_loaded(&rt, parsed, components)
+                    .await
+                    .map_err(to_error)?;
+                tracing::info!(
+                    "serve: the application listens on {}",
+                    crate::url(server.local_addr())
+                );
+                *running = Some(server);
+            }
+        }
+        Ok(status_of(running.as_ref()))
+    }
+
+    /// The running application's proxy and deployments (none: empty).
+    pub async fn status(&self) -> ServeStatus {
+        status_of(self.app.lock().await.as_ref())
+    }
+
+    /// Stop the application: its proxy, autoscalers and replicas. What it
+    /// was, before it stopped.
+    pub async fn delete(&self) -> ServeStatus {
+        let mut running = self.app.lock().await;
+        let before = status_of(running.as_ref());
+        if let Some(server) = running.take() {
+            server.shutdown();
+        }
+        before
+    }
+}
+
+fn status_of(server: Option<&Server>) -> ServeStatus {
+    match server {
+        Some(s) => ServeStatus {
+            proxy: crate::url(s.local_addr()),
+            deployments: s.status(),
+        },
+        None => ServeStatus::default(),
+    }
+}
