@@ -73,6 +73,7 @@ mod bindings {
 }
 
 pub mod gpu;
+pub mod serve;
 
 use bindings::ferray::runtime::types as wit;
 use bindings::ferray::runtime::{actors as wit_actors, objects as wit_objects, tasks as wit_tasks};

@@ -420,6 +420,11 @@ component = "classifier.wasm"
 kind = "replica"
 max_batch_size = 8
 num_cpus = 0.5
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/hello"
 "#,
     );
     // State lives in the replica across requests; its config came to its constructor.
@@ -494,6 +499,20 @@ num_cpus = 0.5
     let (code, body) = s.post("/iris", "5.1,3.5\n");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("expected 4 numbers"), "{body}");
+
+    // A replica calls another deployment through a handle (the SDK's
+    // `serve::handle`), as Ray's DeploymentHandle.
+    assert_eq!(
+        s.post("/replica/call?to=iris&path=/iris", "6.9,3.1,5.4,2.1\n"),
+        (200, "iris said 200: virginica\n".into())
+    );
+    assert_eq!(
+        s.post("/replica/call?to=hello&path=/greet", "Ada"),
+        (200, "hello said 200: Hello, Ada! (path /greet)\n".into())
+    );
+    let (code, body) = s.get("/replica/call?to=nope");
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("no deployment \"nope\""), "{body}");
 }
 
 #[test]
@@ -652,6 +671,17 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         .expect("POST");
     assert_eq!(r.text().unwrap_or_default(), "setosa\nvirginica\n");
     assert_eq!(live_replicas(&c), 3);
+    // A replica on a worker calls a deployment through a handle: the head
+    // hands the call to the application.
+    let r = http
+        .post(format!("{base}/replica/call?to=hello&path=/greet"))
+        .body("Grace")
+        .send()
+        .expect("POST");
+    assert_eq!(
+        r.text().unwrap_or_default(),
+        "hello said 200: Hello, Grace! (path /greet)\n"
+    );
 
     let status: ferray_serve::ServeStatus =
         serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");

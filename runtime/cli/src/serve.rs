@@ -207,4 +207,14 @@ impl ferray_head::ServeControl for HeadServe {
         let c = self.0.clone();
         Box::pin(async move { Ok(c.delete().await) })
     }
+
+    fn call(
+        &self,
+        deployment: String,
+        request: ferray::HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = ferray::Result<ferray::HttpResponse>> + Send>,
+    > {
+        self.0.call(deployment, request)
+    }
 }

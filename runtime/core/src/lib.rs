@@ -6,6 +6,7 @@ mod call;
 mod ceilings;
 mod error;
 mod histogram;
+pub mod http;
 mod ids;
 mod options;
 mod parse;

@@ -543,6 +543,13 @@ impl Runtime {
         })
     }
 
+    /// Send guests' calls to serve deployments (`ferray:runtime/deployments`)
+    /// to `router` from now on (ferray serve sets it when it starts an
+    /// application here).
+    pub fn set_serve_router(&self, router: Option<Arc<dyn crate::ServeRouter>>) {
+        *self.inner().serve_router.write() = router;
+    }
+
     /// Store a value (`ray.put`); the reference is ready at once.
     /// Refused with `invalid-argument` past the job's put cap.
     pub async fn put<T: Serialize + ?Sized>(&self, value: &T) -> Result<ObjectRef, Error> {

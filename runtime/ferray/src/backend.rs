@@ -132,6 +132,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether work leaves this process (a cluster).
     fn is_remote(&self) -> bool;
 
+    /// A guest's call to a serve deployment when no application runs on
+    /// this runtime: none here; a cluster's node asks the head.
+    fn serve_call(
+        &self,
+        deployment: String,
+        _request: crate::HttpRequest,
+    ) -> BoxFuture<'static, Result<crate::HttpResponse, Error>> {
+        Box::pin(async move {
+            Err(Error::NotFound(format!(
+                "no serve application runs here to take a call to deployment {deployment:?}"
+            )))
+        })
+    }
+
     /// Pass on what the running task `source` (`task-N`) wrote on stdout
     /// now; `false`: not taken (it stays for the task's end).
     fn live_output(&self, _source: &str, _stdout: &[u8]) -> bool {

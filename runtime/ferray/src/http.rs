@@ -9,7 +9,6 @@ use bytes::Bytes;
 use ferray_core::Error;
 use ferray_host::{Limits, Loaded, Outcome};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::{Deserialize, Serialize};
 
 use crate::runtime::{RtInner, TaskCtx};
 
@@ -20,41 +19,61 @@ pub const HTTP_HANDLE: &str = "incoming-handler.handle";
 /// The largest response body an HTTP task keeps (a larger one fails it).
 pub const MAX_HTTP_RESPONSE_BYTES: usize = 64 << 20;
 
-/// An HTTP request, whole (`ferray:runtime/serve`'s `http-request`, fields
-/// in WIT order, so that it is also what a stateful replica's `handle` takes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpRequest {
-    pub method: String,
-    /// The path and query (`/a/b?c=d`).
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use ferray_core::http::{HttpRequest, HttpResponse};
 
-/// An HTTP response, whole (`ferray:runtime/serve`'s `http-response`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpRequest {
-    /// As the host's handler takes it; a bad method, path or header is
-    /// `invalid-argument`.
-    pub fn to_http(&self) -> Result<http::Request<Full<Bytes>>, Error> {
-        let bad = |e: &dyn std::fmt::Display| {
-            Error::InvalidArgument(format!("not a valid HTTP request: {e}"))
-        };
-        let mut b = http::Request::builder()
-            .method(self.method.as_str())
-            .uri(self.path.as_str());
-        for (k, v) in &self.headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
-        b.body(Full::new(Bytes::from(self.body.clone())))
-            .map_err(|e| bad(&e))
+/// `request` as the host's handler takes it; a bad method, path or header
+/// is `invalid-argument`.
+pub fn http_request(request: &HttpRequest) -> Result<http::Request<Full<Bytes>>, Error> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::InvalidArgument(format!("not a valid HTTP request: {e}"))
+    };
+    let mut b = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.path.as_str());
+    for (k, v) in &request.headers {
+        b = b.header(k.as_str(), v.as_str());
     }
+    // A handler needs an authority: a request a guest made may have none.
+    let has_host = request
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    if !has_host && !request.path.contains("://") {
+        b = b.header(http::header::HOST, "localhost");
+    }
+    b.body(Full::new(Bytes::from(request.body.clone())))
+        .map_err(|e| bad(&e))
+}
+
+/// A handler's response read whole: its body up to
+/// [`MAX_HTTP_RESPONSE_BYTES`], its header values as text.
+pub async fn read_response(
+    response: http::Response<ferray_host::HttpBody>,
+) -> Result<HttpResponse, Error> {
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_HTTP_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            Error::Other(format!(
+                "the handler's response body failed (at most {MAX_HTTP_RESPONSE_BYTES} bytes): {e}"
+            ))
+        })?
+        .to_bytes();
+    Ok(HttpResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    })
 }
 
 impl RtInner {
@@ -74,33 +93,9 @@ impl RtInner {
             })?;
             let response = self
                 .host()?
-                .handle_http(comp, request.to_http()?, limits, self.clone(), ctx, ())
+                .handle_http(comp, http_request(&request)?, limits, self.clone(), ctx, ())
                 .await?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_HTTP_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "the handler's response body failed (at most {MAX_HTTP_RESPONSE_BYTES} \
-                         bytes): {e}"
-                    ))
-                })?
-                .to_bytes();
-            let response = HttpResponse {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect(),
-                body: body.to_vec(),
-            };
+            let response = read_response(response).await?;
             postcard::to_allocvec(&response)
                 .map_err(|e| Error::System(format!("cannot encode the response: {e}")))
         }
@@ -110,6 +105,34 @@ impl RtInner {
             stdout: Bytes::new(),
             stderr: Bytes::new(),
             dropped_output: 0,
+        }
+    }
+}
+
+/// Where a guest's calls to a serve deployment go (`ferray:runtime/
+/// deployments`, Ray's `DeploymentHandle`): the serve application running
+/// on this runtime ([`crate::Runtime::set_serve_router`]). Without one, an
+/// embedded runtime has no deployment and a cluster's node asks the head,
+/// whose process runs the cluster's application.
+pub trait ServeRouter: Send + Sync + 'static {
+    fn call(
+        &self,
+        deployment: String,
+        request: HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<HttpResponse, Error>>;
+}
+
+impl RtInner {
+    /// A guest's call to deployment `deployment`.
+    pub(crate) fn serve_call(
+        self: &Arc<Self>,
+        deployment: String,
+        request: HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<HttpResponse, Error>> {
+        let router = self.serve_router.read().clone();
+        match router {
+            Some(r) => r.call(deployment, request),
+            None => self.backend().serve_call(deployment, request),
         }
     }
 }

@@ -175,6 +175,9 @@ pub struct RtInner {
     pub(crate) in_flight: Arc<AtomicU64>,
     /// Where new work goes: [`Local`] unless a cluster session attached.
     backend: OnceLock<Arc<dyn Backend>>,
+    /// The serve application a guest's deployment calls go to, when one
+    /// runs on this runtime.
+    pub(crate) serve_router: parking_lot::RwLock<Option<Arc<dyn crate::ServeRouter>>>,
 }
 
 impl RtInner {
@@ -218,6 +221,7 @@ impl RtInner {
             live_actors: Arc::default(),
             in_flight: Arc::default(),
             backend: OnceLock::new(),
+            serve_router: Default::default(),
         })
     }
 
@@ -686,6 +690,18 @@ impl Services for RtInner {
 
     fn ref_id(&self, r: &ObjectRef) -> String {
         r.name().to_string()
+    }
+
+    fn serve_call(
+        &self,
+        _ctx: &TaskCtx,
+        deployment: String,
+        request: crate::HttpRequest,
+    ) -> BoxFuture<'static, Result<crate::HttpResponse, Error>> {
+        match self.arc() {
+            Some(rt) => rt.serve_call(deployment, request),
+            None => shut_down(),
+        }
     }
 
     fn content_id(&self, r: &ObjectRef) -> Option<ObjectId> {

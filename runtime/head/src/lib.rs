@@ -1020,6 +1020,13 @@ impl v1::head_server::Head for Head {
     ) -> Result<Response<v1::ServeStatus>, Status> {
         self.delete_app().await
     }
+
+    async fn serve_call(
+        &self,
+        req: Request<v1::ServeCall>,
+    ) -> Result<Response<v1::ServeAnswer>, Status> {
+        self.call_deployment(req.into_inner()).await
+    }
 }
 
 impl Head {

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ferray_core::http::{HttpRequest, HttpResponse};
 use ferray_core::view::{ServeApp, ServeStatus};
 use ferray_core::{ComponentId, Error};
 use ferray_proto::{to_status, v1};
@@ -26,6 +27,12 @@ pub trait ServeControl: Send + Sync + 'static {
     fn deploy(&self, app: ServeApp) -> ServeFuture;
     fn status(&self) -> ServeFuture;
     fn delete(&self) -> ServeFuture;
+    /// A guest's request to one of the application's deployments.
+    fn call(
+        &self,
+        deployment: String,
+        request: HttpRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send>>;
 }
 
 impl Head {
@@ -85,5 +92,18 @@ impl Head {
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(ferray_proto::serve_status_to(status)))
+    }
+
+    pub(crate) async fn call_deployment(
+        &self,
+        call: v1::ServeCall,
+    ) -> Result<Response<v1::ServeAnswer>, Status> {
+        let control = self.serve_control()?;
+        let (deployment, request) = ferray_proto::serve_call_from(call);
+        let answer = control
+            .call(deployment, request)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(ferray_proto::serve_answer_to(answer)))
     }
 }

@@ -24,7 +24,7 @@ mod bindings {
     });
 }
 
-use bindings::ferray::runtime::{actors, gpu, objects, tasks, types};
+use bindings::ferray::runtime::{actors, deployments, gpu, objects, tasks, types};
 
 /// The host side of a guest's `object-ref`: the runtime's reference, typed
 /// away so that the bindings need not be generic.
@@ -362,6 +362,33 @@ impl<S: Services> TaskState<S> {
             Some(s) => Ok(s),
             None => Err(gpu::GpuError::Device("no GPU session".into())),
         }
+    }
+}
+
+impl<S: Services> deployments::Host for TaskState<S> {
+    async fn call(
+        &mut self,
+        name: String,
+        request: types::HttpRequest,
+    ) -> wasmtime::Result<Result<types::HttpResponse, types::Error>> {
+        if let Err(e) = check_name("a deployment's name", &name) {
+            return Ok(Err(e));
+        }
+        let request = ferray_core::http::HttpRequest {
+            method: request.method,
+            path: request.path,
+            headers: request.headers,
+            body: request.body,
+        };
+        let fut = self.services.serve_call(&self.ctx, name, request);
+        Ok(fut
+            .await
+            .map(|r| types::HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
+            .map_err(to_wit))
     }
 }
 

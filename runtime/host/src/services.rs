@@ -61,6 +61,13 @@ pub trait Services: Send + Sync + 'static {
     fn kill_actor(&self, ctx: &Self::Ctx, actor: ActorId) -> BoxFuture<'static, Result<(), Error>>;
     /// The reference's id as text (`task-3`, `obj-<hex>`).
     fn ref_id(&self, r: &Self::Ref) -> String;
+    /// A guest's request to a serve deployment (`deployments.call`).
+    fn serve_call(
+        &self,
+        ctx: &Self::Ctx,
+        deployment: String,
+        request: ferray_core::http::HttpRequest,
+    ) -> BoxFuture<'static, Result<ferray_core::http::HttpResponse, Error>>;
     /// The content id of the reference's value, once ready.
     fn content_id(&self, r: &Self::Ref) -> Option<ObjectId>;
 }

@@ -36,7 +36,8 @@ mod view;
 pub use pull::{ObjectSource, ObjectsClient, ObjectsService, PULL_PATH, pull};
 pub use view::{
     cluster_view_from, cluster_view_to, job_event_from, job_event_to, job_info_from, job_info_to,
-    serve_status_from, serve_status_to,
+    serve_answer_from, serve_answer_to, serve_call_from, serve_call_to, serve_status_from,
+    serve_status_to,
 };
 
 /// The protocol a worker and a client announce; the head refuses others.

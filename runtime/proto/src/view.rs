@@ -282,6 +282,55 @@ pub fn serve_status_from(s: v1::ServeStatus) -> ferray_core::view::ServeStatus {
     }
 }
 
+pub fn serve_call_to(deployment: String, r: ferray_core::http::HttpRequest) -> v1::ServeCall {
+    v1::ServeCall {
+        deployment,
+        method: r.method,
+        path: r.path,
+        headers: headers_to(r.headers),
+        body: r.body.into(),
+    }
+}
+
+pub fn serve_call_from(c: v1::ServeCall) -> (String, ferray_core::http::HttpRequest) {
+    (
+        c.deployment,
+        ferray_core::http::HttpRequest {
+            method: c.method,
+            path: c.path,
+            headers: headers_from(c.headers),
+            body: c.body.to_vec(),
+        },
+    )
+}
+
+pub fn serve_answer_to(r: ferray_core::http::HttpResponse) -> v1::ServeAnswer {
+    v1::ServeAnswer {
+        status: u32::from(r.status),
+        headers: headers_to(r.headers),
+        body: r.body.into(),
+    }
+}
+
+pub fn serve_answer_from(a: v1::ServeAnswer) -> Result<ferray_core::http::HttpResponse, Error> {
+    Ok(ferray_core::http::HttpResponse {
+        status: u16::try_from(a.status)
+            .map_err(|_| Error::System(format!("the head sent the status {}", a.status)))?,
+        headers: headers_from(a.headers),
+        body: a.body.to_vec(),
+    })
+}
+
+fn headers_to(h: Vec<(String, String)>) -> Vec<v1::HttpHeader> {
+    h.into_iter()
+        .map(|(name, value)| v1::HttpHeader { name, value })
+        .collect()
+}
+
+fn headers_from(h: Vec<v1::HttpHeader>) -> Vec<(String, String)> {
+    h.into_iter().map(|h| (h.name, h.value)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,8 @@ pub struct Controller {
     rt: tokio::sync::Mutex<Option<Runtime>>,
     /// The running application; held while one is deployed or deleted.
     app: tokio::sync::Mutex<Option<Server>>,
+    /// Its deployments, for guests' calls (without waiting on a deploy).
+    router: parking_lot::Mutex<Option<std::sync::Arc<dyn ferray::ServeRouter>>>,
 }
 
 fn to_error(e: ServeError) -> Error {
@@ -38,6 +40,7 @@ impl Controller {
             token,
             rt: Default::default(),
             app: Default::default(),
+            router: Default::default(),
         }
     }
 
@@ -90,10 +93,30 @@ impl Controller {
                     "serve: the application listens on {}",
                     crate::url(server.local_addr())
                 );
+                *self.router.lock() = Some(server.router());
                 *running = Some(server);
             }
         }
         Ok(status_of(running.as_ref()))
+    }
+
+    /// A guest's request to a deployment of the running application (a
+    /// cluster node's `deployments.call`, through the head).
+    pub fn call(
+        &self,
+        deployment: String,
+        request: ferray::HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<ferray::HttpResponse, Error>> {
+        let router = self.router.lock().clone();
+        match router {
+            Some(r) => r.call(deployment, request),
+            None => Box::pin(async move {
+                Err(Error::NotFound(format!(
+                    "no serve application runs on the cluster to take a call to deployment \
+                     {deployment:?}"
+                )))
+            }),
+        }
     }
 
     /// The running application's proxy and deployments (none: empty).
@@ -106,6 +129,7 @@ impl Controller {
     pub async fn delete(&self) -> ServeStatus {
         let mut running = self.app.lock().await;
         let before = status_of(running.as_ref());
+        *self.router.lock() = None;
         if let Some(server) = running.take() {
             server.shutdown();
         }

@@ -246,7 +246,10 @@ pub async fn start_loaded(
     components: Vec<Component>,
 ) -> Result<Server, ServeError> {
     let running = prepare_all(rt, app.deployments, components, &[]).await?;
-    proxy::Server::start(app.http, running).await
+    let server = proxy::Server::start(app.http, running).await?;
+    // Its guests' calls to deployments (handles) come here.
+    rt.set_serve_router(Some(server.router()));
+    Ok(server)
 }
 
 /// The deployments as they will run: those equal to one of `reuse` (same

@@ -91,6 +91,11 @@ impl Server {
         Ok(Server { addr, shared, stop })
     }
 
+    /// Where guests' calls to this application's deployments go.
+    pub fn router(&self) -> Arc<dyn ferray::ServeRouter> {
+        Arc::new(Router(Arc::downgrade(&self.shared)))
+    }
+
     /// The proxy's options, as the application file gave them.
     pub fn http(&self) -> &HttpOptions {
         &self.shared.http
@@ -366,6 +371,27 @@ async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
 }
 
+/// Guests' calls to the deployments of a running proxy's application.
+pub(crate) struct Router(std::sync::Weak<Shared>);
+
+impl ferray::ServeRouter for Router {
+    fn call(
+        &self,
+        deployment: String,
+        request: ferray::HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<ferray::HttpResponse, ferray::Error>> {
+        let shared = self.0.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(s) => s.call(&deployment, request).await,
+                None => Err(ferray::Error::NotFound(
+                    "the serve application has stopped".into(),
+                )),
+            }
+        })
+    }
+}
+
 /// Why a deployment took no request.
 enum Refused {
     /// Every replica is full (or none could start): 503.
@@ -450,6 +476,89 @@ impl Running {
 }
 
 impl Shared {
+    /// A replica of `running` for one request: of its newest version when
+    /// a rolling update replaced it meanwhile.
+    async fn reserve(&self, running: Arc<Running>) -> (Arc<Running>, Result<Ongoing, Refused>) {
+        let mut running = running;
+        let mut reserved = running.reserve().await;
+        for _ in 0..3 {
+            if !matches!(reserved, Err(Refused::Retired)) {
+                break;
+            }
+            let Some(next) = self
+                .routes()
+                .iter()
+                .find(|r| r.spec.name == running.spec.name)
+                .cloned()
+            else {
+                break;
+            };
+            running = next;
+            reserved = running.reserve().await;
+        }
+        (running, reserved)
+    }
+
+    /// A guest's request to deployment `name` (a handle's call): as the
+    /// proxy would send it, whole both ways.
+    async fn call(
+        &self,
+        name: &str,
+        request: ferray::HttpRequest,
+    ) -> Result<ferray::HttpResponse, ferray::Error> {
+        let running = self
+            .routes()
+            .iter()
+            .find(|r| r.spec.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                ferray::Error::NotFound(format!("the application has no deployment {name:?}"))
+            })?;
+        running.requests.fetch_add(1, Ordering::Relaxed);
+        let (running, reserved) = self.reserve(running).await;
+        let ongoing = match reserved {
+            Ok(o) => o,
+            Err(Refused::Full(why)) => {
+                running.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(ferray::Error::Other(why));
+            }
+            Err(Refused::Retired) => {
+                return Err(ferray::Error::Other(format!(
+                    "deployment {name:?} was removed by an update"
+                )));
+            }
+        };
+        let call = async {
+            match &ongoing.0.actor {
+                Some(actor) => actor.call(&running.rt, request).await,
+                None if running.component.handles_http_here() => {
+                    let response = running
+                        .component
+                        .handle_http(ferray::http_request(&request)?, &running.spec.options)
+                        .await?;
+                    ferray::read_response(response).await
+                }
+                None => {
+                    let mut options = running.spec.options.clone();
+                    options.max_retries = 0;
+                    running.component.call_http(&request, options).await
+                }
+            }
+        };
+        let result = match self.http.request_timeout {
+            Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
+                Err(ferray::Error::TimeLimit(format!(
+                    "deployment {name:?} took longer than {t:?} (request_timeout_s)"
+                )))
+            }),
+            None => call.await,
+        };
+        if result.is_err() {
+            running.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     async fn answer(&self, req: Request<Incoming>) -> Answer {
         let path = req.uri().path().to_string();
         match path.as_str() {
@@ -502,25 +611,7 @@ impl Shared {
                 format!("the request body is larger than the limit of {limit} bytes\n"),
             );
         }
-        // A deployment replaced by a rolling update meanwhile: its new
-        // version takes the request.
-        let mut running = running;
-        let mut reserved = running.reserve().await;
-        for _ in 0..3 {
-            if !matches!(reserved, Err(Refused::Retired)) {
-                break;
-            }
-            let Some(next) = self
-                .routes()
-                .iter()
-                .find(|r| r.spec.name == running.spec.name)
-                .cloned()
-            else {
-                break;
-            };
-            running = next;
-            reserved = running.reserve().await;
-        }
+        let (running, reserved) = self.reserve(running).await;
         let ongoing = match reserved {
             Ok(o) => o,
             Err(refused) => {

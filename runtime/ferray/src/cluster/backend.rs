@@ -123,6 +123,21 @@ impl Backend for Remote {
         true
     }
 
+    fn serve_call(
+        &self,
+        deployment: String,
+        request: crate::HttpRequest,
+    ) -> BoxFuture<'static, Result<crate::HttpResponse, Error>> {
+        let mut head = self.0.head.clone();
+        Box::pin(async move {
+            let answer = head
+                .serve_call(ferray_proto::serve_call_to(deployment, request))
+                .await
+                .map_err(|s| ferray_proto::from_status("calling the deployment", s))?;
+            ferray_proto::serve_answer_from(answer.into_inner())
+        })
+    }
+
     fn live_output(&self, source: &str, stdout: &[u8]) -> bool {
         let Some(task) = source
             .strip_prefix("task-")

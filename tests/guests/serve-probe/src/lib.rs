@@ -7,7 +7,9 @@
 //! - `sleep?ms=N`: sleeps, then answers `slept N`;
 //! - `crash`: panics (the replica restarts);
 //! - `status?code=N`: answers with status N, even an invalid one;
-//! - `badheader`: answers a header name the proxy must refuse.
+//! - `badheader`: answers a header name the proxy must refuse;
+//! - `call?to=NAME&path=P`: sends the request's method and body to deployment
+//!   NAME at path P through a handle (`ferray_sdk::serve`), answers what it said.
 //!
 //! A batch answers each request as alone, with `x-batch-size` set.
 
@@ -32,6 +34,15 @@ fn param(path: &str, key: &str) -> Option<u64> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.parse().ok())
+}
+
+fn query(path: &str, key: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
 }
 
 fn text(status: u16, body: String) -> HttpResponse {
@@ -77,6 +88,25 @@ impl GuestReplica for Replica {
                 let ms = param(&path, "ms").unwrap_or(0);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 text(200, format!("slept {ms}"))
+            }
+            "call" => {
+                // A handle to another deployment (`to`), with this request's
+                // method, body and the path in `path` (no `&` in it).
+                let to = query(&path, "to").unwrap_or_default();
+                let target = query(&path, "path").unwrap_or_else(|| "/".into());
+                let sent = ferray_sdk::serve::HttpRequest {
+                    method: request.method.clone(),
+                    path: target,
+                    headers: Vec::new(),
+                    body: request.body.clone(),
+                };
+                match ferray_sdk::serve::handle(&to).call(&sent) {
+                    Ok(r) => text(
+                        200,
+                        format!("{to} said {}: {}", r.status, String::from_utf8_lossy(&r.body)),
+                    ),
+                    Err(e) => text(502, format!("calling {to} failed: {e}")),
+                }
             }
             "crash" => panic!("the replica was asked to crash"),
             "status" => {
