@@ -670,7 +670,9 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         .send()
         .expect("POST");
     assert_eq!(r.text().unwrap_or_default(), "setosa\nvirginica\n");
-    assert_eq!(live_replicas(&c), 3);
+    wait_for("three live replicas", 60, || {
+        (live_replicas(&c) == 3).then_some(())
+    });
     // A replica on a worker calls a deployment through a handle: the head
     // hands the call to the application.
     let r = http
@@ -778,10 +780,27 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
     // Deleted: the proxy stops, the replicas go.
     let out = c.ok(&["serve", "delete"]);
     assert!(out.contains("deleted"), "{out}");
-    assert_eq!(get("/").0, 0, "the proxy still answers");
+    let fresh = reqwest::blocking::Client::new()
+        .get(format!("{base}/"))
+        .send();
+    assert!(fresh.is_err(), "the proxy still answers: {fresh:?}");
     wait_for("the replicas to stop", 60, || {
         (live_replicas(&c) == 0).then_some(())
     });
     let out = c.ok(&["serve", "status"]);
     assert!(out.contains("no application is running"), "{out}");
+
+    // Deployed again after a delete: a new start.
+    std::fs::write(&app, cluster_app(3)).expect("write the application file");
+    let out = c.ok(&["serve", "deploy", app_s]);
+    let base = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
+        .unwrap_or_else(|| panic!("no address in {out}"))
+        .to_string();
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{base}/replica/config"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.text().unwrap_or_default(), r#"{"version":3}"#);
 }

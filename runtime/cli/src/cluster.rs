@@ -567,12 +567,11 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     write_private(&state_dir().join("head-address"), &public)?;
     // `ferray serve deploy`'s applications run in this process, as a client
     // of this head (connected on the first deploy).
-    head.set_serve(std::sync::Arc::new(crate::serve::HeadServe(
-        std::sync::Arc::new(ferray_serve::Controller::new(
-            public.clone(),
-            token.as_str().to_string(),
-        )),
-    )));
+    let serve = std::sync::Arc::new(ferray_serve::Controller::new(
+        public.clone(),
+        token.as_str().to_string(),
+    ));
+    head.set_serve(std::sync::Arc::new(crate::serve::HeadServe(serve.clone())));
     let worker = if args.no_worker {
         None
     } else {
@@ -638,6 +637,7 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
             Ok(())
         }
     };
+    serve.close();
     head.close();
     let _ = stop_tx.send(());
     let _ = exec.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });

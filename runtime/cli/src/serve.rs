@@ -195,7 +195,14 @@ pub(crate) struct HeadServe(pub(crate) std::sync::Arc<ferray_serve::Controller>)
 impl ferray_head::ServeControl for HeadServe {
     fn deploy(&self, app: ferray_core::view::ServeApp) -> ferray_head::ServeFuture {
         let c = self.0.clone();
-        Box::pin(async move { c.deploy(app).await })
+        // On a task of its own: a client that goes away mid-deploy leaves
+        // it whole (started, or its new replicas retired), never half done.
+        let deploying = tokio::spawn(async move { c.deploy(app).await });
+        Box::pin(async move {
+            deploying
+                .await
+                .map_err(|e| ferray::Error::System(format!("the deploy failed: {e}")))?
+        })
     }
 
     fn status(&self) -> ferray_head::ServeFuture {

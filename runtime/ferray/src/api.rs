@@ -738,7 +738,19 @@ impl Component {
             .args(&(request,))?
             .options(options)
             .submit()?;
-        self.rt.get(&r).await
+        // A caller that gives up (its client went away) cancels the task.
+        struct CancelOnDrop<'a>(&'a Runtime, &'a ObjectRef, bool);
+        impl Drop for CancelOnDrop<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    let _ = self.0.cancel(self.1);
+                }
+            }
+        }
+        let mut guard = CancelOnDrop(&self.rt, &r, false);
+        let out = self.rt.get(&r).await;
+        guard.2 = true;
+        out
     }
 
     /// Answer one HTTP request with the component's

@@ -694,14 +694,20 @@ impl Services for RtInner {
 
     fn serve_call(
         &self,
-        _ctx: &TaskCtx,
+        ctx: &TaskCtx,
         deployment: String,
         request: crate::HttpRequest,
     ) -> BoxFuture<'static, Result<crate::HttpResponse, Error>> {
-        match self.arc() {
-            Some(rt) => rt.serve_call(deployment, request),
-            None => shut_down(),
-        }
+        let Some(rt) = self.arc() else {
+            return shut_down();
+        };
+        let ctx = ctx.clone();
+        // The caller's CPUs go back to the node while it waits, as in `get`:
+        // callers waiting on a deployment that needs CPUs cannot starve it.
+        Box::pin(async move {
+            let call = rt.serve_call(deployment, request);
+            blocking(&rt, &ctx, call).await
+        })
     }
 
     fn content_id(&self, r: &ObjectRef) -> Option<ObjectId> {

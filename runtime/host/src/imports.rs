@@ -39,6 +39,9 @@ pub(crate) fn add_to_linker<S: Services>(
 /// Limits on what one host call accepts from a guest.
 const MAX_NAME: usize = 1024;
 const MAX_ARGS: usize = 100_000;
+/// A guest's request to a deployment: its path, and each header.
+const MAX_HTTP_PATH: usize = 8 * 1024;
+const MAX_HTTP_HEADERS: usize = 100;
 
 fn to_wit(e: CoreError) -> types::Error {
     match e {
@@ -373,6 +376,19 @@ impl<S: Services> deployments::Host for TaskState<S> {
     ) -> wasmtime::Result<Result<types::HttpResponse, types::Error>> {
         if let Err(e) = check_name("a deployment's name", &name) {
             return Ok(Err(e));
+        }
+        let too_big = request.path.len() > MAX_HTTP_PATH
+            || request.method.len() > MAX_NAME
+            || request.headers.len() > MAX_HTTP_HEADERS
+            || request
+                .headers
+                .iter()
+                .any(|(k, v)| k.len() + v.len() > MAX_HTTP_PATH);
+        if too_big {
+            return Ok(Err(types::Error::InvalidArgument(format!(
+                "a request to a deployment has at most {MAX_HTTP_HEADERS} headers, and its \
+                 path and each header at most {MAX_HTTP_PATH} bytes"
+            ))));
         }
         let request = ferray_core::http::HttpRequest {
             method: request.method,

@@ -133,7 +133,28 @@ impl Controller {
         if let Some(server) = running.take() {
             server.shutdown();
         }
+        // The client leaves the cluster: its job ends, and the head forgets
+        // the application's tasks and actors (the next deploy connects anew).
+        if let Some(rt) = self.rt.lock().await.take() {
+            tokio::task::spawn_blocking(move || drop(rt));
+        }
         before
+    }
+}
+
+impl Controller {
+    /// The head process stops: the application stops and the client
+    /// leaves the cluster now, while the head still answers (call it
+    /// outside an async context: the client's runtime is dropped here).
+    pub fn close(&self) {
+        *self.router.lock() = None;
+        if let Ok(mut app) = self.app.try_lock()
+            && let Some(server) = app.take()
+        {
+            server.shutdown();
+        }
+        let rt = self.rt.try_lock().ok().and_then(|mut rt| rt.take());
+        drop(rt);
     }
 }
 

@@ -154,6 +154,14 @@ impl Running {
                 Kind::Http => None,
                 Kind::Replica => Some(replica::Stateful::start(self).await?),
             };
+            // Stopped while the actor was made (the application was
+            // deleted): it goes at once.
+            if self.is_retired() {
+                if let Some(a) = &actor {
+                    a.stop();
+                }
+                break;
+            }
             self.replicas.lock().push(Arc::new(Replica {
                 id,
                 ongoing: AtomicU32::new(0),
@@ -245,8 +253,9 @@ pub async fn start_loaded(
     app: App,
     components: Vec<Component>,
 ) -> Result<Server, ServeError> {
+    let listener = proxy::Server::bind(&app.http).await?;
     let running = prepare_all(rt, app.deployments, components, &[]).await?;
-    let server = proxy::Server::start(app.http, running).await?;
+    let server = proxy::Server::start(app.http, listener, running)?;
     // Its guests' calls to deployments (handles) come here.
     rt.set_serve_router(Some(server.router()));
     Ok(server)

@@ -64,17 +64,24 @@ impl Shared {
 type Answer = Response<HttpBody>;
 
 impl Server {
-    pub(crate) async fn start(
-        http: HttpOptions,
-        routes: Vec<Arc<Running>>,
-    ) -> Result<Server, ServeError> {
+    /// Listen on the proxy's address (before any replica starts, so that
+    /// an address in use costs nothing).
+    pub(crate) async fn bind(http: &HttpOptions) -> Result<TcpListener, ServeError> {
         let address = format!("{}:{}", http.host, http.port);
-        let listener = TcpListener::bind(&address)
+        TcpListener::bind(&address)
             .await
             .map_err(|e| ServeError::Listen {
                 address: address.clone(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    pub(crate) fn start(
+        http: HttpOptions,
+        listener: TcpListener,
+        routes: Vec<Arc<Running>>,
+    ) -> Result<Server, ServeError> {
+        let address = format!("{}:{}", http.host, http.port);
         let addr = listener.local_addr().map_err(|e| ServeError::Listen {
             address,
             message: e.to_string(),
@@ -514,6 +521,12 @@ impl Shared {
             .ok_or_else(|| {
                 ferray::Error::NotFound(format!("the application has no deployment {name:?}"))
             })?;
+        let limit = self.http.max_request_body;
+        if request.body.len() as u64 > limit {
+            return Err(ferray::Error::InvalidArgument(format!(
+                "the request body is larger than the limit of {limit} bytes (max_request_body)"
+            )));
+        }
         running.requests.fetch_add(1, Ordering::Relaxed);
         let (running, reserved) = self.reserve(running).await;
         let ongoing = match reserved {
