@@ -684,6 +684,16 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         r.text().unwrap_or_default(),
         "hello said 200: Hello, Grace! (path /greet)\n"
     );
+    let r = http
+        .get(format!("{base}/replica/call?to=nope"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 502);
+    let body = r.text().unwrap_or_default();
+    assert!(
+        body.contains("not found") && body.contains("no deployment \"nope\""),
+        "{body}"
+    );
 
     let status: ferray_serve::ServeStatus =
         serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");

@@ -100,10 +100,7 @@ impl Head {
     ) -> Result<Response<v1::ServeAnswer>, Status> {
         let control = self.serve_control()?;
         let (deployment, request) = ferray_proto::serve_call_from(call);
-        let answer = control
-            .call(deployment, request)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let answer = control.call(deployment, request).await;
         Ok(Response::new(ferray_proto::serve_answer_to(answer)))
     }
 }

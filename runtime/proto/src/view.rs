@@ -304,15 +304,25 @@ pub fn serve_call_from(c: v1::ServeCall) -> (String, ferray_core::http::HttpRequ
     )
 }
 
-pub fn serve_answer_to(r: ferray_core::http::HttpResponse) -> v1::ServeAnswer {
-    v1::ServeAnswer {
-        status: u32::from(r.status),
-        headers: headers_to(r.headers),
-        body: r.body.into(),
+pub fn serve_answer_to(r: Result<ferray_core::http::HttpResponse, Error>) -> v1::ServeAnswer {
+    match r {
+        Ok(r) => v1::ServeAnswer {
+            status: u32::from(r.status),
+            headers: headers_to(r.headers),
+            body: r.body.into(),
+            error: None,
+        },
+        Err(e) => v1::ServeAnswer {
+            error: Some(crate::error_to(&e)),
+            ..Default::default()
+        },
     }
 }
 
 pub fn serve_answer_from(a: v1::ServeAnswer) -> Result<ferray_core::http::HttpResponse, Error> {
+    if let Some(e) = a.error {
+        return Err(crate::error_from(Some(e)));
+    }
     Ok(ferray_core::http::HttpResponse {
         status: u16::try_from(a.status)
             .map_err(|_| Error::System(format!("the head sent the status {}", a.status)))?,
