@@ -814,3 +814,77 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         .expect("GET");
     assert_eq!(r.text().unwrap_or_default(), r#"{"version":3}"#);
 }
+
+#[test]
+fn a_proxy_on_every_node_takes_requests_for_the_clusters_application() {
+    let c = super::harness::Cluster::start(1);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, path) in COMPONENTS {
+        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
+    }
+    let app = dir.path().join("app.toml");
+    std::fs::write(
+        &app,
+        r#"
+proxy_location = "EveryNode"
+
+[http]
+port = 0
+max_request_body = "1KiB"
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/"
+
+[[deployment]]
+name = "replica"
+component = "replica.wasm"
+kind = "replica"
+"#,
+    )
+    .expect("write the application file");
+    c.ok(&["serve", "deploy", app.to_str().expect("a UTF-8 path")]);
+    // The worker's proxy, on its own port of this machine.
+    let log = c.workers[0].2.clone();
+    let node = wait_for("the worker's proxy", 60, || {
+        std::fs::read_to_string(&log).ok().and_then(|l| {
+            l.lines()
+                .find_map(|l| l.strip_prefix("ferray serve: this node's proxy listens on "))
+                .map(str::to_string)
+        })
+    });
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        let r = http.get(format!("{node}{path}")).send().expect("GET");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    assert_eq!(
+        get("/?name=Ada"),
+        (200, "Hello, Ada! (path /?name=Ada)\n".into())
+    );
+    assert_eq!(get("/replica/count"), (200, "1".into()));
+    assert_eq!(get("/replica/count"), (200, "2".into()));
+    assert_eq!(get("/-/healthz"), (200, "success".into()));
+    let r = http
+        .post(format!("{node}/replica/echo"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 413);
+    // The head's application counted them: one place routes every request.
+    let status: ferray_serve::ServeStatus =
+        serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");
+    assert!(status.every_node, "{status:?}");
+    let replica = status.deployments.iter().find(|d| d.name == "replica");
+    assert_eq!(replica.map(|d| d.requests), Some(2), "{status:?}");
+    // Deleted: the node's proxy stops too.
+    c.ok(&["serve", "delete"]);
+    wait_for("the worker's proxy to stop", 30, || {
+        reqwest::blocking::Client::new()
+            .get(format!("{node}/-/healthz"))
+            .send()
+            .is_err()
+            .then_some(())
+    });
+}

@@ -752,6 +752,10 @@ fn run_worker_once(
     let pid_file = pid_file.to_path_buf();
     let addr = address.to_string();
     let total = rt.stats().resources_total;
+    // This node's serve proxy, when the cluster's application wants one
+    // on every node; it stops with this membership.
+    let serve_exec = runtime()?;
+    serve_exec.spawn(crate::serve::follow_head(addr.clone(), cfg.token.clone()));
     let out = rt.block_on(ferray::cluster::run_worker(
         &rt,
         cfg,

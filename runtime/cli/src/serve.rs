@@ -225,3 +225,47 @@ impl ferray_head::ServeControl for HeadServe {
         self.0.call(deployment, request)
     }
 }
+
+type Answer<T> = std::pin::Pin<Box<dyn std::future::Future<Output = ferray::Result<T>> + Send>>;
+
+/// The head, as a worker node's serve proxy reaches it.
+struct HeadUpstream(ferray::cluster::Client);
+
+impl ferray_serve::Upstream for HeadUpstream {
+    fn status(&self) -> Answer<ferray_core::view::ServeStatus> {
+        let mut c = self.0.clone();
+        Box::pin(async move { c.serve_status().await })
+    }
+
+    fn call(
+        &self,
+        deployment: String,
+        request: ferray::HttpRequest,
+    ) -> Answer<ferray::HttpResponse> {
+        let mut c = self.0.clone();
+        Box::pin(async move { c.serve_call(deployment, request).await })
+    }
+}
+
+/// A worker's serve proxy: while the cluster's application asks for one on
+/// every node, it listens on this machine and hands requests to the head.
+pub(crate) async fn follow_head(address: String, token: ferray::cluster::Token) {
+    let client = loop {
+        match ferray::cluster::Client::connect(&address, token.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::debug!("serve: cannot reach the head yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    ferray_serve::follow(
+        std::sync::Arc::new(HeadUpstream(client)),
+        |url| {
+            outln!("ferray serve: this node's proxy listens on {url}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        },
+        std::future::pending(),
+    )
+    .await;
+}

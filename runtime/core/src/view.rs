@@ -402,6 +402,19 @@ pub struct ServeStatus {
     /// The proxy's URL (`http://host:port`); empty when no application runs.
     pub proxy: String,
     pub deployments: Vec<ServeDeployment>,
+    /// Every worker node runs a proxy too (`proxy_location = "EveryNode"`),
+    /// on this host and port of its machine, with these limits.
+    #[serde(default)]
+    pub every_node: bool,
+    #[serde(default)]
+    pub http_host: String,
+    #[serde(default)]
+    pub http_port: u16,
+    /// Milliseconds; 0: none.
+    #[serde(default)]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub max_request_body: u64,
 }
 
 /// An application to deploy on a cluster: its file's text and, for each

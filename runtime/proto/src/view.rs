@@ -240,6 +240,11 @@ pub fn cluster_view_from(v: v1::ClusterState) -> Result<(ClusterView, Option<Str
 
 pub fn serve_status_to(s: ferray_core::view::ServeStatus) -> v1::ServeStatus {
     v1::ServeStatus {
+        every_node: s.every_node,
+        http_host: s.http_host,
+        http_port: u32::from(s.http_port),
+        request_timeout_ms: s.request_timeout_ms,
+        max_request_body: s.max_request_body,
         proxy: s.proxy,
         deployments: s
             .deployments
@@ -262,6 +267,11 @@ pub fn serve_status_to(s: ferray_core::view::ServeStatus) -> v1::ServeStatus {
 
 pub fn serve_status_from(s: v1::ServeStatus) -> ferray_core::view::ServeStatus {
     ferray_core::view::ServeStatus {
+        every_node: s.every_node,
+        http_host: s.http_host,
+        http_port: u16::try_from(s.http_port).unwrap_or(0),
+        request_timeout_ms: s.request_timeout_ms,
+        max_request_body: s.max_request_body,
         proxy: s.proxy,
         deployments: s
             .deployments

@@ -40,6 +40,8 @@ pub struct AppError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppFile {
+    /// Ray's `proxy_location`: `HeadOnly` (the default) or `EveryNode`.
+    proxy_location: Option<ProxyLocation>,
     #[serde(default)]
     http: HttpFile,
     #[serde(default)]
@@ -114,6 +116,18 @@ pub struct HttpOptions {
     pub port: u16,
     pub request_timeout: Option<Duration>,
     pub max_request_body: u64,
+    pub proxy_location: ProxyLocation,
+}
+
+/// Where a cluster's application takes requests (Ray's `proxy_location`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ProxyLocation {
+    /// The proxy in the head process only.
+    #[default]
+    HeadOnly,
+    /// Also a proxy on every worker node, at the same host and port on its
+    /// machine, which hands each request to the head's application.
+    EveryNode,
 }
 
 /// Ray Serve's default `max_ongoing_requests`.
@@ -275,6 +289,7 @@ fn check(raw: AppFile, base: &Path) -> Result<App, Bad> {
             Some(s) => size("http.max_request_body", s)?,
             None => DEFAULT_MAX_BODY,
         },
+        proxy_location: raw.proxy_location.unwrap_or_default(),
     };
     if raw.deployment.is_empty() {
         return Err((

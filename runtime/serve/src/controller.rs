@@ -160,10 +160,20 @@ impl Controller {
 
 fn status_of(server: Option<&Server>) -> ServeStatus {
     match server {
-        Some(s) => ServeStatus {
-            proxy: crate::url(s.local_addr()),
-            deployments: s.status(),
-        },
+        Some(s) => {
+            let http = s.http();
+            ServeStatus {
+                proxy: crate::url(s.local_addr()),
+                deployments: s.status(),
+                every_node: http.proxy_location == crate::ProxyLocation::EveryNode,
+                http_host: http.host.clone(),
+                http_port: http.port,
+                request_timeout_ms: http
+                    .request_timeout
+                    .map_or(0, |t| t.as_millis().max(1) as u64),
+                max_request_body: http.max_request_body,
+            }
+        }
         None => ServeStatus::default(),
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod app;
 mod controller;
+mod node;
 mod proxy;
 mod replica;
 pub mod scale;
@@ -28,9 +29,10 @@ use std::time::Instant;
 use ferray::{Component, Runtime};
 use parking_lot::Mutex;
 
-pub use app::{App, AppError, Deployment, Kind, Scaling};
+pub use app::{App, AppError, Deployment, HttpOptions, Kind, ProxyLocation, Scaling};
 pub use controller::Controller;
 pub use ferray_core::view::{ServeDeployment as DeploymentStatus, ServeStatus};
+pub use node::{Upstream, follow};
 pub use proxy::Server;
 
 /// Why an application did not start.

@@ -61,7 +61,7 @@ impl Shared {
     }
 }
 
-type Answer = Response<HttpBody>;
+pub(crate) type Answer = Response<HttpBody>;
 
 impl Server {
     /// Listen on the proxy's address (before any replica starts, so that
@@ -94,7 +94,12 @@ impl Server {
             stopped: stopped.clone(),
         });
         shared.set_routes(routes);
-        tokio::spawn(accept(listener, shared.clone(), stopped));
+        let answering = shared.clone();
+        let handler: Handler = Arc::new(move |req| {
+            let shared = answering.clone();
+            Box::pin(async move { shared.answer(req).await })
+        });
+        tokio::spawn(accept(listener, handler, stopped));
         Ok(Server { addr, shared, stop })
     }
 
@@ -168,7 +173,16 @@ impl Drop for Server {
     }
 }
 
-async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+/// What answers each request of a proxy's connections.
+pub(crate) type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> futures::future::BoxFuture<'static, Answer> + Send + Sync>;
+
+/// Serve HTTP/1.1 connections from `listener` with `handler` until `stopped`.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    handler: Handler,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -183,12 +197,12 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
             _ = stopped.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
+        let handler = handler.clone();
         let mut stop = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(shared.answer(req).await) }
+                let answer = handler(req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -238,7 +252,7 @@ async fn autoscale(running: Arc<Running>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Answer {
+pub(crate) fn text(status: StatusCode, body: String) -> Answer {
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|e| match e {})
@@ -265,7 +279,7 @@ fn json(value: &impl serde::Serialize) -> Answer {
 }
 
 /// Whether `path` is under `prefix`: equal, or past it at a `/`.
-fn under(path: &str, prefix: &str) -> bool {
+pub(crate) fn under(path: &str, prefix: &str) -> bool {
     prefix == "/"
         || path == prefix
         || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
@@ -283,7 +297,9 @@ impl Drop for Ongoing {
 
 /// A request as a stateful replica gets it: its body read whole (up to the
 /// limit), its header values as text. An answer instead when it cannot be.
-async fn read_request(req: Request<Limited<Incoming>>) -> Result<ferray::HttpRequest, Answer> {
+pub(crate) async fn read_request(
+    req: Request<Limited<Incoming>>,
+) -> Result<ferray::HttpRequest, Answer> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -332,7 +348,7 @@ const FRAMING_HEADERS: [header::HeaderName; 6] = [
 
 /// A stateful replica's response, checked: a valid status, valid header
 /// names and values; else the replica failed.
-fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error> {
+pub(crate) fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error> {
     let bad = |what: String| ferray::Error::Other(format!("the replica answered {what}"));
     // A final status; informational ones (1xx) are not an answer.
     let status = StatusCode::from_u16(r.status)
@@ -365,7 +381,7 @@ fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error> {
 const DRAIN_BYTES: usize = 64 << 20;
 
 /// Read and drop a body, up to [`DRAIN_BYTES`] and 10 s.
-async fn drain(mut body: Incoming) {
+pub(crate) async fn drain(mut body: Incoming) {
     let read = async {
         let mut n = 0;
         while let Some(Ok(frame)) = body.frame().await {
@@ -399,6 +415,9 @@ impl ferray::ServeRouter for Router {
     }
 }
 
+/// What a deployment that took no request for want of room says.
+pub(crate) const AT_CAPACITY: &str = "is at capacity";
+
 /// Why a deployment took no request.
 enum Refused {
     /// Every replica is full (or none could start): 503.
@@ -430,7 +449,7 @@ impl Running {
         }
         let full = || {
             Refused::Full(format!(
-                "deployment {:?} is at capacity: every replica has {max} ongoing requests \
+                "deployment {:?} {AT_CAPACITY}: every replica has {max} ongoing requests \
                  (max_ongoing_requests); retry later",
                 self.spec.name
             ))
@@ -440,7 +459,7 @@ impl Running {
             if let Err(e) = self.grow_to(1).await {
                 tracing::warn!(deployment = %self.spec.name, "cannot start a replica: {e}");
                 return Err(Refused::Full(format!(
-                    "deployment {:?} has no replica and could not start one: {e}",
+                    "deployment {:?} {AT_CAPACITY}: it has no replica and could not start one: {e}",
                     self.spec.name
                 )));
             }

@@ -308,6 +308,22 @@ impl Client {
         Ok(ferray_proto::serve_status_from(s.into_inner()))
     }
 
+    /// A request to a deployment of the cluster's serve application, as a
+    /// node's proxy hands it over.
+    pub async fn serve_call(
+        &mut self,
+        deployment: String,
+        request: crate::HttpRequest,
+    ) -> Result<crate::HttpResponse, Error> {
+        let a = self
+            .head
+            .clone()
+            .serve_call(ferray_proto::serve_call_to(deployment, request))
+            .await
+            .map_err(status("calling the deployment"))?;
+        ferray_proto::serve_answer_from(a.into_inner())
+    }
+
     /// Stop the cluster's serve application (`ferray serve delete`): what it
     /// was, before it stopped.
     pub async fn serve_delete(&mut self) -> Result<ferray_core::view::ServeStatus, Error> {
