@@ -22,6 +22,26 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("squares.wasm", fx::SQUARES),
 ];
 
+/// `app` written to `app.toml` in a new directory, beside the components
+/// it may name.
+fn app_dir(app: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, path) in COMPONENTS {
+        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
+    }
+    let file = dir.path().join("app.toml");
+    std::fs::write(&file, app).expect("write the application file");
+    (dir, file)
+}
+
+/// The proxy's URL that `ferray serve deploy` printed.
+fn deployed_at(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
+        .unwrap_or_else(|| panic!("no address in {out}"))
+        .to_string()
+}
+
 /// A `ferray serve run` process and the address it listens on.
 struct Serve {
     child: Child,
@@ -40,12 +60,7 @@ impl Drop for Serve {
 impl Serve {
     /// Write `app` (the components are copied beside it) and run it on a free port.
     fn start(app: &str) -> Serve {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        for (name, path) in COMPONENTS {
-            std::fs::copy(path, dir.path().join(name)).expect("copy a component");
-        }
-        let file = dir.path().join("app.toml");
-        std::fs::write(&file, app).expect("write the application file");
+        let (dir, file) = app_dir(app);
         let mut child = ferray()
             .args(["serve", "run", "--num-cpus", "2", "--port", "0"])
             .arg(&file)
@@ -334,12 +349,7 @@ metrics_interval_s = 0.1
 
 /// `ferray serve run` on `app`, expected to fail: its stderr, and the app file's path.
 fn serve_err(app: &str) -> (String, String) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (name, path) in COMPONENTS {
-        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
-    }
-    let file = dir.path().join("app.toml");
-    std::fs::write(&file, app).expect("write the application file");
+    let (_dir, file) = app_dir(app);
     let out = ferray()
         .args(["serve", "run", "--port", "0"])
         .arg(&file)
@@ -610,19 +620,9 @@ fn live_replicas(c: &super::harness::Cluster) -> usize {
 #[test]
 fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_a_request() {
     let c = super::harness::Cluster::start(2);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (name, path) in COMPONENTS {
-        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
-    }
-    let app = dir.path().join("app.toml");
-    std::fs::write(&app, cluster_app(1)).expect("write the application file");
+    let (_dir, app) = app_dir(&cluster_app(1));
     let app_s = app.to_str().expect("a UTF-8 path");
-    let out = c.ok(&["serve", "deploy", app_s]);
-    let base = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
-        .unwrap_or_else(|| panic!("no address in {out}"))
-        .to_string();
+    let base = deployed_at(&c.ok(&["serve", "deploy", app_s]));
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -802,12 +802,7 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
 
     // Deployed again after a delete: a new start.
     std::fs::write(&app, cluster_app(3)).expect("write the application file");
-    let out = c.ok(&["serve", "deploy", app_s]);
-    let base = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
-        .unwrap_or_else(|| panic!("no address in {out}"))
-        .to_string();
+    let base = deployed_at(&c.ok(&["serve", "deploy", app_s]));
     let r = reqwest::blocking::Client::new()
         .get(format!("{base}/replica/config"))
         .send()
@@ -818,13 +813,7 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
 #[test]
 fn a_proxy_on_every_node_takes_requests_for_the_clusters_application() {
     let c = super::harness::Cluster::start(1);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (name, path) in COMPONENTS {
-        std::fs::copy(path, dir.path().join(name)).expect("copy a component");
-    }
-    let app = dir.path().join("app.toml");
-    std::fs::write(
-        &app,
+    let (_dir, app) = app_dir(
         r#"
 proxy_location = "EveryNode"
 
@@ -842,8 +831,7 @@ name = "replica"
 component = "replica.wasm"
 kind = "replica"
 "#,
-    )
-    .expect("write the application file");
+    );
     c.ok(&["serve", "deploy", app.to_str().expect("a UTF-8 path")]);
     // The worker's proxy, on its own port of this machine.
     let log = c.workers[0].2.clone();

@@ -48,8 +48,8 @@ pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};
 pub use ferray_host::{HostStats, HttpBody, INCOMING_HANDLER};
 pub use ferray_store::StoreStats;
 pub use http::{
-    HTTP_HANDLE, HttpRequest, HttpResponse, MAX_HTTP_RESPONSE_BYTES, ServeRouter, http_request,
-    read_response,
+    HTTP_HANDLE, HttpRequest, HttpResponse, MAX_HTTP_RESPONSE_BYTES, ServeRouter, header_pairs,
+    http_request, read_response,
 };
 pub use objects::{ObjectRef, RefName};
 pub use output::{OutputLine, OutputMode, Stream};

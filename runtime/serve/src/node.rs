@@ -13,7 +13,6 @@ use ferray::{Error, HttpRequest, HttpResponse};
 use ferray_core::view::ServeStatus;
 use futures::future::BoxFuture;
 use http::{StatusCode, header};
-use http_body_util::Limited;
 use tokio::sync::watch;
 
 use crate::proxy::{self, Answer, Handler, text};
@@ -145,20 +144,10 @@ async fn forward(
             format!("no deployment serves {path}\n"),
         );
     };
-    let limit = table.max_request_body;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        proxy::drain(req.into_body()).await;
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than the limit of {limit} bytes\n"),
-        );
-    }
-    let req = req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX)));
+    let req = match proxy::limit_body(req, table.max_request_body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
     let request = match proxy::read_request(req).await {
         Ok(r) => r,
         Err(answer) => return answer,

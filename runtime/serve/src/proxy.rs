@@ -322,18 +322,31 @@ pub(crate) async fn read_request(
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.to_string()),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: ferray::header_pairs(&parts.headers),
         body: body.to_vec(),
     })
+}
+
+/// `req` with its body limited to `limit` bytes; the 413 answer when it
+/// declares more (what the client sends is read and dropped first, up to a
+/// bound, so that it sees the answer rather than a reset connection).
+pub(crate) async fn limit_body(
+    req: Request<Incoming>,
+    limit: u64,
+) -> Result<Request<Limited<Incoming>>, Answer> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        drain(req.into_body()).await;
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {limit} bytes\n"),
+        ));
+    }
+    Ok(req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX))))
 }
 
 /// Headers of the connection and the body's framing, which the proxy sets.
@@ -381,7 +394,7 @@ pub(crate) fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error
 const DRAIN_BYTES: usize = 64 << 20;
 
 /// Read and drop a body, up to [`DRAIN_BYTES`] and 10 s.
-pub(crate) async fn drain(mut body: Incoming) {
+async fn drain(mut body: Incoming) {
     let read = async {
         let mut n = 0;
         while let Some(Ok(frame)) = body.frame().await {
@@ -628,21 +641,10 @@ impl Shared {
             );
         };
         running.requests.fetch_add(1, Ordering::Relaxed);
-        let limit = self.http.max_request_body;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            // Read what the client is sending (discarded, up to a bound),
-            // so that it sees the answer rather than a reset connection.
-            drain(req.into_body()).await;
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than the limit of {limit} bytes\n"),
-            );
-        }
+        let req = match limit_body(req, self.http.max_request_body).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
         let (running, reserved) = self.reserve(running).await;
         let ongoing = match reserved {
             Ok(o) => o,
@@ -661,7 +663,6 @@ impl Shared {
                 return r;
             }
         };
-        let req = req.map(|b| Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX)));
         let replica = ongoing.0.clone();
         let call = async {
             match &replica.actor {
@@ -720,6 +721,14 @@ impl Shared {
             }),
             Err(e) => {
                 running.failed.fetch_add(1, Ordering::Relaxed);
+                // The guest stopped at its time limit, which is the
+                // request's: the same answer as the proxy's own timeout.
+                if let (ferray::Error::TimeLimit(_), Some(t)) = (&e, self.http.request_timeout) {
+                    return text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("the request took longer than {t:?} (request_timeout_s)\n"),
+                    );
+                }
                 let status = match &e {
                     ferray::Error::TimeLimit(_) => StatusCode::REQUEST_TIMEOUT,
                     // A request the handler's runtime could not take (no
