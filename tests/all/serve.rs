@@ -395,6 +395,15 @@ fn a_bad_application_file_gets_one_line_naming_the_field() {
         err.contains("deployment \"h\"") && err.contains("resource `replica`"),
         "{err}"
     );
+    // A replica whose constructor fails stops the start, with why.
+    let (err, _) = serve_err(
+        "[[deployment]]\nname = \"r\"\ncomponent = \"replica.wasm\"\nkind = \"replica\"\n\
+         [deployment.user_config]\ncrash_on_start = true\n",
+    );
+    assert!(
+        err.contains("could not start") && err.contains("constructor"),
+        "{err}"
+    );
     let (err, _) = serve_err("[[deployment]]\nname = \"gone\"\ncomponent = \"gone.wasm\"\n");
     assert!(
         err.contains("deployment \"gone\"") && err.contains("gone.wasm"),
@@ -773,6 +782,10 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         (
             "[http]\nport = 0\n\n[[deployment]]\nname = \"hello\"\ncomponent = \"hello.wasm\"\n",
             "[http] options differ",
+        ),
+        (
+            &*cluster_app(9).replace("version = 9", "crash_on_start = true"),
+            "could not start",
         ),
     ] {
         std::fs::write(&app, bad).expect("write a bad version");

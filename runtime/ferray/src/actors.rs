@@ -135,6 +135,10 @@ impl RtInner {
 
 /// One actor's mailbox loop. Dropping it (the actor died, was killed, or the
 /// runtime shut down) fails the call in flight and every queued call.
+/// The method every actor answers once its constructor has run, without
+/// calling its guest ([`crate::ActorHandle::ready`]).
+pub(crate) const READY_METHOD: &str = "[ready]";
+
 struct ActorLoop {
     id: ActorId,
     rx: mpsc::UnboundedReceiver<ActorCall>,
@@ -196,6 +200,12 @@ impl ActorLoop {
             if self.status.killed.load(Ordering::Relaxed) {
                 self.current = Some(call.result);
                 return;
+            }
+            // The built-in readiness call (Ray's `__ray_ready__`): the
+            // constructor has run, nothing of the guest's is called.
+            if call.method == READY_METHOD {
+                call.result.resolve(rt.store.put(Bytes::new()));
+                continue;
             }
             self.current = Some(call.result.clone());
             let args = match rt.resolve_args(call.args).await {

@@ -992,6 +992,18 @@ impl ActorHandle {
     pub fn id(&self) -> ActorId {
         self.id
     }
+    /// Once the actor's constructor has run (Ray's `__ray_ready__`): after
+    /// the calls made before it, without calling the guest. `actor-died`
+    /// when its constructor failed.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let r = self.rt.inner().call_actor(
+            self.id,
+            crate::actors::READY_METHOD.to_string(),
+            Vec::new(),
+        )?;
+        self.rt.get_encoded(&r).await.map(|_| ())
+    }
+
     /// Call a method with a tuple of arguments; the reference comes back at once.
     pub fn call<A: Serialize>(&self, method: &str, args: A) -> Result<ObjectRef, Error> {
         self.rt.inner().call_actor(

@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::app::{Batching, Deployment};
 use crate::{Replica, Running};
 
+/// How long a new replica's constructor may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The exported resource a stateful deployment's component must have.
 pub(crate) const CLASS: &str = "serve.replica";
 
@@ -69,6 +72,18 @@ impl Stateful {
             .options(options)
             .spawn()
             .await?;
+        // A replica takes requests once its constructor has run: one that
+        // cannot start fails its deploy (or scale-up) here, not requests.
+        let ready = match tokio::time::timeout(READY_TIMEOUT, handle.ready()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::TimeLimit(format!(
+                "its constructor did not end within {READY_TIMEOUT:?}"
+            ))),
+        };
+        if let Err(e) = ready {
+            let _ = handle.kill();
+            return Err(Error::Other(format!("a replica could not start: {e}")));
+        }
         let batch = spec.batching.clone().map(|b| {
             let (tx, rx) = mpsc::channel(spec.max_ongoing_requests.max(1) as usize);
             tokio::spawn(batcher(running.rt.clone(), handle.clone(), b, rx));

@@ -11,7 +11,8 @@
 //! - `call?to=NAME&path=P`: sends the request's method and body to deployment
 //!   NAME at path P through a handle (`ferray_sdk::serve`), answers what it said.
 //!
-//! A batch answers each request as alone, with `x-batch-size` set.
+//! A batch answers each request as alone, with `x-batch-size` set. A
+//! `user_config` with `crash_on_start = true` panics in the constructor.
 
 use std::cell::{Cell, RefCell};
 
@@ -55,6 +56,9 @@ fn text(status: u16, body: String) -> HttpResponse {
 
 impl GuestReplica for Replica {
     fn new(config: String) -> Self {
+        if config.contains("\"crash_on_start\":true") {
+            panic!("the replica was asked to crash in its constructor");
+        }
         Replica {
             config,
             count: Cell::new(0),
