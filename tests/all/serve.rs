@@ -529,6 +529,10 @@ route_prefix = "/hello"
         s.post("/replica/call?to=hello&path=/greet", "Ada"),
         (200, "hello said 200: Hello, Ada! (path /greet)\n".into())
     );
+    // What a replica answers a handle is checked as the proxy checks it.
+    let (code, body) = s.get("/replica/call?to=batched&path=/batched/status?code=99");
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("status 99"), "{body}");
     let (code, body) = s.get("/replica/call?to=nope");
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("no deployment \"nope\""), "{body}");

@@ -362,18 +362,26 @@ const FRAMING_HEADERS: [header::HeaderName; 6] = [
 /// A stateful replica's response, checked: a valid status, valid header
 /// names and values; else the replica failed.
 pub(crate) fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error> {
+    let (status, headers, body) = checked(r)?;
+    let mut answer = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    Ok(answer)
+}
+
+/// A replica's response, checked: a final status (200-599), valid header
+/// names and values (the framing and connection headers dropped: the
+/// proxy sets them); else the replica failed.
+pub(crate) fn checked(
+    r: ferray::HttpResponse,
+) -> Result<(StatusCode, header::HeaderMap, Bytes), ferray::Error> {
     let bad = |what: String| ferray::Error::Other(format!("the replica answered {what}"));
     // A final status; informational ones (1xx) are not an answer.
     let status = StatusCode::from_u16(r.status)
         .ok()
         .filter(|s| (200..600).contains(&s.as_u16()))
         .ok_or_else(|| bad(format!("status {}", r.status)))?;
-    let mut answer = Response::new(
-        Full::new(Bytes::from(r.body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *answer.status_mut() = status;
+    let mut headers = header::HeaderMap::new();
     for (name, value) in r.headers {
         let n = header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad(format!("the header name {name:?}")))?;
@@ -385,9 +393,9 @@ pub(crate) fn to_answer(r: ferray::HttpResponse) -> Result<Answer, ferray::Error
         }
         let v = header::HeaderValue::from_str(&value)
             .map_err(|_| bad(format!("a bad value for the header {name:?}")))?;
-        answer.headers_mut().append(n, v);
+        headers.append(n, v);
     }
-    Ok(answer)
+    Ok((status, headers, Bytes::from(r.body)))
 }
 
 /// Bytes of a refused request's body read and dropped before answering.
@@ -575,7 +583,15 @@ impl Shared {
         };
         let call = async {
             match &ongoing.0.actor {
-                Some(actor) => actor.call(&running.rt, request).await,
+                // Checked as the proxy checks what it sends on.
+                Some(actor) => {
+                    let (status, headers, body) = checked(actor.call(&running.rt, request).await?)?;
+                    Ok(ferray::HttpResponse {
+                        status: status.as_u16(),
+                        headers: ferray::header_pairs(&headers),
+                        body: body.to_vec(),
+                    })
+                }
                 None if running.component.handles_http_here() => {
                     let response = running
                         .component
