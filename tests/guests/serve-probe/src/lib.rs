@@ -29,12 +29,7 @@ struct Replica {
 }
 
 fn param(path: &str, key: &str) -> Option<u64> {
-    let (_, query) = path.split_once('?')?;
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
+    query(path, key)?.parse().ok()
 }
 
 fn query(path: &str, key: &str) -> Option<String> {
