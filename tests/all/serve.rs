@@ -24,7 +24,7 @@ const COMPONENTS: &[(&str, &str)] = &[
 
 /// `app` written to `app.toml` in a new directory, beside the components
 /// it may name.
-fn app_dir(app: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn app_dir(app: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     for (name, path) in COMPONENTS {
         std::fs::copy(path, dir.path().join(name)).expect("copy a component");
@@ -35,11 +35,30 @@ fn app_dir(app: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// The proxy's URL that `ferray serve deploy` printed.
-fn deployed_at(out: &str) -> String {
+pub(crate) fn deployed_at(out: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix("ferray serve: deployed; listening on "))
         .unwrap_or_else(|| panic!("no address in {out}"))
         .to_string()
+}
+
+/// A client of a cluster's proxies: the cluster token on every request
+/// (as `Authorization: Bearer`), and its CA when it speaks TLS.
+pub(crate) fn cluster_client(c: &super::harness::Cluster) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", c.token)
+            .parse()
+            .expect("a header value"),
+    );
+    let mut b = reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(60));
+    if let Ok(ca) = std::fs::read(c.home.path().join("tls").join("ca.pem")) {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"));
+    }
+    b.build().expect("an HTTP client")
 }
 
 /// A `ferray serve run` process and the address it listens on.
@@ -636,10 +655,24 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
     let (_dir, app) = app_dir(&cluster_app(1));
     let app_s = app.to_str().expect("a UTF-8 path");
     let base = deployed_at(&c.ok(&["serve", "deploy", app_s]));
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP client");
+    let http = cluster_client(&c);
+    // The proxy asks for the cluster token, as the cluster's other ports do
+    // (not for a load balancer's health probe).
+    let anyone = reqwest::blocking::Client::new();
+    let r = anyone.get(format!("{base}/?name=x")).send().expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(
+        r.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    let r = anyone
+        .get(format!("{base}/?name=x"))
+        .bearer_auth("not-the-token")
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = anyone.get(format!("{base}/-/healthz")).send().expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
     let get = |path: &str| -> (u16, String) {
         match http.get(format!("{base}{path}")).send() {
             Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
@@ -725,9 +758,8 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
     let load: Vec<_> = ["/replica/config", "/?name=x"]
         .into_iter()
         .map(|path| {
-            let (stop, url) = (stop.clone(), format!("{base}{path}"));
+            let (stop, url, http) = (stop.clone(), format!("{base}{path}"), http.clone());
             std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::new();
                 let (mut bad, mut seen) = (Vec::new(), Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     match http.get(&url).send() {
@@ -820,7 +852,7 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
     // Deployed again after a delete: a new start.
     std::fs::write(&app, cluster_app(3)).expect("write the application file");
     let base = deployed_at(&c.ok(&["serve", "deploy", app_s]));
-    let r = reqwest::blocking::Client::new()
+    let r = http
         .get(format!("{base}/replica/config"))
         .send()
         .expect("GET");
@@ -859,7 +891,7 @@ kind = "replica"
                 .map(str::to_string)
         })
     });
-    let http = reqwest::blocking::Client::new();
+    let http = cluster_client(&c);
     let get = |path: &str| {
         let r = http.get(format!("{node}{path}")).send().expect("GET");
         (r.status().as_u16(), r.text().unwrap_or_default())
@@ -871,6 +903,12 @@ kind = "replica"
     assert_eq!(get("/replica/count"), (200, "1".into()));
     assert_eq!(get("/replica/count"), (200, "2".into()));
     assert_eq!(get("/-/healthz"), (200, "success".into()));
+    // The node's proxy asks for the token too.
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{node}/?name=Ada"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
     let r = http
         .post(format!("{node}/replica/echo"))
         .body(vec![b'x'; 4096])

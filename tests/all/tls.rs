@@ -176,3 +176,90 @@ fn a_head_on_a_non_loopback_address_speaks_tls_unasked() {
     let out = c.ok(&["submit", fx::SQUARES, "run", "3"]);
     assert!(out.contains("[0, 1, 4]"), "{out}");
 }
+
+#[test]
+fn a_tls_cluster_s_serve_proxies_speak_https_and_ask_for_the_token() {
+    let mut c = Cluster::start_with(0, &["--tls", "--no-worker"]);
+    add_tls_worker(&mut c, 1);
+    let (_dir, app) = super::serve::app_dir(
+        r#"
+proxy_location = "EveryNode"
+
+[http]
+port = 0
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/"
+"#,
+    );
+    let app_s = app.to_str().expect("a UTF-8 path");
+    let head = super::serve::deployed_at(&c.ok(&["serve", "deploy", app_s]));
+    assert!(head.starts_with("https://127.0.0.1:"), "{head}");
+    let log = c.workers[0].2.clone();
+    let node = wait_for("the worker's proxy", 60, || {
+        std::fs::read_to_string(&log).ok().and_then(|l| {
+            l.lines()
+                .find_map(|l| l.strip_prefix("ferray serve: this node's proxy listens on "))
+                .map(str::to_string)
+        })
+    });
+    assert!(node.starts_with("https://127.0.0.1:"), "{node}");
+    let http = super::serve::cluster_client(&c);
+    let ca = std::fs::read(c.home.path().join("tls").join("ca.pem")).expect("the CA");
+    let no_token = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+        .build()
+        .expect("a client");
+    let untrusted = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("a client");
+    for base in [&head, &node] {
+        let r = http.get(format!("{base}/?name=Ada")).send().expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{base}");
+        assert_eq!(
+            r.text().unwrap_or_default(),
+            "Hello, Ada! (path /?name=Ada)\n"
+        );
+        let r = no_token
+            .get(format!("{base}/?name=Ada"))
+            .send()
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 401, "{base}");
+        let r = no_token
+            .get(format!("{base}/-/healthz"))
+            .send()
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{base}");
+        // A certificate not signed by a CA the client trusts, and plaintext,
+        // get nothing.
+        assert!(untrusted.get(format!("{base}/-/healthz")).send().is_err());
+        let plain = base.replacen("https://", "http://", 1);
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{plain}/?name=Ada"))
+            .bearer_auth(&c.token)
+            .send();
+        assert!(r.is_err() || r.is_ok_and(|r| r.status() != 200), "{plain}");
+    }
+    // A public application takes requests without the token, over TLS still.
+    c.ok(&["serve", "delete"]);
+    std::fs::write(
+        &app,
+        "[http]\nport = 0\npublic = true\n\n[[deployment]]\nname = \"hello\"\n\
+         component = \"hello.wasm\"\nroute_prefix = \"/\"\n",
+    )
+    .expect("write the application file");
+    let head = super::serve::deployed_at(&c.ok(&["serve", "deploy", app_s]));
+    assert!(head.starts_with("https://"), "{head}");
+    let r = no_token
+        .get(format!("{head}/?name=Bo"))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.text().unwrap_or_default(),
+        "Hello, Bo! (path /?name=Bo)\n"
+    );
+}

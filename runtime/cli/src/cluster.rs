@@ -567,9 +567,12 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
     write_private(&state_dir().join("head-address"), &public)?;
     // `ferray serve deploy`'s applications run in this process, as a client
     // of this head (connected on the first deploy).
+    // Its proxy as the cluster's other ports: TLS with this node's
+    // certificate when the cluster speaks TLS, and the token.
     let serve = std::sync::Arc::new(ferray_serve::Controller::new(
         public.clone(),
         token.as_str().to_string(),
+        ferray_serve::Guard::this_node(token.clone())?,
     ));
     head.set_serve(std::sync::Arc::new(crate::serve::HeadServe(serve.clone())));
     let worker = if args.no_worker {

@@ -155,7 +155,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let rt = args.node.builder(OutputMode::Stderr).build_sync()?;
     rt.block_on(async {
         let server = ferray_serve::start(&rt, app).await?;
-        let url = ferray_serve::url(server.local_addr());
+        let url = server.url().to_string();
         for d in server.status() {
             outln!(
                 "deployment {} at {url}{} ({} replicas)",
@@ -250,6 +250,14 @@ impl ferray_serve::Upstream for HeadUpstream {
 /// A worker's serve proxy: while the cluster's application asks for one on
 /// every node, it listens on this machine and hands requests to the head.
 pub(crate) async fn follow_head(address: String, token: ferray::cluster::Token) {
+    // As the cluster's ports: this node's TLS, the cluster token.
+    let guard = match ferray_serve::Guard::this_node(token.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("serve: this node cannot run a proxy: {e}");
+            return;
+        }
+    };
     let client = loop {
         match ferray::cluster::Client::connect(&address, token.clone()).await {
             Ok(c) => break c,
@@ -261,6 +269,7 @@ pub(crate) async fn follow_head(address: String, token: ferray::cluster::Token) 
     };
     ferray_serve::follow(
         std::sync::Arc::new(HeadUpstream(client)),
+        guard,
         |url| {
             outln!("ferray serve: this node's proxy listens on {url}");
             let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -415,6 +415,9 @@ pub struct ServeStatus {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub max_request_body: u64,
+    /// The proxies take requests without the cluster token (`http.public`).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// An application to deploy on a cluster: its file's text and, for each

@@ -93,8 +93,9 @@ impl Token {
         format!("Bearer {}", self.0)
     }
 
-    /// Constant-time comparison with what a caller sent.
-    fn admits(&self, sent: &[u8]) -> bool {
+    /// Whether an `Authorization` header's value is `Bearer TOKEN` with
+    /// this token, compared in constant time.
+    pub fn admits(&self, sent: &[u8]) -> bool {
         let want = self.header();
         let want = want.as_bytes();
         if sent.len() != want.len() {

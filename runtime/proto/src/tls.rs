@@ -19,6 +19,7 @@ use rcgen::{
     KeyUsagePurpose, PublicKeyData,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+pub use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// A certificate and its private key, PEM.
@@ -88,6 +89,32 @@ pub fn install(tls: Tls) -> Result<(), Error> {
 /// This process's TLS setting, if any.
 pub fn installed() -> Option<&'static Tls> {
     SETTING.get().map(|s| &s.tls)
+}
+
+/// A TLS acceptor for an HTTP/1.1 port (the dashboard, a node's metrics,
+/// serve proxies) with a node's certificate and key (PEM).
+pub fn https_acceptor(id: &CertKey) -> Result<TlsAcceptor, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::InvalidArgument(format!(
+            "this node's certificate or key is unusable for HTTPS: {e}"
+        ))
+    };
+    let certs = CertificateDer::pem_slice_iter(id.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).map_err(|e| bad(&e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn server_config(id: &CertKey) -> ServerTlsConfig {

@@ -245,6 +245,7 @@ pub fn serve_status_to(s: ferray_core::view::ServeStatus) -> v1::ServeStatus {
         http_port: u32::from(s.http_port),
         request_timeout_ms: s.request_timeout_ms,
         max_request_body: s.max_request_body,
+        public: s.public,
         proxy: s.proxy,
         deployments: s
             .deployments
@@ -272,6 +273,7 @@ pub fn serve_status_from(s: v1::ServeStatus) -> ferray_core::view::ServeStatus {
         http_port: u16::try_from(s.http_port).unwrap_or(0),
         request_timeout_ms: s.request_timeout_ms,
         max_request_body: s.max_request_body,
+        public: s.public,
         proxy: s.proxy,
         deployments: s
             .deployments

@@ -58,6 +58,9 @@ struct HttpFile {
     request_timeout_s: Option<f64>,
     /// The largest request body, as a size (`10MiB`).
     max_request_body: Option<String>,
+    /// On a cluster: take requests without the cluster token (TLS stays
+    /// as the cluster's).
+    public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,9 @@ pub struct HttpOptions {
     pub request_timeout: Option<Duration>,
     pub max_request_body: u64,
     pub proxy_location: ProxyLocation,
+    /// On a cluster, the proxies take requests without the cluster token.
+    /// (On one machine, `serve run`, there is no token to ask for.)
+    pub public: bool,
 }
 
 /// Where a cluster's application takes requests (Ray's `proxy_location`).
@@ -290,6 +296,7 @@ fn check(raw: AppFile, base: &Path) -> Result<App, Bad> {
             None => DEFAULT_MAX_BODY,
         },
         proxy_location: raw.proxy_location.unwrap_or_default(),
+        public: h.public.unwrap_or(false),
     };
     if raw.deployment.is_empty() {
         return Err((

@@ -18,6 +18,8 @@ use crate::{App, ServeError, Server};
 pub struct Controller {
     address: String,
     token: String,
+    /// Its proxy's TLS and token, as the cluster's.
+    guard: crate::Guard,
     rt: tokio::sync::Mutex<Option<Runtime>>,
     /// The running application; held while one is deployed or deleted.
     app: tokio::sync::Mutex<Option<Server>>,
@@ -33,11 +35,13 @@ fn to_error(e: ServeError) -> Error {
 }
 
 impl Controller {
-    /// A controller for the cluster whose head is at `address`.
-    pub fn new(address: String, token: String) -> Controller {
+    /// A controller for the cluster whose head is at `address`; its
+    /// proxies are behind `guard`.
+    pub fn new(address: String, token: String, guard: crate::Guard) -> Controller {
         Controller {
             address,
             token,
+            guard,
             rt: Default::default(),
             app: Default::default(),
             router: Default::default(),
@@ -86,13 +90,10 @@ impl Controller {
                 .await
                 .map_err(to_error)?,
             None => {
-                let server = crate::start_loaded(&rt, parsed, components)
+                let server = crate::start_loaded(&rt, parsed, components, &self.guard)
                     .await
                     .map_err(to_error)?;
-                tracing::info!(
-                    "serve: the application listens on {}",
-                    crate::url(server.local_addr())
-                );
+                tracing::info!("serve: the application listens on {}", server.url());
                 *self.router.lock() = Some(server.router());
                 *running = Some(server);
             }
@@ -163,7 +164,7 @@ fn status_of(server: Option<&Server>) -> ServeStatus {
         Some(s) => {
             let http = s.http();
             ServeStatus {
-                proxy: crate::url(s.local_addr()),
+                proxy: s.url().to_string(),
                 deployments: s.status(),
                 every_node: http.proxy_location == crate::ProxyLocation::EveryNode,
                 http_host: http.host.clone(),
@@ -172,6 +173,7 @@ fn status_of(server: Option<&Server>) -> ServeStatus {
                     .request_timeout
                     .map_or(0, |t| t.as_millis().max(1) as u64),
                 max_request_body: http.max_request_body,
+                public: http.public,
             }
         }
         None => ServeStatus::default(),

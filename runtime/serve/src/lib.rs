@@ -16,12 +16,12 @@
 
 pub mod app;
 mod controller;
+mod guard;
 mod node;
 mod proxy;
 mod replica;
 pub mod scale;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 pub use app::{App, AppError, Deployment, HttpOptions, Kind, ProxyLocation, Scaling};
 pub use controller::Controller;
 pub use ferray_core::view::{ServeDeployment as DeploymentStatus, ServeStatus};
+pub use guard::Guard;
 pub use node::{Upstream, follow};
 pub use proxy::Server;
 
@@ -235,6 +236,11 @@ impl Running {
 /// `app.http`'s address (port 0: any free port). Stops when the returned
 /// [`Server`] is dropped or [`Server::shutdown`] is called.
 pub async fn start(rt: &Runtime, app: App) -> Result<Server, ServeError> {
+    start_guarded(rt, app, &Guard::open()).await
+}
+
+/// [`start`] behind `guard` (a cluster's TLS and token).
+pub async fn start_guarded(rt: &Runtime, app: App, guard: &Guard) -> Result<Server, ServeError> {
     let mut components = Vec::new();
     for d in &app.deployments {
         let c = rt
@@ -246,18 +252,19 @@ pub async fn start(rt: &Runtime, app: App) -> Result<Server, ServeError> {
             })?;
         components.push(c);
     }
-    start_loaded(rt, app, components).await
+    start_loaded(rt, app, components, guard).await
 }
 
-/// [`start`] with the deployments' components loaded (in order).
+/// [`start_guarded`] with the deployments' components loaded (in order).
 pub async fn start_loaded(
     rt: &Runtime,
     app: App,
     components: Vec<Component>,
+    guard: &Guard,
 ) -> Result<Server, ServeError> {
     let listener = proxy::Server::bind(&app.http).await?;
     let running = prepare_all(rt, app.deployments, components, &[]).await?;
-    let server = proxy::Server::start(app.http, listener, running)?;
+    let server = proxy::Server::start(app.http, listener, guard, running)?;
     // Its guests' calls to deployments (handles) come here.
     rt.set_serve_router(Some(server.router()));
     Ok(server)
@@ -345,9 +352,4 @@ impl Running {
             replicas_stopped: self.stopped.load(Ordering::Relaxed),
         }
     }
-}
-
-/// The address a server listens on, for messages.
-pub fn url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }

@@ -34,16 +34,19 @@ pub trait Upstream: Send + Sync + 'static {
 
 /// A node proxy that listens.
 struct Listening {
-    at: (String, u16),
+    /// Host, port, and whether it takes requests without the token.
+    at: (String, u16, bool),
     table: watch::Sender<Arc<ServeStatus>>,
     stop: watch::Sender<bool>,
 }
 
 /// Follow the head's application until `stop` resolves: a proxy on this
-/// node while it asks for one on every node. `listening` is told each
-/// address the proxy listens on.
+/// node while it asks for one on every node, behind `guard` (the node's
+/// TLS and the cluster token). `listening` is told each address the proxy
+/// listens on.
 pub async fn follow(
     upstream: Arc<dyn Upstream>,
+    guard: crate::Guard,
     listening: impl Fn(&str) + Send + Sync + 'static,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
@@ -65,7 +68,7 @@ pub async fn follow(
             }
         };
         let wanted = (status.every_node && !status.proxy.is_empty())
-            .then(|| (status.http_host.clone(), status.http_port));
+            .then(|| (status.http_host.clone(), status.http_port, status.public));
         match (&running, wanted) {
             (Some(l), Some(at)) if l.at == at => {
                 let _ = l.table.send(Arc::new(status));
@@ -77,13 +80,14 @@ pub async fn follow(
                 let address = format!("{}:{}", at.0, at.1);
                 match tokio::net::TcpListener::bind(&address).await {
                     Ok(listener) => {
+                        let guard = guard.for_app(at.2);
                         let url = listener
                             .local_addr()
-                            .map_or_else(|_| address.clone(), crate::url);
+                            .map_or_else(|_| address.clone(), |a| guard.url(a));
                         let (table, tables) = watch::channel(Arc::new(status));
                         let (stop_tx, stopped) = watch::channel(false);
                         let handler = forwarder(upstream.clone(), tables);
-                        tokio::spawn(proxy::accept(listener, handler, stopped));
+                        tokio::spawn(proxy::accept(listener, handler, guard, stopped));
                         tracing::info!("serve: this node's proxy listens on {url}");
                         listening(&url);
                         running = Some(Listening {

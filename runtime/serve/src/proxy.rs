@@ -24,11 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::HttpOptions;
+use crate::guard::Guard;
 use crate::{Replica, Running, ServeError};
 
 /// A running proxy and its deployments.
 pub struct Server {
     addr: SocketAddr,
+    url: String,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
 }
@@ -79,6 +81,7 @@ impl Server {
     pub(crate) fn start(
         http: HttpOptions,
         listener: TcpListener,
+        guard: &Guard,
         routes: Vec<Arc<Running>>,
     ) -> Result<Server, ServeError> {
         let address = format!("{}:{}", http.host, http.port);
@@ -87,6 +90,8 @@ impl Server {
             message: e.to_string(),
         })?;
         let (stop, stopped) = watch::channel(false);
+        let guard = guard.for_app(http.public);
+        let url = guard.url(addr);
         let shared = Arc::new(Shared {
             http,
             routes: Default::default(),
@@ -99,8 +104,13 @@ impl Server {
             let shared = answering.clone();
             Box::pin(async move { shared.answer(req).await })
         });
-        tokio::spawn(accept(listener, handler, stopped));
-        Ok(Server { addr, shared, stop })
+        tokio::spawn(accept(listener, handler, guard, stopped));
+        Ok(Server {
+            addr,
+            url,
+            shared,
+            stop,
+        })
     }
 
     /// Where guests' calls to this application's deployments go.
@@ -152,6 +162,11 @@ impl Server {
         self.addr
     }
 
+    /// The proxy's URL: `https://` when it speaks TLS.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Each deployment's replicas and counters.
     pub fn status(&self) -> Vec<crate::DeploymentStatus> {
         self.shared.routes().iter().map(|r| r.status()).collect()
@@ -177,14 +192,21 @@ impl Drop for Server {
 pub(crate) type Handler =
     Arc<dyn Fn(Request<Incoming>) -> futures::future::BoxFuture<'static, Answer> + Send + Sync>;
 
-/// Serve HTTP/1.1 connections from `listener` with `handler` until `stopped`.
+/// How long a client may take to send a request's head (and, over TLS,
+/// to finish its handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve HTTP/1.1 connections from `listener` with `handler` until
+/// `stopped`, behind `guard` (TLS, the token).
 pub(crate) async fn accept(
     listener: TcpListener,
     handler: Handler,
+    guard: Guard,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let guard = Arc::new(guard);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -197,33 +219,54 @@ pub(crate) async fn accept(
             _ = stopped.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let mut stop = stopped.clone();
+        let (handler, guard, stop) = (handler.clone(), guard.clone(), stopped.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let answer = handler(req);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .timer(hyper_util::rt::TokioTimer::new())
-                // A client that sends no header for this long is dropped.
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            // Once the proxy stops, a connection ends after its request
-            // in flight (none waits on a kept-alive one).
-            let ended = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(tls) = guard.tls() else {
+                return serve_connection(stream, handler, guard, stop).await;
             };
-            if let Err(e) = ended {
-                tracing::debug!("connection ended: {e}");
+            match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, handler, guard, stop).await,
+                Ok(Err(e)) => tracing::debug!("serve: TLS handshake with {peer} failed: {e}"),
+                Err(_) => tracing::debug!("serve: TLS handshake with {peer} timed out"),
             }
         });
+    }
+}
+
+/// One connection's requests, until it ends or the proxy stops.
+async fn serve_connection<S>(
+    stream: S,
+    handler: Handler,
+    guard: Arc<Guard>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let answer = match guard.refuses(&req) {
+            Some(refused) => futures::future::Either::Left(std::future::ready(refused)),
+            None => futures::future::Either::Right(handler(req)),
+        };
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A client that sends no header for this long is dropped.
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    // Once the proxy stops, a connection ends after its request in flight
+    // (none waits on a kept-alive one).
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!("connection ended: {e}");
     }
 }
 

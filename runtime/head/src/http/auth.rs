@@ -54,8 +54,7 @@ impl Auth {
     fn bearer_ok(&self, headers: &HeaderMap) -> bool {
         headers
             .get(header::AUTHORIZATION)
-            .and_then(|h| h.as_bytes().strip_prefix(b"Bearer "))
-            .is_some_and(|t| self.is_token(t))
+            .is_some_and(|h| self.token.admits(h.as_bytes()))
     }
 
     fn cookie_ok(&self, headers: &HeaderMap) -> bool {

@@ -33,11 +33,10 @@ use axum::routing::{get, post};
 use ferray_core::Error;
 use ferray_proto::Token;
 use ferray_proto::tls::CertKey;
+use ferray_proto::tls::TlsAcceptor;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 
 use crate::Head;
 
@@ -145,17 +144,12 @@ pub fn router(head: Head, tls: bool) -> Router {
         .layer(axum::middleware::from_fn_with_state(auth, auth::check))
 }
 
-/// Whether `sent` (an `Authorization` header) is `Bearer TOKEN`, compared
-/// in constant time.
-fn admits(token: &Token, sent: Option<&HeaderValue>) -> bool {
-    use subtle::ConstantTimeEq;
-    let Some(sent) = sent else { return false };
-    let want = format!("Bearer {}", token.as_str());
-    sent.as_bytes().ct_eq(want.as_bytes()).into()
-}
-
 async fn check_token(AxState(token): AxState<Arc<Token>>, req: Request, next: Next) -> Response {
-    if admits(&token, req.headers().get(header::AUTHORIZATION)) {
+    if req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|h| token.admits(h.as_bytes()))
+    {
         return next.run(req).await;
     }
     unauthorized()
@@ -173,30 +167,6 @@ fn unauthorized() -> Response {
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
-}
-
-/// The TLS server configuration of a certificate and key (PEM).
-fn tls_acceptor(id: &CertKey) -> Result<TlsAcceptor, Error> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::InvalidArgument(format!(
-            "the head's certificate or key is unusable for HTTPS: {e}"
-        ))
-    };
-    let certs = CertificateDer::pem_slice_iter(id.cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).map_err(|e| bad(&e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(&e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Head {
@@ -248,7 +218,7 @@ async fn serve_router(
     tls: Option<&CertKey>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let acceptor = tls.map(tls_acceptor).transpose()?;
+    let acceptor = tls.map(ferray_proto::tls::https_acceptor).transpose()?;
     let service = TowerToHyperService::new(router);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
