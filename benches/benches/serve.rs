@@ -9,6 +9,9 @@
 //! FERRAY_SERVE_BENCH_URL=http://127.0.0.1:8000/hello cargo bench -p ferray-benches --bench serve
 //! ```
 //!
+//! (A cluster's application, `ferray serve deploy`, takes the load without
+//! the cluster token when its file says `http.public = true`.)
+//!
 //! It prints, per server: the peak (closed loop, `CONNECTIONS` connections
 //! each sending its next request when the last is answered) in requests per
 //! second with its p50 and p99, then the latency at half of that peak (open
@@ -267,7 +270,7 @@ fn main() {
         );
         let app = ferray_serve::App::parse("bench.toml", &text, &dir).expect("the application");
         let server = ferray_serve::start(&rt, app).await.expect("ferray serve");
-        let url = format!("{}/hello", ferray_serve::url(server.local_addr()));
+        let url = format!("{}/hello", server.url());
         println!("# ferray serve, {cpus} replicas, {CONNECTIONS} connections, {SECONDS} s per run");
         measure("ferray_serve_hello", &url).await;
         let _ = std::fs::remove_dir_all(&dir);

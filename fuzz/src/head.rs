@@ -514,7 +514,7 @@ impl Driver<'_> {
 
     /// One event; returns its name (for the panic message).
     fn step(&mut self) -> &'static str {
-        match self.byte() % 28 {
+        match self.byte() % 29 {
             0 | 1 => {
                 let s = self.any_session();
                 self.st.touch(s, self.now);
@@ -860,6 +860,14 @@ impl Driver<'_> {
                     .collect();
                 self.st.handle(s, Input::DirectLost { tasks, unsent });
                 "direct calls lost"
+            }
+            28 => {
+                // A client will not use these results again (or a session
+                // that may not say so).
+                let s = self.any_session();
+                let tasks = (0..self.byte() % 3).map(|_| self.task()).collect();
+                self.st.handle(s, Input::Release(tasks));
+                "release"
             }
             _ => {
                 // A message from a session that should not send it.

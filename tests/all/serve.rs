@@ -836,6 +836,24 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         assert_eq!(get("/replica/config"), (200, r#"{"version":2}"#.into()));
     }
 
+    // A long-lived application does not fill the head: the task of each
+    // answered request (stateless) and each call of a replica (stateful) is
+    // forgotten, and its result freed on its node.
+    wait_for("the head to forget the answered requests", 30, || {
+        let v = c.state("tasks");
+        let ended: u64 = ["FINISHED", "FAILED"]
+            .iter()
+            .filter_map(|s| v.task_states.get(*s))
+            .sum();
+        (ended == 0).then_some(())
+    });
+    let objects = c.state("objects").objects;
+    assert!(
+        objects.len() <= 4,
+        "{} objects kept: {objects:?}",
+        objects.len()
+    );
+
     // Deleted: the proxy stops, the replicas go.
     let out = c.ok(&["serve", "delete"]);
     assert!(out.contains("deleted"), "{out}");

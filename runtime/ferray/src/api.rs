@@ -610,6 +610,19 @@ impl Runtime {
         self.inner().cancel(r)
     }
 
+    /// This client will not use these task results again (as Ray's
+    /// `internal_api.free`): on a cluster, once each task has ended the
+    /// head forgets it and frees its result on the nodes that hold it
+    /// (unless another task made the same object, a put did, or another job
+    /// refers to it), so that a long-lived client, a serve application for
+    /// one, does not hold every result until its job ends. Call it once
+    /// the value has been read; a task given one of these references
+    /// afterwards fails to find it. Embedded, an object goes with its last
+    /// reference, and this does nothing. A put's reference is ignored.
+    pub fn free(&self, refs: &[ObjectRef]) {
+        self.inner().free(refs)
+    }
+
     /// A handle to an actor by id (ids can travel inside values).
     pub fn actor_handle(&self, id: ActorId) -> ActorHandle {
         ActorHandle {
@@ -750,6 +763,9 @@ impl Component {
         let mut guard = CancelOnDrop(&self.rt, &r, false);
         let out = self.rt.get(&r).await;
         guard.2 = true;
+        // Read whole: the head forgets the request's task, the node frees
+        // the response.
+        self.rt.free(std::slice::from_ref(&r));
         out
     }
 
@@ -1001,7 +1017,10 @@ impl ActorHandle {
             crate::actors::READY_METHOD.to_string(),
             Vec::new(),
         )?;
-        self.rt.get_encoded(&r).await.map(|_| ())
+        let out = self.rt.get_encoded(&r).await.map(|_| ());
+        // Its reference never leaves here.
+        self.rt.free(std::slice::from_ref(&r));
+        out
     }
 
     /// Call a method with a tuple of arguments; the reference comes back at once.

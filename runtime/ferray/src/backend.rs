@@ -117,6 +117,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     fn cancel(&self, rt: &RtInner, caller: Caller, r: &ObjectRef) -> Result<(), Error>;
 
+    /// The caller will not use these task results again
+    /// ([`crate::Runtime::free`]). Here, an object goes with its last
+    /// reference: nothing to do.
+    fn free(&self, _refs: &[ObjectRef]) {}
+
     /// The bytes of an object this node's store does not hold; `None` when
     /// there is nowhere else to look.
     fn fetch(&self, id: ObjectId) -> Option<BoxFuture<'static, Result<Bytes, Error>>>;

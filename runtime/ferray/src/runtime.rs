@@ -514,6 +514,10 @@ impl RtInner {
         self.backend().cancel(self, Caller::Driver, r)
     }
 
+    pub(crate) fn free(&self, refs: &[ObjectRef]) {
+        self.backend().free(refs)
+    }
+
     /// Wait for `refs`: the indexes of at most `num_returns` ready ones, in
     /// the order given (Ray's `ray.wait`).
     pub(crate) async fn wait(

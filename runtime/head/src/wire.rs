@@ -170,6 +170,7 @@ pub(crate) fn input(m: up::Msg) -> Result<Option<Input>, Error> {
             task: TaskId(c.task),
             acting: acting(c.acting),
         },
+        up::Msg::Release(r) => Input::Release(r.tasks.into_iter().map(TaskId).collect()),
         up::Msg::Put(p) => Input::Put(Put {
             id: object_id(&p.id)?,
             size: p.size,

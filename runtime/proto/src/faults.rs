@@ -151,6 +151,7 @@ impl Faults {
             up::Msg::Started(_) => "Started",
             up::Msg::Output(_) => "TaskOutput",
             up::Msg::DirectLost(_) => "DirectLost",
+            up::Msg::Release(_) => "Release",
         };
         self.decide(kind)
     }

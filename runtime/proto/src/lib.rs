@@ -41,7 +41,7 @@ pub use view::{
 };
 
 /// The protocol a worker and a client announce; the head refuses others.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// The largest message any server or client of the cluster accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Objects and components travel in chunks of this size.

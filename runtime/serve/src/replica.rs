@@ -110,7 +110,10 @@ impl Stateful {
             }
             None => {
                 let r = self.handle.call("handle", (request,))?;
-                rt.get::<HttpResponse>(&r).await
+                let answer = rt.get::<HttpResponse>(&r).await;
+                // Read: the cluster need not keep the call or its answer.
+                rt.free(std::slice::from_ref(&r));
+                answer
             }
         }
     }
@@ -139,7 +142,9 @@ async fn batcher(
         let n = requests.len();
         let answered = async {
             let r = handle.call("handle-batch", (requests,))?;
-            rt.get::<Vec<HttpResponse>>(&r).await
+            let answer = rt.get::<Vec<HttpResponse>>(&r).await;
+            rt.free(std::slice::from_ref(&r));
+            answer
         }
         .await;
         match answered {

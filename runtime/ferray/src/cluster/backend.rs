@@ -110,6 +110,12 @@ impl Backend for Remote {
         Some(self.0.fetch(id))
     }
 
+    fn free(&self, refs: &[ObjectRef]) {
+        // (The head hears a client's release only: a worker's guests'
+        // references stay with their jobs.)
+        self.0.release(refs);
+    }
+
     fn blocked(&self, task: TaskId, blocked: bool) {
         self.0.blocked(task.0, blocked);
     }

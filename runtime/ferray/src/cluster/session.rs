@@ -1393,6 +1393,21 @@ impl Session {
         }
     }
 
+    /// The head may forget these tasks once they end, and free their
+    /// results (`Runtime::free`).
+    pub fn release(&self, refs: &[ObjectRef]) {
+        let tasks: Vec<u64> = refs
+            .iter()
+            .filter_map(|r| match r.name() {
+                RefName::Task(t) => Some(t.0),
+                RefName::Put(_) => None,
+            })
+            .collect();
+        if !tasks.is_empty() {
+            self.send(up::Msg::Release(v1::Release { tasks }));
+        }
+    }
+
     pub fn blocked(&self, task: u64, blocked: bool) {
         if task != 0 {
             self.send(up::Msg::Blocked(v1::Blocked { task, blocked }));

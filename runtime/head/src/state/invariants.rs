@@ -3,7 +3,7 @@
 //! nodes) and by the `head_state` fuzz target. Nothing here changes the
 //! state; a broken invariant is an `Err` that says which.
 
-use ferray_core::ResourceSet;
+use ferray_core::{ObjectId, ResourceSet};
 
 use super::{AState, Dep, HEAD_HOLDER, Kind, State, TState, Waiter};
 
@@ -247,6 +247,11 @@ impl State {
                 },
                 TState::Done(_) | TState::Failed(_) => {
                     ensure!(task.resolved, "{t} ended unresolved");
+                    // (Unless something still waits on it.)
+                    ensure!(
+                        !task.released || !task.waiters.is_empty(),
+                        "{t} ended, released, and is still kept"
+                    );
                 }
             }
             if let Kind::ActorCall { actor, .. } = &task.kind
@@ -298,7 +303,19 @@ impl State {
     }
 
     fn check_objects(&self) -> Result<(), String> {
+        let mut makers: std::collections::HashMap<ObjectId, u32> = Default::default();
+        for t in self.tasks.values() {
+            if let Some(m) = t.made {
+                *makers.entry(m).or_default() += 1;
+            }
+        }
         for (id, o) in &self.objects {
+            let made = makers.get(id).copied().unwrap_or(0);
+            ensure!(
+                o.makers == made,
+                "{id:?}: {} makers counted, {made} tasks made it",
+                o.makers
+            );
             for h in &o.holders {
                 ensure!(
                     *h == HEAD_HOLDER || self.nodes.get(h).is_some_and(|n| n.alive),

@@ -179,6 +179,8 @@ pub enum Input {
         task: TaskId,
         acting: Acting,
     },
+    /// A client will not use these tasks' results again (`Runtime::free`).
+    Release(Vec<TaskId>),
     Put(Put),
     /// A task waits in get or wait (its CPUs are given back) or resumes.
     Blocked {

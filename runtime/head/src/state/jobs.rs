@@ -258,7 +258,7 @@ impl State {
     }
 
     /// A waiter that is gone no longer waits on `dep`.
-    fn unwait(&mut self, dep: Dep, w: Waiter) {
+    pub(super) fn unwait(&mut self, dep: Dep, w: Waiter) {
         if let Some(list) = self.waiters_mut(dep) {
             list.retain(|x| *x != w);
         }
@@ -323,6 +323,9 @@ impl State {
                 );
             }
             if let Some(o) = task.made {
+                if let Some(e) = self.objects.get_mut(&o) {
+                    e.makers = e.makers.saturating_sub(1);
+                }
                 self.object_changed(o);
             }
             self.record_history(t, &task);
@@ -358,7 +361,7 @@ impl State {
         frees
     }
 
-    fn record_history(&mut self, t: TaskId, task: &TaskEntry) {
+    pub(super) fn record_history(&mut self, t: TaskId, task: &TaskEntry) {
         self.history.push_back(TaskInfo {
             id: t,
             job: task.job,

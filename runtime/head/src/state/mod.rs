@@ -162,6 +162,9 @@ struct TaskEntry {
     /// answers it: the head sends no `Resolved` for it unless the caller
     /// asks (`DirectLost`).
     direct: bool,
+    /// Its client will not use its result again (`Input::Release`): it is
+    /// forgotten once it has ended.
+    released: bool,
 }
 
 impl TaskEntry {
@@ -184,6 +187,7 @@ impl TaskEntry {
             waiting_on: None,
             open: None,
             direct: false,
+            released: false,
         }
     }
 
@@ -232,6 +236,12 @@ struct ObjEntry {
     uploading: bool,
     /// The task that made it (lineage), else it came from `put`.
     producer: Option<TaskId>,
+    /// How many tasks in the table made it (their latest attempt's result):
+    /// a released task's result is freed only when none other did.
+    makers: u32,
+    /// A `put` of its job's made it too (content addressed): a released
+    /// task's result is then kept.
+    put: bool,
     jobs: Set<JobId>,
     /// Kept until the head stops (`ferray put`).
     pinned: bool,
@@ -463,6 +473,7 @@ impl State {
                     }
                 }
             }
+            Input::Release(tasks) => self.release(session, &tasks),
             Input::Put(p) => {
                 if let Err(e) = self.put(session, p) {
                     tracing::warn!("session {session}: a put was refused: {e}");

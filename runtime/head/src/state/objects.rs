@@ -74,6 +74,7 @@ impl State {
         // uploads): what waited for the upload goes.
         let wake = gave_up || (!was_available && o.available());
         if live {
+            o.put = true;
             o.jobs.insert(job);
             if let Some(j) = self.jobs.get_mut(&job) {
                 j.objects.insert(id);

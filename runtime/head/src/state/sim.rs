@@ -846,7 +846,16 @@ impl Sim {
                     }),
                 );
             }
-            83..=86 => {
+            85..=86 => {
+                let tasks = &self.clients[i].tasks;
+                if tasks.is_empty() {
+                    return;
+                }
+                let t = tasks[self.rng.below(tasks.len())];
+                self.note(format!("{t} released"));
+                self.w.send(c.session, Input::Release(vec![t]));
+            }
+            83..=84 => {
                 let tasks = &self.clients[i].tasks;
                 if tasks.is_empty() {
                     return;

@@ -7,8 +7,9 @@ use ferray_core::{AttemptEnd, ComponentId, Error, JobId, NodeId, TaskId};
 
 use super::timeline::End;
 use super::{
-    ArgNow, Dep, Done, Effect, INLINE_MAX, JobState, Kind, Made, ObjEntry, Outcome, State, Submit,
-    TState, TaskEntry, Waiter, check_id, give_back, lost_made, lost_put, task_demand,
+    ArgNow, Dep, Done, Effect, HEAD_HOLDER, INLINE_MAX, JobState, Kind, Made, ObjEntry, Outcome,
+    State, Submit, TState, TaskEntry, Waiter, check_id, give_back, lost_made, lost_put,
+    task_demand,
 };
 use crate::state::{AState, Arg};
 
@@ -342,6 +343,7 @@ impl State {
             // Calls queued behind this one may go now.
             self.flush_actor(a);
         }
+        self.forget_released(t);
     }
 
     /// An attempt ended on its node: a result, an error, or nothing.
@@ -505,7 +507,7 @@ impl State {
         };
         let oid = m.id;
         task.state = TState::Done(oid);
-        task.made = Some(oid);
+        let before = task.made.replace(oid);
         let first = !std::mem::replace(&mut task.resolved, true);
         let driver = matches!(task.kind, Kind::Driver { .. });
         // A direct call's node answered its caller.
@@ -514,7 +516,16 @@ impl State {
             Kind::ActorCall { actor, .. } => Some(actor),
             _ => None,
         };
+        if before != Some(oid)
+            && let Some(b) = before
+            && let Some(o) = self.objects.get_mut(&b)
+        {
+            o.makers = o.makers.saturating_sub(1);
+        }
         let o = self.objects.entry(oid).or_default();
+        if before != Some(oid) {
+            o.makers += 1;
+        }
         o.size = m.size;
         o.holders.insert(node);
         if o.producer.is_none() {
@@ -560,7 +571,9 @@ impl State {
                 JobState::Succeeded
             };
             self.finish_job(job, state, wave, String::new(), err_value);
+            return;
         }
+        self.forget_released(t);
     }
 
     /// A result nobody will refer to: the node drops its copy (unless the
@@ -574,6 +587,97 @@ impl State {
         {
             self.send_node(node, Effect::Free(vec![m.id]));
         }
+    }
+
+    /// A client will not use these tasks' results again (Ray's `free`):
+    /// each of its own job's tasks is forgotten once it has ended (now, or
+    /// when it ends). A worker's release, a driver's or another job's task
+    /// is ignored.
+    pub(super) fn release(&mut self, session: u64, tasks: &[TaskId]) {
+        let Some(job) = self
+            .sessions
+            .get(&session)
+            .filter(|s| s.node.is_none())
+            .and_then(|s| s.job)
+        else {
+            return;
+        };
+        for &t in tasks {
+            let Some(task) = self.tasks.get_mut(&t) else {
+                continue;
+            };
+            if task.job != job || matches!(task.kind, Kind::Driver { .. }) {
+                continue;
+            }
+            task.released = true;
+            self.forget_released(t);
+        }
+    }
+
+    /// A released task that has ended, and that no task waits on, is
+    /// forgotten (its history kept); its result is freed on every holder
+    /// unless another task made the same object, a put did, another job
+    /// refers to it or something waits on it.
+    pub(super) fn forget_released(&mut self, t: TaskId) {
+        let Some(task) = self.tasks.get(&t) else {
+            return;
+        };
+        let ended = matches!(task.state, TState::Done(_) | TState::Failed(_));
+        if !task.released || !ended || !task.resolved || !task.waiters.is_empty() {
+            return;
+        }
+        let Some(task) = self.tasks.remove(&t) else {
+            return;
+        };
+        let job = task.job;
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.tasks.remove(&t);
+        }
+        // What still names it: the dependency it waited on, and, when it
+        // failed before it ran, its actor's calls or the placement queues.
+        if let Some(dep) = task.waiting_on {
+            self.unwait(dep, Waiter::Task(t));
+        }
+        if matches!(task.state, TState::Failed(_)) {
+            match &task.kind {
+                Kind::ActorCall { actor, .. } => {
+                    if let Some(a) = self.actors.get_mut(actor) {
+                        a.calls.retain(|c| *c != t);
+                    }
+                }
+                _ => self.purge_queues(),
+            }
+        }
+        self.record_history(t, &task);
+        let Some(oid) = task.made else {
+            return;
+        };
+        let Some(o) = self.objects.get_mut(&oid) else {
+            return;
+        };
+        o.makers = o.makers.saturating_sub(1);
+        let shared = o.makers > 0
+            || o.put
+            || o.pinned
+            || !o.waiters.is_empty()
+            || o.jobs.iter().any(|j| *j != job);
+        if shared {
+            return;
+        }
+        let Some(o) = self.objects.remove(&oid) else {
+            return;
+        };
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.objects.remove(&oid);
+        }
+        for h in o.holders {
+            if h == HEAD_HOLDER {
+                self.out.head_frees.push(oid);
+            } else {
+                self.send_node(h, Effect::Free(vec![oid]));
+            }
+        }
+        self.object_changed(oid);
     }
 
     pub(super) fn cancel(&mut self, t: TaskId) {

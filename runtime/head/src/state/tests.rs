@@ -1375,6 +1375,61 @@ fn objects_another_job_refers_to_outlive_a_job() {
 }
 
 #[test]
+fn a_released_task_is_forgotten_once_it_ends_and_its_result_freed_unless_shared() {
+    let mut w = World::new();
+    let n = w.node(4.0);
+    let c = w.client();
+    let other = w.client();
+    let job = |w: &World, c: Client| w.st.jobs[&c.job].tasks.len();
+    // Released after it ended: forgotten at once, its result freed.
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    let o = w.run(n, t, 1, b"answer", true);
+    w.take();
+    w.send(c.session, Input::Release(vec![t]));
+    assert!(!w.st.tasks.contains_key(&t));
+    assert!(!w.st.objects.contains_key(&o));
+    assert_eq!(w.take().frees(n), vec![o]);
+    assert_eq!(job(&w, c), 0);
+    // Released before it ends: its submitter still gets the result, then it
+    // is forgotten.
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    w.send(c.session, Input::Release(vec![t]));
+    assert!(w.st.tasks.contains_key(&t));
+    let o = w.run(n, t, 1, b"later", true);
+    let sent = w.take();
+    assert_eq!(sent.resolved(c.session).len(), 1);
+    assert_eq!(sent.frees(n), vec![o]);
+    assert!(!w.st.tasks.contains_key(&t));
+    // Two tasks made the same object: releasing one keeps it for the other.
+    let (t1, t2) = (
+        w.submit(c, vec![], opts(1.0, 0)),
+        w.submit(c, vec![], opts(1.0, 0)),
+    );
+    let o = w.run(n, t1, 1, b"same", true);
+    w.run(n, t2, 1, b"same", true);
+    w.take();
+    w.send(c.session, Input::Release(vec![t1]));
+    assert!(!w.st.tasks.contains_key(&t1));
+    assert!(w.st.objects.contains_key(&o));
+    assert!(w.take().frees(n).is_empty());
+    w.send(c.session, Input::Release(vec![t2]));
+    assert!(!w.st.objects.contains_key(&o));
+    // A failed task is forgotten too; another job's release is ignored, as
+    // is a worker's.
+    let t = w.submit(c, vec![], opts(1.0, 0));
+    w.started(n, t);
+    w.fail(n, t, 1, Error::Trap("no".into()));
+    w.send(other.session, Input::Release(vec![t]));
+    w.send(n.session, Input::Release(vec![t]));
+    assert!(w.st.tasks.contains_key(&t));
+    w.send(c.session, Input::Release(vec![t]));
+    assert!(!w.st.tasks.contains_key(&t));
+    // Its history is kept.
+    assert!(w.st.history.iter().any(|h| h.id == t));
+    w.st.check_invariants().expect("the invariants hold");
+}
+
+#[test]
 fn a_driver_runs_its_job_and_its_result_ends_the_job() {
     let mut w = World::new();
     let n = w.node(1.0);
