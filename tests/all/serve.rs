@@ -854,8 +854,9 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
         objects.len()
     );
 
-    // Deleted: the proxy stops, the replicas go.
-    let out = c.ok(&["serve", "delete"]);
+    // Deleted: the proxy stops, the replicas go (the file may be named, as
+    // with deploy).
+    let out = c.ok(&["serve", "delete", app_s]);
     assert!(out.contains("deleted"), "{out}");
     let fresh = reqwest::blocking::Client::new()
         .get(format!("{base}/"))
@@ -880,10 +881,10 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
 #[test]
 fn a_proxy_on_every_node_takes_requests_for_the_clusters_application() {
     let c = super::harness::Cluster::start(1);
+    // (Where the file says nothing, the command line's flag; the file's
+    // `proxy_location = "EveryNode"` is in the TLS test.)
     let (_dir, app) = app_dir(
         r#"
-proxy_location = "EveryNode"
-
 [http]
 port = 0
 max_request_body = "1KiB"
@@ -899,7 +900,19 @@ component = "replica.wasm"
 kind = "replica"
 "#,
     );
-    c.ok(&["serve", "deploy", app.to_str().expect("a UTF-8 path")]);
+    let app_s = app.to_str().expect("a UTF-8 path");
+    let out = c
+        .cmd()
+        .args(["serve", "deploy", "--proxy-location", "everywhere", app_s])
+        .output()
+        .expect("run ferray");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("expected head-only or every-node"),
+        "{}",
+        stderr(&out)
+    );
+    c.ok(&["serve", "deploy", "--proxy-location", "every-node", app_s]);
     // The worker's proxy, on its own port of this machine.
     let log = c.workers[0].2.clone();
     let node = wait_for("the worker's proxy", 60, || {

@@ -30,8 +30,17 @@ pub(crate) enum ServeCommand {
 pub(crate) struct DeployArgs {
     #[command(flatten)]
     connect: crate::cluster::ConnectArgs,
+    /// Where the application takes requests: head-only (the proxy on the
+    /// head's machine) or every-node (a proxy on every node too); over the
+    /// file's `proxy_location`.
+    #[arg(long, value_name = "WHERE", value_parser = parse_proxy_location)]
+    proxy_location: Option<ferray_serve::ProxyLocation>,
     /// The application file (TOML); its components are read beside it.
     app: PathBuf,
+}
+
+fn parse_proxy_location(s: &str) -> Result<ferray_serve::ProxyLocation, String> {
+    s.parse()
 }
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +50,10 @@ pub(crate) struct StatusArgs {
     /// Print JSON (`ferray_core::view::ServeStatus`) instead of a table.
     #[arg(long)]
     json: bool,
+    /// The application file, if named (a cluster runs one application:
+    /// the one it runs is meant).
+    #[arg(value_name = "APP.toml")]
+    _app: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,7 +99,15 @@ fn deploy(args: DeployArgs) -> Result<ExitCode> {
     let status = exec.block_on(async {
         let mut client = args.connect.client().await?;
         let origin = args.app.display().to_string();
-        anyhow::Ok(client.serve_deploy(text, origin, components).await?)
+        let proxy_location = args.proxy_location.map(|p| match p {
+            ferray_serve::ProxyLocation::HeadOnly => "head-only".to_string(),
+            ferray_serve::ProxyLocation::EveryNode => "every-node".to_string(),
+        });
+        anyhow::Ok(
+            client
+                .serve_deploy(text, origin, components, proxy_location)
+                .await?,
+        )
     })?;
     print_status(&status);
     outln!("ferray serve: deployed; listening on {}", status.proxy);

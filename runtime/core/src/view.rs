@@ -429,4 +429,7 @@ pub struct ServeApp {
     /// Where it came from, for messages (its path on the deploying machine).
     pub origin: String,
     pub components: BTreeMap<String, bytes::Bytes>,
+    /// `--proxy-location`, over the file's `proxy_location` (empty: the
+    /// file's).
+    pub proxy_location: String,
 }

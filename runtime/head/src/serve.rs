@@ -70,6 +70,7 @@ impl Head {
                 text: app.text,
                 origin: app.origin,
                 components,
+                proxy_location: app.proxy_location,
             })
             .await
             .map_err(|e| to_status(&e))?;

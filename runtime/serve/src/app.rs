@@ -125,15 +125,34 @@ pub struct HttpOptions {
     pub public: bool,
 }
 
-/// Where a cluster's application takes requests (Ray's `proxy_location`).
+/// Where a cluster's application takes requests (Ray's `proxy_location`;
+/// also spelled as the command line does, `head-only`, `every-node`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ProxyLocation {
     /// The proxy in the head process only.
     #[default]
+    #[serde(alias = "head-only")]
     HeadOnly,
     /// Also a proxy on every worker node, at the same host and port on its
     /// machine, which hands each request to the head's application.
+    #[serde(alias = "every-node")]
     EveryNode,
+}
+
+impl std::str::FromStr for ProxyLocation {
+    type Err = String;
+
+    /// `HeadOnly` or `EveryNode`, or as a command line spells them,
+    /// `head-only` or `every-node`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HeadOnly" | "head-only" => Ok(ProxyLocation::HeadOnly),
+            "EveryNode" | "every-node" => Ok(ProxyLocation::EveryNode),
+            _ => Err(format!(
+                "--proxy-location: expected head-only or every-node, got {s:?}"
+            )),
+        }
+    }
 }
 
 /// Ray Serve's default `max_ongoing_requests`.

@@ -63,8 +63,12 @@ impl Controller {
 
     /// Deploy `app`: start it, or roll the running one over to it.
     pub async fn deploy(&self, app: ServeApp) -> Result<ServeStatus, Error> {
-        let parsed = App::parse(&app.origin, &app.text, Path::new("."))
+        let mut parsed = App::parse(&app.origin, &app.text, Path::new("."))
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if !app.proxy_location.is_empty() {
+            parsed.http.proxy_location =
+                app.proxy_location.parse().map_err(Error::InvalidArgument)?;
+        }
         let mut running = self.app.lock().await;
         let rt = self.runtime().await?;
         let mut components = Vec::new();

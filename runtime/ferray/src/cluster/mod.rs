@@ -273,11 +273,13 @@ impl Client {
     /// each deployment's component is uploaded, then the head's serve
     /// controller starts the application, or rolls the running one over
     /// to it. `components` are the deployments' bytes by name.
+    /// `proxy_location`, when given, stands over the file's.
     pub async fn serve_deploy(
         &mut self,
         text: String,
         origin: String,
         components: Vec<(String, Bytes)>,
+        proxy_location: Option<String>,
     ) -> Result<ferray_core::view::ServeStatus, Error> {
         let mut ids = std::collections::HashMap::new();
         for (name, bytes) in components {
@@ -291,6 +293,7 @@ impl Client {
                 text,
                 origin,
                 components: ids,
+                proxy_location: proxy_location.unwrap_or_default(),
             })
             .await
             .map_err(status("deploying the application"))?;
