@@ -208,3 +208,65 @@ fn a_connected_program_keeps_its_actor_through_a_restart_of_the_head() {
     let logs = c.log("head-1.log");
     assert!(logs.contains("came back"), "{logs}");
 }
+
+/// The head's serve application is kept in its database: a head started
+/// again on it deploys the application again, on the same address, with
+/// new stateful replicas (constructed again); one deleted stays deleted.
+#[test]
+fn a_restarted_head_runs_its_serve_application_again() {
+    let mut c = Cluster::start(1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (_dir, app) = super::serve::app_dir(&format!(
+        r#"
+[http]
+port = {port}
+
+[[deployment]]
+name = "hello"
+component = "hello.wasm"
+route_prefix = "/"
+
+[[deployment]]
+name = "replica"
+component = "replica.wasm"
+kind = "replica"
+"#
+    ));
+    let app_s = app.to_str().expect("a UTF-8 path");
+    let base = super::serve::deployed_at(&c.ok(&["serve", "deploy", app_s]));
+    let http = super::serve::cluster_client(&c);
+    let get = |path: &str| {
+        http.get(format!("{base}{path}"))
+            .send()
+            .ok()
+            .filter(|r| r.status().as_u16() == 200)
+            .and_then(|r| r.text().ok())
+    };
+    assert_eq!(get("/replica/count").as_deref(), Some("1"));
+    assert_eq!(get("/replica/count").as_deref(), Some("2"));
+
+    c.restart_head(1);
+    let hello = wait_for("the application to run again", 180, || get("/?name=Bo"));
+    assert_eq!(hello, "Hello, Bo! (path /?name=Bo)\n");
+    // A new replica: its state starts again.
+    let count = wait_for("the replica to answer", 120, || get("/replica/count"));
+    assert_eq!(count, "1");
+    let status: ferray_serve::ServeStatus =
+        serde_json::from_str(&c.ok(&["serve", "status", "--json"])).expect("status JSON");
+    assert_eq!(status.proxy, base);
+    let logs = c.log("head-1.log");
+    assert!(logs.contains("application runs again"), "{logs}");
+
+    // Deleted, it is not deployed again by the next head.
+    c.ok(&["serve", "delete"]);
+    c.restart_head(2);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(http.get(format!("{base}/")).send().is_err());
+    assert!(
+        c.ok(&["serve", "status"])
+            .contains("no application is running")
+    );
+}

@@ -575,6 +575,8 @@ fn run_head(args: &StartArgs, pid_file: &Path) -> Result<ExitCode> {
         ferray_serve::Guard::this_node(token.clone())?,
     ));
     head.set_serve(std::sync::Arc::new(crate::serve::HeadServe(serve.clone())));
+    // The application the earlier head ran (kept in its database), again.
+    exec.spawn(head.clone().restore_serve_app());
     let worker = if args.no_worker {
         None
     } else {

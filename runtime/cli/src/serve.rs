@@ -226,6 +226,11 @@ impl ferray_head::ServeControl for HeadServe {
         })
     }
 
+    fn restore(&self, app: ferray_core::view::ServeApp) -> ferray_head::ServeFuture {
+        let c = self.0.clone();
+        Box::pin(async move { c.restore(app).await })
+    }
+
     fn status(&self) -> ferray_head::ServeFuture {
         let c = self.0.clone();
         Box::pin(async move { Ok(c.status().await) })

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use ferray_core::{ComponentId, Error, JobId, ObjectId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::state::{Counters, JobRecord, Save, Saved, SessionRecord};
+use crate::state::{Counters, JobRecord, Save, Saved, ServeRecord, SessionRecord};
 
 /// Jobs by id, as JSON records.
 const JOBS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("jobs");
@@ -43,6 +43,8 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> Error {
 enum Write {
     Saves(Vec<Save>),
     Pinned(ObjectId, Bytes),
+    /// The serve application (none: deleted).
+    ServeApp(Option<ServeRecord>),
     /// Answered once everything before it is committed.
     Sync(mpsc::Sender<()>),
 }
@@ -114,6 +116,11 @@ impl Db {
         self.send(Write::Pinned(id, bytes));
     }
 
+    /// Queue the serve application the head runs (none: it was deleted).
+    pub fn save_serve_app(&self, app: Option<ServeRecord>) {
+        self.send(Write::ServeApp(app));
+    }
+
     /// Wait until everything queued so far is committed.
     pub fn sync(&self) {
         let (tx, rx) = mpsc::channel();
@@ -163,6 +170,16 @@ fn read(db: &Database, path: &Path) -> Result<Saved, Error> {
     if let Some(v) = meta.get("counters").map_err(|e| db_err(path, e))? {
         saved.counters = serde_json::from_slice::<Counters>(v.value())
             .map_err(|e| db_err(path, format!("unreadable counters: {e}")))?;
+    }
+    if let Some(v) = meta.get("serve-app").map_err(|e| db_err(path, e))? {
+        match serde_json::from_slice::<ServeRecord>(v.value()) {
+            Ok(app) => saved.serve_app = Some(app),
+            // It costs the application (deploy it again), not the cluster.
+            Err(e) => tracing::warn!(
+                "the serve application in {} is unreadable: {e}",
+                path.display()
+            ),
+        }
     }
     let jobs = r.open_table(JOBS).map_err(|e| db_err(path, e))?;
     for row in jobs.iter().map_err(|e| db_err(path, e))? {
@@ -293,6 +310,14 @@ fn commit(
                 Write::Pinned(id, bytes) => {
                     pinned.insert(id.as_bytes(), bytes.as_ref())?;
                 }
+                Write::ServeApp(Some(app)) => {
+                    if let Ok(v) = serde_json::to_vec(&app) {
+                        meta.insert("serve-app", v.as_slice())?;
+                    }
+                }
+                Write::ServeApp(None) => {
+                    meta.remove("serve-app")?;
+                }
                 Write::Sync(s) => syncs.push(s),
             }
         }
@@ -372,11 +397,19 @@ mod tests {
             Save::ForgetSession(6),
         ]);
         db.save_pinned(oid, obj.clone());
+        let app = |v: &str| ServeRecord {
+            text: format!("# version {v}"),
+            origin: "app.toml".into(),
+            components: [("hello".to_string(), cid)].into_iter().collect(),
+            proxy_location: String::new(),
+        };
+        db.save_serve_app(Some(app("1")));
+        db.save_serve_app(Some(app("2")));
         // Bytes that are not what their id says.
         db.save_pinned(ObjectId::of(b"other"), Bytes::from_static(b"not other"));
         db.sync();
         drop(db);
-        let (_db, saved): (Db, Saved) = Db::open(&path).expect("reopened");
+        let (db, saved): (Db, Saved) = Db::open(&path).expect("reopened");
         assert_eq!(
             saved.jobs,
             vec![(JobId(1), record(JobState::Succeeded, "ok(1)"))]
@@ -393,6 +426,12 @@ mod tests {
         );
         assert_eq!(saved.sessions, vec![(5, session(Some(2)))]);
         assert_eq!(saved.pinned, vec![(oid, obj)]);
+        // The latest application; none once deleted.
+        assert_eq!(saved.serve_app, Some(app("2")));
+        db.save_serve_app(None);
+        drop(db);
+        let (_db, saved) = Db::open(&path).expect("reopened");
+        assert_eq!(saved.serve_app, None);
     }
 
     #[test]

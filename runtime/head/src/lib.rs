@@ -416,6 +416,9 @@ pub struct Head {
     config: Arc<HeadConfig>,
     /// The head process's serve controller, when it runs one.
     serve: Arc<std::sync::OnceLock<Arc<dyn ServeControl>>>,
+    /// Its application, as the database has it, and the application the
+    /// earlier head ran (to deploy again, [`Head::restore_serve_app`]).
+    serve_app: Arc<serve::SavedApp>,
 }
 
 impl Head {
@@ -424,10 +427,12 @@ impl Head {
         let store = Arc::new(ObjectStore::new(config.store.clone())?);
         let mut state = State::new(address);
         state.job_caps = config.job_caps;
+        let mut serve_app = None;
         let db = match &config.state_db {
             Some(path) => {
                 let (db, mut saved) = db::Db::open(path)?;
                 let pinned = std::mem::take(&mut saved.pinned);
+                serve_app = saved.serve_app.take();
                 if !saved.jobs.is_empty() || !saved.components.is_empty() || !pinned.is_empty() {
                     tracing::info!(
                         "the head takes back {} jobs, {} components and {} put objects from {}",
@@ -467,11 +472,14 @@ impl Head {
         // What the restore changed (jobs ended, drivers queued) is saved.
         let mut core = core;
         core.flush();
+        let serve_app =
+            serve::SavedApp::restored(serve_app, |id| core.state.components.get(id).cloned());
         Ok(Head {
             core: Arc::new(Mutex::new(core)),
             store,
             config: Arc::new(config),
             serve: Default::default(),
+            serve_app: Arc::new(serve_app),
         })
     }
 

@@ -63,6 +63,16 @@ impl Controller {
 
     /// Deploy `app`: start it, or roll the running one over to it.
     pub async fn deploy(&self, app: ServeApp) -> Result<ServeStatus, Error> {
+        self.deploy_if(app, true).await
+    }
+
+    /// Deploy `app` if no application runs (a restarted head's again);
+    /// else the running one's status.
+    pub async fn restore(&self, app: ServeApp) -> Result<ServeStatus, Error> {
+        self.deploy_if(app, false).await
+    }
+
+    async fn deploy_if(&self, app: ServeApp, over_running: bool) -> Result<ServeStatus, Error> {
         let mut parsed = App::parse(&app.origin, &app.text, Path::new("."))
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if !app.proxy_location.is_empty() {
@@ -70,6 +80,9 @@ impl Controller {
                 app.proxy_location.parse().map_err(Error::InvalidArgument)?;
         }
         let mut running = self.app.lock().await;
+        if running.is_some() && !over_running {
+            return Ok(status_of(running.as_ref()));
+        }
         let rt = self.runtime().await?;
         let mut components = Vec::new();
         for d in &parsed.deployments {

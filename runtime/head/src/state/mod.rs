@@ -58,7 +58,7 @@ pub use io::{
     StartActor, Submit, WorkerHello,
 };
 pub use rejoin::{LiveActor, REJOIN_WINDOW, Rejoined, RunningAttempt, SessionRecord};
-pub use saved::{Counters, JobRecord, Save, Saved};
+pub use saved::{Counters, JobRecord, Save, Saved, ServeRecord};
 pub use timeline::unix_us;
 pub use views::{ClusterPage, SampleNumbers, TaskInfo};
 

@@ -6,7 +6,9 @@
 //! restarted head reads them back with [`State::restore`].
 //!
 //! Also the open sessions: a restarted head takes them back with what
-//! their workers run (`rejoin.rs`). Tasks, actors and objects other than
+//! their workers run (`rejoin.rs`); and the serve application the head
+//! process runs ([`ServeRecord`], written by the serve edge, not the state),
+//! which a restarted head deploys again. Tasks, actors and objects other than
 //! `ferray put`'s (which the edge keeps itself) are not kept: they come
 //! back with their nodes; a job whose driver does not come back runs it
 //! again (see [`State::restore`]).
@@ -89,9 +91,23 @@ pub enum Save {
     ForgetSession(u64),
 }
 
+/// The serve application a head process runs (`ferray serve deploy`): its
+/// file, where it came from, each deployment's component (kept in the
+/// components table) and the command line's `--proxy-location`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeRecord {
+    pub text: String,
+    pub origin: String,
+    pub components: std::collections::BTreeMap<String, ComponentId>,
+    #[serde(default)]
+    pub proxy_location: String,
+}
+
 /// What a head kept, read back at its start.
 #[derive(Clone, Debug, Default)]
 pub struct Saved {
+    /// The serve application it ran.
+    pub serve_app: Option<ServeRecord>,
     pub jobs: Vec<(JobId, JobRecord)>,
     pub components: Vec<(ComponentId, Bytes)>,
     pub counters: Counters,
