@@ -948,6 +948,7 @@ impl Driver<'_> {
                 }
                 Effect::Resolved { .. }
                 | Effect::Free(_)
+                | Effect::FreeSeen(_)
                 | Effect::Output { .. }
                 | Effect::ActorAt(_)
                 | Effect::CheckCalls(_) => {}

@@ -673,6 +673,15 @@ fn serve_deploy_runs_an_application_on_a_cluster_and_updates_it_without_failing_
     assert_eq!(r.status().as_u16(), 401);
     let r = anyone.get(format!("{base}/-/healthz")).send().expect("GET");
     assert_eq!(r.status().as_u16(), 200);
+    // The token stops at the proxy: a guest never sees the cluster's secret.
+    let r = http
+        .get(format!("{base}/replica/headers"))
+        .header("x-mine", "1")
+        .send()
+        .expect("GET");
+    let names = r.text().unwrap_or_default();
+    assert!(names.lines().any(|l| l == "x-mine"), "{names}");
+    assert!(!names.contains("authorization"), "{names}");
     let get = |path: &str| -> (u16, String) {
         match http.get(format!("{base}{path}")).send() {
             Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),

@@ -623,6 +623,12 @@ impl Runtime {
         self.inner().free(refs)
     }
 
+    /// A guard that frees `r` ([`Runtime::free`]) when it goes: once its
+    /// value has been read, or when the reader gives up.
+    pub fn free_on_drop<'a>(&'a self, r: &'a ObjectRef) -> FreeOnDrop<'a> {
+        FreeOnDrop(self, r)
+    }
+
     /// A handle to an actor by id (ids can travel inside values).
     pub fn actor_handle(&self, id: ActorId) -> ActorHandle {
         ActorHandle {
@@ -760,12 +766,12 @@ impl Component {
                 }
             }
         }
+        // Read whole, or given up: the head forgets the request's task once
+        // it ends, and the node frees the response.
+        let _free = FreeOnDrop(&self.rt, &r);
         let mut guard = CancelOnDrop(&self.rt, &r, false);
         let out = self.rt.get(&r).await;
         guard.2 = true;
-        // Read whole: the head forgets the request's task, the node frees
-        // the response.
-        self.rt.free(std::slice::from_ref(&r));
         out
     }
 
@@ -1017,10 +1023,9 @@ impl ActorHandle {
             crate::actors::READY_METHOD.to_string(),
             Vec::new(),
         )?;
-        let out = self.rt.get_encoded(&r).await.map(|_| ());
-        // Its reference never leaves here.
-        self.rt.free(std::slice::from_ref(&r));
-        out
+        // Its reference never leaves here (also when the caller gives up).
+        let _free = FreeOnDrop(&self.rt, &r);
+        self.rt.get_encoded(&r).await.map(|_| ())
     }
 
     /// Call a method with a tuple of arguments; the reference comes back at once.
@@ -1047,5 +1052,14 @@ impl ActorHandle {
             .kill_actor(self.id)
             .now_or_never()
             .unwrap_or(Ok(()))
+    }
+}
+
+/// Frees its reference when it goes ([`Runtime::free_on_drop`]).
+pub struct FreeOnDrop<'a>(&'a Runtime, &'a ObjectRef);
+
+impl Drop for FreeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.free(std::slice::from_ref(self.1));
     }
 }

@@ -36,8 +36,8 @@ mod sched;
 mod tasks;
 
 pub use api::{
-    ActorBuilder, ActorHandle, Component, Runtime, RuntimeBuilder, RuntimeStats, TaskBuilder,
-    WaveResult, default_cache_dir,
+    ActorBuilder, ActorHandle, Component, FreeOnDrop, Runtime, RuntimeBuilder, RuntimeStats,
+    TaskBuilder, WaveResult, default_cache_dir,
 };
 pub use ferray_codec::{ClassInfo, ComponentInfo, FuncInfo, Inspection};
 pub use ferray_core::{

@@ -52,7 +52,8 @@ impl SavedApp {
             for (name, id) in r.components {
                 let Some(bytes) = component(&id) else {
                     tracing::warn!(
-                        "serve: the earlier head's application is not deployed again:                          deployment {name:?}'s component {id} is gone from the head's database"
+                        "serve: the earlier head's application is not deployed again: \
+                         deployment {name:?}'s component {id} is gone from the head's database"
                     );
                     return None;
                 };
@@ -103,9 +104,10 @@ impl Head {
         })
     }
 
-    /// A deploy or a delete begins: a restore in progress stops.
-    fn replacing_serve_app(&self) {
-        self.serve_app.generation.fetch_add(1, Ordering::SeqCst);
+    /// A deploy or a delete begins: a restore in progress stops. Its
+    /// generation.
+    fn replacing_serve_app(&self) -> u64 {
+        self.serve_app.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Keep `app` in the head's database (none: deleted).
@@ -164,7 +166,7 @@ impl Head {
         app: v1::ServeApp,
     ) -> Result<Response<v1::ServeStatus>, Status> {
         let control = self.serve_control()?;
-        self.replacing_serve_app();
+        let generation = self.replacing_serve_app();
         let mut components = BTreeMap::new();
         let mut ids = BTreeMap::new();
         for (name, id) in app.components {
@@ -195,7 +197,11 @@ impl Head {
             })
             .await
             .map_err(|e| to_status(&e))?;
-        self.save_serve_app(Some(record));
+        // Unless a delete or another deploy came meanwhile (that one is
+        // what the database keeps).
+        if self.serve_app.generation.load(Ordering::SeqCst) == generation {
+            self.save_serve_app(Some(record));
+        }
         Ok(Response::new(ferray_proto::serve_status_to(status)))
     }
 
@@ -225,7 +231,12 @@ impl Head {
     ) -> Result<Response<v1::ServeAnswer>, Status> {
         let control = self.serve_control()?;
         let (deployment, request) = ferray_proto::serve_call_from(call);
-        let answer = control.call(deployment, request).await;
+        let answer = control.call(deployment, request).await.and_then(|a| {
+            // (Not the caller's fault: a failure of the deployment's.)
+            ferray_core::http::check_forwarded("the deployment's answer", a.body.len())
+                .map_err(|e| Error::System(e.to_string()))?;
+            Ok(a)
+        });
         Ok(Response::new(ferray_proto::serve_answer_to(answer)))
     }
 }

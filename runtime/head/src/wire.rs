@@ -343,6 +343,11 @@ pub(crate) fn down(e: Effect) -> Option<v1::Down> {
         Effect::Cancel(t) => down::Msg::Cancel(v1::CancelTask { task: t.0 }),
         Effect::Free(ids) => down::Msg::Free(v1::Free {
             ids: ids.iter().map(id_bytes).collect(),
+            seen: Vec::new(),
+        }),
+        Effect::FreeSeen(ids) => down::Msg::Free(v1::Free {
+            ids: ids.iter().map(|(id, _)| id_bytes(id)).collect(),
+            seen: ids.iter().map(|(_, n)| *n).collect(),
         }),
         Effect::Output {
             source,

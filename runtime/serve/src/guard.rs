@@ -74,15 +74,20 @@ impl Guard {
         )
     }
 
-    /// The answer to a request this guard refuses (401), if it does.
-    pub(crate) fn refuses<B>(&self, req: &Request<B>) -> Option<Answer> {
+    /// The answer to a request this guard refuses (401), if it does. A
+    /// request it lets by loses the token's header: the guest never sees
+    /// the cluster's secret.
+    pub(crate) fn refuses<B>(&self, req: &mut Request<B>) -> Option<Answer> {
         let token = self.token.as_ref()?;
-        if req.uri().path() == "/-/healthz"
-            || req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .is_some_and(|h| token.admits(h.as_bytes()))
-        {
+        let sent = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|h| token.admits(h.as_bytes()));
+        if sent {
+            req.headers_mut().remove(header::AUTHORIZATION);
+            return None;
+        }
+        if req.uri().path() == "/-/healthz" {
             return None;
         }
         let mut r = text(

@@ -148,7 +148,11 @@ async fn forward(
             format!("no deployment serves {path}\n"),
         );
     };
-    let req = match proxy::limit_body(req, table.max_request_body).await {
+    // (Whole through the head: at most what one of its messages carries.)
+    let limit = table
+        .max_request_body
+        .min(ferray_core::http::MAX_FORWARDED_BODY as u64);
+    let req = match proxy::limit_body(req, limit).await {
         Ok(r) => r,
         Err(answer) => return answer,
     };

@@ -242,8 +242,8 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
-        let answer = match guard.refuses(&req) {
+    let service = hyper::service::service_fn(move |mut req| {
+        let answer = match guard.refuses(&mut req) {
             Some(refused) => futures::future::Either::Left(std::future::ready(refused)),
             None => futures::future::Either::Right(handler(req)),
         };

@@ -110,10 +110,10 @@ impl Stateful {
             }
             None => {
                 let r = self.handle.call("handle", (request,))?;
-                let answer = rt.get::<HttpResponse>(&r).await;
-                // Read: the cluster need not keep the call or its answer.
-                rt.free(std::slice::from_ref(&r));
-                answer
+                // Read, or given up: the cluster need not keep the call or
+                // its answer.
+                let _free = rt.free_on_drop(&r);
+                rt.get::<HttpResponse>(&r).await
             }
         }
     }
@@ -142,9 +142,8 @@ async fn batcher(
         let n = requests.len();
         let answered = async {
             let r = handle.call("handle-batch", (requests,))?;
-            let answer = rt.get::<Vec<HttpResponse>>(&r).await;
-            rt.free(std::slice::from_ref(&r));
-            answer
+            let _free = rt.free_on_drop(&r);
+            rt.get::<Vec<HttpResponse>>(&r).await
         }
         .await;
         match answered {

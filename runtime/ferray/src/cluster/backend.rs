@@ -136,6 +136,7 @@ impl Backend for Remote {
     ) -> BoxFuture<'static, Result<crate::HttpResponse, Error>> {
         let mut head = self.0.head.clone();
         Box::pin(async move {
+            ferray_core::http::check_forwarded("the request", request.body.len())?;
             let answer = head
                 .serve_call(ferray_proto::serve_call_to(deployment, request))
                 .await

@@ -318,6 +318,7 @@ impl Client {
         deployment: String,
         request: crate::HttpRequest,
     ) -> Result<crate::HttpResponse, Error> {
+        ferray_core::http::check_forwarded("the request", request.body.len())?;
         let a = self
             .head
             .clone()

@@ -351,7 +351,7 @@ impl Node {
                     n.cancel.notify_one();
                 }
             }
-            down::Msg::Free(f) => self.session.free(&f.ids),
+            down::Msg::Free(f) => self.session.free(&f.ids, &f.seen),
             down::Msg::Output(_) => {}
         }
     }

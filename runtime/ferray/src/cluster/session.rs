@@ -80,8 +80,9 @@ pub(crate) struct Session {
     pending: DashMap<u64, ObjectRef>,
     locations: DashMap<ObjectId, Vec<String>>,
     /// Objects this node keeps for the cluster (one store count each),
-    /// until the head frees them.
-    held: DashMap<ObjectId, ()>,
+    /// until the head frees them, with how many results and puts of each
+    /// this node made.
+    held: DashMap<ObjectId, u32>,
     pulls: DashMap<ObjectId, Pull>,
     peers: Mutex<HashMap<String, ObjectsClient>>,
     uploaded: DashMap<ComponentId, ()>,
@@ -730,21 +731,35 @@ impl Session {
 
     // ----- objects -----
 
-    /// Keep one count of `id` for the cluster (once per node).
+    /// Keep one count of `id` for the cluster (once per node), for a
+    /// result or a put made here (counted: see [`Session::free`]).
     pub fn hold(&self, id: ObjectId) {
-        if self.held.insert(id, ()).is_none() {
+        let mut made = self.held.entry(id).or_insert_with(|| {
             let _ = self.store.incref(&id);
-        }
+            0
+        });
+        *made += 1;
     }
 
-    /// The head no longer needs these.
-    pub fn free(&self, ids: &[Bytes]) {
-        for b in ids {
-            if let Ok(id) = ferray_proto::object_id(b) {
-                self.locations.remove(&id);
-                if self.held.remove(&id).is_some() {
-                    self.store.decref(&id);
-                }
+    /// The head no longer needs these. With `seen` (one per id), it
+    /// releases that many of the results and puts of each it has heard of
+    /// from here: a copy made again since (its report on the way) is kept
+    /// for it.
+    pub fn free(&self, ids: &[Bytes], seen: &[u32]) {
+        for (i, b) in ids.iter().enumerate() {
+            let Ok(id) = ferray_proto::object_id(b) else {
+                continue;
+            };
+            if let Some(&k) = seen.get(i)
+                && let Some(mut made) = self.held.get_mut(&id)
+                && *made > k
+            {
+                *made -= k;
+                continue;
+            }
+            self.locations.remove(&id);
+            if self.held.remove(&id).is_some() {
+                self.store.decref(&id);
             }
         }
     }
@@ -881,8 +896,14 @@ impl Session {
             return Ok(());
         }
         self.store.put_checked(id, bytes);
-        if self.held.insert(id, ()).is_some() {
-            self.store.decref(&id);
+        match self.held.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(_) => {
+                self.store.decref(&id);
+            }
+            // A copy it did not make.
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(0);
+            }
         }
         Ok(())
     }

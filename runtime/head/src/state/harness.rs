@@ -381,6 +381,7 @@ impl Sent {
         self.to(n.session)
             .flat_map(|e| match e {
                 Effect::Free(ids) => ids.clone(),
+                Effect::FreeSeen(ids) => ids.iter().map(|(id, _)| *id).collect(),
                 _ => vec![],
             })
             .collect()

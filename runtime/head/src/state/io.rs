@@ -288,6 +288,10 @@ pub enum Effect {
     Cancel(TaskId),
     /// The cluster no longer needs these objects.
     Free(Vec<ObjectId>),
+    /// The cluster no longer needs the results and puts of these objects
+    /// the head has seen from the node, so many of each: a node that made
+    /// more since keeps its copy for them.
+    FreeSeen(Vec<(ObjectId, u32)>),
     /// What a task of a connected client wrote.
     Output {
         source: String,

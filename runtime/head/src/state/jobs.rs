@@ -37,6 +37,7 @@ impl JobEntry {
             tasks: Set::default(),
             actors: Set::default(),
             objects: Set::default(),
+            components: Set::default(),
         }
     }
 }

@@ -37,7 +37,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 #[cfg(test)]
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -242,6 +242,10 @@ struct ObjEntry {
     /// A `put` of its job's made it too (content addressed): a released
     /// task's result is then kept.
     put: bool,
+    /// The results and puts of it the head has seen from each node (a
+    /// node counts what it made, so that a free crossing a newer result
+    /// on the way leaves that one's copy).
+    made_on: BTreeMap<NodeId, u32>,
     jobs: Set<JobId>,
     /// Kept until the head stops (`ferray put`).
     pinned: bool,
@@ -308,6 +312,9 @@ struct JobEntry {
     tasks: Set<TaskId>,
     actors: Set<ActorId>,
     objects: Set<ObjectId>,
+    /// Components its tasks ran: kept while it lives, also once a released
+    /// task is forgotten.
+    components: Set<ComponentId>,
 }
 
 /// Waiters for a node.

@@ -63,6 +63,7 @@ impl State {
         if let Some(n) = node {
             // The worker keeps a copy either way; it is freed with the job.
             o.holders.insert(n);
+            *o.made_on.entry(n).or_default() += 1;
         } else if p.uploading && !o.available() {
             o.uploading = true;
         } else if !p.uploading && o.uploading && !o.available() {
@@ -234,10 +235,12 @@ impl State {
 
     /// Components that no live job's task (its driver included) nor live
     /// actor uses, and have not been used or uploaded for
-    /// [`State::component_grace`], are dropped. Tasks and actors stay in
-    /// the tables until their job ends, so a component lives as long as a
-    /// job that used it, lineage re-runs included. A submission naming a
-    /// dropped component is refused as one never uploaded.
+    /// [`State::component_grace`], are dropped. A live job keeps the
+    /// components its tasks ran (a released task is forgotten before its
+    /// job ends), and actors stay in the tables until their job ends, so a
+    /// component lives as long as a job that used it, lineage re-runs
+    /// included. A submission naming a dropped component is refused as one
+    /// never uploaded.
     pub(super) fn sweep_components(&mut self, now: Instant) {
         if self.component_use.len() != self.components.len() {
             // Bytes put in place without an upload (tests) count from now.
@@ -264,6 +267,11 @@ impl State {
         }
         for a in self.actors.values() {
             used.insert(a.component);
+        }
+        for j in self.jobs.values() {
+            if !j.state.finished() {
+                used.extend(j.components.iter().copied());
+            }
         }
         let oldest_client = self
             .sessions

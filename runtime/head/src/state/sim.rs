@@ -97,7 +97,9 @@ struct SimNode {
     actors: BTreeMap<ActorId, Hosted>,
     /// Calls received and not answered, in arrival order.
     calls: Vec<(TaskId, ActorId)>,
-    holds: BTreeSet<ObjectId>,
+    /// What it holds, with how many results and puts of each it made (as
+    /// a worker's session counts them).
+    holds: BTreeMap<ObjectId, u32>,
     /// Messages sent and not yet handled by the head, in order.
     outbox: VecDeque<Input>,
 }
@@ -446,7 +448,7 @@ impl Sim {
             }
         };
         if let Outcome::Made(m) = &outcome {
-            self.nodes[i].holds.insert(m.id);
+            *self.nodes[i].holds.entry(m.id).or_default() += 1;
             self.objects.push(m.id);
         }
         let id = self.nodes[i].node.id;
@@ -524,7 +526,7 @@ impl Sim {
         let (t, _) = n.calls.remove(k);
         let outcome = if self.rng.pct(85) {
             let m = made(format!("call result {t}").as_bytes(), false);
-            n.holds.insert(m.id);
+            *n.holds.entry(m.id).or_default() += 1;
             self.objects.push(m.id);
             Outcome::Made(m)
         } else {
@@ -574,7 +576,9 @@ impl Sim {
             .iter()
             .rev()
             .take(50)
-            .filter(|o| st.objects.get(o).is_some_and(|e| e.available()) && !n.holds.contains(o))
+            .filter(|o| {
+                st.objects.get(o).is_some_and(|e| e.available()) && !n.holds.contains_key(o)
+            })
             .copied()
             .collect();
         if candidates.is_empty() {
@@ -582,7 +586,7 @@ impl Sim {
         }
         let o = candidates[self.rng.below(candidates.len())];
         let n = &mut self.nodes[i];
-        n.holds.insert(o);
+        n.holds.entry(o).or_default();
         n.outbox.push_back(Input::Located(o));
     }
 
@@ -600,7 +604,7 @@ impl Sim {
         let bytes = format!("put {} by {}", self.step, n.node.id);
         let id = ObjectId::of(bytes.as_bytes());
         let n = &mut self.nodes[i];
-        n.holds.insert(id);
+        *n.holds.entry(id).or_default() += 1;
         n.outbox.push_back(Input::Put(Put {
             id,
             size: 1 << 20,
@@ -959,7 +963,7 @@ impl Sim {
             attempts: Vec::new(),
             actors: BTreeMap::new(),
             calls: Vec::new(),
-            holds: BTreeSet::new(),
+            holds: BTreeMap::new(),
             outbox: VecDeque::new(),
         });
     }
@@ -1187,6 +1191,17 @@ impl Sim {
                     self.nodes[i].holds.remove(&id);
                 }
             }
+            Effect::FreeSeen(ids) => {
+                let holds = &mut self.nodes[i].holds;
+                for (id, seen) in ids {
+                    match holds.get_mut(&id) {
+                        Some(made) if *made > seen => *made -= seen,
+                        _ => {
+                            holds.remove(&id);
+                        }
+                    }
+                }
+            }
             Effect::Output { .. } => {}
             // The simulated callers make no direct calls (the state tests
             // cover them): a location is only counted.
@@ -1310,7 +1325,7 @@ impl Sim {
                     n.end(&a);
                     let bytes = format!("result of {}", a.task);
                     let m = made(bytes.as_bytes(), a.task.0.is_multiple_of(3));
-                    n.holds.insert(m.id);
+                    *n.holds.entry(m.id).or_default() += 1;
                     n.outbox.push_back(Input::Done(Done {
                         task: a.task,
                         attempt: a.attempt,
@@ -1334,7 +1349,7 @@ impl Sim {
                 n.calls = keep;
                 for (t, _) in answer {
                     let m = made(format!("call result {t}").as_bytes(), false);
-                    n.holds.insert(m.id);
+                    *n.holds.entry(m.id).or_default() += 1;
                     n.done(t, 1, Outcome::Made(m));
                     moved = true;
                 }
@@ -1493,7 +1508,7 @@ impl Sim {
                     continue;
                 }
                 let n = &self.nodes[self.node_at[&st.nodes[h].session]];
-                assert!(n.holds.contains(id), "{h} freed {id:?} it still holds");
+                assert!(n.holds.contains_key(id), "{h} freed {id:?} it still holds");
             }
         }
     }

@@ -80,6 +80,9 @@ impl State {
         ) {
             return;
         }
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.components.insert(component);
+        }
         self.tasks.insert(
             t,
             TaskEntry::new(
@@ -528,6 +531,7 @@ impl State {
         }
         o.size = m.size;
         o.holders.insert(node);
+        *o.made_on.entry(node).or_default() += 1;
         if o.producer.is_none() {
             o.producer = Some(t);
         }
@@ -674,7 +678,8 @@ impl State {
             if h == HEAD_HOLDER {
                 self.out.head_frees.push(oid);
             } else {
-                self.send_node(h, Effect::Free(vec![oid]));
+                let seen = o.made_on.get(&h).copied().unwrap_or(0);
+                self.send_node(h, Effect::FreeSeen(vec![(oid, seen)]));
             }
         }
         self.object_changed(oid);

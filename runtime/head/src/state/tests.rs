@@ -1390,8 +1390,8 @@ fn a_released_task_is_forgotten_once_it_ends_and_its_result_freed_unless_shared(
     assert!(!w.st.objects.contains_key(&o));
     assert_eq!(w.take().frees(n), vec![o]);
     assert_eq!(job(&w, c), 0);
-    // Released before it ends: its submitter still gets the result, then it
-    // is forgotten.
+    // Released before it ends: its submitter is still told where the result
+    // is, then the task is forgotten.
     let t = w.submit(c, vec![], opts(1.0, 0));
     w.send(c.session, Input::Release(vec![t]));
     assert!(w.st.tasks.contains_key(&t));
@@ -1414,6 +1414,30 @@ fn a_released_task_is_forgotten_once_it_ends_and_its_result_freed_unless_shared(
     assert!(w.take().frees(n).is_empty());
     w.send(c.session, Input::Release(vec![t2]));
     assert!(!w.st.objects.contains_key(&o));
+    // A free says how many of the node's results it releases: one that
+    // crosses a newer result of the same bytes (its report on the way)
+    // leaves the node's copy to that one.
+    let (t1, t2) = (
+        w.submit(c, vec![], opts(1.0, 0)),
+        w.submit(c, vec![], opts(1.0, 0)),
+    );
+    let o = w.run(n, t1, 1, b"crossing", true);
+    w.take();
+    w.send(c.session, Input::Release(vec![t1]));
+    let freed = |w: &mut World| -> Vec<(ObjectId, u32)> {
+        w.take()
+            .to(n.session)
+            .flat_map(|e| match e {
+                super::Effect::FreeSeen(v) => v.clone(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    assert_eq!(freed(&mut w), vec![(o, 1)]);
+    w.run(n, t2, 1, b"crossing", true);
+    assert!(w.st.objects[&o].holders.contains(&n.id));
+    w.send(c.session, Input::Release(vec![t2]));
+    assert_eq!(freed(&mut w), vec![(o, 1)]);
     // A failed task is forgotten too; another job's release is ignored, as
     // is a worker's.
     let t = w.submit(c, vec![], opts(1.0, 0));

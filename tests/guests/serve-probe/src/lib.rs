@@ -118,6 +118,16 @@ impl GuestReplica for Replica {
                 body: Vec::new(),
             },
             "batches" => text(200, format!("{:?}", self.batches.borrow())),
+            // The names of the headers it got, one per line.
+            "headers" => text(
+                200,
+                request
+                    .headers
+                    .iter()
+                    .map(|(name, _)| name.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             other => text(404, format!("no probe named {other:?}")),
         }
     }
