@@ -616,8 +616,9 @@ impl Runtime {
     /// (unless another task made the same object, a put did, or another job
     /// refers to it), so that a long-lived client, a serve application for
     /// one, does not hold every result until its job ends. Call it once
-    /// the value has been read; a task given one of these references
-    /// afterwards fails to find it. Embedded, an object goes with its last
+    /// the value has been read and nothing will read it again: a task given
+    /// one of these references that has not started yet (submitted before
+    /// the free or after) fails to find it. Embedded, an object goes with its last
     /// reference, and this does nothing. A put's reference is ignored.
     pub fn free(&self, refs: &[ObjectRef]) {
         self.inner().free(refs)

@@ -203,6 +203,8 @@ fn is_report(m: &v1::Up) -> bool {
         Some(up::Msg::CallActor(c)) => c.direct.is_some(),
         Some(up::Msg::Done(d)) => d.direct,
         Some(up::Msg::Ack(_)) => true,
+        // Nothing waits on a release: it goes with the next batch.
+        Some(up::Msg::Release(_)) => true,
         _ => false,
     }
 }
