@@ -3,7 +3,7 @@
 //! nodes) and by the `head_state` fuzz target. Nothing here changes the
 //! state; a broken invariant is an `Err` that says which.
 
-use ferray_core::{ObjectId, ResourceSet};
+use ferray_core::{ObjectId, ResourceSet, TaskId};
 
 use super::{AState, Dep, HEAD_HOLDER, Kind, State, TState, Waiter};
 
@@ -303,18 +303,20 @@ impl State {
     }
 
     fn check_objects(&self) -> Result<(), String> {
-        let mut makers: std::collections::HashMap<ObjectId, u32> = Default::default();
-        for t in self.tasks.values() {
-            if let Some(m) = t.made {
-                *makers.entry(m).or_default() += 1;
+        let mut makers: std::collections::HashMap<ObjectId, Vec<TaskId>> = Default::default();
+        for (t, task) in &self.tasks {
+            if let Some(m) = task.made {
+                makers.entry(m).or_default().push(*t);
             }
         }
         for (id, o) in &self.objects {
-            let made = makers.get(id).copied().unwrap_or(0);
+            let mut listed = o.makers.clone();
+            listed.sort();
+            let mut made = makers.remove(id).unwrap_or_default();
+            made.sort();
             ensure!(
-                o.makers == made,
-                "{id:?}: {} makers counted, {made} tasks made it",
-                o.makers
+                listed == made,
+                "{id:?}: makers {listed:?}, but {made:?} made it"
             );
             for h in &o.holders {
                 ensure!(

@@ -325,7 +325,7 @@ impl State {
             }
             if let Some(o) = task.made {
                 if let Some(e) = self.objects.get_mut(&o) {
-                    e.makers = e.makers.saturating_sub(1);
+                    e.makers.retain(|m| *m != t);
                 }
                 self.object_changed(o);
             }

@@ -236,9 +236,10 @@ struct ObjEntry {
     uploading: bool,
     /// The task that made it (lineage), else it came from `put`.
     producer: Option<TaskId>,
-    /// How many tasks in the table made it (their latest attempt's result):
-    /// a released task's result is freed only when none other did.
-    makers: u32,
+    /// The tasks in the table that made it (their latest attempt's
+    /// result): a released task's result is freed only when no other did,
+    /// and lineage turns to another maker when its producer is forgotten.
+    makers: Vec<TaskId>,
     /// A `put` of its job's made it too (content addressed): a released
     /// task's result is then kept.
     put: bool,

@@ -523,11 +523,11 @@ impl State {
             && let Some(b) = before
             && let Some(o) = self.objects.get_mut(&b)
         {
-            o.makers = o.makers.saturating_sub(1);
+            o.makers.retain(|m| *m != t);
         }
         let o = self.objects.entry(oid).or_default();
         if before != Some(oid) {
-            o.makers += 1;
+            o.makers.push(t);
         }
         o.size = m.size;
         o.holders.insert(node);
@@ -659,8 +659,12 @@ impl State {
         let Some(o) = self.objects.get_mut(&oid) else {
             return;
         };
-        o.makers = o.makers.saturating_sub(1);
-        let shared = o.makers > 0
+        o.makers.retain(|m| *m != t);
+        if o.producer == Some(t) {
+            // Rebuilt, if it must be, by another task that made it.
+            o.producer = o.makers.first().copied();
+        }
+        let shared = !o.makers.is_empty()
             || o.put
             || o.pinned
             || !o.waiters.is_empty()

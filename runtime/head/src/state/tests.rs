@@ -1412,6 +1412,8 @@ fn a_released_task_is_forgotten_once_it_ends_and_its_result_freed_unless_shared(
     assert!(!w.st.tasks.contains_key(&t1));
     assert!(w.st.objects.contains_key(&o));
     assert!(w.take().frees(n).is_empty());
+    // Its lineage turns to the other maker.
+    assert_eq!(w.st.objects[&o].producer, Some(t2));
     w.send(c.session, Input::Release(vec![t2]));
     assert!(!w.st.objects.contains_key(&o));
     // A free says how many of the node's results it releases: one that
