@@ -42,6 +42,17 @@ pub(crate) fn deployed_at(out: &str) -> String {
         .to_string()
 }
 
+/// The URL of a worker's serve proxy, once its log (`log`) says it listens.
+pub(crate) fn node_proxy(log: &std::path::Path) -> String {
+    wait_for("the worker's proxy", 60, || {
+        std::fs::read_to_string(log).ok().and_then(|l| {
+            l.lines()
+                .find_map(|l| l.strip_prefix("ferray serve: this node's proxy listens on "))
+                .map(str::to_string)
+        })
+    })
+}
+
 /// A client of a cluster's proxies: the cluster token on every request
 /// (as `Authorization: Bearer`), and its CA when it speaks TLS.
 pub(crate) fn cluster_client(c: &super::harness::Cluster) -> reqwest::blocking::Client {
@@ -923,14 +934,7 @@ kind = "replica"
     );
     c.ok(&["serve", "deploy", "--proxy-location", "every-node", app_s]);
     // The worker's proxy, on its own port of this machine.
-    let log = c.workers[0].2.clone();
-    let node = wait_for("the worker's proxy", 60, || {
-        std::fs::read_to_string(&log).ok().and_then(|l| {
-            l.lines()
-                .find_map(|l| l.strip_prefix("ferray serve: this node's proxy listens on "))
-                .map(str::to_string)
-        })
-    });
+    let node = node_proxy(&c.workers[0].2);
     let http = cluster_client(&c);
     let get = |path: &str| {
         let r = http.get(format!("{node}{path}")).send().expect("GET");

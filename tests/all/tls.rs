@@ -197,14 +197,7 @@ route_prefix = "/"
     let app_s = app.to_str().expect("a UTF-8 path");
     let head = super::serve::deployed_at(&c.ok(&["serve", "deploy", app_s]));
     assert!(head.starts_with("https://127.0.0.1:"), "{head}");
-    let log = c.workers[0].2.clone();
-    let node = wait_for("the worker's proxy", 60, || {
-        std::fs::read_to_string(&log).ok().and_then(|l| {
-            l.lines()
-                .find_map(|l| l.strip_prefix("ferray serve: this node's proxy listens on "))
-                .map(str::to_string)
-        })
-    });
+    let node = super::serve::node_proxy(&c.workers[0].2);
     assert!(node.starts_with("https://127.0.0.1:"), "{node}");
     let http = super::serve::cluster_client(&c);
     let ca = std::fs::read(c.home.path().join("tls").join("ca.pem")).expect("the CA");
