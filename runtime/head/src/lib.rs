@@ -514,10 +514,25 @@ impl Head {
                 let timeout = head.config.node_timeout;
                 let every = (timeout / 5).max(Duration::from_millis(50));
                 let mut swept = Instant::now();
+                let mut checked = Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
                     head.with(|st| {
-                        st.check_heartbeats(Instant::now(), timeout);
+                        // A check long after the last one means the head
+                        // itself stood still (its lock held, its threads
+                        // starved): the heartbeats that came meanwhile
+                        // wait behind this lock, so no node is judged by
+                        // them until the next check.
+                        let now = Instant::now();
+                        if now.saturating_duration_since(checked) <= timeout / 2 {
+                            st.check_heartbeats(now, timeout);
+                        } else {
+                            tracing::warn!(
+                                "the head stood still for {:?}: heartbeats are checked again at the next tick",
+                                now.saturating_duration_since(checked)
+                            );
+                        }
+                        checked = now;
                         st.save_changed_jobs();
                     });
                     head.tick_links(timeout);

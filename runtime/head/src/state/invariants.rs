@@ -310,8 +310,7 @@ impl State {
             }
         }
         for (id, o) in &self.objects {
-            let mut listed = o.makers.clone();
-            listed.sort();
+            let listed: Vec<TaskId> = o.makers.iter().copied().collect();
             let mut made = makers.remove(id).unwrap_or_default();
             made.sort();
             ensure!(

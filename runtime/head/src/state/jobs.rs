@@ -9,7 +9,7 @@ use ferray_core::{ActorId, Error, JobId, NodeId, ObjectId, TaskId};
 use super::timeline::End;
 use super::{
     Dep, Effect, HEAD_HOLDER, JOB_RETENTION, JobEntry, JobRequest, JobState, Kind, MAX_HISTORY,
-    MAX_JOB_LOG_BYTES, MAX_JOB_LOG_LINE, MAX_JOB_LOG_LINES, Set, State, TState, TaskEntry,
+    MAX_JOB_LOG_BYTES, MAX_JOB_LOG_LINE, MAX_JOB_LOG_LINES, Map, Set, State, TState, TaskEntry,
     TaskInfo, Waiter, give_back, now_ms,
 };
 
@@ -249,11 +249,28 @@ impl State {
         for a in actors {
             let _ = self.kill_actor(*a, "its job ended");
         }
+        let mut gone = Vec::new();
         for a in actors {
             if let Some(actor) = self.actors.remove(a)
                 && let Some(dep) = actor.waiting_on
             {
-                self.unwait(dep, Waiter::Actor(*a));
+                gone.push((dep, Waiter::Actor(*a)));
+            }
+        }
+        self.unwait_all(gone);
+    }
+
+    /// Waiters that are gone no longer wait on their dependencies: one
+    /// pass over each dependency's list (thousands of a job's tasks may
+    /// wait on one object).
+    fn unwait_all(&mut self, gone: Vec<(Dep, Waiter)>) {
+        let mut by_dep: Map<Dep, Set<Waiter>> = Map::default();
+        for (dep, w) in gone {
+            by_dep.entry(dep).or_default().insert(w);
+        }
+        for (dep, ws) in by_dep {
+            if let Some(list) = self.waiters_mut(dep) {
+                list.retain(|x| !ws.contains(x));
             }
         }
     }
@@ -285,13 +302,14 @@ impl State {
     /// waiters of other jobs on these tasks are returned.
     fn end_tasks_of(&mut self, id: JobId, tasks: Vec<TaskId>) -> Vec<Waiter> {
         let mut orphans: Vec<Waiter> = Vec::new();
+        let mut gone = Vec::new();
         for t in tasks {
             let Some(mut task) = self.tasks.remove(&t) else {
                 continue;
             };
             orphans.append(&mut task.waiters);
             if let Some(dep) = task.waiting_on {
-                self.unwait(dep, Waiter::Task(t));
+                gone.push((dep, Waiter::Task(t)));
             }
             let pending = matches!(
                 task.state,
@@ -325,12 +343,13 @@ impl State {
             }
             if let Some(o) = task.made {
                 if let Some(e) = self.objects.get_mut(&o) {
-                    e.makers.retain(|m| *m != t);
+                    e.makers.remove(&t);
                 }
                 self.object_changed(o);
             }
             self.record_history(t, &task);
         }
+        self.unwait_all(gone);
         orphans
     }
 

@@ -239,7 +239,9 @@ struct ObjEntry {
     /// The tasks in the table that made it (their latest attempt's
     /// result): a released task's result is freed only when no other did,
     /// and lineage turns to another maker when its producer is forgotten.
-    makers: Vec<TaskId>,
+    /// A set: thousands of tasks may make the same bytes, and each one's
+    /// end removes it.
+    makers: BTreeSet<TaskId>,
     /// A `put` of its job's made it too (content addressed): a released
     /// task's result is then kept.
     put: bool,
@@ -545,7 +547,7 @@ impl State {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Dep {
     Task(TaskId),
     Object(ObjectId),

@@ -523,11 +523,11 @@ impl State {
             && let Some(b) = before
             && let Some(o) = self.objects.get_mut(&b)
         {
-            o.makers.retain(|m| *m != t);
+            o.makers.remove(&t);
         }
         let o = self.objects.entry(oid).or_default();
         if before != Some(oid) {
-            o.makers.push(t);
+            o.makers.insert(t);
         }
         o.size = m.size;
         o.holders.insert(node);
@@ -659,7 +659,7 @@ impl State {
         let Some(o) = self.objects.get_mut(&oid) else {
             return;
         };
-        o.makers.retain(|m| *m != t);
+        o.makers.remove(&t);
         if o.producer == Some(t) {
             // Rebuilt, if it must be, by another task that made it.
             o.producer = o.makers.first().copied();
