@@ -67,6 +67,7 @@ fn all() -> Vec<&'static Scenario> {
         crate::objects::SCENARIOS,
         crate::values::SCENARIOS,
         crate::limits::SCENARIOS,
+        crate::tune::SCENARIOS,
     ]
     .into_iter()
     .flatten()

@@ -21,6 +21,7 @@ mod restart;
 mod sandbox;
 mod serve;
 mod tls;
+mod tune;
 mod values;
 
 use std::path::PathBuf;

@@ -218,6 +218,12 @@ fn check_code_map(members: &[(String, PathBuf)], problems: &mut Vec<String>) -> 
     if rows == 0 {
         problems.push("ARCHITECTURE.md has no code map table".into());
     }
+    for (krate, _) in members {
+        let row = format!("| `{krate}` |");
+        if !arch.lines().any(|l| l.starts_with(&row)) {
+            problems.push(format!("ARCHITECTURE.md's code map has no row for `{krate}`"));
+        }
+    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod progress;
 mod serve;
 mod timeline;
 mod tls;
+mod tune;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,10 @@ enum Command {
     /// Components as HTTP services: deployments with replicas behind a proxy.
     #[command(subcommand)]
     Serve(serve::ServeCommand),
+    /// A hyper-parameter search over a component's trainable (trials as
+    /// actors; FIFO, ASHA or the median stopping rule): a live table, the
+    /// result grid as CSV and JSON, the best config.
+    Tune(Box<tune::TuneArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -221,6 +226,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => cluster::get(args),
         Command::Timeline(args) => timeline::timeline(args),
         Command::Serve(cmd) => serve::serve(cmd),
+        Command::Tune(args) => tune::tune(*args),
     }
 }
 

@@ -136,13 +136,7 @@ impl FuncInfo {
     /// This function's canonically encoded result as WAVE text (several
     /// results separated by spaces).
     pub fn wave_result(&self, encoded: &[u8]) -> Result<String, Error> {
-        let tys = self
-            .results
-            .iter()
-            .map(|t| t.value_type("the result").cloned())
-            .collect::<Result<Vec<_>, _>>()?;
-        let results = codec::decode_all::<Checked<WaveValue>>(&tys, encoded)
-            .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))?;
+        let results = self.decode_result(encoded)?;
         let texts = results
             .iter()
             .map(|v| {
@@ -150,6 +144,26 @@ impl FuncInfo {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(texts.join(" "))
+    }
+
+    /// The parameters' names and value types (an error names one that
+    /// cannot pass between tasks).
+    pub fn param_types(&self) -> Result<Vec<(&str, &WaveType)>, Error> {
+        self.params
+            .iter()
+            .map(|(n, t)| Ok((n.as_str(), t.value_type(&format!("argument `{n}`"))?)))
+            .collect()
+    }
+
+    /// This function's canonically encoded result as WAVE values.
+    pub fn decode_result(&self, encoded: &[u8]) -> Result<Vec<WaveValue>, Error> {
+        let tys = self
+            .results
+            .iter()
+            .map(|t| t.value_type("the result").cloned())
+            .collect::<Result<Vec<_>, _>>()?;
+        codec::decode_all::<Checked<WaveValue>>(&tys, encoded)
+            .map_err(|e| Error::Other(format!("cannot decode the result: {e}")))
     }
 
     fn params_text(&self) -> String {

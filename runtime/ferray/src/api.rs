@@ -825,6 +825,17 @@ impl Component {
         }
     }
 
+    /// Make an actor whose constructor gets `args`, already canonically
+    /// encoded (one or more parameters, as [`TaskBuilder::arg_encoded`]).
+    pub fn actor_encoded(&self, class: &str, args: Vec<u8>) -> ActorBuilder {
+        ActorBuilder {
+            comp: self.clone(),
+            class: class.to_string(),
+            args: Ok(vec![Arg::Value(args)]),
+            options: ActorOptions::default(),
+        }
+    }
+
     /// Call with arguments in WAVE text, typed by the function's signature,
     /// as a task with `options`; the result comes back as WAVE text (the
     /// command line's path).
