@@ -1223,3 +1223,50 @@ fn a_rerun_driver_does_not_redo_finished_work() {
         .count();
     assert_eq!(tasks, 200, "no task was made twice");
 }
+
+/// A direct call's answer is the caller's before the head hears of it from
+/// the actor's node; when that node dies at once, the answer (small, so the
+/// caller holds it) still serves as an argument: the caller sends its value.
+#[test]
+fn a_direct_answer_stays_usable_when_its_node_dies_at_once() {
+    use ferray_core::{Arg, Strategy};
+    let mut c = Cluster::start(2);
+    let (w1, w2) = (c.workers[0].1, c.workers[1].1);
+    let (rt, answer) = block_on(async {
+        let rt = c.runtime().await;
+        let comp = rt.load_file(fx::COUNTER).await.expect("load");
+        let a = comp
+            .actor("api.counter", (10i64,))
+            .strategy(Strategy::Node {
+                node: w2,
+                soft: false,
+            })
+            .spawn()
+            .await
+            .expect("spawn");
+        // The first answer says where it lives; the next calls go straight there.
+        let first = a.call("incr", (1i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&first).await.expect("incr"), 11);
+        let r = a.call("incr", (5i64,)).expect("call");
+        assert_eq!(rt.get::<i64>(&r).await.expect("incr"), 16);
+        (rt, r)
+    });
+    c.kill_worker(w2);
+    block_on(async {
+        let comp = rt.load_file(fx::COUNTER).await.expect("load");
+        let b = comp
+            .actor("api.counter", (100i64,))
+            .strategy(Strategy::Node {
+                node: w1,
+                soft: false,
+            })
+            .spawn()
+            .await
+            .expect("spawn");
+        let r = b.call_with("incr", vec![Arg::Ref(answer)]).expect("call");
+        assert_eq!(
+            rt.get::<i64>(&r).await.expect("the answer as an argument"),
+            116
+        );
+    });
+}

@@ -962,6 +962,28 @@ impl Session {
         Ok(r)
     }
 
+    /// References to small objects this process holds go as their values
+    /// (as Ray inlines small arguments): the call needs nothing from the
+    /// head, so it may go straight to an actor, and it does not depend on
+    /// what the head knows of them. A direct call's answer is the caller's
+    /// at once, while the head hears of it a moment later from the node;
+    /// a node that dies in between leaves the head believing the call
+    /// failed, though its answer is here.
+    fn inline_held(&self, args: Vec<Arg<ObjectRef>>) -> Vec<Arg<ObjectRef>> {
+        args.into_iter()
+            .map(|a| match a {
+                Arg::Ref(r) => match r.state() {
+                    crate::objects::SlotState::Ready(id) => match self.store.get(&id) {
+                        Ok(b) if b.len() <= INLINE_MAX => Arg::Value(b.to_vec()),
+                        _ => Arg::Ref(r),
+                    },
+                    _ => Arg::Ref(r),
+                },
+                v => v,
+            })
+            .collect()
+    }
+
     /// Arguments for a message: values inline up to [`MAX_INLINE_ARG`] bytes
     /// in all, the rest as put objects.
     fn args_to(&self, acting: Option<v1::Acting>, args: Vec<Arg<ObjectRef>>) -> Vec<v1::Arg> {
@@ -1030,6 +1052,7 @@ impl Session {
     ) -> Result<ObjectRef, Error> {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
+        let args = self.inline_held(args);
         let refs = task_refs(&args);
         let wire = self.args_to(acting, args);
         let msg = up::Msg::Submit(v1::Submit {
@@ -1055,6 +1078,7 @@ impl Session {
     ) -> Result<ActorId, Error> {
         self.check_alive()?;
         let a = self.next_id();
+        let args = self.inline_held(args);
         let refs = task_refs(&args);
         let wire = self.args_to(acting, args);
         let msg = up::Msg::CreateActor(v1::CreateActor {
@@ -1085,6 +1109,7 @@ impl Session {
         let t = self.next_id();
         let r = self.pending_ref(t)?;
         let key = (job, actor.0);
+        let args = self.inline_held(args);
         if let Some(at) = self.direct_route(key, &args) {
             let values: Vec<Bytes> = args
                 .into_iter()
