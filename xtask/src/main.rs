@@ -14,6 +14,8 @@
 //! - `cargo xtask bench-ray [--no-ray]`: ferray's microbenchmark embedded
 //!   and on a local cluster next to Ray 2.60's figures, in one sitting, as
 //!   one table (`vs_ray.rs`, `benches/ray/bench.py`).
+//! - `cargo xtask bench-tune [--no-ray] [--trials N]`: tune's throughput
+//!   for tiny trials next to Ray Tune 2.60's, in one sitting.
 //! - `cargo xtask fuzz [TARGET] [--runs N]`: the fuzz targets of `fuzz/`
 //!   under libFuzzer (nightly, cargo-fuzz), `N` executions each.
 //! - `cargo xtask chaos [--minutes N] [--seed S] [--failure P]`: a mixed
@@ -259,10 +261,11 @@ fn main() -> ExitCode {
         "bench" => bench(),
         "bench-dashboard" => bench_dashboard(),
         "bench-ray" => vs_ray::vs_ray(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "bench-tune" => vs_ray::bench_tune(&std::env::args().skip(2).collect::<Vec<_>>()),
         "fuzz" => fuzz::fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
         "chaos" => chaos::chaos(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | bench-ray [--no-ray] | fuzz [TARGET] [--runs N] | chaos [--minutes N] [--seed S] [--failure P]"
+            "usage: cargo xtask demo | test | tidy | examples | bench | bench-dashboard | bench-ray [--no-ray] | bench-tune [--no-ray] [--trials N] | fuzz [TARGET] [--runs N] | chaos [--minutes N] [--seed S] [--failure P]"
         )),
     };
     match out {

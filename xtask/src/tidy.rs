@@ -221,7 +221,9 @@ fn check_code_map(members: &[(String, PathBuf)], problems: &mut Vec<String>) -> 
     for (krate, _) in members {
         let row = format!("| `{krate}` |");
         if !arch.lines().any(|l| l.starts_with(&row)) {
-            problems.push(format!("ARCHITECTURE.md's code map has no row for `{krate}`"));
+            problems.push(format!(
+                "ARCHITECTURE.md's code map has no row for `{krate}`"
+            ));
         }
     }
     Ok(())

@@ -106,3 +106,114 @@ pub(crate) fn vs_ray(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench-tune [--no-ray] [--trials N]`: tune's throughput for
+/// tiny trials (trials per second) on the embedded runtime, next to Ray
+/// Tune 2.60 (`benches/ray/tune_tiny.py`) in the same sitting. Each trial
+/// is one call of `guest-examples/tune-quadratic`'s `evaluate` (a function
+/// trainable), or an actor of its `trial` class stepped once (made, stepped,
+/// checkpointed, killed); Ray's is a function trainable doing the same
+/// arithmetic. The time is the search's own, start-up not counted on
+/// either side.
+pub(crate) fn bench_tune(args: &[String]) -> Result<()> {
+    let mut with_ray = true;
+    let mut trials = 500usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--no-ray" => with_ray = false,
+            "--trials" => {
+                trials = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .context("--trials takes a number")?;
+            }
+            other => bail!(
+                "unknown argument {other}; usage: cargo xtask bench-tune [--no-ray] [--trials N]"
+            ),
+        }
+    }
+    run(cargo()
+        .current_dir(root())
+        .args(["build", "--release", "--bin", "ferray"]))?;
+    run(cargo().current_dir(root().join("guest-examples")).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "tune-quadratic",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let exe = target.join("release/ferray");
+    let wasm = root().join("guest-examples/target/wasm32-wasip2/release/tune_quadratic.wasm");
+    let dir = std::env::temp_dir().join(format!("ferray-bench-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let space = dir.join("space.toml");
+    std::fs::write(
+        &space,
+        "lr = { loguniform = [0.001, 1.5] }\nmomentum = { choice = [0.0, 0.5] }\nwidth = { randint = [8, 64] }\n",
+    )?;
+    let n = trials.to_string();
+    let ferray_rate = |extra: &[&str]| -> Result<f64> {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("tune")
+            .arg(&wasm)
+            .arg("--space")
+            .arg(&space)
+            .args(["--metric", "loss", "--mode", "min", "--num-samples", &n])
+            .arg("--output")
+            .arg(dir.join("grid"))
+            .args(extra);
+        eprintln!("+ {cmd:?}");
+        let out = cmd.output().context("running ferray tune")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("ferray tune failed: {err}");
+        }
+        // "N trials, M iterations in X s; ..."
+        let secs = err
+            .lines()
+            .find_map(|l| {
+                let (head, _) = l.split_once(" s; the result grid")?;
+                head.rsplit(' ').next()?.parse::<f64>().ok()
+            })
+            .context("no summary line from ferray tune")?;
+        Ok(trials as f64 / secs)
+    };
+    let function = ferray_rate(&["--trainable", "evaluate"])?;
+    let actors = ferray_rate(&["--max-t", "1"])?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let ray = if with_ray {
+        figures(
+            Command::new("python3")
+                .arg(root().join("benches/ray/tune_tiny.py"))
+                .arg(&n),
+        )?
+        .get("tune_tiny_trials_per_second")
+        .map(|(v, _)| *v)
+    } else {
+        None
+    };
+    let vs = |f: f64| ray.map_or("-".to_string(), |r| format!("{:.1}x", f / r));
+    println!("\n{trials} tiny trials each (2 CPUs):");
+    println!("{:<44} {:>10}  {:>8}", "metric", "per_second", "vs ray");
+    println!(
+        "{:<44} {:>10.1}  {:>8}",
+        "tune_tiny_trials_per_second (function)",
+        function,
+        vs(function)
+    );
+    println!(
+        "{:<44} {:>10.1}  {:>8}",
+        "tune_tiny_actor_trials_per_second (class)",
+        actors,
+        vs(actors)
+    );
+    if let Some(r) = ray {
+        println!("{:<44} {:>10.1}", "ray_tune_tiny_trials_per_second", r);
+    }
+    Ok(())
+}
