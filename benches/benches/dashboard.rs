@@ -12,7 +12,9 @@
 //! (a live job's finished tasks stay in the head's table), then 10,000
 //! `tally` actors of 1 CPU each (two fit on the worker; the others wait,
 //! PENDING, in the actor table). The head's own `/metrics` confirms the
-//! counts before the second round.
+//! counts before the second round. Between them, a second client's job of
+//! 100,000 `leaf` tasks that all make the same bytes (one object) ends,
+//! timed from the client's going to the jobs API's saying so.
 //!
 //! Each route gets [`REQUESTS`] sequential requests (fewer if they take
 //! longer than [`ROUTE_BUDGET`] together), each on a new connection with
@@ -160,6 +162,41 @@ fn main() {
         }
     });
     let ran = started.elapsed();
+
+    // A job whose tasks all make the same bytes (one object, content
+    // addressed) ends: the head forgets its tasks and the object's makers
+    // (quadratic once, which stalled the head past the node timeout).
+    let same = exec
+        .block_on(
+            Runtime::builder()
+                .token(token.as_str())
+                .output(OutputMode::Discard)
+                .connect(&address),
+        )
+        .expect("connect to the head");
+    let sm = same
+        .block_on(same.load_file(ferray_test_fixtures::MISBEHAVE))
+        .expect("load misbehave");
+    let refs: Vec<ObjectRef> = (0..TASKS)
+        .map(|_| sm.call("leaf", (7u64,)).expect("submit leaf"))
+        .collect();
+    same.block_on(async {
+        for r in &refs {
+            assert_eq!(same.get::<u64>(r).await.expect("leaf"), 8);
+        }
+    });
+    let jobs_before = finished_jobs(&http);
+    drop(refs);
+    let ended = Instant::now();
+    drop(same);
+    while finished_jobs(&http) == jobs_before {
+        assert!(
+            ended.elapsed() < Duration::from_secs(120),
+            "the job never ended"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let one_result_end = ended.elapsed();
     let actors_started = Instant::now();
     let mut actors = Vec::with_capacity(ACTORS as usize);
     for i in 0..ACTORS {
@@ -178,6 +215,10 @@ fn main() {
          {ACTORS} actors made in {spawned:.1?}"
     );
     println!("the head's tables (its /metrics): {counts}");
+    println!(
+        "a second job of {TASKS} tasks with one result ended in {one_result_end:.1?} \
+         (from its client's going to the jobs API's saying so)"
+    );
 
     let rss_full = rss_kib();
     let full = time_routes(&http, &ids);
@@ -207,6 +248,7 @@ fn main() {
         rss_empty / 1024,
         rss_full / 1024
     );
+
     // Tearing down 10,000 actors and 100,000 refs proves nothing here.
     std::process::exit(0);
 }
@@ -298,6 +340,18 @@ fn time_routes(http: &Http, ids: &Ids) -> Vec<Timing> {
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// How many jobs the jobs API lists as ended.
+fn finished_jobs(http: &Http) -> usize {
+    let list: serde_json::Value =
+        serde_json::from_str(&http.get("/api/jobs/").body).expect("the jobs API's JSON");
+    list["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["status"] != "RUNNING" && j["status"] != "PENDING")
+        .count()
 }
 
 /// The one running job (the client's), as `job-N`.

@@ -4,7 +4,11 @@ trials (a function trainable that returns one metric at once), as
 Prints `tune_tiny_trials_per_second VALUE per_second`: trials over the time
 of `Tuner.fit()` (Ray's start-up not counted, as ferray's is not).
 
-Needs Ray 2.60 (`pip install "ray[default]==2.60.0"`). Usage:
+Ray gets its fastest settings for tiny trials: `reuse_actors=True` and no
+automatic per-trial result loggers (`TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`);
+with its defaults it ran 0.19 trials/s here (20 trials), with these 4.4.
+
+Needs Ray Tune 2.60 (`pip install "ray[tune]==2.60.0"`). Usage:
 `python3 tune_tiny.py [NUM_SAMPLES]` (default 500).
 """
 
@@ -39,7 +43,9 @@ def main():
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(num_samples=n, metric="loss", mode="min"),
+            tune_config=tune.TuneConfig(
+                num_samples=n, metric="loss", mode="min", reuse_actors=True
+            ),
             run_config=tune.RunConfig(storage_path=d, verbose=0),
         )
         start = time.perf_counter()
@@ -52,4 +58,5 @@ def main():
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     main()

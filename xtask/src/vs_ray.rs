@@ -169,18 +169,19 @@ pub(crate) fn bench_tune(args: &[String]) -> Result<()> {
             .args(extra);
         eprintln!("+ {cmd:?}");
         let out = cmd.output().context("running ferray tune")?;
-        let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            bail!("ferray tune failed: {err}");
+            bail!(
+                "ferray tune failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        // "N trials, M iterations in X s; ..."
-        let secs = err
-            .lines()
-            .find_map(|l| {
-                let (head, _) = l.split_once(" s; the result grid")?;
-                head.rsplit(' ').next()?.parse::<f64>().ok()
-            })
-            .context("no summary line from ferray tune")?;
+        // The search's own time, from the result grid.
+        let json = std::fs::read_to_string(dir.join("grid/results.json"))
+            .context("the result grid of ferray tune")?;
+        let grid: serde_json::Value = serde_json::from_str(&json)?;
+        let secs = grid["seconds"]
+            .as_f64()
+            .context("no `seconds` in the result grid")?;
         Ok(trials as f64 / secs)
     };
     let function = ferray_rate(&["--trainable", "evaluate"])?;
