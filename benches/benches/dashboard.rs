@@ -188,6 +188,8 @@ fn main() {
     let jobs_before = finished_jobs(&http);
     drop(refs);
     let ended = Instant::now();
+    // The component holds the runtime too: both go, and the session ends.
+    drop(sm);
     drop(same);
     while finished_jobs(&http) == jobs_before {
         assert!(
