@@ -107,15 +107,17 @@ fn main() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the worker joins the head");
 
-    // The client: a job of its own, through the embedding API.
-    let client = exec
-        .block_on(
+    // A client: a job of its own, through the embedding API.
+    let connect = || {
+        exec.block_on(
             Runtime::builder()
                 .token(token.as_str())
                 .output(OutputMode::Discard)
                 .connect(&address),
         )
-        .expect("connect to the head");
+        .expect("connect to the head")
+    };
+    let client = connect();
     let http = Http {
         addr: dashboard,
         auth: format!("Bearer {}", token.as_str()),
@@ -166,14 +168,7 @@ fn main() {
     // A job whose tasks all make the same bytes (one object, content
     // addressed) ends: the head forgets its tasks and the object's makers
     // (quadratic once, which stalled the head past the node timeout).
-    let same = exec
-        .block_on(
-            Runtime::builder()
-                .token(token.as_str())
-                .output(OutputMode::Discard)
-                .connect(&address),
-        )
-        .expect("connect to the head");
+    let same = connect();
     let sm = same
         .block_on(same.load_file(ferray_test_fixtures::MISBEHAVE))
         .expect("load misbehave");

@@ -73,6 +73,10 @@ fn check_metrics(grid: &ResultGrid) {
     }
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 async fn tuner(rt: &Runtime, space: &str, config: TuneConfig, trainable: Option<&str>) -> Tuner {
     let comp = rt.load_file(fx::TUNE_QUADRATIC).await.expect("load");
     let space = Space::parse(space).expect("space");
@@ -261,24 +265,30 @@ fn the_command_line_writes_the_grid_and_prints_the_best_config() {
     .expect("write");
     let out_dir = dir.path().join("grid");
     let (space_s, out_s) = (space.to_string_lossy(), out_dir.to_string_lossy());
-    let out = ferray_ok(&[
-        "tune",
-        fx::TUNE_QUADRATIC,
-        "--space",
-        &space_s,
-        "--metric",
+    // `ferray tune` on the example with this space, and more arguments.
+    let tune = |metric: &str, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["tune", fx::TUNE_QUADRATIC, "--space", &space_s, "--metric"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.push(metric.to_string());
+        a.extend(["--output", &out_s].iter().map(|s| s.to_string()));
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
+    let out = ferray_ok(&strs(&tune(
         "loss",
-        "--mode",
-        "min",
-        "--scheduler",
-        "asha",
-        "--max-t",
-        "8",
-        "--num-cpus",
-        "2",
-        "--output",
-        &out_s,
-    ]);
+        &[
+            "--mode",
+            "min",
+            "--scheduler",
+            "asha",
+            "--max-t",
+            "8",
+            "--num-cpus",
+            "2",
+        ],
+    )));
     assert!(
         out.starts_with(
             "best trial 3: loss = 0.0 (8 iterations) config: lr=0.5 momentum=0.0 width=32"
@@ -307,16 +317,7 @@ fn the_command_line_writes_the_grid_and_prints_the_best_config() {
 
     // A bad space file: one line, naming the file and the field.
     std::fs::write(&space, "lr = { loguniform = [0, 1] }\n").expect("write");
-    let err = ferray_err(&[
-        "tune",
-        fx::TUNE_QUADRATIC,
-        "--space",
-        &space_s,
-        "--metric",
-        "loss",
-        "--mode",
-        "min",
-    ]);
+    let err = ferray_err(&strs(&tune("loss", &["--mode", "min"])));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains(&format!(
@@ -326,20 +327,7 @@ fn the_command_line_writes_the_grid_and_prints_the_best_config() {
     );
     // A metric the trainable does not report.
     std::fs::write(&space, "lr = 0.5\nmomentum = 0.0\nwidth = 32\n").expect("write");
-    let err = ferray_err(&[
-        "tune",
-        fx::TUNE_QUADRATIC,
-        "--space",
-        &space_s,
-        "--metric",
-        "accuracy",
-        "--mode",
-        "max",
-        "--max-t",
-        "2",
-        "--output",
-        &out_s,
-    ]);
+    let err = ferray_err(&strs(&tune("accuracy", &["--mode", "max", "--max-t", "2"])));
     assert!(
         err.contains("the trial reported no metric `accuracy` (it reported: loss, restores, w)"),
         "{err}"
@@ -367,9 +355,9 @@ fn trials_on_a_killed_worker_restart_from_their_checkpoints() {
         cfg.max_concurrent_trials = 4;
         let t = tuner(&rt, space, cfg, None).await;
         let mut killed = false;
-        t.run(|g| {
+        t.run(|p| {
             // Once every trial is a few steps in (and checkpointed).
-            if !killed && g.trials.iter().all(|t| t.iterations >= 4) {
+            if !killed && p.grid().trials.iter().all(|t| t.iterations >= 4) {
                 killed = true;
                 c.kill_worker(victim);
             }

@@ -54,7 +54,8 @@ pub(crate) struct TuneArgs {
     /// (default: the resource `trial`).
     #[arg(long, value_name = "NAME")]
     trainable: Option<String>,
-    /// At most this many trials at once (default: as many as the CPUs allow).
+    /// At most this many trials at once (default: as many as the embedded
+    /// runtime's CPUs allow; 4 on a cluster).
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_concurrent_trials: usize,
     /// The seed of the search's sampling.
@@ -132,12 +133,12 @@ pub(crate) fn tune(args: TuneArgs) -> Result<ExitCode> {
     let live = progress::stderr_is_terminal();
     let mut drawn_lines = 0usize;
     let mut last_draw: Option<std::time::Instant> = None;
-    let grid = rt.block_on(tuner.run(|g| {
+    let grid = rt.block_on(tuner.run(|p| {
         if !live || last_draw.is_some_and(|t| t.elapsed() < ferray_tune::REDRAW) {
             return;
         }
         last_draw = Some(std::time::Instant::now());
-        let table = g.table(20);
+        let table = p.grid().table(20);
         let mut err = std::io::stderr().lock();
         // Move up over the last table and clear to the end of the screen.
         if drawn_lines > 0 {

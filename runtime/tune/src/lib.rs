@@ -21,7 +21,7 @@ mod tuner;
 pub use grid::{ResultGrid, TrialResult, TrialStatus};
 pub use sched::{Decision, Mode, Scheduler, SchedulerConfig};
 pub use space::{Config, Domain, Space, Val};
-pub use tuner::{REDRAW, TuneConfig, Tuner};
+pub use tuner::{Progress, REDRAW, TuneConfig, Tuner};
 
 /// What can go wrong before or around a search (a trial's own failure is
 /// in its [`TrialResult`]).

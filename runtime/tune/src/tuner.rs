@@ -35,7 +35,8 @@ pub struct TuneConfig {
     pub mode: Mode,
     /// How many times the space (its whole grid) is sampled.
     pub num_samples: usize,
-    /// At most this many trials at once (0: as many as the CPUs allow).
+    /// At most this many trials at once (0: as many as the runtime's CPUs
+    /// allow; 4 for a client of a cluster, which has none of its own).
     pub max_concurrent_trials: usize,
     pub scheduler: SchedulerConfig,
     /// With FIFO or the median rule, a trial stops after this many
@@ -101,6 +102,20 @@ pub struct Tuner {
     trainable: Trainable,
     space: Space,
     config: TuneConfig,
+}
+
+/// A search in progress, as [`Tuner::run`] shows it.
+pub struct Progress<'a> {
+    tuner: &'a Tuner,
+    trials: &'a [Trial],
+    started: Instant,
+}
+
+impl Progress<'_> {
+    /// The grid as it stands: every trial's status, config and metrics.
+    pub fn grid(&self) -> ResultGrid {
+        self.tuner.grid(self.trials, self.started)
+    }
 }
 
 /// A trial as the tuner tracks it.
@@ -243,11 +258,13 @@ impl Tuner {
         }
     }
 
-    /// Run the search to its end; `progress` sees the trials after each
-    /// change (for a live table).
+    /// Run the search to its end; `progress` is told of each change (for a
+    /// live table), and builds the grid of the moment only if it asks
+    /// ([`Progress::grid`]: a copy of every trial, too much for each of a
+    /// large search's events).
     pub async fn run(
         &self,
-        mut progress: impl FnMut(&ResultGrid),
+        mut progress: impl FnMut(&Progress<'_>),
     ) -> Result<ResultGrid, TuneError> {
         let cfg = &self.config;
         let configs = self.space.generate(cfg.num_samples, cfg.seed);
@@ -289,7 +306,11 @@ impl Tuner {
                 trials[i].started = Some(Instant::now());
                 inflight.push(self.start(i, &trials[i]));
             }
-            progress(&self.grid(&trials, started));
+            progress(&Progress {
+                tuner: self,
+                trials: &trials,
+                started,
+            });
             let Some((i, ev)) = inflight.next().await else {
                 break;
             };
@@ -310,9 +331,12 @@ impl Tuner {
                 }
             }
         }
-        let grid = self.grid(&trials, started);
-        progress(&grid);
-        Ok(grid)
+        progress(&Progress {
+            tuner: self,
+            trials: &trials,
+            started,
+        });
+        Ok(self.grid(&trials, started))
     }
 
     fn grid(&self, trials: &[Trial], started: Instant) -> ResultGrid {
