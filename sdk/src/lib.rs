@@ -72,6 +72,7 @@ mod bindings {
     });
 }
 
+pub mod collective;
 pub mod gpu;
 pub mod serve;
 

@@ -68,6 +68,7 @@ fn all() -> Vec<&'static Scenario> {
         crate::values::SCENARIOS,
         crate::limits::SCENARIOS,
         crate::tune::SCENARIOS,
+        crate::train::SCENARIOS,
     ]
     .into_iter()
     .flatten()

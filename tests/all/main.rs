@@ -21,6 +21,7 @@ mod restart;
 mod sandbox;
 mod serve;
 mod tls;
+mod train;
 mod tune;
 mod values;
 

@@ -9,9 +9,7 @@
 
 use std::cell::Cell;
 
-use exports::ferray_examples::tune_quadratic::trainable::{
-    Config, Guest, GuestTrial, Metrics,
-};
+use exports::ferray_examples::tune_quadratic::trainable::{Config, Guest, GuestTrial, Metrics};
 
 wit_bindgen::generate!({ path: "wit", world: "tune-quadratic" });
 

@@ -100,6 +100,21 @@ pub(crate) struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The driver's runtime: connected to the cluster at `address`, or an
+    /// embedded one with these resources; output to stderr.
+    pub(crate) fn driver(&self, address: Option<&str>, token: Option<&str>) -> Result<Runtime> {
+        Ok(match address {
+            Some(address) => {
+                let mut b = Runtime::builder().output(OutputMode::Stderr);
+                if let Some(t) = token {
+                    b = b.token(t);
+                }
+                futures::executor::block_on(b.connect(address))?
+            }
+            None => self.builder(OutputMode::Stderr).build_sync()?,
+        })
+    }
+
     /// A runtime builder with these resources, its output going to `output`.
     pub(crate) fn builder(&self, output: OutputMode) -> RuntimeBuilder {
         let mut b = Runtime::builder()

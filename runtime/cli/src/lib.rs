@@ -24,6 +24,7 @@ mod progress;
 mod serve;
 mod timeline;
 mod tls;
+mod train;
 mod tune;
 
 use std::path::PathBuf;
@@ -86,6 +87,10 @@ enum Command {
     /// actors; FIFO, ASHA or the median stopping rule): a live table, the
     /// result grid as CSV and JSON, the best config.
     Tune(Box<tune::TuneArgs>),
+    /// Data-parallel training of a component's worker class: a group of
+    /// workers that all-reduce, each step's metrics, checkpoints on disk,
+    /// the group made again from the last one after a failure.
+    Train(Box<train::TrainArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -227,6 +232,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Timeline(args) => timeline::timeline(args),
         Command::Serve(cmd) => serve::serve(cmd),
         Command::Tune(args) => tune::tune(*args),
+        Command::Train(args) => train::train(*args),
     }
 }
 

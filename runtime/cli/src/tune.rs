@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use ferray::OutputMode;
 use ferray_tune::{Mode, SchedulerConfig, Space, TuneConfig, Tuner};
 
 use crate::{args, progress};
@@ -116,16 +115,9 @@ pub(crate) fn tune(args: TuneArgs) -> Result<ExitCode> {
     }
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("cannot read {}", args.component.display()))?;
-    let rt = match &args.address {
-        Some(address) => {
-            let mut b = ferray::Runtime::builder().output(OutputMode::Stderr);
-            if let Some(t) = &args.token {
-                b = b.token(t);
-            }
-            futures::executor::block_on(b.connect(address))?
-        }
-        None => args.node.builder(OutputMode::Stderr).build_sync()?,
-    };
+    let rt = args
+        .node
+        .driver(args.address.as_deref(), args.token.as_deref())?;
     let comp = rt
         .load_bytes_sync(&bytes)
         .with_context(|| format!("cannot load {}", args.component.display()))?;

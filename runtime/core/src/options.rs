@@ -61,6 +61,64 @@ pub struct ActorOptions {
     pub fuel: Option<u64>,
     /// Where a cluster places the actor (once; it stays there).
     pub strategy: Strategy,
+    /// Its place in a group of workers that all-reduce together (`ferray
+    /// train`): what the guest's `collective` imports see. `None`: a group
+    /// of one.
+    #[serde(default)]
+    pub group: Option<GroupMember>,
+}
+
+/// An actor's membership of a collective group (Ray's
+/// `init_collective_group(world_size, rank, group_name)`): a group is named
+/// within its job, and its `world_size` members, ranks `0..world_size`,
+/// all-reduce together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub group: String,
+    pub rank: u32,
+    pub world_size: u32,
+}
+
+impl GroupMember {
+    /// The longest group name.
+    pub const MAX_NAME: usize = 256;
+    /// The most members of a group.
+    pub const MAX_WORLD: u32 = 4096;
+
+    /// A member, checked: a name of 1 to [`Self::MAX_NAME`] bytes, a world
+    /// of 1 to [`Self::MAX_WORLD`], and a rank below it.
+    pub fn new(group: impl Into<String>, rank: u32, world_size: u32) -> Result<Self, Error> {
+        let m = GroupMember {
+            group: group.into(),
+            rank,
+            world_size,
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        if self.group.is_empty() || self.group.len() > Self::MAX_NAME {
+            return Err(Error::InvalidArgument(format!(
+                "a group's name must be 1 to {} bytes long",
+                Self::MAX_NAME
+            )));
+        }
+        if self.world_size == 0 || self.world_size > Self::MAX_WORLD {
+            return Err(Error::InvalidArgument(format!(
+                "a group's world size must be 1 to {}, not {}",
+                Self::MAX_WORLD,
+                self.world_size
+            )));
+        }
+        if self.rank >= self.world_size {
+            return Err(Error::InvalidArgument(format!(
+                "rank {} is not below the group's world size {}",
+                self.rank, self.world_size
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How one attempt of a task ended, as the retry policy sees it.

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ActorOptions, Arg, Error, JobId, TaskId};
+use ferray_core::{ActorId, ActorOptions, Arg, Error, GroupMember, JobId, TaskId};
 use ferray_host::{ClassInfo, Limits, Loaded};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::collective::Collectives;
 use crate::objects::ObjectRef;
 use crate::runtime::{ActorSlot, Counted, RtInner, TaskCtx};
 
@@ -84,8 +85,12 @@ impl RtInner {
             status,
             on_death,
             slot,
+            group: options
+                .group
+                .clone()
+                .map(|m| (self.collectives.clone(), job, m)),
         };
-        let ctx = TaskCtx::actor(id, job);
+        let ctx = TaskCtx::actor(id, job, options.group.clone());
         let handle = self
             .exec
             .spawn(actor.run(self.clone(), comp, class, args, options, ctx));
@@ -148,11 +153,14 @@ struct ActorLoop {
     /// Its instance slot and its place among the live actors, given back
     /// when the actor ends.
     slot: (ActorSlot, Counted),
+    /// Its collective group, which breaks when it dies or a call fails.
+    group: Option<(Arc<Collectives>, Option<JobId>, GroupMember)>,
 }
 
 impl Drop for ActorLoop {
     fn drop(&mut self) {
         let reason = self.status.reason(self.id);
+        self.group_broke(&reason);
         if !self.status.killed.load(Ordering::Relaxed)
             && let Some(f) = self.on_death.take()
         {
@@ -169,6 +177,13 @@ impl Drop for ActorLoop {
 }
 
 impl ActorLoop {
+    /// Its group can go on no more (the member died, or lost its state).
+    fn group_broke(&self, why: &str) {
+        if let Some((c, job, m)) = &self.group {
+            c.member_died(*job, m, why);
+        }
+    }
+
     fn die(&self, reason: String) {
         tracing::warn!(actor = %self.id, "{reason}");
         *self.status.dead.lock() = Some(reason);
@@ -224,6 +239,7 @@ impl ActorLoop {
                 Err(e @ (Error::NotFound(_) | Error::InvalidArgument(_))) => call.result.fail(e),
                 Err(e) => {
                     call.result.fail(e.clone());
+                    self.group_broke(&e.to_string());
                     if restarts >= options.max_restarts {
                         return self.die(format!(
                             "died: {e} (no restarts left, max_restarts = {})",

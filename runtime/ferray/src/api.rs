@@ -988,6 +988,14 @@ impl ActorBuilder {
         self.options.timeout = Some(t);
         self
     }
+    /// Make the actor rank `rank` of the collective group `group` (of this
+    /// job) of `world_size` members, as Ray's
+    /// `init_collective_group(world_size, rank, group_name=...)`: its
+    /// guest's `collective.all-reduce` sums over the group.
+    pub fn group(mut self, group: &str, rank: u32, world_size: u32) -> Result<Self, Error> {
+        self.options.group = Some(ferray_core::GroupMember::new(group, rank, world_size)?);
+        Ok(self)
+    }
     /// A constructor argument that is an object's value (a dependency),
     /// after those given to [`Component::actor`].
     pub fn arg_ref(mut self, r: &ObjectRef) -> Self {

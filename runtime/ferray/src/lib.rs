@@ -28,6 +28,7 @@ mod backend;
 pub mod bench;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+mod collective;
 mod http;
 mod objects;
 mod output;

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use ferray_codec::ComponentInfo;
 use ferray_core::{ActorId, ActorOptions, Arg, ComponentId, Error, JobId, ObjectId, TaskId};
-use ferray_core::{Ceilings, JobCaps, Resources, TaskOptions};
+use ferray_core::{Ceilings, GroupMember, JobCaps, Resources, TaskOptions};
+
+use crate::collective::Collectives;
 use ferray_host::{CallRequest, Host, Limits, Loaded, Outcome, Services};
 use ferray_store::ObjectStore;
 use futures::future::BoxFuture;
@@ -89,6 +91,8 @@ pub struct TaskCtx {
     /// while it blocks in `get` or `wait`.
     pub(crate) lease: Option<Arc<Lease>>,
     pub(crate) caller: Caller,
+    /// An actor's place in its collective group, if it has one.
+    pub(crate) group: Option<Arc<GroupMember>>,
 }
 
 impl TaskCtx {
@@ -98,15 +102,17 @@ impl TaskCtx {
             label: Arc::from(task.to_string()),
             lease,
             caller: Caller::Task { job, task },
+            group: None,
         }
     }
 
     /// An actor's instance; it holds its resources for life.
-    pub(crate) fn actor(actor: ActorId, job: Option<JobId>) -> Self {
+    pub(crate) fn actor(actor: ActorId, job: Option<JobId>, group: Option<GroupMember>) -> Self {
         TaskCtx {
             label: Arc::from(actor.to_string()),
             lease: None,
             caller: Caller::Actor { job, actor },
+            group: group.map(Arc::new),
         }
     }
 }
@@ -178,6 +184,8 @@ pub struct RtInner {
     /// The serve application a guest's deployment calls go to, when one
     /// runs on this runtime.
     pub(crate) serve_router: parking_lot::RwLock<Option<Arc<dyn crate::ServeRouter>>>,
+    /// The collective groups of the actors here.
+    pub(crate) collectives: Arc<Collectives>,
 }
 
 impl RtInner {
@@ -222,6 +230,7 @@ impl RtInner {
             in_flight: Arc::default(),
             backend: OnceLock::new(),
             serve_router: Default::default(),
+            collectives: Default::default(),
         })
     }
 
@@ -716,6 +725,24 @@ impl Services for RtInner {
 
     fn content_id(&self, r: &ObjectRef) -> Option<ObjectId> {
         r.content_id()
+    }
+
+    fn group_rank(&self, ctx: &TaskCtx) -> (u32, u32) {
+        ctx.group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank, g.world_size))
+    }
+
+    fn all_reduce(
+        &self,
+        ctx: &TaskCtx,
+        data: Vec<f32>,
+    ) -> BoxFuture<'static, Result<Vec<f32>, Error>> {
+        let (Some(m), Caller::Actor { job, actor }) = (ctx.group.clone(), ctx.caller) else {
+            return Box::pin(async move { Ok(data) });
+        };
+        let c = self.collectives.clone();
+        Box::pin(async move { c.all_reduce(job, actor, &m, data).await })
     }
 }
 

@@ -169,6 +169,7 @@ impl RtInner {
             label: Arc::from("http"),
             lease: None,
             caller: Caller::Driver,
+            group: None,
         };
         self.host()?
             .handle_http(comp, request, &limits, self.clone(), ctx, slot)

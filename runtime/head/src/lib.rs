@@ -13,6 +13,7 @@
 //! changes.
 
 mod db;
+mod groups;
 mod http;
 pub mod sched;
 mod serve;
@@ -419,6 +420,8 @@ pub struct Head {
     /// Its application, as the database has it, and the application the
     /// earlier head ran (to deploy again, [`Head::restore_serve_app`]).
     serve_app: Arc<serve::SavedApp>,
+    /// Collective groups still forming.
+    groups: Arc<groups::Groups>,
 }
 
 impl Head {
@@ -480,6 +483,7 @@ impl Head {
             config: Arc::new(config),
             serve: Default::default(),
             serve_app: Arc::new(serve_app),
+            groups: Default::default(),
         })
     }
 
@@ -1049,6 +1053,16 @@ impl v1::head_server::Head for Head {
         req: Request<v1::ServeCall>,
     ) -> Result<Response<v1::ServeAnswer>, Status> {
         self.call_deployment(req.into_inner()).await
+    }
+
+    async fn join_group(
+        &self,
+        req: Request<v1::GroupJoin>,
+    ) -> Result<Response<v1::GroupPlan>, Status> {
+        let plan = self.groups.join(req.into_inner()).await?;
+        Ok(Response::new(v1::GroupPlan {
+            addresses: plan.as_ref().clone(),
+        }))
     }
 }
 

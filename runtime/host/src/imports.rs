@@ -24,7 +24,7 @@ mod bindings {
     });
 }
 
-use bindings::ferray::runtime::{actors, deployments, gpu, objects, tasks, types};
+use bindings::ferray::runtime::{actors, collective, deployments, gpu, objects, tasks, types};
 
 /// The host side of a guest's `object-ref`: the runtime's reference, typed
 /// away so that the bindings need not be generic.
@@ -111,6 +111,7 @@ fn actor_options(o: &types::Options) -> Result<ActorOptions, CoreError> {
         timeout: o.timeout_ms.map(Duration::from_millis),
         fuel: None,
         strategy: Default::default(),
+        group: None,
     })
 }
 
@@ -405,6 +406,34 @@ impl<S: Services> deployments::Host for TaskState<S> {
                 body: r.body,
             })
             .map_err(to_wit))
+    }
+}
+
+/// The most numbers one `all-reduce` takes (512 MiB): each member's list is
+/// held by the host until the group's sum is made.
+pub const MAX_ALL_REDUCE: usize = 1 << 27;
+
+impl<S: Services> collective::Host for TaskState<S> {
+    async fn rank(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.services.group_rank(&self.ctx).0)
+    }
+
+    async fn world_size(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.services.group_rank(&self.ctx).1)
+    }
+
+    async fn all_reduce(
+        &mut self,
+        data: Vec<f32>,
+    ) -> wasmtime::Result<Result<Vec<f32>, types::Error>> {
+        if data.len() > MAX_ALL_REDUCE {
+            return Ok(Err(types::Error::InvalidArgument(format!(
+                "all-reduce takes at most {MAX_ALL_REDUCE} numbers, not {}",
+                data.len()
+            ))));
+        }
+        let fut = self.services.all_reduce(&self.ctx, data);
+        Ok(fut.await.map_err(to_wit))
     }
 }
 

@@ -40,6 +40,7 @@ pub use budget::MemoryBudget;
 pub use component::{ClassInfo, ComponentInfo, FuncInfo};
 pub use config::{HostConfig, LIVE_CHUNK, Limits, LiveOutput};
 pub use http::{HttpBody, INCOMING_HANDLER};
+pub use imports::MAX_ALL_REDUCE;
 pub use services::{CallRequest, Services};
 pub use task::{ActorInstance, Outcome, TaskState, WALL_CLOCK_GRACE};
 

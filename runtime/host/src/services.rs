@@ -70,4 +70,14 @@ pub trait Services: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<ferray_core::http::HttpResponse, Error>>;
     /// The content id of the reference's value, once ready.
     fn content_id(&self, r: &Self::Ref) -> Option<ObjectId>;
+    /// The caller's rank in its collective group and the group's size
+    /// (`(0, 1)` outside one).
+    fn group_rank(&self, ctx: &Self::Ctx) -> (u32, u32);
+    /// The element-wise sum of `data` over the caller's collective group
+    /// (`data` itself outside one). The host has checked its length.
+    fn all_reduce(
+        &self,
+        ctx: &Self::Ctx,
+        data: Vec<f32>,
+    ) -> BoxFuture<'static, Result<Vec<f32>, Error>>;
 }

@@ -347,6 +347,30 @@ pub fn objects_client(ch: Channel, token: &Token) -> ObjectsClient {
     ))
 }
 
+pub type CollectiveClient = v1::collective_client::CollectiveClient<Authed>;
+
+pub fn collective_client(ch: Channel, token: &Token) -> CollectiveClient {
+    v1::collective_client::CollectiveClient::with_interceptor(
+        Faulty::new(ch),
+        AddToken(token.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A server of `Collective` (all-reduce parts) behind the token check.
+pub fn collective_server<T: v1::collective_server::Collective>(
+    svc: T,
+    token: &Token,
+) -> InterceptedService<v1::collective_server::CollectiveServer<T>, CheckToken> {
+    InterceptedService::new(
+        v1::collective_server::CollectiveServer::new(svc)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        CheckToken(token.clone()),
+    )
+}
+
 pub fn actors_client(ch: Channel, token: &Token) -> ActorsClient {
     v1::actors_client::ActorsClient::with_interceptor(Faulty::new(ch), AddToken(token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -704,6 +728,11 @@ pub fn actor_options_to(o: &ActorOptions) -> v1::ActorOptions {
         timeout_ms: ms(o.timeout),
         fuel: o.fuel,
         strategy: strategy_to(o.strategy),
+        group: o.group.as_ref().map(|g| v1::GroupMember {
+            group: g.group.clone(),
+            rank: g.rank,
+            world_size: g.world_size,
+        }),
     }
 }
 
@@ -715,6 +744,10 @@ pub fn actor_options_from(o: Option<v1::ActorOptions>) -> Result<ActorOptions, E
         timeout: o.timeout_ms.map(Duration::from_millis),
         fuel: o.fuel,
         strategy: strategy_from(o.strategy),
+        group: o
+            .group
+            .map(|g| ferray_core::GroupMember::new(g.group, g.rank, g.world_size))
+            .transpose()?,
     })
 }
 

@@ -65,6 +65,7 @@ impl Stateful {
             timeout: spec.options.timeout,
             fuel: spec.options.fuel,
             strategy: spec.options.strategy,
+            group: None,
         };
         let handle = running
             .component

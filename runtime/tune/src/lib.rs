@@ -16,6 +16,7 @@
 mod grid;
 mod sched;
 mod space;
+pub mod trainable;
 mod tuner;
 
 pub use grid::{ResultGrid, TrialResult, TrialStatus};

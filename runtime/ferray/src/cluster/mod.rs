@@ -4,6 +4,7 @@
 //! `ferray-head`.
 
 mod backend;
+mod collective;
 mod node;
 pub(crate) mod session;
 mod transfer;

@@ -163,6 +163,13 @@ pub async fn run_worker(
     )
     .await?;
     inner.attach(Arc::new(Remote(session.clone())), true)?;
+    inner
+        .collectives
+        .set_transport(Arc::new(super::collective::NodeTransport::new(
+            object_address.clone(),
+            config.head.clone(),
+            config.token.clone(),
+        )));
     let node_id = session.node.map_or(0, |n| n.0);
     let objects = NodeObjects {
         store: inner.store.clone(),
@@ -187,6 +194,10 @@ pub async fn run_worker(
             .add_service(ferray_proto::objects_server(objects, &config.token))
             .add_service(ferray_proto::actors_server(
                 NodeActors(node.clone()),
+                &config.token,
+            ))
+            .add_service(ferray_proto::collective_server(
+                super::collective::NodeCollective(inner.collectives.clone()),
                 &config.token,
             ))
             .serve_with_incoming(ferray_proto::incoming(listener)),

@@ -1,0 +1,154 @@
+//! A node's side of collective groups on a cluster: joining a group at
+//! the head (`Head.JoinGroup`), and the parts of all-reduces sent straight
+//! between nodes (`Collective.Part`). The all-reduce itself is
+//! [`crate::collective`]'s.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use ferray_core::{Error, GroupMember};
+use ferray_proto::{Token, v1};
+use futures::future::BoxFuture;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::collective::{Collectives, PartKey, Transport};
+
+/// How a node reaches the head and the other nodes of its groups.
+pub(crate) struct NodeTransport {
+    /// This node's object server (how the head names it).
+    pub(crate) address: String,
+    pub(crate) head: String,
+    pub(crate) token: Token,
+    /// A connection per node (and the head), made once.
+    channels: Arc<DashMap<String, tonic::transport::Channel>>,
+}
+
+impl NodeTransport {
+    pub(crate) fn new(address: String, head: String, token: Token) -> NodeTransport {
+        NodeTransport {
+            address,
+            head,
+            token,
+            channels: Default::default(),
+        }
+    }
+}
+
+async fn channel(
+    channels: &DashMap<String, tonic::transport::Channel>,
+    addr: &str,
+) -> Result<tonic::transport::Channel, Error> {
+    if let Some(c) = channels.get(addr) {
+        return Ok(c.clone());
+    }
+    let c = ferray_proto::connect(addr).await?;
+    channels.insert(addr.to_string(), c.clone());
+    Ok(c)
+}
+
+impl Transport for NodeTransport {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn join(&self, job: u64, m: &GroupMember) -> BoxFuture<'static, Result<Vec<String>, Error>> {
+        let (channels, head, token) =
+            (self.channels.clone(), self.head.clone(), self.token.clone());
+        let req = v1::GroupJoin {
+            job,
+            group: m.group.clone(),
+            rank: m.rank,
+            world_size: m.world_size,
+            address: self.address.clone(),
+        };
+        Box::pin(async move {
+            let ch = channel(&channels, &head).await?;
+            let plan = ferray_proto::head_client(ch, &token)
+                .join_group(req)
+                .await
+                .map_err(|s| ferray_proto::from_status("joining a group", s))?;
+            Ok(plan.into_inner().addresses)
+        })
+    }
+
+    fn send(&self, to: &str, key: PartKey, data: Vec<u8>) -> BoxFuture<'static, Result<(), Error>> {
+        let (channels, token, to) = (self.channels.clone(), self.token.clone(), to.to_string());
+        Box::pin(async move {
+            let data = Bytes::from(data);
+            let n = data.len().div_ceil(ferray_proto::CHUNK_BYTES).max(1);
+            // Each frame is a slice of the one buffer (no copy).
+            let frames = (0..n).map(move |i| {
+                let a = i * ferray_proto::CHUNK_BYTES;
+                let b = (a + ferray_proto::CHUNK_BYTES).min(data.len());
+                v1::GroupPart {
+                    job: key.job,
+                    group: key.group.clone(),
+                    round: key.round,
+                    step: key.step,
+                    data: data.slice(a..b),
+                    last: i + 1 == n,
+                }
+            });
+            let ch = channel(&channels, &to).await?;
+            let r = ferray_proto::collective_client(ch, &token)
+                .part(futures::stream::iter(frames))
+                .await;
+            if r.is_err() {
+                // A broken connection is made again for the next part.
+                channels.remove(&to);
+            }
+            r.map(|_| ())
+                .map_err(|s| ferray_proto::from_status(&format!("sending a part to {to}"), s))
+        })
+    }
+}
+
+/// The `Collective` service: parts from other nodes into this node's
+/// mailbox.
+pub(crate) struct NodeCollective(pub(crate) Arc<Collectives>);
+
+#[tonic::async_trait]
+impl v1::collective_server::Collective for NodeCollective {
+    async fn part(
+        &self,
+        req: Request<Streaming<v1::GroupPart>>,
+    ) -> Result<Response<v1::PartTaken>, Status> {
+        let mut frames = req.into_inner();
+        let mut key: Option<PartKey> = None;
+        let mut data = Vec::new();
+        while let Some(f) = frames.message().await? {
+            let k = PartKey {
+                job: f.job,
+                group: f.group,
+                round: f.round,
+                step: f.step,
+            };
+            match &key {
+                Some(old) if *old != k => {
+                    return Err(Status::invalid_argument(
+                        "the frames of a part name two parts",
+                    ));
+                }
+                Some(_) => {}
+                None => key = Some(k),
+            }
+            if data.len() + f.data.len() > crate::collective::MAX_PART_BYTES {
+                return Err(Status::invalid_argument("an all-reduce part is too large"));
+            }
+            data.extend_from_slice(&f.data);
+            if f.last {
+                let key = key
+                    .take()
+                    .ok_or_else(|| Status::invalid_argument("no part"))?;
+                self.0
+                    .deliver(key, std::mem::take(&mut data))
+                    .map_err(|e| ferray_proto::to_status(&e))?;
+                return Ok(Response::new(v1::PartTaken {}));
+            }
+        }
+        Err(Status::invalid_argument(
+            "a part ended before its last frame",
+        ))
+    }
+}

@@ -1,0 +1,191 @@
+//! ferray train: `guest-examples/train-wine` (a small network on the
+//! wine-quality data, full-batch gradient descent whose gradient the
+//! workers all-reduce) through the embedding API (embedded and on a
+//! cluster), the command line, and a cluster that loses a worker mid-run.
+
+use ferray::Runtime;
+use ferray_train::{Event, TrainConfig, TrainResult, Trainer};
+use ferray_tune::{Config, Val};
+
+use crate::both::scenarios;
+use crate::fx;
+
+scenarios![
+    a_group_learns_what_one_worker_learns,
+    a_failed_worker_restarts_the_group_from_its_checkpoint,
+    a_group_without_failures_left_reports_why,
+];
+
+fn config(pairs: &[(&str, Val)]) -> Config {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn wine(hidden: i64, extra: &[(&str, Val)]) -> Config {
+    let mut c = config(&[("lr", Val::Float(0.5)), ("hidden", Val::Int(hidden))]);
+    c.extend(config(extra));
+    c
+}
+
+async fn fit(rt: &Runtime, loop_config: &Config, tc: TrainConfig) -> TrainResult {
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let trainer = Trainer::new(rt, &comp, None, loop_config, tc).expect("trainer");
+    trainer.fit(|_| {}).await.expect("fit")
+}
+
+fn curve(r: &TrainResult, k: &str) -> Vec<f64> {
+    r.history.iter().map(|m| m[k]).collect()
+}
+
+/// Two runs' curves agree to `tol` (the sums of a group are the one
+/// worker's, in another order).
+fn same_curve(a: &TrainResult, b: &TrainResult, k: &str, tol: f64) {
+    let (x, y) = (curve(a, k), curve(b, k));
+    assert_eq!(x.len(), y.len(), "{k}: {x:?} vs {y:?}");
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        assert!((p - q).abs() <= tol, "{k} at step {}: {p} vs {q}", i + 1);
+    }
+}
+
+async fn a_group_learns_what_one_worker_learns(rt: &Runtime) {
+    let steps = 40;
+    let one = fit(rt, &wine(8, &[]), TrainConfig::new(1, steps)).await;
+    let two = fit(rt, &wine(8, &[]), TrainConfig::new(2, steps)).await;
+    for r in [&one, &two] {
+        assert_eq!(r.error, None);
+        assert_eq!(r.history.len() as u64, steps);
+        let loss = curve(r, "loss");
+        assert!(
+            loss[loss.len() - 1] < 0.8 * loss[0],
+            "the loss falls: {loss:?}"
+        );
+        let acc = r.metrics().expect("metrics")["accuracy"];
+        // The majority class is about 53% of the held-out rows.
+        assert!(acc > 0.68, "it learns: accuracy {acc}");
+        assert_eq!(r.checkpoint.as_ref().map(|c| c.step), Some(steps));
+    }
+    // 1,279 training rows: rank 0 of two trains on half (rounded up).
+    assert_eq!(one.metrics().unwrap()["rows"], 1279.0);
+    assert_eq!(two.metrics().unwrap()["rows"], 640.0);
+    same_curve(&one, &two, "loss", 1e-4);
+    same_curve(&one, &two, "accuracy", 0.01);
+}
+
+async fn a_failed_worker_restarts_the_group_from_its_checkpoint(rt: &Runtime) {
+    let steps = 12;
+    let clean = fit(rt, &wine(4, &[]), TrainConfig::new(2, steps)).await;
+    // Both workers trap at step 7 unless restored; checkpoints every 3.
+    let mut tc = TrainConfig::new(2, steps);
+    tc.checkpoint_freq = 3;
+    tc.max_failures = 1;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let crashing = wine(4, &[("crash_at", Val::Int(7))]);
+    let trainer = Trainer::new(rt, &comp, None, &crashing, tc).expect("trainer");
+    let mut failed = Vec::new();
+    let r = trainer
+        .fit(|ev| {
+            if let Event::Failed { from_step, .. } = ev {
+                failed.push(from_step);
+            }
+        })
+        .await
+        .expect("fit");
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.failures, 1);
+    assert_eq!(
+        failed,
+        [6],
+        "the group starts again from step 6's checkpoint"
+    );
+    assert_eq!(r.history.len() as u64, steps);
+    assert_eq!(r.metrics().unwrap()["restores"], 1.0);
+    // Restored, it ends where a run without failure ends.
+    same_curve(&clean, &r, "loss", 1e-6);
+    same_curve(&clean, &r, "accuracy", 1e-9);
+}
+
+async fn a_group_without_failures_left_reports_why(rt: &Runtime) {
+    let mut tc = TrainConfig::new(2, 10);
+    tc.max_failures = 0;
+    let r = fit(rt, &wine(0, &[("crash_at", Val::Int(3))]), tc).await;
+    let e = r.error.as_deref().expect("an error");
+    assert!(e.contains("crash-at: worker"), "the guest's message: {e}");
+    assert_eq!(r.failures, 1);
+    assert_eq!(r.history.len(), 2, "two steps ran");
+    assert_eq!(r.checkpoint.as_ref().map(|c| c.step), Some(2));
+}
+
+#[tokio::test]
+async fn checkpoints_go_to_disk_and_a_run_resumes_from_them() {
+    let rt = crate::runtime().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tc = TrainConfig::new(2, 6);
+    tc.checkpoint_freq = 2;
+    tc.storage_path = Some(dir.path().to_path_buf());
+    let first = fit(&rt, &wine(4, &[]), tc.clone()).await;
+    assert_eq!(first.error, None);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "checkpoint_000002.bin",
+            "checkpoint_000004.bin",
+            "checkpoint_000006.bin"
+        ]
+    );
+    let last = first.checkpoint.clone().unwrap();
+    assert_eq!(std::fs::read(last.path.unwrap()).unwrap(), &last.bytes[..]);
+
+    // Resumed with 4 more steps: it goes on from step 6, and ends where 10
+    // steps in one run end.
+    tc.steps = 10;
+    tc.resume = true;
+    let resumed = fit(&rt, &wine(4, &[]), tc).await;
+    assert_eq!(resumed.error, None);
+    let steps: Vec<f64> = curve(&resumed, "epoch");
+    assert_eq!(steps, [7.0, 8.0, 9.0, 10.0], "only the new steps run");
+    let whole = fit(&rt, &wine(4, &[]), TrainConfig::new(2, 10)).await;
+    let tail = TrainResult {
+        history: whole.history[6..].to_vec(),
+        ..whole.clone()
+    };
+    same_curve(&tail, &resumed, "loss", 1e-6);
+}
+
+#[tokio::test]
+async fn bad_configs_are_refused_before_any_worker_starts() {
+    let rt = crate::runtime().await;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let err = |c: &Config, tc: TrainConfig, class: Option<&str>| {
+        Trainer::new(&rt, &comp, class, c, tc)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let e = err(
+        &wine(4, &[("hiden", Val::Int(3))]),
+        TrainConfig::new(1, 1),
+        None,
+    );
+    assert!(e.contains("`hiden` is not a field"), "{e}");
+    let e = err(
+        &config(&[("lr", Val::Float(0.1))]),
+        TrainConfig::new(1, 1),
+        None,
+    );
+    assert!(e.contains("`hidden`"), "{e}");
+    let e = err(&wine(-1, &[]), TrainConfig::new(1, 1), None);
+    assert!(e.contains("`hidden`") && e.contains("out of range"), "{e}");
+    let e = err(&wine(4, &[]), TrainConfig::new(0, 1), None);
+    assert!(e.contains("num_workers"), "{e}");
+    let e = err(&wine(4, &[]), TrainConfig::new(64, 1), None);
+    assert!(e.contains("need 64 CPUs"), "{e}");
+    let e = err(&wine(4, &[]), TrainConfig::new(1, 1), Some("trainer"));
+    assert!(e.contains("trainer"), "{e}");
+}
