@@ -265,6 +265,9 @@ impl Driver<'_> {
             timeout: None,
             fuel: None,
             strategy: self.strategy(),
+            // The head passes it on untouched (no byte of the input, so
+            // that the saved seeds replay as they did).
+            group: None,
         })
     }
 

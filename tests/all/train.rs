@@ -8,7 +8,8 @@ use ferray_train::{Event, TrainConfig, TrainResult, Trainer};
 use ferray_tune::{Config, Val};
 
 use crate::both::scenarios;
-use crate::fx;
+use crate::harness::{Cluster, block_on};
+use crate::{ferray_err, ferray_ok, fx};
 
 scenarios![
     a_group_learns_what_one_worker_learns,
@@ -67,8 +68,8 @@ async fn a_group_learns_what_one_worker_learns(rt: &Runtime) {
         assert_eq!(r.checkpoint.as_ref().map(|c| c.step), Some(steps));
     }
     // 1,279 training rows: rank 0 of two trains on half (rounded up).
-    assert_eq!(one.metrics().unwrap()["rows"], 1279.0);
-    assert_eq!(two.metrics().unwrap()["rows"], 640.0);
+    assert_eq!(one.metrics().expect("metrics")["rows"], 1279.0);
+    assert_eq!(two.metrics().expect("metrics")["rows"], 640.0);
     same_curve(&one, &two, "loss", 1e-4);
     same_curve(&one, &two, "accuracy", 0.01);
 }
@@ -100,7 +101,7 @@ async fn a_failed_worker_restarts_the_group_from_its_checkpoint(rt: &Runtime) {
         "the group starts again from step 6's checkpoint"
     );
     assert_eq!(r.history.len() as u64, steps);
-    assert_eq!(r.metrics().unwrap()["restores"], 1.0);
+    assert_eq!(r.metrics().expect("metrics")["restores"], 1.0);
     // Restored, it ends where a run without failure ends.
     same_curve(&clean, &r, "loss", 1e-6);
     same_curve(&clean, &r, "accuracy", 1e-9);
@@ -188,4 +189,139 @@ async fn bad_configs_are_refused_before_any_worker_starts() {
     assert!(e.contains("need 64 CPUs"), "{e}");
     let e = err(&wine(4, &[]), TrainConfig::new(1, 1), Some("trainer"));
     assert!(e.contains("trainer"), "{e}");
+}
+
+/// kill -9 of a node that holds a worker, mid-run: the group is made again
+/// on the nodes left, from the last checkpoint, and ends with the numbers
+/// of a run without failure. Each worker takes a whole node (2 CPUs), so
+/// the group spans two nodes and all-reduces between them.
+#[test]
+fn after_kill_9_of_a_workers_node_the_group_resumes_from_its_checkpoint() {
+    let steps = 24;
+    let loop_config = wine(8, &[("step_ms", Val::Int(60))]);
+    let mut tc = TrainConfig::new(2, steps);
+    tc.num_cpus = 2.0;
+    tc.checkpoint_freq = 3;
+    tc.max_failures = 2;
+    let clean = block_on(async {
+        let rt = crate::builder()
+            .num_cpus(4.0)
+            .build()
+            .await
+            .expect("runtime");
+        fit(&rt, &loop_config, tc.clone()).await
+    });
+    assert_eq!(clean.error, None);
+
+    let mut c = Cluster::start(3);
+    let (r, from) = block_on(async {
+        let rt = c.runtime().await;
+        let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+        let trainer = Trainer::new(&rt, &comp, None, &loop_config, tc).expect("trainer");
+        let mut killed = false;
+        let mut from = Vec::new();
+        let r = trainer
+            .fit(|ev| match ev {
+                Event::Step { step: 7, .. } if !killed => {
+                    killed = true;
+                    let nodes: Vec<u64> = c
+                        .state("actors")
+                        .actors
+                        .iter()
+                        .filter(|a| a.state == "ALIVE")
+                        .filter_map(|a| a.node.map(|n| n.0))
+                        .collect();
+                    let mut distinct = nodes.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), 2, "the workers are on two nodes: {nodes:?}");
+                    c.kill_worker(distinct[0]);
+                }
+                Event::Failed { from_step, .. } => from.push(from_step),
+                _ => {}
+            })
+            .await
+            .expect("fit");
+        (r, from)
+    });
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.failures, 1);
+    assert_eq!(from, [6], "the group starts again from step 6's checkpoint");
+    assert_eq!(r.history.len() as u64, steps);
+    assert!(r.metrics().expect("metrics")["restores"] >= 1.0);
+    same_curve(&clean, &r, "loss", 1e-6);
+    same_curve(&clean, &r, "accuracy", 1e-9);
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn the_command_line_prints_each_step_and_writes_checkpoints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "lr = 0.5\nhidden = 4\n").expect("config");
+    let store = dir.path().join("ckpt");
+    let (cfg_s, store_s) = (cfg.to_str().expect("utf-8"), store.to_str().expect("utf-8"));
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [fx::TRAIN_WINE, "--config", cfg_s, "--storage-path", store_s]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.insert(0, "train".into());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let out = ferray_ok(&strs(&args(&[
+        "--num-workers",
+        "2",
+        "--steps",
+        "5",
+        "--checkpoint-freq",
+        "2",
+    ])));
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 5, "{out}");
+    assert!(
+        steps[4].starts_with("step 5: accuracy=") && steps[4].contains("epoch=5.000000"),
+        "{out}"
+    );
+    assert!(out.contains("checkpoint_000005.bin"), "{out}");
+    let mut files: Vec<String> = std::fs::read_dir(&store)
+        .expect("storage")
+        .map(|e| e.expect("entry").file_name().into_string().expect("name"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "checkpoint_000002.bin",
+            "checkpoint_000004.bin",
+            "checkpoint_000005.bin"
+        ]
+    );
+    // Resumed with 2 more steps: steps 6 and 7 only.
+    let out = ferray_ok(&strs(&args(&[
+        "--num-workers",
+        "2",
+        "--steps",
+        "7",
+        "--resume",
+    ])));
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 2, "{out}");
+    assert!(steps[0].starts_with("step 6:"), "{out}");
+
+    // A bad config: one line naming the field.
+    std::fs::write(&cfg, "lr = 0.5\nhidden = \"wide\"\n").expect("config");
+    let err = ferray_err(&strs(&args(&[])));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("`hidden`"), "{err}");
+    std::fs::write(&cfg, "lr = { grid_search = [0.1, 0.5] }\nhidden = 4\n").expect("config");
+    let err = ferray_err(&strs(&args(&[])));
+    assert!(err.contains("`lr` is a search domain"), "{err}");
+    std::fs::write(&cfg, "lr = 0.5\nhidden = 4\nwidth = 3\n").expect("config");
+    let err = ferray_err(&strs(&args(&[])));
+    assert!(err.contains("`width` is not a field"), "{err}");
 }

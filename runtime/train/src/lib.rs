@@ -330,8 +330,8 @@ impl Trainer {
             if let Some(m) = history.last() {
                 progress(Event::Step { step, metrics: m });
             }
-            let due =
-                cfg.checkpoint_freq > 0 && (step % cfg.checkpoint_freq == 0 || step == cfg.steps);
+            let due = cfg.checkpoint_freq > 0
+                && (step.is_multiple_of(cfg.checkpoint_freq) || step == cfg.steps);
             if self.checkpoints && due {
                 match self.save(&group.0[0], step).await {
                     Ok(c) => {
