@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use exports::ferray_examples::bench::api::{Guest as ApiGuest, GuestCounter};
+use exports::ferray_examples::bench::api::{Guest as ApiGuest, GuestCounter, GuestReducer};
 use ferray_sdk::Task;
 
 wit_bindgen::generate!({ path: "wit", world: "bench" });
@@ -35,8 +35,25 @@ impl GuestCounter for Counter {
     }
 }
 
+struct Reducer;
+
+impl GuestReducer for Reducer {
+    fn new() -> Self {
+        Reducer
+    }
+
+    fn all_reduce(&self, n: u32, reps: u32) -> Result<f64, String> {
+        let mut data = vec![(ferray_sdk::collective::rank() + 1) as f32; n as usize];
+        for _ in 0..reps {
+            ferray_sdk::collective::all_reduce(&mut data).map_err(|e| e.to_string())?;
+        }
+        Ok(data.first().copied().map_or(0.0, f64::from))
+    }
+}
+
 impl ApiGuest for Component {
     type Counter = Counter;
+    type Reducer = Reducer;
 }
 
 impl Guest for Component {

@@ -93,7 +93,13 @@ pub(crate) fn train(args: TrainArgs) -> Result<ExitCode> {
     let trainer = Trainer::new(&rt, &comp, Some(&args.class), &config, tc)?;
     let result = rt.block_on(trainer.fit(|ev| match ev {
         Event::Step { step, metrics } => {
-            let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.6}")).collect();
+            let m: Vec<String> = metrics
+                .iter()
+                .map(|(k, v)| match v.fract() == 0.0 && v.abs() < 1e15 {
+                    true => format!("{k}={}", *v as i64),
+                    false => format!("{k}={v:.6}"),
+                })
+                .collect();
             outln!("step {step}: {}", m.join(" "));
         }
         Event::Checkpoint(c) => {
