@@ -325,3 +325,61 @@ fn the_command_line_prints_each_step_and_writes_checkpoints() {
     let err = ferray_err(&strs(&args(&[])));
     assert!(err.contains("`width` is not a field"), "{err}");
 }
+
+/// Tune over training: the worker class is a trainable of ferray tune (a
+/// group of one). ASHA over learning rate and hidden width ends within 2%
+/// of the loss of the best config of the full grid, for at most half of
+/// the grid's steps.
+#[tokio::test]
+async fn asha_over_training_finds_the_grids_best_for_a_fraction_of_its_steps() {
+    use ferray_tune::{Mode, SchedulerConfig, Space, TuneConfig, Tuner};
+    let rt = crate::runtime().await;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let space = Space::parse(
+        r#"
+        lr = { grid_search = [0.02, 0.1, 0.3, 1.0] }
+        hidden = { grid_search = [0, 4, 16] }
+        "#,
+    )
+    .expect("space");
+    let max_t = 60;
+    let search = |scheduler: SchedulerConfig| {
+        let mut cfg = TuneConfig::new("loss", Mode::Min);
+        cfg.scheduler = scheduler;
+        cfg.max_t = max_t;
+        // One at a time: ASHA's rungs fill in the grid's order, the same
+        // on every run.
+        cfg.max_concurrent_trials = 1;
+        Tuner::new(&rt, &comp, Some("worker"), space.clone(), cfg).expect("tuner")
+    };
+    let grid = search(SchedulerConfig::Fifo)
+        .run(|_| {})
+        .await
+        .expect("grid");
+    let asha = search(SchedulerConfig::Asha {
+        max_t,
+        grace_period: 5,
+        reduction_factor: 3.0,
+        brackets: 1,
+    })
+    .run(|_| {})
+    .await
+    .expect("asha");
+    assert_eq!(grid.total_iterations(), 12 * max_t);
+    let best = |g: &ferray_tune::ResultGrid| g.best().expect("a best trial").metrics["loss"];
+    let (full, found) = (best(&grid), best(&asha));
+    assert!(
+        found <= full * 1.02,
+        "ASHA's best loss {found} is within 2% of the grid's {full}"
+    );
+    let share = asha.total_iterations() as f64 / grid.total_iterations() as f64;
+    assert!(
+        share <= 0.5,
+        "ASHA used {:.0}% of the grid's steps",
+        share * 100.0
+    );
+    eprintln!(
+        "tune over train: grid best loss {full:.4}, ASHA {found:.4} with {:.0}% of the steps",
+        share * 100.0
+    );
+}
