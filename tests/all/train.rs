@@ -337,8 +337,8 @@ async fn asha_over_training_finds_the_grids_best_for_a_fraction_of_its_steps() {
     let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
     let space = Space::parse(
         r#"
-        lr = { grid_search = [0.02, 0.1, 0.3, 1.0] }
-        hidden = { grid_search = [0, 4, 16] }
+        lr = { grid_search = [1.0, 0.3, 0.1, 0.02] }
+        hidden = { grid_search = [16, 4, 0] }
         "#,
     )
     .expect("space");
@@ -347,8 +347,9 @@ async fn asha_over_training_finds_the_grids_best_for_a_fraction_of_its_steps() {
         let mut cfg = TuneConfig::new("loss", Mode::Min);
         cfg.scheduler = scheduler;
         cfg.max_t = max_t;
-        // One at a time: ASHA's rungs fill in the grid's order, the same
-        // on every run.
+        // One at a time, so that ASHA's rungs fill in the grid's order on
+        // every run; the grid lists the likelier configs first (with the
+        // worst first, each would pass the empty rungs it reaches).
         cfg.max_concurrent_trials = 1;
         Tuner::new(&rt, &comp, Some("worker"), space.clone(), cfg).expect("tuner")
     };

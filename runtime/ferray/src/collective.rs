@@ -399,10 +399,7 @@ impl Collectives {
                 ((i + k - s) % k, (i + 2 * k - s - 1) % k)
             };
             let (a, b) = bounds(send_c);
-            let mut bytes = Vec::with_capacity((b - a) * 4);
-            for x in &data[a..b] {
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
+            let bytes = le_bytes(&data[a..b]);
             let part = PartKey {
                 step: step as u32,
                 ..key.clone()
@@ -526,6 +523,16 @@ impl Collectives {
             parts.held -= freed;
         }
     }
+}
+
+/// `xs` as little-endian bytes (written in place: a loop the compiler
+/// turns into copies, not a push per byte).
+fn le_bytes(xs: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; xs.len() * 4];
+    for (o, x) in out.chunks_exact_mut(4).zip(xs) {
+        o.copy_from_slice(&x.to_le_bytes());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ impl Transport for NodeTransport {
         let (channels, token, to) = (self.channels.clone(), self.token.clone(), to.to_string());
         Box::pin(async move {
             let data = Bytes::from(data);
+            let size = data.len() as u64;
             let n = data.len().div_ceil(ferray_proto::CHUNK_BYTES).max(1);
             // Each frame is a slice of the one buffer (no copy).
             let frames = (0..n).map(move |i| {
@@ -88,6 +89,7 @@ impl Transport for NodeTransport {
                     step: key.step,
                     data: data.slice(a..b),
                     last: i + 1 == n,
+                    size,
                 }
             });
             let ch = channel(&channels, &to).await?;
