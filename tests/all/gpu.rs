@@ -21,7 +21,7 @@ pub(crate) fn have_adapter() -> bool {
     found
 }
 
-async fn gpu_runtime(num_gpus: f64) -> Runtime {
+pub(crate) async fn gpu_runtime(num_gpus: f64) -> Runtime {
     builder()
         .num_cpus(4.0)
         .num_gpus(num_gpus)

@@ -384,3 +384,33 @@ async fn asha_over_training_finds_the_grids_best_for_a_fraction_of_its_steps() {
         share * 100.0
     );
 }
+
+/// The same training with the hidden layer's products in WGSL on the GPU
+/// (the software driver here): the curve of the CPU's, up to the order of
+/// the GPU's sums.
+#[tokio::test]
+async fn workers_on_the_gpu_learn_what_workers_on_the_cpu_learn() {
+    if !crate::gpu::have_adapter() {
+        return;
+    }
+    let rt = crate::gpu::gpu_runtime(1.0).await;
+    let steps = 15;
+    let cpu = fit(&rt, &wine(8, &[]), TrainConfig::new(2, steps)).await;
+    let mut tc = TrainConfig::new(2, steps);
+    tc.num_gpus = 0.5;
+    let gpu = fit(&rt, &wine(8, &[("gpu", Val::Bool(true))]), tc).await;
+    assert_eq!(gpu.error, None, "{gpu:?}");
+    same_curve(&cpu, &gpu, "loss", 1e-4);
+    same_curve(&cpu, &gpu, "accuracy", 0.01);
+
+    // Without a GPU of its own, a worker's kernel is refused: the run
+    // fails with the GPU's message.
+    let r = fit(
+        &rt,
+        &wine(8, &[("gpu", Val::Bool(true))]),
+        TrainConfig::new(2, 2),
+    )
+    .await;
+    let e = r.error.as_deref().expect("an error");
+    assert!(e.contains("GPU:"), "{e}");
+}

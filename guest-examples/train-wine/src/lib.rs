@@ -6,17 +6,23 @@
 //! Each `step` is one full-batch gradient step: every worker adds up the gradient of its rows,
 //! one all-reduce sums the gradients, losses and row counts of the whole group, and every worker
 //! makes the same update (momentum 0.9), so all hold the same weights.
+//!
+//! With `gpu`, the hidden layer's matrix products (the pre-activations X W1^T of all the
+//! worker's rows at once, and the gradient dZ^T X of W1) run in a WGSL kernel
+//! (`matmul.wgsl`) on the node's GPU; the rest stays on the CPU.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use ferray_sdk::collective;
+use ferray_sdk::gpu::{Buffer, Kernel, workgroups};
 
 use exports::ferray_examples::train_wine::trainable::{Config, Guest, GuestWorker, Metrics};
 
 wit_bindgen::generate!({ path: "wit", world: "train-wine" });
 
 const DATA: &str = include_str!("../data/winequality-red.csv");
+const MATMUL: &str = include_str!("matmul.wgsl");
 const FEATURES: usize = 11;
 const MOMENTUM: f32 = 0.9;
 /// What a checkpoint starts with.
@@ -145,6 +151,79 @@ impl Shape {
     }
 }
 
+/// `c = a * b` on the GPU (`matmul.wgsl`): an m x k by k x n product, each operand read
+/// through its strides.
+fn gpu_matmul(
+    a: &Buffer,
+    b: &Buffer,
+    [m, n, k]: [usize; 3],
+    strides: [usize; 4],
+) -> ferray_sdk::gpu::Result<Vec<f32>> {
+    let c = Buffer::zeroed::<f32>(m * n)?;
+    let dims: Vec<u32> = [m, n, k, strides[0], strides[1], strides[2], strides[3], 0]
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let d = Buffer::uniform(&dims)?;
+    let kernel = Kernel::new(MATMUL, "main")?;
+    kernel.dispatch(&[a, b, &c, &d], [workgroups(m, 8), workgroups(n, 8), 1])?;
+    c.read::<f32>()
+}
+
+impl Shape {
+    /// What `forward` adds up over `rows`, with the hidden layer's products on the GPU: the
+    /// gradient added to `grad`; returns the rows' summed loss.
+    fn gradient_on_gpu(
+        &self,
+        p: &[f32],
+        rows: &[&([f32; FEATURES], f32)],
+        grad: &mut [f32],
+    ) -> Result<f64, String> {
+        let h = self.hidden;
+        if h == 0 {
+            return Err("`gpu` needs a hidden layer (`hidden` above 0)".into());
+        }
+        let m = rows.len();
+        if m == 0 {
+            return Ok(0.0);
+        }
+        let (w1, rest) = p.split_at(h * FEATURES);
+        let (b1, rest) = rest.split_at(h);
+        let (w2, b2) = rest.split_at(h);
+        let x: Vec<f32> = rows.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+        let xb = Buffer::from_slice(&x).map_err(|e| e.to_string())?;
+        // Z = X W1^T (m x h): X[i][l] = x[i * 11 + l], W1^T[l][j] = w1[j * 11 + l].
+        let wb = Buffer::from_slice(w1).map_err(|e| e.to_string())?;
+        let z = gpu_matmul(&xb, &wb, [m, h, FEATURES], [FEATURES, 1, 1, FEATURES])
+            .map_err(|e| e.to_string())?;
+        let mut dz1 = vec![0f32; m * h];
+        let mut loss = 0f64;
+        let eps = 1e-7;
+        for (i, (_, y)) in rows.iter().enumerate() {
+            let act: Vec<f32> = (0..h).map(|j| (z[i * h + j] + b1[j]).tanh()).collect();
+            let out = act.iter().zip(w2).map(|(a, w)| a * w).sum::<f32>() + b2[0];
+            let prob = 1.0 / (1.0 + (-out).exp());
+            loss += f64::from(-(y * prob.max(eps).ln() + (1.0 - y) * (1.0 - prob).max(eps).ln()));
+            let dz = prob - y;
+            for j in 0..h {
+                grad[h * FEATURES + h + j] += dz * act[j];
+                let da = dz * w2[j] * (1.0 - act[j] * act[j]);
+                dz1[i * h + j] = da;
+                grad[h * FEATURES + j] += da;
+            }
+            grad[h * FEATURES + 2 * h] += dz;
+        }
+        // dW1 = dZ1^T X (h x 11): dZ1^T[j][i] = dz1[i * h + j], X[i][l] = x[i * 11 + l].
+        let db = Buffer::from_slice(&dz1).map_err(|e| e.to_string())?;
+        let gw1 = gpu_matmul(&db, &xb, [h, FEATURES, m], [1, h, FEATURES, 1])
+            .map_err(|e| e.to_string())?;
+        for (g, x) in grad[..h * FEATURES].iter_mut().zip(gw1) {
+            *g += x;
+        }
+        Ok(loss)
+    }
+}
+
 /// splitmix64, so that every worker makes the same initial weights from the seed.
 fn init(shape: Shape, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -217,13 +296,21 @@ impl GuestWorker for Worker {
         let n = self.shape.len();
         // The gradient's sum over this worker's rows, then its loss and row count.
         let mut buf = vec![0f32; n + 2];
-        let mut rows = 0u32;
-        let mut loss = 0f64;
-        for (x, y) in self.data.train.iter().skip(rank).step_by(world) {
-            let (_, l) = self.shape.forward(&st.params, x, *y, Some(&mut buf[..n]));
-            loss += f64::from(l);
-            rows += 1;
-        }
+        let shard: Vec<&([f32; FEATURES], f32)> =
+            self.data.train.iter().skip(rank).step_by(world).collect();
+        let rows = shard.len() as u32;
+        let loss = if self.config.gpu == Some(true) {
+            self.shape
+                .gradient_on_gpu(&st.params, &shard, &mut buf[..n])
+                .map_err(|e| format!("GPU: {e}"))?
+        } else {
+            let mut loss = 0f64;
+            for (x, y) in &shard {
+                let (_, l) = self.shape.forward(&st.params, x, *y, Some(&mut buf[..n]));
+                loss += f64::from(l);
+            }
+            loss
+        };
         buf[n] = loss as f32;
         buf[n + 1] = rows as f32;
         collective::all_reduce(&mut buf).map_err(|e| e.to_string())?;
