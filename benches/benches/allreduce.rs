@@ -38,22 +38,73 @@ fn main() {
     for k in [2usize, 4] {
         let raw = raw_tcp(k);
         let ferray = on_ferray(k);
-        rows.push((k, ferray, raw));
+        let one_node = on_one_node(k);
+        rows.push((k, ferray, raw, one_node));
     }
     let bytes = (N * 4) as f64;
     println!(
-        "{:<8} {:>12} {:>12} {:>14} {:>14} {:>8}",
-        "workers", "ferray s", "raw TCP s", "ferray GB/s", "raw TCP GB/s", "ratio"
+        "{:<8} {:>12} {:>12} {:>14} {:>14} {:>8} {:>14}",
+        "workers", "ferray s", "raw TCP s", "ferray GB/s", "raw TCP GB/s", "ratio", "one node s"
     );
-    for (k, f, r) in rows {
+    for (k, f, r, one) in rows {
         let bus = 2.0 * (k - 1) as f64 / k as f64 * bytes / 1e9;
         println!(
-            "{k:<8} {f:>12.3} {r:>12.3} {:>14.3} {:>14.3} {:>7.0}%",
+            "{k:<8} {f:>12.3} {r:>12.3} {:>14.3} {:>14.3} {:>7.0}% {one:>14.3}",
             bus / f,
             bus / r,
             100.0 * r / f
         );
     }
+}
+
+/// Seconds per all-reduce of `k` reducer actors on one embedded runtime:
+/// no network, what the guests' lists crossing the host boundary and the
+/// host's sum cost.
+fn on_one_node(k: usize) -> f64 {
+    let rt = Runtime::builder()
+        .num_cpus(k as f64)
+        .output(OutputMode::Discard)
+        .build_sync()
+        .expect("a runtime");
+    reduce(&rt, k, "one-node")
+}
+
+/// `k` reducer actors of a group on `rt`: seconds per all-reduce, after a
+/// first one that is not counted.
+fn reduce(rt: &Runtime, k: usize, name: &str) -> f64 {
+    let comp = rt
+        .block_on(rt.load_file(ferray_test_fixtures::BENCH))
+        .expect("load the bench guest");
+    let group = format!("{name}-{k}");
+    let actors: Vec<_> = (0..k)
+        .map(|rank| {
+            let a = comp
+                .actor("api.reducer", ())
+                .num_cpus(1.0)
+                .and_then(|b| b.group(&group, rank as u32, k as u32))
+                .expect("options");
+            rt.block_on(a.spawn()).expect("a reducer")
+        })
+        .collect();
+    let all = |n: usize, reps: u32| {
+        let refs: Vec<_> = actors
+            .iter()
+            .map(|a| a.call("all-reduce", (n as u32, reps)).expect("call"))
+            .collect();
+        for r in refs {
+            let v: Result<f64, String> = rt.block_on(rt.get(&r)).expect("get");
+            let want = (k * (k + 1) / 2) as f64 * (k as f64).powi(reps as i32 - 1);
+            assert_eq!(v, Ok(want), "the sum of ranks + 1");
+        }
+    };
+    all(N, 1);
+    let t = Instant::now();
+    all(N, REPS);
+    let secs = t.elapsed().as_secs_f64() / f64::from(REPS);
+    for a in &actors {
+        let _ = a.kill();
+    }
+    secs
 }
 
 /// Seconds per all-reduce of `k` reducer actors, one per node.
@@ -120,38 +171,7 @@ fn on_ferray(k: usize) -> f64 {
                 .connect(&address),
         )
         .expect("connect to the head");
-    let comp = client
-        .block_on(client.load_file(ferray_test_fixtures::BENCH))
-        .expect("load the bench guest");
-    let group = format!("bench-{k}");
-    let actors: Vec<_> = (0..k)
-        .map(|rank| {
-            let a = comp
-                .actor("api.reducer", ())
-                .num_cpus(1.0)
-                .and_then(|b| b.group(&group, rank as u32, k as u32))
-                .expect("options");
-            client.block_on(a.spawn()).expect("a reducer")
-        })
-        .collect();
-    let all = |n: usize, reps: u32| {
-        let refs: Vec<_> = actors
-            .iter()
-            .map(|a| a.call("all-reduce", (n as u32, reps)).expect("call"))
-            .collect();
-        for r in refs {
-            let v: Result<f64, String> = client.block_on(client.get(&r)).expect("get");
-            let want = (k * (k + 1) / 2) as f64 * (k as f64).powi(reps as i32 - 1);
-            assert_eq!(v, Ok(want), "the sum of ranks + 1");
-        }
-    };
-    all(N, 1);
-    let t = Instant::now();
-    all(N, REPS);
-    let secs = t.elapsed().as_secs_f64() / f64::from(REPS);
-    for a in &actors {
-        let _ = a.kill();
-    }
+    let secs = reduce(&client, k, "bench");
     drop(client);
     exec.shutdown_background();
     secs
@@ -218,9 +238,9 @@ impl Ring {
                 ((i + k - s) % k, (i + 2 * k - s - 1) % k)
             };
             let (a, b) = bounds(send_c);
-            let mut bytes = Vec::with_capacity((b - a) * 4);
-            for x in &data[a..b] {
-                bytes.extend_from_slice(&x.to_le_bytes());
+            let mut bytes = vec![0u8; (b - a) * 4];
+            for (o, x) in bytes.as_chunks_mut::<4>().0.iter_mut().zip(&data[a..b]) {
+                *o = x.to_le_bytes();
             }
             let (a, b) = bounds(recv_c);
             let mut got = vec![0u8; (b - a) * 4];
@@ -229,16 +249,14 @@ impl Ring {
                 scope.spawn(move || out.write_all(&bytes).expect("send"));
                 self.inp.read_exact(&mut got).expect("receive");
             });
-            let xs = got
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            let words = got.as_chunks::<4>().0;
             if gather {
-                for (d, x) in data[a..b].iter_mut().zip(xs) {
-                    *d = x;
+                for (d, w) in data[a..b].iter_mut().zip(words) {
+                    *d = f32::from_le_bytes(*w);
                 }
             } else {
-                for (d, x) in data[a..b].iter_mut().zip(xs) {
-                    *d += x;
+                for (d, w) in data[a..b].iter_mut().zip(words) {
+                    *d += f32::from_le_bytes(*w);
                 }
             }
         }

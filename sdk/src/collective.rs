@@ -37,6 +37,14 @@ pub fn world_size() -> u32 {
 /// then broken, and the worker's call should fail too (`ferray train` restarts the group from its
 /// last checkpoint).
 pub fn all_reduce(data: &mut [f32]) -> crate::Result<()> {
+    let sum = all_reduced(data)?;
+    data.copy_from_slice(&sum);
+    Ok(())
+}
+
+/// [`all_reduce`], the sum as a new vector (one copy of the list fewer, for lists too large to
+/// copy needlessly).
+pub fn all_reduced(data: &[f32]) -> crate::Result<Vec<f32>> {
     let sum = wit::all_reduce(data)?;
     if sum.len() != data.len() {
         return Err(crate::Error::Other(format!(
@@ -45,8 +53,7 @@ pub fn all_reduce(data: &mut [f32]) -> crate::Result<()> {
             sum.len()
         )));
     }
-    data.copy_from_slice(&sum);
-    Ok(())
+    Ok(sum)
 }
 
 /// The sum of one number over the group (a count of samples, a loss), through an all-reduce.

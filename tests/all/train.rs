@@ -54,7 +54,11 @@ async fn a_group_learns_what_one_worker_learns(rt: &Runtime) {
     let steps = 40;
     let one = fit(rt, &wine(8, &[]), TrainConfig::new(1, steps)).await;
     let two = fit(rt, &wine(8, &[]), TrainConfig::new(2, steps)).await;
-    for r in [&one, &two] {
+    // Half a CPU each: four fit on the embedded runtime's two.
+    let mut tc = TrainConfig::new(4, steps);
+    tc.num_cpus = 0.5;
+    let four = fit(rt, &wine(8, &[]), tc).await;
+    for r in [&one, &two, &four] {
         assert_eq!(r.error, None);
         assert_eq!(r.history.len() as u64, steps);
         let loss = curve(r, "loss");
@@ -67,11 +71,15 @@ async fn a_group_learns_what_one_worker_learns(rt: &Runtime) {
         assert!(acc > 0.68, "it learns: accuracy {acc}");
         assert_eq!(r.checkpoint.as_ref().map(|c| c.step), Some(steps));
     }
-    // 1,279 training rows: rank 0 of two trains on half (rounded up).
+    // 1,279 training rows: rank 0 of two trains on half, of four on a
+    // quarter (rounded up).
     assert_eq!(one.metrics().expect("metrics")["rows"], 1279.0);
     assert_eq!(two.metrics().expect("metrics")["rows"], 640.0);
-    same_curve(&one, &two, "loss", 1e-4);
-    same_curve(&one, &two, "accuracy", 0.01);
+    assert_eq!(four.metrics().expect("metrics")["rows"], 320.0);
+    for r in [&two, &four] {
+        same_curve(&one, r, "loss", 1e-4);
+        same_curve(&one, r, "accuracy", 0.01);
+    }
 }
 
 async fn a_failed_worker_restarts_the_group_from_its_checkpoint(rt: &Runtime) {

@@ -45,7 +45,7 @@ impl GuestReducer for Reducer {
     fn all_reduce(&self, n: u32, reps: u32) -> Result<f64, String> {
         let mut data = vec![(ferray_sdk::collective::rank() + 1) as f32; n as usize];
         for _ in 0..reps {
-            ferray_sdk::collective::all_reduce(&mut data).map_err(|e| e.to_string())?;
+            data = ferray_sdk::collective::all_reduced(&data).map_err(|e| e.to_string())?;
         }
         Ok(data.first().copied().map_or(0.0, f64::from))
     }

@@ -77,8 +77,50 @@ struct Parts {
 }
 
 enum Slot {
-    Here(Vec<u8>),
-    Wanted(oneshot::Sender<Vec<u8>>),
+    Here(Part),
+    Wanted(oneshot::Sender<Part>),
+}
+
+/// A part as it came: its frames, kept as they are (no copy into one
+/// buffer), each a whole number of f32s.
+#[derive(Debug, Default)]
+pub(crate) struct Part {
+    frames: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl Part {
+    /// Add a frame; its length must be a multiple of 4.
+    pub(crate) fn push(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
+        if !frame.len().is_multiple_of(4) {
+            return Err(Error::InvalidArgument(
+                "a frame of an all-reduce part splits a number".into(),
+            ));
+        }
+        self.len += frame.len();
+        self.frames.push(frame);
+        Ok(())
+    }
+
+    /// Its bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `f(dst, x)` for each number `x` of the part and its place `dst` in
+    /// `into` (as long as the part): a loop per frame, over whole arrays of
+    /// four bytes, that the compiler vectorizes.
+    fn apply(&self, into: &mut [f32], f: impl Fn(&mut f32, f32)) {
+        let mut at = 0;
+        for frame in &self.frames {
+            let (words, _) = frame.as_chunks::<4>();
+            let n = words.len().min(into.len().saturating_sub(at));
+            for (d, w) in into[at..at + n].iter_mut().zip(words) {
+                f(d, f32::from_le_bytes(*w));
+            }
+            at += n;
+        }
+    }
 }
 
 struct Group {
@@ -414,17 +456,10 @@ impl Collectives {
                     key.group
                 )));
             }
-            let xs = got
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             if gather {
-                for (d, x) in data[a..b].iter_mut().zip(xs) {
-                    *d = x;
-                }
+                got.apply(&mut data[a..b], |d, x| *d = x);
             } else {
-                for (d, x) in data[a..b].iter_mut().zip(xs) {
-                    *d += x;
-                }
+                got.apply(&mut data[a..b], |d, x| *d += x);
             }
         }
         Ok(data)
@@ -432,7 +467,7 @@ impl Collectives {
 
     /// A part from another node (the `Collective` service): to the member
     /// waiting for it, or held until one does.
-    pub(crate) fn deliver(&self, key: PartKey, data: Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn deliver(&self, key: PartKey, data: Part) -> Result<(), Error> {
         let mut parts = self.parts.lock();
         match parts.slots.remove(&key) {
             Some(Slot::Wanted(tx)) => {
@@ -457,7 +492,7 @@ impl Collectives {
         }
     }
 
-    async fn recv(&self, key: PartKey) -> Result<Vec<u8>, Error> {
+    async fn recv(&self, key: PartKey) -> Result<Part, Error> {
         let rx = {
             let mut parts = self.parts.lock();
             match parts.slots.remove(&key) {
@@ -529,8 +564,8 @@ impl Collectives {
 /// turns into copies, not a push per byte).
 fn le_bytes(xs: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; xs.len() * 4];
-    for (o, x) in out.chunks_exact_mut(4).zip(xs) {
-        o.copy_from_slice(&x.to_le_bytes());
+    for (o, x) in out.as_chunks_mut::<4>().0.iter_mut().zip(xs) {
+        *o = x.to_le_bytes();
     }
     out
 }
@@ -700,8 +735,10 @@ mod tests {
         ) -> BoxFuture<'static, Result<(), Error>> {
             let peer = self.nodes.lock().get(to).cloned();
             Box::pin(async move {
+                let mut part = Part::default();
+                part.push(bytes::Bytes::from(data))?;
                 peer.ok_or_else(|| Error::System("no such node".into()))?
-                    .deliver(key, data)
+                    .deliver(key, part)
             })
         }
     }

@@ -12,7 +12,7 @@ use ferray_proto::{Token, v1};
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::collective::{Collectives, PartKey, Transport};
+use crate::collective::{Collectives, Part, PartKey, Transport};
 
 /// How a node reaches the head and the other nodes of its groups.
 pub(crate) struct NodeTransport {
@@ -118,7 +118,7 @@ impl v1::collective_server::Collective for NodeCollective {
     ) -> Result<Response<v1::PartTaken>, Status> {
         let mut frames = req.into_inner();
         let mut key: Option<PartKey> = None;
-        let mut data = Vec::new();
+        let mut part = Part::default();
         while let Some(f) = frames.message().await? {
             let k = PartKey {
                 job: f.job,
@@ -126,6 +126,12 @@ impl v1::collective_server::Collective for NodeCollective {
                 round: f.round,
                 step: f.step,
             };
+            let size = usize::try_from(f.size).unwrap_or(usize::MAX);
+            if size > crate::collective::MAX_PART_BYTES || part.len() + f.data.len() > size {
+                return Err(Status::invalid_argument(
+                    "an all-reduce part is too large, or larger than it said",
+                ));
+            }
             match &key {
                 Some(old) if *old != k => {
                     return Err(Status::invalid_argument(
@@ -135,16 +141,17 @@ impl v1::collective_server::Collective for NodeCollective {
                 Some(_) => {}
                 None => key = Some(k),
             }
-            if data.len() + f.data.len() > crate::collective::MAX_PART_BYTES {
-                return Err(Status::invalid_argument("an all-reduce part is too large"));
-            }
-            data.extend_from_slice(&f.data);
+            // Kept as it came: the frame's bytes are not copied.
+            part.push(f.data).map_err(|e| ferray_proto::to_status(&e))?;
             if f.last {
+                if part.len() != size {
+                    return Err(Status::invalid_argument("an all-reduce part ended short"));
+                }
                 let key = key
                     .take()
                     .ok_or_else(|| Status::invalid_argument("no part"))?;
                 self.0
-                    .deliver(key, std::mem::take(&mut data))
+                    .deliver(key, std::mem::take(&mut part))
                     .map_err(|e| ferray_proto::to_status(&e))?;
                 return Ok(Response::new(v1::PartTaken {}));
             }
