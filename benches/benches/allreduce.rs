@@ -30,6 +30,8 @@ use ferray::{OutputMode, Runtime};
 
 /// Numbers in the list: 100 MB of f32.
 const N: usize = 25_000_000;
+/// The lists of the comparison with the object store: 25 MB.
+const SMALL: usize = N / 4;
 /// All-reduces timed in a row.
 const REPS: u32 = 3;
 
@@ -43,13 +45,21 @@ fn main() {
     }
     let bytes = (N * 4) as f64;
     println!(
-        "{:<8} {:>12} {:>12} {:>14} {:>14} {:>8} {:>14}",
-        "workers", "ferray s", "raw TCP s", "ferray GB/s", "raw TCP GB/s", "ratio", "one node s"
+        "{:<8} {:>10} {:>10} {:>12} {:>12} {:>7} {:>11} | 25 MB: {:>8} {:>10}",
+        "workers",
+        "ferray s",
+        "raw TCP s",
+        "ferray GB/s",
+        "raw GB/s",
+        "ratio",
+        "one node s",
+        "ring s",
+        "objects s"
     );
-    for (k, f, r, one) in rows {
+    for (k, (f, objects, ring_small), r, (one, _, _)) in rows {
         let bus = 2.0 * (k - 1) as f64 / k as f64 * bytes / 1e9;
         println!(
-            "{k:<8} {f:>12.3} {r:>12.3} {:>14.3} {:>14.3} {:>7.0}% {one:>14.3}",
+            "{k:<8} {f:>10.3} {r:>10.3} {:>12.3} {:>12.3} {:>6.0}% {one:>11.3} |        {ring_small:>8.3} {objects:>10.3}",
             bus / f,
             bus / r,
             100.0 * r / f
@@ -60,7 +70,7 @@ fn main() {
 /// Seconds per all-reduce of `k` reducer actors on one embedded runtime:
 /// no network, what the guests' lists crossing the host boundary and the
 /// host's sum cost.
-fn on_one_node(k: usize) -> f64 {
+fn on_one_node(k: usize) -> (f64, f64, f64) {
     let rt = Runtime::builder()
         .num_cpus(k as f64)
         .output(OutputMode::Discard)
@@ -71,7 +81,7 @@ fn on_one_node(k: usize) -> f64 {
 
 /// `k` reducer actors of a group on `rt`: seconds per all-reduce, after a
 /// first one that is not counted.
-fn reduce(rt: &Runtime, k: usize, name: &str) -> f64 {
+fn reduce(rt: &Runtime, k: usize, name: &str) -> (f64, f64, f64) {
     let comp = rt
         .block_on(rt.load_file(ferray_test_fixtures::BENCH))
         .expect("load the bench guest");
@@ -101,14 +111,50 @@ fn reduce(rt: &Runtime, k: usize, name: &str) -> f64 {
     let t = Instant::now();
     all(N, REPS);
     let secs = t.elapsed().as_secs_f64() / f64::from(REPS);
+    // Through the object store: each member's list is the result of a
+    // call (an object on its node); each member is then given all of them
+    // as arguments, which its node pulls from the others.
+    let through_objects = |n: usize| {
+        let parts: Vec<_> = actors
+            .iter()
+            .map(|a| a.call("part", (n as u32,)).expect("call"))
+            .collect();
+        let sum = format!("sum{k}");
+        let refs: Vec<_> = actors
+            .iter()
+            .map(|a| {
+                let args = parts
+                    .iter()
+                    .map(|p| ferray_core::Arg::Ref(p.clone()))
+                    .collect();
+                a.call_with(&sum, args).expect("call")
+            })
+            .collect();
+        for r in refs {
+            let v: f64 = rt.block_on(rt.get(&r)).expect("get");
+            assert_eq!(v, (k * (k + 1) / 2) as f64, "the sum of ranks + 1");
+        }
+        rt.free(&parts);
+    };
+    // Every member takes in all k lists, more than a guest's store lets
+    // one call copy in (256 MiB) at 100 MB each: both ways again at 25 MB.
+    through_objects(SMALL);
+    let t = Instant::now();
+    for _ in 0..REPS {
+        through_objects(SMALL);
+    }
+    let objects = t.elapsed().as_secs_f64() / f64::from(REPS);
+    let t = Instant::now();
+    all(SMALL, REPS);
+    let ring_small = t.elapsed().as_secs_f64() / f64::from(REPS);
     for a in &actors {
         let _ = a.kill();
     }
-    secs
+    (secs, objects, ring_small)
 }
 
 /// Seconds per all-reduce of `k` reducer actors, one per node.
-fn on_ferray(k: usize) -> f64 {
+fn on_ferray(k: usize) -> (f64, f64, f64) {
     let token = Token::generate().expect("a token");
     let exec = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -49,6 +49,32 @@ impl GuestReducer for Reducer {
         }
         Ok(data.first().copied().map_or(0.0, f64::from))
     }
+
+    fn part(&self, n: u32) -> Vec<f32> {
+        vec![(ferray_sdk::collective::rank() + 1) as f32; n as usize]
+    }
+
+    fn sum2(&self, a: Vec<f32>, b: Vec<f32>) -> f64 {
+        sum(&[a, b])
+    }
+
+    fn sum4(&self, a: Vec<f32>, b: Vec<f32>, c: Vec<f32>, d: Vec<f32>) -> f64 {
+        sum(&[a, b, c, d])
+    }
+}
+
+/// The element-wise sum of `lists`; its first number.
+fn sum(lists: &[Vec<f32>]) -> f64 {
+    let Some((first, rest)) = lists.split_first() else {
+        return 0.0;
+    };
+    let mut out = first.clone();
+    for l in rest {
+        for (o, x) in out.iter_mut().zip(l) {
+            *o += x;
+        }
+    }
+    out.first().copied().map_or(0.0, f64::from)
 }
 
 impl ApiGuest for Component {

@@ -409,9 +409,10 @@ impl<S: Services> deployments::Host for TaskState<S> {
     }
 }
 
-/// The most numbers one `all-reduce` takes (512 MiB): each member's list is
-/// held by the host until the group's sum is made.
-pub const MAX_ALL_REDUCE: usize = 1 << 27;
+/// The most numbers one `all-reduce` takes (128 MiB): each member's list is
+/// held by the host until the group's sum is made, and a guest's list
+/// within this passes its store's hostcall fuel (256 MiB per transfer).
+pub const MAX_ALL_REDUCE: usize = 1 << 25;
 
 impl<S: Services> collective::Host for TaskState<S> {
     async fn rank(&mut self) -> wasmtime::Result<u32> {
