@@ -15,6 +15,7 @@ scenarios![
     a_group_learns_what_one_worker_learns,
     a_failed_worker_restarts_the_group_from_its_checkpoint,
     a_group_without_failures_left_reports_why,
+    a_killed_member_fails_the_all_reduce_its_group_waits_in,
 ];
 
 fn config(pairs: &[(&str, Val)]) -> Config {
@@ -124,6 +125,44 @@ async fn a_group_without_failures_left_reports_why(rt: &Runtime) {
     assert_eq!(r.failures, 1);
     assert_eq!(r.history.len(), 2, "two steps ran");
     assert_eq!(r.checkpoint.as_ref().map(|c| c.step), Some(2));
+}
+
+/// Without the trainer: a group of two actors made through the embedding
+/// API (spread over two nodes on a cluster). Rank 0 steps alone and waits in
+/// its all-reduce; killing rank 1 ends that wait with an error, not a hang.
+async fn a_killed_member_fails_the_all_reduce_its_group_waits_in(rt: &Runtime) {
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let args = ferray_tune::trainable::encode_config(
+        &comp.info().class("worker").expect("class").constructor,
+        &wine(4, &[]),
+        "the config",
+        "worker",
+    )
+    .expect("config");
+    let mut members = Vec::new();
+    for rank in 0..2 {
+        let a = comp
+            .actor_encoded("worker", args.clone())
+            .strategy(ferray_core::Strategy::Spread)
+            .num_cpus(1.0)
+            .and_then(|b| b.group("kill-one", rank, 2))
+            .expect("options")
+            .spawn()
+            .await
+            .expect("spawn");
+        a.ready().await.expect("ready");
+        members.push(a);
+    }
+    let waiting = members[0].call_with("step", Vec::new()).expect("call");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    members[1].kill().expect("kill");
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(60), rt.get_encoded(&waiting))
+        .await
+        .expect("the waiting member is told, not left waiting")
+        .expect("its step answers");
+    let step = comp.info().class("worker").expect("class").methods["step"].clone();
+    let e = ferray_tune::trainable::metrics_of(&step, &bytes).expect_err("an err(..)");
+    assert!(e.to_string().contains("group `kill-one`"), "{e}");
 }
 
 #[tokio::test]

@@ -235,7 +235,19 @@ impl ActorLoop {
             rt.emit(&ctx.label, &out);
             self.current = None;
             match out.result {
-                Ok(bytes) => call.result.resolve(rt.store.put(Bytes::from(bytes))),
+                Ok(bytes) => {
+                    // A member whose call returned `err(..)` may have left
+                    // an all-reduce out: its rounds would no longer match.
+                    if self.group.is_some()
+                        && class
+                            .methods
+                            .get(&call.method)
+                            .is_some_and(|f| f.returns_err(&bytes))
+                    {
+                        self.group_broke("a call returned err(..)");
+                    }
+                    call.result.resolve(rt.store.put(Bytes::from(bytes)))
+                }
                 Err(e @ (Error::NotFound(_) | Error::InvalidArgument(_))) => call.result.fail(e),
                 Err(e) => {
                     call.result.fail(e.clone());

@@ -50,7 +50,20 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn join(&self, job: u64, m: &GroupMember) -> BoxFuture<'static, Result<Vec<String>, Error>>;
     /// Send a part to the node at `to`; done once that node holds it.
     fn send(&self, to: &str, key: PartKey, data: Vec<u8>) -> BoxFuture<'static, Result<(), Error>>;
+    /// `m`'s group broke (`why`): its members still joining, and those
+    /// that join later, fail.
+    fn abandon(
+        &self,
+        job: u64,
+        m: &GroupMember,
+        why: String,
+    ) -> BoxFuture<'static, Result<(), Error>>;
 }
+
+/// The step of a part that says its group broke (its bytes: why, as text).
+pub(crate) const BROKEN_STEP: u32 = u32::MAX;
+/// Groups this node saw break, whose late parts it drops.
+const MAX_DEAD: usize = 4096;
 
 /// One part of one step of an all-reduce between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -74,6 +87,29 @@ pub(crate) struct Collectives {
 struct Parts {
     slots: HashMap<PartKey, Slot>,
     held: usize,
+    /// Groups (job, name) that broke here: their parts are dropped.
+    dead: std::collections::VecDeque<(u64, String)>,
+}
+
+impl Parts {
+    /// Drop the parts held for (job, group), and those that come later.
+    fn bury(&mut self, job: u64, group: &str) {
+        let mut freed = 0;
+        self.slots.retain(|k, slot| {
+            let keep = k.job != job || k.group != group;
+            if let (false, Slot::Here(d)) = (keep, &*slot) {
+                freed += d.len();
+            }
+            keep
+        });
+        self.held -= freed;
+        if !self.dead.iter().any(|(j, g)| *j == job && g == group) {
+            if self.dead.len() >= MAX_DEAD {
+                self.dead.pop_front();
+            }
+            self.dead.push_back((job, group.to_string()));
+        }
+    }
 }
 
 enum Slot {
@@ -105,6 +141,13 @@ impl Part {
     /// Its bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// `f` on each frame's bytes, in order.
+    fn apply_bytes(&self, mut f: impl FnMut(&[u8])) {
+        for frame in &self.frames {
+            f(frame);
+        }
     }
 
     /// `f(dst, x)` for each number `x` of the part and its place `dst` in
@@ -194,7 +237,9 @@ struct Round {
 /// A member's round in progress: dropped before it ends, it breaks the
 /// group (the member will never give its part, or never take the sum).
 struct InRound<'a> {
+    c: &'a Collectives,
     group: &'a Group,
+    job: Option<JobId>,
     rank: u32,
     ended: bool,
 }
@@ -202,23 +247,43 @@ struct InRound<'a> {
 impl Drop for InRound<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            self.group.brk(format!(
-                "rank {} of the group `{}` stopped during an all-reduce",
-                self.rank, self.group.name
-            ));
+            self.c.brk(
+                self.group,
+                self.job,
+                format!(
+                    "rank {} of the group `{}` stopped during an all-reduce",
+                    self.rank, self.group.name
+                ),
+            );
         }
     }
 }
 
 impl Group {
-    fn brk(&self, why: String) {
+    /// Break it (once): whether this was the first break.
+    fn brk(&self, why: String) -> bool {
         let mut st = self.st.lock();
-        if st.broken.is_none() {
+        let first = st.broken.is_none();
+        if first {
             st.broken = Some(Error::ActorDied(why));
         }
         st.rounds.clear();
         drop(st);
         self.changed.notify_waiters();
+        first
+    }
+
+    /// Once it breaks, why.
+    async fn broken(&self) -> Error {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = &self.st.lock().broken {
+                return e.clone();
+            }
+            notified.await;
+        }
     }
 }
 
@@ -250,6 +315,47 @@ impl Collectives {
         Ok(g)
     }
 
+    /// Break `g` of `job`: its members here fail; on a cluster, the head
+    /// (for members still joining) and the group's other nodes are told,
+    /// and parts for it are dropped.
+    fn brk(&self, g: &Group, job: Option<JobId>, why: String) {
+        if !g.brk(why.clone()) {
+            return;
+        }
+        let Some(t) = self.transport.get() else {
+            return;
+        };
+        let j = job.map_or(0, |j| j.0);
+        self.parts.lock().bury(j, &g.name);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut tells = Vec::new();
+        if let Ok(m) = GroupMember::new(g.name.clone(), 0, g.world) {
+            tells.push(t.abandon(j, &m, why.clone()));
+        }
+        if let Some(plan) = g.plan.get() {
+            for (i, node) in plan.nodes.iter().enumerate() {
+                if i != plan.me {
+                    let key = PartKey {
+                        job: j,
+                        group: g.name.clone(),
+                        round: 0,
+                        step: BROKEN_STEP,
+                    };
+                    tells.push(t.send(node, key, why.clone().into_bytes()));
+                }
+            }
+        }
+        rt.spawn(async move {
+            for r in futures::future::join_all(tells).await {
+                if let Err(e) = r {
+                    tracing::debug!("telling of a broken group: {e}");
+                }
+            }
+        });
+    }
+
     /// This node's way to the other nodes of its groups (a cluster's
     /// worker sets it once, before any actor starts).
     pub(crate) fn set_transport(&self, t: Arc<dyn Transport>) {
@@ -269,17 +375,24 @@ impl Collectives {
             return Ok(data);
         }
         let g = self.group(job, m)?;
+        if let Some(e) = &g.st.lock().broken {
+            return Err(e.clone());
+        }
         let mut guard = InRound {
+            c: self,
             group: &g,
+            job,
             rank: m.rank,
             ended: false,
         };
         let plan = match self.transport.get() {
-            Some(t) => Some(
-                self.plan(&g, t, job, m)
-                    .await
-                    .inspect_err(|_| guard.ended = true)?,
-            ),
+            Some(t) => {
+                let joined = tokio::select! {
+                    p = self.plan(&g, t, job, m) => p,
+                    e = g.broken() => Err(e),
+                };
+                Some(joined.inspect_err(|_| guard.ended = true)?)
+            }
             None => None,
         };
         let expected = plan.as_ref().map_or(g.world, |p| p.local);
@@ -321,7 +434,7 @@ impl Collectives {
                 ));
                 drop(st);
                 guard.ended = true;
-                g.brk(e.to_string());
+                self.brk(&g, job, e.to_string());
                 return Err(e);
             } else {
                 for (s, x) in r.sum.iter_mut().zip(&data) {
@@ -354,7 +467,11 @@ impl Collectives {
                 round,
                 step: 0,
             };
-            match self.ring(t.as_ref(), plan, key, sum).await {
+            let ring = tokio::select! {
+                r = self.ring(t.as_ref(), plan, key, sum) => r,
+                e = g.broken() => Err(e),
+            };
+            match ring {
                 Ok(sum) => {
                     if let Some(r) = g.st.lock().rounds.get_mut(&round) {
                         r.done = Some(Arc::new(sum));
@@ -363,7 +480,7 @@ impl Collectives {
                 }
                 Err(e) => {
                     guard.ended = true;
-                    g.brk(e.to_string());
+                    self.brk(&g, job, e.to_string());
                     return Err(e);
                 }
             }
@@ -468,25 +585,47 @@ impl Collectives {
     /// A part from another node (the `Collective` service): to the member
     /// waiting for it, or held until one does.
     pub(crate) fn deliver(&self, key: PartKey, data: Part) -> Result<(), Error> {
-        let mut parts = self.parts.lock();
-        match parts.slots.remove(&key) {
-            Some(Slot::Wanted(tx)) => {
-                let _ = tx.send(data);
+        if key.step == BROKEN_STEP {
+            // Another node of the group saw it break.
+            let job = (key.job != 0).then_some(JobId(key.job));
+            let g = self.groups.lock().get(&(job, key.group.clone())).cloned();
+            let mut why = Vec::with_capacity(data.len());
+            data.apply_bytes(|b| why.extend_from_slice(b));
+            let why = String::from_utf8_lossy(&why).into_owned();
+            match g {
+                Some(g) => self.brk(&g, job, why),
+                None => self.parts.lock().bury(key.job, &key.group),
+            }
+            return Ok(());
+        }
+        let mut guard = self.parts.lock();
+        let Parts { slots, held, dead } = &mut *guard;
+        if dead.iter().any(|(j, g)| *j == key.job && *g == key.group) {
+            return Ok(());
+        }
+        use std::collections::hash_map::Entry;
+        match slots.entry(key) {
+            Entry::Occupied(e) if matches!(e.get(), Slot::Wanted(_)) => {
+                if let Slot::Wanted(tx) = e.remove() {
+                    let _ = tx.send(data);
+                }
                 Ok(())
             }
-            Some(Slot::Here(_)) => Err(Error::InvalidArgument(format!(
+            // The first one stays.
+            Entry::Occupied(e) => Err(Error::InvalidArgument(format!(
                 "a second part {} of round {} of the group `{}`",
-                key.step, key.round, key.group
+                e.key().step,
+                e.key().round,
+                e.key().group
             ))),
-            None => {
-                if parts.held + data.len() > MAX_HELD_PARTS {
+            Entry::Vacant(e) => {
+                if *held + data.len() > MAX_HELD_PARTS {
                     return Err(Error::InvalidArgument(format!(
-                        "this node holds {} bytes of all-reduce parts no member has taken",
-                        parts.held
+                        "this node holds {held} bytes of all-reduce parts no member has taken"
                     )));
                 }
-                parts.held += data.len();
-                parts.slots.insert(key, Slot::Here(data));
+                *held += data.len();
+                e.insert(Slot::Here(data));
                 Ok(())
             }
         }
@@ -529,33 +668,32 @@ impl Collectives {
 
     /// The actor holding `m`'s rank died or lost its state (made before its
     /// first all-reduce, the group is made broken, so that the others fail
-    /// rather than wait). The group goes once every rank has.
+    /// rather than wait). The group goes once every rank of this node has
+    /// (every rank, embedded).
     pub(crate) fn member_died(&self, job: Option<JobId>, m: &GroupMember, why: &str) {
         let Ok(g) = self.group(job, m) else {
             return;
         };
-        g.brk(format!(
-            "rank {} of the group `{}` died: {why}",
-            m.rank, m.group
-        ));
+        self.brk(
+            &g,
+            job,
+            format!("rank {} of the group `{}` died: {why}", m.rank, m.group),
+        );
         let all_gone = {
             let mut st = g.st.lock();
             st.gone.insert(m.rank);
-            st.gone.len() == g.world as usize
+            let here = match (g.plan.get(), self.transport.get()) {
+                (Some(plan), _) => plan.local as usize,
+                // Not joined here: the head knows it broke, so a member
+                // that comes later fails at its join.
+                (None, Some(_)) => st.holders.iter().flatten().count().max(1),
+                (None, None) => g.world as usize,
+            };
+            st.gone.len() >= here
         };
         if all_gone {
             self.groups.lock().remove(&(job, m.group.clone()));
-            let j = job.map_or(0, |j| j.0);
-            let mut parts = self.parts.lock();
-            let mut freed = 0;
-            parts.slots.retain(|k, slot| {
-                let keep = k.job != j || k.group != m.group;
-                if let (false, Slot::Here(d)) = (keep, &*slot) {
-                    freed += d.len();
-                }
-                keep
-            });
-            parts.held -= freed;
+            self.parts.lock().bury(job.map_or(0, |j| j.0), &m.group);
         }
     }
 }
@@ -727,6 +865,14 @@ mod tests {
             let r = self.ranks.clone();
             Box::pin(async move { Ok(r) })
         }
+        fn abandon(
+            &self,
+            _job: u64,
+            _m: &GroupMember,
+            _why: String,
+        ) -> BoxFuture<'static, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
         fn send(
             &self,
             to: &str,
@@ -792,5 +938,92 @@ mod tests {
         for c in nodes.lock().values() {
             assert!(c.parts.lock().slots.is_empty(), "every part was taken");
         }
+    }
+
+    fn wired(ranks: &[&str]) -> Arc<Mutex<HashMap<String, Arc<Collectives>>>> {
+        let ranks: Vec<String> = ranks.iter().map(|s| s.to_string()).collect();
+        let nodes: Arc<Mutex<HashMap<String, Arc<Collectives>>>> = Default::default();
+        for n in &ranks {
+            if nodes.lock().contains_key(n) {
+                continue;
+            }
+            let c = Arc::new(Collectives::default());
+            c.set_transport(Arc::new(Wire {
+                me: n.clone(),
+                ranks: ranks.clone(),
+                nodes: nodes.clone(),
+            }));
+            nodes.lock().insert(n.clone(), c);
+        }
+        nodes
+    }
+
+    #[tokio::test]
+    async fn a_member_dying_on_one_node_fails_the_members_waiting_on_another() {
+        let nodes = wired(&["a", "b"]);
+        let a = nodes.lock()["a"].clone();
+        let b = nodes.lock()["b"].clone();
+        let (m0, m1) = (member(0, 2), member(1, 2));
+        let job = Some(JobId(1));
+        // A first round together.
+        let (x, y) = tokio::join!(
+            a.all_reduce(job, ActorId(0), &m0, vec![1.0]),
+            b.all_reduce(job, ActorId(1), &m1, vec![2.0])
+        );
+        assert_eq!((x.unwrap(), y.unwrap()), (vec![3.0], vec![3.0]));
+        // Rank 0 waits in the next; rank 1's actor dies on its node.
+        let waiting =
+            tokio::spawn(async move { a.all_reduce(job, ActorId(0), &m0, vec![1.0]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        b.member_died(job, &m1, "killed");
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting member is told")
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rank 1 of the group `g` died: killed"),
+            "{e}"
+        );
+        // Its parts are dropped, and late ones too.
+        assert!(b.parts.lock().slots.is_empty());
+        let mut late = Part::default();
+        late.push(bytes::Bytes::from(vec![0u8; 4])).unwrap();
+        let key = PartKey {
+            job: 1,
+            group: "g".into(),
+            round: 5,
+            step: 0,
+        };
+        b.deliver(key, late).unwrap();
+        assert!(
+            b.parts.lock().slots.is_empty(),
+            "a part of a broken group is dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_part_is_refused_and_the_first_kept() {
+        let c = Collectives::default();
+        let key = PartKey {
+            job: 1,
+            group: "g".into(),
+            round: 0,
+            step: 0,
+        };
+        let part = |x: u8| {
+            let mut p = Part::default();
+            p.push(bytes::Bytes::from(vec![x; 4])).unwrap();
+            p
+        };
+        c.deliver(key.clone(), part(1)).unwrap();
+        assert!(c.deliver(key.clone(), part(2)).is_err());
+        assert_eq!(c.parts.lock().held, 4);
+        let got = c.recv(key).await.unwrap();
+        let mut x = [0f32];
+        got.apply(&mut x, |d, v| *d = v);
+        assert_eq!(x[0], f32::from_le_bytes([1; 4]));
+        assert_eq!(c.parts.lock().held, 0);
     }
 }

@@ -34,7 +34,10 @@ struct Forming {
     world: u32,
     addresses: Vec<Option<String>>,
     since: Instant,
-    done: watch::Sender<Option<Plan>>,
+    /// The plan once all joined, or why the group broke.
+    done: watch::Sender<Option<Result<Plan, String>>>,
+    /// Broken: every join fails with this.
+    broken: Option<String>,
 }
 
 impl Groups {
@@ -42,6 +45,8 @@ impl Groups {
     pub(crate) async fn join(&self, j: v1::GroupJoin) -> Result<Plan, Status> {
         let m = GroupMember::new(j.group, j.rank, j.world_size)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let broken_msg =
+            |why: &str| Status::aborted(format!("the group `{}` broke: {why}", m.group));
         if j.address.is_empty() || j.address.len() > MAX_ADDRESS {
             return Err(Status::invalid_argument(
                 "a member's address must be 1 to 1024 bytes",
@@ -61,7 +66,23 @@ impl Groups {
                 addresses: vec![None; m.world_size as usize],
                 since: Instant::now(),
                 done: watch::channel(None).0,
+                broken: None,
             });
+            if let Some(why) = &f.broken {
+                return Err(broken_msg(why));
+            }
+            if j.broken {
+                // Kept (until it is forgotten with the others) so that
+                // later joins fail too.
+                let why = if j.reason.is_empty() {
+                    "a member stopped".to_string()
+                } else {
+                    j.reason
+                };
+                f.done.send_replace(Some(Err(why.clone())));
+                f.broken = Some(why);
+                return Ok(Arc::new(Vec::new()));
+            }
             if f.world != m.world_size {
                 return Err(Status::invalid_argument(format!(
                     "the group `{}` has {} members, not {}",
@@ -79,18 +100,21 @@ impl Groups {
             }
             if f.addresses.iter().all(Option::is_some) {
                 let plan: Plan = Arc::new(f.addresses.iter().flatten().cloned().collect());
-                f.done.send_replace(Some(plan.clone()));
+                f.done.send_replace(Some(Ok(plan.clone())));
                 forming.remove(&key);
                 return Ok(plan);
             }
             f.done.subscribe()
         };
-        let plan = rx
+        let done = rx
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Status::aborted("the group was forgotten before it formed"))?;
-        plan.clone()
-            .ok_or_else(|| Status::internal("a group formed without a plan"))
+        match done.clone() {
+            Some(Ok(plan)) => Ok(plan),
+            Some(Err(why)) => Err(broken_msg(&why)),
+            None => Err(Status::internal("a group formed without a plan")),
+        }
     }
 }
 
@@ -105,7 +129,25 @@ mod tests {
             rank,
             world_size: world,
             address: address.into(),
+            broken: false,
+            reason: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_broken_group_fails_its_joins_now_and_later() {
+        let g = Arc::new(Groups::default());
+        let g2 = g.clone();
+        let waiting = tokio::spawn(async move { g2.join(join("g", 0, 3, "a")).await });
+        tokio::task::yield_now().await;
+        let mut brk = join("g", 1, 3, "b");
+        brk.broken = true;
+        brk.reason = "rank 1 died".into();
+        g.join(brk).await.unwrap();
+        let e = waiting.await.unwrap().unwrap_err();
+        assert!(e.message().contains("broke: rank 1 died"), "{e}");
+        let e = g.join(join("g", 2, 3, "c")).await.unwrap_err();
+        assert!(e.message().contains("broke"), "{e}");
     }
 
     #[tokio::test]

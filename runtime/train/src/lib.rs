@@ -163,6 +163,14 @@ pub struct Trainer {
     config: TrainConfig,
 }
 
+/// Why a group stopped short.
+enum Stop {
+    /// A worker failed: the group is made again, within `max_failures`.
+    Group(String),
+    /// A checkpoint could not be written: the run ends with this error.
+    Storage(TrainError),
+}
+
 /// A group of workers, killed when dropped.
 struct Group(Vec<ActorHandle>);
 
@@ -248,11 +256,13 @@ impl Trainer {
             _ => None,
         };
         let mut history: Vec<BTreeMap<String, f64>> = Vec::new();
+        // The step the history starts after (a resumed run's checkpoint).
+        let base = ckpt.as_ref().map_or(0, |c| c.step);
         let mut failures = 0u32;
         let mut attempt = 0u32;
         loop {
             let from = ckpt.as_ref().map_or(0, |c| c.step);
-            history.truncate(from.try_into().unwrap_or(usize::MAX));
+            history.truncate(from.saturating_sub(base).try_into().unwrap_or(usize::MAX));
             let run = self
                 .attempt(attempt, ckpt.clone(), &mut history, &mut progress)
                 .await;
@@ -270,7 +280,8 @@ impl Trainer {
                         seconds: started.elapsed().as_secs_f64(),
                     });
                 }
-                Err((e, last)) => {
+                Err((Stop::Storage(e), _)) => return Err(e),
+                Err((Stop::Group(e), last)) => {
                     if last.is_some() {
                         ckpt = last;
                     }
@@ -311,19 +322,19 @@ impl Trainer {
         ckpt: Option<Checkpoint>,
         history: &mut Vec<BTreeMap<String, f64>>,
         progress: &mut impl FnMut(Event<'_>),
-    ) -> Result<Option<Checkpoint>, (String, Option<Checkpoint>)> {
+    ) -> Result<Option<Checkpoint>, (Stop, Option<Checkpoint>)> {
         let cfg = &self.config;
         let group_name = format!("{}-{attempt}", cfg.name);
         let group = self
             .start(&group_name, ckpt.as_ref())
             .await
-            .map_err(|e| (e, None))?;
+            .map_err(|e| (Stop::Group(e), None))?;
         let mut step = ckpt.as_ref().map_or(0, |c| c.step);
         let mut last = None;
         while step < cfg.steps {
             let metrics = match self.step_all(&group).await {
                 Ok(m) => m,
-                Err(e) => return Err((e, last)),
+                Err(e) => return Err((Stop::Group(e), last)),
             };
             step += 1;
             history.push(metrics);
@@ -439,21 +450,23 @@ impl Trainer {
 
     /// Rank 0's checkpoint after `step` steps: kept, put in the object
     /// store, and written to the storage path.
-    async fn save(&self, rank0: &ActorHandle, step: u64) -> Result<Checkpoint, String> {
+    async fn save(&self, rank0: &ActorHandle, step: u64) -> Result<Checkpoint, Stop> {
         let r = rank0
             .call_with("save", Vec::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Stop::Group(e.to_string()))?;
         let _free = self.rt.free_on_drop(&r);
         let encoded = self
             .rt
             .get_encoded(&r)
             .await
-            .map_err(|e| format!("rank 0 could not save: {e}"))?;
-        let bytes =
-            decode_bytes(&encoded).ok_or_else(|| "`save` must return list<u8>".to_string())?;
+            .map_err(|e| Stop::Group(format!("rank 0 could not save: {e}")))?;
+        let bytes = decode_bytes(&encoded)
+            .ok_or_else(|| Stop::Group("`save` must return list<u8>".to_string()))?;
         let object = Some(self.rt.put_encoded(encoded));
+        // A checkpoint that cannot be written stops the run: the group is
+        // not at fault, and making it again would not help.
         let path = match &self.config.storage_path {
-            Some(dir) => Some(write_checkpoint(dir, step, &bytes).map_err(|e| e.to_string())?),
+            Some(dir) => Some(write_checkpoint(dir, step, &bytes).map_err(Stop::Storage)?),
             None => None,
         };
         Ok(Checkpoint {

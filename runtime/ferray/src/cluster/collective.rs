@@ -61,6 +61,8 @@ impl Transport for NodeTransport {
             rank: m.rank,
             world_size: m.world_size,
             address: self.address.clone(),
+            broken: false,
+            reason: String::new(),
         };
         Box::pin(async move {
             let ch = channel(&channels, &head).await?;
@@ -69,6 +71,35 @@ impl Transport for NodeTransport {
                 .await
                 .map_err(|s| ferray_proto::from_status("joining a group", s))?;
             Ok(plan.into_inner().addresses)
+        })
+    }
+
+    fn abandon(
+        &self,
+        job: u64,
+        m: &GroupMember,
+        why: String,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let (channels, head, token) =
+            (self.channels.clone(), self.head.clone(), self.token.clone());
+        let mut reason = why;
+        ferray_core::cut_text(&mut reason, ferray_proto::MAX_ERROR_MESSAGE);
+        let req = v1::GroupJoin {
+            job,
+            group: m.group.clone(),
+            rank: m.rank,
+            world_size: m.world_size,
+            address: self.address.clone(),
+            broken: true,
+            reason,
+        };
+        Box::pin(async move {
+            let ch = channel(&channels, &head).await?;
+            ferray_proto::head_client(ch, &token)
+                .join_group(req)
+                .await
+                .map_err(|s| ferray_proto::from_status("telling the head a group broke", s))?;
+            Ok(())
         })
     }
 
