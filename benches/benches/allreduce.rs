@@ -25,7 +25,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ferray::cluster::{Token, WorkerConfig, run_worker};
+#[path = "common/worker.rs"]
+mod worker;
+
+use ferray::cluster::Token;
 use ferray::{OutputMode, Runtime};
 
 /// Numbers in the list: 100 MB of f32.
@@ -181,33 +184,7 @@ fn on_ferray(k: usize) -> (f64, f64, f64) {
     .expect("a head");
     exec.spawn(head.serve(grpc, std::future::pending()));
     for i in 0..k {
-        let (joined_tx, joined_rx) = std::sync::mpsc::channel();
-        let cfg = WorkerConfig::new(
-            address.clone(),
-            token.clone(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            format!("allreduce bench {i}"),
-        );
-        std::thread::spawn(move || {
-            let rt = Runtime::builder()
-                .num_cpus(1.0)
-                .num_gpus(0.0)
-                .output(OutputMode::Discard)
-                .build_sync()
-                .expect("a worker's runtime");
-            let out = rt.block_on(run_worker(
-                &rt,
-                cfg,
-                move |_| {
-                    let _ = joined_tx.send(());
-                },
-                std::future::pending(),
-            ));
-            eprintln!("a worker stopped: {out:?}");
-        });
-        joined_rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the worker joins the head");
+        worker::start(&address, &token, 1.0, format!("allreduce bench {i}"));
     }
     let client = exec
         .block_on(

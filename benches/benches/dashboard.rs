@@ -32,7 +32,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ferray::cluster::{Token, WorkerConfig, run_worker};
+#[path = "common/worker.rs"]
+mod worker;
+
+use ferray::cluster::Token;
 use ferray::{ObjectRef, OutputMode, Runtime};
 
 /// Tasks the client's job runs before the second round.
@@ -79,33 +82,7 @@ fn main() {
     exec.spawn(head.serve(grpc, std::future::pending()));
 
     // The worker, on threads of its own as in `ferray start --head`.
-    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
-    let worker_cfg = WorkerConfig::new(
-        address.clone(),
-        token.clone(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        "dashboard bench".into(),
-    );
-    std::thread::spawn(move || {
-        let rt = Runtime::builder()
-            .num_cpus(2.0)
-            .num_gpus(0.0)
-            .output(OutputMode::Discard)
-            .build_sync()
-            .expect("the worker's runtime");
-        let out = rt.block_on(run_worker(
-            &rt,
-            worker_cfg,
-            move |_| {
-                let _ = joined_tx.send(());
-            },
-            std::future::pending(),
-        ));
-        eprintln!("the worker stopped: {out:?}");
-    });
-    joined_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the worker joins the head");
+    worker::start(&address, &token, 2.0, "dashboard bench".into());
 
     // A client: a job of its own, through the embedding API.
     let connect = || {

@@ -100,9 +100,29 @@ pub(crate) struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The driver's runtime (connected to the cluster at `address`, or an
+    /// embedded one with these resources; output to stderr) and the
+    /// component at `path` loaded on it (read first: a missing file fails
+    /// before any connection).
+    pub(crate) fn driver_with(
+        &self,
+        path: &std::path::Path,
+        address: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(Runtime, ferray::Component)> {
+        use anyhow::Context as _;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let rt = self.driver(address, token)?;
+        let comp = rt
+            .load_bytes_sync(&bytes)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        Ok((rt, comp))
+    }
+
     /// The driver's runtime: connected to the cluster at `address`, or an
     /// embedded one with these resources; output to stderr.
-    pub(crate) fn driver(&self, address: Option<&str>, token: Option<&str>) -> Result<Runtime> {
+    fn driver(&self, address: Option<&str>, token: Option<&str>) -> Result<Runtime> {
         Ok(match address {
             Some(address) => {
                 let mut b = Runtime::builder().output(OutputMode::Stderr);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ferray_train::{Event, TrainConfig, Trainer};
 use ferray_tune::{Domain, Space};
 
@@ -82,14 +82,11 @@ pub(crate) fn train(args: TrainArgs) -> Result<ExitCode> {
     tc.max_failures = args.max_failures;
     tc.storage_path = Some(args.storage_path.clone());
     tc.resume = args.resume;
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))?;
-    let rt = args
-        .node
-        .driver(args.address.as_deref(), args.token.as_deref())?;
-    let comp = rt
-        .load_bytes_sync(&bytes)
-        .with_context(|| format!("cannot load {}", args.component.display()))?;
+    let (rt, comp) = args.node.driver_with(
+        &args.component,
+        args.address.as_deref(),
+        args.token.as_deref(),
+    )?;
     let trainer = Trainer::new(&rt, &comp, Some(&args.class), &config, tc)?;
     let result = rt.block_on(trainer.fit(|ev| match ev {
         Event::Step { step, metrics } => {

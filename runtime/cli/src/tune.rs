@@ -113,14 +113,11 @@ pub(crate) fn tune(args: TuneArgs) -> Result<ExitCode> {
     if args.max_t == 0 {
         bail!("--max-t must be at least 1");
     }
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))?;
-    let rt = args
-        .node
-        .driver(args.address.as_deref(), args.token.as_deref())?;
-    let comp = rt
-        .load_bytes_sync(&bytes)
-        .with_context(|| format!("cannot load {}", args.component.display()))?;
+    let (rt, comp) = args.node.driver_with(
+        &args.component,
+        args.address.as_deref(),
+        args.token.as_deref(),
+    )?;
     let tuner = Tuner::new(&rt, &comp, args.trainable.as_deref(), space, config)?;
     let live = progress::stderr_is_terminal();
     let mut drawn_lines = 0usize;

@@ -893,23 +893,11 @@ mod tests {
     async fn nodes_all_reduce_their_members_sums_in_a_ring() {
         // Five ranks on three nodes, unevenly; lists of 7 numbers (parts of
         // unequal length).
-        let ranks: Vec<String> = ["a", "b", "a", "c", "b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let nodes: Arc<Mutex<HashMap<String, Arc<Collectives>>>> = Default::default();
-        for n in ["a", "b", "c"] {
-            let c = Arc::new(Collectives::default());
-            c.set_transport(Arc::new(Wire {
-                me: n.to_string(),
-                ranks: ranks.clone(),
-                nodes: nodes.clone(),
-            }));
-            nodes.lock().insert(n.to_string(), c);
-        }
+        let ranks = ["a", "b", "a", "c", "b"];
+        let nodes = wired(&ranks);
         let mut hs = Vec::new();
         for (rank, node) in ranks.iter().enumerate() {
-            let c = nodes.lock()[node].clone();
+            let c = nodes.lock()[*node].clone();
             hs.push(tokio::spawn(async move {
                 let mut out = Vec::new();
                 for round in 0..3u32 {

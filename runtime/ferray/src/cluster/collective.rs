@@ -35,6 +35,40 @@ impl NodeTransport {
     }
 }
 
+impl NodeTransport {
+    /// `Head.JoinGroup` for `m`: a join, or (`broken`) word that the group
+    /// broke and why; `what` names it in errors.
+    fn join_group(
+        &self,
+        job: u64,
+        m: &GroupMember,
+        broken: Option<String>,
+        what: &'static str,
+    ) -> BoxFuture<'static, Result<Vec<String>, Error>> {
+        let (channels, head, token) =
+            (self.channels.clone(), self.head.clone(), self.token.clone());
+        let mut reason = broken.clone().unwrap_or_default();
+        ferray_core::cut_text(&mut reason, ferray_proto::MAX_ERROR_MESSAGE);
+        let req = v1::GroupJoin {
+            job,
+            group: m.group.clone(),
+            rank: m.rank,
+            world_size: m.world_size,
+            address: self.address.clone(),
+            broken: broken.is_some(),
+            reason,
+        };
+        Box::pin(async move {
+            let ch = channel(&channels, &head).await?;
+            let plan = ferray_proto::head_client(ch, &token)
+                .join_group(req)
+                .await
+                .map_err(|s| ferray_proto::from_status(what, s))?;
+            Ok(plan.into_inner().addresses)
+        })
+    }
+}
+
 async fn channel(
     channels: &DashMap<String, tonic::transport::Channel>,
     addr: &str,
@@ -53,25 +87,7 @@ impl Transport for NodeTransport {
     }
 
     fn join(&self, job: u64, m: &GroupMember) -> BoxFuture<'static, Result<Vec<String>, Error>> {
-        let (channels, head, token) =
-            (self.channels.clone(), self.head.clone(), self.token.clone());
-        let req = v1::GroupJoin {
-            job,
-            group: m.group.clone(),
-            rank: m.rank,
-            world_size: m.world_size,
-            address: self.address.clone(),
-            broken: false,
-            reason: String::new(),
-        };
-        Box::pin(async move {
-            let ch = channel(&channels, &head).await?;
-            let plan = ferray_proto::head_client(ch, &token)
-                .join_group(req)
-                .await
-                .map_err(|s| ferray_proto::from_status("joining a group", s))?;
-            Ok(plan.into_inner().addresses)
-        })
+        self.join_group(job, m, None, "joining a group")
     }
 
     fn abandon(
@@ -80,27 +96,8 @@ impl Transport for NodeTransport {
         m: &GroupMember,
         why: String,
     ) -> BoxFuture<'static, Result<(), Error>> {
-        let (channels, head, token) =
-            (self.channels.clone(), self.head.clone(), self.token.clone());
-        let mut reason = why;
-        ferray_core::cut_text(&mut reason, ferray_proto::MAX_ERROR_MESSAGE);
-        let req = v1::GroupJoin {
-            job,
-            group: m.group.clone(),
-            rank: m.rank,
-            world_size: m.world_size,
-            address: self.address.clone(),
-            broken: true,
-            reason,
-        };
-        Box::pin(async move {
-            let ch = channel(&channels, &head).await?;
-            ferray_proto::head_client(ch, &token)
-                .join_group(req)
-                .await
-                .map_err(|s| ferray_proto::from_status("telling the head a group broke", s))?;
-            Ok(())
-        })
+        let told = self.join_group(job, m, Some(why), "telling the head a group broke");
+        Box::pin(async move { told.await.map(|_| ()) })
     }
 
     fn send(&self, to: &str, key: PartKey, data: Vec<u8>) -> BoxFuture<'static, Result<(), Error>> {
