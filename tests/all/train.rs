@@ -37,6 +37,16 @@ async fn fit(rt: &Runtime, loop_config: &Config, tc: TrainConfig) -> TrainResult
     trainer.fit(|_| {}).await.expect("fit")
 }
 
+/// The names of the files in a storage path, sorted.
+fn checkpoint_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("storage")
+        .map(|e| e.expect("entry").file_name().into_string().expect("name"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn curve(r: &TrainResult, k: &str) -> Vec<f64> {
     r.history.iter().map(|m| m[k]).collect()
 }
@@ -174,13 +184,8 @@ async fn checkpoints_go_to_disk_and_a_run_resumes_from_them() {
     tc.storage_path = Some(dir.path().to_path_buf());
     let first = fit(&rt, &wine(4, &[]), tc.clone()).await;
     assert_eq!(first.error, None);
-    let mut files: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        checkpoint_files(dir.path()),
         [
             "checkpoint_000002.bin",
             "checkpoint_000004.bin",
@@ -335,13 +340,8 @@ fn the_command_line_prints_each_step_and_writes_checkpoints() {
         "{out}"
     );
     assert!(out.contains("checkpoint_000005.bin"), "{out}");
-    let mut files: Vec<String> = std::fs::read_dir(&store)
-        .expect("storage")
-        .map(|e| e.expect("entry").file_name().into_string().expect("name"))
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        checkpoint_files(&store),
         [
             "checkpoint_000002.bin",
             "checkpoint_000004.bin",

@@ -143,13 +143,6 @@ impl Part {
         self.len
     }
 
-    /// `f` on each frame's bytes, in order.
-    fn apply_bytes(&self, mut f: impl FnMut(&[u8])) {
-        for frame in &self.frames {
-            f(frame);
-        }
-    }
-
     /// `f(dst, x)` for each number `x` of the part and its place `dst` in
     /// `into` (as long as the part): a loop per frame, over whole arrays of
     /// four bytes, that the compiler vectorizes.
@@ -589,9 +582,7 @@ impl Collectives {
             // Another node of the group saw it break.
             let job = (key.job != 0).then_some(JobId(key.job));
             let g = self.groups.lock().get(&(job, key.group.clone())).cloned();
-            let mut why = Vec::with_capacity(data.len());
-            data.apply_bytes(|b| why.extend_from_slice(b));
-            let why = String::from_utf8_lossy(&why).into_owned();
+            let why = String::from_utf8_lossy(&data.frames.concat()).into_owned();
             match g {
                 Some(g) => self.brk(&g, job, why),
                 None => self.parts.lock().bury(key.job, &key.group),

@@ -267,18 +267,19 @@ impl Trainer {
                 .attempt(attempt, ckpt.clone(), &mut history, &mut progress)
                 .await;
             attempt += 1;
+            let result = |history, checkpoint, failures, error| TrainResult {
+                history,
+                checkpoint,
+                failures,
+                error,
+                seconds: started.elapsed().as_secs_f64(),
+            };
             match run {
                 Ok(last) => {
                     if last.is_some() {
                         ckpt = last;
                     }
-                    return Ok(TrainResult {
-                        history,
-                        checkpoint: ckpt,
-                        failures,
-                        error: None,
-                        seconds: started.elapsed().as_secs_f64(),
-                    });
+                    return Ok(result(history, ckpt, failures, None));
                 }
                 Err((Stop::Storage(e), _)) => return Err(e),
                 Err((Stop::Group(e), last)) => {
@@ -298,13 +299,7 @@ impl Trainer {
                         from_step,
                     });
                     if failures > cfg.max_failures {
-                        return Ok(TrainResult {
-                            history,
-                            checkpoint: ckpt,
-                            failures,
-                            error: Some(e),
-                            seconds: started.elapsed().as_secs_f64(),
-                        });
+                        return Ok(result(history, ckpt, failures, Some(e)));
                     }
                     if !self.checkpoints {
                         ckpt = None;
