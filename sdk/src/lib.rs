@@ -75,6 +75,7 @@ mod bindings {
 pub mod collective;
 pub mod gpu;
 pub mod serve;
+pub mod train;
 
 use bindings::ferray::runtime::types as wit;
 use bindings::ferray::runtime::{actors as wit_actors, objects as wit_objects, tasks as wit_tasks};

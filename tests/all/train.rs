@@ -16,6 +16,8 @@ scenarios![
     a_failed_worker_restarts_the_group_from_its_checkpoint,
     a_group_without_failures_left_reports_why,
     a_killed_member_fails_the_all_reduce_its_group_waits_in,
+    a_loop_worker_reports_the_curve_of_the_step_worker,
+    a_failed_loop_starts_again_from_its_last_reported_checkpoint,
 ];
 
 fn config(pairs: &[(&str, Val)]) -> Config {
@@ -32,10 +34,23 @@ fn wine(hidden: i64, extra: &[(&str, Val)]) -> Config {
 }
 
 async fn fit(rt: &Runtime, loop_config: &Config, tc: TrainConfig) -> TrainResult {
+    fit_class(rt, None, loop_config, tc).await
+}
+
+async fn fit_class(
+    rt: &Runtime,
+    class: Option<&str>,
+    loop_config: &Config,
+    tc: TrainConfig,
+) -> TrainResult {
     let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
-    let trainer = Trainer::new(rt, &comp, None, loop_config, tc).expect("trainer");
+    let trainer = Trainer::new(rt, &comp, class, loop_config, tc).expect("trainer");
     trainer.fit(|_| {}).await.expect("fit")
 }
+
+/// The same training as `worker`'s steps, in a loop of the worker's own
+/// that reports each step (`ferray_sdk::train`).
+const LOOP: Option<&str> = Some("loop-worker");
 
 /// The names of the files in a storage path, sorted.
 fn checkpoint_files(dir: &std::path::Path) -> Vec<String> {
@@ -175,6 +190,122 @@ async fn a_killed_member_fails_the_all_reduce_its_group_waits_in(rt: &Runtime) {
     assert!(e.to_string().contains("group `kill-one`"), "{e}");
 }
 
+/// A `train-loop` worker reports every step and a checkpoint every 5: the
+/// run's curve is rank 0's reports, the same numbers `step` gives, and its
+/// checkpoints are the reported ones; `steps` ends a loop early.
+async fn a_loop_worker_reports_the_curve_of_the_step_worker(rt: &Runtime) {
+    let stepped = fit(rt, &wine(8, &[]), TrainConfig::new(2, 20)).await;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let looped_config = wine(
+        8,
+        &[("epochs", Val::Int(20)), ("checkpoint_every", Val::Int(5))],
+    );
+    let trainer =
+        Trainer::new(rt, &comp, LOOP, &looped_config, TrainConfig::new(2, 0)).expect("trainer");
+    let mut checkpoints = Vec::new();
+    let looped = trainer
+        .fit(|ev| {
+            if let Event::Checkpoint(c) = ev {
+                checkpoints.push(c.step);
+            }
+        })
+        .await
+        .expect("fit");
+    assert_eq!(looped.error, None, "{looped:?}");
+    assert_eq!(looped.history.len(), 20);
+    assert_eq!(curve(&looped, "epoch"), curve(&stepped, "epoch"));
+    same_curve(&stepped, &looped, "loss", 1e-9);
+    same_curve(&stepped, &looped, "accuracy", 1e-9);
+    assert_eq!(checkpoints, [5, 10, 15, 20]);
+    let last = looped.checkpoint.expect("a checkpoint");
+    assert_eq!(last.step, 20);
+    // The loop's checkpoint is the state `save` gives after as many steps.
+    let saved = stepped.checkpoint.expect("a checkpoint");
+    assert_eq!(last.bytes, saved.bytes);
+
+    // Seven reports of a loop of 20: the run ends there.
+    let short = fit_class(rt, LOOP, &looped_config, TrainConfig::new(2, 7)).await;
+    assert_eq!(short.error, None);
+    assert_eq!(curve(&short, "epoch"), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(short.checkpoint.map(|c| c.step), Some(5));
+}
+
+/// Both workers trap at step 7 of their loop unless restored: the group is
+/// made again, each loop starts from `train::checkpoint()` (step 6's), and
+/// the run ends where a loop without failure ends.
+async fn a_failed_loop_starts_again_from_its_last_reported_checkpoint(rt: &Runtime) {
+    let loop_config = |extra: &[(&str, Val)]| {
+        let mut c = wine(
+            4,
+            &[("epochs", Val::Int(12)), ("checkpoint_every", Val::Int(3))],
+        );
+        c.extend(config(extra));
+        c
+    };
+    let clean = fit_class(rt, LOOP, &loop_config(&[]), TrainConfig::new(2, 0)).await;
+    assert_eq!(clean.error, None);
+    let mut tc = TrainConfig::new(2, 0);
+    tc.max_failures = 1;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let crashing = loop_config(&[("crash_at", Val::Int(7))]);
+    let trainer = Trainer::new(rt, &comp, LOOP, &crashing, tc.clone()).expect("trainer");
+    let mut failed = Vec::new();
+    let r = trainer
+        .fit(|ev| {
+            if let Event::Failed {
+                from_step, error, ..
+            } = ev
+            {
+                failed.push((from_step, error.to_string()));
+            }
+        })
+        .await
+        .expect("fit");
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 6, "from step 6's checkpoint: {failed:?}");
+    assert!(failed[0].1.contains("crash-at: worker"), "{failed:?}");
+    assert_eq!(curve(&r, "epoch"), curve(&clean, "epoch"));
+    assert_eq!(r.metrics().expect("metrics")["restores"], 1.0);
+    same_curve(&clean, &r, "loss", 1e-6);
+    same_curve(&clean, &r, "accuracy", 1e-9);
+
+    // Without failures left: the run ends with the guest's message.
+    tc.max_failures = 0;
+    let r = fit_class(rt, LOOP, &crashing, tc).await;
+    let e = r.error.as_deref().expect("an error");
+    assert!(e.contains("crash-at: worker"), "{e}");
+    assert_eq!(r.history.len(), 6);
+}
+
+/// `report` belongs to a training run: a `train-loop` called as a plain
+/// method fails with a clear error, and an actor with no run has no
+/// reports to take.
+#[tokio::test]
+async fn report_outside_a_training_run_is_refused() {
+    let rt = crate::runtime().await;
+    let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
+    let cls = comp.info().class("loop-worker").expect("class").clone();
+    let args = ferray_tune::trainable::encode_config(
+        &cls.constructor,
+        &wine(0, &[("epochs", Val::Int(2))]),
+        "the config",
+        "loop-worker",
+    )
+    .expect("config");
+    let a = comp
+        .actor_encoded("loop-worker", args)
+        .spawn()
+        .await
+        .expect("spawn");
+    assert_eq!(a.next_report().await.expect("no run"), None);
+    let r = a.call_with("train-loop", Vec::new()).expect("call");
+    let bytes = rt.get_encoded(&r).await.expect("an answer");
+    let text = cls.methods["train-loop"].wave_result(&bytes).expect("wave");
+    assert!(text.contains("not in a training run"), "{text}");
+    assert_eq!(a.next_report().await.expect("no run"), None);
+}
+
 #[tokio::test]
 async fn checkpoints_go_to_disk_and_a_run_resumes_from_them() {
     let rt = crate::runtime().await;
@@ -241,16 +372,32 @@ async fn bad_configs_are_refused_before_any_worker_starts() {
     assert!(e.contains("need 64 CPUs"), "{e}");
     let e = err(&wine(4, &[]), TrainConfig::new(1, 1), Some("trainer"));
     assert!(e.contains("trainer"), "{e}");
+    let e = err(&wine(4, &[]), TrainConfig::new(1, 0), None);
+    assert!(e.contains("steps must be at least 1"), "{e}");
 }
 
 /// kill -9 of a node that holds a worker, mid-run: the group is made again
 /// on the nodes left, from the last checkpoint, and ends with the numbers
 /// of a run without failure. Each worker takes a whole node (2 CPUs), so
-/// the group spans two nodes and all-reduces between them.
+/// the group spans two nodes and all-reduces between them. Both kinds of
+/// worker class: `step`, and a `train-loop` that reports each step.
 #[test]
 fn after_kill_9_of_a_workers_node_the_group_resumes_from_its_checkpoint() {
+    for class in [None, LOOP] {
+        kill_9_mid_run(class);
+    }
+}
+
+fn kill_9_mid_run(class: Option<&str>) {
     let steps = 24;
-    let loop_config = wine(8, &[("step_ms", Val::Int(60))]);
+    let loop_config = wine(
+        8,
+        &[
+            ("step_ms", Val::Int(60)),
+            ("epochs", Val::Int(24)),
+            ("checkpoint_every", Val::Int(3)),
+        ],
+    );
     let mut tc = TrainConfig::new(2, steps);
     tc.num_cpus = 2.0;
     tc.checkpoint_freq = 3;
@@ -261,15 +408,15 @@ fn after_kill_9_of_a_workers_node_the_group_resumes_from_its_checkpoint() {
             .build()
             .await
             .expect("runtime");
-        fit(&rt, &loop_config, tc.clone()).await
+        fit_class(&rt, class, &loop_config, tc.clone()).await
     });
-    assert_eq!(clean.error, None);
+    assert_eq!(clean.error, None, "{class:?}");
 
     let mut c = Cluster::start(3);
     let (r, from) = block_on(async {
         let rt = c.runtime().await;
         let comp = rt.load_file(fx::TRAIN_WINE).await.expect("load");
-        let trainer = Trainer::new(&rt, &comp, None, &loop_config, tc).expect("trainer");
+        let trainer = Trainer::new(&rt, &comp, class, &loop_config, tc).expect("trainer");
         let mut killed = false;
         let mut from = Vec::new();
         let r = trainer
@@ -296,9 +443,9 @@ fn after_kill_9_of_a_workers_node_the_group_resumes_from_its_checkpoint() {
             .expect("fit");
         (r, from)
     });
-    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.error, None, "{class:?}: {r:?}");
     assert_eq!(r.failures, 1);
-    assert_eq!(from, [6], "the group starts again from step 6's checkpoint");
+    assert_eq!(from, [6], "{class:?}: again from step 6's checkpoint");
     assert_eq!(r.history.len() as u64, steps);
     assert!(r.metrics().expect("metrics")["restores"] >= 1.0);
     same_curve(&clean, &r, "loss", 1e-6);
@@ -359,6 +506,18 @@ fn the_command_line_prints_each_step_and_writes_checkpoints() {
     let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
     assert_eq!(steps.len(), 2, "{out}");
     assert!(steps[0].starts_with("step 6:"), "{out}");
+
+    // A loop class: as many steps as its config's epochs.
+    std::fs::write(&cfg, "lr = 0.5\nhidden = 4\nepochs = 3\n").expect("config");
+    let out = ferray_ok(&strs(&args(&[
+        "--num-workers",
+        "2",
+        "--class",
+        "loop-worker",
+    ])));
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 3, "{out}");
+    assert!(steps[2].contains(" epoch=3 "), "{out}");
 
     // A bad config: one line naming the field.
     std::fs::write(&cfg, "lr = 0.5\nhidden = \"wide\"\n").expect("config");

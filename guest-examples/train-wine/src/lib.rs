@@ -14,10 +14,12 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use ferray_sdk::collective;
 use ferray_sdk::gpu::{Buffer, Kernel, workgroups};
+use ferray_sdk::{collective, train};
 
-use exports::ferray_examples::train_wine::trainable::{Config, Guest, GuestWorker, Metrics};
+use exports::ferray_examples::train_wine::trainable::{
+    Config, Guest, GuestLoopWorker, GuestWorker, Metrics,
+};
 
 wit_bindgen::generate!({ path: "wit", world: "train-wine" });
 
@@ -32,6 +34,7 @@ struct Component;
 
 impl Guest for Component {
     type Worker = Worker;
+    type LoopWorker = LoopWorker;
 }
 
 /// The standardized rows: (features, label).
@@ -374,6 +377,38 @@ impl GuestWorker for Worker {
         st.params = floats[..n].to_vec();
         st.velocity = floats[n..].to_vec();
         st.restores += 1;
+    }
+}
+
+/// The worker's steps in a loop of its own, reporting each.
+pub struct LoopWorker(Worker);
+
+impl GuestLoopWorker for LoopWorker {
+    fn new(config: Config) -> Self {
+        LoopWorker(Worker::new(config))
+    }
+
+    fn train_loop(&self) -> Result<(), String> {
+        let w = &self.0;
+        if let Some(c) = train::checkpoint() {
+            w.restore(c);
+        }
+        let epochs = w.config.epochs.unwrap_or(100);
+        let every = w.config.checkpoint_every.unwrap_or(1);
+        while w.state.borrow().epoch < epochs {
+            let m = w.step()?;
+            let due = every > 0 && (m.epoch.is_multiple_of(every) || m.epoch == epochs);
+            let checkpoint = due.then(|| w.save());
+            let metrics = [
+                ("loss", m.loss),
+                ("accuracy", m.accuracy),
+                ("epoch", f64::from(m.epoch)),
+                ("rows", f64::from(m.rows)),
+                ("restores", f64::from(m.restores)),
+            ];
+            train::report(&metrics, checkpoint.as_deref()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

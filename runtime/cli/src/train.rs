@@ -24,22 +24,25 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "CONFIG.toml")]
     config: PathBuf,
     /// The worker class: an exported resource with `step` (and `save` and
-    /// `restore` for checkpoints).
+    /// `restore` for checkpoints), or with `train-loop`, which runs the
+    /// whole loop and reports each step (ferray_sdk::train).
     #[arg(long, value_name = "NAME", default_value = "worker")]
     class: String,
     /// Workers of the group.
     #[arg(long, default_value_t = 1)]
     num_workers: u32,
-    /// Steps to run.
-    #[arg(long, default_value_t = 10)]
-    steps: u64,
+    /// Steps to run (left out: 10); a `train-loop` class runs until its
+    /// loop returns, or until it has reported this many steps.
+    #[arg(long)]
+    steps: Option<u64>,
     /// CPUs of each worker.
     #[arg(long, default_value_t = 1.0)]
     worker_cpus: f64,
     /// GPUs of each worker.
     #[arg(long, default_value_t = 0.0)]
     worker_gpus: f64,
-    /// A checkpoint every this many steps, and after the last (0: never).
+    /// A checkpoint every this many steps, and after the last (0: never; a
+    /// `train-loop` class checkpoints when it reports one).
     #[arg(long, default_value_t = 1)]
     checkpoint_freq: u64,
     /// The group is made again from the last checkpoint at most this many
@@ -75,18 +78,23 @@ pub(crate) fn train(args: TrainArgs) -> Result<ExitCode> {
             ),
         }
     }
-    let mut tc = TrainConfig::new(args.num_workers, args.steps);
+    let (rt, comp) = args.node.driver_with(
+        &args.component,
+        args.address.as_deref(),
+        args.token.as_deref(),
+    )?;
+    let steps = match args.steps {
+        Some(n) => n,
+        None if ferray_train::runs_a_loop(&comp, &args.class) => 0,
+        None => 10,
+    };
+    let mut tc = TrainConfig::new(args.num_workers, steps);
     tc.num_cpus = args.worker_cpus;
     tc.num_gpus = args.worker_gpus;
     tc.checkpoint_freq = args.checkpoint_freq;
     tc.max_failures = args.max_failures;
     tc.storage_path = Some(args.storage_path.clone());
     tc.resume = args.resume;
-    let (rt, comp) = args.node.driver_with(
-        &args.component,
-        args.address.as_deref(),
-        args.token.as_deref(),
-    )?;
     let trainer = Trainer::new(&rt, &comp, Some(&args.class), &config, tc)?;
     let result = rt.block_on(trainer.fit(|ev| match ev {
         Event::Step { step, metrics } => {

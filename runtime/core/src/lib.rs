@@ -19,7 +19,9 @@ pub use ceilings::{Ceilings, JobCaps};
 pub use error::{Error, Result};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use ids::{ActorId, ComponentId, JobId, NodeId, ObjectId, TaskId};
-pub use options::{ActorOptions, AttemptEnd, GroupMember, Strategy, TaskOptions, retry_backoff};
+pub use options::{
+    ActorOptions, AttemptEnd, GroupMember, Report, Strategy, TaskOptions, retry_backoff,
+};
 pub use parse::{parse_duration, parse_size};
 pub use resources::{ResourceSet, Resources};
 pub use text::cut_text;

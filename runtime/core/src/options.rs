@@ -121,6 +121,61 @@ impl GroupMember {
     }
 }
 
+/// One report of a training worker (`ferray:runtime/train.report`, Ray's
+/// `train.report(metrics, checkpoint=..)`): its metrics, and a checkpoint
+/// when it gives one. The host holds at most one per worker until the run's
+/// driver takes it; [`Report::check`] bounds what that holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub metrics: Vec<(String, f64)>,
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+impl Report {
+    /// The most metrics one report has.
+    pub const MAX_METRICS: usize = 1024;
+    /// The longest metric name.
+    pub const MAX_NAME: usize = 256;
+    /// The largest checkpoint (128 MiB): it is held by the host until the
+    /// driver takes it, and within this a guest's list passes its store's
+    /// hostcall fuel.
+    pub const MAX_CHECKPOINT: usize = 1 << 27;
+
+    /// Checked: at most [`Self::MAX_METRICS`] metrics, each named by 1 to
+    /// [`Self::MAX_NAME`] bytes, and a checkpoint of at most
+    /// [`Self::MAX_CHECKPOINT`] bytes.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.metrics.len() > Self::MAX_METRICS {
+            return Err(Error::InvalidArgument(format!(
+                "a report has at most {} metrics, not {}",
+                Self::MAX_METRICS,
+                self.metrics.len()
+            )));
+        }
+        if let Some((name, _)) = self
+            .metrics
+            .iter()
+            .find(|(n, _)| n.is_empty() || n.len() > Self::MAX_NAME)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a metric's name must be 1 to {} bytes long, not {}",
+                Self::MAX_NAME,
+                name.len()
+            )));
+        }
+        if let Some(c) = &self.checkpoint
+            && c.len() > Self::MAX_CHECKPOINT
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a checkpoint is at most {} bytes, not {}",
+                Self::MAX_CHECKPOINT,
+                c.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// How one attempt of a task ended, as the retry policy sees it.
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptEnd<'a> {
@@ -159,6 +214,27 @@ pub fn retry_backoff(retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_bounded() {
+        let r = |n: usize, name: &str, ckpt: usize| Report {
+            metrics: (0..n).map(|i| (format!("{name}{i}"), 1.0)).collect(),
+            checkpoint: Some(vec![0; ckpt]),
+        };
+        assert!(r(Report::MAX_METRICS, "m", 1 << 10).check().is_ok());
+        let e = r(Report::MAX_METRICS + 1, "m", 0).check().unwrap_err();
+        assert!(e.to_string().contains("at most 1024 metrics"), "{e}");
+        let long = "x".repeat(Report::MAX_NAME);
+        let e = r(1, &long, 0).check().unwrap_err();
+        assert!(e.to_string().contains("1 to 256 bytes"), "{e}");
+        let empty = Report {
+            metrics: vec![(String::new(), 0.0)],
+            checkpoint: None,
+        };
+        assert!(empty.check().is_err());
+        let e = r(1, "m", Report::MAX_CHECKPOINT + 1).check().unwrap_err();
+        assert!(e.to_string().contains("checkpoint is at most"), "{e}");
+    }
 
     #[test]
     fn retry_policy_follows_ray() {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use ferray_core::{ActorId, ActorOptions, Arg, Error, GroupMember, JobId, TaskId};
+use ferray_core::{ActorId, ActorOptions, Arg, Error, GroupMember, JobId, Report, TaskId};
 use ferray_host::{ClassInfo, Limits, Loaded};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::collective::Collectives;
 use crate::objects::ObjectRef;
@@ -22,6 +22,7 @@ pub(crate) struct ActorEntry {
     tx: mpsc::UnboundedSender<ActorCall>,
     status: Arc<ActorStatus>,
     abort: Mutex<Option<tokio::task::AbortHandle>>,
+    reports: Arc<Reports>,
 }
 
 #[derive(Default)]
@@ -46,6 +47,144 @@ struct ActorCall {
     result: ObjectRef,
     /// Its place among the calls in flight, until it is answered.
     _in_flight: Counted,
+    /// Its place among the actor's calls queued or running.
+    _busy: Busy,
+}
+
+/// The host method that opens a training run on an actor (`ferray
+/// train`), in order with its calls: its argument is the checkpoint the run
+/// starts from (a `list<u8>`), or none. Its guest may then `report`.
+pub(crate) const TRAIN_RUN_METHOD: &str = "[train-run]";
+
+/// The host method that takes an actor's next report (an `option<report>`,
+/// [`Report`]), answered beside its mailbox, as its guest is busy in the
+/// call that reports: none once no call of the actor is queued or running
+/// and no report waits (Ray Train's `get_next`).
+pub(crate) const NEXT_REPORT_METHOD: &str = "[next-report]";
+
+/// An actor's training run: its guest's reports wait here, one at a time,
+/// until the run's driver takes them.
+#[derive(Default)]
+pub(crate) struct Reports(watch::Sender<RunState>);
+
+#[derive(Default)]
+struct RunState {
+    /// A run is open: the guest may report.
+    open: bool,
+    /// The checkpoint the run started from.
+    start: Option<Arc<[u8]>>,
+    /// The report not yet taken.
+    pending: Option<Report>,
+    /// Reports made, and asked for by the driver (a report returns once
+    /// the driver asks for the next).
+    made: u64,
+    asked: u64,
+    /// Calls of the actor queued or running.
+    busy: usize,
+    /// Why the actor died.
+    dead: Option<String>,
+}
+
+impl Reports {
+    fn open(&self, start: Option<Arc<[u8]>>) {
+        self.0.send_modify(|s| {
+            s.open = true;
+            s.start = start;
+        });
+    }
+
+    pub(crate) fn start(&self) -> Option<Vec<u8>> {
+        self.0.borrow().start.as_deref().map(<[u8]>::to_vec)
+    }
+
+    /// The guest's report: in once the one before it is taken, and back
+    /// once the driver asks for the next (Ray Train's `report`, whose
+    /// driver takes a round of every worker's reports before it lets any
+    /// go on).
+    pub(crate) async fn put(&self, report: Report) -> Result<(), Error> {
+        let mut rx = self.0.subscribe();
+        let mut report = Some(report);
+        let mut mine = None;
+        while mine.is_none() {
+            if !self.0.borrow().open {
+                return Err(Error::InvalidArgument(
+                    "report: this worker is not in a training run (ferray train opens one)".into(),
+                ));
+            }
+            let _ = rx
+                .wait_for(|s| s.pending.is_none() || s.dead.is_some())
+                .await;
+            self.0.send_if_modified(|s| {
+                if s.dead.is_some() || s.pending.is_some() {
+                    return false;
+                }
+                s.pending = report.take();
+                s.made += 1;
+                mine = Some(s.made);
+                true
+            });
+            if let Some(d) = &self.0.borrow().dead {
+                return Err(Error::ActorDied(d.clone()));
+            }
+        }
+        let n = mine.unwrap_or(0);
+        let s = rx
+            .wait_for(|s| s.asked > n || s.dead.is_some())
+            .await
+            .map_err(|_| Error::ActorDied("the actor is gone".into()))?;
+        match &s.dead {
+            Some(d) if s.asked <= n => Err(Error::ActorDied(d.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The driver's take: the next report, or none once the actor has no
+    /// call queued or running.
+    async fn next(&self) -> Result<Option<Report>, Error> {
+        self.0.send_modify(|s| s.asked += 1);
+        let mut rx = self.0.subscribe();
+        loop {
+            let _ = rx
+                .wait_for(|s| s.pending.is_some() || s.busy == 0 || s.dead.is_some())
+                .await;
+            let mut out = None;
+            self.0.send_if_modified(|s| {
+                if let Some(p) = s.pending.take() {
+                    out = Some(Ok(Some(p)));
+                    return true;
+                }
+                if let Some(d) = &s.dead {
+                    out = Some(Err(Error::ActorDied(d.clone())));
+                } else if s.busy == 0 {
+                    out = Some(Ok(None));
+                }
+                false
+            });
+            if let Some(o) = out {
+                return o;
+            }
+        }
+    }
+
+    fn died(&self, reason: &str) {
+        self.0.send_modify(|s| s.dead = Some(reason.to_string()));
+    }
+}
+
+/// A call's place among its actor's calls queued or running.
+struct Busy(Arc<Reports>);
+
+impl Busy {
+    fn new(r: &Arc<Reports>) -> Busy {
+        r.0.send_modify(|s| s.busy += 1);
+        Busy(r.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|s| s.busy -= 1);
+    }
 }
 
 impl RtInner {
@@ -70,12 +209,14 @@ impl RtInner {
         let slot = (self.actor_slot()?, Counted::new(&self.live_actors));
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(ActorStatus::default());
+        let reports = Arc::new(Reports::default());
         self.actors.insert(
             id,
             ActorEntry {
                 tx,
                 status: status.clone(),
                 abort: Mutex::new(None),
+                reports: reports.clone(),
             },
         );
         let actor = ActorLoop {
@@ -83,6 +224,7 @@ impl RtInner {
             rx,
             current: None,
             status,
+            reports,
             on_death,
             slot,
             group: options
@@ -112,11 +254,27 @@ impl RtInner {
             .get(&actor)
             .ok_or_else(|| Error::NotFound(format!("no actor {actor} in this runtime")))?;
         let result = ObjectRef::pending(TaskId(self.next_id()), self.store.clone());
+        let in_flight = Counted::new(&self.in_flight);
+        if method == NEXT_REPORT_METHOD {
+            let (reports, store, r) = (entry.reports.clone(), self.store.clone(), result.clone());
+            self.exec.spawn(async move {
+                let _in_flight = in_flight;
+                match reports.next().await {
+                    Ok(next) => match postcard::to_allocvec(&next) {
+                        Ok(b) => r.resolve(store.put(Bytes::from(b))),
+                        Err(e) => r.fail(Error::System(format!("cannot encode a report: {e}"))),
+                    },
+                    Err(e) => r.fail(e),
+                }
+            });
+            return Ok(result);
+        }
         let call = ActorCall {
             method,
             args,
             result: result.clone(),
-            _in_flight: Counted::new(&self.in_flight),
+            _in_flight: in_flight,
+            _busy: Busy::new(&entry.reports),
         };
         if entry.tx.send(call).is_err() {
             result.fail(Error::ActorDied(entry.status.reason(actor)));
@@ -136,6 +294,11 @@ impl RtInner {
         }
         Ok(())
     }
+
+    /// The training run of an actor of this node.
+    pub(crate) fn reports_of(&self, actor: ActorId) -> Option<Arc<Reports>> {
+        self.actors.get(&actor).map(|e| e.reports.clone())
+    }
 }
 
 /// One actor's mailbox loop. Dropping it (the actor died, was killed, or the
@@ -149,6 +312,7 @@ struct ActorLoop {
     rx: mpsc::UnboundedReceiver<ActorCall>,
     current: Option<ObjectRef>,
     status: Arc<ActorStatus>,
+    reports: Arc<Reports>,
     on_death: Option<OnDeath>,
     /// Its instance slot and its place among the live actors, given back
     /// when the actor ends.
@@ -161,6 +325,7 @@ impl Drop for ActorLoop {
     fn drop(&mut self) {
         let reason = self.status.reason(self.id);
         self.group_broke(&reason);
+        self.reports.died(&reason);
         if !self.status.killed.load(Ordering::Relaxed)
             && let Some(f) = self.on_death.take()
         {
@@ -222,6 +387,13 @@ impl ActorLoop {
                 call.result.resolve(rt.store.put(Bytes::new()));
                 continue;
             }
+            if call.method == TRAIN_RUN_METHOD {
+                match open_run(&rt, &self.reports, call.args).await {
+                    Ok(()) => call.result.resolve(rt.store.put(Bytes::new())),
+                    Err(e) => call.result.fail(e),
+                }
+                continue;
+            }
             self.current = Some(call.result.clone());
             let args = match rt.resolve_args(call.args).await {
                 Ok(a) => a,
@@ -274,6 +446,30 @@ impl ActorLoop {
             }
         }
     }
+}
+
+/// Open an actor's training run from its `[train-run]` arguments: none, or
+/// the checkpoint (a `list<u8>`).
+async fn open_run(
+    rt: &Arc<RtInner>,
+    reports: &Reports,
+    args: Vec<Arg<ObjectRef>>,
+) -> Result<(), Error> {
+    let bytes = rt.resolve_args(args).await?;
+    let start = if bytes.is_empty() {
+        None
+    } else {
+        match postcard::take_from_bytes::<&[u8]>(&bytes) {
+            Ok((c, [])) => Some(Arc::from(c)),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{TRAIN_RUN_METHOD} takes a checkpoint (list<u8>) or nothing"
+                )));
+            }
+        }
+    };
+    reports.open(start);
+    Ok(())
 }
 
 async fn start_instance(

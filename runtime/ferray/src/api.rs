@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferray_codec::{ComponentInfo, Inspection};
 use ferray_core::{
-    ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, JobCaps, Resources, TaskOptions,
+    ActorId, ActorOptions, Arg, Ceilings, ComponentId, Error, JobCaps, Report, Resources,
+    TaskOptions,
 };
 use ferray_gpu::{GpuLimits, GpuStats};
 use ferray_host::{Host, HostConfig, HostStats, HttpBody, INCOMING_HANDLER, Loaded};
@@ -1046,6 +1047,39 @@ impl ActorHandle {
         // Its reference never leaves here (also when the caller gives up).
         let _free = FreeOnDrop(&self.rt, &r);
         self.rt.get_encoded(&r).await.map(|_| ())
+    }
+
+    /// Open a training run on the actor (what `ferray train` does for a
+    /// worker whose `train-loop` reports), after the calls made before it:
+    /// its guest may then `report`, and `checkpoint` gives it `checkpoint`'s
+    /// bytes (an object holding a `list<u8>`, as a `save` returns it).
+    pub async fn open_train_run(&self, checkpoint: Option<&ObjectRef>) -> Result<(), Error> {
+        let args = checkpoint
+            .map(|c| Arg::Ref(c.clone()))
+            .into_iter()
+            .collect();
+        let r = self.rt.inner().call_actor(
+            self.id,
+            crate::actors::TRAIN_RUN_METHOD.to_string(),
+            args,
+        )?;
+        let _free = FreeOnDrop(&self.rt, &r);
+        self.rt.get_encoded(&r).await.map(|_| ())
+    }
+
+    /// The next report of the actor's training run, taken as soon as its
+    /// guest makes it (the guest waits in the call that reports); `None`
+    /// once no call of the actor is queued or running and no report waits.
+    /// The guest's report before it returns as this is asked for (Ray
+    /// Train's `get_next`). `actor-died` when the actor died.
+    pub async fn next_report(&self) -> Result<Option<Report>, Error> {
+        let r = self.rt.inner().call_actor(
+            self.id,
+            crate::actors::NEXT_REPORT_METHOD.to_string(),
+            Vec::new(),
+        )?;
+        let _free = FreeOnDrop(&self.rt, &r);
+        self.rt.get(&r).await
     }
 
     /// Call a method with a tuple of arguments; the reference comes back at once.

@@ -42,7 +42,7 @@ pub use api::{
 };
 pub use ferray_codec::{ClassInfo, ComponentInfo, FuncInfo, Inspection};
 pub use ferray_core::{
-    ActorId, ActorOptions, ComponentId, Error, JobCaps, JobId, NodeId, ObjectId, Resources,
+    ActorId, ActorOptions, ComponentId, Error, JobCaps, JobId, NodeId, ObjectId, Report, Resources,
     Strategy, TaskId, TaskOptions, parse_duration, parse_size,
 };
 pub use ferray_gpu::{AdapterInfo, GpuLimits, GpuStats};

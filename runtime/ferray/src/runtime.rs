@@ -744,6 +744,33 @@ impl Services for RtInner {
         let c = self.collectives.clone();
         Box::pin(async move { c.all_reduce(job, actor, &m, data).await })
     }
+
+    fn report(
+        &self,
+        ctx: &TaskCtx,
+        report: ferray_core::Report,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let run = match ctx.caller {
+            Caller::Actor { actor, .. } => self.reports_of(actor),
+            _ => None,
+        };
+        Box::pin(async move {
+            match run {
+                Some(r) => r.put(report).await,
+                None => Err(Error::InvalidArgument(
+                    "report: only an actor in a training run reports (ferray train opens one)"
+                        .into(),
+                )),
+            }
+        })
+    }
+
+    fn start_checkpoint(&self, ctx: &TaskCtx) -> Option<Vec<u8>> {
+        match ctx.caller {
+            Caller::Actor { actor, .. } => self.reports_of(actor)?.start(),
+            _ => None,
+        }
+    }
 }
 
 /// Run a blocking wait of a task with its CPUs given back meanwhile, so that

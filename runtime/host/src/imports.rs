@@ -24,7 +24,9 @@ mod bindings {
     });
 }
 
-use bindings::ferray::runtime::{actors, collective, deployments, gpu, objects, tasks, types};
+use bindings::ferray::runtime::{
+    actors, collective, deployments, gpu, objects, tasks, train, types,
+};
 
 /// The host side of a guest's `object-ref`: the runtime's reference, typed
 /// away so that the bindings need not be generic.
@@ -435,6 +437,28 @@ impl<S: Services> collective::Host for TaskState<S> {
         }
         let fut = self.services.all_reduce(&self.ctx, data);
         Ok(fut.await.map_err(to_wit))
+    }
+}
+
+impl<S: Services> train::Host for TaskState<S> {
+    async fn report(
+        &mut self,
+        metrics: Vec<(String, f64)>,
+        checkpoint: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
+        let report = ferray_core::Report {
+            metrics,
+            checkpoint,
+        };
+        if let Err(e) = report.check() {
+            return Ok(Err(to_wit(e)));
+        }
+        let fut = self.services.report(&self.ctx, report);
+        Ok(fut.await.map_err(to_wit))
+    }
+
+    async fn checkpoint(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.services.start_checkpoint(&self.ctx))
     }
 }
 

@@ -80,4 +80,14 @@ pub trait Services: Send + Sync + 'static {
         ctx: &Self::Ctx,
         data: Vec<f32>,
     ) -> BoxFuture<'static, Result<Vec<f32>, Error>>;
+    /// Hand the caller's training run a report (checked by the host);
+    /// resolves once the run's driver has taken it. `invalid-argument`
+    /// outside a run.
+    fn report(
+        &self,
+        ctx: &Self::Ctx,
+        report: ferray_core::Report,
+    ) -> BoxFuture<'static, Result<(), Error>>;
+    /// The checkpoint the caller's training run started it from, if any.
+    fn start_checkpoint(&self, ctx: &Self::Ctx) -> Option<Vec<u8>>;
 }

@@ -24,6 +24,17 @@
 //!
 //! A worker class is also a trainable of ferray tune (a group of one), so
 //! one component serves both.
+//!
+//! A class may instead run the whole loop itself, as Ray's
+//! `train_loop_per_worker`: its `train-loop: func() -> result<_, string>`
+//! method reports each step's metrics, and checkpoints when it wants to,
+//! through `ferray_sdk::train::report`, and starts from
+//! `ferray_sdk::train::checkpoint()` (the last one reported, after a
+//! failure). The trainer opens a training run on every worker
+//! ([`ActorHandle::open_train_run`]), calls `train-loop`, and takes every
+//! worker's reports as they come ([`ActorHandle::next_report`]); rank 0's
+//! make the curve and its checkpoints are kept as `save`'s are. Such a
+//! class is chosen when it has `train-loop` and no `step`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,10 +71,12 @@ pub struct TrainConfig {
     /// Each worker's CPUs and GPUs, held for its life.
     pub num_cpus: f64,
     pub num_gpus: f64,
-    /// Steps to run.
+    /// Steps to run; a `train-loop` class runs until its loop returns, or
+    /// until rank 0 has made this many reports when it is not 0.
     pub steps: u64,
     /// A checkpoint every this many steps, and after the last (0: never;
-    /// only classes that export `save` and `restore`).
+    /// only classes that export `save` and `restore`; a `train-loop` class
+    /// checkpoints when it reports one).
     pub checkpoint_freq: u64,
     /// The group is made again from the last checkpoint at most this many
     /// times (default 0, as Ray's `FailureConfig`).
@@ -73,7 +86,8 @@ pub struct TrainConfig {
     pub storage_path: Option<PathBuf>,
     /// Start from the last checkpoint in `storage_path`, if any.
     pub resume: bool,
-    /// The run's name: its groups are named after it.
+    /// The run's name: its groups are named after it (and after each fit,
+    /// so that fits of one config never share a group).
     pub name: String,
 }
 
@@ -157,10 +171,18 @@ pub struct Trainer {
     rt: Runtime,
     comp: Component,
     class: String,
-    step: FuncInfo,
+    mode: Mode,
     checkpoints: bool,
     args: Vec<u8>,
     config: TrainConfig,
+}
+
+/// How the trainer drives a worker class.
+enum Mode {
+    /// `step()` on every worker, once per step.
+    Steps(FuncInfo),
+    /// `train-loop()` once; its reports are the steps.
+    Loop(FuncInfo),
 }
 
 /// Why a group stopped short.
@@ -198,18 +220,32 @@ impl Trainer {
                 ferray_core::GroupMember::MAX_WORLD
             )));
         }
-        if config.steps == 0 {
-            return Err(TrainError::Config("steps must be at least 1".into()));
-        }
         let name = class.unwrap_or("worker");
         let info = comp.info();
         let cls = info
             .class(name)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        let step = cls.methods.get("step").cloned().ok_or_else(|| {
-            TrainError::Config(format!("the worker class `{name}` has no `step` method"))
-        })?;
-        let checkpoints = cls.methods.contains_key("save") && cls.methods.contains_key("restore");
+        let (mode, checkpoints) = match (cls.methods.get("step"), cls.methods.get(LOOP)) {
+            (Some(step), _) => {
+                if config.steps == 0 {
+                    return Err(TrainError::Config("steps must be at least 1".into()));
+                }
+                let saves = cls.methods.contains_key("save") && cls.methods.contains_key("restore");
+                (Mode::Steps(step.clone()), saves)
+            }
+            (None, Some(f)) if f.param_names().next().is_none() => (Mode::Loop(f.clone()), true),
+            (None, Some(f)) => {
+                return Err(TrainError::Config(format!(
+                    "`{name}.{LOOP}` takes no parameters (its config is the constructor's), not `{}`",
+                    f.signature()
+                )));
+            }
+            (None, None) => {
+                return Err(TrainError::Config(format!(
+                    "the worker class `{name}` has no `step` or `{LOOP}` method"
+                )));
+            }
+        };
         if config.resume && !checkpoints {
             return Err(TrainError::Config(format!(
                 "cannot resume: `{name}` exports no `save` and `restore`"
@@ -232,7 +268,7 @@ impl Trainer {
             rt: rt.clone(),
             comp: comp.clone(),
             class: cls.name.clone(),
-            step,
+            mode,
             checkpoints,
             args,
             config,
@@ -260,11 +296,12 @@ impl Trainer {
         let base = ckpt.as_ref().map_or(0, |c| c.step);
         let mut failures = 0u32;
         let mut attempt = 0u32;
+        let fit_id = nanos();
         loop {
             let from = ckpt.as_ref().map_or(0, |c| c.step);
             history.truncate(from.saturating_sub(base).try_into().unwrap_or(usize::MAX));
             let run = self
-                .attempt(attempt, ckpt.clone(), &mut history, &mut progress)
+                .attempt(fit_id, attempt, ckpt.clone(), &mut history, &mut progress)
                 .await;
             attempt += 1;
             let result = |history, checkpoint, failures, error| TrainResult {
@@ -313,21 +350,26 @@ impl Trainer {
     /// failed (with the last checkpoint it took).
     async fn attempt(
         &self,
+        fit_id: u64,
         attempt: u32,
         ckpt: Option<Checkpoint>,
         history: &mut Vec<BTreeMap<String, f64>>,
         progress: &mut impl FnMut(Event<'_>),
     ) -> Result<Option<Checkpoint>, (Stop, Option<Checkpoint>)> {
         let cfg = &self.config;
-        let group_name = format!("{}-{attempt}", cfg.name);
+        let group_name = format!("{}-{:x}-{attempt}", cfg.name, fit_id);
         let group = self
             .start(&group_name, ckpt.as_ref())
             .await
             .map_err(|e| (Stop::Group(e), None))?;
         let mut step = ckpt.as_ref().map_or(0, |c| c.step);
         let mut last = None;
+        let step_fn = match &self.mode {
+            Mode::Steps(f) => f,
+            Mode::Loop(f) => return self.run_loop(&group, f, step, history, progress).await,
+        };
         while step < cfg.steps {
-            let metrics = match self.step_all(&group).await {
+            let metrics = match self.step_all(&group, step_fn).await {
                 Ok(m) => m,
                 Err(e) => return Err((Stop::Group(e), last)),
             };
@@ -383,7 +425,28 @@ impl Trainer {
             r?;
         }
         drop(ready);
-        if let Some(c) = ckpt {
+        if let Mode::Loop(_) = self.mode {
+            let object = ckpt.map(|c| match &c.object {
+                Some(r) => r.clone(),
+                None => self.rt.put_encoded(Bytes::from(encode_bytes(&c.bytes))),
+            });
+            let mut opens: FuturesUnordered<_> = workers
+                .0
+                .iter()
+                .enumerate()
+                .map(|(rank, a)| {
+                    let object = object.as_ref();
+                    async move {
+                        a.open_train_run(object)
+                            .await
+                            .map_err(|e| format!("rank {rank} could not start its run: {e}"))
+                    }
+                })
+                .collect();
+            while let Some(r) = opens.next().await {
+                r?;
+            }
+        } else if let Some(c) = ckpt {
             let arg = match &c.object {
                 Some(r) => Arg::Ref(r.clone()),
                 None => Arg::Value(encode_bytes(&c.bytes)),
@@ -416,7 +479,11 @@ impl Trainer {
     /// One step on every worker; rank 0's metrics. The first failure ends
     /// it (the others may wait in an all-reduce for the failed one: the
     /// group is killed).
-    async fn step_all(&self, group: &Group) -> Result<BTreeMap<String, f64>, String> {
+    async fn step_all(
+        &self,
+        group: &Group,
+        step_fn: &FuncInfo,
+    ) -> Result<BTreeMap<String, f64>, String> {
         let mut calls: FuturesUnordered<_> = group
             .0
             .iter()
@@ -426,7 +493,7 @@ impl Trainer {
                     let r = a.call_with("step", Vec::new())?;
                     let _free = self.rt.free_on_drop(&r);
                     let bytes = self.rt.get_encoded(&r).await?;
-                    metrics_of(&self.step, &bytes)
+                    metrics_of(step_fn, &bytes)
                 }
                 .await;
                 (rank, m)
@@ -443,6 +510,96 @@ impl Trainer {
         rank0.ok_or_else(|| "rank 0 gave no metrics".to_string())
     }
 
+    /// A `train-loop` group from step `step`: `train-loop` on every worker,
+    /// whose reports are taken in rounds, as Ray's `train.report` is a
+    /// barrier: a worker's report returns once the trainer asks for its
+    /// next, which it does when every worker has made this one (so rank 0's
+    /// checkpoint is kept before any worker goes past it). Rank 0's reports
+    /// are the steps. Ends when every loop has returned, or after `steps`
+    /// reports.
+    async fn run_loop(
+        &self,
+        group: &Group,
+        f: &FuncInfo,
+        mut step: u64,
+        history: &mut Vec<BTreeMap<String, f64>>,
+        progress: &mut impl FnMut(Event<'_>),
+    ) -> Result<Option<Checkpoint>, (Stop, Option<Checkpoint>)> {
+        let cfg = &self.config;
+        let mut last = None;
+        let mut calls = Vec::with_capacity(group.0.len());
+        for a in &group.0 {
+            let r = a
+                .call_with(LOOP, Vec::new())
+                .map_err(|e| (Stop::Group(e.to_string()), None))?;
+            calls.push(r);
+        }
+        let _free: Vec<_> = calls.iter().map(|r| self.rt.free_on_drop(r)).collect();
+        // A worker's next report, or how its loop ended once it reports no
+        // more.
+        let next = |rank: usize| {
+            let (a, call) = (&group.0[rank], &calls[rank]);
+            async move {
+                let report = match a.next_report().await {
+                    Ok(Some(r)) => return Ok(Some(r)),
+                    Ok(None) => match self.rt.get_encoded(call).await {
+                        Ok(b) if f.returns_err(&b) => Err(format!(
+                            "`{LOOP}` returned {}",
+                            f.wave_result(&b).unwrap_or_else(|e| e.to_string())
+                        )),
+                        Ok(_) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                report.map_err(|e| format!("rank {rank}: {e}"))
+            }
+        };
+        let mut reporting: Vec<usize> = (0..group.0.len()).collect();
+        while !reporting.is_empty() {
+            let mut round: FuturesUnordered<_> = reporting
+                .iter()
+                .map(|&rank| {
+                    let n = next(rank);
+                    async move { (rank, n.await) }
+                })
+                .collect();
+            let mut rank0 = None;
+            reporting.clear();
+            while let Some((rank, r)) = round.next().await {
+                match r {
+                    Ok(Some(report)) => {
+                        reporting.push(rank);
+                        if rank == 0 {
+                            rank0 = Some(report);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err((Stop::Group(e), last)),
+                }
+            }
+            drop(round);
+            reporting.sort_unstable();
+            let Some(report) = rank0 else { continue };
+            step += 1;
+            history.push(report.metrics.into_iter().collect());
+            if let Some(m) = history.last() {
+                progress(Event::Step { step, metrics: m });
+            }
+            if let Some(bytes) = report.checkpoint {
+                let c = self
+                    .keep(step, Bytes::from(encode_bytes(&bytes)), Bytes::from(bytes))
+                    .map_err(|e| (e, last.clone()))?;
+                progress(Event::Checkpoint(&c));
+                last = Some(c);
+            }
+            if cfg.steps > 0 && step >= cfg.steps {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
     /// Rank 0's checkpoint after `step` steps: kept, put in the object
     /// store, and written to the storage path.
     async fn save(&self, rank0: &ActorHandle, step: u64) -> Result<Checkpoint, Stop> {
@@ -457,6 +614,13 @@ impl Trainer {
             .map_err(|e| Stop::Group(format!("rank 0 could not save: {e}")))?;
         let bytes = decode_bytes(&encoded)
             .ok_or_else(|| Stop::Group("`save` must return list<u8>".to_string()))?;
+        self.keep(step, encoded, bytes)
+    }
+
+    /// A checkpoint of `step` steps (`bytes`, and `encoded` as a
+    /// `list<u8>`): put in the object store, and written to the storage
+    /// path.
+    fn keep(&self, step: u64, encoded: Bytes, bytes: Bytes) -> Result<Checkpoint, Stop> {
         let object = Some(self.rt.put_encoded(encoded));
         // A checkpoint that cannot be written stops the run: the group is
         // not at fault, and making it again would not help.
@@ -501,6 +665,17 @@ fn decode_bytes(enc: &[u8]) -> Option<Bytes> {
         }
     }
     None
+}
+
+/// The method of a class that runs the whole loop.
+const LOOP: &str = "train-loop";
+
+/// Whether `class` of `comp` runs its own loop (it has `train-loop` and no
+/// `step`), so that a run of it has no number of steps of its own.
+pub fn runs_a_loop(comp: &Component, class: &str) -> bool {
+    comp.info()
+        .class(class)
+        .is_ok_and(|c| c.methods.contains_key(LOOP) && !c.methods.contains_key("step"))
 }
 
 fn checkpoint_name(step: u64) -> String {
