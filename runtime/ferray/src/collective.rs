@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use ferray_core::{ActorId, Error, GroupMember, JobId};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -49,7 +50,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Join `m`'s group: once every member has, the node of each rank.
     fn join(&self, job: u64, m: &GroupMember) -> BoxFuture<'static, Result<Vec<String>, Error>>;
     /// Send a part to the node at `to`; done once that node holds it.
-    fn send(&self, to: &str, key: PartKey, data: Vec<u8>) -> BoxFuture<'static, Result<(), Error>>;
+    fn send(&self, to: &str, key: PartKey, data: Bytes) -> BoxFuture<'static, Result<(), Error>>;
     /// `m`'s group broke (`why`): its members still joining, and those
     /// that join later, fail.
     fn abandon(
@@ -336,7 +337,7 @@ impl Collectives {
                         round: 0,
                         step: BROKEN_STEP,
                     };
-                    tells.push(t.send(node, key, why.clone().into_bytes()));
+                    tells.push(t.send(node, key, Bytes::from(why.clone().into_bytes())));
                 }
             }
         }
@@ -535,8 +536,12 @@ impl Collectives {
         t: &dyn Transport,
         plan: &Plan,
         key: PartKey,
-        mut data: Vec<f32>,
+        data: Vec<f32>,
     ) -> Result<Vec<f32>, Error> {
+        // Shared with the part in flight, which is sent from it without a
+        // copy; the step's send is done (and the part dropped) before the
+        // list is written again.
+        let mut data = Arc::new(data);
         let k = plan.nodes.len();
         let i = plan.me;
         let next = &plan.nodes[(i + 1) % k];
@@ -551,7 +556,7 @@ impl Collectives {
                 ((i + k - s) % k, (i + 2 * k - s - 1) % k)
             };
             let (a, b) = bounds(send_c);
-            let bytes = le_bytes(&data[a..b]);
+            let bytes = part_bytes(&data, a..b);
             let part = PartKey {
                 step: step as u32,
                 ..key.clone()
@@ -560,6 +565,9 @@ impl Collectives {
             sent?;
             let got = got?;
             let (a, b) = bounds(recv_c);
+            // The list itself, unless the transport still holds the part
+            // sent (then a copy).
+            let data = Arc::make_mut(&mut data);
             if got.len() != (b - a) * 4 {
                 return Err(Error::InvalidArgument(format!(
                     "another node of the group `{}` all-reduces a list of another length",
@@ -572,7 +580,7 @@ impl Collectives {
                 got.apply(&mut data[a..b], |d, x| *d += x);
             }
         }
-        Ok(data)
+        Ok(Arc::try_unwrap(data).unwrap_or_else(|a| a.as_ref().clone()))
     }
 
     /// A part from another node (the `Collective` service): to the member
@@ -689,8 +697,28 @@ impl Collectives {
     }
 }
 
+/// `data[r]` as little-endian bytes: on a little-endian host the numbers'
+/// own bytes, shared with `data` (no copy).
+fn part_bytes(data: &Arc<Vec<f32>>, r: std::ops::Range<usize>) -> Bytes {
+    #[cfg(target_endian = "little")]
+    {
+        struct Shared(Arc<Vec<f32>>, std::ops::Range<usize>);
+        impl AsRef<[u8]> for Shared {
+            fn as_ref(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0[self.1.clone()])
+            }
+        }
+        Bytes::from_owner(Shared(data.clone(), r))
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        Bytes::from(le_bytes(&data[r]))
+    }
+}
+
 /// `xs` as little-endian bytes (written in place: a loop the compiler
 /// turns into copies, not a push per byte).
+#[cfg(not(target_endian = "little"))]
 fn le_bytes(xs: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; xs.len() * 4];
     for (o, x) in out.as_chunks_mut::<4>().0.iter_mut().zip(xs) {
@@ -868,12 +896,12 @@ mod tests {
             &self,
             to: &str,
             key: PartKey,
-            data: Vec<u8>,
+            data: Bytes,
         ) -> BoxFuture<'static, Result<(), Error>> {
             let peer = self.nodes.lock().get(to).cloned();
             Box::pin(async move {
                 let mut part = Part::default();
-                part.push(bytes::Bytes::from(data))?;
+                part.push(data)?;
                 peer.ok_or_else(|| Error::System("no such node".into()))?
                     .deliver(key, part)
             })

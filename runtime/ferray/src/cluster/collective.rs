@@ -100,10 +100,9 @@ impl Transport for NodeTransport {
         Box::pin(async move { told.await.map(|_| ()) })
     }
 
-    fn send(&self, to: &str, key: PartKey, data: Vec<u8>) -> BoxFuture<'static, Result<(), Error>> {
+    fn send(&self, to: &str, key: PartKey, data: Bytes) -> BoxFuture<'static, Result<(), Error>> {
         let (channels, token, to) = (self.channels.clone(), self.token.clone(), to.to_string());
         Box::pin(async move {
-            let data = Bytes::from(data);
             let size = data.len() as u64;
             let n = data.len().div_ceil(ferray_proto::CHUNK_BYTES).max(1);
             // Each frame is a slice of the one buffer (no copy).
