@@ -411,67 +411,42 @@ impl Trainer {
                 .map_err(|e| format!("rank {rank} could not start: {e}"))?;
             workers.0.push(a);
         }
-        let mut ready: FuturesUnordered<_> = workers
-            .0
-            .iter()
-            .enumerate()
-            .map(|(rank, a)| async move {
-                a.ready()
-                    .await
-                    .map_err(|e| format!("rank {rank} could not start: {e}"))
-            })
-            .collect();
-        while let Some(r) = ready.next().await {
-            r?;
-        }
-        drop(ready);
+        on_each(&workers, |rank, a| async move {
+            a.ready()
+                .await
+                .map_err(|e| format!("rank {rank} could not start: {e}"))
+        })
+        .await?;
         if let Mode::Loop(_) = self.mode {
             let object = ckpt.map(|c| match &c.object {
                 Some(r) => r.clone(),
                 None => self.rt.put_encoded(Bytes::from(encode_bytes(&c.bytes))),
             });
-            let mut opens: FuturesUnordered<_> = workers
-                .0
-                .iter()
-                .enumerate()
-                .map(|(rank, a)| {
-                    let object = object.as_ref();
-                    async move {
-                        a.open_train_run(object)
-                            .await
-                            .map_err(|e| format!("rank {rank} could not start its run: {e}"))
-                    }
-                })
-                .collect();
-            while let Some(r) = opens.next().await {
-                r?;
-            }
+            let object = object.as_ref();
+            on_each(&workers, |rank, a| async move {
+                a.open_train_run(object)
+                    .await
+                    .map_err(|e| format!("rank {rank} could not start its run: {e}"))
+            })
+            .await?;
         } else if let Some(c) = ckpt {
             let arg = match &c.object {
                 Some(r) => Arg::Ref(r.clone()),
                 None => Arg::Value(encode_bytes(&c.bytes)),
             };
-            let mut restores: FuturesUnordered<_> = workers
-                .0
-                .iter()
-                .enumerate()
-                .map(|(rank, a)| {
-                    let arg = arg.clone();
-                    async move {
-                        let r = a
-                            .call_with("restore", vec![arg])
-                            .map_err(|e| e.to_string())?;
-                        let _free = self.rt.free_on_drop(&r);
-                        self.rt
-                            .get_encoded(&r)
-                            .await
-                            .map_err(|e| format!("rank {rank} could not restore: {e}"))
-                    }
-                })
-                .collect();
-            while let Some(r) = restores.next().await {
-                r?;
-            }
+            let arg = &arg;
+            on_each(&workers, |rank, a| async move {
+                let r = a
+                    .call_with("restore", vec![arg.clone()])
+                    .map_err(|e| e.to_string())?;
+                let _free = self.rt.free_on_drop(&r);
+                self.rt
+                    .get_encoded(&r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("rank {rank} could not restore: {e}"))
+            })
+            .await?;
         }
         Ok(workers)
     }
@@ -635,6 +610,24 @@ impl Trainer {
             object,
         })
     }
+}
+
+/// `f` on every worker of `group` at once; the first error.
+async fn on_each<'a, F, Fut>(group: &'a Group, f: F) -> Result<(), String>
+where
+    F: Fn(usize, &'a ActorHandle) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut all: FuturesUnordered<_> = group
+        .0
+        .iter()
+        .enumerate()
+        .map(|(rank, a)| f(rank, a))
+        .collect();
+    while let Some(r) = all.next().await {
+        r?;
+    }
+    Ok(())
 }
 
 /// A `list<u8>` canonically encoded: its length (LEB128), then its bytes.
