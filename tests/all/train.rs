@@ -278,6 +278,25 @@ async fn a_failed_loop_starts_again_from_its_last_reported_checkpoint(rt: &Runti
     assert_eq!(r.history.len(), 6);
 }
 
+/// Every worker reports as many times: a run where rank 0 reports once more
+/// after its loop, while rank 1's loop has returned, fails and says why.
+#[tokio::test]
+async fn workers_that_report_unequally_fail_the_run() {
+    let rt = crate::runtime().await;
+    let c = wine(
+        0,
+        &[("epochs", Val::Int(3)), ("extra_report_rank", Val::Int(0))],
+    );
+    let r = fit_class(&rt, LOOP, &c, TrainConfig::new(2, 0)).await;
+    let e = r.error.as_deref().expect("an error");
+    assert!(
+        e.contains("ranks [1] returned from `train-loop` after 3 reports")
+            && e.contains("every worker reports as many times"),
+        "{e}"
+    );
+    assert_eq!(r.history.len(), 3, "the three steps, not the extra report");
+}
+
 /// `report` belongs to a training run: a `train-loop` called as a plain
 /// method fails with a clear error, and an actor with no run has no
 /// reports to take.

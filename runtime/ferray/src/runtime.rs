@@ -748,8 +748,13 @@ impl Services for RtInner {
     fn report(
         &self,
         ctx: &TaskCtx,
-        report: ferray_core::Report,
+        mut report: ferray_core::Report,
     ) -> BoxFuture<'static, Result<(), Error>> {
+        // Only rank 0's checkpoints are kept: the others' are not carried
+        // to the driver.
+        if ctx.group.as_ref().is_some_and(|g| g.rank != 0) {
+            report.checkpoint = None;
+        }
         let run = match ctx.caller {
             Caller::Actor { actor, .. } => self.reports_of(actor),
             _ => None,

@@ -121,7 +121,8 @@ pub struct Checkpoint {
     pub bytes: Bytes,
     /// Its file, when the run has a storage path.
     pub path: Option<PathBuf>,
-    /// The same bytes in the object store (what `restore` is given).
+    /// The same bytes in the object store (what `restore` is given), freed
+    /// once a later checkpoint of the same group replaces it.
     pub object: Option<ObjectRef>,
 }
 
@@ -384,7 +385,7 @@ impl Trainer {
                 match self.save(&group.0[0], step).await {
                     Ok(c) => {
                         progress(Event::Checkpoint(&c));
-                        last = Some(c);
+                        self.replace(&mut last, c);
                     }
                     Err(e) => return Err((e, last)),
                 }
@@ -540,6 +541,7 @@ impl Trainer {
                 })
                 .collect();
             let mut rank0 = None;
+            let mut ended = Vec::new();
             reporting.clear();
             while let Some((rank, r)) = round.next().await {
                 match r {
@@ -549,12 +551,24 @@ impl Trainer {
                             rank0 = Some(report);
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => ended.push(rank),
                     Err(e) => return Err((Stop::Group(e), last)),
                 }
             }
             drop(round);
             reporting.sort_unstable();
+            // A report is a barrier: a worker that ended its loop while
+            // others still report would leave them waiting.
+            if !ended.is_empty() && !reporting.is_empty() {
+                ended.sort_unstable();
+                return Err((
+                    Stop::Group(format!(
+                        "ranks {ended:?} returned from `{LOOP}` after {step} reports while ranks \
+                         {reporting:?} reported again: every worker reports as many times"
+                    )),
+                    last,
+                ));
+            }
             let Some(report) = rank0 else { continue };
             step += 1;
             history.push(report.metrics.into_iter().collect());
@@ -566,7 +580,7 @@ impl Trainer {
                     .keep(step, Bytes::from(encode_bytes(&bytes)), Bytes::from(bytes))
                     .map_err(|e| (e, last.clone()))?;
                 progress(Event::Checkpoint(&c));
-                last = Some(c);
+                self.replace(&mut last, c);
             }
             if cfg.steps > 0 && step >= cfg.steps {
                 break;
@@ -590,6 +604,15 @@ impl Trainer {
         let bytes = decode_bytes(&encoded)
             .ok_or_else(|| Stop::Group("`save` must return list<u8>".to_string()))?;
         self.keep(step, encoded, bytes)
+    }
+
+    /// `c` is this group's last checkpoint: the one it replaces is freed
+    /// (a restart starts from `c`, or from the checkpoint the group started
+    /// from, which is not this one).
+    fn replace(&self, last: &mut Option<Checkpoint>, c: Checkpoint) {
+        if let Some(old) = last.replace(c).and_then(|o| o.object) {
+            self.rt.free(&[old]);
+        }
     }
 
     /// A checkpoint of `step` steps (`bytes`, and `encoded` as a
