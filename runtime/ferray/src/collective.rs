@@ -474,6 +474,9 @@ impl Collectives {
                 }
                 Err(e) => {
                     guard.ended = true;
+                    // A group that broke meanwhile says why (its parts are
+                    // dropped as it breaks, which may end the ring first).
+                    let e = g.st.lock().broken.clone().unwrap_or(e);
                     self.brk(&g, job, e.to_string());
                     return Err(e);
                 }
