@@ -1039,14 +1039,9 @@ impl ActorHandle {
     /// the calls made before it, without calling the guest. `actor-died`
     /// when its constructor failed.
     pub async fn ready(&self) -> Result<(), Error> {
-        let r = self.rt.inner().call_actor(
-            self.id,
-            crate::actors::READY_METHOD.to_string(),
-            Vec::new(),
-        )?;
-        // Its reference never leaves here (also when the caller gives up).
-        let _free = FreeOnDrop(&self.rt, &r);
-        self.rt.get_encoded(&r).await.map(|_| ())
+        self.host_method(crate::actors::READY_METHOD, Vec::new())
+            .await
+            .map(|_| ())
     }
 
     /// Open a training run on the actor (what `ferray train` does for a
@@ -1058,13 +1053,9 @@ impl ActorHandle {
             .map(|c| Arg::Ref(c.clone()))
             .into_iter()
             .collect();
-        let r = self.rt.inner().call_actor(
-            self.id,
-            crate::actors::TRAIN_RUN_METHOD.to_string(),
-            args,
-        )?;
-        let _free = FreeOnDrop(&self.rt, &r);
-        self.rt.get_encoded(&r).await.map(|_| ())
+        self.host_method(crate::actors::TRAIN_RUN_METHOD, args)
+            .await
+            .map(|_| ())
     }
 
     /// The next report of the actor's training run, taken as soon as its
@@ -1073,13 +1064,23 @@ impl ActorHandle {
     /// The guest's report before it returns as this is asked for (Ray
     /// Train's `get_next`). `actor-died` when the actor died.
     pub async fn next_report(&self) -> Result<Option<Report>, Error> {
-        let r = self.rt.inner().call_actor(
-            self.id,
-            crate::actors::NEXT_REPORT_METHOD.to_string(),
-            Vec::new(),
-        )?;
+        decode(
+            &self
+                .host_method(crate::actors::NEXT_REPORT_METHOD, Vec::new())
+                .await?,
+        )
+    }
+
+    /// A call of one of the host's own methods of the actor (not its
+    /// guest's): its answer's bytes. Its reference never leaves here (also
+    /// when the caller gives up).
+    async fn host_method(&self, method: &str, args: Vec<Arg<ObjectRef>>) -> Result<Bytes, Error> {
+        let r = self
+            .rt
+            .inner()
+            .call_actor(self.id, method.to_string(), args)?;
         let _free = FreeOnDrop(&self.rt, &r);
-        self.rt.get(&r).await
+        self.rt.get_encoded(&r).await
     }
 
     /// Call a method with a tuple of arguments; the reference comes back at once.
