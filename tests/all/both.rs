@@ -160,12 +160,13 @@ fn every_scenario_on_a_cluster() {
     let failures = block_on(run_all("cluster", || c.runtime()));
     let head_log = c.log("head.log");
     let tail: Vec<&str> = head_log.lines().rev().take(40).collect();
+    // The failures come last, where a cut log still shows them.
     assert!(
         failures.is_empty(),
-        "{} scenario(s) failed on a cluster:\n{}\n\nthe head's log, last lines:\n{}",
+        "the head's log, last lines:\n{}\n\n{} scenario(s) failed on a cluster:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         failures.len(),
-        failures.join("\n"),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        failures.join("\n")
     );
     // Every scenario's job ended with its connection, so the cluster freed
     // every object they made (the embedded runtime frees them as the refs
