@@ -416,6 +416,7 @@ impl Driver<'_> {
                 object_address: format!("http://n{n}:1"),
             }),
             in_head: false,
+            results_key: None,
         };
         if let Ok(w) = self.st.open_session(&hello, self.now) {
             self.sessions.push(Sess {
@@ -431,6 +432,7 @@ impl Driver<'_> {
             name: "client".into(),
             worker: None,
             in_head: false,
+            results_key: Some([7; 16]),
         };
         if let Ok(w) = self.st.open_session(&hello, self.now) {
             self.sessions.push(Sess {
@@ -808,12 +810,14 @@ impl Driver<'_> {
                                 object_address: format!("http://back{}:1", s.session),
                             }),
                             in_head: false,
+                            results_key: None,
                         }
                     } else {
                         Hello {
                             name: "back".into(),
                             worker: None,
                             in_head: false,
+                            results_key: None,
                         }
                     };
                     s.open = self.st.rejoin_session(s.session, &hello, self.now).is_ok();

@@ -489,6 +489,53 @@ fn a_submitter_that_loses_the_head_gets_an_error() {
 /// After its first call (through the head, which then says where the actor
 /// lives), a caller's calls go straight to the actor's node: they are
 /// answered while the head is stopped, and the head hears of them after.
+/// A task's small result goes straight from the node that ran it to its
+/// caller, ahead of the head's answer (Ray's owner gets it from the
+/// worker): a task that ends while the head is stopped is answered.
+#[test]
+fn a_small_result_comes_straight_from_the_node_that_ran_it() {
+    let c = Cluster::start(1);
+    block_on(async {
+        let rt = c.runtime().await;
+        let m = rt.load_file(fx::MISBEHAVE).await.expect("load");
+        for i in 0..20i64 {
+            let r = m.call("slow-square", (i, 0u32)).expect("submit");
+            assert_eq!(rt.get::<i64>(&r).await.expect("square"), i * i);
+        }
+        let before = rt.stats().direct_results;
+        let r = m.call("slow-square", (7i64, 1500u32)).expect("submit");
+        wait_for("the task to run", 30, || {
+            c.state("tasks")
+                .tasks
+                .iter()
+                .any(|t| t.function.ends_with("slow-square") && t.state == "RUNNING")
+                .then_some(())
+        });
+        signal(&c.head, Signal::STOP).expect("SIGSTOP");
+        let got = tokio::time::timeout(Duration::from_secs(30), rt.get::<i64>(&r)).await;
+        signal(&c.head, Signal::CONT).expect("SIGCONT");
+        assert_eq!(
+            got.expect("answered while the head was stopped")
+                .expect("square"),
+            49
+        );
+        assert_eq!(rt.stats().direct_results, before + 1);
+        // The head's answer, which comes after, changes nothing; the head
+        // lists the task as finished.
+        let again = m.call("slow-square", (8i64, 0u32)).expect("submit");
+        assert_eq!(rt.get::<i64>(&again).await.expect("square"), 64);
+        assert_eq!(rt.get::<i64>(&r).await.expect("square"), 49);
+        wait_for("the head to list the tasks", 30, || {
+            let tasks = c.state("tasks").tasks;
+            let done = tasks
+                .iter()
+                .filter(|t| t.function.ends_with("slow-square") && t.state == "FINISHED")
+                .count();
+            (done == 22).then_some(())
+        });
+    });
+}
+
 #[test]
 fn actor_calls_go_straight_to_the_actors_node() {
     let c = Cluster::start(1);

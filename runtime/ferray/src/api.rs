@@ -442,6 +442,9 @@ pub struct RuntimeStats {
         ferray_core::HistogramSnapshot,
         ferray_core::HistogramSnapshot,
     )>,
+    /// Results of its tasks that came straight from the node that ran them,
+    /// ahead of the head's answer (a cluster's; 0 on the embedded runtime).
+    pub direct_results: u64,
 }
 
 impl Runtime {
@@ -673,6 +676,7 @@ impl Runtime {
                 .and_then(|h| h.memory_budget())
                 .map(|b| (b.used(), b.limit())),
             transfers: inner.backend().transfers(),
+            direct_results: inner.backend().direct_results(),
         }
     }
 

@@ -162,6 +162,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn transfers(&self) -> Option<(HistogramSnapshot, HistogramSnapshot)> {
         None
     }
+
+    /// Results of this runtime's tasks that came straight from the node that
+    /// ran them, ahead of the head's answer (0: the embedded runtime).
+    fn direct_results(&self) -> u64 {
+        0
+    }
 }
 
 /// The embedded runtime: everything runs in this process.

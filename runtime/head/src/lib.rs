@@ -1198,6 +1198,7 @@ mod down_tests {
             resume: 0,
             down_seen: 0,
             in_head: false,
+            results_key: Bytes::new(),
         };
         let (client, mut rx) = head.open(&hello).expect("a client");
         let welcome = match rx.try_recv() {

@@ -43,6 +43,7 @@ pub(crate) fn hello(worker: bool) -> v1::Hello {
         resume: 0,
         down_seen: 0,
         in_head: false,
+        results_key: Bytes::new(),
     }
 }
 

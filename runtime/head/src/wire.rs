@@ -32,6 +32,9 @@ pub(crate) fn hello(h: &v1::Hello) -> Result<Hello, Error> {
         name: h.name.clone(),
         worker,
         in_head: h.in_head,
+        // A key that is not 16 bytes is no key: the session's results come
+        // through the head only.
+        results_key: h.results_key.as_ref().try_into().ok(),
     })
 }
 
@@ -321,6 +324,10 @@ pub(crate) fn down(e: Effect) -> Option<v1::Down> {
             options: Some(ferray_proto::task_options_to(&a.options)),
             driver: a.driver,
             wave_args: a.wave_args,
+            caller_key: a
+                .caller_key
+                .map(|k| Bytes::copy_from_slice(&k))
+                .unwrap_or_default(),
         }),
         Effect::StartActor(s) => down::Msg::StartActor(v1::StartActor {
             actor: s.actor.0,

@@ -167,4 +167,10 @@ impl Backend for Remote {
             self.0.transfer_seconds.snapshot(),
         ))
     }
+
+    fn direct_results(&self) -> u64 {
+        self.0
+            .direct_results
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

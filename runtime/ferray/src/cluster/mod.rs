@@ -134,6 +134,7 @@ pub(crate) async fn connect_client(
         resume: 0,
         down_seen: 0,
         in_head: false,
+        ..Default::default()
     };
     let (session, mut down) =
         match session::Session::open(address, token, hello, rt.store.clone(), reconnect).await {

@@ -105,6 +105,9 @@ struct Node {
     /// Direct calls the head asked about that never came: refused if they
     /// come after all (their callers were told they failed).
     disowned: parking_lot::Mutex<std::collections::HashSet<u64>>,
+    /// Sessions that listen for their tasks' results here
+    /// (`Actors.Results`), by their results key.
+    results: DashMap<[u8; 16], mpsc::Sender<Result<v1::DirectReply, tonic::Status>>>,
 }
 
 /// A task attempt that runs here.
@@ -113,6 +116,12 @@ struct Running {
     assign: v1::Assign,
     started: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How many sessions may listen for results on one node, and how many
+/// results wait for one listener that does not read (more are dropped: the
+/// head answers those tasks too).
+const MAX_RESULT_LISTENERS: usize = 4_096;
+const RESULTS_QUEUED: usize = 1_024;
 
 /// How many ended attempts a node remembers for a restarted head.
 const FINISHED_KEPT: usize = 4_096;
@@ -153,6 +162,7 @@ pub async fn run_worker(
         resume: 0,
         down_seen: 0,
         in_head: config.in_head,
+        ..Default::default()
     };
     let (session, mut down) = Session::open(
         &config.head,
@@ -188,6 +198,7 @@ pub async fn run_worker(
         load: tokio::sync::Mutex::new(()),
         direct: DashMap::new(),
         disowned: Default::default(),
+        results: DashMap::new(),
     });
     let server = tokio::spawn(
         ferray_proto::server()
@@ -440,6 +451,37 @@ impl Node {
         }));
     }
 
+    /// A task's small result, straight to its caller when the caller
+    /// listens here (or is this node): before the head, which answers it
+    /// too. Only a value that is final goes this way; a failure, or an
+    /// `err` the head may retry, goes through the head alone, and so does
+    /// the result of a task that printed (its caller sees the output first).
+    fn answer_caller(&self, a: &v1::Assign, done: &v1::Done) {
+        let printed = self.session.printed(a.task);
+        if printed || !done.stdout.is_empty() || !done.stderr.is_empty() {
+            return;
+        }
+        let Ok(key) = <[u8; 16]>::try_from(a.caller_key.as_ref()) else {
+            return;
+        };
+        let Some(v1::done::Result::Ok(loc)) = &done.result else {
+            return;
+        };
+        if loc.inline.is_none() || done.err_value || a.driver {
+            return;
+        }
+        let reply = v1::DirectReply {
+            task: a.task,
+            result: Some(v1::direct_reply::Result::Ok(loc.clone())),
+            refused: false,
+        };
+        if self.session.results_key() == Some(key) {
+            self.session.direct_result(reply);
+        } else if let Some(tx) = self.results.get(&key) {
+            let _ = tx.try_send(Ok(reply));
+        }
+    }
+
     /// Why an actor is not here any more (a call for it gets that reason).
     fn remember_gone(&self, actor: u64, why: String) {
         if self.gone.len() >= MAX_DEAD_KEPT {
@@ -653,6 +695,7 @@ impl Node {
             }
             Err(e) => done.result = Some(v1::done::Result::Err(ferray_proto::error_to(&e))),
         }
+        self.answer_caller(&a, &done);
         // What it printed as it ran goes first.
         self.session.flush_live(Some(t));
         // It ends here as its `Done` goes (see `Session::send_after`).
@@ -855,6 +898,35 @@ impl v1::actors_server::Actors for NodeActors {
         });
         Ok(tonic::Response::new(Box::pin(
             tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
+    }
+
+    type ResultsStream = Self::CallsStream;
+
+    async fn results(
+        &self,
+        req: tonic::Request<v1::ResultsRequest>,
+    ) -> Result<tonic::Response<Self::ResultsStream>, tonic::Status> {
+        let key = <[u8; 16]>::try_from(req.into_inner().key.as_ref())
+            .map_err(|_| tonic::Status::invalid_argument("a results key is 16 bytes"))?;
+        let results = &self.0.results;
+        if results.len() >= MAX_RESULT_LISTENERS && !results.contains_key(&key) {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "{MAX_RESULT_LISTENERS} sessions listen for results here already"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(RESULTS_QUEUED);
+        results.insert(key, tx.clone());
+        // Forgotten once its listener goes (unless it listens again).
+        let node = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            tx.closed().await;
+            if let Some(n) = node.upgrade() {
+                n.results.remove_if(&key, |_, t| t.same_channel(&tx));
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }

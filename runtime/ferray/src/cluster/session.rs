@@ -90,6 +90,8 @@ pub(crate) struct Session {
     exec: tokio::runtime::Handle,
     /// Transfers that failed their check (corrupt) and were fetched again.
     pub corrupt_transfers: AtomicU64,
+    /// Results of its tasks that came straight from their nodes, first.
+    pub direct_results: AtomicU64,
     /// Objects pulled from other nodes: their bytes, and the seconds each
     /// pull took (`ferray_object_transfer_*` on the node's metrics).
     pub transfer_bytes: ferray_core::Histogram,
@@ -116,7 +118,20 @@ pub(crate) struct Session {
     /// a message a line). Each task's share is bounded by the host's cap on
     /// its output.
     live_out: Mutex<HashMap<u64, bytes::BytesMut>>,
+    /// Its key for results straight from the nodes that run its tasks
+    /// (`Hello.results_key`; none without system randomness), the nodes it
+    /// listens to, and when it last asked the head for the nodes.
+    results_key: Option<[u8; 16]>,
+    /// Running tasks that printed on stdout (their output goes through the
+    /// head, and so does their result, after it).
+    printed: Mutex<std::collections::HashSet<u64>>,
+    result_links: Mutex<std::collections::HashSet<String>>,
+    nodes_listed: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often at most a session asks the head for the nodes to listen to for
+/// results (when a small result came through the head first).
+const NODES_LISTED_EVERY: Duration = Duration::from_secs(2);
 
 /// The upward side of a session across its streams: the messages sent and
 /// not yet acknowledged by the head (sent again on a new stream), the
@@ -299,6 +314,13 @@ impl Session {
         reconnect: Duration,
     ) -> Result<(Arc<Session>, DownStream), Error> {
         let worker = hello.worker;
+        // Unguessable, so that no other session can listen for its results.
+        let mut key = [0u8; 16];
+        let results_key = getrandom::fill(&mut key).ok().map(|()| key);
+        let mut hello = hello;
+        hello.results_key = results_key
+            .map(|k| Bytes::copy_from_slice(&k))
+            .unwrap_or_default();
         let Stream {
             head,
             tx,
@@ -350,6 +372,7 @@ impl Session {
             lost: Mutex::new(None),
             exec: tokio::runtime::Handle::current(),
             corrupt_transfers: AtomicU64::new(0),
+            direct_results: AtomicU64::new(0),
             // 1 KiB to 4 GiB.
             transfer_bytes: ferray_core::Histogram::exponential(1024.0, 4.0, 12),
             // 100 µs to about 7 minutes.
@@ -361,7 +384,12 @@ impl Session {
             head_pending: DashMap::new(),
             direct_links: Mutex::new(HashMap::new()),
             order: Mutex::new(CallOrder::default()),
+            results_key,
+            printed: Mutex::new(Default::default()),
+            result_links: Mutex::new(Default::default()),
+            nodes_listed: Mutex::new(None),
         });
+        session.listen_to_nodes();
         Ok((session, down))
     }
 
@@ -599,11 +627,17 @@ impl Session {
 
     /// A running task printed `stdout`: kept for the next flush.
     pub fn live_output(&self, task: u64, stdout: &[u8]) {
+        self.printed.lock().insert(task);
         self.live_out
             .lock()
             .entry(task)
             .or_default()
             .extend_from_slice(stdout);
+    }
+
+    /// Whether the task printed on stdout as it ran (asked once, as it ends).
+    pub fn printed(&self, task: u64) -> bool {
+        self.printed.lock().remove(&task)
     }
 
     /// Send what running tasks printed (one task's, or all), in order
@@ -658,7 +692,7 @@ impl Session {
 
     // ----- results -----
 
-    pub fn resolved(&self, r: v1::Resolved) {
+    pub fn resolved(self: &Arc<Self>, r: v1::Resolved) {
         if let Some((_, key)) = self.head_calls.remove(&r.task) {
             self.head_pending.remove_if_mut(&key, |_, n| {
                 *n -= 1;
@@ -681,10 +715,115 @@ impl Session {
             return;
         };
         match r.result {
-            Some(v1::resolved::Result::Ok(loc)) => self.resolve_at(&slot, loc),
+            Some(v1::resolved::Result::Ok(loc)) => {
+                if loc.inline.is_some() {
+                    // It could have come straight from its node: listen to
+                    // the nodes not listened to yet.
+                    self.listen_to_nodes();
+                }
+                self.resolve_at(&slot, loc)
+            }
             Some(v1::resolved::Result::Err(e)) => slot.fail(ferray_proto::error_from(Some(e))),
             None => slot.fail(Error::System("the head sent an empty result".into())),
         }
+    }
+
+    /// This session's key for results straight from nodes.
+    pub fn results_key(&self) -> Option<[u8; 16]> {
+        self.results_key
+    }
+
+    /// A task's result straight from the node that ran it (the head's
+    /// answer, which comes after, then finds it resolved).
+    pub fn direct_result(&self, r: v1::DirectReply) {
+        let Some(v1::direct_reply::Result::Ok(loc)) = r.result else {
+            return;
+        };
+        if let Some((_, slot)) = self.pending.remove(&r.task) {
+            self.direct_results.fetch_add(1, Ordering::Relaxed);
+            self.resolve_at(&slot, loc);
+        }
+    }
+
+    /// Listen for results on every live node the head lists that it does
+    /// not listen to yet; at most every [`NODES_LISTED_EVERY`].
+    fn listen_to_nodes(self: &Arc<Self>) {
+        if self.results_key.is_none() || self.is_lost() {
+            return;
+        }
+        {
+            let mut last = self.nodes_listed.lock();
+            if last.is_some_and(|t| t.elapsed() < NODES_LISTED_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let me = Arc::downgrade(self);
+        let mut head = self.head.clone();
+        self.exec.spawn(async move {
+            let asked = head
+                .cluster(v1::ClusterRequest {
+                    what: "nodes".into(),
+                    ..Default::default()
+                })
+                .await;
+            let (Ok(state), Some(me)) = (asked, me.upgrade()) else {
+                return;
+            };
+            for n in state.into_inner().nodes {
+                if n.state == "ALIVE" {
+                    me.listen_to(n.address);
+                }
+            }
+        });
+    }
+
+    /// Listen for this session's results on the node at `addr` (its own
+    /// node's come without a stream), until the stream ends.
+    fn listen_to(self: &Arc<Self>, addr: String) {
+        let Some(key) = self.results_key else {
+            return;
+        };
+        if addr.is_empty()
+            || addr == self.hello.object_address
+            || !self.result_links.lock().insert(addr.clone())
+        {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let token = self.token.clone();
+        self.exec.spawn(async move {
+            let listen = async {
+                let ch = ferray_proto::connect(&addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut client = ferray_proto::actors_client(ch, &token);
+                let mut results = client
+                    .results(v1::ResultsRequest {
+                        key: Bytes::copy_from_slice(&key),
+                    })
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                    .into_inner();
+                while let Some(r) = results
+                    .message()
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                {
+                    let Some(me) = me.upgrade() else {
+                        return Ok(());
+                    };
+                    me.direct_result(r);
+                }
+                Ok::<_, String>(())
+            };
+            if let Err(e) = listen.await {
+                tracing::debug!("results from {addr} come through the head: {e}");
+            }
+            if let Some(me) = me.upgrade() {
+                me.result_links.lock().remove(&addr);
+            }
+        });
     }
 
     /// A pending result is the object at `loc`.

@@ -92,6 +92,7 @@ impl World {
                 object_address: address(NodeId(n)),
             }),
             in_head: false,
+            results_key: None,
         };
         let w = self
             .st
@@ -110,6 +111,7 @@ impl World {
             name: "client".into(),
             worker: None,
             in_head: false,
+            results_key: Some(results_key(self.st.next_session)),
         };
         let w = self
             .st
@@ -288,6 +290,11 @@ impl World {
 
 pub(super) fn address(n: NodeId) -> String {
     format!("{n}:7000")
+}
+
+/// The results key of the client with this session.
+pub(super) fn results_key(session: u64) -> super::io::ResultsKey {
+    [session as u8; 16]
 }
 
 /// Effects sent, by kind and session.

@@ -33,7 +33,13 @@ pub struct Hello {
     /// It runs in the head's own process, so it never outlives the head
     /// (a restarted head does not wait for it).
     pub in_head: bool,
+    /// The key under which nodes send its tasks' small results straight to
+    /// it (as well as to the head); none: through the head only.
+    pub results_key: Option<ResultsKey>,
 }
+
+/// A session's key for results straight from nodes (16 random bytes).
+pub type ResultsKey = [u8; 16];
 
 #[derive(Clone, Debug)]
 pub struct WorkerHello {
@@ -249,6 +255,8 @@ pub struct Assign {
     /// A job's driver: its arguments are `wave_args`.
     pub driver: bool,
     pub wave_args: Vec<String>,
+    /// The submitter's results key (see [`Hello::results_key`]).
+    pub caller_key: Option<ResultsKey>,
 }
 
 #[derive(Clone, Debug)]

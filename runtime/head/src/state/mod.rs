@@ -87,6 +87,7 @@ type Set<K> = HashSet<K, Hasher>;
 struct Session {
     node: Option<NodeId>,
     job: Option<JobId>,
+    results_key: Option<io::ResultsKey>,
 }
 
 struct NodeEntry {

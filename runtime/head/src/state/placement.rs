@@ -256,6 +256,13 @@ impl State {
             }
             Kind::ActorCall { .. } => return,
         };
+        // Its submitter may take a small result straight from the node (a
+        // driver's goes to the head alone).
+        let caller_key = task
+            .owner
+            .filter(|_| wave_args.is_none())
+            .and_then(|o| self.sessions.get(&o))
+            .and_then(|s| s.results_key);
         let assign = Assign {
             task: t,
             job: task.job,
@@ -266,6 +273,7 @@ impl State {
             options,
             driver: wave_args.is_some(),
             wave_args: wave_args.cloned().unwrap_or_default(),
+            caller_key,
         };
         let job = task.job;
         if let Some(task) = self.tasks.get_mut(&t) {

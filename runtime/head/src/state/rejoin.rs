@@ -166,7 +166,14 @@ impl State {
             self.add_node(id, session, &hello.name, w, now);
             tracing::info!("{id} came back from {} ({})", w.object_address, hello.name);
         }
-        self.sessions.insert(session, Session { node, job });
+        self.sessions.insert(
+            session,
+            Session {
+                node,
+                job,
+                results_key: hello.results_key,
+            },
+        );
         self.rejoin.reports_due.insert(session);
         Ok(Welcome { session, node, job })
     }

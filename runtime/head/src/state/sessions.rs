@@ -37,7 +37,14 @@ impl State {
                 (None, Some(job))
             }
         };
-        self.sessions.insert(session, Session { node, job });
+        self.sessions.insert(
+            session,
+            Session {
+                node,
+                job,
+                results_key: hello.results_key,
+            },
+        );
         if !hello.in_head {
             self.save_session(session, &hello.name);
         }

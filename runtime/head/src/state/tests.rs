@@ -41,6 +41,8 @@ fn a_task_is_assigned_started_done_and_resolved_to_its_submitter() {
     assert_eq!(a.job, c.job);
     assert_eq!(a.args, vec![ResolvedArg::Value(Bytes::from_static(b"x"))]);
     assert!(!a.driver);
+    // The node may answer the client straight (its results key).
+    assert_eq!(a.caller_key, Some(super::harness::results_key(c.session)));
     assert_eq!(w.task_state(t), Some("RUNNING"));
     // Assigned is not started: the node's admission decides.
     assert_eq!(w.free_cpus(n), 2.0);
@@ -1470,6 +1472,8 @@ fn a_driver_runs_its_job_and_its_result_ends_the_job() {
     let sent = w.take();
     let a = &sent.assigns(n)[0];
     assert!(a.driver);
+    // A driver's result goes to the head alone.
+    assert_eq!(a.caller_key, None);
     assert_eq!(a.wave_args, vec!["1".to_string(), "2".to_string()]);
     assert_eq!(a.options.max_retries, 0);
     assert!(a.options.resources.is_empty());
@@ -1585,6 +1589,8 @@ fn a_driver_holds_its_entrypoint_resources() {
     assert!(sent.assigns(plain).is_empty());
     let a = &sent.assigns(gpu)[0];
     assert!(a.driver);
+    // A driver's result goes to the head alone.
+    assert_eq!(a.caller_key, None);
     assert_eq!(a.options.resources.num_gpus(), 1.0);
     w.send(gpu.session, Input::Started(a.task));
     let free = w.st.sched.free(gpu.id).expect("node").clone();
@@ -2614,6 +2620,7 @@ fn back_hello(n: Node, cpus: f64) -> super::Hello {
             object_address: address(n.id),
         }),
         in_head: false,
+        results_key: None,
     }
 }
 
