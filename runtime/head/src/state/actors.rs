@@ -72,6 +72,7 @@ impl State {
                         calls: VecDeque::new(),
                         queued: false,
                         waiting_on: None,
+                        died_on: None,
                     };
                     self.add_actor(a, entry);
                 }
@@ -91,6 +92,7 @@ impl State {
             calls: VecDeque::new(),
             queued: false,
             waiting_on: None,
+            died_on: None,
         };
         self.add_actor(a, entry);
         self.try_ready(Waiter::Actor(a));
@@ -180,7 +182,15 @@ impl State {
         let Some(actor) = self.actors.get_mut(&a).filter(|x| x.job == job) else {
             return self.reply_err(session, t, no_actor(a));
         };
-        if let AState::Dead(e) = &actor.state {
+        // A direct call that reached the node where the actor died is that
+        // node's to answer (it may have run it: its caller's report can come
+        // after the actor's death, which its own call caused).
+        let answered_there = c.direct.as_ref().is_some_and(|at| {
+            actor.died_on == Some(at.node) && actor.incarnation == at.incarnation
+        });
+        if let AState::Dead(e) = &actor.state
+            && !answered_there
+        {
             let e = e.clone();
             return self.reply_err(session, t, e);
         }
@@ -224,8 +234,11 @@ impl State {
         };
         let job = actor.job;
         let node = at.node;
-        let here = matches!(actor.state, AState::Alive(n) if n == node)
-            && actor.incarnation == at.incarnation
+        let here = match actor.state {
+            AState::Alive(n) => n == node,
+            AState::Dead(_) => actor.died_on == Some(node),
+            AState::Pending => false,
+        } && actor.incarnation == at.incarnation
             && self.nodes.get(&node).is_some_and(|n| n.alive);
         let mut task = TaskEntry::new(
             job,
@@ -514,6 +527,9 @@ impl State {
             || !matches!(actor.state, AState::Alive(n) if Some(n) == node)
         {
             return;
+        }
+        if let (Some(actor), Some(n)) = (self.actors.get_mut(&a), node) {
+            actor.died_on = Some(n);
         }
         self.actor_dead(a, d.error);
     }

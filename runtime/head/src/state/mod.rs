@@ -287,6 +287,9 @@ struct ActorEntry {
     queued: bool,
     /// The dependency whose waiters it is among (while it waits).
     waiting_on: Option<Dep>,
+    /// The node that reported it dead (a crash with no restarts left): that
+    /// node answers the direct calls it got before.
+    died_on: Option<NodeId>,
 }
 
 struct JobEntry {

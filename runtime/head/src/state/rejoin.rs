@@ -261,6 +261,7 @@ impl State {
                     calls: Default::default(),
                     queued: false,
                     waiting_on: None,
+                    died_on: None,
                 },
             );
             if let Some(n) = self.nodes.get_mut(&node) {

@@ -1056,6 +1056,60 @@ fn a_caller_learns_where_its_actor_lives_and_its_direct_calls_are_recorded_not_a
     ));
 }
 
+/// A direct call that made its actor die (a trap with no restarts left):
+/// the node reports the death at once, and the caller's report of the call
+/// can come after it. The node answers that call (its caller gets the
+/// trap); the head records it and does not fail it with the death. A call
+/// the head routes after the death fails with it.
+#[test]
+fn a_direct_call_reported_after_the_death_it_caused_is_the_node_s_to_answer() {
+    let (mut w, n, c, a, at) = located_actor();
+    let t = TaskId(w.id(c.session));
+    w.send(
+        n.session,
+        Input::ActorDied(super::ActorDied {
+            actor: a,
+            incarnation: at.incarnation,
+            error: Error::ActorDied("crashed".into()),
+        }),
+    );
+    w.take();
+    report_call(&mut w, c, t, a, Some(&at));
+    let sent = w.take();
+    assert!(
+        sent.resolved(c.session).is_empty(),
+        "{:?}",
+        sent.resolved(c.session)
+    );
+    assert_eq!(w.task_state(t), Some("RUNNING"));
+    direct_done(
+        &mut w,
+        n,
+        t,
+        Outcome::Failed(Error::Trap("unreachable".into())),
+    );
+    assert!(w.take().resolved(c.session).is_empty());
+    assert_eq!(w.task_state(t), Some("FAILED"));
+    assert!(w.st.nodes[&n.id].running.is_empty());
+    let after = w.call(c, a);
+    assert!(matches!(
+        w.take().error_of(c.session, after),
+        Error::ActorDied(m) if m == "crashed"
+    ));
+    // Another node's report of a direct call to it is answered with the
+    // death: it was never the actor's node.
+    let m = w.node(2.0);
+    let elsewhere = super::ActorAt {
+        node: m.id,
+        ..at.clone()
+    };
+    let stray = direct_call(&mut w, c, a, Some(&elsewhere));
+    assert!(matches!(
+        w.take().error_of(c.session, stray),
+        Error::ActorDied(_)
+    ));
+}
+
 #[test]
 fn a_direct_call_that_did_not_run_is_routed_by_the_head() {
     let (mut w, n, c, a, at) = located_actor();
