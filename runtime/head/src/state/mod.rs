@@ -90,6 +90,16 @@ struct Session {
     results_key: Option<io::ResultsKey>,
 }
 
+impl Session {
+    fn new(node: Option<NodeId>, job: Option<JobId>, hello: &Hello) -> Session {
+        Session {
+            node,
+            job,
+            results_key: hello.results_key,
+        }
+    }
+}
+
 struct NodeEntry {
     session: u64,
     address: String,

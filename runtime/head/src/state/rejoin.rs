@@ -166,14 +166,8 @@ impl State {
             self.add_node(id, session, &hello.name, w, now);
             tracing::info!("{id} came back from {} ({})", w.object_address, hello.name);
         }
-        self.sessions.insert(
-            session,
-            Session {
-                node,
-                job,
-                results_key: hello.results_key,
-            },
-        );
+        self.sessions
+            .insert(session, Session::new(node, job, hello));
         self.rejoin.reports_due.insert(session);
         Ok(Welcome { session, node, job })
     }

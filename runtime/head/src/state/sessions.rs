@@ -37,14 +37,8 @@ impl State {
                 (None, Some(job))
             }
         };
-        self.sessions.insert(
-            session,
-            Session {
-                node,
-                job,
-                results_key: hello.results_key,
-            },
-        );
+        self.sessions
+            .insert(session, Session::new(node, job, hello));
         if !hello.in_head {
             self.save_session(session, &hello.name);
         }
