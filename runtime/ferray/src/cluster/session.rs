@@ -116,15 +116,13 @@ pub(crate) struct Session {
     /// in one message per task every [`LIVE_FLUSH`] and before its `Done`
     /// (a guest printing line by line costs the head a message a tick, not
     /// a message a line). Each task's share is bounded by the host's cap on
-    /// its output.
+    /// its output. A task that printed keeps its entry until it ends (its
+    /// result then goes through the head, after its output).
     live_out: Mutex<HashMap<u64, bytes::BytesMut>>,
     /// Its key for results straight from the nodes that run its tasks
     /// (`Hello.results_key`; none without system randomness), the nodes it
     /// listens to, and when it last asked the head for the nodes.
     results_key: Option<[u8; 16]>,
-    /// Running tasks that printed on stdout (their output goes through the
-    /// head, and so does their result, after it).
-    printed: Mutex<std::collections::HashSet<u64>>,
     result_links: Mutex<std::collections::HashSet<String>>,
     nodes_listed: Mutex<Option<std::time::Instant>>,
 }
@@ -385,7 +383,6 @@ impl Session {
             direct_links: Mutex::new(HashMap::new()),
             order: Mutex::new(CallOrder::default()),
             results_key,
-            printed: Mutex::new(Default::default()),
             result_links: Mutex::new(Default::default()),
             nodes_listed: Mutex::new(None),
         });
@@ -627,7 +624,6 @@ impl Session {
 
     /// A running task printed `stdout`: kept for the next flush.
     pub fn live_output(&self, task: u64, stdout: &[u8]) {
-        self.printed.lock().insert(task);
         self.live_out
             .lock()
             .entry(task)
@@ -635,28 +631,36 @@ impl Session {
             .extend_from_slice(stdout);
     }
 
-    /// Whether the task printed on stdout as it ran (asked once, as it ends).
+    /// Whether the running task printed on stdout (asked before its end's
+    /// [`Session::flush_live`]).
     pub fn printed(&self, task: u64) -> bool {
-        self.printed.lock().remove(&task)
+        self.live_out.lock().contains_key(&task)
     }
 
-    /// Send what running tasks printed (one task's, or all), in order
-    /// before anything sent after (the lock is held while sending, so a
-    /// task's `Done` never overtakes its output).
+    /// Send what running tasks printed (all of it, or one task's as it
+    /// ends, which forgets it), in order before anything sent after (the
+    /// lock is held while sending, so a task's `Done` never overtakes its
+    /// output).
     pub fn flush_live(&self, task: Option<u64>) {
         let mut pending = self.live_out.lock();
-        let tasks: Vec<u64> = match task {
-            Some(t) => vec![t],
-            None => pending.keys().copied().collect(),
-        };
-        for t in tasks {
-            if let Some(out) = pending.remove(&t)
-                && !out.is_empty()
-            {
+        let send = |t: u64, out: bytes::BytesMut| {
+            if !out.is_empty() {
                 self.send(up::Msg::Output(v1::TaskOutput {
                     task: t,
                     stdout: out.freeze(),
                 }));
+            }
+        };
+        match task {
+            Some(t) => {
+                if let Some(out) = pending.remove(&t) {
+                    send(t, out);
+                }
+            }
+            None => {
+                for (&t, out) in pending.iter_mut() {
+                    send(t, out.split());
+                }
             }
         }
     }
@@ -794,11 +798,8 @@ impl Session {
         let token = self.token.clone();
         self.exec.spawn(async move {
             let listen = async {
-                let ch = ferray_proto::connect(&addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut client = ferray_proto::actors_client(ch, &token);
-                let mut results = client
+                let mut results = actors_at(&addr, &token)
+                    .await?
                     .results(v1::ResultsRequest {
                         key: Bytes::copy_from_slice(&key),
                     })
@@ -1419,11 +1420,8 @@ impl Session {
             // Whether the node got the stream: before, no call ran there.
             let mut reached = false;
             let run = async {
-                let ch = ferray_proto::connect(&addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut client = ferray_proto::actors_client(ch, &token);
-                let mut replies = client
+                let mut replies = actors_at(&addr, &token)
+                    .await?
                     .calls(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
                     .await
                     .map_err(|s| s.message().to_string())?
@@ -1648,6 +1646,14 @@ fn rejoin_parts(
 }
 
 /// The arguments that are pending results (see [`Spec`]).
+/// The `Actors` service of the node at `addr` (direct calls, results).
+async fn actors_at(addr: &str, token: &Token) -> Result<ferray_proto::ActorsClient, String> {
+    let ch = ferray_proto::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ferray_proto::actors_client(ch, token))
+}
+
 fn task_refs(args: &[Arg<ObjectRef>]) -> Vec<ObjectRef> {
     args.iter()
         .filter_map(|a| match a {
