@@ -73,6 +73,8 @@ mod bindings {
 }
 
 pub mod collective;
+#[cfg(feature = "data")]
+pub mod data;
 pub mod gpu;
 pub mod serve;
 pub mod train;

@@ -69,6 +69,7 @@ fn all() -> Vec<&'static Scenario> {
         crate::limits::SCENARIOS,
         crate::tune::SCENARIOS,
         crate::train::SCENARIOS,
+        crate::data::SCENARIOS,
     ]
     .into_iter()
     .flatten()

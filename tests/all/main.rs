@@ -7,6 +7,7 @@ mod both;
 mod cli;
 mod cluster;
 mod dashboard;
+mod data;
 mod embed;
 mod faults;
 mod files;

@@ -122,7 +122,7 @@ impl NodeArgs {
 
     /// The driver's runtime: connected to the cluster at `address`, or an
     /// embedded one with these resources; output to stderr.
-    fn driver(&self, address: Option<&str>, token: Option<&str>) -> Result<Runtime> {
+    pub(crate) fn driver(&self, address: Option<&str>, token: Option<&str>) -> Result<Runtime> {
         Ok(match address {
             Some(address) => {
                 let mut b = Runtime::builder().output(OutputMode::Stderr);

@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod args;
 mod cluster;
+mod data;
 mod progress;
 mod serve;
 mod timeline;
@@ -91,6 +92,10 @@ enum Command {
     /// workers that all-reduce, each step's metrics, checkpoints on disk,
     /// the group made again from the last one after a failure.
     Train(Box<train::TrainArgs>),
+    /// Datasets of Arrow blocks: read files, transform them with components
+    /// on task or actor pools, write files (a pipeline file).
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -233,6 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(cmd) => serve::serve(cmd),
         Command::Tune(args) => tune::tune(*args),
         Command::Train(args) => train::train(*args),
+        Command::Data(cmd) => data::data(cmd),
     }
 }
 

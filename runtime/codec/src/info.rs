@@ -69,6 +69,16 @@ impl FuncInfo {
         self.params.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The parameters' WIT types as the component writes them (`list<u8>`).
+    pub fn param_type_texts(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(_, t)| t.text())
+    }
+
+    /// The results' WIT types as the component writes them.
+    pub fn result_type_texts(&self) -> impl Iterator<Item = &str> {
+        self.results.iter().map(|t| t.text())
+    }
+
     /// How many values it returns.
     pub fn result_count(&self) -> usize {
         self.results.len()

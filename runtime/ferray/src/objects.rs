@@ -129,6 +129,13 @@ impl ObjectRef {
         self.0.notify.notify_waiters();
     }
 
+    /// Wait until the value is ready, without fetching it: its content id,
+    /// or the task's failure (`ray.wait` on one reference that also tells
+    /// how it ended).
+    pub async fn resolved(&self) -> Result<ObjectId, Error> {
+        self.ready_id().await
+    }
+
     pub fn is_ready(&self) -> bool {
         !matches!(&*self.0.state.lock(), SlotState::Pending)
     }

@@ -233,7 +233,9 @@ impl Guest for Component {
     }
 
     fn measure(b: Vec<u8>) -> (u32, u64) {
-        let sum = b.iter().fold(0u64, |acc, x| acc.wrapping_add(u64::from(*x)));
+        let sum = b
+            .iter()
+            .fold(0u64, |acc, x| acc.wrapping_add(u64::from(*x)));
         (b.len() as u32, sum)
     }
 

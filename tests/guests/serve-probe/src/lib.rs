@@ -102,7 +102,11 @@ impl GuestReplica for Replica {
                 match ferray_sdk::serve::handle(&to).call(&sent) {
                     Ok(r) => text(
                         200,
-                        format!("{to} said {}: {}", r.status, String::from_utf8_lossy(&r.body)),
+                        format!(
+                            "{to} said {}: {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ),
                     ),
                     Err(e) => text(502, format!("calling {to} failed: {e}")),
                 }

@@ -1,0 +1,587 @@
+//! ferray data: datasets of Arrow blocks read from files, transformed by
+//! the test guest `data-ops` (`tests/guests/data-ops`) on task and actor
+//! pools, and written back; every result is checked against a direct
+//! computation on the same generated data. The scenarios run embedded and
+//! on a cluster; the memory budget's test and the command line's run
+//! embedded.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use ferray::Runtime;
+use ferray_data::{DataContext, DataError, Dataset, MapBatches};
+
+use crate::both::scenarios;
+use crate::{ferray_err, ferray_ok, fx};
+
+scenarios![
+    map_batches_on_a_task_pool_equals_the_direct_computation,
+    csv_and_json_files_with_nulls_and_empty_files,
+    an_actor_pool_keeps_state_and_grows_within_its_bounds,
+    limit_union_and_repartition_keep_the_rows_and_their_order,
+    written_files_read_back_as_the_same_rows,
+    bad_input_gets_one_clear_error,
+];
+
+/// `n` rows: `x` int64 (null every 7th), `f` float64 (null every 5th), `s`
+/// utf8.
+fn rows(n: usize, from: i64) -> RecordBatch {
+    let x: Int64Array = (0..n as i64)
+        .map(|i| (i % 7 != 3).then_some(from + i))
+        .collect();
+    let f: Float64Array = (0..n as i64)
+        .map(|i| (i % 5 != 1).then_some((from + i) as f64 / 4.0))
+        .collect();
+    let s: StringArray = (0..n as i64)
+        .map(|i| Some(format!("r{}", from + i)))
+        .collect();
+    RecordBatch::try_from_iter([
+        ("x", Arc::new(x) as ArrayRef),
+        ("f", Arc::new(f) as ArrayRef),
+        ("s", Arc::new(s) as ArrayRef),
+    ])
+    .expect("batch")
+}
+
+/// Writes `batch` as Parquet with row groups of `group` rows.
+fn write_parquet(path: &Path, batch: &RecordBatch, group: usize) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let file = std::fs::File::create(path).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("w");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    let schema = batches.first().expect("a batch").schema();
+    arrow_select::concat::concat_batches(&schema, batches).expect("concat")
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = c.as_any().downcast_ref::<Int64Array>().expect("int64");
+    a.iter().collect()
+}
+
+fn floats(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = c.as_any().downcast_ref::<Float64Array>().expect("float64");
+    a.iter().collect()
+}
+
+fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = c.as_any().downcast_ref::<StringArray>().expect("utf8");
+    a.iter().map(|s| s.map(str::to_string)).collect()
+}
+
+async fn ops(rt: &Runtime) -> ferray::Component {
+    rt.load_file(fx::DATA_OPS).await.expect("load data-ops")
+}
+
+async fn map_batches_on_a_task_pool_equals_the_direct_computation(rt: &Runtime) {
+    let dir = tempfile::tempdir().expect("dir");
+    // Two files: 250 rows in row groups of 64, and 90 rows in one group.
+    let (a, b) = (rows(250, 0), rows(90, 250));
+    write_parquet(&dir.path().join("a.parquet"), &a, 64);
+    write_parquet(&dir.path().join("b.parquet"), &b, 1000);
+    let all = concat(&[a, b]);
+    let c = ops(rt).await;
+    let path = dir.path().display().to_string();
+
+    // One block per row group: 4 + 1.
+    let read = Dataset::read_parquet(rt, &[&path]);
+    let refs = read.block_refs().await.expect("blocks");
+    assert_eq!(refs.len(), 5, "a block per row group");
+    // Content addressed: reading again gives the same block ids.
+    let again = read.block_refs().await.expect("blocks");
+    let ids = |r: &[ferray::ObjectRef]| -> Vec<_> { r.iter().map(|r| r.content_id()).collect() };
+    assert_eq!(ids(&refs), ids(&again));
+    assert!(ids(&refs).iter().all(Option::is_some));
+    drop((refs, again));
+
+    for batch_size in [None, Some(7), Some(100)] {
+        let mut op = MapBatches::tasks(&c, "double");
+        if let Some(n) = batch_size {
+            op = op.batch_size(n);
+        }
+        let ds = Dataset::read_parquet(rt, &[&path]).map_batches(op);
+        let out = ds.take_all().await.expect("run");
+        if let Some(n) = batch_size {
+            assert!(
+                out.iter().all(|b| b.num_rows() <= n),
+                "batches of at most {n} rows: {:?}",
+                out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>()
+            );
+        }
+        let got = concat(&out);
+        let want_x: Vec<Option<i64>> = ints(&all, "x").iter().map(|v| v.map(|v| v * 2)).collect();
+        let want_f: Vec<Option<f64>> = floats(&all, "f")
+            .iter()
+            .map(|v| v.map(|v| v * 2.0))
+            .collect();
+        assert_eq!(ints(&got, "x"), want_x, "batch_size {batch_size:?}");
+        assert_eq!(floats(&got, "f"), want_f);
+        assert_eq!(
+            strs(&got, "s"),
+            strs(&all, "s"),
+            "other columns unchanged, in order"
+        );
+        assert_eq!(ds.count().await.expect("count"), 340);
+    }
+
+    // Two operators in a row, the second with a result type.
+    let ds = Dataset::read_parquet(rt, &[&path])
+        .map_batches(MapBatches::tasks(&c, "double").batch_size(50))
+        .map_batches(MapBatches::tasks(&c, "plus-one").concurrency(2));
+    let got = concat(&ds.take_all().await.expect("run"));
+    let want_y: Vec<Option<i64>> = ints(&all, "x")
+        .iter()
+        .map(|v| v.map(|v| v * 2 + 1))
+        .collect();
+    assert_eq!(ints(&got, "y"), want_y);
+
+    // A filter (keep-even) that leaves some blocks empty, and a flat map
+    // (repeat): blocks of 2 rows.
+    let two = DataContext {
+        block_rows: 2,
+        ..DataContext::default()
+    };
+    let items = [1, 3, 4, 6, 5, 7]
+        .map(|x| serde_json::json!({"x": x, "n": x % 3}))
+        .to_vec();
+    let ds = Dataset::from_items(rt, items.clone())
+        .with_context(two.clone())
+        .map_batches(MapBatches::tasks(&c, "keep-even"));
+    let out = ds.take_all().await.expect("filter");
+    assert_eq!(
+        out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
+        vec![0, 2, 0]
+    );
+    assert_eq!(ints(&concat(&out), "x"), vec![Some(4), Some(6)]);
+    let written = ds
+        .write_parquet(dir.path().join("even"))
+        .await
+        .expect("write");
+    assert_eq!(
+        (written.rows, written.files.len()),
+        (2, 1),
+        "no file for an empty block"
+    );
+    let ds = Dataset::from_items(rt, items)
+        .with_context(two)
+        .map_batches(MapBatches::tasks(&c, "repeat"));
+    // n = x % 3: 1, 0, 1, 0, 2, 1
+    assert_eq!(
+        ints(&concat(&ds.take_all().await.expect("flat map")), "x"),
+        vec![Some(1), Some(4), Some(5), Some(5), Some(7)]
+    );
+}
+
+async fn csv_and_json_files_with_nulls_and_empty_files(rt: &Runtime) {
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("csv");
+    std::fs::create_dir(&csv).expect("mkdir");
+    std::fs::write(csv.join("1.csv"), "x,name\n1,a\n,b\n3,\n").expect("write");
+    std::fs::write(csv.join("2.csv"), "x,name\n4,d\n5,e\n").expect("write");
+    // Only a header: no rows, no block.
+    std::fs::write(csv.join("3.csv"), "x,name\n").expect("write");
+    std::fs::write(csv.join(".hidden.csv"), "junk\n").expect("write");
+    let c = ops(rt).await;
+    let ds = Dataset::read_csv(rt, &[csv.display().to_string()])
+        .map_batches(MapBatches::tasks(&c, "plus-one"));
+    let got = concat(&ds.take_all().await.expect("csv"));
+    assert_eq!(
+        ints(&got, "x"),
+        vec![Some(1), None, Some(3), Some(4), Some(5)]
+    );
+    assert_eq!(
+        ints(&got, "y"),
+        vec![Some(2), None, Some(4), Some(5), Some(6)]
+    );
+    assert_eq!(
+        strs(&got, "name"),
+        vec![
+            Some("a".into()),
+            Some("b".into()),
+            None,
+            Some("d".into()),
+            Some("e".into())
+        ]
+    );
+
+    // JSON lines with a missing field (null), a glob, and an empty file.
+    let json = dir.path().join("json");
+    std::fs::create_dir(&json).expect("mkdir");
+    std::fs::write(
+        json.join("a.jsonl"),
+        "{\"x\": 10, \"f\": 0.5}\n{\"f\": 1.5}\n",
+    )
+    .expect("w");
+    std::fs::write(json.join("b.jsonl"), "").expect("w");
+    std::fs::write(json.join("c.jsonl"), "{\"x\": -2, \"f\": 2.5}\n").expect("w");
+    let pattern = json.join("*.jsonl").display().to_string();
+    let ds = Dataset::read_json(rt, &[pattern]).map_batches(MapBatches::tasks(&c, "double"));
+    let got = concat(&ds.take_all().await.expect("json"));
+    assert_eq!(ints(&got, "x"), vec![Some(20), None, Some(-4)]);
+    assert_eq!(floats(&got, "f"), vec![Some(1.0), Some(3.0), Some(5.0)]);
+
+    // Items and binary files.
+    let items = Dataset::from_items(
+        rt,
+        vec![
+            serde_json::json!({"x": 1}),
+            serde_json::json!({"x": null}),
+            serde_json::json!({"x": 3}),
+        ],
+    )
+    .map_batches(MapBatches::tasks(&c, "plus-one"));
+    assert_eq!(
+        ints(&concat(&items.take_all().await.expect("items")), "y"),
+        vec![Some(2), None, Some(4)]
+    );
+    let bins = Dataset::read_binary_files(rt, &[csv.display().to_string()]);
+    let got = concat(&bins.take_all().await.expect("binary files"));
+    assert_eq!(got.num_rows(), 3, "three visible files");
+    let bytes = got
+        .column_by_name("bytes")
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow_array::BinaryArray>()
+                .cloned()
+        })
+        .expect("bytes column");
+    assert_eq!(bytes.value(1), b"x,name\n4,d\n5,e\n");
+}
+
+async fn an_actor_pool_keeps_state_and_grows_within_its_bounds(rt: &Runtime) {
+    let c = ops(rt).await;
+    let op = MapBatches::actors(&c, "model", "predict", 1, 3)
+        .constructor_args(&["0.5".to_string()])
+        .expect("args")
+        .batch_size(10)
+        .num_cpus(0.5);
+    let items = (0..300).map(|i| serde_json::json!({ "x": i })).collect();
+    let ds = Dataset::from_items(rt, items).map_batches(op);
+    let out = ds.take_all().await.expect("run");
+    assert_eq!(out.len(), 30, "batches of 10 rows");
+    let got = concat(&out);
+    let want: Vec<Option<f64>> = (0..300).map(|i| Some(i as f64 * 0.5)).collect();
+    assert_eq!(floats(&got, "prediction"), want);
+    assert_eq!(ints(&got, "x"), (0..300).map(Some).collect::<Vec<_>>());
+    // Each actor numbers the batches it scored: as many first batches as
+    // actors, and every actor's numbers run 0, 1, 2, ... without a gap.
+    let seen: Vec<i64> = out
+        .iter()
+        .map(|b| ints(b, "seen")[0].expect("seen"))
+        .collect();
+    let actors = seen.iter().filter(|s| **s == 0).count();
+    assert!(
+        (1..=3).contains(&actors),
+        "1 to 3 actors, got {actors}: {seen:?}"
+    );
+    let mut per: Vec<usize> = vec![0; 31];
+    for s in &seen {
+        per[*s as usize] += 1;
+    }
+    assert!(
+        per.windows(2).all(|w| w[0] >= w[1]),
+        "each actor counts up from 0: {seen:?}"
+    );
+    assert_eq!(seen.len(), 30);
+
+    // A constructor argument of the wrong type is refused before anything runs.
+    let e = MapBatches::actors(&c, "model", "predict", 1, 2)
+        .constructor_args(&["\"heavy\"".to_string()])
+        .expect_err("a string for an f64");
+    assert!(
+        e.to_string().contains("f64") || e.to_string().contains("float"),
+        "{e}"
+    );
+}
+
+async fn limit_union_and_repartition_keep_the_rows_and_their_order(rt: &Runtime) {
+    let small = DataContext {
+        block_rows: 4,
+        ..DataContext::default()
+    };
+    let ids = |bs: &[RecordBatch]| ints(&concat(bs), "id");
+    let ds = Dataset::range(rt, 100)
+        .with_context(small.clone())
+        .limit(15);
+    assert_eq!(
+        ids(&ds.take_all().await.expect("limit")),
+        (0..15).map(Some).collect::<Vec<_>>()
+    );
+    // A limit after a component's blocks: cut where the rows run out.
+    let c = ops(rt).await;
+    let ds = Dataset::range(rt, 100)
+        .with_context(small.clone())
+        .map_batches(MapBatches::tasks(&c, "double"))
+        .limit(6);
+    assert_eq!(
+        ids(&ds.take_all().await.expect("limit")),
+        vec![Some(0), Some(2), Some(4), Some(6), Some(8), Some(10)]
+    );
+    let u = Dataset::range(rt, 5).union(Dataset::range(rt, 3));
+    assert_eq!(
+        ids(&u.take_all().await.expect("union")),
+        [0, 1, 2, 3, 4, 0, 1, 2].map(Some).to_vec()
+    );
+    let r = Dataset::range(rt, 10).with_context(small).repartition(4);
+    let parts = r.take_all().await.expect("repartition");
+    assert_eq!(
+        parts.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
+        vec![3, 3, 2, 2]
+    );
+    assert_eq!(ids(&parts), (0..10).map(Some).collect::<Vec<_>>());
+    assert_eq!(Dataset::range(rt, 0).count().await.expect("empty"), 0);
+}
+
+async fn written_files_read_back_as_the_same_rows(rt: &Runtime) {
+    let dir = tempfile::tempdir().expect("dir");
+    let src = dir.path().join("src.parquet");
+    let data = rows(120, 0);
+    write_parquet(&src, &data, 50);
+    let c = ops(rt).await;
+    let ds = Dataset::read_parquet(rt, &[src.display().to_string()])
+        .map_batches(MapBatches::tasks(&c, "double"));
+    let want = concat(&ds.take_all().await.expect("run"));
+    let pq = ds
+        .write_parquet(dir.path().join("pq"))
+        .await
+        .expect("parquet");
+    assert_eq!((pq.rows, pq.files.len()), (120, 3), "a file per block");
+    let back = Dataset::read_parquet(rt, &[dir.path().join("pq").display().to_string()]);
+    assert_eq!(concat(&back.take_all().await.expect("read back")), want);
+    let js = ds.write_json(dir.path().join("js")).await.expect("json");
+    assert_eq!(js.rows, 120);
+    let back = concat(
+        &Dataset::read_json(rt, &[dir.path().join("js").display().to_string()])
+            .take_all()
+            .await
+            .expect("read json"),
+    );
+    assert_eq!(ints(&back, "x"), ints(&want, "x"));
+    assert_eq!(strs(&back, "s"), strs(&want, "s"));
+    let csv = ds.write_csv(dir.path().join("csv")).await.expect("csv");
+    assert_eq!(csv.rows, 120);
+    let back = concat(
+        &Dataset::read_csv(rt, &[dir.path().join("csv").display().to_string()])
+            .take_all()
+            .await
+            .expect("read csv"),
+    );
+    assert_eq!(ints(&back, "x"), ints(&want, "x"));
+}
+
+async fn bad_input_gets_one_clear_error(rt: &Runtime) {
+    let dir = tempfile::tempdir().expect("dir");
+    let c = ops(rt).await;
+    // Files whose columns differ: the error names the column.
+    std::fs::write(dir.path().join("1.csv"), "x,y\n1,2\n").expect("w");
+    std::fs::write(dir.path().join("2.csv"), "x,y\nabc,2\n").expect("w");
+    let e = Dataset::read_csv(rt, &[dir.path().display().to_string()])
+        .count()
+        .await
+        .expect_err("mismatched files");
+    assert!(
+        matches!(&e, DataError::Schema { column, .. } if column == "x"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("2.csv"), "names the file: {e}");
+
+    let range = || Dataset::range(rt, 10);
+    // A guest's err names the column it missed; a block that is not Arrow;
+    // a function that is not a map_batches signature; an unknown export.
+    let e = range()
+        .map_batches(MapBatches::tasks(&c, "plus-one"))
+        .count()
+        .await
+        .expect_err("no x");
+    assert!(
+        e.to_string().contains("map_batches(plus-one)") && e.to_string().contains("`x`"),
+        "{e}"
+    );
+    let e = range()
+        .map_batches(MapBatches::tasks(&c, "garbage"))
+        .take_all()
+        .await
+        .expect_err("garbage");
+    assert!(e.to_string().contains("not an Arrow IPC stream"), "{e}");
+    let e = range()
+        .map_batches(MapBatches::tasks(&c, "square"))
+        .count()
+        .await
+        .expect_err("signature");
+    assert!(e.to_string().contains("func(x: s64) -> s64"), "{e}");
+    let e = range()
+        .map_batches(MapBatches::tasks(&c, "nope"))
+        .count()
+        .await
+        .expect_err("unknown");
+    assert!(e.to_string().contains("nope"), "{e}");
+    // A guest that traps on a block: the trap, and the runtime goes on.
+    let text = Dataset::from_items(rt, vec![serde_json::json!({"s": "text"})])
+        .map_batches(MapBatches::tasks(&c, "keep-even"))
+        .count()
+        .await
+        .expect_err("no x to keep");
+    assert!(text.to_string().contains("no column `x`"), "{text}");
+    assert_eq!(range().count().await.expect("still works"), 10);
+    // No such file.
+    let e = Dataset::read_parquet(rt, &[dir.path().join("none.parquet").display().to_string()])
+        .count()
+        .await
+        .expect_err("missing");
+    assert!(e.to_string().contains("none.parquet"), "{e}");
+}
+
+/// A dataset four times the object store's memory streams through a
+/// component within the memory budget: nothing spills.
+#[tokio::test]
+async fn a_dataset_four_times_the_object_store_runs_within_its_budget() {
+    const BUDGET: u64 = 8 << 20;
+    let rt = crate::builder()
+        .object_store_memory(16 << 20)
+        .build()
+        .await
+        .expect("runtime");
+    let c = ops(&rt).await;
+    // 8M int64 rows: 64 MiB of blocks of 1 MiB. The operators alone would
+    // hold up to 64 blocks at once; the budget holds them to 8.
+    let ctx = DataContext {
+        block_rows: 128 << 10,
+        max_blocks_in_flight: 32,
+        memory_budget: BUDGET,
+    };
+    let ds = Dataset::range(&rt, 8 << 20)
+        .with_context(ctx)
+        .map_batches(MapBatches::tasks(&c, "double"));
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watch = {
+        let (rt, peak) = (rt.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let b = rt.stats().store.bytes_in_memory;
+                peak.fetch_max(b, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut rows = 0u64;
+    let mut last = None;
+    let mut s = ds.iter_batches().expect("stream");
+    while let Some(b) = futures::StreamExt::next(&mut s).await {
+        let b = b.expect("batch");
+        rows += b.num_rows() as u64;
+        last = ints(&b, "id").last().copied().flatten();
+    }
+    watch.abort();
+    assert_eq!(rows, 8 << 20);
+    assert_eq!(last, Some(((8 << 20) - 1) * 2));
+    let stats = rt.stats().store;
+    assert_eq!(stats.spills_total, 0, "nothing spilled: {stats:?}");
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak <= 16 << 20, "at most the store's memory in it: {peak}");
+}
+
+/// `ferray data run`: a pipeline file's read → map_batches → write, and a
+/// bad file's one line naming the field.
+#[test]
+fn ferray_data_run_writes_what_the_pipeline_file_says() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("in.csv"), "x,name\n1,a\n2,b\n,c\n4,d\n").expect("w");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+            [read]
+            format = "csv"
+            paths = ["in.csv"]
+
+            [[ops]]
+            kind = "map_batches"
+            component = "{}"
+            function = "plus-one"
+            batch_size = 2
+
+            [[ops]]
+            kind = "map_batches"
+            component = "{}"
+            class = "model"
+            method = "predict"
+            args = ["2.0"]
+            concurrency = [1, 2]
+
+            [write]
+            format = "json"
+            path = "out"
+            "#,
+            fx::DATA_OPS,
+            fx::DATA_OPS
+        ),
+    )
+    .expect("w");
+    let out = ferray_ok(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    assert!(out.contains("wrote 4 rows in 2 files"), "{out}");
+    let mut text = String::new();
+    for f in ["part-00000.json", "part-00001.json"] {
+        text += &std::fs::read_to_string(dir.path().join("out").join(f)).expect("read output");
+    }
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let ys: Vec<_> = rows
+        .iter()
+        .map(|r| r.get("y").and_then(|v| v.as_i64()))
+        .collect();
+    assert_eq!(ys, vec![Some(2), Some(3), None, Some(5)]);
+    let preds: Vec<_> = rows
+        .iter()
+        .map(|r| r.get("prediction").and_then(|v| v.as_f64()))
+        .collect();
+    assert_eq!(preds, vec![Some(2.0), Some(4.0), None, Some(8.0)]);
+
+    // Without [write], the rows are printed as JSON lines.
+    std::fs::write(&pipeline, "[read]\nformat = \"range\"\nn = 3\n").expect("w");
+    let out = ferray_ok(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![r#"{"id":0}"#, r#"{"id":1}"#, r#"{"id":2}"#]
+    );
+
+    std::fs::write(
+        &pipeline,
+        "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"map_batches\"\ncomponent = \"x.wasm\"\nfunction = \"f\"\nbatch_size = -1\n",
+    )
+    .expect("w");
+    let err = ferray_err(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    let line = err
+        .lines()
+        .find(|l| l.contains("error: "))
+        .expect("error line");
+    assert!(line.contains("p.toml: ops[0].batch_size"), "{err}");
+    // A component that is not there: named with its field.
+    std::fs::write(
+        &pipeline,
+        "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"map_batches\"\ncomponent = \"x.wasm\"\nfunction = \"f\"\n",
+    )
+    .expect("w");
+    let err = ferray_err(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("ops[0].component") && err.contains("x.wasm"),
+        "{err}"
+    );
+}
