@@ -585,3 +585,59 @@ fn ferray_data_run_writes_what_the_pipeline_file_says() {
         "{err}"
     );
 }
+
+/// `guest-examples/data-inference`: its pipeline file scores the wine data
+/// on an actor pool (two actors at most) and writes Parquet; the scores
+/// tell good wines (quality 6 or more) from the rest as the offline fit
+/// did (74%).
+#[test]
+fn the_data_inference_example_scores_every_wine() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/guest-examples/data-inference");
+    let text = std::fs::read_to_string(format!("{root}/pipeline.toml")).expect("pipeline");
+    // The same file, with the data, the component and the output where
+    // this test has them.
+    let text = text
+        .replace(
+            "../train-wine/data/winequality-red.csv",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/guest-examples/train-wine/data/winequality-red.csv"
+            ),
+        )
+        .replace(
+            "../target/wasm32-wasip2/release/data_inference.wasm",
+            fx::DATA_INFERENCE,
+        );
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(&pipeline, text).expect("write");
+    let out = ferray_ok(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    assert!(out.contains("wrote 1599 rows in 8 files"), "{out}");
+    let scored = crate::harness::block_on(async {
+        let rt = crate::runtime().await;
+        Dataset::read_parquet(&rt, &[dir.path().join("scored").display().to_string()])
+            .take_all()
+            .await
+            .expect("read the output")
+    });
+    let all = concat(&scored);
+    let quality = ints(&all, "quality");
+    let positive = all
+        .column_by_name("positive")
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow_array::BooleanArray>()
+                .cloned()
+        })
+        .expect("positive");
+    let right = (0..all.num_rows())
+        .filter(|i| positive.value(*i) == (quality[*i].expect("quality") >= 6))
+        .count();
+    let accuracy = right as f64 / all.num_rows() as f64;
+    assert!((0.74..0.75).contains(&accuracy), "accuracy {accuracy}");
+    assert!(
+        floats(&all, "score")
+            .iter()
+            .all(|s| s.is_some_and(|s| (0.0..=1.0).contains(&s)))
+    );
+}

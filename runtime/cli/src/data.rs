@@ -68,12 +68,15 @@ pub(crate) fn data(cmd: DataCommand) -> Result<ExitCode> {
     shown.stop();
     let secs = started.elapsed().as_secs_f64();
     for op in ds.progress().ops() {
-        eprintln!(
-            "{}: {} blocks, {} rows",
-            op.name,
-            op.blocks.load(Ordering::Relaxed),
-            op.rows.load(Ordering::Relaxed)
-        );
+        let blocks = op.blocks.load(Ordering::Relaxed);
+        match op.counts_rows {
+            true => eprintln!(
+                "{}: {blocks} blocks, {} rows",
+                op.name,
+                op.rows.load(Ordering::Relaxed)
+            ),
+            false => eprintln!("{}: {blocks} blocks", op.name),
+        }
     }
     match (outcome?, pipeline.output()) {
         (Some((rows, files)), Some(dir)) => outln!(
@@ -117,11 +120,14 @@ impl Display {
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
                 for (op, bar) in ops.iter().zip(&bars) {
                     let rows = op.rows.load(Ordering::Relaxed);
-                    bar.set_message(format!(
-                        "{} blocks, {rows} rows ({:.0} rows/s)",
-                        op.blocks.load(Ordering::Relaxed),
-                        rows as f64 / secs
-                    ));
+                    let blocks = op.blocks.load(Ordering::Relaxed);
+                    bar.set_message(match op.counts_rows {
+                        true => format!(
+                            "{blocks} blocks, {rows} rows ({:.0} rows/s)",
+                            rows as f64 / secs
+                        ),
+                        false => format!("{blocks} blocks ({:.1} blocks/s)", blocks as f64 / secs),
+                    });
                     bar.tick();
                 }
                 std::thread::sleep(Duration::from_millis(200));

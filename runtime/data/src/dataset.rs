@@ -219,9 +219,10 @@ pub struct Progress {
 pub struct OpProgress {
     pub name: String,
     pub blocks: AtomicU64,
-    /// Rows of the blocks out, where known (a source's, a limit's, a
-    /// sink's; a component's output is counted where it is read).
+    /// Rows of the blocks out, where `counts_rows` (a source's, a limit's,
+    /// a sink's; a component's output is counted where it is read).
     pub rows: AtomicU64,
+    pub counts_rows: bool,
 }
 
 impl Progress {
@@ -230,10 +231,12 @@ impl Progress {
     }
 
     fn op(&self, name: String) -> Arc<OpProgress> {
+        let counts_rows = !name.starts_with("map_batches");
         let op = Arc::new(OpProgress {
             name,
             blocks: AtomicU64::new(0),
             rows: AtomicU64::new(0),
+            counts_rows,
         });
         self.ops.lock().push(op.clone());
         op
@@ -470,8 +473,8 @@ impl Dataset {
     /// One file per non-empty block, `part-00000.parquet` and on, in `dir`
     /// (made if need be).
     pub async fn write(&self, format: Format, dir: &Path) -> Result<WriteSummary, DataError> {
-        let op = self.progress.op(format!("write_{}", format.ext()));
         let mut s = self.iter_batches()?;
+        let op = self.progress.op(format!("write_{}", format.ext()));
         let mut w = Writer::new(format, dir)?;
         while let Some(batch) = s.next().await {
             let batch = batch?;

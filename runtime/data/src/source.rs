@@ -23,7 +23,8 @@ pub enum Source {
     /// block size in rows).
     Parquet { paths: Vec<String> },
     /// CSV files, with a header line (column names) unless told otherwise;
-    /// the columns' types are inferred from the first file.
+    /// the columns' types are inferred from all of each file's rows (one
+    /// more pass over it), and every file must have the first's.
     Csv {
         paths: Vec<String>,
         has_header: bool,
@@ -107,7 +108,7 @@ impl Source {
                         .with_delimiter(*delimiter);
                     let mut file = open(&path)?;
                     let (schema, records) = format
-                        .infer_schema(&mut file, Some(1000))
+                        .infer_schema(&mut file, None)
                         .map_err(|e| DataError::file(&path, e))?;
                     if records == 0 {
                         continue;
