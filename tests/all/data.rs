@@ -641,3 +641,46 @@ fn the_data_inference_example_scores_every_wine() {
             .all(|s| s.is_some_and(|s| (0.0..=1.0).contains(&s)))
     );
 }
+
+/// On a cluster, blocks a component made live on the nodes that ran it;
+/// when one of them dies, its blocks are made again from their lineage
+/// (the same task on the same input block) where they are read.
+#[test]
+fn a_lost_block_is_rebuilt_through_lineage() {
+    let mut c = crate::harness::Cluster::start(2);
+    let victim = c.workers[1].1;
+    crate::harness::block_on(async {
+        let rt = c.runtime().await;
+        let ops = ops(&rt).await;
+        // 8 blocks of 40,000 rows (320 KiB each: too big to travel inline,
+        // so each stays on the node that made it).
+        let ds = Dataset::range(&rt, 320_000)
+            .with_context(DataContext {
+                block_rows: 40_000,
+                ..DataContext::default()
+            })
+            .map_batches(MapBatches::tasks(&ops, "double"));
+        let refs = ds.block_refs().await.expect("blocks");
+        assert_eq!(refs.len(), 8);
+        let on: Vec<u64> = refs
+            .iter()
+            .map(|r| match r.name() {
+                ferray::RefName::Task(t) => c.node_of(t.0),
+                ferray::RefName::Put(_) => panic!("a block of a task is its result"),
+            })
+            .collect();
+        let lost = on.iter().filter(|n| **n == victim).count();
+        assert!(lost > 0, "no block made on {victim}: {on:?}");
+        c.kill_worker(victim);
+        let batches = Dataset::from_blocks(&rt, refs)
+            .take_all()
+            .await
+            .expect("rebuilt");
+        let want: Vec<Option<i64>> = (0..320_000).map(|i| Some(i * 2)).collect();
+        assert_eq!(
+            ints(&concat(&batches), "id"),
+            want,
+            "{lost} of 8 blocks were rebuilt"
+        );
+    });
+}
