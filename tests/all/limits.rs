@@ -251,15 +251,18 @@ async fn instances_together_stay_within_the_nodes_memory() {
 
 /// A dynamic call makes one wasmtime value per list element: the host
 /// counts that memory against the node's before decoding, so a large
-/// `list<u8>` argument is refused with a clear error on a small node, and
-/// passes on one with room.
+/// `list<s64>` argument is refused with a clear error on a small node, and
+/// passes on one with room. A function of bytes to bytes (`list<u8>` in,
+/// `list<u8>` out) is called through wasmtime's typed API, which copies the
+/// bytes without a value per byte: the same 4 MiB pass on the small node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoded_arguments_count_against_the_nodes_memory() {
     let rt = builder().memory(64 << 20).build().await.unwrap();
     let m = load(&rt, fx::MISBEHAVE).await;
-    let big = vec![7u8; 4 << 20];
+    // 4 Mi elements of one byte each on the wire.
+    let big = vec![7i64; 4 << 20];
     let err = rt
-        .get::<Vec<u8>>(&m.call("echo-bytes", (big.clone(),)).unwrap())
+        .get::<i64>(&m.call("sum-list", (big.clone(),)).unwrap())
         .await
         .unwrap_err();
     assert!(
@@ -267,19 +270,25 @@ async fn decoded_arguments_count_against_the_nodes_memory() {
         "{err}"
     );
     // Smaller arguments still pass there, and large ones on a node with room.
-    let small = vec![3u8; 256 << 10];
+    let small = vec![3i64; 256 << 10];
     let got = rt
-        .get::<Vec<u8>>(&m.call("echo-bytes", (small.clone(),)).unwrap())
+        .get::<i64>(&m.call("sum-list", (small.clone(),)).unwrap())
         .await
         .unwrap();
-    assert_eq!(got, small);
+    assert_eq!(got, 3 * (256 << 10));
+    let bytes = vec![7u8; 4 << 20];
+    let got = rt
+        .get::<Vec<u8>>(&m.call("echo-bytes", (bytes.clone(),)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, bytes, "bytes to bytes need no values");
     let rt = builder().memory(1 << 30).build().await.unwrap();
     let m = load(&rt, fx::MISBEHAVE).await;
     let got = rt
-        .get::<Vec<u8>>(&m.call("echo-bytes", (big.clone(),)).unwrap())
+        .get::<i64>(&m.call("sum-list", (big.clone(),)).unwrap())
         .await
         .unwrap();
-    assert_eq!(got, big);
+    assert_eq!(got, 7 * (4 << 20));
 }
 
 /// What one job may hold is capped by whoever runs the runtime: tasks in
