@@ -86,11 +86,8 @@ impl Source {
                                     .build()
                             })
                             .map_err(|e| DataError::file(&path, e))?;
-                        for batch in reader {
-                            let batch = batch.map_err(|e| DataError::file(&path, e))?;
-                            if !out.send(batch) {
-                                return Ok(());
-                            }
+                        if !send_all(reader, &path, out)? {
+                            return Ok(());
                         }
                     }
                 }
@@ -122,11 +119,8 @@ impl Source {
                         .with_batch_size(block_rows)
                         .build(file)
                         .map_err(|e| DataError::file(&path, e))?;
-                    for batch in reader {
-                        let batch = batch.map_err(|e| DataError::file(&path, e))?;
-                        if !out.send(batch) {
-                            return Ok(());
-                        }
+                    if !send_all(reader, &path, out)? {
+                        return Ok(());
                     }
                 }
                 Ok(())
@@ -147,11 +141,8 @@ impl Source {
                         .with_batch_size(block_rows)
                         .build(file)
                         .map_err(|e| DataError::file(&path, e))?;
-                    for batch in reader {
-                        let batch = batch.map_err(|e| DataError::file(&path, e))?;
-                        if !out.send(batch) {
-                            return Ok(());
-                        }
+                    if !send_all(reader, &path, out)? {
+                        return Ok(());
                     }
                 }
                 Ok(())
@@ -255,6 +246,21 @@ impl Out {
         let failed = block.is_err();
         self.tx.blocking_send(block).is_ok() && !failed && self.left > 0
     }
+}
+
+/// Send every batch of a file's reader (an error names the file); `false`
+/// once no more are wanted.
+fn send_all<E: std::fmt::Display>(
+    reader: impl Iterator<Item = Result<RecordBatch, E>>,
+    path: &Path,
+    out: &mut Out,
+) -> Result<bool, DataError> {
+    for batch in reader {
+        if !out.send(batch.map_err(|e| DataError::file(path, e))?) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn binary_batch(names: Vec<String>, datas: Vec<Vec<u8>>) -> Result<RecordBatch, DataError> {
