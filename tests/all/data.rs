@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ferray::Runtime;
-use ferray_data::{DataContext, DataError, Dataset, MapBatches};
+use ferray_data::{Aggregate, DataContext, DataError, Dataset, MapBatches};
 
 use crate::both::scenarios;
 use crate::{ferray_err, ferray_ok, fx};
@@ -22,6 +22,8 @@ scenarios![
     limit_union_and_repartition_keep_the_rows_and_their_order,
     written_files_read_back_as_the_same_rows,
     bad_input_gets_one_clear_error,
+    groupby_aggregate_equals_the_direct_computation,
+    sort_and_random_shuffle_keep_every_row,
 ];
 
 /// `n` rows: `x` int64 (null every 7th), `f` float64 (null every 5th), `s`
@@ -384,6 +386,281 @@ async fn written_files_read_back_as_the_same_rows(rt: &Runtime) {
     assert_eq!(ints(&back, "x"), ints(&want, "x"));
 }
 
+/// `rows(n)` plus `g` (int64, 0 to 4, null every 11th row) and `k`
+/// (utf8, "a" to "c", null every 13th), in blocks of 16 rows read from
+/// Parquet (so 25+ blocks: merge trees of two levels), with an empty
+/// block among them (a filter that keeps nothing of one block).
+async fn keyed(rt: &Runtime, n: usize) -> (RecordBatch, Dataset, tempfile::TempDir) {
+    let base = rows(n, 0);
+    let g: Int64Array = (0..n as i64)
+        .map(|i| (i % 11 != 4).then_some((i * 7) % 5))
+        .collect();
+    let k: StringArray = (0..n as i64)
+        .map(|i| (i % 13 != 2).then(|| ["a", "b", "c"][(i % 3) as usize].to_string()))
+        .collect();
+    let mut cols: Vec<(&str, ArrayRef)> = vec![("g", Arc::new(g)), ("k", Arc::new(k))];
+    for name in ["x", "f", "s"] {
+        cols.push((name, base.column_by_name(name).expect("col").clone()));
+    }
+    let all = RecordBatch::try_from_iter(cols).expect("batch");
+    let dir = tempfile::tempdir().expect("dir");
+    write_parquet(&dir.path().join("a.parquet"), &all.slice(0, n / 2), 100);
+    write_parquet(
+        &dir.path().join("b.parquet"),
+        &all.slice(n / 2, n - n / 2),
+        100,
+    );
+    let empty = ferray_data::block::encode_batch(&all.slice(0, 0)).expect("encode");
+    let empty = Dataset::from_blocks(rt, vec![rt.put_encoded(empty)]);
+    let ds = Dataset::read_parquet(rt, &[dir.path().display().to_string()])
+        .union(empty)
+        .with_context(DataContext {
+            block_rows: 16,
+            shuffle_partitions: Some(3),
+            ..DataContext::default()
+        });
+    (all, ds, dir)
+}
+
+/// The one row of `got` whose key columns are `key` (as text: `None` for
+/// null).
+fn row_of(got: &RecordBatch, keys: &[&str], key: &[Option<String>]) -> usize {
+    let cols: Vec<Vec<Option<String>>> = keys
+        .iter()
+        .map(|k| {
+            let c = got.column_by_name(k).expect("key column");
+            (0..c.len())
+                .map(|i| {
+                    c.is_valid(i).then(|| {
+                        let any = c.as_any();
+                        match (
+                            any.downcast_ref::<Int64Array>(),
+                            any.downcast_ref::<StringArray>(),
+                        ) {
+                            (Some(a), _) => a.value(i).to_string(),
+                            (_, Some(a)) => a.value(i).to_string(),
+                            _ => panic!("a key of type {}", c.data_type()),
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let hits: Vec<usize> = (0..got.num_rows())
+        .filter(|i| cols.iter().zip(key).all(|(c, k)| &c[*i] == k))
+        .collect();
+    assert_eq!(hits.len(), 1, "one row for {key:?}: {hits:?}");
+    hits[0]
+}
+
+async fn groupby_aggregate_equals_the_direct_computation(rt: &Runtime) {
+    let (all, ds, _dir) = keyed(rt, 400).await;
+    let out = ds
+        .clone()
+        .groupby(&["g"])
+        .aggregate(vec![
+            Aggregate::count(),
+            Aggregate::count_of("x"),
+            Aggregate::sum("x"),
+            Aggregate::mean("f"),
+            Aggregate::min("x"),
+            Aggregate::max("f"),
+            Aggregate::sum("f"),
+        ])
+        .take_all()
+        .await
+        .expect("groupby g");
+    assert!(out.len() <= 3, "a block per part: {}", out.len());
+    for b in &out {
+        let g = ints(b, "g");
+        let mut sorted = g.clone();
+        sorted.sort_by_key(|v| (v.is_none(), *v));
+        assert_eq!(g, sorted, "each block sorted by its key");
+    }
+    let got = concat(&out);
+    let names: Vec<String> = got
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "g", "count()", "count(x)", "sum(x)", "mean(f)", "min(x)", "max(f)", "sum(f)"
+        ]
+    );
+    // The direct computation: groups 0..5 and null.
+    let (g, x, f) = (ints(&all, "g"), ints(&all, "x"), floats(&all, "f"));
+    let keys: Vec<Option<i64>> = (0..5).map(Some).chain([None]).collect();
+    assert_eq!(got.num_rows(), keys.len(), "a row per group, null included");
+    for key in keys {
+        let rows: Vec<usize> = (0..all.num_rows()).filter(|i| g[*i] == key).collect();
+        let xs: Vec<i64> = rows.iter().filter_map(|i| x[*i]).collect();
+        let fs: Vec<f64> = rows.iter().filter_map(|i| f[*i]).collect();
+        let text = key.map(|k| k.to_string());
+        let i = row_of(&got, &["g"], &[text]);
+        let at = |name: &str| ints(&got, name)[i];
+        assert_eq!(at("count()"), Some(rows.len() as i64), "count() of {key:?}");
+        assert_eq!(at("count(x)"), Some(xs.len() as i64));
+        assert_eq!(at("sum(x)"), Some(xs.iter().sum::<i64>()));
+        assert_eq!(at("min(x)"), xs.iter().min().copied());
+        // Group 2 is where f is null (i % 5 == 1): its mean, max and sum
+        // are null.
+        let (mean, max, sum) = (
+            floats(&got, "mean(f)")[i],
+            floats(&got, "max(f)")[i],
+            floats(&got, "sum(f)")[i],
+        );
+        if fs.is_empty() {
+            assert_eq!((mean, max, sum), (None, None, None), "no f in {key:?}");
+            continue;
+        }
+        let want = fs.iter().sum::<f64>() / fs.len() as f64;
+        let mean = mean.expect("mean");
+        assert!(
+            (mean - want).abs() < 1e-9,
+            "mean(f) of {key:?}: {mean} != {want}"
+        );
+        assert_eq!(max, Some(fs.iter().copied().fold(f64::MIN, f64::max)));
+        assert!((sum.expect("sum") - fs.iter().sum::<f64>()).abs() < 1e-6);
+    }
+    assert_eq!(
+        floats(&got, "mean(f)")
+            .iter()
+            .filter(|m| m.is_none())
+            .count(),
+        1,
+        "one group without f"
+    );
+
+    // Two keys, one a string with nulls; a group whose values are all
+    // null has a null sum.
+    let got = concat(
+        &ds.clone()
+            .groupby(&["k", "g"])
+            .aggregate(vec![Aggregate::count(), Aggregate::sum("x")])
+            .take_all()
+            .await
+            .expect("groupby k, g"),
+    );
+    let k = strs(&all, "k");
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..all.num_rows() {
+        let e = want
+            .entry((k[i].clone(), g[i]))
+            .or_insert((0i64, None::<i64>));
+        e.0 += 1;
+        if let Some(v) = x[i] {
+            e.1 = Some(e.1.unwrap_or(0) + v);
+        }
+    }
+    assert_eq!(got.num_rows(), want.len(), "a row per (k, g)");
+    for ((kk, gg), (count, sum)) in &want {
+        let i = row_of(&got, &["k", "g"], &[kk.clone(), gg.map(|g| g.to_string())]);
+        assert_eq!(ints(&got, "count()")[i], Some(*count));
+        assert_eq!(ints(&got, "sum(x)")[i], *sum);
+    }
+
+    // Nothing in, nothing out; a missing column and a column that is not a
+    // number are named.
+    let none = Dataset::from_items(rt, Vec::new()).groupby(&["g"]).count();
+    assert_eq!(none.count().await.expect("empty"), 0);
+    let e = ds.clone().groupby(&["nope"]).count().take_all().await;
+    let e = e.expect_err("no such column").to_string();
+    assert!(e.contains("nope") && e.contains("groupby(nope)"), "{e}");
+    let e = ds.clone().groupby(&["g"]).sum("s").take_all().await;
+    let e = e.expect_err("a string column").to_string();
+    assert!(e.contains("column `s` is Utf8"), "{e}");
+    let e = ds.groupby(&["g"]).aggregate(vec![]).take_all().await;
+    assert!(
+        e.expect_err("no aggregate")
+            .to_string()
+            .contains("needs an aggregate")
+    );
+}
+
+async fn sort_and_random_shuffle_keep_every_row(rt: &Runtime) {
+    let (all, ds, _dir) = keyed(rt, 400).await;
+    let (x, s) = (ints(&all, "x"), strs(&all, "s"));
+
+    // Ascending: nulls last; rows with equal keys keep their order.
+    let out = ds
+        .clone()
+        .sort(&["x"], false)
+        .take_all()
+        .await
+        .expect("sort");
+    assert!(out.len() <= 3, "a block per part: {}", out.len());
+    let got = concat(&out);
+    let mut want: Vec<(Option<i64>, Option<String>)> =
+        x.iter().cloned().zip(s.iter().cloned()).collect();
+    want.sort_by_key(|(x, _)| (x.is_none(), *x));
+    let pairs =
+        |b: &RecordBatch| -> Vec<_> { ints(b, "x").into_iter().zip(strs(b, "s")).collect() };
+    assert_eq!(pairs(&got), want, "sorted by x, nulls last, stable");
+
+    // Descending on two keys: nulls first.
+    let got = concat(
+        &ds.clone()
+            .sort(&["g", "x"], true)
+            .take_all()
+            .await
+            .expect("sort desc"),
+    );
+    let g = ints(&all, "g");
+    let mut want: Vec<(Option<i64>, Option<i64>, Option<String>)> = (0..all.num_rows())
+        .map(|i| (g[i], x[i], s[i].clone()))
+        .collect();
+    // Descending with nulls first: None is the greatest.
+    let rank = |v: Option<i64>| v.map_or(i64::MAX as i128 + 1, i128::from);
+    want.sort_by_key(|w| std::cmp::Reverse((rank(w.0), rank(w.1))));
+    let got3: Vec<_> = (0..got.num_rows())
+        .map(|i| {
+            (
+                ints(&got, "g")[i],
+                ints(&got, "x")[i],
+                strs(&got, "s")[i].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got3, want, "sorted by (g, x) descending");
+
+    // A random shuffle: every row once, in another order; the same seed
+    // gives the same order, another seed another.
+    let shuffled = |seed| {
+        let ds = ds.clone().random_shuffle(Some(seed));
+        async move { strs(&concat(&ds.take_all().await.expect("shuffle")), "s") }
+    };
+    let (a, b, c) = (shuffled(7).await, shuffled(7).await, shuffled(8).await);
+    assert_eq!(a, b, "the same seed, the same order");
+    assert_ne!(a, c, "another seed, another order");
+    assert_ne!(a, s, "not the input's order");
+    let mut sorted = a.clone();
+    sorted.sort();
+    let mut want = s.clone();
+    want.sort();
+    assert_eq!(sorted, want, "every row once");
+
+    // An empty dataset sorts and shuffles to nothing; a missing key is named.
+    let none = Dataset::from_items(rt, Vec::new());
+    assert_eq!(
+        none.clone()
+            .sort(&["x"], false)
+            .count()
+            .await
+            .expect("sort"),
+        0
+    );
+    assert_eq!(none.random_shuffle(None).count().await.expect("shuffle"), 0);
+    let e = ds
+        .sort(&["nope"], false)
+        .take_all()
+        .await
+        .expect_err("no column");
+    assert!(e.to_string().contains("no column `nope`"), "{e}");
+}
+
 async fn bad_input_gets_one_clear_error(rt: &Runtime) {
     let dir = tempfile::tempdir().expect("dir");
     let c = ops(rt).await;
@@ -463,6 +740,7 @@ async fn a_dataset_four_times_the_object_store_runs_within_its_budget() {
         block_rows: 128 << 10,
         max_blocks_in_flight: 32,
         memory_budget: BUDGET,
+        ..DataContext::default()
     };
     let ds = Dataset::range(&rt, 8 << 20)
         .with_context(ctx)

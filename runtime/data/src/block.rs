@@ -36,6 +36,14 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Bytes, DataError> {
     Ok(Bytes::from(out))
 }
 
+/// The canonical encoding of a `list<u8>` holding `bytes` (an argument).
+pub(crate) fn bytes_value(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 10);
+    put_varint(&mut out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// The batch in a block's value (a `list<u8>` holding an IPC stream). A
 /// stream of several batches (a guest may write its result so) is
 /// concatenated into one; a stream of none is an empty batch of its schema.

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::DataError;
 use crate::block::{decode_batch, encode_batch, result_list_u8};
+use crate::shuffle::{self, Aggregate, Shuffle};
 use crate::sink::{Format, Writer};
 use crate::source::{Source, check_columns, describe};
 
@@ -29,6 +30,10 @@ pub struct DataContext {
     /// source waits past it): keep it within the object store's memory and
     /// nothing spills.
     pub memory_budget: u64,
+    /// The parts of a shuffle (`groupby().aggregate()`, `sort`,
+    /// `random_shuffle`: its output blocks; a sort's are at most its input
+    /// blocks). `None`: this machine's cores.
+    pub shuffle_partitions: Option<usize>,
 }
 
 impl Default for DataContext {
@@ -37,6 +42,7 @@ impl Default for DataContext {
             block_rows: 65_536,
             max_blocks_in_flight: 8,
             memory_budget: 512 << 20,
+            shuffle_partitions: None,
         }
     }
 }
@@ -202,6 +208,47 @@ impl MapBatches {
     }
 }
 
+/// A dataset grouped by key columns (`Dataset::groupby`).
+#[derive(Debug, Clone)]
+pub struct GroupBy {
+    ds: Dataset,
+    keys: Vec<String>,
+}
+
+impl GroupBy {
+    /// A row per group: the key columns, then each aggregate's column
+    /// (`count()`, `sum(x)`, ...). A hash shuffle: each block is
+    /// aggregated partially where it is, the partial aggregates are split
+    /// by the key's hash, and each part is combined by tasks. Each output
+    /// block is sorted by the key; the blocks are not ordered.
+    pub fn aggregate(self, aggs: Vec<Aggregate>) -> Dataset {
+        let keys = self.keys;
+        self.ds
+            .then(|n| Node::Shuffle(n, Shuffle::Aggregate { keys, aggs }))
+    }
+
+    /// `count()` per group.
+    pub fn count(self) -> Dataset {
+        self.aggregate(vec![Aggregate::count()])
+    }
+
+    pub fn sum(self, column: &str) -> Dataset {
+        self.aggregate(vec![Aggregate::sum(column)])
+    }
+
+    pub fn mean(self, column: &str) -> Dataset {
+        self.aggregate(vec![Aggregate::mean(column)])
+    }
+
+    pub fn min(self, column: &str) -> Dataset {
+        self.aggregate(vec![Aggregate::min(column)])
+    }
+
+    pub fn max(self, column: &str) -> Dataset {
+        self.aggregate(vec![Aggregate::max(column)])
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -230,8 +277,10 @@ impl Progress {
         self.ops.lock().clone()
     }
 
-    fn op(&self, name: String) -> Arc<OpProgress> {
-        let counts_rows = !name.starts_with("map_batches");
+    /// `counts_rows`: whether the operator knows its blocks' rows (a
+    /// source, a limit, a sink) or not (a component's output, counted
+    /// where it is read).
+    fn op(&self, name: String, counts_rows: bool) -> Arc<OpProgress> {
         let op = Arc::new(OpProgress {
             name,
             blocks: AtomicU64::new(0),
@@ -244,7 +293,7 @@ impl Progress {
 }
 
 impl OpProgress {
-    fn done(&self, rows: Option<u64>) {
+    pub(crate) fn done(&self, rows: Option<u64>) {
         self.blocks.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = rows {
             self.rows.fetch_add(r, Ordering::Relaxed);
@@ -260,6 +309,7 @@ enum Node {
     Repartition(Arc<Node>, usize),
     Union(Vec<Arc<Node>>),
     Blocks(Vec<ObjectRef>),
+    Shuffle(Arc<Node>, Shuffle),
 }
 
 /// A lazy dataset: nothing runs until it is consumed.
@@ -279,15 +329,15 @@ impl std::fmt::Debug for Dataset {
 
 /// A block in the executor: its object, its rows where known, and its
 /// share of the memory budget (given back when the last holder drops it).
-struct Block {
-    r: ObjectRef,
-    rows: Option<u64>,
+pub(crate) struct Block {
+    pub(crate) r: ObjectRef,
+    pub(crate) rows: Option<u64>,
     /// Made by this run (not a user's block): freed once used.
-    own: bool,
-    _budget: Option<Arc<OwnedSemaphorePermit>>,
+    pub(crate) own: bool,
+    pub(crate) budget: Option<Arc<OwnedSemaphorePermit>>,
 }
 
-type Blocks = BoxStream<'static, Result<Block, DataError>>;
+pub(crate) type Blocks = BoxStream<'static, Result<Block, DataError>>;
 
 impl Dataset {
     pub fn from_source(rt: &Runtime, source: Source) -> Self {
@@ -375,6 +425,30 @@ impl Dataset {
     /// block is read before the first comes out).
     pub fn repartition(self, n: usize) -> Self {
         self.then(|node| Node::Repartition(node, n.max(1)))
+    }
+
+    /// Groups of rows by the key columns' values, for
+    /// [`GroupBy::aggregate`].
+    pub fn groupby(self, keys: &[&str]) -> GroupBy {
+        GroupBy {
+            ds: self,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    /// The rows sorted by the key columns (nulls after every value;
+    /// before them when `descending`), across blocks: a shuffle by
+    /// boundaries sampled from every block. Rows with equal keys keep
+    /// their order within a block.
+    pub fn sort(self, keys: &[&str], descending: bool) -> Self {
+        let keys = keys.iter().map(|k| k.to_string()).collect();
+        self.then(|n| Node::Shuffle(n, Shuffle::Sort { keys, descending }))
+    }
+
+    /// The rows in a random order (the same for the same `seed` and
+    /// blocks).
+    pub fn random_shuffle(self, seed: Option<u64>) -> Self {
+        self.then(|n| Node::Shuffle(n, Shuffle::Random { seed }))
     }
 
     /// This dataset's rows, then `other`'s (same columns).
@@ -474,7 +548,7 @@ impl Dataset {
     /// (made if need be).
     pub async fn write(&self, format: Format, dir: &Path) -> Result<WriteSummary, DataError> {
         let mut s = self.iter_batches()?;
-        let op = self.progress.op(format!("write_{}", format.ext()));
+        let op = self.progress.op(format!("write_{}", format.ext()), true);
         let mut w = Writer::new(format, dir)?;
         while let Some(batch) = s.next().await {
             let batch = batch?;
@@ -515,7 +589,7 @@ async fn read_block(rt: &Runtime, b: &Block) -> Result<RecordBatch, DataError> {
 }
 
 /// A block of this run is not used again: on a cluster its object goes.
-fn release(rt: &Runtime, b: &Block) {
+pub(crate) fn release(rt: &Runtime, b: &Block) {
     if b.own {
         rt.free(std::slice::from_ref(&b.r));
     }
@@ -586,6 +660,18 @@ impl Exec {
                 let up = self.stream(inner, None)?;
                 Ok(self.repartition(up, *n))
             }
+            Node::Shuffle(inner, op) => {
+                op.check()?;
+                let up = self.stream(inner, None)?;
+                let progress = self.progress.op(op.name(), false);
+                Ok(shuffle::run(
+                    self.rt.clone(),
+                    self.ctx.clone(),
+                    up,
+                    op.clone(),
+                    progress,
+                ))
+            }
             Node::Blocks(refs) => {
                 let blocks: Vec<Result<Block, DataError>> = refs
                     .iter()
@@ -594,7 +680,7 @@ impl Exec {
                             r: r.clone(),
                             rows: None,
                             own: false,
-                            _budget: None,
+                            budget: None,
                         })
                     })
                     .collect();
@@ -623,7 +709,7 @@ impl Exec {
             Source::Range { .. } => "range",
             Source::Items { .. } => "from_items",
         };
-        let op = self.progress.op(name.to_string());
+        let op = self.progress.op(name.to_string(), true);
         let started = std::thread::Builder::new()
             .name("ferray-data-read".into())
             .spawn(move || src.read(block_rows, limit, tx));
@@ -659,7 +745,7 @@ impl Exec {
                         r,
                         rows: Some(rows),
                         own: true,
-                        _budget: Some(Arc::new(permit)),
+                        budget: Some(Arc::new(permit)),
                     }),
                     rx,
                 ))
@@ -670,7 +756,7 @@ impl Exec {
 
     fn map(&self, up: Blocks, op: MapBatches, returns_result: bool) -> Blocks {
         let name = op.name();
-        let progress = self.progress.op(name.clone());
+        let progress = self.progress.op(name.clone(), false);
         let rt = self.rt.clone();
         match op.call.clone() {
             Call::Task { function } => {
@@ -699,7 +785,7 @@ impl Exec {
                             r: out,
                             rows: None,
                             own: true,
-                            _budget: b._budget,
+                            budget: b.budget,
                         })
                     }
                 })
@@ -751,7 +837,7 @@ impl Exec {
                             r: out,
                             rows: None,
                             own: true,
-                            _budget: b._budget,
+                            budget: b.budget,
                         })
                     }
                 })
@@ -811,7 +897,7 @@ impl Exec {
 
     fn limit(&self, up: Blocks, n: u64) -> Blocks {
         let rt = self.rt.clone();
-        let op = self.progress.op(format!("limit({n})"));
+        let op = self.progress.op(format!("limit({n})"), true);
         stream::unfold((up, n), move |(mut up, left)| {
             let rt = rt.clone();
             let op = op.clone();
@@ -854,7 +940,7 @@ impl Exec {
 
     fn repartition(&self, up: Blocks, n: usize) -> Blocks {
         let rt = self.rt.clone();
-        let op = self.progress.op(format!("repartition({n})"));
+        let op = self.progress.op(format!("repartition({n})"), true);
         stream::once(async move {
             let mut batches = Vec::new();
             let mut up = up;
@@ -935,7 +1021,7 @@ fn put_batch(rt: &Runtime, batch: &RecordBatch) -> Result<Block, DataError> {
         r: rt.put_encoded(bytes),
         rows: Some(batch.num_rows() as u64),
         own: true,
-        _budget: None,
+        budget: None,
     })
 }
 

@@ -22,11 +22,13 @@
 pub mod block;
 mod dataset;
 pub mod pipeline;
+mod shuffle;
 mod sink;
 mod source;
 
-pub use dataset::{DataContext, Dataset, MapBatches, OpProgress, Progress, WriteSummary};
+pub use dataset::{DataContext, Dataset, GroupBy, MapBatches, OpProgress, Progress, WriteSummary};
 pub use pipeline::Pipeline;
+pub use shuffle::{AggFunc, Aggregate};
 pub use sink::{Format, json_lines};
 pub use source::Source;
 

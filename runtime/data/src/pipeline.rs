@@ -10,6 +10,7 @@
 //! block_rows = 65536
 //! max_blocks_in_flight = 8
 //! memory_budget = "512MiB"
+//! shuffle_partitions = 4      # a shuffle's parts; default: this machine's cores
 //!
 //! [[ops]]
 //! kind = "map_batches"
@@ -17,6 +18,16 @@
 //! function = "clean"          # a task pool; or class = "model", method = "predict"
 //! batch_size = 4096
 //! concurrency = 4             # a task pool's tasks at once; an actor pool's [min, max]
+//!
+//! [[ops]]
+//! kind = "groupby"
+//! keys = ["region"]
+//! aggs = ["count()", "sum(amount)", "mean(amount)", "min(amount)", "max(amount)"]
+//!
+//! [[ops]]
+//! kind = "sort"               # or kind = "random_shuffle", seed = 7
+//! keys = ["region"]
+//! descending = false
 //!
 //! [[ops]]
 //! kind = "limit"
@@ -35,6 +46,7 @@ use serde::Deserialize;
 
 use crate::DataError;
 use crate::dataset::{DataContext, Dataset, MapBatches};
+use crate::shuffle::Aggregate;
 use crate::sink::Format;
 use crate::source::Source;
 
@@ -78,6 +90,7 @@ struct ExecSpec {
     block_rows: Option<usize>,
     max_blocks_in_flight: Option<usize>,
     memory_budget: Option<String>,
+    shuffle_partitions: Option<usize>,
 }
 
 /// An operator: `kind` says which, and which of the other fields it takes
@@ -98,6 +111,10 @@ struct OpSpec {
     concurrency: Option<Concurrency>,
     n: Option<u64>,
     num_blocks: Option<usize>,
+    keys: Option<Vec<String>>,
+    aggs: Option<Vec<String>>,
+    descending: Option<bool>,
+    seed: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -106,6 +123,9 @@ enum OpKind {
     MapBatches,
     Limit,
     Repartition,
+    Groupby,
+    Sort,
+    RandomShuffle,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -152,6 +172,9 @@ enum Op {
     },
     Limit(u64),
     Repartition(usize),
+    Groupby(Vec<String>, Vec<Aggregate>),
+    Sort(Vec<String>, bool),
+    RandomShuffle(Option<u64>),
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +236,9 @@ impl Pipeline {
             ds = match op {
                 Op::Limit(n) => ds.limit(*n),
                 Op::Repartition(n) => ds.repartition(*n),
+                Op::Groupby(keys, aggs) => ds.groupby(&strs(keys)).aggregate(aggs.clone()),
+                Op::Sort(keys, descending) => ds.sort(&strs(keys), *descending),
+                Op::RandomShuffle(seed) => ds.random_shuffle(*seed),
                 Op::Map {
                     field,
                     component,
@@ -272,6 +298,10 @@ impl Pipeline {
             None => Ok(None),
         }
     }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn check(file: &str, raw: PipelineFile, base: &Path) -> Result<Pipeline, Bad> {
@@ -369,6 +399,15 @@ fn check(file: &str, raw: PipelineFile, base: &Path) -> Result<Pipeline, Bad> {
         ctx.memory_budget = ferray::parse_size(&s)
             .map_err(|e| ("execution.memory_budget".to_string(), e.to_string()))?;
     }
+    if let Some(n) = e.shuffle_partitions {
+        if n == 0 {
+            return Err((
+                "execution.shuffle_partitions".into(),
+                "expected at least 1".into(),
+            ));
+        }
+        ctx.shuffle_partitions = Some(n);
+    }
 
     let mut ops = Vec::new();
     for (i, op) in raw.ops.into_iter().enumerate() {
@@ -377,6 +416,9 @@ fn check(file: &str, raw: PipelineFile, base: &Path) -> Result<Pipeline, Bad> {
             OpKind::MapBatches => "map_batches",
             OpKind::Limit => "limit",
             OpKind::Repartition => "repartition",
+            OpKind::Groupby => "groupby",
+            OpKind::Sort => "sort",
+            OpKind::RandomShuffle => "random_shuffle",
         };
         let map = op.kind == OpKind::MapBatches;
         let given = [
@@ -395,6 +437,18 @@ fn check(file: &str, raw: PipelineFile, base: &Path) -> Result<Pipeline, Bad> {
                 op.num_blocks.is_some(),
                 op.kind == OpKind::Repartition,
             ),
+            (
+                "keys",
+                op.keys.is_some(),
+                matches!(op.kind, OpKind::Groupby | OpKind::Sort),
+            ),
+            ("aggs", op.aggs.is_some(), op.kind == OpKind::Groupby),
+            (
+                "descending",
+                op.descending.is_some(),
+                op.kind == OpKind::Sort,
+            ),
+            ("seed", op.seed.is_some(), op.kind == OpKind::RandomShuffle),
         ];
         if let Some((f, ..)) = given.iter().find(|(_, set, ok)| *set && !ok) {
             return Err((at(f), format!("is not an option of kind = \"{kind}\"")));
@@ -408,6 +462,37 @@ fn check(file: &str, raw: PipelineFile, base: &Path) -> Result<Pipeline, Bad> {
                 Some(0) => return Err((at("num_blocks"), "expected at least 1".into())),
                 Some(n) => Op::Repartition(n),
             },
+            OpKind::Groupby | OpKind::Sort => {
+                let keys = match op.keys {
+                    Some(k) if !k.is_empty() => k,
+                    _ => {
+                        return Err((
+                            at("keys"),
+                            format!("{kind} needs keys, a list of columns"),
+                        ));
+                    }
+                };
+                if op.kind == OpKind::Sort {
+                    Op::Sort(keys, op.descending.unwrap_or(false))
+                } else {
+                    let texts = op.aggs.unwrap_or_default();
+                    if texts.is_empty() {
+                        return Err((
+                            at("aggs"),
+                            "groupby needs aggs, e.g. [\"count()\", \"sum(x)\"]".into(),
+                        ));
+                    }
+                    let aggs = texts
+                        .iter()
+                        .enumerate()
+                        .map(|(j, t)| {
+                            Aggregate::parse(t).map_err(|e| (at(&format!("aggs[{j}]")), e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, Bad>>()?;
+                    Op::Groupby(keys, aggs)
+                }
+            }
+            OpKind::RandomShuffle => Op::RandomShuffle(op.seed),
             OpKind::MapBatches => {
                 let m = op;
                 let Some(component) = m.component.clone() else {
@@ -574,6 +659,17 @@ mod tests {
             [[ops]]
             kind = "limit"
             n = 10
+            [[ops]]
+            kind = "groupby"
+            keys = ["k"]
+            aggs = ["count()", "sum(x)", " mean( x ) ", "count(x)"]
+            [[ops]]
+            kind = "sort"
+            keys = ["k", "x"]
+            descending = true
+            [[ops]]
+            kind = "random_shuffle"
+            seed = 7
             [write]
             format = "parquet"
             path = "out"
@@ -585,7 +681,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(p.ctx.memory_budget, 64 << 20);
-        assert_eq!(p.ops.len(), 3);
+        assert_eq!(p.ops.len(), 6);
+        match &p.ops[3] {
+            Op::Groupby(keys, aggs) => {
+                assert_eq!(keys, &["k"]);
+                let names: Vec<String> = aggs.iter().map(Aggregate::name).collect();
+                assert_eq!(names, ["count()", "sum(x)", "mean(x)", "count(x)"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&p.ops[4], Op::Sort(k, true) if k.len() == 2));
+        assert!(matches!(&p.ops[5], Op::RandomShuffle(Some(7))));
         assert!(matches!(
             &p.ops[1],
             Op::Map {
@@ -643,6 +749,34 @@ mod tests {
                 "write",
             ),
             ("[read]\nformat = \"range\"\nn = 3\nbogus = 1\n", "read"),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"groupby\"\naggs = [\"count()\"]\n",
+                "ops[0].keys",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"groupby\"\nkeys = [\"k\"]\n",
+                "ops[0].aggs",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"groupby\"\nkeys = [\"k\"]\naggs = [\"count()\", \"median(x)\"]\n",
+                "ops[0].aggs[1]",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"groupby\"\nkeys = [\"k\"]\naggs = [\"sum()\"]\n",
+                "ops[0].aggs[0]",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"sort\"\nkeys = [\"k\"]\nseed = 3\n",
+                "ops[0].seed",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[[ops]]\nkind = \"sort\"\nkeys = []\n",
+                "ops[0].keys",
+            ),
+            (
+                "[read]\nformat = \"range\"\nn = 3\n[execution]\nshuffle_partitions = 0\n",
+                "execution.shuffle_partitions",
+            ),
             ("[read\n", "-"),
         ];
         for (text, field) in cases {

@@ -318,12 +318,13 @@ impl<S: Services> Host<S> {
         ctx: S::Ctx,
         output: &Output,
     ) -> Result<Vec<u8>, Error> {
-        if let (Some(shape), Some(bytes)) = (BytesFn::of(func), list_u8(args)) {
+        let bytes = BytesFn::of(func, false).and_then(|s| Some((s, lists_u8(args, s.params)?)));
+        if let Some((shape, bytes)) = bytes {
             let mut store =
                 self.new_store(self.engine(), comp.id, limits, services, ctx, output)?;
             store.data_mut().deadline = limits.timeout.map(|t| Instant::now() + t);
             let instance = instantiate(&mut store, &comp.pre, limits).await?;
-            return call_bytes(&mut store, &instance, func, None, shape, bytes, limits).await;
+            return call_bytes(&mut store, &instance, func, None, shape, &bytes, limits).await;
         }
         let (params, _held) = decode_args(func, args, self.memory_budget())?;
         let mut store = self.new_store(self.engine(), comp.id, limits, services, ctx, output)?;
@@ -521,48 +522,64 @@ async fn call<S: Services>(
     Ok(out)
 }
 
-/// A function from bytes to bytes: `func(x: list<u8>) -> list<u8>` or
-/// `-> result<list<u8>, string>` (a ferray data `map_batches` function, a
-/// method of an actor pool's class). Called through wasmtime's typed API,
-/// which copies the bytes in and out in one go: the dynamic call needs a
-/// `Val` per byte (about 32 host bytes and tens of nanoseconds each).
+/// A function from bytes to bytes: `func(x: list<u8>, ...) -> list<u8>` or
+/// `-> result<list<u8>, string>`, with one to [`MAX_BYTES_PARAMS`]
+/// parameters (one for a method): a ferray data `map_batches` function, a
+/// method of an actor pool's class, ferray data's built-in shuffle
+/// operators. Called through wasmtime's typed API, which copies the bytes
+/// in and out in one go: the dynamic call needs a `Val` per byte (about 32
+/// host bytes and tens of nanoseconds each).
 #[derive(Clone, Copy)]
-enum BytesFn {
-    Plain,
-    Result,
+struct BytesFn {
+    params: usize,
+    result: bool,
 }
+
+/// The most `list<u8>` parameters of a [`BytesFn`].
+const MAX_BYTES_PARAMS: usize = 9;
 
 impl BytesFn {
-    fn of(func: &FuncInfo) -> Option<BytesFn> {
+    fn of(func: &FuncInfo, method: bool) -> Option<BytesFn> {
         let bytes = |t: &Type| matches!(t, Type::List(l) if l.ty() == Type::U8);
-        match (func.params.as_slice(), func.results.as_slice()) {
-            ([p], [r]) if bytes(p) => match r {
-                r if bytes(r) => Some(BytesFn::Plain),
-                Type::Result(res)
-                    if res.ok().as_ref().is_some_and(bytes) && res.err() == Some(Type::String) =>
-                {
-                    Some(BytesFn::Result)
-                }
-                _ => None,
-            },
-            _ => None,
+        let most = if method { 1 } else { MAX_BYTES_PARAMS };
+        let params = func.params.len();
+        if params == 0 || params > most || !func.params.iter().all(bytes) {
+            return None;
         }
+        let result = match func.results.as_slice() {
+            [r] if bytes(r) => false,
+            [Type::Result(res)]
+                if res.ok().as_ref().is_some_and(bytes) && res.err() == Some(Type::String) =>
+            {
+                true
+            }
+            _ => return None,
+        };
+        Some(BytesFn { params, result })
     }
 }
 
-/// The bytes of one canonically encoded `list<u8>` argument (a LEB128
-/// length, then exactly that many bytes); `None` for anything else (the
-/// dynamic path then says what is wrong with it).
-fn list_u8(args: &[u8]) -> Option<&[u8]> {
-    let mut len = 0u64;
-    for (i, b) in args.iter().take(10).enumerate() {
-        len |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            let rest = &args[i + 1..];
-            return (rest.len() as u64 == len).then_some(rest);
+/// The bytes of `n` canonically encoded `list<u8>` arguments (each a
+/// LEB128 length, then that many bytes) that are all of `args`; `None` for
+/// anything else (the dynamic path then says what is wrong with it).
+fn lists_u8(mut args: &[u8], n: usize) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut len = 0u64;
+        let mut header = None;
+        for (i, b) in args.iter().take(10).enumerate() {
+            len |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                header = Some(i + 1);
+                break;
+            }
         }
+        let rest = &args[header?..];
+        let len = usize::try_from(len).ok().filter(|l| *l <= rest.len())?;
+        out.push(&rest[..len]);
+        args = &rest[len..];
     }
-    None
+    args.is_empty().then_some(out)
 }
 
 fn put_list_u8(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -579,6 +596,27 @@ fn put_list_u8(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// One typed call of `f` with `params`.
+async fn typed_call<S, P, R>(
+    store: &mut Store<TaskState<S>>,
+    f: wasmtime::component::Func,
+    func: &FuncInfo,
+    params: P,
+    limits: &Limits,
+) -> Result<R, Error>
+where
+    S: Services,
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Send + Sync,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync + 'static,
+{
+    let t = f
+        .typed::<P, R>(&*store)
+        .map_err(|e| Error::Other(format!("`{}`: {e}", func.name)))?;
+    t.call_async(&mut *store, params)
+        .await
+        .map_err(|e| classify(store, e, limits))
+}
+
 /// [`call`] for a [`BytesFn`]: the result in the canonical encoding.
 async fn call_bytes<S: Services>(
     store: &mut Store<TaskState<S>>,
@@ -586,55 +624,52 @@ async fn call_bytes<S: Services>(
     func: &FuncInfo,
     this: Option<ResourceAny>,
     shape: BytesFn,
-    bytes: &[u8],
+    b: &[&[u8]],
     limits: &Limits,
 ) -> Result<Vec<u8>, Error> {
     let f = instance
         .get_func(&mut *store, func.index)
         .ok_or_else(|| Error::NotFound(format!("export `{}`", func.name)))?;
-    let typed = |e: wasmtime::Error| Error::Other(format!("`{}`: {e}", func.name));
-    let got: Result<Vec<u8>, String> = match (this, shape) {
-        (None, BytesFn::Plain) => {
-            let t = f.typed::<(&[u8],), (Vec<u8>,)>(&*store).map_err(typed)?;
-            let (v,) = t
-                .call_async(&mut *store, (bytes,))
+    /// The call with `b[0]`, ..., `b[n - 1]` as `(&[u8], ...)`, of results `R`.
+    macro_rules! with_arity {
+        ($R:ty, $($i:tt)+) => {
+            typed_call::<S, ($(with_arity!(@bytes $i),)+), $R>(store, f, func, ($(b[$i],)+), limits)
                 .await
-                .map_err(|e| classify(store, e, limits))?;
-            Ok(v)
-        }
-        (Some(h), BytesFn::Plain) => {
-            let t = f
-                .typed::<(ResourceAny, &[u8]), (Vec<u8>,)>(&*store)
-                .map_err(typed)?;
-            let (v,) = t
-                .call_async(&mut *store, (h, bytes))
-                .await
-                .map_err(|e| classify(store, e, limits))?;
-            Ok(v)
-        }
-        (None, BytesFn::Result) => {
-            let t = f
-                .typed::<(&[u8],), (Result<Vec<u8>, String>,)>(&*store)
-                .map_err(typed)?;
-            t.call_async(&mut *store, (bytes,))
-                .await
-                .map_err(|e| classify(store, e, limits))?
-                .0
-        }
-        (Some(h), BytesFn::Result) => {
-            let t = f
-                .typed::<(ResourceAny, &[u8]), (Result<Vec<u8>, String>,)>(&*store)
-                .map_err(typed)?;
-            t.call_async(&mut *store, (h, bytes))
-                .await
-                .map_err(|e| classify(store, e, limits))?
-                .0
-        }
+        };
+        (@bytes $i:tt) => { &[u8] };
+    }
+    macro_rules! by_arity {
+        ($R:ty) => {
+            match (this, b.len()) {
+                (Some(h), 1) => {
+                    typed_call::<S, (ResourceAny, &[u8]), $R>(store, f, func, (h, b[0]), limits)
+                        .await
+                }
+                (None, 1) => with_arity!($R, 0),
+                (None, 2) => with_arity!($R, 0 1),
+                (None, 3) => with_arity!($R, 0 1 2),
+                (None, 4) => with_arity!($R, 0 1 2 3),
+                (None, 5) => with_arity!($R, 0 1 2 3 4),
+                (None, 6) => with_arity!($R, 0 1 2 3 4 5),
+                (None, 7) => with_arity!($R, 0 1 2 3 4 5 6),
+                (None, 8) => with_arity!($R, 0 1 2 3 4 5 6 7),
+                (None, 9) => with_arity!($R, 0 1 2 3 4 5 6 7 8),
+                (_, n) => Err(Error::Other(format!(
+                    "`{}`: no typed call for {n} byte parameters",
+                    func.name
+                ))),
+            }
+        };
+    }
+    let got: Result<Vec<u8>, String> = if shape.result {
+        by_arity!((Result<Vec<u8>, String>,))?.0
+    } else {
+        Ok(by_arity!((Vec<u8>,))?.0)
     };
     let mut out = Vec::new();
-    match (shape, got) {
-        (BytesFn::Plain, Ok(v)) => put_list_u8(&mut out, &v),
-        (BytesFn::Result, Ok(v)) => {
+    match (shape.result, got) {
+        (false, Ok(v)) => put_list_u8(&mut out, &v),
+        (true, Ok(v)) => {
             out.push(0);
             put_list_u8(&mut out, &v);
         }
@@ -730,14 +765,15 @@ impl<S: Services> ActorInstance<S> {
             let data = self.store.data_mut();
             data.deadline = self.limits.timeout.map(|t| Instant::now() + t);
             data.timed_out = false;
-            if let (Some(shape), Some(bytes)) = (BytesFn::of(func), list_u8(args)) {
+            let bytes = BytesFn::of(func, true).and_then(|s| Some((s, lists_u8(args, s.params)?)));
+            if let Some((shape, bytes)) = bytes {
                 return call_bytes(
                     &mut self.store,
                     &self.instance,
                     func,
                     Some(self.handle),
                     shape,
-                    bytes,
+                    &bytes,
                     &self.limits,
                 )
                 .await;
@@ -761,7 +797,25 @@ impl<S: Services> ActorInstance<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_tail;
+    use super::{lists_u8, put_list_u8, split_tail};
+
+    #[test]
+    fn byte_arguments_are_split_exactly() {
+        let big = vec![7u8; 300];
+        let mut args = Vec::new();
+        for part in [&b"spec"[..], &big, b""] {
+            put_list_u8(&mut args, part);
+        }
+        assert_eq!(
+            lists_u8(&args, 3),
+            Some(vec![&b"spec"[..], &big[..], &b""[..]])
+        );
+        // Too few lists, bytes left over, a length past the end: none.
+        assert_eq!(lists_u8(&args, 4), None);
+        assert_eq!(lists_u8(&args, 2), None);
+        assert_eq!(lists_u8(&args[..args.len() - 2], 3), None);
+        assert_eq!(lists_u8(&[0x80; 12], 1), None);
+    }
 
     #[test]
     fn the_tail_is_whole_lines() {
