@@ -59,6 +59,34 @@ fn concat(parts: &[&dyn Array]) -> Result<ArrayRef, String> {
     Ok(make_array(m.freeze()))
 }
 
+/// The rows of `batch` at `rows`, in that order (a filter when `rows`
+/// ascend); an error for a row past the end.
+pub fn take(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch, String> {
+    let n = batch.num_rows();
+    if let Some(r) = rows.iter().find(|r| **r as usize >= n) {
+        return Err(format!("row {r} of a batch of {n} rows"));
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for c in batch.columns() {
+        let data = c.to_data();
+        let mut m = MutableArrayData::new(vec![&data], false, rows.len());
+        // Runs of consecutive rows are copied at once.
+        let mut i = 0;
+        while i < rows.len() {
+            let start = rows[i] as usize;
+            let mut end = start + 1;
+            while i + 1 < rows.len() && rows[i + 1] as usize == end {
+                end += 1;
+                i += 1;
+            }
+            m.try_extend(0, start, end).map_err(|e| e.to_string())?;
+            i += 1;
+        }
+        columns.push(make_array(m.freeze()));
+    }
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| e.to_string())
+}
+
 /// A record batch as a block.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();

@@ -924,6 +924,79 @@ fn the_data_inference_example_scores_every_wine() {
 /// when one of them dies, its blocks are made again from their lineage
 /// (the same task on the same input block) where they are read.
 #[test]
+fn the_data_etl_example_groups_every_clean_sale() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/guest-examples/data-etl");
+    let csv = format!("{root}/data/sales.csv");
+    let text = std::fs::read_to_string(format!("{root}/pipeline.toml")).expect("pipeline");
+    let text = text
+        .replace("\"data/sales.csv\"", &format!("{csv:?}"))
+        .replace(
+            "../target/wasm32-wasip2/release/data_etl.wasm",
+            fx::DATA_ETL,
+        );
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(&pipeline, text).expect("write");
+    let out = ferray_ok(&["data", "run", pipeline.to_str().expect("utf-8")]);
+    assert!(out.contains("wrote 4 rows"), "{out}");
+    let (raw, got) = crate::harness::block_on(async {
+        let rt = crate::runtime().await;
+        let raw = Dataset::read_csv(&rt, &[&csv])
+            .take_all()
+            .await
+            .expect("csv");
+        let out = dir.path().join("by-region").display().to_string();
+        let got = Dataset::read_parquet(&rt, &[out])
+            .take_all()
+            .await
+            .expect("output");
+        (concat(&raw), concat(&got))
+    });
+    // The direct computation: the same cleaning, then the groups.
+    let mut want: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (region, amount) in strs(&raw, "region").into_iter().zip(strs(&raw, "amount")) {
+        let region = region.unwrap_or_default().trim().to_lowercase();
+        let amount = amount
+            .unwrap_or_default()
+            .trim()
+            .replace(['$', ','], "")
+            .parse::<f64>();
+        if let (false, Ok(a)) = (region.is_empty(), amount) {
+            want.entry(region).or_default().push(a);
+        }
+    }
+    let regions: Vec<String> = strs(&got, "region").into_iter().flatten().collect();
+    assert_eq!(regions, want.keys().cloned().collect::<Vec<_>>(), "sorted");
+    for (i, (region, amounts)) in want.iter().enumerate() {
+        assert_eq!(
+            ints(&got, "count()")[i],
+            Some(amounts.len() as i64),
+            "{region}"
+        );
+        let sum: f64 = amounts.iter().sum();
+        let near = |name: &str, v: f64| {
+            let g = floats(&got, name)[i].expect(name);
+            assert!((g - v).abs() < 1e-6, "{name} of {region}: {g} != {v}");
+        };
+        near("sum(amount)", sum);
+        near("mean(amount)", sum / amounts.len() as f64);
+        near(
+            "min(amount)",
+            amounts.iter().copied().fold(f64::MAX, f64::min),
+        );
+        near(
+            "max(amount)",
+            amounts.iter().copied().fold(f64::MIN, f64::max),
+        );
+    }
+    let rows: usize = want.values().map(Vec::len).sum();
+    assert!(
+        rows > 150 && rows < raw.num_rows(),
+        "some rows dropped: {rows}"
+    );
+}
+
+#[test]
 fn a_lost_block_is_rebuilt_through_lineage() {
     let mut c = crate::harness::Cluster::start(2);
     let victim = c.workers[1].1;
