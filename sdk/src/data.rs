@@ -107,12 +107,17 @@ pub fn map(
     encode(&f(decode(block)?)?)
 }
 
+/// The column `name`, or an error naming it and the batch's columns.
+pub fn column_ref<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("no column `{name}` (the columns: {})", names(batch)))
+}
+
 /// The column `name` as an array of type `A`, or an error naming the column
 /// and the type it has.
 pub fn column<'a, A: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a A, String> {
-    let c = batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("no column `{name}` (the columns: {})", names(batch)))?;
+    let c = column_ref(batch, name)?;
     c.as_any().downcast_ref::<A>().ok_or_else(|| {
         format!(
             "column `{name}` is {}, not {}",

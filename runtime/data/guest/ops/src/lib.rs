@@ -31,7 +31,7 @@ use ferray_sdk::data::arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array,
 };
 use ferray_sdk::data::arrow_schema::{DataType, Field, Schema, SortOptions};
-use ferray_sdk::data::{decode, encode};
+use ferray_sdk::data::{column_ref, decode, encode};
 use serde::Deserialize;
 
 wit_bindgen::generate!({ path: "wit", world: "data-ops" });
@@ -325,19 +325,7 @@ fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>, St
     if keys.is_empty() {
         return Err("no key columns".into());
     }
-    keys.iter()
-        .map(|k| {
-            batch.column_by_name(k).cloned().ok_or_else(|| {
-                let names: Vec<&str> = batch
-                    .schema_ref()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                format!("no column `{k}` (the columns: {})", names.join(", "))
-            })
-        })
-        .collect()
+    keys.iter().map(|k| column_ref(batch, k).cloned()).collect()
 }
 
 /// The key columns of each row in arrow-row's encoding: ordered like the
